@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Build dist/noemafed.pyz reproducibly: our wheel first, then shiv from local wheels only, then a smoke run.
+# Usage: ./build.sh            (uses $PYTHON, default .venv/bin/python if present, else python3)
+set -euo pipefail
+here="$(cd "$(dirname "$0")" && pwd)"
+cd "$here"
+PYTHON="${PYTHON:-$([ -x .venv/bin/python ] && echo .venv/bin/python || echo python3)}"
+
+# Timestamps come from the commit, so two checkouts of one commit (anywhere on disk) build the same bytes.
+if [ -z "${SOURCE_DATE_EPOCH:-}" ]; then
+  SOURCE_DATE_EPOCH="$(git -C "$here" log -1 --format=%ct 2>/dev/null || echo 1767225600)"
+fi
+export SOURCE_DATE_EPOCH
+export PYTHONHASHSEED=0
+
+work="$(mktemp -d)"
+trap 'rm -rf "$work"' EXIT
+mkdir -p "$work/wheels" dist
+
+# 1. Our own wheel, built from a copy of the sources so no build/ or egg-info lands in the checkout
+#    and the checkout's path never reaches the wheel.
+mkdir -p "$work/src"
+cp -r pyproject.toml README.md noemafed "$work/src/"
+find "$work/src" -name '__pycache__' -prune -exec rm -rf {} +
+"$PYTHON" -m pip wheel --quiet --no-deps --wheel-dir "$work/wheels" "$work/src"
+
+# 2. The runtime dependencies, exactly the pinned wheels (pure Python, so any platform).
+"$PYTHON" -m pip download --quiet --no-deps --only-binary=:all: --require-hashes \
+  --dest "$work/wheels" -r scripts/runtime-lock.txt
+
+# 3. The zipapp, from those wheels only. Dependencies are named, never resolved from markers here.
+"$PYTHON" -m shiv --reproducible --compressed \
+  --no-index --find-links "$work/wheels" \
+  --entry-point noemafed.cli:main --python '/usr/bin/env python3' \
+  --output-file dist/noemafed.pyz \
+  noemafed click python-ulid typing-extensions >/dev/null
+
+# 4. Smoke run with a throwaway extraction root, never ~/.shiv.
+SHIV_ROOT="$work/shiv-root" "$PYTHON" dist/noemafed.pyz --version
+sha256sum dist/noemafed.pyz 2>/dev/null || shasum -a 256 dist/noemafed.pyz

@@ -1,0 +1,5 @@
+"""Entry point for `python -m noemafed`."""
+
+from noemafed.cli import main
+
+main()

@@ -1,0 +1,243 @@
+"""The command line: the only module that imports click, and the one place errors become exit codes."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import click
+
+from noemafed import __version__
+from noemafed.errors import CommandError, ExitCode, NoemafedError
+
+if TYPE_CHECKING:
+    from noemafed.cortex import Cortex
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class CliContext:
+    """What the group passes down: the --cortex value, resolved lazily so `init` needs none."""
+
+    def __init__(self, cortex_option: str | None) -> None:
+        self.cortex_option = cortex_option
+
+    def cortex_dir(self) -> Path:
+        from noemafed.cortex import resolve_cortex
+
+        return resolve_cortex(self.cortex_option, os.environ, Path.cwd()).path
+
+    def open(self) -> Cortex:
+        from noemafed.cortex import open_cortex
+
+        return open_cortex(self.cortex_dir())
+
+
+def _emit(text: str) -> None:
+    click.echo(text, nl=False)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "--version", prog_name="noemafed", message="%(prog)s %(version)s")
+@click.option(
+    "--cortex",
+    "cortex_option",
+    metavar="PATH|NAME",
+    help="Cortex directory or registered name (else NOEMA_CORTEX, the noema registry default, the cwd).",
+)
+@click.pass_context
+def cli(ctx: click.Context, cortex_option: str | None) -> None:
+    """noema federation as one file: keep a cortex in step with its peers.
+
+    Example: noemafed --cortex ~/cortexes/research status
+    """
+    ctx.obj = CliContext(cortex_option)
+
+
+@cli.command()
+@click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--name", help="Display name of the cortex (default: the directory name).")
+def init(directory: Path, name: str | None) -> None:
+    """Create a new, empty cortex that noema can open.
+
+    Example: noemafed init ~/cortexes/research --name research
+    """
+    from noemafed import render
+    from noemafed.cortex import init_cortex
+
+    manifest = init_cortex(directory, name)
+    _emit(render.initialized(str(directory), manifest.id, manifest.name))
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document (docs/status.schema.json).")
+@click.pass_obj
+def status(obj: CliContext, as_json: bool) -> None:
+    """Show access mode, peers, cursors, health and the vector clock.
+
+    Example: noemafed status --json | jq '.peers[].health'
+    """
+    from noemafed import commands, render
+
+    cortex = obj.open()
+    try:
+        report = commands.status(cortex, os.environ)
+    finally:
+        cortex.close()
+    _emit(render.status_json(report) if as_json else render.status_human(report))
+
+
+@cli.command()
+@click.pass_obj
+def peers(obj: CliContext) -> None:
+    """List the peers configured in cortex.md.
+
+    Example: noemafed peers
+    """
+    from noemafed import render
+    from noemafed.manifest import read_manifest
+
+    _emit(render.peers_human(read_manifest(obj.cortex_dir()).peers))
+
+
+@cli.command("add-peer")
+@click.argument("name")
+@click.argument("endpoint")
+@click.pass_obj
+def add_peer(obj: CliContext, name: str, endpoint: str) -> None:
+    """Add a peer (a local label and its base URL) to cortex.md.
+
+    Example: noemafed add-peer laptop https://laptop.lan:3000
+    """
+    from noemafed import commands, render
+    from noemafed.manifest import read_manifest
+
+    added = commands.add_peer(read_manifest(obj.cortex_dir()), name, endpoint)
+    _emit(render.added_peer(*added))
+
+
+def _confirmed() -> bool:
+    """One whitespace-delimited token from stdin; only y, Y and yes proceed (EOF does not)."""
+    line = sys.stdin.readline()
+    tokens = line.split()
+    return bool(tokens) and tokens[0] in ("y", "Y", "yes")
+
+
+@cli.command("reset-peer")
+@click.argument("names", nargs=-1, required=True)
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+@click.pass_obj
+def reset_peer(obj: CliContext, names: tuple[str, ...], yes: bool) -> None:
+    """Forget a peer's pinned identity, cursors and health so the next sync re-pins it.
+
+    Example: noemafed reset-peer laptop --yes
+    """
+    from noemafed import commands, render
+
+    cortex = obj.open()
+    try:
+        plan = commands.plan_reset(cortex, names)
+        _emit(render.reset_plan(plan))
+        if not yes:
+            _emit(render.RESET_PROMPT)
+            sys.stdout.flush()
+            if not _confirmed():
+                raise CommandError("aborted by user")
+        _emit(render.reset_result(commands.apply_reset(cortex, plan)))
+    finally:
+        cortex.close()
+
+
+@cli.command("set-mode")
+@click.argument("mode")
+@click.pass_obj
+def set_mode(obj: CliContext, mode: str) -> None:
+    """Set the cortex-wide federation mode: sync, publish or subscribe.
+
+    Example: noemafed set-mode publish
+    """
+    from noemafed import commands, render
+    from noemafed.gotext import go_quote
+    from noemafed.manifest import FEDERATION_MODES, read_manifest
+
+    # Validated before the cortex is resolved, as in noema.
+    if mode not in FEDERATION_MODES:
+        raise CommandError(f"invalid mode {go_quote(mode)}; use sync, publish, or subscribe")
+    _emit(render.mode_change(commands.set_mode(read_manifest(obj.cortex_dir()), mode)))
+
+
+def _peer_mode_command(name: str, paused: bool, obj: CliContext) -> None:
+    from noemafed import commands, render
+    from noemafed.manifest import read_manifest
+
+    _emit(render.peer_mode_change(commands.set_peer_mode(read_manifest(obj.cortex_dir()), name, paused)))
+
+
+@cli.command("pause-peer")
+@click.argument("name")
+@click.pass_obj
+def pause_peer(obj: CliContext, name: str) -> None:
+    """Stop syncing with a peer without forgetting its cursor or pin.
+
+    Example: noemafed pause-peer laptop
+    """
+    _peer_mode_command(name, True, obj)
+
+
+@cli.command("resume-peer")
+@click.argument("name")
+@click.pass_obj
+def resume_peer(obj: CliContext, name: str) -> None:
+    """Resume syncing with a paused peer.
+
+    Example: noemafed resume-peer laptop
+    """
+    _peer_mode_command(name, False, obj)
+
+
+@cli.group()
+def key() -> None:
+    """Inspect the shared bearer key without revealing it.
+
+    Example: noemafed key fingerprint
+    """
+
+
+@key.command("fingerprint")
+@click.pass_obj
+def key_fingerprint(obj: CliContext) -> None:
+    """Show where the shared key comes from and its SHA-256 fingerprint.
+
+    Example: noemafed key fingerprint
+    """
+    from noemafed import commands, render
+    from noemafed.manifest import read_manifest
+
+    cortex_dir = obj.cortex_dir()
+    _emit(render.key_fingerprint(commands.key_fingerprint(cortex_dir, read_manifest(cortex_dir), os.environ)))
+
+
+def report_error(exc: NoemafedError) -> None:
+    """The single place an error is shown: `Error: <message>`, then the hint, on stderr."""
+    click.echo(f"Error: {exc.message}", err=True)
+    if exc.hint:
+        click.echo(f"Hint: {exc.hint}", err=True)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the CLI and exit with a documented code (docs/exit-codes.md)."""
+    try:
+        cli.main(args=argv, prog_name="noemafed", standalone_mode=False)
+    except NoemafedError as exc:
+        report_error(exc)
+        sys.exit(int(exc.exit_code))
+    except click.exceptions.Abort:
+        click.echo("Aborted!", err=True)
+        sys.exit(int(ExitCode.ERROR))
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(int(ExitCode.USAGE))
+    sys.exit(int(ExitCode.OK))

@@ -1,0 +1,248 @@
+"""Find a cortex, open its database safely, and create a new one that noema can open."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from ulid import ULID
+
+from noemafed import frontmatter, schema
+from noemafed.errors import (
+    CortexNotFoundError,
+    CortexUnavailableError,
+    FrontmatterError,
+    NoemafedError,
+)
+from noemafed.manifest import MANIFEST_FILE, MANIFEST_VERSION, Manifest, read_manifest
+
+CORTEX_ENV = "NOEMA_CORTEX"
+TRACE_FOLDERS = ("traces", "archive/traces", "trash/traces")
+STORAGE_FILE = "storage.yaml"
+STORAGE_MIGRATION_MARKER = ".noema-storage-migration.json"
+DB_FILE = "noema.db"
+BUSY_TIMEOUT_MS = 5000
+RUST_PENDING_PREFIX = "rust_pending_mutation:"
+
+AGENTS_GUIDE = """# Agent guide
+
+This directory is a noema cortex. Traces live in `traces/`, `archive/traces/` and `trash/traces/`;
+the index and the replicated event log live in the SQLite database under `db/`. noema rewrites this
+file with its own guide the first time it opens the cortex.
+"""
+
+
+@dataclass(frozen=True)
+class Resolution:
+    """Where a cortex was found and by which rule, so `status` can say why it used this one."""
+
+    path: Path
+    via: str  # "--cortex", "NOEMA_CORTEX", "registry", or "cwd"
+
+
+def registry_path(environ: Mapping[str, str]) -> Path:
+    """noema's per-user registry: `$XDG_CONFIG_HOME/noema/config.yaml`, else `~/.config/...`."""
+    base = environ.get("XDG_CONFIG_HOME") or os.path.join(environ.get("HOME", "~"), ".config")
+    return Path(os.path.expanduser(base)) / "noema" / "config.yaml"
+
+
+def _is_cortex(path: Path) -> bool:
+    return (path / MANIFEST_FILE).is_file()
+
+
+def _registry(environ: Mapping[str, str]) -> tuple[dict[str, Path], str]:
+    """Registered cortexes by name, and the default name (promoted when exactly one is registered)."""
+    path = registry_path(environ)
+    try:
+        raw = frontmatter.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, FrontmatterError):
+        return {}, ""
+    cortexes: dict[str, Path] = {}
+    entries = raw.get("cortexes")
+    if isinstance(entries, dict):
+        for name, entry in entries.items():
+            if isinstance(entry, dict) and isinstance(entry.get("path"), str) and entry["path"]:
+                cortexes[name] = Path(os.path.expanduser(str(entry["path"])))
+    default = raw.get("default")
+    default_name = str(default) if isinstance(default, str) else ""
+    if not default_name and len(cortexes) == 1:
+        default_name = next(iter(cortexes))
+    return cortexes, default_name
+
+
+def _by_path_or_name(value: str, environ: Mapping[str, str]) -> Path | None:
+    candidate = Path(os.path.expanduser(value))
+    if _is_cortex(candidate):
+        return candidate
+    registered, _ = _registry(environ)
+    if value in registered and _is_cortex(registered[value]):
+        return registered[value]
+    return None
+
+
+def resolve_cortex(option: str | None, environ: Mapping[str, str], cwd: Path) -> Resolution:
+    """`--cortex`, then NOEMA_CORTEX, then the registry default, then the cwd; a miss lists all four."""
+    tried: list[str] = []
+    if option:
+        found = _by_path_or_name(option, environ)
+        if found is None:
+            raise CortexNotFoundError(
+                f"no cortex at --cortex {option!r}: not a directory with {MANIFEST_FILE} "
+                "and not a name in noema's registry",
+                hint="pass the cortex directory, or create one with `noemafed init DIR`",
+            )
+        return Resolution(found.resolve(), "--cortex")
+    tried.append("--cortex (not given)")
+    env_value = environ.get(CORTEX_ENV, "")
+    if env_value:
+        found = _by_path_or_name(env_value, environ)
+        if found is not None:
+            return Resolution(found.resolve(), CORTEX_ENV)
+        tried.append(f"{CORTEX_ENV}={env_value!r} (no such cortex)")
+    else:
+        tried.append(f"{CORTEX_ENV} (not set)")
+    registered, default_name = _registry(environ)
+    reg_path = registry_path(environ)
+    if default_name and default_name in registered and _is_cortex(registered[default_name]):
+        return Resolution(registered[default_name].resolve(), "registry")
+    tried.append(f"registry {reg_path} ({'no usable default' if registered else 'no cortexes'})")
+    if _is_cortex(cwd):
+        return Resolution(cwd.resolve(), "cwd")
+    tried.append(f"current directory {cwd} (no {MANIFEST_FILE})")
+    raise CortexNotFoundError(
+        "no cortex found; tried " + ", ".join(tried),
+        hint="pass --cortex DIR, set NOEMA_CORTEX, or create one with `noemafed init DIR`",
+    )
+
+
+def database_dir(cortex_dir: Path) -> Path:
+    """`db/`, or `db.nosync/` when storage.yaml says `database: nosync` (Rust-era layout)."""
+    storage = cortex_dir / STORAGE_FILE
+    mode = "default"
+    if storage.is_file():
+        try:
+            raw = frontmatter.loads(storage.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, FrontmatterError) as exc:
+            raise CortexUnavailableError(f"reading {storage}: {exc}") from None
+        mode = str(raw.get("database") or "default")
+    if mode not in ("default", "nosync"):
+        raise CortexUnavailableError(f"{storage}: database {mode!r} is not valid; use default or nosync")
+    if mode == "nosync":
+        return cortex_dir / "db.nosync"
+    if (cortex_dir / "db.nosync" / DB_FILE).exists():
+        raise CortexUnavailableError(
+            f"{cortex_dir} has a database in db.nosync/ but {STORAGE_FILE} does not select it",
+            hint="finish the storage change with `noema cortex storage --resume`",
+        )
+    return cortex_dir / "db"
+
+
+def connect(db_path: Path) -> sqlite3.Connection:
+    """A connection with noema's pragmas; autocommit, so callers open their own transactions."""
+    conn = sqlite3.connect(db_path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+    conn.execute("PRAGMA foreign_keys=ON")
+    return conn
+
+
+def _check_openable(conn: sqlite3.Connection, db_path: Path) -> None:
+    """Refuse what noema itself would refuse, and never migrate: noema owns the schema."""
+    try:
+        row = conn.execute("SELECT MAX(version) FROM schema_migrations").fetchone()
+    except sqlite3.DatabaseError as exc:
+        raise CortexUnavailableError(f"{db_path} is not a noema database: {exc}") from None
+    version = row[0] if row and row[0] is not None else 0
+    if version < schema.MIN_SCHEMA_VERSION:
+        raise CortexUnavailableError(
+            f"{db_path} is at schema migration {version}; noemafed needs {schema.MIN_SCHEMA_VERSION} or newer",
+            hint="open the cortex once with a current noema to migrate it; noemafed never migrates",
+        )
+    pending = conn.execute(
+        "SELECT COUNT(*) FROM federation_state WHERE key >= ? AND key < ?",
+        (RUST_PENDING_PREFIX, RUST_PENDING_PREFIX[:-1] + ";"),
+    ).fetchone()[0]
+    if pending:
+        raise CortexUnavailableError(
+            f"{db_path} holds {pending} interrupted Rust trace mutation(s) ({RUST_PENDING_PREFIX}* keys)",
+            hint="open the cortex with the Rust noema build so it can finish or roll them back",
+        )
+
+
+def open_database(cortex_dir: Path) -> sqlite3.Connection:
+    """Open an existing cortex database for federation work, refusing anything unsafe."""
+    if (cortex_dir / STORAGE_MIGRATION_MARKER).exists():
+        raise CortexUnavailableError(
+            f"{cortex_dir} is in the middle of a storage migration ({STORAGE_MIGRATION_MARKER})",
+            hint="run `noema cortex storage --resume` first",
+        )
+    db_path = database_dir(cortex_dir) / DB_FILE
+    if not db_path.is_file():
+        raise CortexUnavailableError(
+            f"{db_path} does not exist",
+            hint="a cortex needs its database; create one with `noemafed init DIR` or `noema init`",
+        )
+    try:
+        conn = connect(db_path)
+    except sqlite3.DatabaseError as exc:
+        raise CortexUnavailableError(f"{db_path} is not a usable noema database: {exc}") from None
+    try:
+        _check_openable(conn, db_path)
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+@dataclass
+class Cortex:
+    """An opened cortex: its directory, validated manifest and database connection."""
+
+    path: Path
+    manifest: Manifest
+    conn: sqlite3.Connection
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+def open_cortex(cortex_dir: Path) -> Cortex:
+    """Read and validate the manifest first (so a bad manifest never touches the DB), then open the DB."""
+    manifest = read_manifest(cortex_dir)
+    return Cortex(cortex_dir, manifest, open_database(cortex_dir))
+
+
+def init_cortex(target: Path, name: str | None) -> Manifest:
+    """Create a brand-new cortex at `target` that noema opens as already migrated."""
+    target = target.expanduser()
+    if (target / MANIFEST_FILE).exists() or (target / "db").exists() or (target / "db.nosync").exists():
+        raise NoemafedError(
+            f"{target} already holds a cortex; noemafed init never touches an existing one",
+            hint="pick an empty or new directory",
+        )
+    if target.exists() and not target.is_dir():
+        raise NoemafedError(f"{target} exists and is not a directory")
+    cortex_name = name or target.resolve().name
+    target.mkdir(parents=True, exist_ok=True)
+    for folder in (*TRACE_FOLDERS, "db"):
+        (target / folder).mkdir(parents=True, exist_ok=True)
+    conn = connect(target / "db" / DB_FILE)
+    try:
+        schema.create_schema(conn)
+    finally:
+        conn.close()
+    raw: dict[str, frontmatter.Emittable] = {
+        "id": str(ULID()),
+        "name": cortex_name,
+        "created": datetime.now(UTC).strftime("%Y-%m-%d"),
+        "version": MANIFEST_VERSION,
+    }
+    manifest_text = frontmatter.join_manifest(frontmatter.dumps(raw), "")
+    (target / "AGENTS.md").write_text(AGENTS_GUIDE, encoding="utf-8")
+    # The manifest goes last: until it exists, the directory is not a cortex.
+    (target / MANIFEST_FILE).write_text(manifest_text, encoding="utf-8")
+    return read_manifest(target)

@@ -1,0 +1,115 @@
+"""Exit codes and the one error hierarchy that the CLI translates into them."""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+
+class ExitCode(IntEnum):
+    """Process exit statuses; docs/exit-codes.md lists each with its meaning."""
+
+    OK = 0
+    ERROR = 1  # a command refused or failed (Go noema exits 1 for every error)
+    USAGE = 2  # click usage errors: unknown option, wrong argument count
+    PEER_TRANSIENT = 3  # sync: a peer failed for a reason that may heal by itself
+    PEER_NEEDS_OPERATOR = 4  # sync: a peer failed in a way only an operator can fix
+    CORTEX_NOT_FOUND = 66  # EX_NOINPUT: no cortex could be resolved
+    CORTEX_UNAVAILABLE = 69  # EX_UNAVAILABLE: the cortex exists but is unsafe to open now
+    LOCKED = 75  # EX_TEMPFAIL: another noemafed sync holds this cortex
+    CONFIG = 78  # EX_CONFIG: cortex.md or the access key is invalid
+
+
+class NoemafedError(Exception):
+    """Base of every error the CLI reports; carries a stable code, an exit code and a hint."""
+
+    code = "error"
+    exit_code = ExitCode.ERROR
+
+    def __init__(self, message: str, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class CommandError(NoemafedError):
+    """A command refused its input (unknown peer, aborted prompt, duplicate name)."""
+
+    code = "command_failed"
+
+
+class ManifestError(NoemafedError):
+    """cortex.md is unreadable, not the YAML subset we accept, or fails validation."""
+
+    code = "manifest_invalid"
+    exit_code = ExitCode.CONFIG
+
+
+class FrontmatterError(NoemafedError):
+    """Text outside the YAML subset noema writes; `line` is 1-based within the YAML text."""
+
+    code = "frontmatter_invalid"
+    exit_code = ExitCode.CONFIG
+
+    def __init__(self, message: str, line: int | None = None) -> None:
+        super().__init__(f"line {line}: {message}" if line is not None else message)
+        self.line = line
+
+
+class AccessKeyError(NoemafedError):
+    """The shared bearer key could not be loaded (env or sidecar file rules)."""
+
+    code = "access_key_invalid"
+    exit_code = ExitCode.CONFIG
+
+
+class CortexNotFoundError(NoemafedError):
+    """No cortex at the path or name given, nor in the environment, registry or cwd."""
+
+    code = "cortex_not_found"
+    exit_code = ExitCode.CORTEX_NOT_FOUND
+
+
+class CortexUnavailableError(NoemafedError):
+    """The cortex exists but must not be opened now (old schema, pending Rust mutation, storage move)."""
+
+    code = "cortex_unavailable"
+    exit_code = ExitCode.CORTEX_UNAVAILABLE
+
+
+class StateError(NoemafedError):
+    """A federation_state read or write failed at the database level."""
+
+    code = "state_error"
+
+
+class VClockTooLargeError(NoemafedError):
+    """A merged vector clock would exceed the 256-entry cap (federation.md §5)."""
+
+    code = "vclock_too_large"
+
+
+class ReplayError(NoemafedError):
+    """Replaying one event failed; classify_replay_error looks through its cause chain."""
+
+    code = "replay_failed"
+
+
+class InvalidTraceIDError(ReplayError):
+    """Go's sentinel `invalid trace ID`: the trace id fails the pattern or could escape its folder."""
+
+    code = "invalid_trace_id"
+
+    def __init__(self, message: str = "invalid trace ID") -> None:
+        super().__init__(message)
+
+
+class InvalidTraceFrontmatterError(ReplayError):
+    """Go's sentinel `invalid trace frontmatter`: a trace file or snapshot that fails validation."""
+
+    code = "invalid_frontmatter"
+
+    def __init__(self, message: str = "invalid trace frontmatter") -> None:
+        super().__init__(message)

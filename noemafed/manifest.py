@@ -1,0 +1,311 @@
+"""cortex.md: the typed model, noema's validation (federation.md §1.3), and round-trip rewrites."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from noemafed import frontmatter
+from noemafed.durations import parse_go_duration
+from noemafed.errors import FrontmatterError, ManifestError
+from noemafed.gotext import go_quote
+from noemafed.signkeys import KeyFormatError, parse_public_key
+
+MANIFEST_FILE = "cortex.md"
+MANIFEST_VERSION = 2
+DEFAULT_INTERVAL_SECONDS = 30.0
+
+FEDERATION_MODES = ("sync", "publish", "subscribe")
+VERIFY_MODES = ("off", "warn", "enforce")
+PEER_MODE_SYNC = "sync"
+PEER_MODE_PAUSED = "paused"
+PEER_MODES = (PEER_MODE_SYNC, PEER_MODE_PAUSED)
+
+# Go's output order for the blocks noemafed writes (federation.md §1.1).
+_FEDERATION_KEY_ORDER = ("mode", "peers", "interval", "verify")
+_PEER_KEY_ORDER = ("name", "endpoint", "ca", "mode", "pubkey")
+
+
+@dataclass(frozen=True)
+class PeerConfig:
+    """One `federation.peers[]` entry; `mode` is the raw text (empty means sync)."""
+
+    name: str
+    endpoint: str
+    ca: str = ""
+    mode: str = ""
+    pubkey: str = ""
+
+    @property
+    def effective_mode(self) -> str:
+        return self.mode or PEER_MODE_SYNC
+
+    @property
+    def paused(self) -> bool:
+        # Exact comparison, like Go: only the literal "paused" skips a peer.
+        return self.mode == PEER_MODE_PAUSED
+
+
+@dataclass(frozen=True)
+class FederationConfig:
+    """The `federation` block with raw texts kept for display and effective values derived."""
+
+    mode: str = ""
+    interval: str = ""
+    verify: str = ""
+    peers: tuple[PeerConfig, ...] = ()
+
+    @property
+    def effective_mode(self) -> str:
+        return self.mode or "sync"
+
+    @property
+    def effective_verify(self) -> str:
+        return self.verify or "off"
+
+    @property
+    def interval_seconds(self) -> float:
+        """Go's EffectiveInterval: a parse error or a non-positive value means the 30 s default."""
+        parsed = parse_go_duration(self.interval) if self.interval else None
+        if parsed is None or parsed <= 0:
+            return DEFAULT_INTERVAL_SECONDS
+        return parsed
+
+    def peer(self, name: str) -> PeerConfig | None:
+        return next((p for p in self.peers if p.name == name), None)
+
+
+@dataclass(frozen=True)
+class AccessConfig:
+    """The `access` block: where the shared key and the server's TLS material live."""
+
+    shared_key_file: str = ""
+    tls_cert_path: str = ""
+    tls_key_path: str = ""
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """A parsed cortex.md; `raw` and `body` keep everything else so a rewrite loses nothing."""
+
+    path: Path
+    id: str
+    name: str
+    version: int
+    created: str
+    access: AccessConfig
+    federation: FederationConfig | None
+    signing_public_key: str
+    raw: dict[str, Any] = field(repr=False)
+    body: str = field(repr=False, default="")
+
+    @property
+    def peers(self) -> tuple[PeerConfig, ...]:
+        return self.federation.peers if self.federation else ()
+
+    @property
+    def federation_mode(self) -> str:
+        return self.federation.effective_mode if self.federation else "sync"
+
+
+def _text(value: Any, where: str) -> str:
+    """A scalar field as text; a mapping or list where a string belongs is a parse error."""
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return str(value)
+    raise ManifestError(f"parsing cortex.md: {where} must be a string")
+
+
+def _block(raw: dict[str, Any], key: str) -> dict[str, Any]:
+    value = raw.get(key)
+    if value is None or (isinstance(value, str) and value == ""):
+        return {}
+    if not isinstance(value, dict):
+        raise ManifestError(f"parsing cortex.md: {key} must be a mapping")
+    return value
+
+
+def _version(raw: dict[str, Any]) -> int:
+    """`version` is the one integer the federation reads; missing or empty counts as 0, as in Go."""
+    text = _text(raw.get("version"), "version")
+    if text == "":
+        return 0
+    try:
+        return int(text, 10)
+    except ValueError:
+        raise ManifestError(f"parsing cortex.md: version {go_quote(text)} is not an integer") from None
+
+
+def _parse_peers(value: Any) -> tuple[PeerConfig, ...]:
+    if value is None or (isinstance(value, str) and value == ""):
+        return ()
+    if not isinstance(value, list):
+        raise ManifestError("parsing cortex.md: federation.peers must be a list")
+    peers = []
+    for index, item in enumerate(value):
+        if not isinstance(item, dict):
+            raise ManifestError(f"parsing cortex.md: federation.peers[{index}] must be a mapping")
+        fields = {key: _text(item.get(key), f"federation.peers[{index}].{key}") for key in _PEER_KEY_ORDER}
+        peers.append(PeerConfig(**fields))
+    return tuple(peers)
+
+
+def _parse_federation(raw: dict[str, Any]) -> FederationConfig | None:
+    if raw.get("federation") is None:
+        return None
+    block = _block(raw, "federation")
+    return FederationConfig(
+        mode=_text(block.get("mode"), "federation.mode"),
+        interval=_text(block.get("interval"), "federation.interval"),
+        verify=_text(block.get("verify"), "federation.verify"),
+        peers=_parse_peers(block.get("peers")),
+    )
+
+
+def validate(federation: FederationConfig | None) -> None:
+    """noema's manifest validation, in its order; the first failure wins (federation.md §1.3)."""
+    if federation is None:
+        return
+    if federation.mode and federation.mode not in FEDERATION_MODES:
+        raise ManifestError(
+            f"federation.mode {go_quote(federation.mode)} is not valid; use sync, publish, or subscribe"
+        )
+    if federation.verify and federation.verify not in VERIFY_MODES:
+        raise ManifestError(
+            f"federation.verify {go_quote(federation.verify)} is not valid; use off, warn, or enforce"
+        )
+    for peer in federation.peers:
+        if peer.mode and peer.mode not in PEER_MODES:
+            raise ManifestError(
+                f"federation.peers[{peer.name}].mode {go_quote(peer.mode)} is not valid; use sync or paused"
+            )
+        if peer.pubkey:
+            try:
+                parse_public_key(peer.pubkey)
+            except KeyFormatError as exc:
+                raise ManifestError(
+                    f"federation.peers[{peer.name}].pubkey is not a valid signing key: {exc}"
+                ) from None
+
+
+def parse_manifest(text: str, path: Path) -> Manifest:
+    """Parse and validate cortex.md text; every failure is a ManifestError with noema's wording."""
+    yaml_text, body = frontmatter.split_manifest(text)
+    try:
+        raw = frontmatter.loads(yaml_text)
+    except FrontmatterError as exc:
+        raise ManifestError(f"parsing cortex.md: {exc}") from None
+    federation = _parse_federation(raw)
+    access = _block(raw, "access")
+    signing = _block(raw, "signing")
+    manifest = Manifest(
+        path=path,
+        id=_text(raw.get("id"), "id"),
+        name=_text(raw.get("name"), "name"),
+        version=_version(raw),
+        created=_text(raw.get("created"), "created"),
+        access=AccessConfig(
+            shared_key_file=_text(access.get("shared_key_file"), "access.shared_key_file"),
+            tls_cert_path=_text(access.get("tls_cert_path"), "access.tls_cert_path"),
+            tls_key_path=_text(access.get("tls_key_path"), "access.tls_key_path"),
+        ),
+        federation=federation,
+        signing_public_key=_text(signing.get("public_key"), "signing.public_key"),
+        raw=raw,
+        body=body,
+    )
+    validate(federation)
+    return manifest
+
+
+def _go_os_error(exc: OSError, op: str, path: Path) -> str:
+    """An OSError in Go's `op path: lowercase reason` form."""
+    reason = exc.strerror or str(exc)
+    return f"{op} {path}: {reason[:1].lower()}{reason[1:]}"
+
+
+def read_manifest(cortex_dir: Path) -> Manifest:
+    """Read `<cortex>/cortex.md`; a missing or unreadable file is a ManifestError too."""
+    path = cortex_dir / MANIFEST_FILE
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ManifestError(f"reading cortex.md: {_go_os_error(exc, 'open', path)}") from None
+    except UnicodeDecodeError:
+        raise ManifestError(f"parsing cortex.md: {path} is not UTF-8 text") from None
+    return parse_manifest(text, path)
+
+
+def write_manifest_raw(path: Path, raw: dict[str, Any], body: str) -> None:
+    """Rewrite cortex.md atomically (temp file in the same folder, then rename), keeping its mode."""
+    text = frontmatter.join_manifest(frontmatter.dumps(raw), body)
+    try:
+        mode = path.stat().st_mode & 0o777
+    except FileNotFoundError:
+        mode = 0o644
+    fd, tmp = tempfile.mkstemp(prefix=".cortex.md.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _ordered(block: dict[str, Any], order: tuple[str, ...]) -> dict[str, Any]:
+    """Known keys in Go's order first, unknown keys after them in their original order."""
+    known = {key: block[key] for key in order if key in block}
+    rest = {key: value for key, value in block.items() if key not in order}
+    return {**known, **rest}
+
+
+def _set_or_clear(block: dict[str, Any], key: str, value: str) -> None:
+    """Go omits empty optional fields on write, so an empty value removes the key."""
+    if value:
+        block[key] = value
+    else:
+        block.pop(key, None)
+
+
+def with_federation_mode(manifest: Manifest, mode: str) -> dict[str, Any]:
+    """A copy of the raw manifest with `federation.mode` set (sync, the default, is omitted)."""
+    raw = dict(manifest.raw)
+    block = dict(_block(raw, "federation"))
+    _set_or_clear(block, "mode", "" if mode == "sync" else mode)
+    raw["federation"] = _ordered(block, _FEDERATION_KEY_ORDER)
+    return raw
+
+
+def with_peer_mode(manifest: Manifest, peer_name: str, mode: str) -> dict[str, Any]:
+    """A copy of the raw manifest with one peer's `mode` set (sync, the default, is omitted)."""
+    raw = dict(manifest.raw)
+    block = dict(_block(raw, "federation"))
+    peers = []
+    for item in block.get("peers") or []:
+        entry = dict(item)
+        if _text(entry.get("name"), "name") == peer_name:
+            _set_or_clear(entry, "mode", "" if mode == PEER_MODE_SYNC else mode)
+            entry = _ordered(entry, _PEER_KEY_ORDER)
+        peers.append(entry)
+    block["peers"] = peers
+    raw["federation"] = _ordered(block, _FEDERATION_KEY_ORDER)
+    return raw
+
+
+def with_added_peer(manifest: Manifest, name: str, endpoint: str) -> dict[str, Any]:
+    """A copy of the raw manifest with a `{name, endpoint}` peer appended, creating the block if needed."""
+    raw = dict(manifest.raw)
+    block = dict(_block(raw, "federation"))
+    peers = list(block.get("peers") or [])
+    peers.append({"name": name, "endpoint": endpoint})
+    block["peers"] = peers
+    raw["federation"] = _ordered(block, _FEDERATION_KEY_ORDER)
+    return raw

@@ -1,0 +1,284 @@
+"""Every report as human text (noema's exact layout) or as one JSON document; pure string functions."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from ulid import ULID
+
+from noemafed import commands
+from noemafed.access import AccessKey
+from noemafed.gotext import format_rfc3339, go_quote
+from noemafed.state import PeerHealth, RankEntry
+
+STATUS_SCHEMA_VERSION = 1
+NOT_CONFIGURED = "Federation: not configured (no peers in cortex.md)"
+RESTART_HINT = "Restart `noema serve` for the change to take effect."
+HEALTH_INDENT = " " * 16
+
+_MODE_BEHAVIOR = {
+    "publish": (
+        "  - The syncer will NOT start (no pulling from peers)",
+        "  - sync_events will continue serving events to peers",
+        "  - Write tools (create/update/delete) are blocked on HTTP",
+        "  - Local stdio transport retains full write access",
+    ),
+    "subscribe": (
+        "  - The syncer will pull events from peers normally",
+        "  - sync_events will refuse to serve events",
+        "  - Write tools remain available on all transports",
+    ),
+    "sync": (
+        "  - The syncer will pull events from peers",
+        "  - sync_events will serve events to peers",
+        "  - Write tools available on all transports",
+    ),
+}
+
+
+def _lines(lines: list[str]) -> str:
+    return "\n".join(lines) + "\n"
+
+
+def _or(value: str, placeholder: str) -> str:
+    return value if value else placeholder
+
+
+# ---- status ---------------------------------------------------------------------------------------
+
+
+def access_line(access: AccessKey | None, error: str) -> str:
+    if access is None:
+        return f"Access: error loading key: {error}"
+    if not access.keyed:
+        return "Access: open"
+    return f"Access: keyed (source={access.source}, fingerprint={access.fingerprint})"
+
+
+def format_rank(rank: RankEntry) -> str:
+    """Go's formatFederationRank: rank 0 or no observation time means ineligible."""
+    if rank.rank == 0 or not rank.observed_at:
+        return "(ineligible)"
+    return f"{rank.rank} (observed {rank.observed_at})"
+
+
+def _health_lines(health: PeerHealth, hint: str | None) -> list[str]:
+    """The health block, shown only for peers with a recorded error or a failure count."""
+    error = health.last_error
+    if error is None and health.consecutive_failures == 0:
+        return []
+    lines = [f"    health:     ⚠ {health.consecutive_failures} consecutive failures since last success"]
+    if error is not None:
+        lines.append(f"{HEALTH_INDENT}reason: {error.reason}")
+        if error.event_id:
+            lines.append(f"{HEALTH_INDENT}event:  {error.event_id}")
+        if error.trace_id:
+            lines.append(f"{HEALTH_INDENT}trace:  {error.trace_id}")
+        if hint:
+            lines.append(f"{HEALTH_INDENT}{hint}")
+    return lines
+
+
+def _peer_lines(peer: commands.PeerStatus) -> list[str]:
+    config, peer_state = peer.config, peer.state
+    if peer_state is None:
+        return [f"  {config.name} ({config.endpoint}): error loading state"]
+    return [
+        f"  {config.name}",
+        f"    endpoint:   {config.endpoint}",
+        f"    mode:       {config.effective_mode}",
+        f"    version:    {_or(peer_state.health.version, '(not yet observed)')}",
+        f"    rank:       {format_rank(peer.rank) if peer.rank else '(none)'}",
+        f"    last_seen:  {_or(peer_state.last_seen, '(never)')}",
+        f"    last_event: {_or(peer_state.last_event, '(none)')}",
+        *_health_lines(peer_state.health, peer.hint),
+    ]
+
+
+def status_human(report: commands.StatusReport) -> str:
+    """noema's `federation status` layout; the vector clock is sorted (Go's order is random)."""
+    lines = [f"Cortex: {report.cortex_name}", access_line(report.access, report.access_error), ""]
+    federation = report.federation
+    if federation is None or not federation.peers:
+        lines.append(NOT_CONFIGURED)
+        return _lines(lines)
+    lines += [f"Mode: {federation.effective_mode}", f"Peers: {len(federation.peers)}"]
+    if federation.interval:
+        lines.append(f"Interval: {federation.interval}")
+    if report.local_rank is not None:
+        lines.append(f"Consolidation Rank: {format_rank(report.local_rank)}")
+    lines.append("")
+    for peer in report.peers:
+        lines += _peer_lines(peer)
+    if report.vclock:
+        lines += ["", "Vector Clock:"]
+        lines += [f"  {key}: {report.vclock[key]}" for key in sorted(report.vclock)]
+    return _lines(lines)
+
+
+def _ulid_time(value: str) -> str | None:
+    """The RFC3339 time encoded in a ULID cursor, or None when it is not a ULID."""
+    try:
+        return format_rfc3339(ULID.from_str(value).datetime)
+    except ValueError:
+        return None
+
+
+def _health_json(health: PeerHealth) -> dict[str, Any]:
+    error = health.last_error
+    return {
+        "version": health.version or None,
+        "version_observed_at": health.version_observed_at or None,
+        "last_success": health.last_success or None,
+        "consecutive_failures": health.consecutive_failures,
+        "last_error": None
+        if error is None
+        else {
+            "reason": error.reason,
+            "event_id": error.event_id or None,
+            "trace_id": error.trace_id or None,
+            "observed_at": error.observed_at or None,
+        },
+    }
+
+
+def _rank_json(rank: RankEntry | None) -> dict[str, Any] | None:
+    if rank is None:
+        return None
+    return {"cortex_id": rank.cortex_id, "rank": rank.rank, "observed_at": rank.observed_at}
+
+
+def _peer_json(peer: commands.PeerStatus) -> dict[str, Any]:
+    config, peer_state = peer.config, peer.state
+    doc: dict[str, Any] = {
+        "name": config.name,
+        "endpoint": config.endpoint,
+        "mode": config.effective_mode,
+        "state_error": peer_state is None,
+    }
+    if peer_state is None:
+        return doc
+    doc.update(
+        {
+            "cortex_id": peer_state.cortex_id or None,
+            "last_event": peer_state.last_event or None,
+            "last_event_time": _ulid_time(peer_state.last_event) if peer_state.last_event else None,
+            "last_seen": peer_state.last_seen or None,
+            "last_usage": peer_state.last_usage or None,
+            "rank": _rank_json(peer.rank),
+            "health": _health_json(peer_state.health),
+            "hint": peer.hint,
+        }
+    )
+    return doc
+
+
+def status_json(report: commands.StatusReport) -> str:
+    """One document for scripts; docs/status.schema.json describes it. Never contains the key."""
+    federation = report.federation
+    access = report.access
+    doc = {
+        "schema_version": STATUS_SCHEMA_VERSION,
+        "generated_at": report.generated_at,
+        "noemafed_version": report.noemafed_version,
+        "sqlite_version": report.sqlite_version,
+        "cortex": {"id": report.cortex_id, "name": report.cortex_name, "path": str(report.cortex_path)},
+        "access": {
+            "mode": "error" if access is None else ("keyed" if access.keyed else "open"),
+            "source": access.source or None if access else None,
+            "fingerprint": access.fingerprint or None if access else None,
+            "error": report.access_error or None,
+        },
+        "federation": {
+            "configured": report.configured,
+            "mode": federation.effective_mode if federation else "sync",
+            "interval": federation.interval or None if federation else None,
+            "interval_seconds": federation.interval_seconds if federation else 30.0,
+            "verify": federation.effective_verify if federation else "off",
+        },
+        "consolidation_rank": _rank_json(report.local_rank),
+        "peers": [_peer_json(peer) for peer in report.peers],
+        "vclock": {key: report.vclock[key] for key in sorted(report.vclock)},
+    }
+    return json.dumps(doc, indent=2, ensure_ascii=False) + "\n"
+
+
+# ---- the other federation commands ----------------------------------------------------------------
+
+
+def peers_human(peers: tuple[Any, ...]) -> str:
+    if not peers:
+        return "No peers configured. Add peers to cortex.md under the federation section.\n"
+    return _lines([f"  {peer.name}  {peer.endpoint}" for peer in peers])
+
+
+def added_peer(name: str, endpoint: str) -> str:
+    return f"Added peer {go_quote(name)} ({endpoint}) to cortex.md\n"
+
+
+def reset_plan(plan: commands.ResetPlan) -> str:
+    lines = [
+        f"About to reset federation state for {len(plan.targets)} peer(s) in cortex {go_quote(plan.cortex_name)}:"
+    ]
+    for target in plan.targets:
+        lines += [
+            f"  {target.name} ({target.endpoint})",
+            f"    pinned cortex_id: {_or(target.pinned_id, '(none)')}",
+            f"    last_event:       {_or(target.last_event, '(none)')}",
+            f"    last_seen:        {_or(target.last_seen, '(none)')}",
+        ]
+    lines += [
+        "After reset, the next sync will re-pin the peer's current cortex_id",
+        "and replay events from the beginning of its log.",
+    ]
+    return _lines(lines)
+
+
+RESET_PROMPT = "Proceed? [y/N]: "
+
+
+def reset_result(result: commands.ResetResult) -> str:
+    lines = ["", "Reset complete."]
+    for target in result.targets:
+        if target.had_state:
+            lines.append(f"  {target.name}: state cleared")
+        else:
+            lines.append(f"  {target.name}: nothing to clear (peer had no stored state)")
+    if result.buckets_dropped:
+        lines.append(f"  vector-clock buckets dropped: {result.buckets_dropped}")
+    lines.append("Restart `noema serve` (or wait for the next syncer poll) to re-pin the peers.")
+    return _lines(lines)
+
+
+def mode_change(change: commands.ModeChange) -> str:
+    if not change.changed:
+        return f"Federation mode is already {go_quote(change.current)} — no change.\n"
+    lines = [f"Federation mode changed: {change.previous} -> {change.current}", "", "Behavior:"]
+    lines += [*_MODE_BEHAVIOR[change.current], "", RESTART_HINT]
+    return _lines(lines)
+
+
+def peer_mode_change(change: commands.ModeChange) -> str:
+    if not change.changed:
+        return f"Peer {go_quote(change.subject)} is already {change.current} — no change.\n"
+    return _lines([f"Peer {go_quote(change.subject)}: {change.previous} -> {change.current}", RESTART_HINT])
+
+
+def key_fingerprint(report: commands.KeyReport) -> str:
+    access = report.access
+    lines = [f"{'Cortex:':<13}{report.cortex_name}"]
+    if not access.keyed:
+        lines.append(f"{'Access:':<13}open mode (no key configured)")
+        return _lines(lines)
+    lines.append(f"{'Source:':<13}{access.source}")
+    if access.path:
+        lines.append(f"{'Path:':<13}{access.path}")
+    lines.append(f"{'Fingerprint:':<13}{access.fingerprint}")
+    if access.env_override:
+        lines.append(f"{'Note:':<13}NOEMA_MCP_KEY is overriding access.shared_key_file")
+    return _lines(lines)
+
+
+def initialized(path: str, manifest_id: str, name: str) -> str:
+    return _lines([f"Initialized cortex {go_quote(name)} ({manifest_id}) at {path}"])

@@ -1,0 +1,94 @@
+"""`ed25519:<base64>` key texts: parsing with Go's exact error messages, and comparison by value."""
+
+from __future__ import annotations
+
+import base64
+import hmac
+
+KEY_PREFIX = "ed25519:"
+PUBLIC_KEY_SIZE = 32
+SIGNATURE_SIZE = 64
+
+_BASE64_ALPHABET = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/")
+_PAD = ord("=")
+_NEWLINES = (ord("\n"), ord("\r"))
+
+
+class KeyFormatError(ValueError):
+    """A key or signature text that is not `ed25519:` + standard padded base64 of the right length."""
+
+
+def _go_base64_error_offset(data: bytes) -> int | None:
+    """Where Go's base64.StdEncoding.DecodeString would report corrupt input, or None if it decodes.
+
+    Go reads 4-character quanta, skips CR/LF, requires padding, and reports the byte offset of the
+    first problem; the operator sees that offset in the manifest validation error.
+    """
+    si = 0
+    n = len(data)
+    while True:
+        j = 0
+        while j < 4:
+            if si == n:
+                if j == 0:
+                    return None
+                return si - j  # a partial quantum without padding
+            ch = data[si]
+            si += 1
+            if ch in _BASE64_ALPHABET:
+                j += 1
+                continue
+            if ch in _NEWLINES:
+                continue
+            if ch != _PAD or j in (0, 1):
+                return si - 1
+            if j == 2:  # a second '=' must follow, after optional newlines
+                while si < n and data[si] in _NEWLINES:
+                    si += 1
+                if si == n:
+                    return n
+                if data[si] != _PAD:
+                    return si - 1
+                si += 1
+            while si < n and data[si] in _NEWLINES:
+                si += 1
+            return si if si < n else None
+
+
+def _decode_scheme(text: str, want_len: int) -> bytes:
+    """Strip the scheme prefix and decode, with eventsig's error texts."""
+    text = text.strip()
+    if not text.startswith(KEY_PREFIX):
+        raise KeyFormatError('missing "ed25519" scheme prefix')
+    rest = text[len(KEY_PREFIX) :].encode("utf-8")
+    offset = _go_base64_error_offset(rest)
+    if offset is not None:
+        raise KeyFormatError(f"base64: illegal base64 data at input byte {offset}")
+    raw = base64.b64decode(rest.replace(b"\n", b"").replace(b"\r", b""))
+    if len(raw) != want_len:
+        raise KeyFormatError(f"decoded {len(raw)} bytes, want {want_len}")
+    return raw
+
+
+def parse_public_key(text: str) -> bytes:
+    """The 32 raw bytes of an `ed25519:<base64>` public key; KeyFormatError says what is wrong."""
+    try:
+        return _decode_scheme(text, PUBLIC_KEY_SIZE)
+    except KeyFormatError as exc:
+        raise KeyFormatError(f"eventsig: malformed public key: {exc}") from None
+
+
+def parse_signature(text: str) -> bytes:
+    """The 64 raw bytes of an `ed25519:<base64>` signature."""
+    try:
+        return _decode_scheme(text, SIGNATURE_SIZE)
+    except KeyFormatError as exc:
+        raise KeyFormatError(f"eventsig: malformed signature: {exc}") from None
+
+
+def public_keys_equal(a: str, b: str) -> bool:
+    """Keys compare by decoded value (constant time), so base64 spelling differences do not matter."""
+    try:
+        return hmac.compare_digest(parse_public_key(a), parse_public_key(b))
+    except KeyFormatError:
+        return False

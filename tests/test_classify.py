@@ -1,0 +1,764 @@
+"""Classifiers, hints and log texts: Go test twins (federation.md §7), §4 tables and real-socket errors."""
+
+from __future__ import annotations
+
+import errno
+import http.client
+import socket
+import ssl
+import threading
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from noemafed import classify
+from noemafed.classify import Reason
+from noemafed.errors import InvalidTraceFrontmatterError, InvalidTraceIDError, NoemafedError, ReplayError
+from noemafed.gotext import go_quote
+
+# ----- Go test twins: TestClassifyReplayError -----------------------------------------------------------
+
+
+def test_TestClassifyReplayError_nil() -> None:
+    assert classify.classify_replay_error(None) == ""
+
+
+def test_TestClassifyReplayError_invalid_trace_id_sentinel() -> None:
+    assert classify.classify_replay_error(InvalidTraceIDError()) == "invalid_trace_id"
+
+
+def _raise_explicitly_wrapped_sentinel() -> None:
+    try:
+        raise InvalidTraceIDError()
+    except InvalidTraceIDError as inner:
+        raise ReplayError("rejecting: something unrelated") from inner
+
+
+def _raise_implicitly_chained_sentinel() -> None:
+    try:
+        raise InvalidTraceIDError()
+    except InvalidTraceIDError:
+        raise RuntimeError("disk full")  # noqa: B904 - implicit chaining is the point
+
+
+def test_TestClassifyReplayError_wrapped_invalid_trace_id() -> None:
+    # Go: fmt.Errorf("rejecting: %w", trace.ErrInvalidTraceID); the wrapper text is unrelated.
+    with pytest.raises(ReplayError) as explicit:
+        _raise_explicitly_wrapped_sentinel()
+    assert classify.classify_replay_error(explicit.value) == "invalid_trace_id"
+
+    plain = Exception("rejecting: something unrelated")
+    plain.__cause__ = InvalidTraceIDError()
+    assert classify.classify_replay_error(plain) == "invalid_trace_id"
+
+    # Implicit chaining (raised while handling the sentinel) counts too.
+    with pytest.raises(RuntimeError) as implicit:
+        _raise_implicitly_chained_sentinel()
+    assert classify.classify_replay_error(implicit.value) == "invalid_trace_id"
+
+
+def test_TestClassifyReplayError_invalid_frontmatter_sentinel() -> None:
+    assert classify.classify_replay_error(InvalidTraceFrontmatterError()) == "invalid_frontmatter"
+
+
+def test_TestClassifyReplayError_unknown_action_text() -> None:
+    assert classify.classify_replay_error(ReplayError("unknown action foo")) == "unknown_action"
+
+
+def test_TestClassifyReplayError_unrecognized_type_text() -> None:
+    assert classify.classify_replay_error(ReplayError("unrecognized type bar")) == "unknown_type"
+
+
+def test_TestClassifyReplayError_something_else() -> None:
+    assert classify.classify_replay_error(ReplayError("disk full")) == "other"
+
+
+# ----- Go test twins: TestClassifyNetworkError, TestIsSchemaWidening, TestIsNetwork ----------------------
+
+GO_NETWORK_CASES = [
+    ("dial tcp 1.2.3.4:3000: connection refused", "network_refused"),
+    ('Get "...": context deadline exceeded', "network_timeout"),
+    ("dial tcp: lookup foo: no such host", "network_dns"),
+    ("x509: certificate signed by unknown authority", "network_tls"),
+    ("read tcp: connection reset by peer", "network_reset"),
+    ("unexpected EOF", "network_eof"),
+    ("401 Unauthorized", "auth"),
+    ("something random", "other"),
+]
+
+
+@pytest.mark.parametrize(("text", "expected"), GO_NETWORK_CASES)
+def test_TestClassifyNetworkError(text: str, expected: str) -> None:
+    assert classify.classify_network_error(text) == expected
+    assert classify.classify_network_error(NoemafedError(text)) == expected
+    assert classify.classify_network_error(Exception(text)) == expected
+
+
+def test_TestIsSchemaWidening() -> None:
+    for reason in ("invalid_trace_id", "unknown_action", "unknown_type"):
+        assert classify.is_schema_widening(reason), reason
+    for reason in (
+        "auth",
+        "network_tls",
+        "network_refused",
+        "identity_mismatch",
+        "invalid_frontmatter",
+        "other",
+    ):
+        assert not classify.is_schema_widening(reason), reason
+
+
+def test_TestIsNetwork() -> None:
+    assert classify.is_network("network_timeout")
+    assert not classify.is_network("invalid_trace_id")
+
+
+# ----- reason enum --------------------------------------------------------------------------------------
+
+
+def test_reason_values_are_the_spec_strings() -> None:
+    assert [reason.value for reason in Reason] == [
+        "invalid_trace_id",
+        "invalid_frontmatter",
+        "unknown_action",
+        "unknown_type",
+        "network_refused",
+        "network_timeout",
+        "network_dns",
+        "network_tls",
+        "network_reset",
+        "network_eof",
+        "auth",
+        "identity_mismatch",
+        "identity_missing",
+        "other",
+    ]
+    assert str(Reason.NETWORK_EOF) == "network_eof"
+    assert Reason("network_eof") is Reason.NETWORK_EOF
+    assert f"{Reason.AUTH}" == "auth"
+
+
+def test_families_over_every_reason() -> None:
+    network = {reason for reason in Reason if classify.is_network(reason)}
+    assert network == {
+        Reason.NETWORK_REFUSED,
+        Reason.NETWORK_TIMEOUT,
+        Reason.NETWORK_DNS,
+        Reason.NETWORK_TLS,
+        Reason.NETWORK_RESET,
+        Reason.NETWORK_EOF,
+    }
+    widening = {reason for reason in Reason if classify.is_schema_widening(reason)}
+    assert widening == {Reason.INVALID_TRACE_ID, Reason.UNKNOWN_ACTION, Reason.UNKNOWN_TYPE}
+    assert not classify.is_network("auth")
+    assert not classify.is_schema_widening("")
+
+
+# ----- network classifier: text rules and Go's quirks ---------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("read tcp 127.0.0.1:1->127.0.0.1:2: i/o timeout", "network_timeout"),
+        ("rpc error: deadline exceeded", "network_timeout"),
+        ("dial tcp: lookup peer on 127.0.0.53:53: server misbehaving", "network_dns"),
+        ("dial tcp 10.0.0.9:8080: connect: no route to host", "network_dns"),
+        ("remote error: tls: bad certificate", "network_tls"),
+        ("tls: first record does not look like a TLS handshake", "network_tls"),
+        ("the certificate is not trusted", "network_tls"),
+        ('Post "http://peer/mcp": EOF', "network_eof"),
+        # Go's quirks (§8.1 item 3): 401 anywhere, EOF before auth, case-sensitive matching.
+        ("401 Unauthorized after EOF", "network_eof"),
+        ("401 ... EOF", "network_eof"),
+        ("replay event 01ARZ3NDEKTSV4RRFFQ69G5401: disk full", "auth"),
+        ("Unauthorized", "auth"),
+        ("unauthorized", "other"),
+        ("unexpected eof", "other"),
+        ("Connection refused", "other"),
+        ("context canceled", "other"),
+        ("connect: network is unreachable", "other"),
+        ("write: broken pipe", "other"),
+        ("", "other"),
+        # First rule wins when several match.
+        ("connection refused; i/o timeout; EOF; 401", "network_refused"),
+        ("i/o timeout then no such host", "network_timeout"),
+        ("no such host, x509: bad", "network_dns"),
+        ("tls: handshake, connection reset", "network_tls"),
+        ("connection reset by peer (EOF)", "network_reset"),
+    ],
+)
+def test_network_text_rules(text: str, expected: str) -> None:
+    assert classify.classify_network_error(text) == expected
+
+
+def test_classify_network_error_none() -> None:
+    assert classify.classify_network_error(None) == ""
+
+
+# ----- network classifier: typed path with constructed stdlib exceptions --------------------------------
+
+
+def _http_error(code: int, msg: str) -> urllib.error.HTTPError:
+    return urllib.error.HTTPError("http://peer/mcp", code, msg, http.client.HTTPMessage(), None)
+
+
+@pytest.mark.parametrize(
+    ("make", "expected"),
+    [
+        (lambda: _http_error(401, "Unauthorized"), "auth"),
+        (lambda: _http_error(401, ""), "auth"),
+        (lambda: _http_error(500, "Internal Server Error"), "other"),
+        (lambda: _http_error(403, "Forbidden"), "other"),
+        (lambda: ConnectionRefusedError(errno.ECONNREFUSED, "Connection refused"), "network_refused"),
+        (lambda: OSError(errno.ECONNREFUSED, "Connection refused"), "network_refused"),
+        (lambda: TimeoutError("timed out"), "network_timeout"),
+        (lambda: socket.timeout("timed out"), "network_timeout"),  # noqa: UP041 - the alias is the point
+        (lambda: socket.gaierror(socket.EAI_NONAME, "Name or service not known"), "network_dns"),
+        (lambda: socket.herror(1, "Unknown host"), "network_dns"),
+        (lambda: OSError(errno.EHOSTUNREACH, "No route to host"), "network_dns"),
+        (lambda: OSError(errno.ENETUNREACH, "Network is unreachable"), "network_dns"),
+        (lambda: ssl.SSLError(1, "[SSL: WRONG_VERSION_NUMBER] wrong version number"), "network_tls"),
+        (lambda: ssl.SSLCertVerificationError(1, "certificate verify failed"), "network_tls"),
+        (lambda: ssl.CertificateError("hostname 'x' doesn't match 'y'"), "network_tls"),
+        # A closed TLS stream is Go's io.EOF, not a tls: error (even though SSLEOFError is an SSLError).
+        (lambda: ssl.SSLEOFError(8, "EOF occurred in violation of protocol"), "network_eof"),
+        (lambda: ssl.SSLZeroReturnError(6, "TLS/SSL connection has been closed"), "network_eof"),
+        (lambda: ConnectionResetError(errno.ECONNRESET, "Connection reset by peer"), "network_reset"),
+        (lambda: BrokenPipeError(errno.EPIPE, "Broken pipe"), "network_reset"),
+        (
+            lambda: ConnectionAbortedError(errno.ECONNABORTED, "Software caused connection abort"),
+            "network_reset",
+        ),
+        # RemoteDisconnected subclasses ConnectionResetError but is checked first: Go says EOF.
+        (
+            lambda: http.client.RemoteDisconnected("Remote end closed connection without response"),
+            "network_eof",
+        ),
+        (lambda: http.client.IncompleteRead(b"partial", 10), "network_eof"),
+        (lambda: urllib.error.URLError(ConnectionRefusedError(111, "Connection refused")), "network_refused"),
+        (lambda: urllib.error.URLError(socket.gaierror(-2, "Name or service not known")), "network_dns"),
+        (lambda: urllib.error.URLError(TimeoutError("timed out")), "network_timeout"),
+        # A string reason falls through to the text rules on str(URLError).
+        (lambda: urllib.error.URLError("unknown url type: ftp"), "other"),
+        (lambda: urllib.error.URLError("x509: certificate has expired"), "network_tls"),
+        (lambda: ValueError("plain"), "other"),
+    ],
+)
+def test_typed_path(make: Callable[[], BaseException], expected: str) -> None:
+    assert classify.classify_network_error(make()) == expected
+
+
+def test_typed_path_beats_text() -> None:
+    # Python's texts are capitalised ("Connection refused"), so only the type identifies them.
+    assert (
+        classify.classify_network_error(ConnectionRefusedError(111, "Connection refused"))
+        == "network_refused"
+    )
+    # The type wins even when the text would match a different Go rule.
+    assert classify.classify_network_error(ConnectionResetError("unexpected EOF")) == "network_reset"
+    assert classify.classify_network_error(_http_error(401, "EOF")) == "auth"
+
+
+def test_typed_path_follows_cause_and_context() -> None:
+    cause = urllib.error.URLError(ConnectionRefusedError(111, "Connection refused"))
+    wrapper = NoemafedError("calling sync_events: failed")
+    wrapper.__cause__ = cause
+    assert classify.classify_network_error(wrapper) == "network_refused"
+    assert classify.categorize_error(wrapper) == "refused"
+
+    with pytest.raises(NoemafedError) as implicit:
+        _raise_during(socket.gaierror(-2, "Name or service not known"), suppress=False)
+    assert classify.classify_network_error(implicit.value) == "network_dns"
+
+
+def _raise_during(inner: BaseException, *, suppress: bool) -> None:
+    try:
+        raise inner
+    except BaseException:
+        if suppress:
+            raise NoemafedError("gave up") from None
+        raise NoemafedError("opening session")  # noqa: B904 - implicit chaining is the point
+
+
+def test_suppressed_context_is_not_followed() -> None:
+    with pytest.raises(NoemafedError) as suppressed:
+        _raise_during(ConnectionRefusedError(111, "Connection refused"), suppress=True)
+    assert classify.classify_network_error(suppressed.value) == "other"
+
+
+def test_outermost_typed_exception_wins() -> None:
+    outer = TimeoutError("timed out")
+    outer.__cause__ = ConnectionRefusedError(111, "Connection refused")
+    assert classify.classify_network_error(outer) == "network_timeout"
+
+
+def test_exception_group_members_are_searched() -> None:
+    group = ExceptionGroup("both failed", [ValueError("x"), ConnectionResetError(104, "reset")])
+    assert classify.classify_network_error(group) == "network_reset"
+
+
+def test_cycles_terminate() -> None:
+    a = NoemafedError("a")
+    b = NoemafedError("b")
+    a.__cause__ = b
+    b.__cause__ = a
+    assert classify.classify_network_error(a) == "other"
+    assert classify.classify_replay_error(a) == "other"
+    self_loop = NoemafedError("loop")
+    self_loop.__context__ = self_loop
+    assert classify.classify_network_error(self_loop) == "other"
+
+
+# ----- network classifier: real sockets -----------------------------------------------------------------
+
+
+@pytest.fixture
+def closed_port() -> int:
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port: int = sock.getsockname()[1]
+    sock.close()
+    return port
+
+
+def _one_shot_server(handler: Callable[[socket.socket], None]) -> Iterator[int]:
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen()
+    server.settimeout(5)
+    connections: list[socket.socket] = []
+
+    def run() -> None:
+        try:
+            conn, _ = server.accept()
+        except OSError:
+            return
+        connections.append(conn)
+        handler(conn)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    try:
+        yield server.getsockname()[1]
+    finally:
+        server.close()
+        thread.join(5)
+        for conn in connections:
+            conn.close()
+
+
+def _close_after_request(conn: socket.socket) -> None:
+    conn.recv(65536)
+    conn.close()
+
+
+def _never_answer(conn: socket.socket) -> None:
+    conn.settimeout(5)
+    try:
+        conn.recv(65536)
+        conn.recv(65536)
+    except OSError:
+        pass
+
+
+def _plain_http_400(conn: socket.socket) -> None:
+    conn.recv(65536)
+    conn.sendall(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
+    conn.close()
+
+
+@pytest.fixture
+def closing_server() -> Iterator[int]:
+    yield from _one_shot_server(_close_after_request)
+
+
+@pytest.fixture
+def silent_server() -> Iterator[int]:
+    yield from _one_shot_server(_never_answer)
+
+
+@pytest.fixture
+def plain_http_server() -> Iterator[int]:
+    yield from _one_shot_server(_plain_http_400)
+
+
+def _urlopen_error(url: str, timeout: float = 2.0) -> OSError:
+    # URLError, RemoteDisconnected and the socket errors are all OSErrors.
+    try:
+        urllib.request.urlopen(url, timeout=timeout)
+    except OSError as exc:
+        return exc
+    pytest.fail(f"urlopen {url} unexpectedly succeeded")
+
+
+def test_real_connection_refused(closed_port: int) -> None:
+    err = _urlopen_error(f"http://127.0.0.1:{closed_port}/mcp")
+    assert isinstance(err, urllib.error.URLError)
+    assert isinstance(err.reason, ConnectionRefusedError)
+    assert classify.classify_network_error(err) == "network_refused"
+    assert classify.categorize_error(err) == "refused"
+
+
+def test_real_remote_disconnected(closing_server: int) -> None:
+    err = _urlopen_error(f"http://127.0.0.1:{closing_server}/mcp")
+    assert isinstance(err, http.client.RemoteDisconnected)
+    assert classify.classify_network_error(err) == "network_eof"
+    assert classify.categorize_error(err) == "eof"
+
+
+def test_real_read_timeout(silent_server: int) -> None:
+    err = _urlopen_error(f"http://127.0.0.1:{silent_server}/mcp", timeout=0.2)
+    assert classify.classify_network_error(err) == "network_timeout"
+    assert classify.categorize_error(err) == "timeout"
+
+
+def test_real_tls_against_plain_http(plain_http_server: int) -> None:
+    err = _urlopen_error(f"https://127.0.0.1:{plain_http_server}/mcp")
+    assert isinstance(err, urllib.error.URLError)
+    assert isinstance(err.reason, ssl.SSLError)
+    assert classify.classify_network_error(err) == "network_tls"
+    assert classify.categorize_error(err) == "tls"
+
+
+def test_real_tls_peer_closes(closing_server: int) -> None:
+    err = _urlopen_error(f"https://127.0.0.1:{closing_server}/mcp")
+    assert classify.classify_network_error(err) == "network_eof"
+
+
+def test_real_dns_failure() -> None:
+    # Resolution runs in a thread so a sandbox with a slow or absent resolver skips instead of hanging.
+    result: list[BaseException | None] = []
+
+    def resolve() -> None:
+        try:
+            socket.getaddrinfo("nonexistent.invalid", 80)
+        except OSError as exc:
+            result.append(exc)
+        else:
+            result.append(None)
+
+    thread = threading.Thread(target=resolve, daemon=True)
+    thread.start()
+    thread.join(3)
+    if not result or not isinstance(result[0], socket.gaierror):
+        pytest.skip("the resolver here does not fail fast with gaierror for .invalid")
+    err = _urlopen_error("http://nonexistent.invalid/mcp")
+    assert classify.classify_network_error(err) == "network_dns"
+    assert classify.categorize_error(err) == "dns"
+
+
+def test_constructed_dns_failure() -> None:
+    err = urllib.error.URLError(socket.gaierror(socket.EAI_NONAME, "Name or service not known"))
+    assert classify.classify_network_error(err) == "network_dns"
+
+
+# ----- categorize_error (§4.3) ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("err", "expected"),
+    [
+        ("dial tcp 1.2.3.4:3000: connection refused", "refused"),
+        ('Get "...": context deadline exceeded', "timeout"),
+        ("dial tcp: lookup foo: no such host", "dns"),
+        ("x509: certificate signed by unknown authority", "tls"),
+        ("read tcp: connection reset by peer", "reset"),
+        ("unexpected EOF", "eof"),
+        # Auth and anything else fold into other.
+        ("401 Unauthorized", "other"),
+        ("something random", "other"),
+        ("replay event 01X: invalid trace ID", "other"),
+        ('peer "beta" identity mismatch: pinned id is A but the endpoint now reports B', "other"),
+        ("", "other"),
+    ],
+)
+def test_categorize_error(err: str, expected: str) -> None:
+    assert classify.categorize_error(err) == expected
+    assert classify.categorize_error(Exception(err)) == expected
+
+
+def test_categorize_error_none_and_typed() -> None:
+    assert classify.categorize_error(None) == ""
+    assert classify.categorize_error(_http_error(401, "Unauthorized")) == "other"
+    assert classify.categorize_error(ssl.SSLCertVerificationError(1, "verify failed")) == "tls"
+    assert classify.categorize_error(BrokenPipeError(32, "Broken pipe")) == "reset"
+
+
+# ----- classify_replay_error beyond the Go tests --------------------------------------------------------
+
+
+def test_replay_unknown_trace_type_text() -> None:
+    assert classify.classify_replay_error(ReplayError("unknown trace type widget")) == "unknown_type"
+
+
+def test_replay_substrings_are_case_sensitive() -> None:
+    assert classify.classify_replay_error(ReplayError("Unknown action foo")) == "other"
+
+
+def test_replay_sentinels_beat_substrings() -> None:
+    err = ReplayError("unknown action foo")
+    err.__cause__ = InvalidTraceFrontmatterError()
+    assert classify.classify_replay_error(err) == "invalid_frontmatter"
+
+
+def test_replay_outermost_sentinel_wins() -> None:
+    outer = InvalidTraceFrontmatterError()
+    outer.__cause__ = InvalidTraceIDError()
+    assert classify.classify_replay_error(outer) == "invalid_frontmatter"
+    wrapper = ReplayError("rejecting")
+    middle = InvalidTraceIDError("bad id 'x/../y'")
+    middle.__cause__ = InvalidTraceFrontmatterError()
+    wrapper.__cause__ = middle
+    assert classify.classify_replay_error(wrapper) == "invalid_trace_id"
+
+
+def test_replay_sentinel_text_alone_is_not_a_sentinel() -> None:
+    # Go uses errors.Is, not the text; a plain error that merely says so is not the sentinel.
+    assert classify.classify_replay_error(ReplayError("invalid trace ID")) == "other"
+
+
+# ----- classify_identity_error (§4.2 applied to the §3.4 messages) ---------------------------------------
+
+NAME = "beta"
+PINNED = "01PINNED000000000000000000"
+REPORTED = "01REPORTED0000000000000000"
+
+IDENTITY_MESSAGES = [
+    (
+        'calling cortex_identity: Post "http://10.0.0.2:8765/mcp": dial tcp 10.0.0.2:8765: connect: '
+        "connection refused",
+        "other",
+    ),
+    (
+        'calling cortex_identity: Post "http://peer.invalid/mcp": dial tcp: lookup peer.invalid: '
+        "no such host",
+        "other",
+    ),
+    (f'peer "{NAME}" cortex_identity refused: unauthorized', "other"),
+    (
+        f'peer "{NAME}" returned empty cortex_identity response \u2014 likely an older version that '
+        "pre-dates the cortex-id federation handshake. Upgrade the peer to a binary that exposes "
+        "cortex_identity",
+        "identity_missing",
+    ),
+    (
+        f'parsing cortex_identity response from peer "{NAME}": json: cannot unmarshal string into Go struct '
+        f"field .version of type int",
+        "other",
+    ),
+    (
+        f'peer "{NAME}" is on cortex.md schema version 1 but federation requires version 2. Ask the peer\'s '
+        f"operator to run `noema migrate cortex-id` on that cortex before federation can resume",
+        "invalid_frontmatter",
+    ),
+    (
+        f'peer "{NAME}" reported manifest version 2 but no cortex id \u2014 refusing to federate without a '
+        f"stable identity",
+        "identity_missing",
+    ),
+    (
+        f'peer "{NAME}" identity mismatch: pinned id is {PINNED} but the endpoint now reports '
+        f"{REPORTED}. This can happen if the peer was reset, replaced, or restored from a different "
+        "cortex's backup. If this change is intentional, run "
+        f"`noema federation reset-peer {NAME}` to clear the pin and cursor \u2014 the next sync will "
+        "re-pin the peer's new identity",
+        "identity_mismatch",
+    ),
+    (
+        f'peer "{NAME}" is hard-pinned to a signing key in cortex.md but advertised none; the peer must run '
+        f"`noema keygen`, or remove the pubkey pin to fall back to trust-on-first-use",
+        "other",
+    ),
+    (
+        f'peer "{NAME}" signing-key mismatch: the key advertised by cortex {REPORTED} does not match '
+        "the pubkey hard-pinned for this peer in cortex.md. If the peer intentionally rotated its key, "
+        "update the pinned pubkey; otherwise this may be an impersonation attempt",
+        "other",
+    ),
+    (
+        f'peer "{NAME}" signing-key mismatch: the pinned key for cortex {REPORTED} differs from the one now '
+        "advertised. If the peer intentionally rotated its key (`noema keygen --force`), run "
+        f"`noema federation reset-peer {NAME}` to clear the pin \u2014 the next sync re-pins the new key",
+        "other",
+    ),
+    (f'loading pinned cortex id for peer "{NAME}": database is locked', "other"),
+    (f'pinning cortex id for peer "{NAME}": disk I/O error', "other"),
+    (f'loading pinned signing key for peer "{NAME}": database is locked', "other"),
+    (f'pinning signing key for peer "{NAME}": database is locked', "other"),
+    (f'applying hard-pin for peer "{NAME}": database is locked', "other"),
+]
+
+
+@pytest.mark.parametrize(("message", "expected"), IDENTITY_MESSAGES)
+def test_classify_identity_error(message: str, expected: str) -> None:
+    assert classify.classify_identity_error(message) == expected
+    assert classify.classify_identity_error(NoemafedError(message)) == expected
+
+
+def test_identity_rule_order() -> None:
+    assert (
+        classify.classify_identity_error("identity mismatch; no cortex id; schema version")
+        == "identity_mismatch"
+    )
+    assert classify.classify_identity_error("no cortex id; schema version") == "identity_missing"
+    assert classify.classify_identity_error("Identity Mismatch") == "other"
+    assert classify.classify_identity_error("") == "other"
+
+
+# ----- health hints (§4.5) ------------------------------------------------------------------------------
+
+UPGRADE = "likely cause: peer binary predates schema changes elsewhere on the ring; upgrade the peer"
+
+
+@pytest.mark.parametrize(
+    ("reason", "hint"),
+    [
+        ("invalid_trace_id", UPGRADE),
+        ("unknown_action", UPGRADE),
+        ("unknown_type", UPGRADE),
+        (
+            "invalid_frontmatter",
+            "likely cause: peer received an event whose trace shape it doesn't recognise",
+        ),
+        (
+            "network_refused",
+            "likely cause: nothing listening on the peer's endpoint; is `noema serve` running?",
+        ),
+        ("network_timeout", "likely cause: peer unreachable on the network"),
+        ("network_dns", "likely cause: hostname resolution failed"),
+        ("network_tls", "likely cause: TLS handshake failed \u2014 check cert validity and CA trust"),
+        ("auth", "likely cause: shared-key mismatch between local and peer"),
+        (
+            "identity_mismatch",
+            "likely cause: peer cortex id changed \u2014 `noema federation reset-peer` after verifying",
+        ),
+        ("identity_missing", "likely cause: peer predates cortex-id federation handshake; upgrade the peer"),
+        ("network_reset", None),
+        ("network_eof", None),
+        ("other", None),
+        ("", None),
+        ("something_new", None),
+        ("AUTH", None),
+    ],
+)
+def test_health_hint(reason: str, hint: str | None) -> None:
+    assert classify.health_hint(reason) == hint
+
+
+def test_health_hint_dashes_are_em_dashes() -> None:
+    tls = classify.health_hint("network_tls")
+    assert tls is not None
+    assert "\u2014".encode() in tls.encode()
+    assert tls.encode("utf-8").count(b"\xe2\x80\x94") == 1
+
+
+def test_health_hint_accepts_enum_members() -> None:
+    assert classify.health_hint(Reason.AUTH) == "likely cause: shared-key mismatch between local and peer"
+
+
+# ----- log texts (§4.4) ---------------------------------------------------------------------------------
+
+ENDPOINT = "http://10.0.0.2:8765"
+
+FRIENDLY_GOLDEN = {
+    "refused": (
+        '[federation] cannot reach peer "beta" at http://10.0.0.2:8765:\n'
+        "    the host is reachable but nothing is listening on that port\n"
+        "    - is `noema serve --transport http` running on the peer?\n"
+        "    - does the peer's --host/--port match the endpoint above?\n"
+        "    - is a firewall on the peer blocking the port?\n"
+        "    retrying in 1m0s"
+    ),
+    "timeout": (
+        '[federation] cannot reach peer "beta" at http://10.0.0.2:8765:\n'
+        "    the connection attempt timed out\n"
+        "    - is the peer host online and reachable on the network?\n"
+        "    - check for firewalls, VPNs, or routing issues between hosts\n"
+        "    retrying in 1m0s"
+    ),
+    "dns": (
+        '[federation] cannot reach peer "beta" at http://10.0.0.2:8765:\n'
+        "    the peer's hostname could not be resolved\n"
+        "    - is the hostname spelled correctly in cortex.md?\n"
+        "    - is your DNS resolver working? try `dig` or `nslookup` against it\n"
+        "    - if it's a LAN-only name, is mDNS / your hosts file set up?\n"
+        "    retrying in 1m0s"
+    ),
+    "tls": (
+        '[federation] cannot reach peer "beta" at http://10.0.0.2:8765:\n'
+        "    the TLS handshake failed\n"
+        "    - if the peer uses a self-signed cert, add `ca: /path/to/ca.pem` under that peer in cortex.md\n"
+        "    - does the cert's SAN match the endpoint hostname?\n"
+        "    - is the cert expired or signed by an unknown CA?\n"
+        "    retrying in 1m0s"
+    ),
+    "reset": (
+        '[federation] cannot reach peer "beta" at http://10.0.0.2:8765:\n'
+        "    the connection was reset by the peer\n"
+        "    - the peer may be restarting; will retry automatically\n"
+        "    - check the peer's logs for crashes or panics\n"
+        "    retrying in 1m0s"
+    ),
+    "eof": (
+        '[federation] cannot reach peer "beta" at http://10.0.0.2:8765:\n'
+        "    the peer closed the connection unexpectedly\n"
+        "    - the peer may not be a Noema MCP server, or may be on an incompatible version\n"
+        "    - check the peer's logs for startup errors\n"
+        "    retrying in 1m0s"
+    ),
+    "other": (
+        '[federation] cannot reach peer "beta" at http://10.0.0.2:8765:\n'
+        "    replay event 01X: invalid trace ID\n"
+        "    retrying in 1m0s"
+    ),
+}
+
+
+@pytest.mark.parametrize("category", sorted(FRIENDLY_GOLDEN))
+def test_friendly_message_golden(category: str) -> None:
+    text = classify.friendly_message("beta", ENDPOINT, category, "replay event 01X: invalid trace ID", "1m0s")
+    assert text == FRIENDLY_GOLDEN[category]
+
+
+def test_friendly_message_unknown_category_is_other() -> None:
+    text = classify.friendly_message("beta", ENDPOINT, "auth", "401 Unauthorized", "5m0s")
+    assert text == (
+        '[federation] cannot reach peer "beta" at http://10.0.0.2:8765:\n'
+        "    401 Unauthorized\n"
+        "    retrying in 5m0s"
+    )
+
+
+def test_friendly_message_quotes_name_like_go() -> None:
+    text = classify.friendly_message('we"ird', ENDPOINT, "refused", "x", "30s")
+    assert text.splitlines()[0] == '[federation] cannot reach peer "we\\"ird" at http://10.0.0.2:8765:'
+
+
+def test_brief_and_recovered_messages() -> None:
+    assert (
+        classify.brief_message("beta", "refused", "2m0s")
+        == '[federation] peer "beta" still unreachable (refused); next retry in 2m0s'
+    )
+    assert classify.recovered_message("beta") == '[federation] peer "beta" reachable again'
+
+
+@pytest.mark.parametrize(
+    ("text", "quoted"),
+    [
+        ("beta", '"beta"'),
+        ("", '""'),
+        ('a"b\\c', '"a\\"b\\\\c"'),
+        ("tab\there\nnl", '"tab\\there\\nnl"'),
+        ("\a\b\f\r\v", '"\\a\\b\\f\\r\\v"'),
+        ("\x00\x1b\x7f", '"\\x00\\x1b\\x7f"'),
+        ("café 日本 😀", '"café 日本 😀"'),
+        ("nbsp\u00a0", '"nbsp\\u00a0"'),
+        ("zwsp\u200b", '"zwsp\\u200b"'),
+        ("\U000e0001", '"\\U000e0001"'),
+    ],
+)
+def test_go_quote(text: str, quoted: str) -> None:
+    assert go_quote(text) == quoted

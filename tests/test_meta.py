@@ -1,0 +1,42 @@
+"""Drift guards: every command has help with an example and appears in the README."""
+
+from __future__ import annotations
+
+import click
+import pytest
+from conftest import REPO, run_cli
+
+from noemafed.cli import cli
+
+
+def _commands(group: click.Group, prefix: str = "") -> list[tuple[str, click.Command]]:
+    found = []
+    for name, command in group.commands.items():
+        full = f"{prefix}{name}"
+        if isinstance(command, click.Group):
+            found += _commands(command, f"{full} ")
+        else:
+            found.append((full, command))
+    return found
+
+
+COMMANDS = _commands(cli)
+
+
+@pytest.mark.parametrize(("name", "command"), COMMANDS, ids=[name for name, _ in COMMANDS])
+def test_every_command_has_help_with_an_example(name: str, command: click.Command) -> None:
+    result = run_cli([*name.split(), "--help"])
+    assert result.exit_code == 0
+    assert "Example: noemafed" in (command.help or "")
+
+
+@pytest.mark.parametrize("name", [name for name, _ in COMMANDS])
+def test_every_command_is_in_the_readme(name: str) -> None:
+    assert f"noemafed {name}" in (REPO / "README.md").read_text()
+
+
+def test_version_flag() -> None:
+    from noemafed import __version__
+
+    result = run_cli(["--version"])
+    assert result.stdout == f"noemafed {__version__}\n"

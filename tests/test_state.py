@@ -1,0 +1,166 @@
+"""federation_state on a real cortex database: keys, tolerant reads, Go-compatible encodings."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from conftest import make_cortex
+
+from noemafed import state
+from noemafed.cortex import open_database
+from noemafed.errors import StateError
+from noemafed.state import PeerError, PeerHealth, RankEntry
+
+
+@pytest.fixture
+def conn(tmp_path: Path) -> Iterator[sqlite3.Connection]:
+    connection = open_database(make_cortex(tmp_path))
+    yield connection
+    connection.close()
+
+
+def test_get_set_delete(conn: sqlite3.Connection) -> None:
+    assert state.get(conn, "peer:b:last_event") == ""
+    state.put(conn, "peer:b:last_event", "01A")
+    state.put(conn, "peer:b:last_event", "01B")
+    assert state.get(conn, "peer:b:last_event") == "01B"
+    state.delete(conn, "peer:b:last_event")
+    state.delete(conn, "peer:b:last_event")  # idempotent
+    assert state.get(conn, "peer:b:last_event") == ""
+
+
+def test_exact_key_layout() -> None:
+    assert state.peer_key("peer-b", state.LAST_EVENT) == "peer:peer-b:last_event"
+    assert state.peer_key("peer-b", state.LAST_SEEN) == "peer:peer-b:last_seen"
+    assert state.peer_key("peer-b", state.LAST_USAGE) == "peer:peer-b:last_usage"
+    assert state.peer_key("peer-b", state.CORTEX_ID) == "peer:peer-b:cortex_id"
+    assert state.peer_key("peer-b", state.HEALTH) == "peer:peer-b:health"
+    assert state.peer_key("peer-b", state.CONSOLIDATION_RANK) == "peer:peer-b:consolidation_rank"
+    assert state.cortex_key("01X") == "cortexkey:01X"
+    assert state.VCLOCK_KEY == "vclock"
+    assert state.LOCAL_RANK_KEY == "consolidation:rank"
+
+
+def test_db_errors_are_errors_not_empty_values(tmp_path: Path) -> None:
+    connection = open_database(make_cortex(tmp_path))
+    connection.close()
+    with pytest.raises(StateError):
+        state.get(connection, "vclock")
+
+
+@pytest.mark.parametrize("raw", ["", "null", "{", "[1,2]", '{"a":-1}', '{"a":"x"}', "garbage"])
+def test_clock_reads_are_tolerant(conn: sqlite3.Connection, raw: str) -> None:
+    state.put(conn, "vclock", raw)
+    assert state.get_clock(conn) == {}
+
+
+def test_clock_encoding_is_go_compatible(conn: sqlite3.Connection) -> None:
+    state.set_clock(conn, {"01BBBBBBBBBBBBBBBBBBBBBBBB": 7, "01AAAAAAAAAAAAAAAAAAAAAAAA": 3})
+    assert state.get(conn, "vclock") == '{"01AAAAAAAAAAAAAAAAAAAAAAAA":3,"01BBBBBBBBBBBBBBBBBBBBBBBB":7}'
+    state.set_clock(conn, {})
+    assert state.get(conn, "vclock") == "{}"
+
+
+def test_TestPeerHealth_RoundTrip(conn: sqlite3.Connection) -> None:
+    health = PeerHealth(
+        version="v0.4.1-19-g1cc3be6",
+        version_observed_at="2026-04-20T12:00:00Z",
+        last_success="2026-04-20T11:00:00Z",
+        consecutive_failures=3,
+        last_error=PeerError(
+            reason="invalid_trace_id",
+            observed_at="2026-04-20T12:00:30Z",
+            event_id="01FIRSTFAIL0000000000000001",
+            trace_id="20260420-bad-trace",
+        ),
+    )
+    state.set_health(conn, "peer-b", health)
+    back = state.get_health(conn, "peer-b")
+    assert back.version == "v0.4.1-19-g1cc3be6"
+    assert back.consecutive_failures == 3
+    assert back.last_error is not None
+    assert back.last_error.reason == "invalid_trace_id"
+    assert back.last_error.event_id == "01FIRSTFAIL0000000000000001"
+    assert back == health
+    # Go's field order and omissions, byte for byte.
+    assert state.get(conn, "peer:peer-b:health") == (
+        '{"version":"v0.4.1-19-g1cc3be6","version_observed_at":"2026-04-20T12:00:00Z",'
+        '"last_success":"2026-04-20T11:00:00Z","consecutive_failures":3,'
+        '"last_error":{"reason":"invalid_trace_id","event_id":"01FIRSTFAIL0000000000000001",'
+        '"trace_id":"20260420-bad-trace","observed_at":"2026-04-20T12:00:30Z"}}'
+    )
+
+
+def test_health_omits_empty_fields_but_keeps_observed_at() -> None:
+    assert PeerHealth().encode() == "{}"
+    assert PeerHealth(last_error=PeerError(reason="other")).encode() == (
+        '{"last_error":{"reason":"other","observed_at":""}}'
+    )
+
+
+def test_TestPeerHealth_MissingReturnsEmpty(conn: sqlite3.Connection) -> None:
+    assert state.get_health(conn, "never-contacted") == PeerHealth()
+
+
+@pytest.mark.parametrize(
+    "raw",
+    ["", "null", "{not json", "[]", '{"consecutive_failures":"3"}', '{"version":5}', '{"last_error":"x"}'],
+)
+def test_malformed_health_reads_as_zero(conn: sqlite3.Connection, raw: str) -> None:
+    state.put(conn, "peer:b:health", raw)
+    assert state.get_health(conn, "b") == PeerHealth()
+
+
+def test_TestGetPeerState_IncludesHealth(conn: sqlite3.Connection) -> None:
+    state.set_health(conn, "peer-c", PeerHealth(version="v0.5.0"))
+    state.put(conn, "peer:peer-c:last_event", "01E")
+    state.put(conn, "peer:peer-c:last_seen", "2026-04-20T12:00:30Z")
+    state.put(conn, "peer:peer-c:cortex_id", "01C")
+    peer = state.get_peer_state(conn, "peer-c", "https://c")
+    assert peer.health.version == "v0.5.0"
+    assert (peer.name, peer.endpoint, peer.last_event, peer.last_seen, peer.cortex_id) == (
+        "peer-c",
+        "https://c",
+        "01E",
+        "2026-04-20T12:00:30Z",
+        "01C",
+    )
+
+
+def test_health_transitions_record_poll_outcomes() -> None:
+    """recordPollOutcome (a gap in the Go suite): counters, version kept on failure, error cleared."""
+    start = PeerHealth()
+    failed = start.after_failure("t1", "0.22.2", PeerError("network_refused", "t1"))
+    assert failed == PeerHealth("0.22.2", "t1", "", 1, PeerError("network_refused", "t1"))
+    # A failure before initialize (no version) keeps the known version.
+    failed_again = failed.after_failure("t2", "", PeerError("network_timeout", "t2"))
+    assert failed_again.version == "0.22.2"
+    assert failed_again.version_observed_at == "t1"
+    assert failed_again.consecutive_failures == 2
+    ok = failed_again.after_success("t3", "0.22.3")
+    assert ok == PeerHealth("0.22.3", "t3", "t3", 0, None)
+    ok_no_version = ok.after_success("t4", "")
+    assert ok_no_version == PeerHealth("0.22.3", "t3", "t4", 0, None)
+
+
+def test_rank_encoding_and_tolerance(conn: sqlite3.Connection) -> None:
+    entry = RankEntry("01C", 57, "2026-08-15T03:00:00Z")
+    state.set_peer_rank(conn, "b", entry)
+    assert state.get(conn, "peer:b:consolidation_rank") == (
+        '{"cortex_id":"01C","rank":57,"observed_at":"2026-08-15T03:00:00Z"}'
+    )
+    assert state.get_peer_rank(conn, "b") == entry
+    assert RankEntry().encode() == '{"cortex_id":"","rank":0,"observed_at":""}'
+    for raw in ("", "x", "[]", '{"rank":"5"}'):
+        state.put(conn, "consolidation:rank", raw)
+        assert state.get_local_rank(conn) == RankEntry()
+
+
+def test_cortex_pubkey_pins(conn: sqlite3.Connection) -> None:
+    state.set_cortex_pubkey(conn, "01C", "ed25519:AAA=")
+    assert state.get_cortex_pubkey(conn, "01C") == "ed25519:AAA="
+    assert state.get(conn, "cortexkey:01C") == "ed25519:AAA="
+    assert state.get_cortex_pubkey(conn, "01D") == ""
