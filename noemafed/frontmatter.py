@@ -10,6 +10,9 @@ schema. Unquoted scalars come back as `Plain` (a str subclass) so that a rewrite
 and every loader reads them exactly as before. An empty `Plain("")` is YAML's null (`key:` with nothing after
 it); `~` and `null` stay the texts `Plain("~")` and `Plain("null")`. Mapping keys are always plain `str`.
 
+`dumps` writes a `str` unquoted only when every YAML 1.1 and 1.2 loader reads it back as that same string,
+so such a str reads back as a `Plain` of the same text; a str that needs quotes reads back as a str.
+
 Anything outside the subset raises `FrontmatterError` with the 1-based line number within the YAML text: it is
 never misread silently. Tabs are allowed only inside quoted scalars, block scalars and comments: elsewhere
 PyYAML, libyaml and the YAML spec disagree about them, and neither Go nor Rust writes them.

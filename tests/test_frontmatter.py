@@ -336,6 +336,11 @@ def test_full_line_comments_and_blank_lines_are_ignored() -> None:
         ("k: >-\n  one\n    more\n  two\n", "one\n  more\ntwo"),
         ("k: >\n\n  a\n  b\n", "\na b\n"),
         ("k: >+\n  a\n\n", "a\n\n"),
+        ("k: |-\n     \n", ""),
+        ("k: |+\n   \n\nn: 1\n", "\n\n"),
+        ("k: |+\n  x\n\n  ", "x\n\n"),
+        ("k: >+\n    ", ""),
+        ("k: |\n  a\n     \n", "a\n   \n"),
     ],
 )
 def test_block_scalars(yaml_text: str, text: str) -> None:
