@@ -220,6 +220,140 @@ def key_fingerprint(obj: CliContext) -> None:
     _emit(render.key_fingerprint(commands.key_fingerprint(cortex_dir, read_manifest(cortex_dir), os.environ)))
 
 
+def _stderr_logger(enabled: bool) -> Callable[[str], None]:
+    """Go's standard logger format on stderr (`YYYY/MM/DD HH:MM:SS message`), or silence."""
+    import time
+
+    lock = __import__("threading").Lock()
+
+    def log(message: str) -> None:
+        if not enabled:
+            return
+        stamp = time.strftime("%Y/%m/%d %H:%M:%S")
+        with lock:
+            click.echo(f"{stamp} {message}", err=True)
+
+    return log
+
+
+@cli.command()
+@click.option(
+    "--once", is_flag=True, help="Poll each peer once and exit (for cron); without it, run as a daemon."
+)
+@click.option("--peer", "peer_names", multiple=True, metavar="NAME", help="Only these peers (repeatable).")
+@click.option(
+    "--max-duration",
+    type=click.FloatRange(min=0, min_open=True),
+    metavar="S",
+    help="Give up after S seconds in all.",
+)
+@click.option(
+    "--max-events", type=click.IntRange(min=1), metavar="N", help="Apply at most N events per peer this run."
+)
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=30.0,
+    show_default=True,
+    metavar="S",
+    help="Per connect and per read.",
+)
+@click.option(
+    "--wait",
+    "wait_seconds",
+    type=click.FloatRange(min=0),
+    default=0.0,
+    metavar="S",
+    help="Wait up to S seconds for another sync to finish.",
+)
+@click.option(
+    "--json", "as_json", is_flag=True, help="Print one JSON report (docs/sync.schema.json); with --once."
+)
+@click.option(
+    "--verbose", "-v", is_flag=True, help="Log progress and pins on stderr even when it is not a terminal."
+)
+@click.option(
+    "--use-proxy-env", is_flag=True, help="Honour *_proxy environment variables (ignored by default)."
+)
+@click.pass_obj
+def sync(
+    obj: CliContext,
+    once: bool,
+    peer_names: tuple[str, ...],
+    max_duration: float | None,
+    max_events: int | None,
+    timeout: float,
+    wait_seconds: float,
+    as_json: bool,
+    verbose: bool,
+    use_proxy_env: bool,
+) -> None:
+    """Pull and replay peers' events: once for cron, or as a foreground daemon for systemd.
+
+    Exit codes: 0 all peers synced, 3 a peer failed but may recover, 4 a peer needs an operator,
+    75 another sync holds the cortex, 78 cortex.md is invalid (docs/exit-codes.md).
+
+    Example: noemafed sync --once --max-duration 300
+    """
+    from noemafed import render
+    from noemafed.manifest import read_manifest
+    from noemafed.sync_command import sync_daemon, sync_once
+    from noemafed.syncer import SyncOptions
+
+    cortex_dir = obj.cortex_dir()
+    manifest = read_manifest(cortex_dir)
+    options = SyncOptions(
+        timeout=timeout, max_duration=max_duration, max_events=max_events, use_proxy_env=use_proxy_env
+    )
+    if not once:
+        if as_json or peer_names or max_events:
+            raise click.UsageError("--json, --peer and --max-events need --once")
+        _run_daemon(cortex_dir, manifest, options, wait_seconds, sync_daemon)
+        return
+    log = _stderr_logger(verbose or sys.stderr.isatty())
+    report = sync_once(
+        cortex_dir,
+        manifest,
+        peer_names,
+        options=options,
+        environ=os.environ,
+        log=log,
+        wait_seconds=wait_seconds,
+    )
+    # Under cron (no terminal) a clean run prints nothing: cron mails only what went wrong.
+    if as_json:
+        _emit(render.sync_json(report))
+    elif report.exit_code != ExitCode.OK or verbose or sys.stdout.isatty():
+        _emit(render.sync_human(report))
+    if report.exit_code != ExitCode.OK:
+        sys.exit(int(report.exit_code))
+
+
+def _run_daemon(
+    cortex_dir: Path, manifest: Any, options: Any, wait_seconds: float, daemon: Callable[..., None]
+) -> None:
+    """SIGTERM and SIGINT stop the loops; an interrupted poll is not recorded as a failure."""
+    import signal
+    import threading
+
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: object) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    daemon(
+        cortex_dir,
+        manifest,
+        options=options,
+        environ=os.environ,
+        log=_stderr_logger(True),
+        stop=stop,
+        wait_seconds=wait_seconds,
+    )
+
+
 def report_error(exc: NoemafedError) -> None:
     """The single place an error is shown: `Error: <message>`, then the hint, on stderr."""
     click.echo(f"Error: {exc.message}", err=True)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ulid import ULID
 
@@ -11,6 +11,10 @@ from noemafed import commands
 from noemafed.access import AccessKey
 from noemafed.gotext import format_rfc3339, go_quote
 from noemafed.state import PeerHealth, RankEntry
+
+if TYPE_CHECKING:  # sync's modules stay unloaded for the other commands
+    from noemafed.sync_command import SyncReport
+    from noemafed.syncer import PollResult
 
 STATUS_SCHEMA_VERSION = 1
 NOT_CONFIGURED = "Federation: not configured (no peers in cortex.md)"
@@ -282,3 +286,66 @@ def key_fingerprint(report: commands.KeyReport) -> str:
 
 def initialized(path: str, manifest_id: str, name: str) -> str:
     return _lines([f"Initialized cortex {go_quote(name)} ({manifest_id}) at {path}"])
+
+
+# ---- sync ---------------------------------------------------------------------------------------------
+
+SYNC_SCHEMA_VERSION = 1
+
+
+def _poll_line(result: PollResult) -> str:
+    cursor = result.cursor_after or "(none)"
+    if result.ok:
+        more = "" if result.caught_up else " (more to pull)"
+        return f"{result.peer}: ok, {result.events_applied} events applied, cursor {cursor}{more}"
+    where = f", event {result.event_id}" if result.event_id else ""
+    return (
+        f"{result.peer}: failed ({result.reason}{where}), {result.events_applied} events applied, "
+        f"cursor {cursor}: {result.message}"
+    )
+
+
+def sync_human(report: SyncReport) -> str:
+    """One line per visited peer, then the paused ones."""
+    lines = [_poll_line(result) for result in report.results]
+    lines += [f"{name}: paused, skipped" for name in report.paused]
+    if not lines:
+        lines = [NOT_CONFIGURED]
+    return _lines(lines)
+
+
+def _poll_json(result: PollResult) -> dict[str, Any]:
+    return {
+        "name": result.peer,
+        "endpoint": result.endpoint,
+        "status": "ok" if result.ok else "failed",
+        "reason": result.reason or None,
+        "needs_operator": result.needs_operator,
+        "phase": result.phase or None,
+        "error": result.message or None,
+        "event_id": result.event_id or None,
+        "trace_id": result.trace_id or None,
+        "events_applied": result.events_applied,
+        "pages": result.pages,
+        "usage_rows": result.usage_rows,
+        "cursor_before": result.cursor_before or None,
+        "cursor_after": result.cursor_after or None,
+        "caught_up": result.caught_up,
+        "peer_version": result.peer_version or None,
+        "peer_cortex_id": result.peer_cortex_id or None,
+        "seconds": round(result.seconds, 3),
+    }
+
+
+def sync_json(report: SyncReport) -> str:
+    """The run as one document (docs/sync.schema.json)."""
+    doc = {
+        "schema_version": SYNC_SCHEMA_VERSION,
+        "started_at": report.started_at,
+        "seconds": round(report.seconds, 3),
+        "exit_code": int(report.exit_code),
+        "cortex": {"id": report.cortex_id, "name": report.cortex_name, "path": str(report.cortex_path)},
+        "peers": [_poll_json(result) for result in report.results],
+        "paused": list(report.paused),
+    }
+    return json.dumps(doc, indent=2, ensure_ascii=False) + "\n"

@@ -1,0 +1,314 @@
+"""The event model (cortex.md §4): parse `sync_events` pages keeping each `data` text byte for byte.
+
+Signatures hash the exact `data` bytes (wire.md §7, P16), and an event is served on to other peers unchanged,
+so `data` is never re-encoded: `parse_page` records the text span of every `data` value and only removes
+insignificant whitespace outside strings. Everything else about an event is plain JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from json.decoder import scanstring  # type: ignore[attr-defined]  # C-accelerated; untyped in typeshed
+from typing import Any
+
+from noemafed import vclock
+from noemafed.errors import NoemafedError
+from noemafed.gotext import go_json_dumps
+
+__all__ = [
+    "EMPTY_DATA",
+    "Event",
+    "EventFormatError",
+    "event_from_row",
+    "event_json",
+    "page_json",
+    "parse_page",
+]
+
+EMPTY_DATA = "{}"
+NULL_DATA = "null"
+
+# The column order of the `events` table (cortex.md §3.5); event_from_row reads rows selected in this order.
+EVENT_COLUMNS = (
+    "id",
+    "action",
+    "trace_id",
+    "origin",
+    "timestamp",
+    "data",
+    "vclock",
+    "cortex_id",
+    "signature",
+    "pubkey",
+)
+_STRING_FIELDS = ("id", "action", "trace_id", "cortex_id", "origin", "timestamp", "signature", "pubkey")
+
+
+class EventFormatError(NoemafedError):
+    """A sync_events page or one of its events is not the JSON shape noema serves."""
+
+    code = "event_format"
+
+
+@dataclass(frozen=True)
+class Event:
+    """One replicated event; `data` is the payload's exact JSON text and is never rebuilt."""
+
+    id: str
+    action: str
+    trace_id: str
+    cortex_id: str
+    origin: str
+    timestamp: str
+    # "{}" when the field is absent; "null" when the peer sent null (cortex.md §9.12).
+    data: str
+    # None when absent or null; {} when the peer sent an empty object.
+    vclock: dict[str, int] | None
+    signature: str = ""
+    pubkey: str = ""
+
+    def payload(self) -> dict[str, Any]:
+        """The parsed payload; `null` reads as {} (Go unmarshals null into a struct as a no-op)."""
+        value = json.loads(self.data) if self.data else {}
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            raise EventFormatError(f"event {self.id}: data is not a JSON object")
+        return value
+
+
+def _reject_constant(name: str) -> Any:
+    # Python's decoder accepts NaN and Infinity; Go's does not, so neither do we.
+    raise ValueError(f"invalid JSON constant {name}")
+
+
+_DECODER = json.JSONDecoder(parse_constant=_reject_constant)
+_raw_decode = _DECODER.raw_decode
+_WS = re.compile(r"[ \t\n\r]*")
+_ws_match = _WS.match
+
+
+def _skip_ws(text: str, position: int) -> int:
+    """The offset of the next non-whitespace character (the pattern always matches, possibly empty)."""
+    match = _ws_match(text, position)
+    return match.end() if match else position
+
+
+# A JSON string literal (unrolled loop, so re stays in C); splitting on it leaves the structural text between.
+_STRING = re.compile(r'("[^"\\]*(?:\\.[^"\\]*)*")')
+_WS_CHARS = str.maketrans("", "", " \t\n\r")
+
+
+def _compact(span: str) -> str:
+    """Remove whitespace outside strings; string contents (and so every escape) keep their bytes."""
+    parts = _STRING.split(span)
+    # Even indexes are the structural text between string literals.
+    if not any(ws in part for part in parts[0::2] for ws in " \t\n\r"):
+        return span
+    for index in range(0, len(parts), 2):
+        parts[index] = parts[index].translate(_WS_CHARS)
+    return "".join(parts)
+
+
+def _fail(message: str, position: int) -> EventFormatError:
+    return EventFormatError(f"malformed sync_events page at offset {position}: {message}")
+
+
+def _expect(text: str, position: int, char: str, what: str) -> None:
+    if text[position : position + 1] != char:
+        found = text[position : position + 1] or "end of text"
+        raise _fail(f"expected {what}, found {found!r}", position)
+
+
+def _parse_event(text: str, start: int, index: int) -> tuple[Event, int]:
+    """One event object starting at `start` (a `{`); returns the event and the offset after its `}`."""
+    fields: dict[str, Any] = {}
+    data = EMPTY_DATA
+    position = _skip_ws(text, start + 1)
+    if text[position : position + 1] == "}":
+        position += 1
+    else:
+        while True:
+            _expect(text, position, '"', "an object key")
+            try:
+                key, position = scanstring(text, position + 1, True)
+            except ValueError as exc:
+                raise _fail(str(exc), position) from None
+            position = _skip_ws(text, position)
+            _expect(text, position, ":", "':'")
+            position = _skip_ws(text, position + 1)
+            try:
+                value, end = _raw_decode(text, position)
+            except (ValueError, RecursionError) as exc:
+                raise _fail(f"event {index}, field {key!r}: {exc}", position) from None
+            # Duplicate keys: the last one wins, as in Go's decoder.
+            if key == "data":
+                if value is None:
+                    data = NULL_DATA
+                elif isinstance(value, dict):
+                    data = _compact(text[position:end])
+                else:
+                    raise EventFormatError(f"event {index}: data must be a JSON object or null")
+            else:
+                fields[key] = value
+            position = _skip_ws(text, end)
+            char = text[position : position + 1]
+            if char == ",":
+                position = _skip_ws(text, position + 1)
+                continue
+            _expect(text, position, "}", "',' or '}'")
+            position += 1
+            break
+    return _event_from_fields(fields, data, index), position
+
+
+def _event_from_fields(fields: dict[str, Any], data: str, index: int) -> Event:
+    strings: dict[str, str] = {}
+    for name in _STRING_FIELDS:
+        value = fields.get(name)
+        if value is None:
+            value = ""  # Go decodes null (and absence) into a string field as ""
+        elif not isinstance(value, str):
+            raise EventFormatError(f"event {index}: {name} must be a string, not {type(value).__name__}")
+        strings[name] = value
+    if not strings["id"]:
+        raise EventFormatError(f"event {index}: missing id")
+    if not strings["action"]:
+        raise EventFormatError(f"event {strings['id']}: missing action")
+    return Event(
+        id=strings["id"],
+        action=strings["action"],
+        trace_id=strings["trace_id"],
+        cortex_id=strings["cortex_id"],
+        origin=strings["origin"],
+        timestamp=strings["timestamp"],
+        data=data,
+        vclock=_clock_field(fields.get("vclock"), strings["id"]),
+        signature=strings["signature"],
+        pubkey=strings["pubkey"],
+    )
+
+
+def _clock_field(value: Any, event_id: str) -> dict[str, int] | None:
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise EventFormatError(f"event {event_id}: vclock must be a JSON object")
+    for key, count in value.items():
+        # Go unmarshals into uint64: no bool, no float, no negative, no overflow.
+        if type(count) is not int or not 0 <= count <= vclock.UINT64_MAX:
+            raise EventFormatError(f"event {event_id}: vclock[{key!r}] is not a uint64: {count!r}")
+    return value
+
+
+def parse_page(text: str) -> list[Event]:
+    """A sync_events text: a JSON array of events; "", "null" and "[]" are an empty page."""
+    length = len(text)
+    position = _skip_ws(text, 0)
+    if position == length:
+        return []
+    if text.startswith("null", position) and _skip_ws(text, position + 4) == length:
+        return []
+    _expect(text, position, "[", "a JSON array")
+    position = _skip_ws(text, position + 1)
+    events: list[Event] = []
+    if text[position : position + 1] == "]":
+        position += 1
+    else:
+        while True:
+            if text[position : position + 1] != "{":
+                raise _fail(f"event {len(events)} is not a JSON object", position)
+            event, position = _parse_event(text, position, len(events))
+            events.append(event)
+            position = _skip_ws(text, position)
+            char = text[position : position + 1]
+            if char == ",":
+                position = _skip_ws(text, position + 1)
+                continue
+            _expect(text, position, "]", "',' or ']'")
+            position += 1
+            break
+    if _skip_ws(text, position) != length:
+        raise _fail("extra text after the array", position)
+    return events
+
+
+def event_json(event: Event) -> str:
+    """The wire object as Go serves it: `data` spliced verbatim, empty optional fields omitted."""
+    parts = [
+        '{"id":',
+        go_json_dumps(event.id),
+        ',"action":',
+        go_json_dumps(event.action),
+        ',"trace_id":',
+        go_json_dumps(event.trace_id),
+        ',"cortex_id":',
+        go_json_dumps(event.cortex_id),
+        ',"origin":',
+        go_json_dumps(event.origin),
+        ',"timestamp":',
+        go_json_dumps(event.timestamp),
+        ',"data":',
+        event.data or EMPTY_DATA,
+    ]
+    if event.vclock:
+        parts += [',"vclock":', vclock.encode(event.vclock)]
+    if event.signature:
+        parts += [',"signature":', go_json_dumps(event.signature)]
+    if event.pubkey:
+        parts += [',"pubkey":', go_json_dumps(event.pubkey)]
+    parts.append("}")
+    return "".join(parts)
+
+
+def page_json(events: Iterable[Event]) -> str:
+    """A sync_events page text."""
+    return "[" + ",".join(event_json(event) for event in events) + "]"
+
+
+def _row_clock(text: str | None) -> dict[str, int] | None:
+    # Go stores a nil map as `null`; keep the difference between "no clock" and "{}".
+    if text is None or not text.strip() or text.strip() == NULL_DATA:
+        return None
+    return vclock.decode(text)
+
+
+def event_from_row(row: Sequence[Any]) -> Event:
+    """An Event from an `events` row selected in EVENT_COLUMNS order."""
+    event_id, action, trace_id, origin, timestamp, data, clock, cortex_id, signature, pubkey = row
+    return Event(
+        id=event_id,
+        action=action,
+        trace_id=trace_id,
+        cortex_id=cortex_id or "",
+        origin=origin or "",
+        timestamp=timestamp,
+        data=data or EMPTY_DATA,
+        vclock=_row_clock(clock),
+        signature=signature or "",
+        pubkey=pubkey or "",
+    )
+
+
+def clock_column(event: Event) -> str:
+    """The `events.vclock` text: Go's encoding of the map, `null` for a nil one (cortex.md §9.12)."""
+    return NULL_DATA if event.vclock is None else vclock.encode(event.vclock)
+
+
+def event_row(event: Event) -> tuple[str, ...]:
+    """The values of an `events` row in EVENT_COLUMNS order; `data` is stored exactly as held."""
+    return (
+        event.id,
+        event.action,
+        event.trace_id,
+        event.origin,
+        event.timestamp,
+        event.data or EMPTY_DATA,
+        clock_column(event),
+        event.cortex_id,
+        event.signature,
+        event.pubkey,
+    )

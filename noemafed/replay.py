@@ -1,0 +1,822 @@
+"""Apply remote events to the cortex the way noema does (cortex.md §6), keeping each event's bytes.
+
+Protocol for one event (docs/replay.md has the per-action reasoning):
+
+1. Inside the transaction and its per-event SAVEPOINT, run every DB statement first: a trigger, CHECK or
+   constraint failure then rolls back before any file is touched.
+2. Then the file steps (atomic writes, renames, deletions), each idempotent and tolerant of the state an
+   interrupted earlier attempt left (file already moved, already deleted, already written).
+3. Merge the event's clock into ours, and release the savepoint; the cursor is written once, for the last
+   event that succeeded, right before COMMIT.
+
+A crash before COMMIT leaves files ahead of the rows and the cursor before the event: the next poll replays
+the event and its file steps converge. Nothing is ever done after COMMIT.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+from noemafed import eventsig, local, state, traces, vclock
+from noemafed.cortex import Cortex
+from noemafed.errors import (
+    InvalidTraceFrontmatterError,
+    InvalidTraceIDError,
+    ReplayError,
+    VClockTooLargeError,
+)
+from noemafed.events import Event, EventFormatError
+from noemafed.gotext import go_quote
+from noemafed.local import TraceRow
+from noemafed.schema import LONG_TERM_IMMUTABLE_TRIGGER
+from noemafed.signkeys import public_keys_equal
+
+__all__ = ["ACTIONS", "PageResult", "ReplayOutcome", "Replayer"]
+
+COORDINATION_ACTIONS = local.COORDINATION_ACTIONS
+ACTIONS = (
+    "create",
+    "update",
+    "tag_update",
+    "archive",
+    "unarchive",
+    "trash",
+    "recover",
+    "purge",
+    "promote",
+    "demote",
+    "vote",
+    "consolidate",
+    "consolidate_fallback",
+    "divergence_long_term",
+    "purge_long_term",
+    "purge_hard",
+    *COORDINATION_ACTIONS,
+)
+SOURCE_LOCK_ACTIONS = ("update", "trash", "purge")
+REMOTE_PURGE_REASON = "remote purge"
+MERGE_CLOCK_LOG = "[federation] merge clock: {err}"
+
+# Outcome effects: short, stable words for logs, tests and reports.
+CREATED = "created"
+UPDATED = "updated"
+DIVERGED = "diverged"
+TAGGED = "tagged"
+ARCHIVED = "archived"
+UNARCHIVED = "unarchived"
+TRASHED = "trashed"
+RECOVERED = "recovered"
+PURGED = "purged"
+TIER_CHANGED = "tier-changed"
+VOTED = "voted"
+CONSOLIDATED = "consolidated"
+PURGED_LONG_TERM = "purged-long-term"
+PURGED_HARD = "purged-hard"
+LOGGED = "logged"
+STORED_ONLY = "stored-only"
+DUPLICATE = "duplicate"
+
+
+@dataclass(frozen=True)
+class ReplayOutcome:
+    """What one successful replay did."""
+
+    event_id: str
+    action: str
+    stored: bool  # the event row was inserted now (False for a benign repeat)
+    effect: str
+
+
+@dataclass(frozen=True)
+class PageResult:
+    """A page replayed under one transaction: the committed prefix, and the event that stopped it, if any."""
+
+    outcomes: tuple[ReplayOutcome, ...]
+    failed: Event | None = None
+    error: ReplayError | None = None
+
+
+@dataclass(frozen=True)
+class _Snapshot:
+    """A create/update payload (cortex.md §4.3)."""
+
+    title: str
+    type: str
+    author: str
+    tags: tuple[str, ...]
+    derived_from: tuple[str, ...]
+    origin: str
+    tier: str
+    body: str
+    content_hash: str
+    source_hash: str
+    source_locked: bool
+
+
+def _stderr_log(message: str) -> None:
+    print(message, file=sys.stderr)
+
+
+def _str(payload: dict[str, Any], key: str, where: str) -> str:
+    value = payload.get(key)
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise ReplayError(f"{where}: {key} must be a string")
+    return value
+
+
+def _str_list(payload: dict[str, Any], key: str, where: str) -> tuple[str, ...]:
+    value = payload.get(key)
+    if value is None:
+        return ()
+    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+        raise ReplayError(f"{where}: {key} must be a list of strings")
+    return tuple(value)
+
+
+def _payload(event: Event) -> dict[str, Any]:
+    try:
+        return event.payload()
+    except (ValueError, EventFormatError) as exc:
+        raise ReplayError(f"parsing {event.action} payload of event {event.id}: {exc}") from exc
+
+
+def _snapshot(event: Event) -> _Snapshot:
+    payload = _payload(event)
+    where = f"parsing {event.action} payload of event {event.id}"
+    locked = payload.get("source_locked")
+    if locked is not None and not isinstance(locked, bool):
+        raise ReplayError(f"{where}: source_locked must be a boolean")
+    return _Snapshot(
+        title=_str(payload, "title", where),
+        type=_str(payload, "type", where),
+        author=_str(payload, "author", where),
+        # Duplicates would fail the (trace_id, tag) key; Go swallows that UNIQUE error and loses the whole
+        # trace (cortex.md §9.3). First-occurrence order keeps the author's order in the file.
+        tags=local.dedupe(_str_list(payload, "tags", where)),
+        derived_from=local.dedupe(_str_list(payload, "derived_from", where)),
+        origin=_str(payload, "origin", where),
+        tier=_str(payload, "tier", where),
+        body=_str(payload, "body", where),
+        content_hash=_str(payload, "content_hash", where),
+        source_hash=_str(payload, "source_hash", where),
+        source_locked=bool(locked),
+    )
+
+
+class Replayer:
+    """Applies remote events to one cortex; one instance per open cortex connection."""
+
+    def __init__(
+        self,
+        cortex: Cortex,
+        log: Callable[[str], None] = _stderr_log,
+        *,
+        durable: bool = False,
+        hook: Callable[[str], None] | None = None,
+        now: Callable[[], str] = local.now_text,
+    ) -> None:
+        self.cortex = cortex
+        self.conn = cortex.conn
+        self.dir = cortex.path
+        self.log = log
+        # durable: fsync every file write and rename (and the WAL at COMMIT) so a power loss cannot lose a
+        # committed event's files; the default survives process crashes, see docs/replay.md.
+        self.durable = durable
+        # Test seam: called at each step boundary ("db", "file", "event", "commit", "committed"); a crash
+        # test raises from it.
+        self.hook = hook
+        # Local time for what replay itself authors (the divergence trace and its create event).
+        self.now = now
+        manifest = cortex.manifest
+        self.own_id = manifest.id
+        self.own_name = manifest.name
+        self.own_pubkey = manifest.signing_public_key
+        self.verify = manifest.federation.effective_verify if manifest.federation else "off"
+        if durable:
+            self.conn.execute("PRAGMA synchronous=FULL")
+
+    # ------------------------------------------------------------------------------------------------------
+    # Public entry points
+
+    def apply(self, event: Event, cursor_peer: str | None = None) -> ReplayOutcome:
+        """Apply one event in one transaction (rows, event row, clock merge, cursor); raise on failure."""
+        result = self.apply_page([event], cursor_peer)
+        if result.error is not None:
+            raise result.error
+        return result.outcomes[0]
+
+    def apply_page(self, events: Sequence[Event], cursor_peer: str | None = None) -> PageResult:
+        """Apply events in order under one transaction; stop at the first failure.
+
+        The events before a failure commit together with the cursor at the last of them; the failed
+        event's rows never commit, so the cursor never passes an event whose rows are not committed.
+        There is no per-event SAVEPOINT: FTS5 flushes its pending index at every savepoint, which made a
+        page several times slower. Instead a failure rolls the whole page back and the prefix before the
+        failed event is applied again and committed (its file steps are idempotent).
+        """
+        if self.conn.in_transaction:
+            raise ReplayError("replay cannot run inside another open transaction")
+        outcomes, failed, error = self._run(events, cursor_peer)
+        if failed is not None and outcomes:
+            # Rare path: the page is rolled back; re-apply what succeeded before the failure.
+            outcomes, again_failed, again_error = self._run(events[: len(outcomes)], cursor_peer)
+            if again_failed is not None:
+                # The prefix failed on its own (a concurrent writer changed the cortex): report that.
+                failed, error = again_failed, again_error
+        return PageResult(tuple(outcomes), failed, error)
+
+    def _run(
+        self, events: Sequence[Event], cursor_peer: str | None
+    ) -> tuple[list[ReplayOutcome], Event | None, ReplayError | None]:
+        """One attempt: BEGIN, every event in order, the cursor, COMMIT; any failure rolls back all of it."""
+        conn = self.conn
+        outcomes: list[ReplayOutcome] = []
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for event in events:
+                try:
+                    outcomes.append(self._apply_one(event))
+                    self._merge_clock(event)
+                except Exception as exc:
+                    conn.rollback()
+                    return outcomes, event, _as_replay_error(event, exc)
+                self._step("event")
+            if outcomes and cursor_peer is not None:
+                state.put(conn, state.peer_key(cursor_peer, state.LAST_EVENT), outcomes[-1].event_id)
+            self._step("commit")
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.rollback()
+            raise
+        self._step("committed")
+        return outcomes, None, None
+
+    def merge_usage(self, rows: list[dict[str, Any]]) -> int:
+        """Merge sync_read_signal rows with MAX per column (federation.md §3.6); returns rows merged.
+
+        Rows carrying our own id are skipped (we are the authority for those), and so are rows for traces
+        this cortex does not hold: with foreign keys on, Go's insert of such a row fails the whole batch
+        (cortex.md §9.13); skipping keeps the usage cursor moving.
+        """
+        merged = 0
+        with local.transaction(self.conn):
+            for row in rows:
+                values = _usage_values(row)
+                if values[1] == self.own_id:
+                    continue
+                if self.conn.execute("SELECT 1 FROM traces WHERE id = ?", (values[0],)).fetchone() is None:
+                    continue
+                self.conn.execute(_USAGE_UPSERT, values)
+                merged += 1
+        return merged
+
+    # ------------------------------------------------------------------------------------------------------
+    # Gates (cortex.md §6.1)
+
+    def _step(self, name: str) -> None:
+        if self.hook is not None:
+            self.hook(name)
+
+    def _apply_one(self, event: Event) -> ReplayOutcome:
+        # Already-seen runs first, before the signature gate (Go runs it after): an event we hold was
+        # accepted or authored already, so re-checking it can only pin the cursor on our own events
+        # (verify=enforce without a local key, cortex.md §9.6) or TOFU-pin keys from old events.
+        if self.conn.execute("SELECT 1 FROM events WHERE id = ?", (event.id,)).fetchone() is not None:
+            return ReplayOutcome(event.id, event.action, False, DUPLICATE)
+        if self.verify in ("warn", "enforce"):
+            self._check_signature(event)
+            self._check_source_lock(event)
+        if event.action in COORDINATION_ACTIONS:
+            return self._store_only(event, LOGGED)
+        if not traces.is_valid_trace_id(event.trace_id):
+            if event.action == "purge":
+                return self._purge_db_only(event)
+            raise ReplayError(
+                f"rejecting remote event {event.id}: invalid trace ID: {go_quote(event.trace_id)}"
+            ) from InvalidTraceIDError()
+        handler = _HANDLERS.get(event.action)
+        if handler is None:
+            # Go says "unknown event action: X", which the classifier's "unknown action" never matches
+            # (cortex.md §9.5); this text classifies as unknown_action, a schema-widening reason.
+            raise ReplayError(f"unknown action {go_quote(event.action)} in event {event.id}")
+        return handler(self, event)
+
+    def _check_signature(self, event: Event) -> None:
+        problem = self._signature_problem(event)
+        if problem is None:
+            return
+        message = f"rejecting event {event.id} from cortex {event.cortex_id}: {problem}"
+        if self.verify == "enforce":
+            raise ReplayError(f"{message} (verify=enforce)")
+        self.log(f"[federation] {message} (verify=warn, applying anyway)")
+
+    def _signature_problem(self, event: Event) -> str | None:
+        pin = ""
+        if event.cortex_id == self.own_id:
+            if not self.own_pubkey:
+                return "event claims this cortex's id but no local signing key is configured"
+            key = self.own_pubkey
+        else:
+            pinned = state.get_cortex_pubkey(self.conn, event.cortex_id)
+            if pinned:
+                if event.pubkey and not public_keys_equal(event.pubkey, pinned):
+                    return "event pubkey differs from the key pinned for its cortex"
+                key = pinned
+            elif event.pubkey:
+                key = pin = event.pubkey
+            else:
+                return "no key pinned for its cortex and the event carries none"
+        if not event.signature:
+            return "event is unsigned"
+        if not eventsig.verify_event(event, key):
+            return "signature does not verify"
+        if pin:
+            # Trust on first use, inside the event's transaction: a failure un-pins it again.
+            state.set_cortex_pubkey(self.conn, event.cortex_id, pin)
+        return None
+
+    def _check_source_lock(self, event: Event) -> None:
+        if event.action not in SOURCE_LOCK_ACTIONS or not traces.is_valid_trace_id(event.trace_id):
+            return
+        row = local.get_row(self.conn, event.trace_id)
+        if row is None or not row.source_locked or row.cortex_id == event.cortex_id:
+            return
+        message = f"rejecting source-lock violation: event {event.id} ({event.action}) from cortex {event.cortex_id} on trace {event.trace_id} owned by {row.cortex_id}"
+        if self.verify == "enforce":
+            raise ReplayError(message)
+        self.log(f"[federation] {message} (verify=warn, applying anyway)")
+
+    def _merge_clock(self, event: Event) -> None:
+        if not event.vclock:
+            return
+        try:
+            merged = vclock.merge_for_replay(state.get_clock(self.conn), event.vclock)
+        except VClockTooLargeError as exc:
+            # Like Go: logged, and the event still counts.
+            self.log(MERGE_CLOCK_LOG.format(err=exc))
+            return
+        state.set_clock(self.conn, merged)
+
+    # ------------------------------------------------------------------------------------------------------
+    # Helpers
+
+    def _store(self, event: Event) -> bool:
+        return local.insert_event(self.conn, event)
+
+    def _store_only(self, event: Event, effect: str = STORED_ONLY) -> ReplayOutcome:
+        stored = self._store(event)
+        return ReplayOutcome(event.id, event.action, stored, effect if stored else DUPLICATE)
+
+    def _done(self, event: Event, effect: str) -> ReplayOutcome:
+        stored = self._store(event)
+        self._step("db")
+        return ReplayOutcome(event.id, event.action, stored, effect)
+
+    def _row(self, trace_id: str) -> TraceRow | None:
+        return local.get_row(self.conn, trace_id)
+
+    def _file(self, row: TraceRow) -> traces.Trace:
+        """The row's trace file, or (gone) the trace rebuilt from the DB: Go fails and pins the cursor.
+
+        Reading it first (before any DB statement) would not help: with a page under one transaction the
+        file steps of later events can be ahead of the committed rows, so a resumed replay must not need
+        the file to still exist.
+        """
+        return local.current_trace(self.conn, self.dir, row)
+
+    def _write(self, folder: str, trace: traces.Trace) -> None:
+        traces.write_in(self.dir, folder, trace, durable=self.durable)
+        self._step("file")
+
+    def _later_events(self, trace_id: str, after_id: str, actions: Sequence[str]) -> list[tuple[str, str]]:
+        marks = ",".join("?" * len(actions))
+        return self.conn.execute(
+            f"SELECT action, data FROM events WHERE trace_id = ? AND id > ? AND action IN ({marks}) ORDER BY id",
+            (trace_id, after_id, *actions),
+        ).fetchall()
+
+    # ------------------------------------------------------------------------------------------------------
+    # create / update / tag_update
+
+    def _create(self, event: Event, snap: _Snapshot | None = None) -> ReplayOutcome:
+        snap = snap or _snapshot(event)
+        tier = snap.tier or "short"
+        if tier not in traces.TIERS:
+            raise ReplayError(f"{event.action} event {event.id} has invalid tier {go_quote(tier)}")
+        tags = snap.tags
+        # Tier and tag events can arrive before their create (gossip order is not causal order): fold the
+        # ones already in the log. Go folds tiers only; tag_update on a missing trace is stored here instead
+        # of pinning the cursor, so it is folded too.
+        for action, data in self._later_events(
+            event.trace_id, event.id, ("promote", "demote", "consolidate", "tag_update")
+        ):
+            payload = _loads_object(data)
+            if action == "consolidate":
+                tier = "mid" if tier == "short" else tier
+            elif action == "tag_update":
+                value = payload.get("tags")
+                if isinstance(value, list) and all(isinstance(t, str) for t in value):
+                    tags = local.dedupe(value)
+            else:
+                to = payload.get("to")
+                if isinstance(to, str) and to in traces.TIERS:
+                    tier = to
+        _check_hash(event, snap)
+        if self._row(event.trace_id) is not None:
+            # The Rust rule: an existing row (the other side's same-day divergence trace, a backfilled
+            # create) is kept as is and the event is stored. Go overwrites the file, then swallows the
+            # UNIQUE error without storing the event (cortex.md §9.3).
+            return self._store_only(event)
+        locked = snap.source_locked and event.cortex_id != self.own_id
+        trace = traces.Trace(
+            id=event.trace_id,
+            title=snap.title,
+            type=snap.type,
+            body=snap.body,
+            tier=tier,
+            author=snap.author,
+            tags=tags,
+            derived_from=snap.derived_from,
+            origin=snap.origin,
+            created=event.timestamp,
+            # The event timestamp, not the local replay time Go stamps (cortex.md §9.4): every peer then
+            # holds the same file as the emitter.
+            updated=event.timestamp,
+            content_hash=snap.content_hash,
+            source_hash=snap.source_hash,
+            source_locked=locked,
+        )
+        local.insert_trace_row(
+            self.conn, trace, cortex_id=event.cortex_id, content_hash=snap.content_hash, tier=tier
+        )
+        outcome = self._done(event, CREATED)
+        self._write(traces.ACTIVE, trace)
+        return outcome
+
+    def _update(self, event: Event) -> ReplayOutcome:
+        snap = _snapshot(event)
+        row = self._row(event.trace_id)
+        if row is None:
+            return self._create(event, snap)
+        _check_hash(event, snap)
+        last = self.conn.execute(
+            "SELECT vclock FROM events WHERE trace_id = ? AND action IN ('create', 'update') ORDER BY id DESC LIMIT 1",
+            (event.trace_id,),
+        ).fetchone()
+        if last is not None and event.vclock:
+            last_clock = vclock.decode(last[0])
+            if last_clock:
+                order = vclock.compare(
+                    vclock.keep_cortex_id_keys(last_clock), vclock.keep_cortex_id_keys(event.vclock)
+                )
+                if order == 0:
+                    return self._diverge(event, row, snap)
+        restore_long = False
+        if row.tier == "long":
+            if not self._promoted_to_long_after(event):
+                return self._store_only(event)
+            # A causally older update that arrived after the promote to long: apply it under `mid`, then
+            # put `long` back, inside the transaction (the immutability trigger only guards long -> long).
+            self.conn.execute("UPDATE traces SET tier = 'mid' WHERE id = ?", (row.id,))
+            restore_long = True
+        try:
+            current = local.read_file_for(self.dir, row)
+        except (InvalidTraceFrontmatterError, OSError, UnicodeDecodeError):
+            current = None  # an update rewrites the whole file; only unknown keys would have been kept
+        locked = snap.source_locked and event.cortex_id != self.own_id
+        self.conn.execute(
+            "UPDATE traces SET title = ?, type = ?, author = ?, origin = ?, updated_at = ?, content_hash = ?, "
+            "source_locked = ?, source_hash = ? WHERE id = ?",
+            (
+                snap.title,
+                snap.type,
+                snap.author,
+                snap.origin,
+                event.timestamp,
+                snap.content_hash,
+                int(locked),
+                snap.source_hash or None,
+                row.id,
+            ),
+        )
+        if restore_long:
+            self.conn.execute("UPDATE traces SET tier = 'long' WHERE id = ?", (row.id,))
+        local.replace_tags(self.conn, row.id, snap.tags)
+        local.replace_lineage(self.conn, row.id, snap.derived_from)
+        local.replace_fts(self.conn, row.id, snap.title, snap.body, snap.tags)
+        outcome = self._done(event, UPDATED)
+        trace = traces.Trace(
+            id=row.id,
+            title=snap.title,
+            type=snap.type,
+            body=snap.body,
+            tier=row.tier,
+            author=snap.author,
+            tags=snap.tags,
+            derived_from=snap.derived_from,
+            origin=snap.origin,
+            created=row.created_at,
+            updated=event.timestamp,
+            content_hash=snap.content_hash,
+            source_hash=snap.source_hash,
+            source_locked=locked,
+            # Keys noema does not know survive the rewrite, as in the Rust build.
+            extra=current.extra if current is not None else (),
+        )
+        self._write(row.folder, trace)
+        return outcome
+
+    def _promoted_to_long_after(self, event: Event) -> bool:
+        for _, data in self._later_events(event.trace_id, event.id, ("promote",)):
+            if _loads_object(data).get("to") == "long":
+                return True
+        return False
+
+    def _diverge(self, event: Event, row: TraceRow, snap: _Snapshot) -> ReplayOutcome:
+        """cortex.md §6.4: record both versions in a new divergence trace; the original keeps local content."""
+        local_body = self._file(row).body
+        versions = [
+            (self.own_id, self.own_name, state.get_clock(self.conn), local_body),
+            (event.cortex_id, event.origin, event.vclock or {}, snap.body),
+        ]
+        versions.sort(key=lambda version: version[0])
+        labels = [_label(name, cortex_id) for cortex_id, name, _, _ in versions]
+        parts = [
+            "## Concurrent edits detected\n",
+            f"\n**Trace:** {row.id}\n",
+            f"**Conflicting origins:** {', '.join(labels)}\n",
+        ]
+        for label, (_, _, clock, body) in zip(labels, versions, strict=True):
+            parts.append(f"\n### Version from {label}\n")
+            parts.append(f"**Vector clock:** {vclock.encode(clock)}\n")
+            parts.append("\n" + body + ("" if body.endswith("\n") else "\n"))
+        divergence_body = "".join(parts).rstrip("\n")
+        # The remote update is stored, not applied; the original keeps the local content.
+        stored = self._store(event)
+        local.create_in_transaction(
+            self.conn,
+            self.dir,
+            self.cortex.manifest,
+            title=f"Divergence: {row.title}",
+            id_source=f"divergence-{row.id}",
+            type="divergence",
+            body=divergence_body,
+            tags=("divergence", "needs-resolution"),
+            author="system",
+            derived_from=(row.id,),
+            with_content_hash=False,
+            now=self.now(),
+            # A second conflict on the same UTC day gets `-2`, `-3` ... (Go collides, cortex.md §9.17).
+            durable=self.durable,
+        )
+        self._step("file")
+        return ReplayOutcome(event.id, event.action, stored, DIVERGED)
+
+    def _tag_update(self, event: Event) -> ReplayOutcome:
+        payload = _payload(event)
+        tags = local.dedupe(_str_list(payload, "tags", f"parsing tag_update payload of event {event.id}"))
+        row = self._row(event.trace_id)
+        if row is None:
+            # Go fails here and pins the cursor for good (cortex.md §9.8); a later create folds this event.
+            return self._store_only(event)
+        current = self._file(row)
+        local.replace_tags(self.conn, row.id, tags)
+        local.replace_fts(self.conn, row.id, row.title, current.body, tags)
+        outcome = self._done(event, TAGGED)
+        self._write(
+            row.folder,
+            replace(
+                current,
+                tags=tags,
+                tier=row.tier,
+                content_hash=row.content_hash or "",
+                source_hash=row.source_hash or "",
+            ),
+        )
+        return outcome
+
+    # ------------------------------------------------------------------------------------------------------
+    # Visibility
+
+    def _visibility(self, event: Event) -> ReplayOutcome:
+        """archive / unarchive / trash / recover: one row update and one rename, or store only."""
+        row = self._row(event.trace_id)
+        # Go renames an archive of a trashed trace from traces/ and pins the cursor on the missing file;
+        # here any action that does not apply to the row's state (that one included) is only stored.
+        if row is None or not local.allowed_for(row, event.action):
+            return self._store_only(event)
+        sets, target = local.VISIBILITY[event.action]
+        effect = _VISIBILITY_EFFECTS[event.action]
+        params = (event.timestamp, row.id) if "?" in sets else (row.id,)
+        self.conn.execute(f"UPDATE traces SET {sets} WHERE id = ?", params)
+        outcome = self._done(event, effect)
+        if traces.locate(self.dir, row.id, (row.folder,)) is None:
+            # Gone from every folder: a later event of an interrupted page (a purge) removed it before the
+            # crash. Rebuild it where this event puts it; the purge, replayed next, removes it again.
+            self._write(target, local.rebuild_from_db(self.conn, row))
+            return outcome
+        traces.move(self.dir, row.id, row.folder, target, durable=self.durable)
+        self._step("file")
+        return outcome
+
+    # ------------------------------------------------------------------------------------------------------
+    # Deletion
+
+    def _purge(self, event: Event) -> ReplayOutcome:
+        # The DELETE runs first: a long row aborts it through the trigger before any file is touched
+        # (Go deletes the trash file first). Unlike Go, the FTS row and the file in whichever folder it
+        # is go too: Go leaves an active or archived file behind as an orphan that `noema sync` re-indexes,
+        # and a search hit for a trace that no longer exists (cortex.md §9.9).
+        self.conn.execute("DELETE FROM traces WHERE id = ?", (event.trace_id,))
+        self.conn.execute("DELETE FROM traces_fts WHERE id = ?", (event.trace_id,))
+        outcome = self._done(event, PURGED)
+        traces.remove(self.dir, event.trace_id)
+        self._step("file")
+        return outcome
+
+    def _purge_db_only(self, event: Event) -> ReplayOutcome:
+        """cortex.md §6.3: a legacy id (uppercase, old slug) is purged in the DB; no path is ever built from it."""
+        self.conn.execute("DELETE FROM traces WHERE id = ?", (event.trace_id,))
+        self.conn.execute("DELETE FROM traces_fts WHERE id = ?", (event.trace_id,))
+        return self._done(event, PURGED)
+
+    def _purge_long_term(self, event: Event) -> ReplayOutcome:
+        row = self._row(event.trace_id)
+        if row is None:
+            return self._store_only(event)
+        reason = _purge_reason(event)
+        with local.triggers_dropped(self.conn, (LONG_TERM_IMMUTABLE_TRIGGER,)):
+            self.conn.execute(
+                "UPDATE traces SET purged_at = ?, updated_at = ?, purge_reason = ? WHERE id = ?",
+                (event.timestamp, event.timestamp, reason, row.id),
+            )
+        self.conn.execute("DELETE FROM trace_tags WHERE trace_id = ?", (row.id,))
+        local.replace_fts(self.conn, row.id, "", f"[purged: {reason}]", ())
+        outcome = self._done(event, PURGED_LONG_TERM)
+        traces.remove(self.dir, row.id, (traces.ACTIVE, traces.ARCHIVE))
+        self._step("file")
+        return outcome
+
+    def _purge_hard(self, event: Event) -> ReplayOutcome:
+        row = self._row(event.trace_id)
+        if row is None:
+            return self._store_only(event)
+        local.delete_everywhere(self.conn, row.id)
+        outcome = self._done(event, PURGED_HARD)
+        # Go deletes the files after COMMIT; here before it, so a crash in between cannot leave files that
+        # `noema sync` would resurrect while the event already counts as applied.
+        traces.remove(self.dir, row.id)
+        self._step("file")
+        return outcome
+
+    # ------------------------------------------------------------------------------------------------------
+    # Tiers and votes
+
+    def _tier_change(self, event: Event) -> ReplayOutcome:
+        to = _payload(event).get("to")
+        if not isinstance(to, str) or not to:
+            raise ReplayError(f"tier-change event {event.id} missing 'to' field")
+        row = self._row(event.trace_id)
+        if row is None:
+            return self._store_only(event)
+        # The CHECK constraint rejects an unknown tier before the file is touched.
+        self.conn.execute("UPDATE traces SET tier = ? WHERE id = ?", (to, row.id))
+        current = self._file(row)
+        outcome = self._done(event, TIER_CHANGED)
+        self._write(row.folder, replace(current, tier=to))
+        return outcome
+
+    def _vote(self, event: Event) -> ReplayOutcome:
+        delta = _payload(event).get("delta", 0)
+        if isinstance(delta, bool) or not isinstance(delta, int):
+            # Go unmarshals into an int: a float or string fails the payload.
+            raise ReplayError(f"parsing vote payload of event {event.id}: delta must be an integer")
+        clamped = (delta > 0) - (delta < 0)  # Go clamps to the sign (cortex.md §9.7)
+        row = self._row(event.trace_id)
+        if row is None:
+            return self._store_only(event)
+        self.conn.execute("UPDATE traces SET tier_votes = tier_votes + ? WHERE id = ?", (clamped, row.id))
+        return self._done(event, VOTED)
+
+    def _consolidate(self, event: Event) -> ReplayOutcome:
+        target = _payload(event).get("distilled_id") or event.trace_id
+        if not isinstance(target, str) or not traces.is_valid_trace_id(target):
+            raise ReplayError(
+                f"rejecting remote event {event.id}: invalid trace ID: {go_quote(str(target))}"
+            ) from InvalidTraceIDError()
+        row = self._row(target)
+        if row is None or row.tier != "short":
+            return self._store_only(event)
+        self.conn.execute("UPDATE traces SET tier = 'mid' WHERE id = ?", (row.id,))
+        current = self._file(row)
+        outcome = self._done(event, CONSOLIDATED)
+        self._write(row.folder, replace(current, tier="mid"))
+        return outcome
+
+
+_Handler = Callable[[Replayer, Event], ReplayOutcome]
+_HANDLERS: dict[str, _Handler] = {
+    "create": Replayer._create,
+    "update": Replayer._update,
+    "tag_update": Replayer._tag_update,
+    "archive": Replayer._visibility,
+    "unarchive": Replayer._visibility,
+    "trash": Replayer._visibility,
+    "recover": Replayer._visibility,
+    "purge": Replayer._purge,
+    "promote": Replayer._tier_change,
+    "demote": Replayer._tier_change,
+    "vote": Replayer._vote,
+    "consolidate": Replayer._consolidate,
+    "consolidate_fallback": Replayer._store_only,
+    "divergence_long_term": Replayer._store_only,
+    "purge_long_term": Replayer._purge_long_term,
+    "purge_hard": Replayer._purge_hard,
+}
+
+
+_VISIBILITY_EFFECTS = {"archive": ARCHIVED, "unarchive": UNARCHIVED, "trash": TRASHED, "recover": RECOVERED}
+
+
+def _check_hash(event: Event, snap: _Snapshot) -> None:
+    # An empty payload hash is accepted unchecked, as in Go; the row then stores ''.
+    if snap.content_hash and snap.content_hash != traces.content_hash(snap.body):
+        raise ReplayError(f"content hash mismatch on {event.action} event {event.id}")
+
+
+def _loads_object(text: str) -> dict[str, Any]:
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def _label(name: str, cortex_id: str) -> str:
+    return f"{name} ({cortex_id[:8]})" if cortex_id else name
+
+
+def _purge_reason(event: Event) -> str:
+    try:
+        reason = event.payload().get("reason")
+    except (ValueError, EventFormatError):
+        reason = None
+    return reason if isinstance(reason, str) and reason else REMOTE_PURGE_REASON
+
+
+def _as_replay_error(event: Event, exc: Exception) -> ReplayError:
+    """Every failure leaves as a ReplayError; sentinels stay reachable through __cause__."""
+    if isinstance(exc, ReplayError):
+        return exc
+    detail = str(exc) if isinstance(exc, sqlite3.Error | OSError) else f"{type(exc).__name__}: {exc}"
+    wrapped = ReplayError(f"replaying {event.action} event {event.id}: {detail}")
+    wrapped.__cause__ = exc
+    return wrapped
+
+
+def _usage_values(row: dict[str, Any]) -> tuple[Any, ...]:
+    def text(key: str) -> str:
+        value = row.get(key)
+        if value is None:
+            return ""
+        if not isinstance(value, str):
+            raise ReplayError(f"merging remote usage: {key} must be a string")
+        return value
+
+    def count(key: str) -> int:
+        value = row.get(key, 0)
+        if value is None:
+            return 0
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ReplayError(f"merging remote usage: {key} must be an integer")
+        return value
+
+    return (
+        text("trace_id"),
+        text("peer_cortex_id"),
+        count("read_count"),
+        count("modify_count"),
+        text("last_read_at") or None,
+        text("updated_at"),
+        count("search_hit_count"),
+    )
+
+
+_USAGE_UPSERT = """INSERT INTO trace_usage
+    (trace_id, peer_cortex_id, read_count, modify_count, last_read_at, updated_at, search_hit_count)
+VALUES (?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (trace_id, peer_cortex_id) DO UPDATE SET
+    read_count = MAX(read_count, excluded.read_count),
+    modify_count = MAX(modify_count, excluded.modify_count),
+    search_hit_count = MAX(search_hit_count, excluded.search_hit_count),
+    last_read_at = CASE WHEN COALESCE(excluded.last_read_at, '') > COALESCE(last_read_at, '')
+                        THEN excluded.last_read_at ELSE last_read_at END,
+    updated_at = MAX(updated_at, excluded.updated_at)"""

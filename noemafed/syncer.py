@@ -1,0 +1,509 @@
+"""One poll of one peer (federation.md §3.3–§3.9), `sync --once` over all peers, and the daemon loop."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from noemafed import classify, state
+from noemafed.access import AccessKey
+from noemafed.classify import Reason
+from noemafed.cortex import Cortex, open_database
+from noemafed.durations import format_go_duration
+from noemafed.errors import NoemafedError, ReplayError
+from noemafed.events import EventFormatError, parse_page
+from noemafed.gotext import go_quote, rfc3339_now
+from noemafed.identity import IdentityError, parse_identity, verify_identity
+from noemafed.manifest import Manifest, PeerConfig
+from noemafed.replay import Replayer
+from noemafed.wire import (
+    READ_SIGNAL_BUDGET,
+    SYNC_EVENTS_BUDGET,
+    Deadline,
+    DeadlineExceeded,
+    McpSession,
+    PeerTarget,
+    ToolRefusal,
+    WireError,
+)
+
+PAGE_SIZE = 1000  # the server maximum: fewer round trips than Go's 100, same cursor semantics
+USAGE_LIMIT = 500
+MAX_BACKOFF_SECONDS = 300.0
+
+Log = Callable[[str], None]
+
+# Texts that mean "this peer has no sync_read_signal tool" (federation.md §3.6), plus the Python SDK's form.
+_TOOL_UNKNOWN_MARKERS = (
+    "-32601",
+    "tool not found",
+    "Tool not found",
+    "method not found",
+    "Method not found",
+    "Unknown tool",
+)
+
+
+@dataclass(frozen=True)
+class SyncContext:
+    """What every poll of a run shares: the cortex, its manifest and key, the options, the log."""
+
+    cortex_dir: Path
+    manifest: Manifest
+    access: AccessKey
+    options: SyncOptions
+    log: Log
+
+
+@dataclass(frozen=True)
+class SyncOptions:
+    """What a run may do: bounds on time and events, the page size, proxy opt-in."""
+
+    timeout: float = 30.0
+    max_duration: float | None = None
+    max_events: int | None = None
+    page_size: int = PAGE_SIZE
+    use_proxy_env: bool = False
+
+
+class PollError(NoemafedError):
+    """A failed poll, classified for health and for the exit code."""
+
+    code = "poll_failed"
+
+    def __init__(self, message: str, reason: str, phase: str, event_id: str = "", trace_id: str = "") -> None:
+        super().__init__(message)
+        self.reason = reason or Reason.OTHER.value
+        self.phase = phase
+        self.event_id = event_id
+        self.trace_id = trace_id
+
+
+@dataclass(frozen=True)
+class PollResult:
+    """What one poll of one peer did; rendered by `sync` and recorded in health."""
+
+    peer: str
+    endpoint: str
+    ok: bool
+    reason: str = ""
+    phase: str = ""
+    message: str = ""
+    needs_operator: bool = False
+    category: str = ""  # the short tag that picks the daemon's log message
+    event_id: str = ""
+    trace_id: str = ""
+    events_applied: int = 0
+    pages: int = 0
+    usage_rows: int = 0
+    cursor_before: str = ""
+    cursor_after: str = ""
+    peer_version: str = ""
+    peer_cortex_id: str = ""
+    caught_up: bool = False
+    seconds: float = 0.0
+
+
+def needs_operator(reason: str, phase: str) -> bool:
+    """Failures that will not heal by waiting: they make `sync` exit 4 instead of 3."""
+    if reason in (Reason.AUTH, Reason.IDENTITY_MISMATCH, Reason.IDENTITY_MISSING):
+        return True
+    if phase == "identity" and reason == Reason.INVALID_FRONTMATTER:
+        return True  # the peer's manifest is too old: its operator must migrate it
+    return phase == "replay" and classify.is_schema_widening(reason)
+
+
+_IDENTITY_KIND_REASONS = {
+    "mismatch": Reason.IDENTITY_MISMATCH,
+    "own_id": Reason.IDENTITY_MISMATCH,
+    "signing": Reason.IDENTITY_MISMATCH,  # Go says "other"; Rust and noemafed: it needs an operator
+    "empty": Reason.IDENTITY_MISSING,
+    "no_id": Reason.IDENTITY_MISSING,
+    "version": Reason.INVALID_FRONTMATTER,
+}
+
+
+@dataclass
+class _Progress:
+    peer_version: str = ""
+    peer_cortex_id: str = ""
+    cursor: str = ""
+    applied: int = 0
+    pages: int = 0
+    usage_rows: int = 0
+    caught_up: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class PeerPoller:
+    """Runs polls of one peer against one cortex connection (one per thread: sqlite3 is not shared)."""
+
+    def __init__(
+        self, cortex: Cortex, peer: PeerConfig, ctx: SyncContext, stop: threading.Event | None = None
+    ) -> None:
+        self.cortex = cortex
+        self.peer = peer
+        self.options = ctx.options
+        self.log = ctx.log
+        self.stop = stop or threading.Event()
+        self.target = PeerTarget(
+            name=peer.name,
+            endpoint=peer.endpoint,
+            ca_file=_resolve(cortex.path, peer.ca),
+            key=ctx.access.value,
+            timeout=ctx.options.timeout,
+            use_proxy_env=ctx.options.use_proxy_env,
+        )
+        self.replayer = Replayer(cortex, ctx.log)
+
+    @property
+    def conn(self) -> Any:
+        return self.cortex.conn
+
+    def poll(self, deadline: Deadline) -> PollResult:
+        """One poll and its health record; never raises for a peer's failure."""
+        started = time.monotonic()
+        progress = _Progress(cursor=self._get(state.LAST_EVENT))
+        cursor_before = progress.cursor
+        try:
+            self._poll(deadline, progress)
+            result = PollResult(self.peer.name, self.peer.endpoint, ok=True, caught_up=progress.caught_up)
+        except PollError as exc:
+            result = PollResult(
+                self.peer.name,
+                self.peer.endpoint,
+                ok=False,
+                reason=exc.reason,
+                phase=exc.phase,
+                message=exc.message,
+                needs_operator=needs_operator(exc.reason, exc.phase),
+                category=classify.categorize_error(exc) or "other",
+                event_id=exc.event_id,
+                trace_id=exc.trace_id,
+            )
+        result = replace(
+            result,
+            events_applied=progress.applied,
+            pages=progress.pages,
+            usage_rows=progress.usage_rows,
+            cursor_before=cursor_before,
+            cursor_after=self._get(state.LAST_EVENT),
+            peer_version=progress.peer_version,
+            peer_cortex_id=progress.peer_cortex_id,
+            seconds=time.monotonic() - started,
+        )
+        if result.ok or not self.stop.is_set():
+            # A poll cut short by shutdown is not a failure of the peer (Go records one).
+            self.record_health(result)
+        return result
+
+    def record_health(self, result: PollResult) -> None:
+        """federation.md §3.9: after every poll, success or failure; persistence errors only log."""
+        quoted = go_quote(self.peer.name)
+        now = rfc3339_now()
+        try:
+            previous = state.get_health(self.conn, self.peer.name)
+        except NoemafedError as exc:
+            self.log(f"[federation] peer {quoted}: could not load prior health: {exc}")
+            previous = state.PeerHealth()
+        if result.ok:
+            health = previous.after_success(now, result.peer_version)
+        else:
+            error = state.PeerError(result.reason, now, result.event_id, result.trace_id)
+            health = previous.after_failure(now, result.peer_version, error)
+        try:
+            state.set_health(self.conn, self.peer.name, health)
+        except NoemafedError as exc:
+            self.log(f"[federation] peer {quoted}: could not persist health: {exc}")
+
+    # ---- the poll, step by step ---------------------------------------------------------------------
+
+    def _poll(self, deadline: Deadline, progress: _Progress) -> None:
+        try:
+            session = McpSession(self.target, deadline)
+        except WireError as exc:
+            raise PollError(f"creating Streamable HTTP client: {exc}", Reason.NETWORK_TLS, "connect") from exc
+        try:
+            try:
+                server = session.initialize()
+            except WireError as exc:
+                raise PollError(
+                    f"MCP initialize: {exc}", classify.classify_network_error(exc), "initialize"
+                ) from exc
+            progress.peer_version = server.version
+            progress.peer_cortex_id = self._handshake(session)
+            if self.cortex.manifest.federation_mode == "publish":
+                self._set(state.LAST_SEEN, rfc3339_now())
+                return
+            self._pull_events(session, deadline, progress)
+            self._pull_usage(session, progress)
+            self._set(state.LAST_SEEN, rfc3339_now())
+        finally:
+            session.close()
+
+    def _handshake(self, session: McpSession) -> str:
+        quoted = go_quote(self.peer.name)
+        try:
+            text = session.call_tool("cortex_identity", {})
+        except ToolRefusal as exc:
+            raise PollError(
+                f"peer {quoted} cortex_identity refused: {exc}", Reason.OTHER, "identity"
+            ) from exc
+        except WireError as exc:
+            # Go classifies this as "other"; a network failure here is a network failure (compatibility.md).
+            raise PollError(
+                f"calling cortex_identity: {exc}", classify.classify_network_error(exc), "identity"
+            ) from exc
+        try:
+            identity = parse_identity(self.peer.name, text)
+            verify_identity(
+                self.conn,
+                self.peer.name,
+                identity,
+                own_id=self.cortex.manifest.id,
+                hard_pin=self.peer.pubkey,
+                log=self.log,
+            )
+        except IdentityError as exc:
+            reason = _IDENTITY_KIND_REASONS.get(exc.kind, Reason.OTHER)
+            raise PollError(exc.message, reason, "identity") from exc
+        return identity.id
+
+    def _pull_events(self, session: McpSession, deadline: Deadline, progress: _Progress) -> None:
+        """Page after page until a short page (Go pulls one page per interval: compatibility.md)."""
+        limit = self.options.page_size
+        while True:
+            arguments: dict[str, Any] = {"limit": limit}
+            if progress.cursor:
+                arguments["since"] = progress.cursor
+            text = self._call_events(session, arguments)
+            progress.pages += 1
+            if text in ("", "[]", "null"):
+                progress.caught_up = True
+                return
+            try:
+                events = parse_page(text)
+            except EventFormatError as exc:
+                raise PollError(f"parsing sync_events response: {exc}", Reason.OTHER, "events") from exc
+            _check_page(events, progress.cursor, limit)
+            for event in events:
+                if self._should_stop(deadline, progress):
+                    return
+                self._replay_one(event, progress)
+            if len(events) < limit:
+                progress.caught_up = True
+                return
+
+    def _call_events(self, session: McpSession, arguments: dict[str, Any]) -> str:
+        try:
+            return session.call_tool("sync_events", arguments, SYNC_EVENTS_BUDGET)
+        except ToolRefusal as exc:
+            raise PollError(f"peer sync_events refused: {exc}", Reason.OTHER, "events") from exc
+        except WireError as exc:
+            raise PollError(
+                f"calling sync_events: {exc}", classify.classify_network_error(exc), "events"
+            ) from exc
+
+    def _should_stop(self, deadline: Deadline, progress: _Progress) -> bool:
+        """Between events (the cursor is consistent there): max-events, the run deadline, a stop signal."""
+        if self.stop.is_set():
+            raise PollError("stopped", Reason.OTHER, "events")
+        try:
+            deadline.check()
+        except DeadlineExceeded as exc:
+            raise PollError(f"syncing events: {exc}", Reason.NETWORK_TIMEOUT, "events") from exc
+        return self.options.max_events is not None and progress.applied >= self.options.max_events
+
+    def _replay_one(self, event: Any, progress: _Progress) -> None:
+        try:
+            self.replayer.apply(event, cursor_peer=self.peer.name)
+        except ReplayError as exc:
+            self.log(
+                f"[federation] peer {go_quote(self.peer.name)}: replay of event {event.id} ({event.action} on trace "
+                f"{event.trace_id}) failed: {exc} — cursor pinned, will retry next poll"
+            )
+            # The link itself is healthy: last_seen moves even though the poll fails.
+            self._set(state.LAST_SEEN, rfc3339_now())
+            raise PollError(
+                f"replay event {event.id}: {exc}",
+                classify.classify_replay_error(exc),
+                "replay",
+                event_id=event.id,
+                trace_id=event.trace_id,
+            ) from exc
+        progress.cursor = event.id
+        progress.applied += 1
+
+    def _pull_usage(self, session: McpSession, progress: _Progress) -> None:
+        """Usage counters are best effort: any failure is logged and the poll still succeeds."""
+        quoted = go_quote(self.peer.name)
+        try:
+            cursor = self._get(state.LAST_USAGE)
+            arguments: dict[str, Any] = {"limit": USAGE_LIMIT}
+            if cursor:
+                arguments["since"] = cursor
+            try:
+                text = session.call_tool("sync_read_signal", arguments, READ_SIGNAL_BUDGET)
+            except ToolRefusal as exc:
+                if any(marker in str(exc) for marker in _TOOL_UNKNOWN_MARKERS):
+                    return  # an older peer without the tool
+                raise WireError(f"peer sync_read_signal refused: {exc}") from exc
+            if text in ("", "[]", "null"):
+                return
+            try:
+                rows = json.loads(text)
+            except ValueError as exc:
+                raise WireError(f"parsing sync_read_signal response: {exc}") from exc
+            if not isinstance(rows, list) or not all(isinstance(row, dict) for row in rows):
+                raise WireError("parsing sync_read_signal response: not an array of objects")
+            if not rows:
+                return
+            progress.usage_rows = self.replayer.merge_usage(rows)
+            last = rows[-1].get("updated_at")
+            if isinstance(last, str) and last:
+                self._set(state.LAST_USAGE, last)
+        except NoemafedError as exc:
+            self.log(f"[federation] peer {quoted}: read-signal sync failed (events already applied): {exc}")
+
+    # ---- state helpers -------------------------------------------------------------------------------
+
+    def _get(self, suffix: str) -> str:
+        return state.get(self.conn, state.peer_key(self.peer.name, suffix))
+
+    def _set(self, suffix: str, value: str) -> None:
+        try:
+            state.put(self.conn, state.peer_key(self.peer.name, suffix), value)
+        except NoemafedError as exc:
+            self.log(f"[federation] peer {go_quote(self.peer.name)}: could not record {suffix}: {exc}")
+
+
+def _check_page(events: Sequence[Any], cursor: str, limit: int) -> None:
+    """Rust's client checks: no more than asked for, and ids strictly advancing past the cursor."""
+    if len(events) > limit:
+        raise PollError(
+            f"sync_events returned {len(events)} events for a limit of {limit}", Reason.OTHER, "events"
+        )
+    previous = cursor
+    for event in events:
+        if previous and event.id <= previous:
+            raise PollError(
+                f"sync_events returned non-advancing event id {event.id} after {previous}",
+                Reason.OTHER,
+                "events",
+            )
+        previous = event.id
+
+
+def _resolve(cortex_dir: Path, path: str) -> str:
+    if not path:
+        return ""
+    candidate = Path(path).expanduser()
+    return str(candidate if candidate.is_absolute() else cortex_dir / candidate)
+
+
+# ---- sync --once --------------------------------------------------------------------------------------
+
+
+def _open_poller(ctx: SyncContext, peer: PeerConfig, stop: threading.Event | None) -> PeerPoller | PollResult:
+    """A poller on its own connection, or the failed result when the database cannot be opened."""
+    try:
+        conn = open_database(ctx.cortex_dir)
+    except NoemafedError as exc:
+        return PollResult(
+            peer.name, peer.endpoint, ok=False, reason=Reason.OTHER, phase="open", message=str(exc)
+        )
+    return PeerPoller(Cortex(ctx.cortex_dir, ctx.manifest, conn), peer, ctx, stop)
+
+
+def poll_once(ctx: SyncContext, peers: Sequence[PeerConfig]) -> list[PollResult]:
+    """Poll each peer once, concurrently, each with its own connection and error boundary."""
+    deadline = Deadline(ctx.options.max_duration)
+
+    def one(peer: PeerConfig) -> PollResult:
+        poller = _open_poller(ctx, peer, None)
+        if isinstance(poller, PollResult):
+            return poller
+        try:
+            return poller.poll(deadline)
+        except Exception as exc:  # a bug must not take the other peers down with it
+            return PollResult(
+                peer.name, peer.endpoint, ok=False, reason=Reason.OTHER, phase="internal", message=repr(exc)
+            )
+        finally:
+            poller.cortex.close()
+
+    if not peers:
+        return []
+    with ThreadPoolExecutor(max_workers=min(len(peers), 16), thread_name_prefix="peer") as pool:
+        return list(pool.map(one, peers))
+
+
+# ---- the daemon -----------------------------------------------------------------------------------------
+
+
+def run_daemon(ctx: SyncContext, stop: threading.Event) -> None:
+    """One loop per non-paused peer until `stop` is set (federation.md §3.2)."""
+    federation = ctx.manifest.federation
+    interval = federation.interval_seconds if federation else 30.0
+    threads = []
+    for peer in ctx.manifest.peers:
+        if peer.paused:
+            ctx.log(f"[federation] peer {go_quote(peer.name)} is paused, skipping")
+            continue
+        thread = threading.Thread(
+            target=_peer_loop, args=(ctx, peer, interval, stop), name=f"peer-{peer.name}", daemon=True
+        )
+        threads.append(thread)
+    ctx.log(
+        f"Federation syncer started ({len(ctx.manifest.peers)} peers, interval {format_go_duration(interval)})"
+    )
+    for thread in threads:
+        thread.start()
+    stop.wait()
+    for thread in threads:
+        # In-flight requests are abandoned: threads are daemons, and an uncommitted event rolls back.
+        thread.join(timeout=0.5)
+
+
+def _peer_loop(ctx: SyncContext, peer: PeerConfig, interval: float, stop: threading.Event) -> None:
+    """First poll at once; the interval after a success; doubling backoff, capped at 5 minutes, after failures."""
+    backoff = interval
+    last_category = ""
+    while not stop.is_set():
+        result = _daemon_poll(ctx, peer, stop)
+        if result is None:
+            return  # stopped mid-poll: not a failure (Go records one: compatibility.md)
+        if result.ok:
+            if last_category:
+                ctx.log(classify.recovered_message(peer.name))
+            last_category, backoff = "", interval
+        else:
+            backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
+            category = result.category or "other"
+            wait_text = format_go_duration(backoff)
+            if category != last_category:
+                ctx.log(
+                    classify.friendly_message(peer.name, peer.endpoint, category, result.message, wait_text)
+                )
+            else:
+                ctx.log(classify.brief_message(peer.name, category, wait_text))
+            last_category = category
+        if stop.wait(max(backoff, 0.0)):
+            return
+
+
+def _daemon_poll(ctx: SyncContext, peer: PeerConfig, stop: threading.Event) -> PollResult | None:
+    poller = _open_poller(ctx, peer, stop)
+    if isinstance(poller, PollResult):
+        return poller
+    try:
+        result = poller.poll(Deadline(None))
+    finally:
+        poller.cortex.close()
+    return None if stop.is_set() and not result.ok else result

@@ -1,0 +1,358 @@
+"""Trace files (cortex.md §5): format, parse, validate, ID and slug rules, and safe file operations.
+
+A trace lives in exactly one of three folders; the folder is its visibility state. Every path is built by
+`trace_path`, which refuses a trace id that could name anything but a plain file inside its folder, so no
+event can make replay touch a file elsewhere, whatever the caller checked before.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+from ulid import ULID
+
+from noemafed import frontmatter
+from noemafed.errors import FrontmatterError, InvalidTraceFrontmatterError, InvalidTraceIDError
+
+__all__ = [
+    "ACTIVE",
+    "ARCHIVE",
+    "FOLDERS",
+    "TIERS",
+    "TRACE_TYPES",
+    "TRASH",
+    "Trace",
+    "check_trace_id",
+    "content_hash",
+    "format_trace",
+    "is_valid_trace_id",
+    "locate",
+    "move",
+    "new_trace_id",
+    "parse_trace",
+    "remove",
+    "slugify",
+    "trace_path",
+    "validate",
+    "write_atomic",
+]
+
+ACTIVE = "traces"
+ARCHIVE = "archive/traces"
+TRASH = "trash/traces"
+FOLDERS = (ACTIVE, ARCHIVE, TRASH)
+
+TRACE_TYPES = (
+    "fact",
+    "decision",
+    "preference",
+    "context",
+    "skill",
+    "intent",
+    "observation",
+    "note",
+    "divergence",
+)
+TIERS = ("short", "mid", "long")
+FILE_MODE = 0o640
+TEMP_PREFIX = ".noema-trace-"
+TEMP_SUFFIX = ".tmp"
+
+# fullmatch, not `$`: Python's `$` also matches before a trailing newline, Go's does not.
+_TRACE_ID = re.compile(r"[0-9]{8}-[a-z0-9][a-z0-9-]{0,99}")
+_MAX_NAME_BYTES = 255 - len(".md")
+_NON_SLUG = re.compile(r"[^a-z0-9]+")
+_DATE_PREFIX = re.compile(r"(?:[0-9]{8}|[0-9]{4}-[0-9]{2}-[0-9]{2})-")
+_SLUG_MAX = 100
+
+# Frontmatter keys in Go's struct order (cortex.md §5.2).
+KNOWN_KEYS = (
+    "id",
+    "title",
+    "type",
+    "tier",
+    "author",
+    "tags",
+    "derived_from",
+    "origin",
+    "created",
+    "updated",
+    "content_hash",
+    "source_hash",
+    "source_locked",
+)
+
+
+@dataclass(frozen=True)
+class Trace:
+    """One trace file. `extra` holds unknown frontmatter keys in file order, written back after the known ones."""
+
+    id: str
+    title: str
+    type: str
+    body: str = ""
+    tier: str = ""
+    author: str = ""
+    tags: tuple[str, ...] = ()
+    derived_from: tuple[str, ...] = ()
+    origin: str = ""
+    created: str = ""
+    updated: str = ""
+    content_hash: str = ""
+    source_hash: str = ""
+    source_locked: bool = False
+    extra: tuple[tuple[str, Any], ...] = field(default=(), compare=True)
+
+
+def is_valid_trace_id(trace_id: str) -> bool:
+    """The ID pattern both noema builds enforce: `^[0-9]{8}-[a-z0-9][a-z0-9-]{0,99}$`."""
+    return _TRACE_ID.fullmatch(trace_id) is not None
+
+
+def check_trace_id(trace_id: str) -> None:
+    """Refuse an id that fails the pattern, with Go's sentinel."""
+    if not is_valid_trace_id(trace_id):
+        raise InvalidTraceIDError()
+
+
+def _check_path_safe(trace_id: str) -> None:
+    """The last guard before a path is built: the id must name a plain file inside one folder.
+
+    The pattern already forbids all of this; the guard stays because callers such as the DB-only purge
+    deliberately accept ids that fail the pattern, and a path must never be built from those.
+    """
+    if (
+        not trace_id
+        or trace_id in (".", "..")
+        or trace_id.startswith(".")
+        or any(char in trace_id for char in "/\\\x00")
+        or os.path.isabs(trace_id)
+        or len(trace_id.encode("utf-8", "surrogatepass")) > _MAX_NAME_BYTES
+    ):
+        raise InvalidTraceIDError()
+
+
+def trace_path(cortex_dir: Path, folder: str, trace_id: str) -> Path:
+    """`<cortex>/<folder>/<id>.md`, refusing ids that could escape the folder."""
+    if folder not in FOLDERS:
+        raise ValueError(f"not a trace folder: {folder!r}")
+    _check_path_safe(trace_id)
+    return cortex_dir / folder / f"{trace_id}.md"
+
+
+def slugify(title: str) -> str:
+    """The Rust rule for new ids (cortex.md §5.3): ASCII letters and digits, runs of others become one '-'."""
+    slug = _NON_SLUG.sub("-", title.lower()).strip("-")
+    prefix = _DATE_PREFIX.match(slug)
+    if prefix:
+        slug = slug[prefix.end() :]
+    slug = slug[:_SLUG_MAX].rstrip("-")
+    if not slug:
+        slug = "trace-" + hashlib.sha256(title.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+    return slug
+
+
+def new_trace_id(title: str, today: date) -> str:
+    """`YYYYMMDD-<slug>`: always valid, unlike Go's Unicode slugs (cortex.md §9.15)."""
+    return f"{today:%Y%m%d}-{slugify(title)}"
+
+
+def content_hash(body: str) -> str:
+    """`sha256:<hex>` of the UTF-8 body, exactly as stored in the file."""
+    return "sha256:" + hashlib.sha256(body.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def format_trace(trace: Trace) -> str:
+    """The file text as noema writes it: keys in Go's order, empty optional keys omitted, body verbatim."""
+    raw: dict[str, frontmatter.Emittable] = {"id": trace.id, "title": trace.title, "type": trace.type}
+    # `tier` is written whenever it is set, `short` included: replay and local writes always stamp the DB
+    # tier onto the file; only a trace whose tier is unknown (old files) has no tier key.
+    optional: tuple[tuple[str, frontmatter.Emittable], ...] = (
+        ("tier", trace.tier),
+        ("author", trace.author),
+        ("tags", list(trace.tags)),
+        ("derived_from", list(trace.derived_from)),
+        ("origin", trace.origin),
+    )
+    for key, value in optional:
+        if value:
+            raw[key] = value
+    raw["created"] = trace.created
+    raw["updated"] = trace.updated
+    if trace.content_hash:
+        raw["content_hash"] = trace.content_hash
+    if trace.source_hash:
+        raw["source_hash"] = trace.source_hash
+    if trace.source_locked:
+        raw["source_locked"] = True
+    for key, value in trace.extra:
+        if key not in raw and key not in KNOWN_KEYS:
+            raw[key] = value
+    return frontmatter.join_trace(frontmatter.dumps(raw), trace.body)
+
+
+def _text(raw: Mapping[str, Any], key: str) -> str:
+    value = raw.get(key)
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise InvalidTraceFrontmatterError(f"invalid trace frontmatter: {key} must be a string")
+    return str(value)
+
+
+def _strings(raw: Mapping[str, Any], key: str) -> tuple[str, ...]:
+    value = raw.get(key)
+    if value is None or (isinstance(value, str) and value == ""):
+        return ()
+    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+        raise InvalidTraceFrontmatterError(f"invalid trace frontmatter: {key} must be a list of strings")
+    return tuple(str(item) for item in value)
+
+
+def _flag(raw: Mapping[str, Any], key: str) -> bool:
+    text = _text(raw, key).lower()
+    if text in ("", "false"):
+        return False
+    if text == "true":
+        return True
+    raise InvalidTraceFrontmatterError(f"invalid trace frontmatter: {key} must be true or false")
+
+
+def parse_trace(text: str) -> Trace:
+    """Parse a trace file; framing or YAML problems raise the invalid-frontmatter sentinel."""
+    try:
+        yaml_text, body = frontmatter.split_trace(text)
+        raw = frontmatter.loads(yaml_text)
+    except FrontmatterError as exc:
+        raise InvalidTraceFrontmatterError(f"invalid trace frontmatter: {exc}") from exc
+    return Trace(
+        id=_text(raw, "id"),
+        title=_text(raw, "title"),
+        type=_text(raw, "type"),
+        body=body,
+        tier=_text(raw, "tier"),
+        author=_text(raw, "author"),
+        tags=_strings(raw, "tags"),
+        derived_from=_strings(raw, "derived_from"),
+        origin=_text(raw, "origin"),
+        created=_text(raw, "created"),
+        updated=_text(raw, "updated"),
+        content_hash=_text(raw, "content_hash"),
+        source_hash=_text(raw, "source_hash"),
+        source_locked=_flag(raw, "source_locked"),
+        extra=tuple((key, value) for key, value in raw.items() if key not in KNOWN_KEYS),
+    )
+
+
+def validate(trace: Trace) -> None:
+    """Go's Validate (cortex.md §5.4): the id pattern, then title, type, timestamps and tier."""
+    if not is_valid_trace_id(trace.id):
+        raise InvalidTraceFrontmatterError(f"invalid trace frontmatter: invalid trace ID {trace.id!r}")
+    if not trace.title:
+        raise InvalidTraceFrontmatterError("invalid trace frontmatter: title is required")
+    if not trace.type:
+        raise InvalidTraceFrontmatterError("invalid trace frontmatter: type is required")
+    if trace.type not in TRACE_TYPES:
+        raise InvalidTraceFrontmatterError(
+            f"invalid trace frontmatter: type {trace.type!r} is not one of the recognized types"
+        )
+    if not trace.created or not trace.updated:
+        raise InvalidTraceFrontmatterError("invalid trace frontmatter: created and updated are required")
+    if trace.tier and trace.tier not in TIERS:
+        raise InvalidTraceFrontmatterError(f"invalid trace frontmatter: tier {trace.tier!r} is not valid")
+
+
+def read(path: Path) -> Trace:
+    """Read and parse one trace file."""
+    return parse_trace(path.read_text(encoding="utf-8"))
+
+
+def write_atomic(path: Path, text: str, *, durable: bool = False) -> None:
+    """Write via `.noema-trace-<ULID>.tmp` in the same folder and rename, so readers never see half a file.
+
+    With `durable` the data and the folder entry are fsynced, so the file survives a power loss once this
+    returns; without it the write survives a process crash (the kernel has it) but not a power loss.
+    """
+    temp = path.parent / f"{TEMP_PREFIX}{ULID()}{TEMP_SUFFIX}"
+    data = text.encode("utf-8", "surrogatepass")
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
+    try:
+        try:
+            _write_all(fd, data)
+            if durable:
+                os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(temp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temp)
+        raise
+    if durable:
+        _fsync_dir(path.parent)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view)
+        view = view[written:]
+
+
+def _fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def locate(cortex_dir: Path, trace_id: str, prefer: Iterable[str] = FOLDERS) -> Path | None:
+    """The first folder in `prefer` (then the rest) holding `<id>.md`, or None."""
+    order = list(dict.fromkeys([*prefer, *FOLDERS]))
+    for folder in order:
+        path = trace_path(cortex_dir, folder, trace_id)
+        if path.is_file():
+            return path
+    return None
+
+
+def move(cortex_dir: Path, trace_id: str, source: str, target: str, *, durable: bool = False) -> None:
+    """Rename a trace file from `source` to `target`, repairing what an interrupted earlier attempt left.
+
+    The file normally sits in `source`. If it is already in `target` (a crash after the rename but before
+    the DB commit), nothing is left to do. If it is elsewhere (file steps of a batch ran ahead of the
+    committed rows), it is moved from there. Any second copy is removed so one id has one file.
+    Missing everywhere is an error: replay cannot invent the content.
+    """
+    destination = trace_path(cortex_dir, target, trace_id)
+    found = locate(cortex_dir, trace_id, (source, target))
+    if found is None:
+        raise FileNotFoundError(f"trace file {trace_id}.md not found in {source}/ or any other trace folder")
+    if found != destination:
+        os.replace(found, destination)
+        if durable:
+            _fsync_dir(found.parent)
+            _fsync_dir(destination.parent)
+    remove(cortex_dir, trace_id, [folder for folder in FOLDERS if folder != target])
+
+
+def remove(cortex_dir: Path, trace_id: str, folders: Iterable[str] = FOLDERS) -> None:
+    """Delete `<id>.md` from the given folders; a file that is already gone is fine."""
+    for folder in folders:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(trace_path(cortex_dir, folder, trace_id))
+
+
+def write_in(cortex_dir: Path, folder: str, trace: Trace, *, durable: bool = False) -> None:
+    """Write the trace into `folder` and drop copies of it in the other folders (one id, one file)."""
+    write_atomic(trace_path(cortex_dir, folder, trace.id), format_trace(trace), durable=durable)
+    remove(cortex_dir, trace.id, [other for other in FOLDERS if other != folder])

@@ -1,0 +1,391 @@
+"""An MCP Streamable HTTP client over urllib: one session per poll, bounded in time and bytes (wire.md §5)."""
+
+from __future__ import annotations
+
+import json
+import os
+import ssl
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from email.message import Message
+from typing import Any
+
+from noemafed import __version__
+from noemafed.errors import NoemafedError
+from noemafed.sse import SseParser
+
+PROTOCOL_VERSION = "2025-11-25"
+SUPPORTED_PROTOCOL_VERSIONS = ("2025-11-25", "2025-06-18", "2025-03-26", "2024-11-05")
+CLIENT_NAME = "noemafed"
+ACCEPT = "application/json, text/event-stream"
+DEFAULT_TIMEOUT = 30.0
+DELETE_TIMEOUT = 5.0
+
+# Byte budgets, enforced while reading and before anything is parsed.
+SYNC_EVENTS_BUDGET = 100 * 1024 * 1024
+READ_SIGNAL_BUDGET = 16 * 1024 * 1024
+DEFAULT_BUDGET = 1024 * 1024
+_CHUNK = 64 * 1024
+
+
+class WireError(NoemafedError):
+    """A transport or protocol failure talking to a peer; the cause chain keeps the original exception."""
+
+    code = "wire_error"
+
+
+class HttpStatusError(WireError):
+    """The peer answered with an HTTP status we cannot use (401, 403, 404 after a retry, 5xx ...)."""
+
+    def __init__(self, status: int, reason: str, body: str) -> None:
+        detail = f": {body}" if body else ""
+        super().__init__(f"{status} {reason}{detail}")
+        self.status = status
+        self.body = body
+
+
+class ToolRefusal(WireError):
+    """The peer refused a call: an `isError` result (Go) or a JSON-RPC error (Rust); same meaning."""
+
+    def __init__(self, message: str, code: int | None = None) -> None:
+        super().__init__(message)
+        self.rpc_code = code
+
+
+class ResponseTooLarge(WireError):
+    """A body went over its byte budget; reading stopped there."""
+
+
+class DeadlineExceeded(WireError):
+    """The run's --max-duration ran out while talking to this peer."""
+
+    def __init__(self, message: str = "deadline exceeded (the run's --max-duration ran out)") -> None:
+        super().__init__(message)
+
+
+@dataclass(frozen=True)
+class PeerTarget:
+    """Everything needed to reach one peer."""
+
+    name: str
+    endpoint: str
+    ca_file: str = ""
+    key: str = ""  # the shared bearer key; never logged
+    timeout: float = DEFAULT_TIMEOUT
+    use_proxy_env: bool = False  # *_proxy variables are ignored unless the operator opts in
+
+    @property
+    def url(self) -> str:
+        # Trailing slashes are stripped: Go peers redirect `//mcp`, which would break a POST.
+        return self.endpoint.rstrip("/") + "/mcp"
+
+
+@dataclass(frozen=True)
+class ServerInfo:
+    protocol_version: str
+    name: str
+    version: str
+
+
+class _RefuseRedirects(urllib.request.HTTPRedirectHandler):
+    """urllib would turn a redirected POST into a GET; noema peers never redirect, so refuse."""
+
+    def redirect_request(  # noqa: PLR0917 (the signature is urllib's)
+        self, req: Any, fp: Any, code: int, msg: str, headers: Any, newurl: str
+    ) -> None:
+        raise urllib.error.HTTPError(req.full_url, code, f"redirect to {newurl} refused", headers, fp)
+
+
+def tls_context(target: PeerTarget) -> ssl.SSLContext:
+    """System roots plus the peer's `ca:` bundle, TLS 1.2 or newer, hostnames checked."""
+    context = ssl.create_default_context()
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    if target.ca_file:
+        try:
+            with open(target.ca_file, encoding="ascii", errors="replace") as handle:
+                pem = handle.read()
+        except OSError as exc:
+            raise WireError(
+                f"loading CA for peer {target.name}: reading CA file: open {target.ca_file}: "
+                f"{(exc.strerror or str(exc)).lower()}"
+            ) from exc
+        try:
+            if "-----BEGIN CERTIFICATE-----" not in pem:
+                raise ssl.SSLError("no certificate block")
+            context.load_verify_locations(cadata=pem)
+        except ssl.SSLError as exc:
+            raise WireError(
+                f"loading CA for peer {target.name}: CA file {target.ca_file} contains no valid certificates"
+            ) from exc
+    return context
+
+
+class Deadline:
+    """The whole run's time budget; every connect and read gets at most what is left."""
+
+    def __init__(self, seconds: float | None) -> None:
+        self._end = None if seconds is None else time.monotonic() + seconds
+
+    def remaining(self) -> float | None:
+        return None if self._end is None else self._end - time.monotonic()
+
+    def timeout(self, per_call: float) -> float:
+        left = self.remaining()
+        if left is None:
+            return per_call
+        if left <= 0:
+            raise DeadlineExceeded()
+        return min(per_call, left)
+
+    def check(self) -> None:
+        left = self.remaining()
+        if left is not None and left <= 0:
+            raise DeadlineExceeded()
+
+
+def _media_type(headers: Message) -> str:
+    return (headers.get("Content-Type") or "").split(";", 1)[0].strip().lower()
+
+
+class McpSession:
+    """One MCP session with one peer: initialize, tool calls, DELETE. Not thread-safe; one per poll."""
+
+    def __init__(self, target: PeerTarget, deadline: Deadline | None = None) -> None:
+        if not target.url.startswith(("http://", "https://")):
+            # Only http(s) ever reaches urllib, which would otherwise also open file: and ftp: URLs.
+            raise WireError(
+                f"peer {target.name} endpoint {target.endpoint!r} is not an http:// or https:// URL"
+            )
+        self.target = target
+        self.deadline = deadline or Deadline(None)
+        handlers: list[urllib.request.BaseHandler] = [_RefuseRedirects()]
+        if not target.use_proxy_env:
+            handlers.append(urllib.request.ProxyHandler({}))
+        if target.url.startswith("https:"):
+            handlers.append(urllib.request.HTTPSHandler(context=tls_context(target)))
+        self._opener = urllib.request.build_opener(*handlers)
+        self._next_id = 1
+        self.session_id: str | None = None
+        self.protocol_version: str | None = None
+        self.server: ServerInfo | None = None
+
+    # ---- public calls -----------------------------------------------------------------------------
+
+    def initialize(self) -> ServerInfo:
+        """initialize + notifications/initialized; checks the negotiated protocol version."""
+        self.session_id = None
+        self.protocol_version = None
+        params = {
+            "protocolVersion": PROTOCOL_VERSION,
+            "capabilities": {},
+            "clientInfo": {"name": CLIENT_NAME, "version": __version__},
+        }
+        result = self._request("initialize", params, DEFAULT_BUDGET, retry_on_404=False)
+        answered = result.get("protocolVersion")
+        if answered not in SUPPORTED_PROTOCOL_VERSIONS:
+            raise WireError(f"peer answered unsupported MCP protocol version {answered!r}")
+        info = result.get("serverInfo") if isinstance(result.get("serverInfo"), dict) else {}
+        self.protocol_version = str(answered)
+        self.server = ServerInfo(
+            self.protocol_version,
+            str(info.get("name") or ""),
+            str(info.get("version") or ""),
+        )
+        self._notify("notifications/initialized")
+        return self.server
+
+    def call_tool(self, name: str, arguments: dict[str, Any], budget: int = DEFAULT_BUDGET) -> str:
+        """The text of the first text item of a tool result; a refusal raises ToolRefusal."""
+        result = self._request("tools/call", {"name": name, "arguments": arguments}, budget, label=name)
+        text = ""
+        for item in result.get("content") or []:
+            if isinstance(item, dict) and item.get("type") == "text":
+                text = str(item.get("text") or "")
+                break
+        if result.get("isError") is True:
+            raise ToolRefusal(text)
+        return text
+
+    def close(self) -> None:
+        """DELETE the session; the answer (200, 202, 405, an error) does not matter."""
+        if not self.session_id:
+            return
+        request = urllib.request.Request(self.target.url, method="DELETE", headers=self._headers())  # noqa: S310 (scheme checked in __init__)
+        try:
+            timeout = min(DELETE_TIMEOUT, self.deadline.timeout(DELETE_TIMEOUT))
+            with self._opener.open(request, timeout=timeout) as response:
+                response.read(DEFAULT_BUDGET)
+        except (OSError, WireError, urllib.error.URLError, ValueError):
+            pass
+        self.session_id = None
+
+    def __enter__(self) -> McpSession:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ---- plumbing ---------------------------------------------------------------------------------
+
+    def _headers(self) -> dict[str, str]:
+        headers = {
+            "Content-Type": "application/json",
+            "Accept": ACCEPT,
+            "User-Agent": f"{CLIENT_NAME}/{__version__}",
+        }
+        if self.target.key:
+            headers["Authorization"] = f"Bearer {self.target.key}"
+        if self.session_id:
+            headers["Mcp-Session-Id"] = self.session_id
+        # Only after initialize: rmcp answers 400 when it disagrees with params.protocolVersion.
+        if self.protocol_version:
+            headers["MCP-Protocol-Version"] = self.protocol_version
+        return headers
+
+    def _post(self, body: dict[str, Any]) -> urllib.request.Request:
+        data = json.dumps(body, separators=(",", ":")).encode("utf-8")
+        return urllib.request.Request(self.target.url, data=data, method="POST", headers=self._headers())  # noqa: S310 (scheme checked in __init__)
+
+    def _open(self, request: urllib.request.Request) -> Any:
+        """Open a request; HTTP errors come back as responses so the caller decides, transport errors raise."""
+        timeout = self.deadline.timeout(self.target.timeout)
+        try:
+            return self._opener.open(request, timeout=timeout)
+        except urllib.error.HTTPError as exc:
+            return exc
+        except (urllib.error.URLError, OSError, ValueError) as exc:
+            raise WireError(f"{request.get_method()} {self.target.url}: {_describe(exc)}") from exc
+
+    def _notify(self, method: str) -> None:
+        response = self._open(self._post({"jsonrpc": "2.0", "method": method}))
+        with response:
+            status = response.status if hasattr(response, "status") else response.code
+            body = _read_bounded(response, DEFAULT_BUDGET, self.deadline, method)
+        if status not in (200, 202):
+            raise self._status_error(response, status, body)
+
+    def _request(
+        self, method: str, params: dict[str, Any], budget: int, retry_on_404: bool = True, label: str = ""
+    ) -> Any:
+        """One JSON-RPC request; `label` (the tool name) is how errors name it."""
+        what = label or method
+        request_id = self._next_id
+        self._next_id += 1
+        response = self._open(
+            self._post({"jsonrpc": "2.0", "id": request_id, "method": method, "params": params})
+        )
+        with response:
+            status = response.status if hasattr(response, "status") else response.code
+            if status == 404 and retry_on_404 and self.session_id:
+                # The peer forgot our session (restart, idle expiry): one fresh initialize, one retry.
+                _read_bounded(response, DEFAULT_BUDGET, self.deadline, what)
+                self.initialize()
+                return self._request(method, params, budget, retry_on_404=False, label=label)
+            if status != 200:
+                raise self._status_error(
+                    response, status, _read_bounded(response, DEFAULT_BUDGET, self.deadline, what)
+                )
+            if method == "initialize":
+                session = response.headers.get("Mcp-Session-Id")
+                self.session_id = session.strip() if session else None
+            if _media_type(response.headers) == "text/event-stream":
+                message = _read_sse_response(response, request_id, budget, self.deadline, what)
+            else:
+                body = _read_bounded(response, budget, self.deadline, what)
+                message = _parse_json(body, what)
+        return _unwrap(message, request_id, what)
+
+    def _status_error(self, response: Any, status: int, body: bytes) -> HttpStatusError:
+        text = body.decode("utf-8", errors="replace").strip()[:300]
+        error = HttpStatusError(status, getattr(response, "reason", "") or "", text)
+        if isinstance(response, urllib.error.HTTPError):
+            error.__cause__ = response  # lets the classifier see a real HTTP 401
+        return error
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, urllib.error.URLError) and not isinstance(exc, urllib.error.HTTPError):
+        return str(exc.reason)
+    return str(exc) or type(exc).__name__
+
+
+def _read_bounded(response: Any, budget: int, deadline: Deadline, what: str) -> bytes:
+    """Read a whole body, never more than `budget` bytes, never past the deadline."""
+    chunks: list[bytes] = []
+    total = 0
+    while True:
+        deadline.check()
+        chunk = _read_chunk(response, what)
+        if not chunk:
+            return b"".join(chunks)
+        total += len(chunk)
+        if total > budget:
+            raise ResponseTooLarge(f"{what} response too large (over {budget} bytes, max {budget})")
+        chunks.append(chunk)
+
+
+def _read_chunk(response: Any, what: str) -> bytes:
+    try:
+        data: bytes = response.read1(_CHUNK) if hasattr(response, "read1") else response.read(_CHUNK)
+    except (OSError, ValueError) as exc:
+        raise WireError(f"reading {what} response: {_describe(exc)}") from exc
+    except Exception as exc:  # http.client.IncompleteRead and friends are not OSErrors
+        raise WireError(f"reading {what} response: {type(exc).__name__}: {exc}") from exc
+    return data
+
+
+def _read_sse_response(response: Any, request_id: int, budget: int, deadline: Deadline, what: str) -> Any:
+    """Read SSE events until the JSON-RPC answer to `request_id`; skip priming, keep-alives, notifications."""
+    parser = SseParser()
+    total = 0
+    while True:
+        deadline.check()
+        chunk = _read_chunk(response, what)
+        events = list(parser.feed(chunk)) if chunk else list(parser.close())
+        total += len(chunk)
+        if total > budget:
+            raise ResponseTooLarge(f"{what} response too large (over {budget} bytes, max {budget})")
+        for event in events:
+            if not event.data.strip():
+                continue  # rmcp's priming event
+            message = _parse_json(event.data.encode("utf-8"), what)
+            if (
+                isinstance(message, dict)
+                and message.get("id") == request_id
+                and ("result" in message or "error" in message)
+            ):
+                return message
+        if not chunk:
+            raise WireError(f"{what}: the event stream ended without an answer")
+
+
+def _parse_json(body: bytes, what: str) -> Any:
+    try:
+        return json.loads(body)
+    except ValueError as exc:
+        raise WireError(f"{what}: the peer's answer is not JSON: {exc}") from exc
+
+
+def _unwrap(message: Any, request_id: int, what: str) -> Any:
+    """The `result` of a JSON-RPC response; an `error` member is a refusal with its message."""
+    if not isinstance(message, dict):
+        raise WireError(f"{what}: the peer's answer is not a JSON-RPC object")
+    error = message.get("error")
+    if error is not None:
+        if isinstance(error, dict):
+            code = error.get("code")
+            raise ToolRefusal(str(error.get("message") or ""), code if isinstance(code, int) else None)
+        raise ToolRefusal(str(error))
+    if message.get("id") != request_id:
+        raise WireError(f"{what}: the answer's id {message.get('id')!r} is not {request_id}")
+    result = message.get("result")
+    if not isinstance(result, dict):
+        raise WireError(f"{what}: the answer has no result object")
+    return result
+
+
+def proxy_env_present() -> bool:
+    """Whether *_proxy variables are set (they are ignored unless the operator opts in)."""
+    return any(name.lower().endswith("_proxy") and value for name, value in os.environ.items())

@@ -1,0 +1,284 @@
+"""Build tests/data/replay/: realistic event streams made with local.py, and expected states from the model.
+
+Run by hand after a deliberate change of semantics: `.venv/bin/python tests/build_replay_corpus.py`.
+Each stream is a folder of pages (`NN-<peer>.json`, the exact text a peer serves, replayed in name order)
+and `expected.json`, computed by tests/replay_model.py (which does not import replay.py). Source cortexes
+sync with each other through the real Replayer, as two noema nodes would; the replica under test never
+appears here.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from replay_helpers import CORPUS, REPLICA_ID, REPLICA_NAME, REPLICA_NOW, all_events, set_manifest_id
+from replay_model import expected_state
+
+from noemafed import local
+from noemafed.cortex import Cortex, init_cortex, open_cortex
+from noemafed.events import Event, page_json
+from noemafed.replay import Replayer
+
+A_ID = "01JQ7X2B9C4D5E6F7G8H9JKMNP"
+B_ID = "01JQ9A3C5E7G9J1K3M5N7P9R2T"
+
+
+class Clock:
+    """Deterministic event timestamps: one minute apart from a fixed start."""
+
+    def __init__(self, day: str = "2025-04-01") -> None:
+        self.day = day
+        self.minute = 0
+
+    def __call__(self) -> str:
+        self.minute += 1
+        return f"{self.day}T{self.minute // 60:02d}:{self.minute % 60:02d}:00Z"
+
+
+def source(root: Path, name: str, cortex_id: str) -> Cortex:
+    path = root / name
+    init_cortex(path, name)
+    set_manifest_id(path, cortex_id)
+    return open_cortex(path)
+
+
+def sync(target: Cortex, origin: Cortex, peer: str, now: str) -> None:
+    """One poll of `origin` by `target`: every event after the cursor, as the syncer does."""
+    cursor = target.conn.execute(
+        "SELECT value FROM federation_state WHERE key = ?", (f"peer:{peer}:last_event",)
+    ).fetchone()
+    events = [e for e in all_events(origin.conn) if cursor is None or e.id > cursor[0]]
+    replayer = Replayer(target, log=lambda _: None, now=lambda: now)
+    for event in events:
+        replayer.apply(event, cursor_peer=peer)
+
+
+def page(cortex: Cortex, after: str = "") -> str:
+    return page_json(e for e in all_events(cortex.conn) if e.id > after)
+
+
+Builder = Callable[[Path], list[tuple[str, str]]]
+STREAMS: dict[str, Builder] = {}
+
+
+def stream(fn: Builder) -> Builder:
+    STREAMS[fn.__name__] = fn
+    return fn
+
+
+BODY = "We index traces in SQLite (WAL mode) because it is embedded & needs no server.\n"
+
+
+def one(root: Path) -> tuple[Cortex, Clock, str]:
+    a = source(root, "research", A_ID)
+    t = Clock()
+    trace_id, _ = local.create_trace(
+        a, "Why we chose SQLite", "decision", BODY, ["architecture", "storage"], "agent-1", now=t()
+    )
+    return a, t, trace_id
+
+
+@stream
+def create(root: Path) -> list[tuple[str, str]]:
+    a = source(root, "research", A_ID)
+    t = Clock()
+    parent, _ = local.create_trace(a, "Parent note", "note", "p\n", now=t())
+    # Go's HTML escapes (<, >, &), non-ASCII, U+2028/2029, duplicate tags, lineage, a locked source.
+    local.create_trace(
+        a,
+        "Angle <brackets> & ampersands",
+        "fact",
+        'Größe <b>&amp;</b> \u2028line\u2029para — ✓\n\tTabbed "quoted" \\ backslash',
+        ["x", "y", "x"],
+        "agent <1>",
+        [parent, "20200101-never-seen-here"],
+        source_hash="sha256:00ff",
+        source_locked=True,
+        now=t(),
+    )
+    local.create_trace(a, "Empty body", "context", "", now=t())
+    return [("research", page(a))]
+
+
+@stream
+def update(root: Path) -> list[tuple[str, str]]:
+    a, t, tid = one(root)
+    local.update_trace(
+        a,
+        tid,
+        body=BODY + "\nRevisited: still right for the index & event log.\n",
+        tags=["storage", "db"],
+        now=t(),
+    )
+    local.update_trace(a, tid, title="Why SQLite", type="fact", author="agent-2", now=t())
+    return [("research", page(a))]
+
+
+@stream
+def tag_update(root: Path) -> list[tuple[str, str]]:
+    a, t, tid = one(root)
+    local.set_tags(a, tid, ["search", "index", "search"], now=t())
+    local.set_tags(a, tid, [], now=t())
+    return [("research", page(a))]
+
+
+@stream
+def visibility(root: Path) -> list[tuple[str, str]]:
+    a, t, tid = one(root)
+    other, _ = local.create_trace(a, "Other", "note", "o\n", now=t())
+    local.archive(a, tid, now=t())
+    local.unarchive(a, tid, now=t())
+    local.archive(a, tid, now=t())
+    local.trash(a, tid, now=t())  # trash from the archive clears archived_at
+    local.recover(a, tid, now=t())
+    local.trash(a, other, now=t())
+    return [("research", page(a))]
+
+
+@stream
+def purge(root: Path) -> list[tuple[str, str]]:
+    a, t, tid = one(root)
+    keep, _ = local.create_trace(a, "Keep me", "note", "k\n", derived_from=[tid], now=t())
+    local.trash(a, tid, now=t())
+    local.purge(a, tid, now=t())
+    local.update_trace(a, keep, body="still here\n", now=t())
+    return [("research", page(a))]
+
+
+@stream
+def tiers(root: Path) -> list[tuple[str, str]]:
+    a, t, tid = one(root)
+    local.promote(a, tid, "mid", now=t())
+    local.demote(a, tid, "short", now=t())
+    local.promote(a, tid, "mid", now=t())
+    local.vote(a, tid, 2, now=t())
+    local.vote(a, tid, -1, "human", now=t())
+    return [("research", page(a))]
+
+
+@stream
+def consolidation(root: Path) -> list[tuple[str, str]]:
+    a, t, s1 = one(root)
+    s2, _ = local.create_trace(a, "Second source", "observation", "two\n", now=t())
+    local.coordination(a, "consolidation_claim", "window-2025-04-01", now=t())
+    distilled, _ = local.create_trace(a, "Distilled", "fact", "both\n", derived_from=[s1, s2], now=t())
+    local.consolidate(a, distilled, [s1, s2], model_name="small-1", now=t())
+    local.coordination(a, "consolidation_success", "window-2025-04-01", now=t())
+    local.coordination(a, "consolidation_fail", "window-2025-04-02", reason="llm_error", now=t())
+    local.telemetry(a, "consolidate_fallback", s1, {"reason": "llm_error"}, now=t())
+    local.telemetry(a, "divergence_long_term", s2, {"note": "telemetry"}, now=t())
+    return [("research", page(a))]
+
+
+@stream
+def long_term(root: Path) -> list[tuple[str, str]]:
+    a = source(root, "research", A_ID)
+    b = source(root, "laptop", B_ID)
+    t = Clock()
+    tid, _ = local.create_trace(a, "Core principle", "decision", "v1\n", ["core"], now=t())
+    soft, _ = local.create_trace(a, "Old principle", "decision", "old\n", ["old"], now=t())
+    hard, _ = local.create_trace(a, "Hard purge me", "fact", "h\n", now=t())
+    child, _ = local.create_trace(a, "Child", "note", "c\n", derived_from=[hard], now=t())
+    local.promote(a, tid, "mid", now=t())
+    sync(b, a, "research", REPLICA_NOW)
+    local.update_trace(b, tid, body="v2 from laptop\n", now=t())  # causally before the promote to long
+    local.promote(a, tid, "long", now=t())
+    local.update_trace(
+        b, tid, body="v3 from laptop\n", now=t()
+    )  # after the promote: long content is immutable
+    local.promote(a, soft, "mid", now=t())
+    local.promote(a, soft, "long", now=t())
+    local.purge_long_term(a, soft, "superseded", now=t())
+    local.purge_hard(a, hard, "wrong data", now=t())
+    local.set_tags(a, child, ["orphaned"], now=t())
+    return [("research", page(a)), ("laptop", page(b))]
+
+
+@stream
+def two_cortexes(root: Path) -> list[tuple[str, str]]:
+    a = source(root, "research", A_ID)
+    b = source(root, "laptop", B_ID)
+    t = Clock()
+    t1, _ = local.create_trace(a, "Shared plan", "intent", "plan v1\n", ["plan"], now=t())
+    t2, _ = local.create_trace(a, "Scratch", "note", "scratch\n", now=t())
+    sync(b, a, "research", REPLICA_NOW)
+    local.update_trace(b, t1, body="plan v2 (laptop)\n", now=t())
+    local.archive(b, t2, now=t())
+    local.vote(b, t1, 1, now=t())
+    t3, _ = local.create_trace(b, "Laptop idea", "observation", "idea\n", ["idea"], now=t())
+    sync(a, b, "laptop", REPLICA_NOW)
+    local.trash(a, t2, now=t())
+    local.promote(a, t1, "mid", now=t())
+    local.set_tags(a, t3, ["idea", "reviewed"], now=t())
+    sync(b, a, "research", REPLICA_NOW)
+    local.purge(b, t2, now=t())
+    local.update_trace(b, t3, body="idea, refined\n", now=t())
+    sync(a, b, "laptop", REPLICA_NOW)
+    return [("research", page(a)), ("laptop", page(b))]
+
+
+@stream
+def conflict(root: Path) -> list[tuple[str, str]]:
+    a = source(root, "research", A_ID)
+    b = source(root, "laptop", B_ID)
+    t = Clock()
+    tid, _ = local.create_trace(a, "Contested", "decision", "base\n", now=t())
+    sync(b, a, "research", "2025-05-01T00:00:00Z")
+    local.update_trace(a, tid, body="research says <A>\n", now=t())
+    local.update_trace(b, tid, body="laptop says B", now=t())
+    # Both sides see the concurrent edit on the same day: both create `20250501-divergence-...`.
+    sync(a, b, "laptop", "2025-05-01T00:00:00Z")
+    sync(b, a, "research", "2025-05-01T00:00:00Z")
+    # A second round: another pair of concurrent edits.
+    local.update_trace(a, tid, body="research again\n", now=t())
+    local.update_trace(b, tid, body="laptop again\n", now=t())
+    return [("research", page(a)), ("laptop", page(b))]
+
+
+@stream
+def out_of_order(root: Path) -> list[tuple[str, str]]:
+    a = source(root, "research", A_ID)
+    b = source(root, "laptop", B_ID)
+    t = Clock()
+    tid, create_event = local.create_trace(a, "Late create", "fact", "late\n", ["first"], now=t())
+    sync(b, a, "research", REPLICA_NOW)
+    local.promote(b, tid, "mid", now=t())
+    local.set_tags(b, tid, ["retagged"], now=t())
+    # The replica's cursor for laptop is already past the create (cortex.md §9.2): tier and tag events
+    # arrive before the create they belong to.
+    return [("laptop", page(b, after=create_event.id)), ("research", page(a))]
+
+
+def build(names: list[str]) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in names or sorted(STREAMS):
+            root = Path(tmp) / name
+            root.mkdir()
+            deliveries = STREAMS[name](root)
+            folder = CORPUS / name
+            shutil.rmtree(folder, ignore_errors=True)
+            folder.mkdir(parents=True)
+            for index, (peer, text) in enumerate(deliveries, 1):
+                (folder / f"{index:02d}-{peer}.json").write_text(text, encoding="utf-8")
+            expected = expected_state(deliveries, REPLICA_ID, REPLICA_NAME, REPLICA_NOW)
+            (folder / "expected.json").write_text(
+                json.dumps(expected, indent=1, ensure_ascii=False) + "\n", encoding="utf-8"
+            )
+            print(f"{name}: {sum(len(_events(text)) for _, text in deliveries)} events")
+
+
+def _events(text: str) -> list[Event]:
+    from noemafed.events import parse_page
+
+    return parse_page(text)
+
+
+if __name__ == "__main__":
+    build(sys.argv[1:])

@@ -1,0 +1,461 @@
+"""An independent reference model of replay, written from cortex.md §6 and docs/compatibility-replay.md.
+
+It computes the end state a replica must reach (the same shape as replay_helpers.end_state) with plain
+dicts. It deliberately imports nothing from noemafed's replay path (replay, local, traces): only the event
+parser (its input) and the frontmatter emitter (a foundation module with its own tests). Expected end states
+in tests/data/replay/ are produced by this model, so a bug in replay.py cannot hide in its own expectation.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from typing import Any
+
+from noemafed import frontmatter
+from noemafed.events import Event, parse_page
+
+ACTIVE, ARCHIVE, TRASH = "traces", "archive/traces", "trash/traces"
+ID_RE = re.compile(r"[0-9]{8}-[a-z0-9][a-z0-9-]{0,99}")
+COORD = ("consolidation_claim", "consolidation_success", "consolidation_fail")
+KEY_ORDER = (
+    "id",
+    "title",
+    "type",
+    "tier",
+    "author",
+    "tags",
+    "derived_from",
+    "origin",
+    "created",
+    "updated",
+    "content_hash",
+    "source_hash",
+    "source_locked",
+)
+
+
+def sha(body: str) -> str:
+    return "sha256:" + hashlib.sha256(body.encode()).hexdigest()
+
+
+def uniq(items: list[str]) -> list[str]:
+    out: list[str] = []
+    for item in items:
+        if item not in out:
+            out.append(item)
+    return out
+
+
+def cmp(a: dict[str, int], b: dict[str, int]) -> int:
+    keys = set(a) | set(b)
+    le = all(a.get(k, 0) <= b.get(k, 0) for k in keys)
+    ge = all(a.get(k, 0) >= b.get(k, 0) for k in keys)
+    if le and not ge:
+        return -1
+    if ge and not le:
+        return 1
+    return 0
+
+
+def only26(clock: dict[str, int]) -> dict[str, int]:
+    return {k: v for k, v in clock.items() if len(k.encode()) == 26}
+
+
+def clock_text(clock: dict[str, int]) -> str:
+    return json.dumps(dict(sorted(clock.items())), separators=(",", ":"))
+
+
+def render(doc: dict[str, Any]) -> str:
+    """A trace file: Go's key order, empty optional keys dropped, `source_locked` only when true."""
+    raw: dict[str, Any] = {}
+    for key in KEY_ORDER:
+        value = doc.get(key)
+        if key in ("id", "title", "type", "created", "updated"):
+            raw[key] = value
+        elif value:
+            raw[key] = list(value) if isinstance(value, list) else value
+    return "---\n" + frontmatter.dumps(raw) + "---\n\n" + doc["body"]
+
+
+class Model:
+    def __init__(self, own_id: str, own_name: str, now: str) -> None:
+        self.own_id, self.own_name, self.now = own_id, own_name, now
+        self.rows: dict[str, dict[str, Any]] = {}
+        self.tags: dict[str, list[str]] = {}
+        self.lineage: dict[str, list[str]] = {}
+        self.fts: list[list[str]] = []
+        self.docs: dict[str, tuple[str, dict[str, Any]]] = {}  # id -> (folder, frontmatter + body)
+        self.events: dict[str, dict[str, Any]] = {}
+        self.clock: dict[str, int] = {}
+        self.fed: dict[str, Any] = {}
+        self.local_n = 0
+
+    # -- plumbing
+    def store(self, e: Event) -> None:
+        self.events[e.id] = {
+            "id": e.id,
+            "action": e.action,
+            "trace_id": e.trace_id,
+            "origin": e.origin,
+            "timestamp": e.timestamp,
+            "data": e.data,
+            "vclock": e.vclock,
+            "cortex_id": e.cortex_id,
+            "signature": e.signature,
+            "pubkey": e.pubkey,
+        }
+
+    def later(self, trace_id: str, after: str, actions: tuple[str, ...]) -> list[dict[str, Any]]:
+        return [
+            ev
+            for key, ev in sorted(self.events.items())
+            if ev["trace_id"] == trace_id and key > after and ev["action"] in actions
+        ]
+
+    def set_fts(self, tid: str, title: str, body: str, tags: list[str]) -> None:
+        self.fts = [r for r in self.fts if r[0] != tid] + [[tid, title, body, " ".join(tags)]]
+
+    def folder(self, row: dict[str, Any]) -> str:
+        if row["trashed_at"] is not None:
+            return TRASH
+        return ARCHIVE if row["archived_at"] is not None else ACTIVE
+
+    def new_row(self, tid: str, **cols: Any) -> None:
+        row = dict.fromkeys(
+            (
+                "archived_at",
+                "trashed_at",
+                "last_read_at",
+                "purged_at",
+                "purge_reason",
+                "source_hash",
+                "content_hash",
+            )
+        )
+        row.update(
+            read_count=0, modify_count=0, tier_votes=0, source_locked=0, author="", origin="", cortex_id=""
+        )
+        row.update(cols, id=tid)
+        self.rows[tid] = row
+
+    # -- the event entry point (cortex.md §6 with the documented decisions)
+    def apply(self, e: Event, peer: str) -> None:
+        if e.id not in self.events:
+            self.dispatch(e)
+        if e.vclock:
+            merged = dict(only26(self.clock))
+            for k, v in only26(e.vclock).items():
+                if v > merged.get(k, 0):
+                    merged[k] = v
+            if len(merged) <= 256:
+                self.clock = merged
+        self.fed[f"peer:{peer}:last_event"] = e.id
+
+    def dispatch(self, e: Event) -> None:
+        p = json.loads(e.data) if e.data not in ("", "null") else {}
+        a, tid = e.action, e.trace_id
+        if a in COORD or a in ("consolidate_fallback", "divergence_long_term"):
+            self.store(e)
+            return
+        if not ID_RE.fullmatch(tid):
+            assert a == "purge", f"stream holds an invalid id for {a}"
+            self.rows.pop(tid, None)
+            self.fts = [r for r in self.fts if r[0] != tid]
+            self.store(e)
+            return
+        row = self.rows.get(tid)
+        if a == "create" or (a == "update" and row is None):
+            self.create(e, p)
+        elif a == "update":
+            self.update(e, p, row)
+        elif a == "tag_update":
+            self.store(e)
+            if row is not None:
+                tags = uniq(p.get("tags") or [])
+                self.tags[tid] = tags
+                folder, doc = self.docs[tid]
+                doc = {**doc, "tags": tags, "tier": row["tier"], "content_hash": row["content_hash"] or ""}
+                self.docs[tid] = (folder, doc)
+                self.set_fts(tid, row["title"], doc["body"], tags)
+        elif a in ("archive", "unarchive", "trash", "recover"):
+            self.store(e)
+            if row is None:
+                return
+            arch, trash = row["archived_at"] is not None, row["trashed_at"] is not None
+            if a == "archive" and not arch and not trash:
+                row["archived_at"] = e.timestamp
+            elif a == "unarchive" and arch and not trash:
+                row["archived_at"] = None
+            elif a == "trash" and not trash:
+                row["trashed_at"], row["archived_at"] = e.timestamp, None
+            elif a == "recover" and trash:
+                row["trashed_at"] = None
+            else:
+                return
+            self.docs[tid] = (self.folder(row), self.docs[tid][1])
+        elif a == "purge":
+            self.store(e)
+            self.rows.pop(tid, None)
+            self.tags.pop(tid, None)
+            self.lineage.pop(tid, None)
+            self.docs.pop(tid, None)
+            self.fts = [r for r in self.fts if r[0] != tid]
+        elif a in ("promote", "demote"):
+            self.store(e)
+            if row is not None:
+                row["tier"] = p["to"]
+                folder, doc = self.docs[tid]
+                self.docs[tid] = (folder, {**doc, "tier": p["to"]})
+        elif a == "vote":
+            self.store(e)
+            if row is not None:
+                d = p.get("delta", 0)
+                row["tier_votes"] += (d > 0) - (d < 0)
+        elif a == "consolidate":
+            self.store(e)
+            target = p.get("distilled_id") or tid
+            r = self.rows.get(target)
+            if r is not None and r["tier"] == "short":
+                r["tier"] = "mid"
+                folder, doc = self.docs[target]
+                self.docs[target] = (folder, {**doc, "tier": "mid"})
+        elif a == "purge_long_term":
+            self.store(e)
+            if row is not None:
+                reason = p.get("reason") or "remote purge"
+                row.update(purged_at=e.timestamp, updated_at=e.timestamp, purge_reason=reason)
+                self.tags.pop(tid, None)
+                self.set_fts(tid, "", f"[purged: {reason}]", [])
+                if self.docs.get(tid, (TRASH,))[0] != TRASH:
+                    self.docs.pop(tid, None)
+        elif a == "purge_hard":
+            self.store(e)
+            if row is not None:
+                self.rows.pop(tid)
+                self.tags.pop(tid, None)
+                self.lineage.pop(tid, None)
+                for parents in self.lineage.values():
+                    if tid in parents:
+                        parents.remove(tid)
+                self.docs.pop(tid, None)
+                self.fts = [r for r in self.fts if r[0] != tid]
+        else:
+            raise AssertionError(f"unknown action {a}")
+
+    def create(self, e: Event, p: dict[str, Any]) -> None:
+        tid = e.trace_id
+        tier = p.get("tier") or "short"
+        tags = uniq(p.get("tags") or [])
+        for ev in self.later(tid, e.id, ("promote", "demote", "consolidate", "tag_update")):
+            q = json.loads(ev["data"])
+            if ev["action"] == "consolidate":
+                tier = "mid" if tier == "short" else tier
+            elif ev["action"] == "tag_update":
+                tags = uniq(q.get("tags") or [])
+            else:
+                tier = q["to"]
+        self.store(e)
+        if tid in self.rows:
+            return
+        locked = bool(p.get("source_locked")) and e.cortex_id != self.own_id
+        parents = uniq(p.get("derived_from") or [])
+        self.new_row(
+            tid,
+            title=p["title"],
+            type=p["type"],
+            author=p.get("author", ""),
+            created_at=e.timestamp,
+            updated_at=e.timestamp,
+            origin=p.get("origin", ""),
+            cortex_id=e.cortex_id,
+            content_hash=p.get("content_hash", ""),
+            source_locked=int(locked),
+            source_hash=p.get("source_hash") or None,
+            tier=tier,
+        )
+        self.tags[tid], self.lineage[tid] = list(tags), list(parents)
+        self.set_fts(tid, p["title"], p["body"], tags)
+        doc = {
+            "id": tid,
+            "title": p["title"],
+            "type": p["type"],
+            "tier": tier,
+            "author": p.get("author", ""),
+            "tags": tags,
+            "derived_from": parents,
+            "origin": p.get("origin", ""),
+            "created": e.timestamp,
+            "updated": e.timestamp,
+            "content_hash": p.get("content_hash", ""),
+            "source_hash": p.get("source_hash", ""),
+            "source_locked": locked,
+            "body": p["body"],
+        }
+        self.docs[tid] = (ACTIVE, doc)
+
+    def update(self, e: Event, p: dict[str, Any], row: dict[str, Any]) -> None:
+        tid = e.trace_id
+        last = [
+            ev
+            for key, ev in sorted(self.events.items())
+            if ev["trace_id"] == tid and ev["action"] in ("create", "update")
+        ]
+        if (
+            last
+            and last[-1]["vclock"]
+            and e.vclock
+            and cmp(only26(last[-1]["vclock"]), only26(e.vclock)) == 0
+        ):
+            self.diverge(e, p, row)
+            return
+        self.store(e)
+        if row["tier"] == "long" and not any(
+            json.loads(ev["data"]).get("to") == "long" for ev in self.later(tid, e.id, ("promote",))
+        ):
+            return
+        locked = bool(p.get("source_locked")) and e.cortex_id != self.own_id
+        row.update(
+            title=p["title"],
+            type=p["type"],
+            author=p.get("author", ""),
+            origin=p.get("origin", ""),
+            updated_at=e.timestamp,
+            content_hash=p.get("content_hash", ""),
+            source_locked=int(locked),
+            source_hash=p.get("source_hash") or None,
+        )
+        tags, parents = uniq(p.get("tags") or []), uniq(p.get("derived_from") or [])
+        self.tags[tid], self.lineage[tid] = list(tags), list(parents)
+        self.set_fts(tid, p["title"], p["body"], tags)
+        folder, old = self.docs[tid]
+        self.docs[tid] = (
+            folder,
+            {
+                **old,
+                "title": p["title"],
+                "type": p["type"],
+                "tier": row["tier"],
+                "author": p.get("author", ""),
+                "tags": tags,
+                "derived_from": parents,
+                "origin": p.get("origin", ""),
+                "updated": e.timestamp,
+                "content_hash": p.get("content_hash", ""),
+                "source_hash": p.get("source_hash", ""),
+                "source_locked": locked,
+                "body": p["body"],
+            },
+        )
+
+    def diverge(self, e: Event, p: dict[str, Any], row: dict[str, Any]) -> None:
+        self.store(e)
+        tid = e.trace_id
+        versions = sorted(
+            [
+                (self.own_id, self.own_name, dict(self.clock), self.docs[tid][1]["body"]),
+                (e.cortex_id, e.origin, e.vclock or {}, p["body"]),
+            ]
+        )
+        labels = [f"{name} ({cid[:8]})" if cid else name for cid, name, _, _ in versions]
+        text = f"## Concurrent edits detected\n\n**Trace:** {tid}\n**Conflicting origins:** {', '.join(labels)}\n"
+        for label, (_, _, clock, body) in zip(labels, versions, strict=True):
+            text += f"\n### Version from {label}\n**Vector clock:** {clock_text(clock)}\n\n{body}"
+            text += "" if body.endswith("\n") else "\n"
+        body = text.rstrip("\n")
+        slug = re.sub("-+", "-", f"divergence-{tid}")[:100].rstrip("-")
+        base = f"{self.now[:10].replace('-', '')}-{slug}"
+        did, n = base, 2
+        while did in self.rows:
+            did = f"{base[:9]}{base[9:][: 100 - len(str(n)) - 1].rstrip('-')}-{n}"
+            n += 1
+        tags = ["divergence", "needs-resolution"]
+        self.new_row(
+            did,
+            title=f"Divergence: {row['title']}",
+            type="divergence",
+            author="system",
+            created_at=self.now,
+            updated_at=self.now,
+            origin=self.own_name,
+            cortex_id=self.own_id,
+            tier="short",
+        )
+        self.tags[did], self.lineage[did] = tags, [tid]
+        self.set_fts(did, f"Divergence: {row['title']}", body, tags)
+        doc = {
+            "id": did,
+            "title": f"Divergence: {row['title']}",
+            "type": "divergence",
+            "tier": "short",
+            "author": "system",
+            "tags": tags,
+            "derived_from": [tid],
+            "origin": self.own_name,
+            "created": self.now,
+            "updated": self.now,
+            "body": body,
+        }
+        self.docs[did] = (ACTIVE, doc)
+        self.clock = only26(self.clock)
+        self.clock[self.own_id] = self.clock.get(self.own_id, 0) + 1
+        self.local_n += 1
+        payload = {
+            "title": doc["title"],
+            "type": "divergence",
+            "author": "system",
+            "tags": tags,
+            "derived_from": [tid],
+            "origin": self.own_name,
+            "tier": "short",
+            "body": body,
+        }
+        data = json.dumps(payload, ensure_ascii=False, separators=(",", ":"))
+        for raw, esc in (
+            ("<", "\\u003c"),
+            (">", "\\u003e"),
+            ("&", "\\u0026"),
+            ("\u2028", "\\u2028"),
+            ("\u2029", "\\u2029"),
+        ):
+            data = data.replace(raw, esc)
+        local_id = f"<LOCAL_EVENT_{self.local_n}>"
+        self.events[local_id] = {
+            "id": local_id,
+            "action": "create",
+            "trace_id": did,
+            "origin": self.own_name,
+            "timestamp": self.now,
+            "data": data,
+            "vclock": dict(self.clock),
+            "cortex_id": self.own_id,
+            "signature": "",
+            "pubkey": "",
+        }
+
+    # -- output
+    def state(self) -> dict[str, Any]:
+        files = {f"{folder}/{tid}.md": render(doc) for tid, (folder, doc) in self.docs.items()}
+        fed = dict(self.fed)
+        if self.clock:
+            fed["vclock"] = self.clock
+        return {
+            "files": dict(sorted(files.items())),
+            "traces": [{**self.rows[t], "id": t} for t in sorted(self.rows)],
+            "trace_tags": sorted([t, g] for t, tags in self.tags.items() for g in tags),
+            "trace_lineage": sorted([t, d] for t, ds in self.lineage.items() for d in ds),
+            "traces_fts": sorted(self.fts),
+            "events": [self.events[k] for k in sorted(self.events)],
+            "federation_state": dict(sorted(fed.items())),
+        }
+
+
+def expected_state(deliveries: list[tuple[str, str]], own_id: str, own_name: str, now: str) -> dict[str, Any]:
+    model = Model(own_id, own_name, now)
+    for peer, text in deliveries:
+        for event in parse_page(text):
+            # The syncer asks for `since = cursor`: nothing at or below the cursor comes back.
+            if event.id > model.fed.get(f"peer:{peer}:last_event", ""):
+                model.apply(event, peer)
+    return model.state()

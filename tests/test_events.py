@@ -1,0 +1,213 @@
+"""The event model: pages parse with each `data` kept byte for byte, and serve back unchanged."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from noemafed.events import (
+    Event,
+    EventFormatError,
+    event_from_row,
+    event_json,
+    event_row,
+    page_json,
+    parse_page,
+)
+
+DATA = Path(__file__).resolve().parent / "data"
+
+
+def ev(data: str = "{}", **fields: object) -> str:
+    base = {
+        "id": "01JQH4HPD0B8E9WCXGFN1A33VE",
+        "action": "create",
+        "trace_id": "20250329-x",
+        "cortex_id": "01JQ7X2B9C4D5E6F7G8H9JKMNP",
+        "origin": "research",
+        "timestamp": "2025-03-29T14:23:00Z",
+    }
+    base.update(fields)
+    text = json.dumps(base)
+    return text[:-1] + ', "data": ' + data + "}"
+
+
+@pytest.mark.parametrize("text", ["", "  ", "null", " null\n", "[]", " [ ] "])
+def test_empty_pages(text: str) -> None:
+    assert parse_page(text) == []
+
+
+def test_spec_examples_keep_data_bytes() -> None:
+    text = (DATA / "spec_examples.json").read_text()
+    events = parse_page(text)
+    assert [e.action for e in events] == ["create", "update", "promote"]
+    # The exact substrings of the page: \u0026 stays escaped, nothing is re-encoded.
+    for event in events:
+        assert '"data":' + event.data in text
+    assert "\\u0026 event log" in events[1].data
+    assert events[1].signature == ""
+    assert events[1].pubkey == ""
+    assert events[0].vclock == {"01JQ7X2B9C4D5E6F7G8H9JKMNP": 1}
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        r'{"body":"a \u003cb\u003e \u0026 c"}',
+        '{"body":"Größe ✓ \u2028 raw"}',
+        r'{"body":"\u2028\u2029 escaped","n":1.50,"e":1E+2}',
+        r'{"body":"quote \" backslash \\ slash \/ tab \t"}',
+        r'{"lone":"\ud800"}',
+        '{"nested":{"a":[1,{"b":null}],"c":true}}',
+    ],
+)
+def test_data_bytes_are_kept(raw: str) -> None:
+    (event,) = parse_page("[" + ev(raw) + "]")
+    assert event.data == raw
+    assert event_json(event).count(raw) == 1
+
+
+def test_insignificant_whitespace_is_removed_outside_strings_only() -> None:
+    raw = '{ "body" : "keep  these \\n spaces" ,\n\t"tags": [ "a", "b" ] }'
+    (event,) = parse_page("[" + ev(raw) + "]")
+    assert event.data == '{"body":"keep  these \\n spaces","tags":["a","b"]}'
+
+
+def test_absent_and_null_data() -> None:
+    absent = json.dumps({"id": "01A", "action": "archive", "trace_id": "20250101-x"})
+    (event,) = parse_page(f"[{absent}]")
+    assert event.data == "{}"
+    assert event.vclock is None
+    assert event.payload() == {}
+    (event,) = parse_page("[" + ev("null") + "]")
+    assert event.data == "null"
+    assert event.payload() == {}
+    assert '"data":null' in event_json(event)
+
+
+def test_unknown_fields_are_ignored_and_last_duplicate_wins() -> None:
+    text = ev('{"a":1}', extra={"x": [1, 2]})
+    text = text[:-1] + ', "data": {"a":2}}'
+    (event,) = parse_page(f"[{text}]")
+    assert event.data == '{"a":2}'
+
+
+def test_vclock_and_signature_fields() -> None:
+    text = ev(
+        "{}",
+        vclock={"01JQ7X2B9C4D5E6F7G8H9JKMNP": 3, "legacy-name": 1},
+        signature="ed25519:x",
+        pubkey="ed25519:y",
+    )
+    (event,) = parse_page(f"[{text}]")
+    assert event.vclock == {"01JQ7X2B9C4D5E6F7G8H9JKMNP": 3, "legacy-name": 1}
+    assert (event.signature, event.pubkey) == ("ed25519:x", "ed25519:y")
+    (empty,) = parse_page("[" + ev("{}", vclock={}) + "]")
+    assert empty.vclock == {}
+    assert '"vclock"' not in event_json(empty)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "{}",
+        "[1]",
+        '["x"]',
+        "[" + ev("[]") + "]",
+        "[" + ev('"s"') + "]",
+        "[" + ev("{}", id=5) + "]",
+        "[" + ev("{}", id="") + "]",
+        "[" + ev("{}", action=None) + "]",
+        "[" + ev("{}", vclock={"k": -1}) + "]",
+        "[" + ev("{}", vclock={"k": 1.5}) + "]",
+        "[" + ev("{}", vclock={"k": True}) + "]",
+        "[" + ev("{}", vclock={"k": 2**64}) + "]",
+        "[" + ev("{}", vclock=[1]) + "]",
+        "[" + ev('{"x":NaN}') + "]",
+        "[" + ev("{}") + ",]",
+        "[" + ev("{}") + "] x",
+        "[" + ev("{}"),
+        "[" + ev('{"x":1') + "]",
+    ],
+)
+def test_malformed_pages(text: str) -> None:
+    with pytest.raises(EventFormatError):
+        parse_page(text)
+
+
+def test_page_json_round_trip_and_field_order() -> None:
+    text = (DATA / "spec_examples.json").read_text()
+    events = parse_page(text)
+    served = page_json(events)
+    assert parse_page(served) == events
+    first = json.loads(served)[0]
+    assert list(first) == [
+        "id",
+        "action",
+        "trace_id",
+        "cortex_id",
+        "origin",
+        "timestamp",
+        "data",
+        "vclock",
+        "signature",
+        "pubkey",
+    ]
+    assert list(json.loads(served)[1]) == [
+        "id",
+        "action",
+        "trace_id",
+        "cortex_id",
+        "origin",
+        "timestamp",
+        "data",
+        "vclock",
+    ]
+
+
+def test_row_round_trip() -> None:
+    for event in parse_page((DATA / "spec_examples.json").read_text()):
+        assert event_from_row(event_row(event)) == event
+    no_clock = Event("01A", "archive", "t", "c", "o", "ts", "{}", None)
+    assert event_row(no_clock)[6] == "null"
+    assert event_from_row(event_row(no_clock)).vclock is None
+
+
+json_text = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(),
+    lambda children: (
+        st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=5), children, max_size=3)
+    ),
+    max_leaves=8,
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    payload=st.dictionaries(st.text(max_size=8), json_text, max_size=4),
+    indent=st.sampled_from([None, 1, "\t"]),
+)
+def test_any_payload_compacts_to_equal_json(payload: dict[str, object], indent: object) -> None:
+    raw = json.dumps(payload, indent=indent, ensure_ascii=False)  # type: ignore[arg-type]
+    (event,) = parse_page("[" + ev(raw) + "]")
+    assert json.loads(event.data) == payload
+    # Compact input is never changed at all.
+    compact = json.dumps(payload, separators=(",", ":"), ensure_ascii=False)
+    (same,) = parse_page("[" + ev(compact) + "]")
+    assert same.data == compact
+
+
+def test_large_page_parses_quickly() -> None:
+    import time
+
+    body = "x" * 1000
+    one = ev(json.dumps({"title": "t", "type": "note", "body": body, "tags": ["a", "b", "c"]}))
+    text = "[" + ",".join([one] * 5000) + "]"
+    start = time.perf_counter()
+    assert len(parse_page(text)) == 5000
+    # About 5 MiB; the bound is loose so a slow CI machine passes, but a quadratic walk would not.
+    assert time.perf_counter() - start < 2.0

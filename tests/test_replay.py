@@ -1,0 +1,415 @@
+"""Replay gates, sentinels, the documented trap decisions, atomicity of one event, and usage merging."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from conftest import make_cortex
+from replay_helpers import (
+    DATA,
+    REPLICA_ID,
+    all_events,
+    end_state,
+    make_replica,
+    open_replica,
+    set_manifest_id,
+)
+
+from noemafed import classify, local, state
+from noemafed.cortex import Cortex, open_cortex
+from noemafed.errors import InvalidTraceIDError, ReplayError
+from noemafed.events import Event, parse_page
+from noemafed.gotext import go_json_dumps
+from noemafed.replay import Replayer
+
+A_ID = "01JQ7X2B9C4D5E6F7G8H9JKMNP"
+B_ID = "01JQ9A3C5E7G9J1K3M5N7P9R2T"
+
+
+@pytest.fixture
+def source(tmp_path: Path) -> Cortex:
+    path = make_cortex(tmp_path / "src", "research")
+    set_manifest_id(path, A_ID)
+    cortex = open_cortex(path)
+    yield cortex  # type: ignore[misc]
+    cortex.close()
+
+
+@pytest.fixture
+def replica(tmp_path: Path) -> tuple[Cortex, Replayer]:
+    cortex, replayer = open_replica(make_replica(tmp_path / "dst"))
+    yield cortex, replayer  # type: ignore[misc]
+    cortex.close()
+
+
+def event(action: str, trace_id: str = "20250101-a", data: object = None, **fields: object) -> Event:
+    base = Event(
+        id=str(fields.pop("id", "01JQH4HPD0B8E9WCXGFN1A33VE")),
+        action=action,
+        trace_id=trace_id,
+        cortex_id=A_ID,
+        origin="research",
+        timestamp="2025-01-01T00:00:00Z",
+        data="{}" if data is None else go_json_dumps(data),
+        vclock={A_ID: 1},
+    )
+    return replace(base, **fields)  # type: ignore[arg-type]
+
+
+def create_event(trace_id: str = "20250101-a", body: str = "b\n", **fields: object) -> Event:
+    data = {"title": "A", "type": "note", "tags": ["t"], "origin": "research", "tier": "short", "body": body}
+    return event("create", trace_id, data, **fields)
+
+
+def rows(conn: sqlite3.Connection, sql: str, *params: object) -> list[tuple[object, ...]]:
+    return conn.execute(sql, params).fetchall()
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Byte-exact storage
+
+
+def test_spec_examples_are_stored_byte_exact_and_still_verify(replica: tuple[Cortex, Replayer]) -> None:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+    from noemafed.eventsig import preimage
+    from noemafed.signkeys import parse_public_key, parse_signature
+
+    cortex, replayer = replica
+    events = parse_page((DATA / "spec_examples.json").read_text())
+    for e in events:
+        replayer.apply(e, cursor_peer="research")
+    stored = {e.id: e for e in all_events(cortex.conn)}
+    for e in events:
+        assert stored[e.id] == e
+        row = rows(cortex.conn, "SELECT data, signature, pubkey FROM events WHERE id = ?", e.id)[0]
+        assert row == (e.data, e.signature, e.pubkey)
+        if e.signature:
+            key = Ed25519PublicKey.from_public_bytes(parse_public_key(e.pubkey))
+            key.verify(parse_signature(e.signature), preimage(stored[e.id]))  # raises if not
+
+
+def test_spec_examples_end_state_written_by_hand(replica: tuple[Cortex, Replayer]) -> None:
+    """Expected file from cortex.md §5.2 (author and tier as the three events leave them)."""
+    cortex, replayer = replica
+    for e in parse_page((DATA / "spec_examples.json").read_text()):
+        replayer.apply(e, cursor_peer="research")
+    path = cortex.path / "traces" / "20250329-why-we-chose-sqlite.md"
+    assert path.read_text() == (
+        "---\n"
+        "id: 20250329-why-we-chose-sqlite\n"
+        "title: Why we chose SQLite\n"
+        "type: decision\n"
+        "tier: mid\n"
+        "author: laptop-agent\n"
+        "tags:\n"
+        "    - architecture\n"
+        "    - storage\n"
+        "origin: research\n"
+        'created: "2025-03-29T14:23:00Z"\n'
+        'updated: "2025-03-30T09:05:12Z"\n'
+        "content_hash: sha256:404daf7faab0a7609fe6eb21983b239f4fd0fedbb2bd243a69b7cd24c5659013\n"
+        "---\n"
+        "\n"
+        "We index traces in SQLite (WAL mode) because it is embedded and needs no server.\n"
+        "\n"
+        "Revisited: still right for the index & event log."
+    )
+    assert rows(
+        cortex.conn,
+        "SELECT author, created_at, updated_at, cortex_id, tier, archived_at, trashed_at FROM traces",
+    ) == [("laptop-agent", "2025-03-29T14:23:00Z", "2025-03-30T09:05:12Z", A_ID, "mid", None, None)]
+    assert rows(cortex.conn, "SELECT tags FROM traces_fts") == [("architecture storage",)]
+    assert state.get_clock(cortex.conn) == {A_ID: 2, B_ID: 1}
+    assert state.get(cortex.conn, "peer:research:last_event") == "01JQK7WV80KW0C7MMADCF4Y8MG"
+
+
+def test_html_escapes_unicode_and_line_separators_keep_their_bytes(replica: tuple[Cortex, Replayer]) -> None:
+    cortex, replayer = replica
+    body = "a <b> & c — ünï \u2028 \u2029"
+    data = go_json_dumps({"title": "T", "type": "note", "body": body})
+    assert "\\u003cb\\u003e \\u0026" in data
+    assert "\\u2028" in data
+    assert "ünï" in data
+    replayer.apply(replace(create_event(), data=data))
+    assert rows(cortex.conn, "SELECT data FROM events") == [(data,)]
+    assert (cortex.path / "traces" / "20250101-a.md").read_text().endswith("\n\n" + body)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Gates
+
+
+def test_already_seen_is_a_benign_repeat(replica: tuple[Cortex, Replayer]) -> None:
+    _, replayer = replica
+    first = replayer.apply(create_event())
+    again = replayer.apply(create_event())
+    assert (first.stored, first.effect) == (True, "created")
+    assert (again.stored, again.effect) == (False, "duplicate")
+
+
+def test_invalid_trace_id_is_the_sentinel_and_touches_nothing(replica: tuple[Cortex, Replayer]) -> None:
+    cortex, replayer = replica
+    for bad in ("../../etc/passwd", "20250101-A", "x/y", ""):
+        with pytest.raises(ReplayError) as info:
+            replayer.apply(create_event(trace_id=bad), cursor_peer="p")
+        assert isinstance(info.value.__cause__, InvalidTraceIDError)
+        assert classify.classify_replay_error(info.value) == "invalid_trace_id"
+        assert str(info.value).startswith(
+            "rejecting remote event 01JQH4HPD0B8E9WCXGFN1A33VE: invalid trace ID: "
+        )
+    assert rows(cortex.conn, "SELECT count(*) FROM events") == [(0,)]
+    assert state.get(cortex.conn, "peer:p:last_event") == ""
+    assert not list(cortex.path.rglob("*.md"))[2:]  # only cortex.md and AGENTS.md
+
+
+def test_legacy_purge_is_db_only(replica: tuple[Cortex, Replayer]) -> None:
+    cortex, replayer = replica
+    cortex.conn.execute(
+        "INSERT INTO traces (id, title, type, author, created_at, updated_at) VALUES ('OLD-Id', 't', 'note', '', 'c', 'u')"
+    )
+    outcome = replayer.apply(event("purge", "OLD-Id"))
+    assert outcome.effect == "purged"
+    assert rows(cortex.conn, "SELECT count(*) FROM traces") == [(0,)]
+    # A legacy id that could name a path is still only a DB key.
+    assert replayer.apply(event("purge", "../../x", id="01JQH4HPD0B8E9WCXGFN1A33VF")).effect == "purged"
+
+
+def test_unknown_action_classifies_as_unknown_action(replica: tuple[Cortex, Replayer]) -> None:
+    """Trap §9.5: Go's text "unknown event action: X" classified as other; ours says "unknown action"."""
+    _, replayer = replica
+    with pytest.raises(ReplayError) as info:
+        replayer.apply(event("teleport"))
+    assert classify.classify_replay_error(info.value) == "unknown_action"
+
+
+def test_coordination_events_are_logged_without_trace_checks(replica: tuple[Cortex, Replayer]) -> None:
+    cortex, replayer = replica
+    outcome = replayer.apply(event("consolidation_claim", "window:2025-01-01/Not A Trace Id"))
+    assert outcome.effect == "logged"
+    assert rows(cortex.conn, "SELECT count(*) FROM traces") == [(0,)]
+
+
+def test_content_hash_mismatch_and_bad_tier_fail(replica: tuple[Cortex, Replayer]) -> None:
+    _, replayer = replica
+    bad_hash = create_event()
+    payload = json.loads(bad_hash.data) | {"content_hash": "sha256:00"}
+    with pytest.raises(ReplayError, match="content hash mismatch on create event"):
+        replayer.apply(replace(bad_hash, data=go_json_dumps(payload)))
+    payload = json.loads(bad_hash.data) | {"tier": "eternal"}
+    with pytest.raises(ReplayError, match="invalid tier"):
+        replayer.apply(replace(bad_hash, data=go_json_dumps(payload)))
+
+
+def test_failure_commits_nothing_and_keeps_the_cursor(replica: tuple[Cortex, Replayer]) -> None:
+    cortex, replayer = replica
+    replayer.apply(create_event(), cursor_peer="p")
+    before = end_state(cortex.path)
+    with pytest.raises(ReplayError, match="missing 'to'"):
+        replayer.apply(
+            event("promote", data={"from": "short"}, id="01JQH4HPD0B8E9WCXGFN1A33VZ"), cursor_peer="p"
+        )
+    with pytest.raises(ReplayError):
+        # CHECK constraint: the tier update fails before the file is rewritten.
+        replayer.apply(
+            event("promote", data={"to": "eternal"}, id="01JQH4HPD0B8E9WCXGFN1A33VZ"), cursor_peer="p"
+        )
+    assert end_state(cortex.path) == before
+
+
+def test_page_stops_at_the_first_failure_and_commits_the_prefix(replica: tuple[Cortex, Replayer]) -> None:
+    cortex, replayer = replica
+    good = create_event(id="01JQH4HPD0B8E9WCXGFN1A33V1")
+    bad = event("teleport", id="01JQH4HPD0B8E9WCXGFN1A33V2")
+    later = create_event("20250101-b", id="01JQH4HPD0B8E9WCXGFN1A33V3")
+    result = replayer.apply_page([good, bad, later], cursor_peer="p")
+    assert [o.event_id for o in result.outcomes] == [good.id]
+    assert result.failed == bad
+    assert result.error is not None
+    assert state.get(cortex.conn, "peer:p:last_event") == good.id
+    assert rows(cortex.conn, "SELECT id FROM traces") == [("20250101-a",)]
+
+
+def test_clock_merge_overflow_is_logged_and_the_event_counts(tmp_path: Path) -> None:
+    logs: list[str] = []
+    cortex = open_cortex(make_replica(tmp_path))
+    replayer = Replayer(cortex, log=logs.append)
+    huge = {f"{n:026d}": 1 for n in range(300)}
+    outcome = replayer.apply(replace(create_event(), vclock=huge), cursor_peer="p")
+    assert outcome.stored
+    assert logs == [
+        "[federation] merge clock: vector clock too large (300 entries, max 256): possible clock inflation attack"
+    ]
+    assert state.get(cortex.conn, "peer:p:last_event") == outcome.event_id
+    cortex.close()
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Trap decisions (docs/compatibility-replay.md)
+
+
+def test_tag_update_on_missing_trace_is_stored_and_folded_into_the_later_create(
+    replica: tuple[Cortex, Replayer],
+) -> None:
+    cortex, replayer = replica
+    tags = event("tag_update", data={"tags": ["late", "late", "tags"]}, id="01JQH4HPD0B8E9WCXGFN1A33V9")
+    assert replayer.apply(tags, cursor_peer="p").effect == "stored-only"
+    replayer.apply(create_event(id="01JQH4HPD0B8E9WCXGFN1A33V1"))
+    assert rows(cortex.conn, "SELECT tag FROM trace_tags ORDER BY tag") == [("late",), ("tags",)]
+
+
+def test_duplicate_tags_and_parents_do_not_swallow_the_create(replica: tuple[Cortex, Replayer]) -> None:
+    cortex, replayer = replica
+    data = {
+        "title": "A",
+        "type": "note",
+        "tags": ["p", "p", "q"],
+        "derived_from": ["20200101-p", "20200101-p"],
+        "body": "",
+    }
+    assert replayer.apply(event("create", data=data)).effect == "created"
+    assert rows(cortex.conn, "SELECT tag FROM trace_tags ORDER BY tag") == [("p",), ("q",)]
+    assert rows(cortex.conn, "SELECT derived_from FROM trace_lineage") == [("20200101-p",)]
+    assert "    - p\n    - q\n" in (cortex.path / "traces" / "20250101-a.md").read_text()
+
+
+def test_create_on_an_existing_row_keeps_it_and_stores_the_event(replica: tuple[Cortex, Replayer]) -> None:
+    cortex, replayer = replica
+    replayer.apply(create_event(body="mine\n"))
+    before = (cortex.path / "traces" / "20250101-a.md").read_text()
+    outcome = replayer.apply(create_event(body="theirs\n", id="01JQH4HPD0B8E9WCXGFN1A33W0"))
+    assert (outcome.stored, outcome.effect) == (True, "stored-only")
+    assert (cortex.path / "traces" / "20250101-a.md").read_text() == before
+
+
+def test_updated_after_create_is_the_event_timestamp(replica: tuple[Cortex, Replayer]) -> None:
+    cortex, replayer = replica
+    replayer.apply(create_event())
+    assert rows(cortex.conn, "SELECT created_at, updated_at FROM traces") == [("2025-01-01T00:00:00Z",) * 2]
+
+
+def test_purge_removes_the_file_wherever_it_is_and_the_fts_row(replica: tuple[Cortex, Replayer]) -> None:
+    cortex, replayer = replica
+    replayer.apply(create_event())  # active, never trashed here (recovered locally, say)
+    replayer.apply(event("purge", id="01JQH4HPD0B8E9WCXGFN1A33W1"))
+    assert not (cortex.path / "traces" / "20250101-a.md").exists()
+    assert rows(cortex.conn, "SELECT count(*) FROM traces_fts") == [(0,)]
+
+
+def test_move_after_a_later_purge_ran_ahead_of_the_commit(replica: tuple[Cortex, Replayer]) -> None:
+    """A page [trash, purge] crashed after the purge deleted the file: the resumed trash still applies."""
+    cortex, replayer = replica
+    replayer.apply(create_event(), cursor_peer="p")
+    (cortex.path / "traces" / "20250101-a.md").unlink()
+    replayer.apply_page(
+        [event("trash", id="01JQH4HPD0B8E9WCXGFN1A33W1"), event("purge", id="01JQH4HPD0B8E9WCXGFN1A33W2")],
+        "p",
+    )
+    assert not list((cortex.path / "trash" / "traces").iterdir())
+    assert rows(cortex.conn, "SELECT count(*) FROM traces") == [(0,)]
+
+
+def test_purge_of_a_long_trace_fails_before_touching_files(replica: tuple[Cortex, Replayer]) -> None:
+    cortex, replayer = replica
+    replayer.apply(create_event())
+    replayer.apply(event("promote", data={"from": "short", "to": "long"}, id="01JQH4HPD0B8E9WCXGFN1A33W1"))
+    with pytest.raises(ReplayError, match="long-term trace is immutable"):
+        replayer.apply(event("purge", id="01JQH4HPD0B8E9WCXGFN1A33W2"))
+    assert (cortex.path / "traces" / "20250101-a.md").exists()
+
+
+def test_archive_of_a_trashed_trace_is_stored_only(replica: tuple[Cortex, Replayer]) -> None:
+    cortex, replayer = replica
+    replayer.apply(create_event())
+    replayer.apply(event("trash", id="01JQH4HPD0B8E9WCXGFN1A33W1"))
+    assert replayer.apply(event("archive", id="01JQH4HPD0B8E9WCXGFN1A33W2")).effect == "stored-only"
+    assert (cortex.path / "trash" / "traces" / "20250101-a.md").exists()
+
+
+def test_second_same_day_divergence_gets_a_suffix(source: Cortex, replica: tuple[Cortex, Replayer]) -> None:
+    cortex, replayer = replica
+    tid, created = local.create_trace(source, "Contested", "note", "base\n", now="2025-01-01T00:00:00Z")
+    replayer.apply(created)
+    for round_ in (1, 2):
+        # Each round: a local edit on the replica and a remote one that has not seen it.
+        local.update_trace(cortex, tid, body=f"replica {round_}\n")
+        remote = local.update_trace(source, tid, body=f"source {round_}\n")
+        assert replayer.apply(remote).effect == "diverged"
+    ids = [r[0] for r in rows(cortex.conn, "SELECT id FROM traces WHERE type = 'divergence' ORDER BY id")]
+    assert ids == ["20250601-divergence-20250101-contested", "20250601-divergence-20250101-contested-2"]
+    # The original keeps the local content; the remote update is stored, not applied.
+    assert (cortex.path / "traces" / f"{tid}.md").read_text().endswith("\n\nreplica 2\n")
+
+
+def test_enforce_accepts_our_own_events_served_back_without_a_local_key(tmp_path: Path) -> None:
+    """Trap §9.6: the already-seen gate runs before the signature gate."""
+    cortex = open_cortex(make_replica(tmp_path, verify="enforce"))
+    assert cortex.manifest.federation is not None
+    assert cortex.manifest.federation.effective_verify == "enforce"
+    _, own = local.create_trace(cortex, "Mine", "note", "m\n")
+    replayer = Replayer(cortex, log=lambda _: None)
+    assert replayer.apply(own, cursor_peer="p").effect == "duplicate"
+    # An event claiming our id that we do not hold must still verify under our (missing) key.
+    with pytest.raises(ReplayError, match="verify=enforce"):
+        replayer.apply(replace(own, id="01JQH4HPD0B8E9WCXGFN1A33W9", trace_id="20250101-new"))
+    cortex.close()
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Usage merge
+
+
+def test_merge_usage_takes_the_max_and_skips_own_and_unknown(replica: tuple[Cortex, Replayer]) -> None:
+    cortex, replayer = replica
+    replayer.apply(create_event())
+    rows_in = [
+        {
+            "trace_id": "20250101-a",
+            "peer_cortex_id": B_ID,
+            "read_count": 3,
+            "modify_count": 1,
+            "updated_at": "2025-01-02T00:00:00Z",
+            "last_read_at": "2025-01-02T00:00:00Z",
+        },
+        {
+            "trace_id": "20250101-a",
+            "peer_cortex_id": B_ID,
+            "read_count": 2,
+            "modify_count": 5,
+            "search_hit_count": 4,
+            "updated_at": "2025-01-01T00:00:00Z",
+        },
+        {
+            "trace_id": "20250101-a",
+            "peer_cortex_id": REPLICA_ID,
+            "read_count": 99,
+            "modify_count": 0,
+            "updated_at": "x",
+        },
+        {
+            "trace_id": "20250101-zzz",
+            "peer_cortex_id": B_ID,
+            "read_count": 1,
+            "modify_count": 0,
+            "updated_at": "x",
+        },
+    ]
+    assert replayer.merge_usage(rows_in) == 2
+    assert rows(
+        cortex.conn,
+        "SELECT trace_id, peer_cortex_id, read_count, modify_count, last_read_at, updated_at, search_hit_count FROM trace_usage",
+    ) == [("20250101-a", B_ID, 3, 5, "2025-01-02T00:00:00Z", "2025-01-02T00:00:00Z", 4)]
+
+
+def test_null_and_empty_columns_follow_noema(replica: tuple[Cortex, Replayer]) -> None:
+    cortex, replayer = replica
+    data = {"title": "A", "type": "note", "body": ""}  # no author, no hashes
+    replayer.apply(event("create", data=data, vclock=None))
+    assert rows(
+        cortex.conn, "SELECT author, archived_at, trashed_at, content_hash, source_hash FROM traces"
+    ) == [("", None, None, "", None)]
+    assert rows(cortex.conn, "SELECT vclock FROM events") == [("null",)]

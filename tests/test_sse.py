@@ -1,0 +1,71 @@
+"""SSE framing: Go never, Rust always (LF, priming, keep-alives), the Python SDK with CRLF; any chunking."""
+
+from __future__ import annotations
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from noemafed.sse import SseEvent, SseParser, parse_all
+
+RUST = b'data: \nid: 0\nretry: 3000\n\n:\n\ndata: {"jsonrpc":"2.0","id":1,"result":{}}\nid: 1/0\n\n'
+SDK = b'event: message\r\ndata: {"jsonrpc":"2.0","id":2,"result":{}}\r\n\r\n'
+
+
+def test_rust_framing_with_priming_and_keepalive() -> None:
+    events = parse_all(RUST)
+    # The priming event has an empty data line: it dispatches with data "" and callers skip it.
+    assert events == [
+        SseEvent("", "message", "0"),
+        SseEvent('{"jsonrpc":"2.0","id":1,"result":{}}', "message", "1/0"),
+    ]
+
+
+def test_sdk_crlf_framing() -> None:
+    assert parse_all(SDK) == [SseEvent('{"jsonrpc":"2.0","id":2,"result":{}}', "message", None)]
+
+
+def test_multi_line_data_joins_with_newline_and_cr_only_lines() -> None:
+    assert parse_all(b"data: a\rdata:b\r\rdata: c\n\n") == [SseEvent("a\nb"), SseEvent("c")]
+
+
+def test_field_without_space_and_unknown_fields() -> None:
+    assert parse_all(b"data:x\nfoo: bar\nretry: 5\n\n") == [SseEvent("x")]
+
+
+def test_unterminated_event_is_dropped() -> None:
+    assert parse_all(b"data: complete\n\ndata: partial") == [SseEvent("complete")]
+
+
+def _frame(payloads: list[str], newline: bytes) -> bytes:
+    out = b""
+    for payload in payloads:
+        for line in payload.split("\n"):
+            out += b"data: " + line.encode() + newline
+        out += newline + b":keep-alive" + newline + newline
+    return out
+
+
+PAYLOAD = st.text(
+    alphabet=st.characters(blacklist_characters="\r\x00", blacklist_categories=("Cs",)), min_size=1
+)
+
+
+@given(
+    payloads=st.lists(PAYLOAD, min_size=1, max_size=5),
+    newline=st.sampled_from([b"\n", b"\r\n", b"\r"]),
+    cuts=st.lists(st.integers(min_value=0, max_value=400), max_size=8),
+)
+def test_any_chunking_gives_the_same_events(payloads: list[str], newline: bytes, cuts: list[int]) -> None:
+    body = _frame(payloads, newline)
+    whole = parse_all(body)
+    parser = SseParser()
+    got: list[SseEvent] = []
+    start = 0
+    for cut in sorted({c for c in cuts if c < len(body)}):
+        got += parser.feed(body[start:cut])
+        start = cut
+    got += parser.feed(body[start:])
+    got += parser.close()
+    assert got == whole
+    # A payload with LF inside travels as several data lines and comes back joined with LF.
+    assert [event.data for event in whole] == payloads

@@ -1,0 +1,511 @@
+"""`noemafed sync --once` against real peers on 127.0.0.1: Go-like, Rust-like, over TLS with a key."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+from pathlib import Path
+
+import jsonschema
+import pytest
+from conftest import REPO, run_cli, state_rows
+from peers.stdlib_peer import StdlibPeer
+from sync_helpers import check_db, comparable_trace_files, events, source, state_value, target_with
+
+from noemafed.cortex import database_dir
+from noemafed.lock import SyncLock
+from noemafed.manifest import read_manifest
+
+SYNC_SCHEMA = json.loads((REPO / "docs" / "sync.schema.json").read_text())
+
+
+def sync(target: Path, *args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
+    result = run_cli(["--cortex", str(target), "sync", "--once", *args], env=env)
+    return result.exit_code, result.stdout, result.stderr
+
+
+def sync_json(target: Path, *args: str, env: dict[str, str] | None = None) -> tuple[int, dict]:
+    code, out, err = sync(target, "--json", *args, env=env)
+    doc = json.loads(out)
+    jsonschema.validate(doc, SYNC_SCHEMA)
+    assert doc["exit_code"] == code, err
+    return code, doc
+
+
+def closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.mark.parametrize("flavor", ["go", "rust"])
+def test_full_sync_copies_the_log_byte_for_byte(tmp_path: Path, flavor: str) -> None:
+    src = source(tmp_path, count=6)
+    with StdlibPeer(src, flavor=flavor, keepalives=2) as peer:
+        target = target_with(tmp_path, [{"name": "src", "endpoint": peer.endpoint}])
+        code, doc = sync_json(target)
+        calls = peer.calls()
+    assert code == 0
+    [report] = doc["peers"]
+    source_events = events(src)
+    assert report["status"] == "ok"
+    assert report["events_applied"] == len(source_events)
+    assert report["caught_up"] is True
+    assert report["cursor_after"] == source_events[-1][0]
+    assert report["peer_cortex_id"] == read_manifest(src).id
+    assert events(target) == source_events
+    assert comparable_trace_files(target) == comparable_trace_files(src)
+    rows = state_rows(target)
+    assert rows["peer:src:last_event"] == source_events[-1][0]
+    assert rows["peer:src:cortex_id"] == read_manifest(src).id
+    assert rows["peer:src:last_seen"]
+    health = json.loads(rows["peer:src:health"])
+    assert health["version"] == ("0.19.3" if flavor == "go" else "0.22.2")
+    assert "last_error" not in health
+    assert calls == [
+        "initialize",
+        "notifications/initialized",
+        "cortex_identity",
+        "sync_events",
+        "sync_read_signal",
+        "DELETE",
+    ]
+    check_db(target)
+
+
+def test_wire_headers_are_what_peers_require(tmp_path: Path) -> None:
+    src = source(tmp_path, count=2)
+    with StdlibPeer(src, flavor="rust", key="ring-key", tls=True) as peer:
+        ca = tmp_path / "ca.pem"
+        peer.write_ca(ca)
+        target = target_with(tmp_path, [{"name": "src", "endpoint": peer.endpoint + "/", "ca": str(ca)}])
+        code, _, err = sync(target, env={"NOEMA_MCP_KEY": "ring-key"})
+        requests = list(peer.requests)
+    assert code == 0, err
+    first, *later = requests
+    assert first.path == "/mcp"  # the trailing slash of the endpoint is not doubled
+    for request in requests:
+        assert request.header("Origin") is None
+        assert request.header("Authorization") == "Bearer ring-key"
+    for request in requests[:-1]:
+        assert request.header("Accept") == "application/json, text/event-stream"
+        assert request.header("Content-Type") == "application/json"
+    assert first.header("MCP-Protocol-Version") is None
+    assert first.rpc is not None
+    assert first.rpc["params"]["protocolVersion"] == "2025-11-25"
+    assert first.rpc["params"]["clientInfo"]["name"] == "noemafed"
+    for request in later:
+        assert request.header("MCP-Protocol-Version") == "2025-11-25"
+        assert request.header("Mcp-Session-Id")
+    events_call = next(r for r in requests if r.tool == "sync_events")
+    assert events_call.rpc is not None
+    assert events_call.rpc["params"]["arguments"] == {"limit": 1000}
+
+
+def test_paging_until_a_short_page_and_resuming_from_the_cursor(tmp_path: Path) -> None:
+    from noemafed.sync_command import sync_once
+    from noemafed.syncer import SyncOptions  # the page size is not a CLI option; use the API
+
+    src = source(tmp_path, count=5)
+    total = len(events(src))
+    with StdlibPeer(src, flavor="go") as peer:
+        target = target_with(tmp_path, [{"name": "src", "endpoint": peer.endpoint}])
+        report = sync_once(
+            target,
+            read_manifest(target),
+            (),
+            options=SyncOptions(page_size=3),
+            environ={},
+            log=lambda _: None,
+        )
+        [result] = report.results
+        assert result.ok
+        assert result.events_applied == total
+        assert result.pages == total // 3 + 1
+        since = [r.rpc["params"]["arguments"].get("since") for r in peer.requests if r.tool == "sync_events"]
+        ids = [row[0] for row in events(src)]
+        assert since == [None, *ids[2::3][: len(since) - 1]]
+        # A second run asks from the cursor and finds nothing new.
+        peer.clear_requests()
+        assert sync(target)[0] == 0
+        assert [r.rpc["params"]["arguments"] for r in peer.requests if r.tool == "sync_events"] == [
+            {"limit": 1000, "since": ids[-1]}
+        ]
+
+
+def test_max_events_stops_early_with_a_consistent_cursor(tmp_path: Path) -> None:
+    src = source(tmp_path, count=6)
+    with StdlibPeer(src, flavor="go") as peer:
+        target = target_with(tmp_path, [{"name": "src", "endpoint": peer.endpoint}])
+        code, doc = sync_json(target, "--max-events", "4")
+        assert code == 0
+        [report] = doc["peers"]
+        assert report["events_applied"] == 4
+        assert report["caught_up"] is False
+        assert report["cursor_after"] == events(src)[3][0]
+        assert len(events(target)) == 4
+        assert sync(target)[0] == 0
+    assert events(target) == events(src)
+
+
+def test_401_is_auth_and_exit_4(tmp_path: Path) -> None:
+    src = source(tmp_path, count=1)
+    with StdlibPeer(src, flavor="rust", key="right") as peer:
+        target = target_with(tmp_path, [{"name": "src", "endpoint": peer.endpoint}])
+        code, doc = sync_json(target, env={"NOEMA_MCP_KEY": "wrong"})
+    assert code == 4
+    [report] = doc["peers"]
+    assert (report["reason"], report["needs_operator"], report["phase"]) == ("auth", True, "initialize")
+    assert "401" in report["error"]
+    health = json.loads(state_value(target, "peer:src:health"))
+    assert health["consecutive_failures"] == 1
+    assert health["last_error"]["reason"] == "auth"
+    assert state_value(target, "peer:src:last_seen") == ""
+
+
+def test_closed_port_is_network_refused_and_exit_3(tmp_path: Path) -> None:
+    target = target_with(tmp_path, [{"name": "down", "endpoint": f"http://127.0.0.1:{closed_port()}"}])
+    code, out, err = sync(target)
+    assert code == 3
+    assert out.startswith("down: failed (network_refused), 0 events applied, cursor (none): MCP initialize: ")
+    assert "Traceback" not in err
+    health = json.loads(state_value(target, "peer:down:health"))
+    assert health["last_error"]["reason"] == "network_refused"
+    assert "version" not in health
+
+
+def test_three_peers_refused_healthy_changed_identity(tmp_path: Path) -> None:
+    healthy_src = source(tmp_path, "healthy", count=3)
+    changed_src = source(tmp_path, "changed", count=1)
+    with StdlibPeer(healthy_src, flavor="go") as healthy, StdlibPeer(changed_src, flavor="rust") as changed:
+        target = target_with(
+            tmp_path,
+            [
+                {"name": "refused", "endpoint": f"http://127.0.0.1:{closed_port()}"},
+                {"name": "healthy", "endpoint": healthy.endpoint},
+                {"name": "changed", "endpoint": changed.endpoint},
+            ],
+        )
+        # A previous run pinned another identity for "changed".
+        from conftest import put_state
+
+        put_state(target, **{"peer:changed:cortex_id": "01PREVIOUSIDENTITY00000000"})
+        code, doc = sync_json(target)
+    assert code == 4
+    by_name = {peer["name"]: peer for peer in doc["peers"]}
+    assert by_name["refused"]["reason"] == "network_refused"
+    assert by_name["changed"]["reason"] == "identity_mismatch"
+    assert by_name["changed"]["error"].startswith(
+        'peer "changed" identity mismatch: pinned id is 01PREVIOUSIDENTITY00000000 but the endpoint now reports '
+    )
+    assert (
+        "run `noema federation reset-peer changed` to clear the pin and cursor" in by_name["changed"]["error"]
+    )
+    assert by_name["healthy"]["status"] == "ok"
+    assert events(target) == events(healthy_src)
+    assert state_value(target, "peer:changed:cortex_id") == "01PREVIOUSIDENTITY00000000"
+
+
+IDENTITY_CASES = [
+    ("", "identity_missing", "pre-dates the cortex-id federation handshake"),
+    (
+        {"id": "01JQ7X2B9C4D5E6F7G8H9JKMNP", "name": "old", "version": 1},
+        "invalid_frontmatter",
+        "schema version 1",
+    ),
+    ({"id": "", "name": "x", "version": 2}, "identity_missing", "but no cortex id"),
+    ({"name": "x", "version": "2"}, "other", "parsing cortex_identity response"),
+    ("not json", "other", "parsing cortex_identity response"),
+]
+
+
+@pytest.mark.parametrize(("identity", "reason", "fragment"), IDENTITY_CASES)
+def test_identity_failures_give_their_reason(
+    tmp_path: Path, identity: object, reason: str, fragment: str
+) -> None:
+    src = source(tmp_path, count=1)
+    with StdlibPeer(src, flavor="go", identity=identity) as peer:
+        target = target_with(tmp_path, [{"name": "p", "endpoint": peer.endpoint}])
+        code, doc = sync_json(target)
+    [report] = doc["peers"]
+    assert report["reason"] == reason
+    assert fragment in report["error"]
+    assert code == (4 if reason in ("identity_missing", "invalid_frontmatter") else 3)
+    assert events(target) == []
+
+
+def test_identity_refused_and_own_id(tmp_path: Path) -> None:
+    src = source(tmp_path, count=1)
+    with StdlibPeer(src, flavor="go", identity_error="not today") as peer:
+        target = target_with(tmp_path, [{"name": "p", "endpoint": peer.endpoint}])
+        code, doc = sync_json(target)
+    assert (code, doc["peers"][0]["reason"]) == (3, "other")
+    assert doc["peers"][0]["error"] == 'peer "p" cortex_identity refused: not today'
+    with StdlibPeer(target, flavor="go") as loop:  # a peer that is this very cortex
+        set_target = target_with(tmp_path, [{"name": "me", "endpoint": loop.endpoint}], name="t2")
+        own = read_manifest(set_target).id
+        loop.knobs.identity = {"id": own, "name": "t2", "version": 2}
+        code, doc = sync_json(set_target)
+    assert (code, doc["peers"][0]["reason"]) == (4, "identity_mismatch")
+
+
+def test_replay_failure_mid_page_pins_the_cursor(tmp_path: Path) -> None:
+    src = source(tmp_path, count=5)
+    rows = events(src)
+    page = json.loads(_page_text(src))
+    page[2]["trace_id"] = "20250101-../../escape"
+    with StdlibPeer(src, flavor="go", page_override=json.dumps(page, separators=(",", ":"))) as peer:
+        target = target_with(tmp_path, [{"name": "src", "endpoint": peer.endpoint}])
+        code, doc = sync_json(target)
+    [report] = doc["peers"]
+    assert code == 4  # invalid_trace_id is schema-widening: the peer needs an upgrade or an operator
+    assert (report["reason"], report["phase"]) == ("invalid_trace_id", "replay")
+    assert report["event_id"] == rows[2][0]
+    assert report["trace_id"] == "20250101-../../escape"
+    assert report["events_applied"] == 2
+    assert state_value(target, "peer:src:last_event") == rows[1][0]
+    assert state_value(target, "peer:src:last_seen") != ""
+    assert [row[0] for row in events(target)] == [rows[0][0], rows[1][0]]
+    assert not list(tmp_path.rglob("escape*"))
+    health = json.loads(state_value(target, "peer:src:health"))
+    assert health["last_error"]["event_id"] == rows[2][0]
+
+
+def _page_text(src: Path) -> str:
+    from conftest import db
+
+    from noemafed.events import EVENT_COLUMNS, event_from_row, page_json
+
+    conn = db(src)
+    rows = conn.execute(f"SELECT {', '.join(EVENT_COLUMNS)} FROM events ORDER BY id").fetchall()
+    conn.close()
+    return page_json(event_from_row(row) for row in rows)
+
+
+def test_publish_mode_handshakes_but_never_pulls(tmp_path: Path) -> None:
+    src = source(tmp_path, count=2)
+    with StdlibPeer(src, flavor="go") as peer:
+        target = target_with(tmp_path, [{"name": "src", "endpoint": peer.endpoint}], mode="publish")
+        assert sync(target)[0] == 0
+        assert "sync_events" not in peer.calls()
+    assert events(target) == []
+    assert state_value(target, "peer:src:last_seen") != ""
+    assert state_value(target, "peer:src:cortex_id") == read_manifest(src).id
+
+
+def test_peer_without_read_signal_still_succeeds(tmp_path: Path) -> None:
+    src = source(tmp_path, count=2)
+    with StdlibPeer(src, flavor="rust", no_read_signal=True) as peer:
+        target = target_with(tmp_path, [{"name": "src", "endpoint": peer.endpoint}])
+        code, _, err = sync(target, "--verbose")
+    assert code == 0
+    assert "read-signal" not in err
+
+
+def test_subscribe_mode_peer_refuses_events(tmp_path: Path) -> None:
+    src = source(tmp_path, count=2)
+    for flavor in ("go", "rust"):
+        with StdlibPeer(src, flavor=flavor, mode="subscribe") as peer:
+            target = target_with(tmp_path, [{"name": "src", "endpoint": peer.endpoint}], name=f"t-{flavor}")
+            code, doc = sync_json(target)
+        assert code == 3
+        assert doc["peers"][0]["error"] == (
+            "peer sync_events refused: this cortex is in subscribe mode and does not serve events"
+        )
+
+
+def test_tls_without_the_ca_is_network_tls(tmp_path: Path) -> None:
+    src = source(tmp_path, count=1)
+    with StdlibPeer(src, flavor="go", tls=True) as peer:
+        target = target_with(tmp_path, [{"name": "src", "endpoint": peer.endpoint}])
+        code, doc = sync_json(target)
+    assert code == 3
+    assert doc["peers"][0]["reason"] == "network_tls"
+
+
+def test_missing_ca_file_is_reported(tmp_path: Path) -> None:
+    target = target_with(tmp_path, [{"name": "p", "endpoint": "https://localhost:1", "ca": "missing.pem"}])
+    code, doc = sync_json(target)
+    assert code == 3
+    assert doc["peers"][0]["error"].startswith(
+        f"creating Streamable HTTP client: loading CA for peer p: reading CA file: open {target / 'missing.pem'}: "
+    )
+
+
+def test_redirects_are_refused(tmp_path: Path) -> None:
+    src = source(tmp_path, count=1)
+    with (
+        StdlibPeer(src, flavor="go") as good,
+        StdlibPeer(src, flavor="go", redirect_to=good.endpoint + "/mcp") as bad,
+    ):
+        target = target_with(tmp_path, [{"name": "p", "endpoint": bad.endpoint}])
+        code, doc = sync_json(target)
+        assert good.requests == []
+    assert code == 3
+    assert "307" in doc["peers"][0]["error"]
+
+
+def test_a_hung_peer_times_out_without_delaying_the_others(tmp_path: Path) -> None:
+    src = source(tmp_path, count=2)
+    with StdlibPeer(src, flavor="go", hang_seconds=20) as hung, StdlibPeer(src, flavor="rust") as fine:
+        target = target_with(
+            tmp_path,
+            [{"name": "hung", "endpoint": hung.endpoint}, {"name": "fine", "endpoint": fine.endpoint}],
+        )
+        started = time.monotonic()
+        code, doc = sync_json(target, "--timeout", "1")
+        elapsed = time.monotonic() - started
+    assert code == 3
+    by_name = {peer["name"]: peer for peer in doc["peers"]}
+    assert by_name["hung"]["reason"] == "network_timeout"
+    assert by_name["fine"]["status"] == "ok"
+    assert by_name["fine"]["seconds"] < 5
+    assert elapsed < 10
+
+
+def test_max_duration_bounds_the_whole_run(tmp_path: Path) -> None:
+    src = source(tmp_path, count=1)
+    with StdlibPeer(src, flavor="go", hang_seconds=20, misbehave_on="sync_events") as peer:
+        target = target_with(tmp_path, [{"name": "p", "endpoint": peer.endpoint}])
+        started = time.monotonic()
+        code, doc = sync_json(target, "--max-duration", "1.5")
+        elapsed = time.monotonic() - started
+    assert code == 3
+    assert doc["peers"][0]["reason"] == "network_timeout"
+    assert elapsed < 8
+
+
+def test_an_oversized_page_is_refused_before_parsing(tmp_path: Path) -> None:
+    src = source(tmp_path, count=1)
+    with StdlibPeer(src, flavor="go", huge_response_bytes=101 * 1024 * 1024) as peer:
+        target = target_with(tmp_path, [{"name": "p", "endpoint": peer.endpoint}])
+        code, doc = sync_json(target)
+    assert code == 3
+    assert doc["peers"][0]["error"] == (
+        "calling sync_events: sync_events response too large (over 104857600 bytes, max 104857600)"
+    )
+    assert events(target) == []
+
+
+def test_a_forgotten_session_is_reinitialized_once(tmp_path: Path) -> None:
+    src = source(tmp_path, count=3)
+    with StdlibPeer(src, flavor="rust", drop_sessions_after=3) as peer:
+        target = target_with(tmp_path, [{"name": "p", "endpoint": peer.endpoint}])
+        code, _, err = sync(target)
+        calls = peer.calls()
+    assert code == 0, err
+    assert calls.count("initialize") == 2
+    assert events(target) == events(src)
+
+
+def test_non_advancing_ids_are_refused(tmp_path: Path) -> None:
+    src = source(tmp_path, count=3)
+    page = json.loads(_page_text(src))
+    page[1], page[2] = page[2], page[1]
+    with StdlibPeer(src, flavor="go", page_override=json.dumps(page)) as peer:
+        target = target_with(tmp_path, [{"name": "p", "endpoint": peer.endpoint}])
+        code, doc = sync_json(target)
+    assert code == 3
+    assert "non-advancing event id" in doc["peers"][0]["error"]
+    assert events(target) == []
+
+
+def test_named_and_paused_peers(tmp_path: Path) -> None:
+    src = source(tmp_path, count=1)
+    with StdlibPeer(src, flavor="go") as peer:
+        target = target_with(
+            tmp_path,
+            [
+                {"name": "a", "endpoint": peer.endpoint},
+                {"name": "b", "endpoint": peer.endpoint, "mode": "paused"},
+                {"name": "c", "endpoint": f"http://127.0.0.1:{closed_port()}"},
+            ],
+        )
+        code, doc = sync_json(target, "--peer", "a")
+        assert code == 0
+        assert [p["name"] for p in doc["peers"]] == ["a"]
+        code, doc = sync_json(target, "--peer", "a", "--peer", "b")
+        assert doc["paused"] == ["b"]
+        code, _out, err = sync(target, "--peer", "zzz")
+        assert code == 1
+        assert err == 'Error: peer "zzz" is not configured in cortex.md (known: a, b, c)\n'
+
+
+def test_quiet_under_cron_when_everything_succeeds(tmp_path: Path) -> None:
+    src = source(tmp_path, count=1)
+    with StdlibPeer(src, flavor="go") as peer:
+        target = target_with(tmp_path, [{"name": "a", "endpoint": peer.endpoint}])
+        code, out, err = sync(target)
+    assert (code, out, err) == (0, "", "")
+
+
+def test_invalid_manifest_is_exit_78_and_touches_nothing(tmp_path: Path) -> None:
+    target = target_with(tmp_path, [{"name": "a", "endpoint": "http://127.0.0.1:1"}], verify="loud")
+    code, _out, err = sync(target)
+    assert code == 78
+    assert err == 'Error: federation.verify "loud" is not valid; use off, warn, or enforce\n'
+    assert state_rows(target) == {}
+
+
+def test_a_second_run_exits_75_naming_the_holder(tmp_path: Path) -> None:
+    src = source(tmp_path, count=2)
+    with StdlibPeer(src, flavor="go") as peer:
+        target = target_with(tmp_path, [{"name": "a", "endpoint": peer.endpoint}])
+        lock = SyncLock(database_dir(target))
+        lock.acquire()
+        try:
+            code, _out, err = sync(target)
+            assert code == 75
+            assert err.startswith(f"Error: another noemafed sync (pid {__import__('os').getpid()}) holds ")
+            assert events(target) == []
+            releaser = threading.Timer(0.3, lock.release)
+            releaser.start()
+            code, _, err = sync(target, "--wait", "5")
+            releaser.join()
+        finally:
+            lock.release()
+        assert code == 0, err
+    assert events(target) == events(src)
+
+
+def test_usage_rows_merge_and_advance_the_usage_cursor(tmp_path: Path) -> None:
+    src = source(tmp_path, count=2)
+    src_id = read_manifest(src).id
+    from conftest import db
+
+    conn = db(src)
+    trace_id = conn.execute("SELECT id FROM traces ORDER BY id LIMIT 1").fetchone()[0]
+    conn.execute(
+        "INSERT INTO trace_usage(trace_id, peer_cortex_id, read_count, modify_count, last_read_at, updated_at, "
+        "search_hit_count) VALUES (?, ?, 4, 1, '2026-01-01T00:00:00Z', '2026-01-02T00:00:00Z', 2)",
+        (trace_id, src_id),
+    )
+    conn.close()
+    with StdlibPeer(src, flavor="go") as peer:
+        target = target_with(tmp_path, [{"name": "a", "endpoint": peer.endpoint}])
+        code, doc = sync_json(target)
+    assert code == 0
+    assert doc["peers"][0]["usage_rows"] == 1
+    assert state_value(target, "peer:a:last_usage") == "2026-01-02T00:00:00Z"
+    conn = db(target)
+    assert conn.execute("SELECT read_count, modify_count, search_hit_count FROM trace_usage").fetchall() == [
+        (4, 1, 2)
+    ]
+    conn.close()
+
+
+def test_status_after_sync_shows_the_peer(tmp_path: Path) -> None:
+    src = source(tmp_path, count=2)
+    with StdlibPeer(src, flavor="go") as peer:
+        target = target_with(tmp_path, [{"name": "a", "endpoint": peer.endpoint}])
+        assert sync(target)[0] == 0
+    result = run_cli(["--cortex", str(target), "status", "--json"])
+    doc = json.loads(result.stdout)
+    [entry] = doc["peers"]
+    assert entry["cortex_id"] == read_manifest(src).id
+    assert entry["last_event"] == events(src)[-1][0]
+    assert entry["health"]["version"] == "0.19.3"
+    assert entry["health"]["consecutive_failures"] == 0
+    assert doc["vclock"][read_manifest(src).id] > 0
