@@ -354,6 +354,84 @@ def _run_daemon(
     )
 
 
+@cli.command()
+@click.option(
+    "--host", default="127.0.0.1", show_default=True, help="Address to listen on; also the allowed Host."
+)
+@click.option("--port", type=click.IntRange(0, 65535), default=3000, show_default=True)
+@click.option(
+    "--tls-cert", type=click.Path(dir_okay=False), help="PEM certificate (else access.tls_cert_path)."
+)
+@click.option(
+    "--tls-key", type=click.Path(dir_okay=False), help="PEM private key (else access.tls_key_path)."
+)
+@click.option(
+    "--allow-host", "allow_hosts", multiple=True, metavar="NAME", help="Another Host name peers may dial."
+)
+@click.option(
+    "--workers", type=click.IntRange(1, 256), default=16, show_default=True, help="Concurrent requests."
+)
+@click.pass_obj
+def serve(
+    obj: CliContext,
+    host: str,
+    port: int,
+    tls_cert: str | None,
+    tls_key: str | None,
+    allow_hosts: tuple[str, ...],
+    workers: int,
+) -> None:
+    """Serve this cortex's event log to peers (MCP at /mcp and /mcp/federation) until SIGTERM.
+
+    A keyed cortex (NOEMA_MCP_KEY or access.shared_key_file) serves HTTPS only.
+
+    Example: noemafed serve --host 10.0.0.5 --port 3000 --tls-cert tls/cert.pem --tls-key tls/key.pem
+    """
+    import signal
+    import threading
+
+    from noemafed.access import load_access_key
+    from noemafed.manifest import read_manifest
+    from noemafed.serve import ServeConfig, make_server
+
+    cortex_dir = obj.cortex_dir()
+    manifest = read_manifest(cortex_dir)
+    access = load_access_key(cortex_dir, manifest.access, os.environ)
+
+    def in_cortex(path: str) -> str:
+        return path if not path or os.path.isabs(path) else str(cortex_dir / path)
+
+    config = ServeConfig(
+        cortex_dir=cortex_dir,
+        host=host,
+        port=port,
+        tls_cert=tls_cert or in_cortex(manifest.access.tls_cert_path),
+        tls_key=tls_key or in_cortex(manifest.access.tls_key_path),
+        access=access,
+        extra_hosts=allow_hosts,
+        workers=workers,
+    )
+    log = _stderr_logger(True)
+    server = make_server(config, log)
+    scheme = "https" if config.tls_cert else "http"
+    bound_port = server.server_address[1]
+    log(f"[serve] federation mode: {manifest.federation_mode}")
+    log(
+        f"[serve] listening on {scheme}://{host}:{bound_port}/mcp (access: {'keyed' if access.keyed else 'open'})"
+    )
+
+    def on_signal(signum: int, frame: object) -> None:
+        threading.Thread(target=server.shutdown, daemon=True).start()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    try:
+        server.serve_forever(poll_interval=0.2)
+    finally:
+        server.server_close()
+    log("[serve] stopped")
+
+
 def report_error(exc: NoemafedError) -> None:
     """The single place an error is shown: `Error: <message>`, then the hint, on stderr."""
     click.echo(f"Error: {exc.message}", err=True)

@@ -2,15 +2,15 @@
 
 Protocol for one event (docs/replay.md has the per-action reasoning):
 
-1. Inside the transaction and its per-event SAVEPOINT, run every DB statement first: a trigger, CHECK or
-   constraint failure then rolls back before any file is touched.
+1. Inside the page's transaction, run every DB statement first: a trigger, CHECK or constraint failure then
+   fails the event before any file is touched.
 2. Then the file steps (atomic writes, renames, deletions), each idempotent and tolerant of the state an
-   interrupted earlier attempt left (file already moved, already deleted, already written).
-3. Merge the event's clock into ours, and release the savepoint; the cursor is written once, for the last
-   event that succeeded, right before COMMIT.
+   interrupted earlier attempt left (file already moved, already deleted, already written, or gone).
+3. Merge the event's clock into ours; the cursor is written once, for the last event that succeeded, right
+   before COMMIT.
 
-A crash before COMMIT leaves files ahead of the rows and the cursor before the event: the next poll replays
-the event and its file steps converge. Nothing is ever done after COMMIT.
+A crash before COMMIT leaves files ahead of the rows and the cursor before the page: the next poll replays
+those events and their file steps converge. Nothing is ever done after COMMIT.
 """
 
 from __future__ import annotations

@@ -1,0 +1,371 @@
+"""`noemafed serve`: the wire a peer sees, its guards, and real clients (ours and the official SDK) pulling."""
+
+from __future__ import annotations
+
+import asyncio
+import http.client
+import json
+import socket
+import ssl
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import db, make_cortex, run_cli
+from peers.tls import make_tls
+from sync_helpers import check_db, comparable_trace_files, events, source, target_with
+
+from noemafed.access import AccessKey, key_fingerprint
+from noemafed.serve import NoemafedHTTPServer, ServeConfig, make_server
+
+
+def wait_for(condition: Any, seconds: float = 3.0) -> None:
+    """The server logs a request after answering it; give the log line a moment to land."""
+    import time
+
+    deadline = time.monotonic() + seconds
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.02)
+
+
+@contextmanager
+def served(cortex: Path, **config: Any) -> Iterator[NoemafedHTTPServer]:
+    """The real server on 127.0.0.1:0 in a thread, logging into a list the test can read."""
+    logs: list[str] = []
+    server = make_server(ServeConfig(cortex_dir=cortex, port=0, **config), logs.append)
+    server.logs = logs  # type: ignore[attr-defined]
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+
+class Raw:
+    """A hand-written client: exact headers, so each guard can be poked on its own."""
+
+    def __init__(
+        self, server: NoemafedHTTPServer, context: ssl.SSLContext | None = None, host: str | None = None
+    ):
+        self.port = server.server_address[1]
+        self.context = context
+        self.host = host or f"127.0.0.1:{self.port}"
+        self.session: str | None = None
+        self.next_id = 1
+
+    def send(
+        self, method: str, path: str = "/mcp", body: object = None, headers: dict[str, str] | None = None
+    ) -> tuple[int, dict[str, str], bytes]:
+        if self.context is not None:
+            conn: http.client.HTTPConnection = http.client.HTTPSConnection(
+                "localhost", self.port, context=self.context, timeout=10
+            )
+        else:
+            conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+        data = body if isinstance(body, bytes) else (json.dumps(body).encode() if body is not None else None)
+        all_headers = {
+            "Host": self.host,
+            "Content-Type": "application/json",
+            "Accept": "application/json, text/event-stream",
+        }
+        if self.session:
+            all_headers["Mcp-Session-Id"] = self.session
+        all_headers.update(headers or {})
+        conn.request(method, path, body=data, headers=all_headers)
+        response = conn.getresponse()
+        payload = response.read()
+        result = response.status, {k.lower(): v for k, v in response.getheaders()}, payload
+        conn.close()
+        return result
+
+    def rpc(
+        self, method: str, params: dict[str, Any] | None = None, path: str = "/mcp", **headers: str
+    ) -> Any:
+        request = {"jsonrpc": "2.0", "id": self.next_id, "method": method, "params": params or {}}
+        self.next_id += 1
+        status, response_headers, payload = self.send("POST", path, request, headers)
+        assert status == 200, payload
+        if method == "initialize":
+            self.session = response_headers["mcp-session-id"]
+        return json.loads(payload)
+
+    def tool(self, name: str, **arguments: Any) -> dict[str, Any]:
+        return self.rpc("tools/call", {"name": name, "arguments": arguments})["result"]
+
+    def start(self, path: str = "/mcp") -> dict[str, Any]:
+        result = self.rpc(
+            "initialize",
+            {
+                "protocolVersion": "2025-11-25",
+                "capabilities": {},
+                "clientInfo": {"name": "t", "version": "1"},
+            },
+            path,
+        )
+        status, _, body = self.send("POST", path, {"jsonrpc": "2.0", "method": "notifications/initialized"})
+        assert (status, body) == (202, b"")
+        return result["result"]
+
+
+def test_initialize_and_tools(tmp_path: Path) -> None:
+    cortex = source(tmp_path, count=3)
+    with served(cortex) as server:
+        raw = Raw(server)
+        result = raw.start()
+        assert result["protocolVersion"] == "2025-11-25"
+        assert result["serverInfo"]["name"] == "noema"
+        assert "tools" in result["capabilities"]
+        older = Raw(server).rpc("initialize", {"protocolVersion": "2025-03-26"})["result"]
+        assert older["protocolVersion"] == "2025-03-26"
+        future = Raw(server).rpc("initialize", {"protocolVersion": "2026-07-28"})["result"]
+        assert future["protocolVersion"] == "2025-11-25"
+        names = [tool["name"] for tool in raw.rpc("tools/list")["result"]["tools"]]
+        assert names == ["cortex_identity", "sync_events", "sync_read_signal"]
+        identity = json.loads(raw.tool("cortex_identity")["content"][0]["text"])
+        manifest_id = (cortex / "cortex.md").read_text().split("id: ", 1)[1].split("\n", 1)[0]
+        assert identity == {"id": manifest_id, "name": "source", "version": 2, "mode": "sync"}
+
+
+def test_sync_events_pages_with_noemas_rules(tmp_path: Path) -> None:
+    cortex = source(tmp_path, count=4)
+    ids = [row[0] for row in events(cortex)]
+    with served(cortex) as server:
+        raw = Raw(server)
+        raw.start()
+
+        def page(**arguments: Any) -> list[dict[str, Any]]:
+            result = raw.tool("sync_events", **arguments)
+            assert result["isError"] is False
+            return json.loads(result["content"][0]["text"])
+
+        assert [e["id"] for e in page()] == ids
+        assert [e["id"] for e in page(limit=2)] == ids[:2]
+        assert [e["id"] for e in page(since=ids[1], limit=2)] == ids[2:4]
+        assert [e["id"] for e in page(limit=0)] == ids  # ≤0 means the default 100
+        assert [e["id"] for e in page(limit=5000)] == ids  # >1000 means 100, not 1000
+        assert page(since=ids[-1]) == []
+        bad = raw.tool("sync_events", since="not-a-ulid")
+        assert bad == {
+            "content": [
+                {"type": "text", "text": "since must be a valid ULID cursor (26-char Crockford base32)"}
+            ],
+            "isError": True,
+        }
+        assert raw.tool("sync_events", since=ids[0].lower())["isError"] is True
+        unknown = raw.rpc("tools/call", {"name": "announce_peer", "arguments": {}})
+        assert unknown["error"] == {
+            "code": -32602,
+            "message": "tool 'announce_peer' not found: tool not found",
+        }
+
+
+def test_stored_bytes_are_served_unchanged(tmp_path: Path) -> None:
+    """Signature-bearing fields and odd escapes go out exactly as stored."""
+    cortex = make_cortex(tmp_path, "relay")
+    data = '{"title":"a \\u003cb\\u003e \\u0026 c","type":"note","body":"é \u2028 日本","tier":"short"}'
+    conn = db(cortex)
+    conn.execute(
+        "INSERT INTO events(id, action, trace_id, origin, timestamp, data, vclock, cortex_id, signature, pubkey) "
+        "VALUES ('01JQH4HPD0B8E9WCXGFN1A33VE', 'create', '20250329-x', 'far', '2025-03-29T14:23:00Z', ?, "
+        "'{\"01JQ7X2B9C4D5E6F7G8H9JKMNP\":1}', '01JQ7X2B9C4D5E6F7G8H9JKMNP', 'ed25519:c2ln', 'ed25519:cHVi')",
+        (data,),
+    )
+    conn.close()
+    with served(cortex) as server:
+        raw = Raw(server)
+        raw.start()
+        text = raw.tool("sync_events")["content"][0]["text"]
+    assert text == (
+        '[{"id":"01JQH4HPD0B8E9WCXGFN1A33VE","action":"create","trace_id":"20250329-x",'
+        '"cortex_id":"01JQ7X2B9C4D5E6F7G8H9JKMNP","origin":"far","timestamp":"2025-03-29T14:23:00Z",'
+        f'"data":{data},"vclock":{{"01JQ7X2B9C4D5E6F7G8H9JKMNP":1}},'
+        '"signature":"ed25519:c2ln","pubkey":"ed25519:cHVi"}]'
+    )
+
+
+def test_subscribe_mode_refuses_both_tools(tmp_path: Path) -> None:
+    cortex = source(tmp_path, count=1)
+    assert run_cli(["--cortex", str(cortex), "set-mode", "subscribe"]).exit_code == 0
+    with served(cortex) as server:
+        raw = Raw(server)
+        raw.start()
+        assert raw.tool("sync_events")["content"][0]["text"] == (
+            "this cortex is in subscribe mode and does not serve events"
+        )
+        assert raw.tool("sync_read_signal")["content"][0]["text"] == (
+            "this cortex is in subscribe mode and does not serve read signal"
+        )
+        assert json.loads(raw.tool("cortex_identity")["content"][0]["text"])["mode"] == "subscribe"
+
+
+def test_sessions(tmp_path: Path) -> None:
+    cortex = source(tmp_path, count=1)
+    with served(cortex) as server:
+        raw = Raw(server)
+        status, _, _ = raw.send("POST", "/mcp", {"jsonrpc": "2.0", "id": 1, "method": "tools/list"})
+        assert status == 400  # no session yet
+        raw.start()
+        raw.session, good = "0" * 32, raw.session
+        assert raw.send("POST", "/mcp", {"jsonrpc": "2.0", "id": 2, "method": "tools/list"})[0] == 404
+        raw.session = good
+        # Sessions belong to the endpoint that created them.
+        assert (
+            raw.send("POST", "/mcp/federation", {"jsonrpc": "2.0", "id": 3, "method": "tools/list"})[0] == 404
+        )
+        assert raw.send("DELETE")[0] == 200
+        assert raw.send("POST", "/mcp", {"jsonrpc": "2.0", "id": 4, "method": "tools/list"})[0] == 404
+        fed = Raw(server)
+        fed.start("/mcp/federation/")
+        assert (
+            fed.rpc("tools/list", path="/mcp/federation")["result"]["tools"][0]["name"] == "cortex_identity"
+        )
+
+
+def test_guards(tmp_path: Path) -> None:
+    cortex = source(tmp_path, count=1)
+    with served(cortex) as server:
+        raw = Raw(server)
+        assert raw.send("POST", "/mcp", {}, {"Origin": "https://evil.example"})[:1] == (403,)
+        assert raw.send("POST", "/mcp", {}, {"Origin": "app://obsidian.md"})[0] != 403
+        assert Raw(server, host="evil.example:80").send("POST", "/mcp", {})[0] == 403
+        assert (
+            Raw(server, host="localhost:1").send(
+                "POST", "/mcp", {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {}}
+            )[0]
+            == 200
+        )
+        assert raw.send("POST", "/other", {})[0] == 404
+        # The size is refused from the header, before any of the body is read.
+        with socket.create_connection(("127.0.0.1", raw.port)) as sock:
+            sock.sendall(
+                f"POST /mcp HTTP/1.1\r\nHost: {raw.host}\r\nContent-Type: application/json\r\n"
+                f"Content-Length: {4 * 1024 * 1024 + 1}\r\n\r\n".encode()
+            )
+            assert sock.recv(64).startswith(b"HTTP/1.1 413 ")
+        assert raw.send("POST", "/mcp", b"{}", {"Content-Type": "text/plain"})[0] == 415
+        assert raw.send("POST", "/mcp", b"{not json")[0] == 400
+        assert raw.send("POST", "/mcp", b"[]")[0] == 400
+        assert raw.send("GET")[0] == 405
+        assert raw.send("OPTIONS")[0] == 204
+        wait_for(lambda: any(" 413 " in line for line in server.logs))  # type: ignore[attr-defined]
+    logs: list[str] = server.logs  # type: ignore[attr-defined]
+    assert any(line.startswith("[serve] 127.0.0.1 POST /mcp 413") for line in logs), logs
+
+
+def test_sse_only_when_the_client_asks_for_it_alone(tmp_path: Path) -> None:
+    cortex = source(tmp_path, count=1)
+    with served(cortex) as server:
+        raw = Raw(server)
+        request = {
+            "jsonrpc": "2.0",
+            "id": 1,
+            "method": "initialize",
+            "params": {"protocolVersion": "2025-11-25"},
+        }
+        _, headers, body = raw.send("POST", "/mcp", request, {"Accept": "text/event-stream"})
+        assert headers["content-type"] == "text/event-stream"
+        assert body.startswith(b"event: message\ndata: {")
+        _, headers, _ = raw.send("POST", "/mcp", request)
+        assert headers["content-type"] == "application/json"
+
+
+def test_keyed_serving_needs_tls_and_the_exact_key(tmp_path: Path) -> None:
+    cortex = source(tmp_path, count=2)
+    result = run_cli(["--cortex", str(cortex), "serve", "--port", "0"], env={"NOEMA_MCP_KEY": "k"})
+    assert result.exit_code == 78
+    assert result.stderr.startswith("Error: a keyed cortex never serves plain HTTP")
+    tls = make_tls()
+    cert, key = tls.write_server_files(tmp_path)
+    access = AccessKey("ring-key", "env", "", key_fingerprint("ring-key"))
+    with served(cortex, tls_cert=str(cert), tls_key=str(key), access=access) as server:
+        raw = Raw(server, context=tls.client_context())
+        status, headers, body = raw.send("POST", "/mcp", {"jsonrpc": "2.0", "id": 1, "method": "initialize"})
+        assert (status, headers["content-type"], body) == (
+            401,
+            "application/json",
+            b'{"error":"unauthorized: NOEMA_MCP_KEY / access.shared_key_file required"}',
+        )
+        for wrong in ("bearer ring-key", "Bearer  ring-key", "Bearer ring-key ", "Bearer ring-ke"):
+            assert raw.send("POST", "/mcp", {}, {"Authorization": wrong})[0] == 401
+        raw_ok = Raw(server, context=tls.client_context())
+        status, _, _ = raw_ok.send(
+            "POST",
+            "/mcp",
+            {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {}},
+            {"Authorization": "Bearer ring-key"},
+        )
+        assert status == 200
+        # Our own client pulls over TLS with the key.
+        ca = tmp_path / "ca.pem"
+        tls.write_ca(ca)
+        target = target_with(
+            tmp_path,
+            [{"name": "src", "endpoint": f"https://localhost:{server.server_address[1]}", "ca": str(ca)}],
+        )
+        sync = run_cli(["--cortex", str(target), "sync", "--once"], env={"NOEMA_MCP_KEY": "ring-key"})
+        assert sync.exit_code == 0, sync.stdout + sync.stderr
+    assert events(target) == events(cortex)
+    assert comparable_trace_files(target) == comparable_trace_files(cortex)
+    assert not any("ring-key" in line for line in server.logs)  # type: ignore[attr-defined]
+    check_db(target)
+
+
+def test_the_official_sdk_client_pulls_from_serve(tmp_path: Path) -> None:
+    from mcp.client.session import ClientSession
+    from mcp.client.streamable_http import streamable_http_client
+
+    cortex = source(tmp_path, count=3)
+    expected = [row[0] for row in events(cortex)]
+
+    async def pull(url: str) -> tuple[str, list[str], list[str]]:
+        async with streamable_http_client(url) as streams, ClientSession(streams[0], streams[1]) as session:
+            init = await session.initialize()
+            tools = await session.list_tools()
+            result = await session.call_tool("sync_events", {"limit": 1000})
+            text = result.content[0].text  # type: ignore[union-attr]
+            return init.server_info.name, [t.name for t in tools.tools], [e["id"] for e in json.loads(text)]
+
+    with served(cortex) as server:
+        name, tools, ids = asyncio.run(pull(f"http://127.0.0.1:{server.server_address[1]}/mcp"))
+    assert name == "noema"
+    assert tools == ["cortex_identity", "sync_events", "sync_read_signal"]
+    assert ids == expected
+
+
+def test_a_flood_of_idle_connections_is_turned_away_not_queued_forever(tmp_path: Path) -> None:
+    import time
+
+    cortex = source(tmp_path, count=1)
+    with served(cortex, workers=2, queue=2, timeout=1.0) as server:
+        port = server.server_address[1]
+        idle = [socket.create_connection(("127.0.0.1", port)) for _ in range(12)]
+        time.sleep(0.3)
+        # Beyond workers + queue, connections get an immediate 503 instead of a thread each.
+        refused = 0
+        for sock in idle:
+            sock.settimeout(3)
+            try:
+                if sock.recv(64).startswith(b"HTTP/1.1 503"):
+                    refused += 1
+            except OSError:
+                pass
+        assert refused >= 6
+        for sock in idle:
+            sock.close()
+        time.sleep(1.5)  # the idle ones time out and free their workers
+        raw = Raw(server)
+        assert raw.start()["serverInfo"]["name"] == "noema"
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "::"])
+def test_wildcard_hosts_are_refused(tmp_path: Path, host: str) -> None:
+    cortex = make_cortex(tmp_path)
+    result = run_cli(["--cortex", str(cortex), "serve", "--host", host, "--port", "0"])
+    assert result.exit_code == 78
+    assert "is not allowed" in result.stderr
