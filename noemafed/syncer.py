@@ -16,8 +16,8 @@ from noemafed.access import AccessKey
 from noemafed.classify import Reason
 from noemafed.cortex import Cortex, open_database
 from noemafed.durations import format_go_duration
-from noemafed.errors import NoemafedError, ReplayError
-from noemafed.events import EventFormatError, parse_page
+from noemafed.errors import NoemafedError
+from noemafed.events import Event, EventFormatError, parse_page
 from noemafed.gotext import go_quote, rfc3339_now
 from noemafed.identity import IdentityError, parse_identity, verify_identity
 from noemafed.manifest import Manifest, PeerConfig
@@ -34,6 +34,9 @@ from noemafed.wire import (
 )
 
 PAGE_SIZE = 1000  # the server maximum: fewer round trips than Go's 100, same cursor semantics
+# Events replayed per transaction: long enough to amortise commits, short enough that a local noema
+# waiting for the write lock is never held up for long (busy_timeout is 5 s).
+REPLAY_BATCH = 250
 USAGE_LIMIT = 500
 MAX_BACKOFF_SECONDS = 300.0
 
@@ -292,10 +295,12 @@ class PeerPoller:
             except EventFormatError as exc:
                 raise PollError(f"parsing sync_events response: {exc}", Reason.OTHER, "events") from exc
             _check_page(events, progress.cursor, limit)
-            for event in events:
+            for start in range(0, len(events), REPLAY_BATCH):
                 if self._should_stop(deadline, progress):
                     return
-                self._replay_one(event, progress)
+                self._replay_batch(events[start : start + REPLAY_BATCH], progress)
+            if self._max_reached(progress):
+                return
             if len(events) < limit:
                 progress.caught_up = True
                 return
@@ -318,27 +323,35 @@ class PeerPoller:
             deadline.check()
         except DeadlineExceeded as exc:
             raise PollError(f"syncing events: {exc}", Reason.NETWORK_TIMEOUT, "events") from exc
+        return self._max_reached(progress)
+
+    def _max_reached(self, progress: _Progress) -> bool:
         return self.options.max_events is not None and progress.applied >= self.options.max_events
 
-    def _replay_one(self, event: Any, progress: _Progress) -> None:
-        try:
-            self.replayer.apply(event, cursor_peer=self.peer.name)
-        except ReplayError as exc:
-            self.log(
-                f"[federation] peer {go_quote(self.peer.name)}: replay of event {event.id} ({event.action} on trace "
-                f"{event.trace_id}) failed: {exc} — cursor pinned, will retry next poll"
-            )
-            # The link itself is healthy: last_seen moves even though the poll fails.
-            self._set(state.LAST_SEEN, rfc3339_now())
-            raise PollError(
-                f"replay event {event.id}: {exc}",
-                classify.classify_replay_error(exc),
-                "replay",
-                event_id=event.id,
-                trace_id=event.trace_id,
-            ) from exc
-        progress.cursor = event.id
-        progress.applied += 1
+    def _replay_batch(self, events: Sequence[Event], progress: _Progress) -> None:
+        """One transaction for a batch; the cursor commits with the events before any failure."""
+        if self.options.max_events is not None:
+            events = events[: self.options.max_events - progress.applied]
+        result = self.replayer.apply_page(events, cursor_peer=self.peer.name)
+        if result.outcomes:
+            progress.cursor = result.outcomes[-1].event_id
+            progress.applied += len(result.outcomes)
+        if result.failed is None:
+            return
+        event, error = result.failed, result.error
+        self.log(
+            f"[federation] peer {go_quote(self.peer.name)}: replay of event {event.id} ({event.action} on trace "
+            f"{event.trace_id}) failed: {error} — cursor pinned, will retry next poll"
+        )
+        # The link itself is healthy: last_seen moves even though the poll fails.
+        self._set(state.LAST_SEEN, rfc3339_now())
+        raise PollError(
+            f"replay event {event.id}: {error}",
+            classify.classify_replay_error(error),
+            "replay",
+            event_id=event.id,
+            trace_id=event.trace_id,
+        ) from error
 
     def _pull_usage(self, session: McpSession, progress: _Progress) -> None:
         """Usage counters are best effort: any failure is logged and the poll still succeeds."""

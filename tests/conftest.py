@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +18,8 @@ from noemafed.cortex import init_cortex
 
 REPO = Path(__file__).resolve().parent.parent
 PYZ = REPO / "dist" / "noemafed.pyz"
+# scripts/seed.py is how tests make realistic data, the same way the demo and the benchmarks do.
+sys.path.insert(0, str(REPO / "scripts"))
 
 
 @pytest.fixture(autouse=True)

@@ -1,4 +1,4 @@
-"""An independent reference model of replay, written from cortex.md §6 and docs/compatibility-replay.md.
+"""An independent reference model of replay, written from cortex.md §6 and docs/compatibility.md (section "Replay").
 
 It computes the end state a replica must reach (the same shape as replay_helpers.end_state) with plain
 dicts. It deliberately imports nothing from noemafed's replay path (replay, local, traces): only the event

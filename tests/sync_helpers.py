@@ -7,30 +7,20 @@ from pathlib import Path
 from typing import Any
 
 from conftest import db, make_cortex, set_federation
+from seed import seed as seed_activity
 
-from noemafed import local
 from noemafed.cortex import open_cortex
 
 EVENT_COLUMNS = "id, action, trace_id, cortex_id, origin, timestamp, data, vclock, signature, pubkey"
 
 
 def seed(path: Path, count: int, prefix: str = "note", body_size: int = 60) -> list[str]:
-    """Author `count` traces the way noema does (real local events), plus some later activity."""
+    """Author `count` traces and some later activity with scripts/seed.py (real local events)."""
     cortex = open_cortex(path)
-    ids = []
     try:
-        for n in range(count):
-            body = f"{prefix} {n}: " + ("memory & <context> é " * (body_size // 20 + 1))[:body_size]
-            trace_id, _ = local.create_trace(
-                cortex, f"{prefix} {n}", "note", body, tags=(prefix, f"n{n % 3}")
-            )
-            ids.append(trace_id)
-        if count >= 3:
-            local.archive(cortex, ids[1])
-            local.trash(cortex, ids[2])
+        return seed_activity(cortex, count, label=prefix, body_bytes=body_size).created
     finally:
         cortex.close()
-    return ids
 
 
 def source(tmp_path: Path, name: str = "source", count: int = 5) -> Path:

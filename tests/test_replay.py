@@ -249,7 +249,7 @@ def test_clock_merge_overflow_is_logged_and_the_event_counts(tmp_path: Path) -> 
 
 
 # ---------------------------------------------------------------------------------------------------------
-# Trap decisions (docs/compatibility-replay.md)
+# Trap decisions (docs/compatibility.md (section "Replay"))
 
 
 def test_tag_update_on_missing_trace_is_stored_and_folded_into_the_later_create(
