@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import ssl
 import time
 import urllib.error
@@ -385,7 +384,3 @@ def _unwrap(message: Any, request_id: int, what: str) -> Any:
         raise WireError(f"{what}: the answer has no result object")
     return result
 
-
-def proxy_env_present() -> bool:
-    """Whether *_proxy variables are set (they are ignored unless the operator opts in)."""
-    return any(name.lower().endswith("_proxy") and value for name, value in os.environ.items())

@@ -509,3 +509,19 @@ def test_status_after_sync_shows_the_peer(tmp_path: Path) -> None:
     assert entry["health"]["version"] == "0.19.3"
     assert entry["health"]["consecutive_failures"] == 0
     assert doc["vclock"][read_manifest(src).id] > 0
+
+
+def test_proxy_variables_are_ignored_unless_opted_in(tmp_path: Path) -> None:
+    src = source(tmp_path, count=1)
+    proxy = f"http://127.0.0.1:{closed_port()}"
+    env = {"http_proxy": proxy, "HTTP_PROXY": proxy, "no_proxy": "", "NO_PROXY": ""}
+    with StdlibPeer(src, flavor="go") as peer:
+        target = target_with(tmp_path, [{"name": "p", "endpoint": peer.endpoint}])
+        assert sync(target, env=env)[0] == 0
+        assert all(request.path == "/mcp" for request in peer.requests)
+        # With the opt-in, the (dead) proxy is used, so the peer is never reached.
+        peer.clear_requests()
+        code, doc = sync_json(target, "--use-proxy-env", env=env)
+        assert code == 3
+        assert doc["peers"][0]["reason"] == "network_refused"
+        assert peer.requests == []
