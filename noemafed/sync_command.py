@@ -9,12 +9,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from noemafed.access import load_access_key
-from noemafed.cortex import database_dir, open_database
+from noemafed.cortex import TRACE_FOLDERS, database_dir, open_database
 from noemafed.errors import CommandError, ExitCode
 from noemafed.gotext import go_quote, rfc3339_now
 from noemafed.lock import SyncLock
 from noemafed.manifest import Manifest, PeerConfig
 from noemafed.syncer import PollResult, SyncContext, SyncOptions, poll_once, run_daemon
+from noemafed.traces import TEMP_PREFIX, TEMP_SUFFIX
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,16 @@ class SyncReport:
         if any(result.needs_operator for result in failed):
             return ExitCode.PEER_NEEDS_OPERATOR
         return ExitCode.PEER_TRANSIENT if failed else ExitCode.OK
+
+
+def remove_stale_temp_files(cortex_dir: Path) -> int:
+    """Temp files of a killed noemafed writer; only ours (noema uses its own prefix), only under the lock."""
+    removed = 0
+    for folder in TRACE_FOLDERS:
+        for path in (cortex_dir / folder).glob(f"{TEMP_PREFIX}*{TEMP_SUFFIX}"):
+            path.unlink(missing_ok=True)
+            removed += 1
+    return removed
 
 
 def select_peers(manifest: Manifest, names: tuple[str, ...]) -> tuple[list[PeerConfig], list[str]]:
@@ -66,6 +77,7 @@ def sync_once(
     open_database(cortex_dir).close()  # refuse an unusable cortex before taking the lock
     with SyncLock(database_dir(cortex_dir)) as lock:
         lock.acquire(wait_seconds)
+        remove_stale_temp_files(cortex_dir)
         results = poll_once(SyncContext(cortex_dir, manifest, access, options, log), peers)
     return SyncReport(
         started_at=started_at,
@@ -93,5 +105,5 @@ def sync_daemon(
     open_database(cortex_dir).close()
     with SyncLock(database_dir(cortex_dir)) as lock:
         lock.acquire(wait_seconds)
-        log(f"[serve] federation mode: {manifest.federation_mode}")
+        remove_stale_temp_files(cortex_dir)
         run_daemon(SyncContext(cortex_dir, manifest, access, options, log), stop)

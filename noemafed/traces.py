@@ -63,7 +63,7 @@ TRACE_TYPES = (
 )
 TIERS = ("short", "mid", "long")
 FILE_MODE = 0o640
-TEMP_PREFIX = ".noema-trace-"
+TEMP_PREFIX = ".noemafed-trace-"  # our own prefix: sync may delete stale ones, never a live noema write
 TEMP_SUFFIX = ".tmp"
 
 # fullmatch, not `$`: Python's `$` also matches before a trailing newline, Go's does not.
@@ -276,7 +276,7 @@ def read(path: Path) -> Trace:
 
 
 def write_atomic(path: Path, text: str, *, durable: bool = False) -> None:
-    """Write via `.noema-trace-<ULID>.tmp` in the same folder and rename, so readers never see half a file.
+    """Write via `.noemafed-trace-<ULID>.tmp` in the same folder and rename, so readers never see half a file.
 
     With `durable` the data and the folder entry are fsynced, so the file survives a power loss once this
     returns; without it the write survives a process crash (the kernel has it) but not a power loss.

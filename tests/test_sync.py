@@ -525,3 +525,14 @@ def test_proxy_variables_are_ignored_unless_opted_in(tmp_path: Path) -> None:
         assert code == 3
         assert doc["peers"][0]["reason"] == "network_refused"
         assert peer.requests == []
+
+
+def test_a_killed_syncs_temp_files_are_removed_but_noemas_are_not(tmp_path: Path) -> None:
+    target = target_with(tmp_path, [{"name": "down", "endpoint": f"http://127.0.0.1:{closed_port()}"}])
+    ours = target / "archive" / "traces" / ".noemafed-trace-01M892EP2TWQC08S94YKP5HG10.tmp"
+    theirs = target / "traces" / ".noema-trace-01M892EP2TWQC08S94YKP5HG10.tmp"
+    ours.write_text("half a file")
+    theirs.write_text("a live noema write")
+    assert sync(target)[0] == 3
+    assert not ours.exists()
+    assert theirs.read_text() == "a live noema write"
