@@ -222,9 +222,10 @@ def key_fingerprint(obj: CliContext) -> None:
 
 def _stderr_logger(enabled: bool) -> Callable[[str], None]:
     """Go's standard logger format on stderr (`YYYY/MM/DD HH:MM:SS message`), or silence."""
+    import threading
     import time
 
-    lock = __import__("threading").Lock()
+    lock = threading.Lock()  # peers log from their own threads; keep each message whole
 
     def log(message: str) -> None:
         if not enabled:

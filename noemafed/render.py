@@ -10,6 +10,7 @@ from ulid import ULID
 from noemafed import commands
 from noemafed.access import AccessKey
 from noemafed.gotext import format_rfc3339, go_quote
+from noemafed.manifest import PeerConfig
 from noemafed.state import PeerHealth, RankEntry
 
 if TYPE_CHECKING:  # sync's modules stay unloaded for the other commands
@@ -211,7 +212,7 @@ def status_json(report: commands.StatusReport) -> str:
 # ---- the other federation commands ----------------------------------------------------------------
 
 
-def peers_human(peers: tuple[Any, ...]) -> str:
+def peers_human(peers: tuple[PeerConfig, ...]) -> str:
     if not peers:
         return "No peers configured. Add peers to cortex.md under the federation section.\n"
     return _lines([f"  {peer.name}  {peer.endpoint}" for peer in peers])

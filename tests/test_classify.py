@@ -16,7 +16,6 @@ import pytest
 from noemafed import classify
 from noemafed.classify import Reason
 from noemafed.errors import InvalidTraceFrontmatterError, InvalidTraceIDError, NoemafedError, ReplayError
-from noemafed.gotext import go_quote
 
 # ----- Go test twins: TestClassifyReplayError -----------------------------------------------------------
 
@@ -743,22 +742,3 @@ def test_brief_and_recovered_messages() -> None:
         == '[federation] peer "beta" still unreachable (refused); next retry in 2m0s'
     )
     assert classify.recovered_message("beta") == '[federation] peer "beta" reachable again'
-
-
-@pytest.mark.parametrize(
-    ("text", "quoted"),
-    [
-        ("beta", '"beta"'),
-        ("", '""'),
-        ('a"b\\c', '"a\\"b\\\\c"'),
-        ("tab\there\nnl", '"tab\\there\\nnl"'),
-        ("\a\b\f\r\v", '"\\a\\b\\f\\r\\v"'),
-        ("\x00\x1b\x7f", '"\\x00\\x1b\\x7f"'),
-        ("café 日本 😀", '"café 日本 😀"'),
-        ("nbsp\u00a0", '"nbsp\\u00a0"'),
-        ("zwsp\u200b", '"zwsp\\u200b"'),
-        ("\U000e0001", '"\\U000e0001"'),
-    ],
-)
-def test_go_quote(text: str, quoted: str) -> None:
-    assert go_quote(text) == quoted

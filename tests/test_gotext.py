@@ -10,14 +10,15 @@ from noemafed.gotext import go_json_dumps, go_quote
 @pytest.mark.parametrize(
     ("text", "quoted"),
     [
-        ("mirror", '"mirror"'),
+        ("beta", '"beta"'),
         ("", '""'),
-        ('say "hi"', '"say \\"hi\\""'),
-        ("back\\slash", '"back\\\\slash"'),
-        ("tab\there\nnew", '"tab\\there\\nnew"'),
-        ("\x00\x7f", '"\\x00\\x7f"'),
-        ("café ⚠ 日本", '"café ⚠ 日本"'),
-        ("\u200b", '"\\u200b"'),
+        ('a"b\\c', '"a\\"b\\\\c"'),
+        ("tab\there\nnl", '"tab\\there\\nnl"'),
+        ("\a\b\f\r\v", '"\\a\\b\\f\\r\\v"'),
+        ("\x00\x1b\x7f", '"\\x00\\x1b\\x7f"'),
+        ("café 日本 😀", '"café 日本 😀"'),
+        ("nbsp\u00a0", '"nbsp\\u00a0"'),
+        ("zwsp\u200b", '"zwsp\\u200b"'),
         ("\U000e0001", '"\\U000e0001"'),
     ],
 )

@@ -25,11 +25,11 @@ from typing import Any
 
 try:
     from peers import payloads
-    from peers.tls import PeerTLS, make_tls
+    from peers.tls import PeerAddress, PeerTLS, make_tls
 except ModuleNotFoundError:  # run as a script: sys.path[0] is tests/peers, so make tests/ importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     from peers import payloads
-    from peers.tls import PeerTLS, make_tls
+    from peers.tls import PeerAddress, PeerTLS, make_tls
 
 UNAUTHORIZED_BODY = b'{"error":"unauthorized: NOEMA_MCP_KEY / access.shared_key_file required"}'
 DEFAULT_SERVER_VERSION = "0.22.2"
@@ -175,7 +175,7 @@ def main(argv: list[str] | None = None) -> None:
 # -- the test-side handle -----------------------------------------------------------------------------------
 
 
-class SdkPeer:
+class SdkPeer(PeerAddress):
     """Start `sdk_peer.py` for a cortex, wait until it listens, and stop it on exit."""
 
     def __init__(
@@ -201,26 +201,6 @@ class SdkPeer:
         self.port = 0
         self.process: subprocess.Popen[bytes] | None = None
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
-
-    @property
-    def endpoint(self) -> str:
-        if self.tls is not None:
-            return f"https://localhost:{self.port}"
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def endpoint_ip(self) -> str:
-        scheme = "https" if self.tls is not None else "http"
-        return f"{scheme}://127.0.0.1:{self.port}"
-
-    @property
-    def url(self) -> str:
-        return self.endpoint + "/mcp"
-
-    def write_ca(self, path: Path) -> Path:
-        if self.tls is None:
-            raise RuntimeError("peer has no TLS")
-        return self.tls.write_ca(path)
 
     def command(self, workdir: Path) -> list[str]:
         argv = [

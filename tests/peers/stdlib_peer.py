@@ -25,7 +25,7 @@ from socketserver import TCPServer
 from typing import Any, Literal
 
 from peers import payloads
-from peers.tls import PeerTLS, make_tls
+from peers.tls import PeerAddress, PeerTLS, make_tls
 
 Flavor = Literal["go", "rust"]
 GO: Flavor = "go"
@@ -142,7 +142,7 @@ class _Huge:
 Reply = dict[str, Any] | tuple[Any, _Huge]
 
 
-class StdlibPeer:
+class StdlibPeer(PeerAddress):
     """A Go- or Rust-flavoured noema peer for one cortex; use as a context manager."""
 
     def __init__(
@@ -210,28 +210,6 @@ class StdlibPeer:
         if self._server is None:
             raise RuntimeError("peer not started")
         return int(self._server.server_address[1])
-
-    @property
-    def endpoint(self) -> str:
-        """Base URL without /mcp: https uses the name in the cert, plain http the loopback IP."""
-        if self.tls is not None:
-            return f"https://localhost:{self.port}"
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def endpoint_ip(self) -> str:
-        scheme = "https" if self.tls is not None else "http"
-        return f"{scheme}://127.0.0.1:{self.port}"
-
-    @property
-    def url(self) -> str:
-        return self.endpoint + "/mcp"
-
-    def write_ca(self, path: Path) -> Path:
-        """Write this peer's CA as PEM for a client's `ca:`."""
-        if self.tls is None:
-            raise RuntimeError("peer has no TLS")
-        return self.tls.write_ca(path)
 
     # -- what tests inspect --------------------------------------------------------------------------------
 

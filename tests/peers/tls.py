@@ -64,3 +64,32 @@ def expired_tls(hosts: tuple[str, ...] = DEFAULT_HOSTS) -> PeerTLS:
     return make_tls(
         hosts, not_before=now - datetime.timedelta(days=30), not_after=now - datetime.timedelta(days=1)
     )
+
+
+class PeerAddress:
+    """How tests dial a peer: `endpoint` (the name in the cert over TLS), `endpoint_ip`, `url`, and its CA."""
+
+    tls: PeerTLS | None
+    port: int
+
+    @property
+    def endpoint(self) -> str:
+        """Base URL without /mcp: https uses the name in the cert, plain http the loopback IP."""
+        if self.tls is not None:
+            return f"https://localhost:{self.port}"
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def endpoint_ip(self) -> str:
+        scheme = "https" if self.tls is not None else "http"
+        return f"{scheme}://127.0.0.1:{self.port}"
+
+    @property
+    def url(self) -> str:
+        return self.endpoint + "/mcp"
+
+    def write_ca(self, path: Path) -> Path:
+        """Write this peer's CA as PEM for a client's `ca:`."""
+        if self.tls is None:
+            raise RuntimeError("peer has no TLS")
+        return self.tls.write_ca(path)
