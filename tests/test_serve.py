@@ -369,3 +369,14 @@ def test_wildcard_hosts_are_refused(tmp_path: Path, host: str) -> None:
     result = run_cli(["--cortex", str(cortex), "serve", "--host", host, "--port", "0"])
     assert result.exit_code == 78
     assert "is not allowed" in result.stderr
+
+
+def test_publish_and_sync_modes_serve_both_tools(tmp_path: Path) -> None:
+    cortex = source(tmp_path, count=1)
+    for mode in ("publish", "sync"):
+        assert run_cli(["--cortex", str(cortex), "set-mode", mode]).exit_code == 0
+        with served(cortex) as server:
+            raw = Raw(server)
+            raw.start()
+            assert raw.tool("sync_events")["isError"] is False
+            assert raw.tool("sync_read_signal")["isError"] is False
