@@ -299,6 +299,10 @@ class PeerPoller:
                 if self._should_stop(deadline, progress):
                     return
                 self._replay_batch(events[start : start + REPLAY_BATCH], progress)
+            self.log(
+                f"[sync] peer {go_quote(self.peer.name)}: page {progress.pages}, "
+                f"{progress.applied} events applied, cursor {progress.cursor}"
+            )
             if self._max_reached(progress):
                 return
             if len(events) < limit:
