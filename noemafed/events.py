@@ -106,7 +106,8 @@ def _compact(span: str) -> str:
     """Remove whitespace outside strings; string contents (and so every escape) keep their bytes."""
     parts = _STRING.split(span)
     # Even indexes are the structural text between string literals.
-    if not any(ws in part for part in parts[0::2] for ws in " \t\n\r"):
+    structural = "".join(parts[0::2])
+    if " " not in structural and "\t" not in structural and "\n" not in structural and "\r" not in structural:
         return span
     for index in range(0, len(parts), 2):
         parts[index] = parts[index].translate(_WS_CHARS)

@@ -136,6 +136,34 @@ _NUMBER_LIKE = re.compile(
 _MAX_KEY_LENGTH = 1024
 # YAML 1.1 timestamps start like this; quoting every such prefix is a safe superset.
 _DATE_PREFIX = re.compile(r"[0-9]{4}-[0-9]{1,2}-[0-9]{1,2}")
+# Exactly the characters `_is_plain_char` accepts, for a whole-text check at C speed.
+_PLAIN_CHARS = re.compile(
+    r"[\x20-\x7e\xa0-\u2027\u202a-\ud7ff\ue000-\ufefe\uff00-\ufffd\U00010000-\U0010ffff]*"
+)
+# The emitter's fast path: a text this matches is plain-safe, and `_is_plain_safe` answers for every other
+# text (tests/test_frontmatter.py checks with hypothesis that both always agree). ASCII only, so `lower()`
+# and `(?i)` fold alike. Why each part keeps the full check's verdict:
+# - a letter first is no whitespace, indicator, `...`, number or date (those start with a digit, sign or
+#   '.'); the look-ahead leaves out the typed words, which are all letters;
+# - a digit run other than 4 long, then '-', is no date prefix (exactly 4 digits, then '-') and no number
+#   (no number syntax has a '-' right after a digit);
+# - after that: any printable ASCII but ':' and '#', which are fine in the middle; ':' only before a
+#   non-space (no `: `, no final ':'); '#' only after a non-space (no ` #`); a space only before a
+#   character other than '#' (no ` #`, no final space).
+_FAST_PLAIN = re.compile(
+    r"""(?:
+        (?!(?i:y|n|yes|no|on|off|true|false|null)\Z)[A-Za-z]
+      | (?:[0-9]{1,3}|[0-9]{5,})-
+    )(?:
+        [\x21\x22\x24-\x39\x3b-\x7e]
+      | :(?=[^ ])
+      | (?<![ ])\#
+      | [ ](?=[^\#])
+    )*""",
+    re.VERBOSE | re.ASCII,
+)
+# Double-quoting changes nothing inside such a text: printable ASCII without '"' and '\'.
+_QUOTE_AS_IS = re.compile(r"[\x20\x21\x23-\x5b\x5d-\x7e]*")
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -700,6 +728,10 @@ def _mapping_lines(mapping: Mapping[str, Emittable], indent: int) -> list[str]:
         if not isinstance(key, str):
             raise TypeError(f"mapping keys must be str, not {type(key).__name__}")
         head = f"{_format_key(key)}:"
+        if type(value) is str:
+            # The common case, decided as _format_scalar would: a str is never a block and never written empty.
+            out.append(f"{head} {value if _is_plain_safe(value) else _double_quoted(value)}")
+            continue
         nested = _block_lines(value, indent)
         if nested is None:
             scalar = _format_scalar(value)
@@ -714,6 +746,9 @@ def _sequence_lines(items: Sequence[Emittable], indent: int) -> list[str]:
     """Lines of a block sequence at column 0; a compound item continues aligned after its `- `."""
     out: list[str] = []
     for item in items:
+        if type(item) is str:
+            out.append(f"- {item if _is_plain_safe(item) else _double_quoted(item)}")
+            continue
         nested = _block_lines(item, indent)
         if nested is None:
             scalar = _format_scalar(item)
@@ -763,6 +798,11 @@ def _format_key(key: str) -> str:
 
 def _is_plain_safe(text: str) -> bool:
     """A str may go unquoted only if every YAML 1.1 and 1.2 loader reads it back as this same string."""
+    return _FAST_PLAIN.fullmatch(text) is not None or _is_plain_safe_full(text)
+
+
+def _is_plain_safe_full(text: str) -> bool:
+    """The whole rule, for the texts the fast path leaves undecided."""
     if not _is_plain_syntax(text) or text[0] in _INDICATORS or text.startswith("..."):
         return False
     if text.lower() in _TYPED_WORDS or _NUMBER_LIKE.fullmatch(text):
@@ -774,7 +814,7 @@ def _is_plain_syntax(text: str) -> bool:
     """Whether `text` can be written unquoted at all and read back unchanged as a plain scalar."""
     if not text or text[0].isspace() or text[-1].isspace():
         return False
-    if not all(_is_plain_char(char) for char in text):
+    if _PLAIN_CHARS.fullmatch(text) is None:
         return False
     if text[0] in _INDICATORS and not (text[0] in "-?:" and len(text) > 1 and text[1] != " "):
         return False
@@ -793,6 +833,13 @@ def _is_plain_char(char: str) -> bool:
 
 def _double_quoted(text: str) -> str:
     """Double-quote with escapes so the scalar stays on one line and holds only printable characters."""
+    if _QUOTE_AS_IS.fullmatch(text):
+        return f'"{text}"'
+    return _double_quoted_full(text)
+
+
+def _double_quoted_full(text: str) -> str:
+    """Character by character, for texts that need at least one escape or hold non-ASCII."""
     out = ['"']
     for char in text:
         if char in _EMIT_ESCAPES:

@@ -6,8 +6,8 @@ Protocol for one event (docs/replay.md has the per-action reasoning):
    fails the event before any file is touched.
 2. Then the file steps (atomic writes, renames, deletions), each idempotent and tolerant of the state an
    interrupted earlier attempt left (file already moved, already deleted, already written, or gone).
-3. Merge the event's clock into ours; the cursor is written once, for the last event that succeeded, right
-   before COMMIT.
+3. Merge the event's clock into ours (in memory; the clock is written once per page); the cursor is written
+   once, for the last event that succeeded, right before COMMIT, after the clock.
 
 A crash before COMMIT leaves files ahead of the rows and the cursor before the page: the next poll replays
 those events and their file steps converge. Nothing is ever done after COMMIT.
@@ -201,6 +201,12 @@ class Replayer:
         self.verify = manifest.federation.effective_verify if manifest.federation else "off"
         if durable:
             self.conn.execute("PRAGMA synchronous=FULL")
+        # The local clock during a page: read at the first merge, merged in memory, written once before
+        # COMMIT (with the cursor). None means the federation_state row is current; `_clock_dirty` means
+        # memory is ahead of it. Only clocks that survive the stored text's round trip are kept here, so the
+        # row ends up holding the same text as with a read and a write per event.
+        self._clock: vclock.VClock | None = None
+        self._clock_dirty = False
 
     # ------------------------------------------------------------------------------------------------------
     # Public entry points
@@ -238,6 +244,7 @@ class Replayer:
         """One attempt: BEGIN, every event in order, the cursor, COMMIT; any failure rolls back all of it."""
         conn = self.conn
         outcomes: list[ReplayOutcome] = []
+        self._clock, self._clock_dirty = None, False
         conn.execute("BEGIN IMMEDIATE")
         try:
             for event in events:
@@ -248,6 +255,7 @@ class Replayer:
                     conn.rollback()
                     return outcomes, event, _as_replay_error(event, exc)
                 self._step("event")
+            self._flush_clock()
             if outcomes and cursor_peer is not None:
                 state.put(conn, state.peer_key(cursor_peer, state.LAST_EVENT), outcomes[-1].event_id)
             self._step("commit")
@@ -357,13 +365,34 @@ class Replayer:
     def _merge_clock(self, event: Event) -> None:
         if not event.vclock:
             return
+        if not vclock.round_trips(vclock.keep_cortex_id_keys(event.vclock)):
+            # A key or value the stored text would change (or refuse): one read and one write of the row.
+            self._flush_clock()
+            self._merge_clock_stored(event)
+            return
+        if self._clock is None:
+            self._clock = state.get_clock(self.conn)
         try:
-            merged = vclock.merge_for_replay(state.get_clock(self.conn), event.vclock)
+            merged = vclock.merge_for_replay(self._clock, event.vclock)
         except VClockTooLargeError as exc:
             # Like Go: logged, and the event still counts.
             self.log(MERGE_CLOCK_LOG.format(err=exc))
             return
+        self._clock, self._clock_dirty = merged, True
+
+    def _merge_clock_stored(self, event: Event) -> None:
+        try:
+            merged = vclock.merge_for_replay(state.get_clock(self.conn), event.vclock or {})
+        except VClockTooLargeError as exc:
+            self.log(MERGE_CLOCK_LOG.format(err=exc))
+            return
         state.set_clock(self.conn, merged)
+
+    def _flush_clock(self) -> None:
+        """Write the in-memory clock to its row (if ahead of it); from here the row is current again."""
+        if self._clock is not None and self._clock_dirty:
+            state.set_clock(self.conn, self._clock)
+        self._clock, self._clock_dirty = None, False
 
     # ------------------------------------------------------------------------------------------------------
     # Helpers
@@ -542,6 +571,7 @@ class Replayer:
 
     def _diverge(self, event: Event, row: TraceRow, snap: _Snapshot) -> ReplayOutcome:
         """cortex.md §6.4: record both versions in a new divergence trace; the original keeps local content."""
+        self._flush_clock()  # the local version's clock and the local create event read and bump the row
         local_body = self._file(row).body
         versions = [
             (self.own_id, self.own_name, state.get_clock(self.conn), local_body),

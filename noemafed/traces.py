@@ -8,6 +8,7 @@ event can make replay touch a file elsewhere, whatever the caller checked before
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import os
 import re
@@ -129,6 +130,8 @@ def _check_path_safe(trace_id: str) -> None:
     The pattern already forbids all of this; the guard stays because callers such as the DB-only purge
     deliberately accept ids that fail the pattern, and a path must never be built from those.
     """
+    if _TRACE_ID.fullmatch(trace_id):
+        return  # at most 109 ASCII bytes of `[0-9a-z-]`: passes every check below
     if (
         not trace_id
         or trace_id in (".", "..")
@@ -146,6 +149,21 @@ def trace_path(cortex_dir: Path, folder: str, trace_id: str) -> Path:
         raise ValueError(f"not a trace folder: {folder!r}")
     _check_path_safe(trace_id)
     return cortex_dir / folder / f"{trace_id}.md"
+
+
+@functools.lru_cache(maxsize=16)
+def _folder_text(cortex_dir: Path, folder: str) -> str:
+    """`str(cortex_dir / folder)` plus a separator, built once: pathlib costs more than the write itself."""
+    if folder not in FOLDERS:
+        raise ValueError(f"not a trace folder: {folder!r}")
+    return str(cortex_dir / folder) + os.sep
+
+
+def _path_text(cortex_dir: Path, folder: str, trace_id: str) -> str:
+    """`str(trace_path(...))` for the hot write path, with the same checks; the folder text is never `/`."""
+    folder_text = _folder_text(cortex_dir, folder)
+    _check_path_safe(trace_id)
+    return f"{folder_text}{trace_id}.md"
 
 
 def slugify(title: str) -> str:
@@ -281,7 +299,15 @@ def write_atomic(path: Path, text: str, *, durable: bool = False) -> None:
     With `durable` the data and the folder entry are fsynced, so the file survives a power loss once this
     returns; without it the write survives a process crash (the kernel has it) but not a power loss.
     """
-    temp = path.parent / f"{TEMP_PREFIX}{ULID()}{TEMP_SUFFIX}"
+    _write_atomic(str(path), str(path.parent / _temp_name()), path.parent, text, durable)
+
+
+def _temp_name() -> str:
+    return f"{TEMP_PREFIX}{ULID()}{TEMP_SUFFIX}"
+
+
+def _write_atomic(path: str, temp: str, folder: str | Path, text: str, durable: bool) -> None:
+    """write_atomic on str paths: `temp` is the temp file beside `path` in `folder`."""
     data = text.encode("utf-8", "surrogatepass")
     fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
     try:
@@ -297,7 +323,7 @@ def write_atomic(path: Path, text: str, *, durable: bool = False) -> None:
             os.unlink(temp)
         raise
     if durable:
-        _fsync_dir(path.parent)
+        _fsync_dir(folder)
 
 
 def _write_all(fd: int, data: bytes) -> None:
@@ -307,7 +333,7 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[written:]
 
 
-def _fsync_dir(folder: Path) -> None:
+def _fsync_dir(folder: str | Path) -> None:
     fd = os.open(folder, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -348,11 +374,18 @@ def move(cortex_dir: Path, trace_id: str, source: str, target: str, *, durable: 
 def remove(cortex_dir: Path, trace_id: str, folders: Iterable[str] = FOLDERS) -> None:
     """Delete `<id>.md` from the given folders; a file that is already gone is fine."""
     for folder in folders:
+        path = _path_text(cortex_dir, folder, trace_id)
         with contextlib.suppress(FileNotFoundError):
-            os.unlink(trace_path(cortex_dir, folder, trace_id))
+            os.unlink(path)
 
 
 def write_in(cortex_dir: Path, folder: str, trace: Trace, *, durable: bool = False) -> None:
-    """Write the trace into `folder` and drop copies of it in the other folders (one id, one file)."""
-    write_atomic(trace_path(cortex_dir, folder, trace.id), format_trace(trace), durable=durable)
+    """Write the trace into `folder` and drop copies of it in the other folders (one id, one file).
+
+    The copies are removed even for a brand-new trace: after a crash in the middle of a page, a later
+    event of that page may have moved the file of a trace whose row was rolled back (docs/replay.md).
+    """
+    path = _path_text(cortex_dir, folder, trace.id)
+    folder_text = _folder_text(cortex_dir, folder)
+    _write_atomic(path, folder_text + _temp_name(), folder_text, format_trace(trace), durable)
     remove(cortex_dir, trace.id, [other for other in FOLDERS if other != folder])

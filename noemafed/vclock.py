@@ -24,6 +24,7 @@ __all__ = [
     "merge",
     "merge_capped",
     "merge_for_replay",
+    "round_trips",
 ]
 
 # Keys are cortex ULIDs (or legacy display names); values are Go uint64 counters.
@@ -96,6 +97,14 @@ def is_cortex_id_key(key: str) -> bool:
 def keep_cortex_id_keys(vc: VClock) -> VClock:
     """A new clock without the legacy name-keyed buckets from before the cortex-id migration."""
     return {key: value for key, value in vc.items() if is_cortex_id_key(key)}
+
+
+def round_trips(vc: VClock) -> bool:
+    """Whether `decode(encode(vc)) == vc`: uint64 values and no lone surrogate (decode makes it U+FFFD)."""
+    for key, value in vc.items():
+        if type(value) is not int or not 0 <= value <= UINT64_MAX or _SURROGATE.search(key):
+            return False
+    return True
 
 
 def merge_for_replay(local: VClock, remote: VClock) -> VClock:

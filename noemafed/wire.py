@@ -383,4 +383,3 @@ def _unwrap(message: Any, request_id: int, what: str) -> Any:
     if not isinstance(result, dict):
         raise WireError(f"{what}: the answer has no result object")
     return result
-

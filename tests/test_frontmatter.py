@@ -8,6 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from noemafed import frontmatter as fm
 from noemafed.errors import FrontmatterError
 from noemafed.frontmatter import (
     MISSING_DELIMITER,
@@ -969,3 +970,70 @@ def test_manifest_framing_round_trip(document: dict[str, Any], body: str) -> Non
     trimmed = body.rstrip("\n")
     expected_body = f"{trimmed}\n" if trimmed else ""
     assert split_manifest(join_manifest(yaml_text, body)) == (yaml_text, expected_body)
+
+
+# The emitter's fast paths must give the same answer as the full rules, always.
+
+_PIECES = st.sampled_from(
+    [
+        "-", "?", ":", "#", " ", ": ", " #", ":#", "a", "Z", "k", "0", "1", "9", "2025", "-04", "-1", "T12:00",
+        "y", "Y", "n", "yes", "No", "on", "OFF", "true", "False", "null", "NULL", "~", "=", "<<", "_", "+",
+        ".", "...", "e", "E", "x", "b", "o", "inf", "nan", ".inf", "0x", "0b", "0o", "1e3", "12:30", "1_0",
+        "'", '"', "\\", ",", "[", "]", "{", "}", "&", "*", "!", "|", ">", "%", "@", "`",
+        "\t", "\n", "\r", "\x00", "\x7f", "\x85", "\xa0", "é", "\u2028", "\u3000", "\ufeff", "\U0001f600",
+        "\ud800",
+    ]
+)  # fmt: skip
+_STARTS = st.sampled_from(
+    ["", "a", "Yes", "on", "n", "x", "1", "12", "123", "1234", "12345", "20250401", "0"]
+)
+FAST_PATH_TEXTS = st.one_of(
+    st.text(),
+    st.lists(_PIECES, max_size=8).map("".join),
+    st.tuples(_STARTS, st.sampled_from(["", "-"]), st.lists(_PIECES, max_size=6).map("".join)).map("".join),
+    # Near dates and numbers: digit runs, dashes, colons, dots and exponents.
+    st.from_regex(r"[0-9]{1,6}(-[0-9]{1,3}){0,2}([-:.eEx_ T][0-9a-zA-Z]{0,3}){0,3}", fullmatch=True),
+)
+
+
+def test_plain_char_pattern_is_exactly_is_plain_char() -> None:
+    for codepoint in range(0x110000):
+        char = chr(codepoint)
+        assert (fm._PLAIN_CHARS.fullmatch(char) is not None) == fm._is_plain_char(char), hex(codepoint)
+
+
+@given(FAST_PATH_TEXTS)
+@settings(max_examples=2000)
+def test_fast_plain_path_agrees_with_the_full_check(text: str) -> None:
+    fast = fm._FAST_PLAIN.fullmatch(text) is not None
+    full = fm._is_plain_safe_full(text)
+    assert not fast or full
+    assert fm._is_plain_safe(text) == full
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "20250401-benchmark-trace-1", "Benchmark trace 1", "sha256:ab12", "bench-agent", "a:b", "a#b", "a  b",
+        "yesterday", "Nope", "onward", "x-", "1-x", "123-4", "12345-6",
+    ],
+)  # fmt: skip
+def test_fast_plain_path_takes_common_values(text: str) -> None:
+    assert fm._FAST_PLAIN.fullmatch(text) is not None
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "", " a", "a ", "-a", "?a", ":a", "#a", "a:", "a: b", "a #b", "yes", "No", "ON", "off", "null", "y",
+        "N", "~", "1", "1234-5-6", "2025-04-01T12:00:00Z", "0x1f", "1e3", "12:30", ".5", "...", "a\tb", "é",
+    ],
+)  # fmt: skip
+def test_fast_plain_path_leaves_the_rest_to_the_full_check(text: str) -> None:
+    assert fm._FAST_PLAIN.fullmatch(text) is None
+
+
+@given(FAST_PATH_TEXTS)
+@settings(max_examples=1000)
+def test_double_quoting_fast_path_agrees_with_the_full_escaper(text: str) -> None:
+    assert fm._double_quoted(text) == fm._double_quoted_full(text)

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import tempfile
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
 from conftest import make_cortex
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from replay_helpers import (
     DATA,
     REPLICA_ID,
@@ -19,12 +22,12 @@ from replay_helpers import (
     set_manifest_id,
 )
 
-from noemafed import classify, local, state
+from noemafed import classify, local, state, vclock
 from noemafed.cortex import Cortex, open_cortex
-from noemafed.errors import InvalidTraceIDError, ReplayError
+from noemafed.errors import InvalidTraceIDError, ReplayError, VClockTooLargeError
 from noemafed.events import Event, parse_page
 from noemafed.gotext import go_json_dumps
-from noemafed.replay import Replayer
+from noemafed.replay import MERGE_CLOCK_LOG, Replayer
 
 A_ID = "01JQ7X2B9C4D5E6F7G8H9JKMNP"
 B_ID = "01JQ9A3C5E7G9J1K3M5N7P9R2T"
@@ -246,6 +249,71 @@ def test_clock_merge_overflow_is_logged_and_the_event_counts(tmp_path: Path) -> 
     ]
     assert state.get(cortex.conn, "peer:p:last_event") == outcome.event_id
     cortex.close()
+
+
+_CLOCK_KEYS = st.sampled_from(
+    [
+        A_ID,
+        B_ID,
+        "\ud800" + A_ID[3:],
+        "\udc00" + A_ID[3:],
+        "\ufffd" + A_ID[3:],
+        "legacy-name",
+        "x" * 27,
+        "<&>" + B_ID[3:],
+    ]
+)
+_CLOCKS = st.one_of(
+    st.none(),
+    st.dictionaries(_CLOCK_KEYS, st.sampled_from([0, 1, 2, 7, vclock.UINT64_MAX]), max_size=4),
+    st.just({f"{n:026d}": 1 for n in range(300)}),
+)
+_STORED_CLOCKS = st.sampled_from(
+    [
+        None,
+        "",
+        "null",
+        "{}",
+        "not json",
+        '{"legacy-name":4}',
+        f'{{"{A_ID}":3,"{B_ID}":9}}',
+        f'{{"\\ud800{A_ID[3:]}":5}}',
+    ]
+)
+
+
+@given(_STORED_CLOCKS, st.lists(_CLOCKS, max_size=8), st.integers(min_value=1, max_value=8))
+@settings(max_examples=60, deadline=None)
+def test_clock_kept_in_memory_across_a_page_stores_what_a_merge_per_event_stores(
+    stored: str | None, clocks: list[dict[str, int] | None], page_size: int
+) -> None:
+    expected = stored
+    expected_logs: list[str] = []
+    for clock in clocks:
+        if not clock:
+            continue
+        try:
+            merged = vclock.merge_for_replay(vclock.decode(expected), clock)
+        except VClockTooLargeError as exc:
+            expected_logs.append(MERGE_CLOCK_LOG.format(err=exc))
+            continue
+        expected = vclock.encode(merged)
+    with tempfile.TemporaryDirectory() as tmp:
+        cortex = open_cortex(make_replica(Path(tmp)))
+        if stored is not None:
+            state.put(cortex.conn, state.VCLOCK_KEY, stored)
+        logs: list[str] = []
+        replayer = Replayer(cortex, log=logs.append)
+        events = [
+            event("vote", data={"delta": 1}, id=f"01JQH4HPD0B8E9WCXGFN1A{n:04d}", vclock=clock)
+            for n, clock in enumerate(clocks)
+        ]
+        for start in range(0, len(events), page_size):
+            result = replayer.apply_page(events[start : start + page_size], cursor_peer="p")
+            assert result.error is None
+        assert logs == expected_logs
+        assert state.get(cortex.conn, state.VCLOCK_KEY) == (expected or "")
+        cortex.close()
 
 
 # ---------------------------------------------------------------------------------------------------------

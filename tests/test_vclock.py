@@ -353,3 +353,19 @@ def _oracle_encode(vc: dict[str, int]) -> str:
 def test_encode_key_order_is_utf8_byte_order(a: dict[str, int]) -> None:
     decoded_order = list(json.loads(vclock.encode(a), object_pairs_hook=lambda pairs: [k for k, _ in pairs]))
     assert decoded_order == sorted(a, key=lambda key: key.encode("utf-8"))
+
+
+@given(
+    st.dictionaries(
+        st.one_of(st.text(max_size=30), st.sampled_from(["\ud800", "a\udfffb", "<&>\u2028"])),
+        st.one_of(st.integers(min_value=-1, max_value=vclock.UINT64_MAX + 1), st.booleans()),
+        max_size=5,
+    )
+)
+def test_round_trips_says_exactly_when_the_stored_text_reads_back_as_the_clock(vc: dict[str, int]) -> None:
+    try:
+        again = vclock.decode(vclock.encode(vc))
+    except ValueError:
+        assert not vclock.round_trips(vc)
+        return
+    assert vclock.round_trips(vc) == (again == vc)
