@@ -296,7 +296,6 @@ def sync(
 
     Example: noemafed sync --once --max-duration 300
     """
-    from noemafed import render
     from noemafed.manifest import read_manifest
     from noemafed.sync_command import sync_daemon, sync_once
     from noemafed.syncer import SyncOptions
@@ -321,10 +320,15 @@ def sync(
         log=log,
         wait_seconds=wait_seconds,
     )
-    # Under cron (no terminal) a clean run prints nothing: cron mails only what went wrong.
+    # Under cron (no terminal) a clean run prints nothing: cron mails only what went wrong. It then never
+    # loads the renderer either (start-up time: docs/performance.md).
     if as_json:
+        from noemafed import render
+
         _emit(render.sync_json(report))
     elif report.exit_code != ExitCode.OK or verbose or sys.stdout.isatty():
+        from noemafed import render
+
         _emit(render.sync_human(report))
     if report.exit_code != ExitCode.OK:
         sys.exit(int(report.exit_code))

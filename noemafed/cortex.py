@@ -9,8 +9,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from ulid import ULID
-
 from noemafed import frontmatter, schema
 from noemafed.errors import (
     CortexNotFoundError,
@@ -235,6 +233,8 @@ def init_cortex(target: Path, name: str | None) -> Manifest:
         schema.create_schema(conn)
     finally:
         conn.close()
+    from ulid import ULID  # noqa: PLC0415 (python-ulid costs ~12 ms at import; only init needs it here)
+
     raw: dict[str, frontmatter.Emittable] = {
         "id": str(ULID()),
         "name": cortex_name,

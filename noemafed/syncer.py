@@ -9,7 +9,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from noemafed import classify, state
 from noemafed.access import AccessKey
@@ -21,7 +21,6 @@ from noemafed.events import Event, EventFormatError, parse_page
 from noemafed.gotext import go_quote, rfc3339_now
 from noemafed.identity import IdentityError, parse_identity, verify_identity
 from noemafed.manifest import Manifest, PeerConfig
-from noemafed.replay import Replayer
 from noemafed.wire import (
     READ_SIGNAL_BUDGET,
     SYNC_EVENTS_BUDGET,
@@ -32,6 +31,9 @@ from noemafed.wire import (
     ToolRefusal,
     WireError,
 )
+
+if TYPE_CHECKING:
+    from noemafed.replay import Replayer
 
 PAGE_SIZE = 1000  # the server maximum: fewer round trips than Go's 100, same cursor semantics
 # Events replayed per transaction: long enough to amortise commits, short enough that a local noema
@@ -163,7 +165,16 @@ class PeerPoller:
             timeout=ctx.options.timeout,
             use_proxy_env=ctx.options.use_proxy_env,
         )
-        self.replayer = Replayer(cortex, ctx.log)
+        self._replayer: Replayer | None = None
+
+    @property
+    def replayer(self) -> Replayer:
+        """Made on first use, so a poll that finds nothing new never loads the replay engine (cron start-up)."""
+        if self._replayer is None:
+            from noemafed.replay import Replayer  # noqa: PLC0415 (lazy: see the docstring)
+
+            self._replayer = Replayer(self.cortex, self.log)
+        return self._replayer
 
     @property
     def conn(self) -> Any:

@@ -18,8 +18,6 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-from ulid import ULID
-
 from noemafed import frontmatter
 from noemafed.errors import FrontmatterError, InvalidTraceFrontmatterError, InvalidTraceIDError
 
@@ -303,6 +301,8 @@ def write_atomic(path: Path, text: str, *, durable: bool = False) -> None:
 
 
 def _temp_name() -> str:
+    from ulid import ULID  # noqa: PLC0415 (lazy: a caught-up `sync --once` never writes a file)
+
     return f"{TEMP_PREFIX}{ULID()}{TEMP_SUFFIX}"
 
 

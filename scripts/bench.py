@@ -1,5 +1,7 @@
 #!/usr/bin/env python3
-"""Benchmarks. `bench.py replay --events N`: replay N `create` events beside a plain-sqlite3 floor.
+"""Benchmarks: `bench.py replay|sync|startup|serve|load` (docs/performance.md has the figures and verdicts).
+
+`bench.py replay --events N`: replay N `create` events beside a plain-sqlite3 floor.
 
 Both sides run in their own child process (so peak RSS is theirs alone) on a fresh cortex, consume the same
 pages of 1,000 events (the sync_events maximum) generated on the fly, and are timed only around the work a
@@ -10,30 +12,47 @@ The floor is the least any correct replay must do: in ONE transaction, insert th
 FTS row, the events row and the cursor, and write the same file text atomically (temp file, rename, 0640).
 It skips everything replay adds: raw-span parsing, gates, the already-seen lookup, tier/tag folding, hash
 check, per-event savepoints, clock merge, stray-copy removal.
+
+The network benchmarks (`sync`, `startup`, `serve`, `load`) run the BUILT `dist/noemafed.pyz` (`--pyz`) as
+separate processes on 127.0.0.1, each with a throwaway SHIV_ROOT, and measure every figure beside a baseline
+taken in the same run. Every request loop is bounded by a count and a wall-clock deadline.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import cProfile
+import http.client
 import io
 import json
+import math
 import os
+import platform
 import pstats
+import re
 import resource
+import shutil
+import sqlite3
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
 import tracemalloc
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor, wait
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+# The network benchmarks run their replay-only child on the pyz's own extracted code (NOEMAFED_BENCH_PATH),
+# so both sides of a ratio are the same build even while the working tree changes.
+sys.path.insert(0, os.environ.get("NOEMAFED_BENCH_PATH") or str(Path(__file__).resolve().parent.parent))
 
 from noemafed import local, traces
 from noemafed.cortex import connect, init_cortex, open_cortex
-from noemafed.events import Event, page_json, parse_page
+from noemafed.events import EVENT_COLUMNS, Event, event_from_row, page_json, parse_page
 from noemafed.replay import Replayer
 
 PAGE = 1000
@@ -236,6 +255,720 @@ def replay_command(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---- the network benchmarks: shared pieces -------------------------------------------------------------
+
+REPO = Path(__file__).resolve().parent.parent
+DEFAULT_PYZ = REPO / "dist" / "noemafed.pyz"
+LISTENING = re.compile(r"listening on (http://127\.0\.0\.1:(\d+))/mcp")
+GO_PAGE, GO_INTERVAL = 100, 30.0  # Go noema's syncer: one page of 100 events per 30 s interval
+
+# Runs one command and reports its wall time and peak RSS. RUSAGE_CHILDREN of this small wrapper covers
+# only the command (shiv runs the app in the same process), never the benchmark's other children.
+MEASURE = """
+import json, resource, subprocess, sys, time
+out, err, timeout = sys.argv[1], sys.argv[2], float(sys.argv[3])
+with open(out, "wb") as stdout, open(err, "wb") as stderr:
+    start = time.perf_counter()
+    code = subprocess.run(sys.argv[4:], stdout=stdout, stderr=stderr, timeout=timeout, check=False).returncode
+    seconds = time.perf_counter() - start
+rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+print(json.dumps({"returncode": code, "seconds": seconds, "peak_rss_kib": rss}))
+"""
+
+
+def machine() -> str:
+    """One line describing where the figures come from."""
+    model = ""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    # The load average says whether something else shared the 2 cores when the run began.
+    return (
+        f"{os.cpu_count()} cores ({model or platform.machine()}), Python {platform.python_version()}, "
+        f"SQLite {sqlite3.sqlite_version}, {platform.system()} {platform.release()}; "
+        f"load average {os.getloadavg()[0]:.2f} at start"
+    )
+
+
+class Pyz:
+    """The built zipapp run as its own processes, with a throwaway SHIV_ROOT and a clean environment."""
+
+    def __init__(self, path: Path, root: Path, bytecode: bool = True) -> None:
+        if not path.exists():
+            raise SystemExit(f"{path} is missing: run ./build.sh first")
+        self.path = path
+        self.root = root
+        env = {
+            name: value
+            for name, value in os.environ.items()
+            if name not in ("NOEMA_MCP_KEY", "NOEMA_CORTEX", "SHIV_ROOT")
+            and not name.lower().endswith("_proxy")
+        }
+        if bytecode:
+            # A normal host caches the extracted modules' bytecode after the first run; this sandbox sets
+            # PYTHONDONTWRITEBYTECODE, which would make every run compile click and noemafed from source.
+            env.pop("PYTHONDONTWRITEBYTECODE", None)
+        else:
+            env["PYTHONDONTWRITEBYTECODE"] = "1"
+        env["SHIV_ROOT"] = str(root / "shiv")
+        env["XDG_CONFIG_HOME"] = str(root / "config")  # never the real noema registry
+        self.env = env
+        # The first run extracts the zipapp (and writes bytecode); no timed run pays for that.
+        self.run("--version", timeout=120)
+        extracted = sorted((root / "shiv").glob("*/site-packages"))
+        if len(extracted) != 1:
+            raise RuntimeError(f"expected one extracted site-packages under {root / 'shiv'}: {extracted}")
+        self.site_packages = extracted[0]
+
+    def argv(self, *args: str) -> list[str]:
+        return [sys.executable, str(self.path), *args]
+
+    def run(self, *args: str, timeout: float) -> subprocess.CompletedProcess[str]:
+        done = subprocess.run(
+            self.argv(*args), capture_output=True, text=True, env=self.env, timeout=timeout, check=False
+        )
+        if done.returncode != 0:
+            raise RuntimeError(
+                f"noemafed {' '.join(args)} exited {done.returncode}: {done.stdout}{done.stderr}"
+            )
+        return done
+
+    def measure(self, args: list[str], timeout: float) -> dict[str, Any]:
+        """Run `noemafed ARGS` under the RUSAGE_CHILDREN wrapper: wall seconds, peak RSS, stdout, stderr."""
+        out, err = self.root / "measured.out", self.root / "measured.err"
+        done = subprocess.run(
+            [sys.executable, "-c", MEASURE, str(out), str(err), str(timeout), *self.argv(*args)],
+            capture_output=True,
+            text=True,
+            env=self.env,
+            timeout=timeout + 30,
+            check=True,
+        )
+        result: dict[str, Any] = json.loads(done.stdout)
+        result["stdout"] = out.read_text()
+        result["stderr"] = err.read_text()
+        return result
+
+    @contextlib.contextmanager
+    def serve(self, cortex: Path, name: str, *extra: str) -> Iterator[Server]:
+        """`noemafed serve --port 0` in its own process; its log goes to a file so a full pipe never blocks it."""
+        log_path = self.root / f"serve-{name}.log"
+        with open(log_path, "w") as log:
+            proc = subprocess.Popen(
+                self.argv("--cortex", str(cortex), "serve", "--port", "0", *extra),
+                stdout=subprocess.DEVNULL,
+                stderr=log,
+                env=self.env,
+            )
+        try:
+            deadline = time.monotonic() + 30
+            match = None
+            while match is None and time.monotonic() < deadline and proc.poll() is None:
+                match = LISTENING.search(log_path.read_text())
+                if match is None:
+                    time.sleep(0.02)
+            if match is None:
+                raise RuntimeError(f"noemafed serve did not start: {log_path.read_text()}")
+            yield Server(match.group(1), int(match.group(2)), proc.pid, log_path)
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=10)
+
+
+@dataclass(frozen=True)
+class Server:
+    endpoint: str
+    port: int
+    pid: int
+    log: Path
+
+    def status_kib(self, field: str) -> int:
+        """A VmHWM/VmRSS figure of the live server process, from /proc (0 where there is no /proc)."""
+        with contextlib.suppress(OSError):
+            for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
+                if line.startswith(f"{field}:"):
+                    return int(line.split()[1])
+        return 0
+
+
+def build_source(pyz: Pyz, path: Path, total: int, replay_of: Path | None = None) -> dict[str, Any]:
+    """Replay `total` realistic create events into a new cortex at `path`, in a child process.
+
+    The child runs the pyz's own noemafed code and times parse + apply_page of each page of 1,000 exactly as
+    `replay` does (without tracemalloc), so every build is also a replay-only measurement. The events are
+    generated (a new source), or with `replay_of` read back from that cortex's log, untimed: the same events.
+    """
+    init_cortex(path, path.name)
+    argv = [sys.executable, __file__, "_source", str(path), str(total)]
+    if replay_of is not None:
+        argv += ["--replay-of", str(replay_of)]
+    done = subprocess.run(
+        argv,
+        env={**pyz.env, "NOEMAFED_BENCH_PATH": str(pyz.site_packages)},
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=120 + total * 0.05,
+    )
+    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    if not str(result["replay_module"]).startswith(str(pyz.site_packages)):
+        raise RuntimeError(f"the replay-only side ran {result['replay_module']}, not the pyz's code")
+    return result
+
+
+def stored_pages(cortex_dir: Path) -> Iterator[str]:
+    """A cortex's event log as sync_events pages of 1,000, exactly as serve renders them."""
+    conn = connect(cortex_dir / "db" / "noema.db")
+    try:
+        since = ""
+        while True:
+            rows = conn.execute(
+                f"SELECT {', '.join(EVENT_COLUMNS)} FROM events WHERE id > ? ORDER BY id LIMIT ?",
+                (since, PAGE),
+            ).fetchall()
+            if not rows:
+                return
+            yield page_json(event_from_row(row) for row in rows)
+            since = rows[-1][0]
+    finally:
+        conn.close()
+
+
+def load_source(path: Path, total: int, replay_of: Path | None) -> None:
+    cortex = open_cortex(path)
+    replayer = Replayer(cortex, log=lambda _: None)
+    elapsed = 0.0
+    for text in pages(total) if replay_of is None else stored_pages(replay_of):
+        start = time.perf_counter()
+        result = replayer.apply_page(parse_page(text), cursor_peer=PEER)
+        elapsed += time.perf_counter() - start
+        if result.error is not None:
+            raise result.error
+    count = cortex.conn.execute("SELECT count(*) FROM events").fetchone()[0]
+    assert count == total, count
+    cortex.close()
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    module = sys.modules[Replayer.__module__].__file__
+    print(json.dumps({"seconds": elapsed, "peak_rss_kib": peak, "replay_module": module}))
+
+
+def event_ids(cortex_dir: Path) -> list[str]:
+    conn = connect(cortex_dir / "db" / "noema.db")
+    try:
+        return [row[0] for row in conn.execute("SELECT id FROM events ORDER BY id")]
+    finally:
+        conn.close()
+
+
+def add_peers(cortex_dir: Path, peers: dict[str, str]) -> None:
+    from noemafed import commands
+    from noemafed.manifest import read_manifest
+
+    for name, endpoint in peers.items():
+        commands.add_peer(read_manifest(cortex_dir), name, endpoint)
+
+
+def sync_report(measured: dict[str, Any]) -> dict[str, Any]:
+    if measured["returncode"] != 0:
+        raise RuntimeError(
+            f"sync --once exited {measured['returncode']}: {measured['stdout']}{measured['stderr']}"
+        )
+    report: dict[str, Any] = json.loads(measured["stdout"])
+    return report
+
+
+def mib(kib: float) -> str:
+    return f"{kib / 1024:.1f} MiB"
+
+
+# ---- sync ---------------------------------------------------------------------------------------------------
+
+
+def sync_round(pyz: Pyz, server: Server, source: Path, work: Path, total: int) -> dict[str, Any]:
+    """One cold `sync --once` of the whole source into a new cortex, from the pyz, under the RSS wrapper."""
+    target = work / "target"
+    init_cortex(target, "target")
+    add_peers(target, {"source": server.endpoint})
+    timeout = 120 + total * 0.02
+    measured = pyz.measure(
+        ["--cortex", str(target), "sync", "--once", "--json", "--max-duration", str(timeout)], timeout + 10
+    )
+    peer = sync_report(measured)["peers"][0]
+    if peer["status"] != "ok" or peer["events_applied"] != total:
+        raise RuntimeError(f"sync did not apply {total} events: {peer}")
+    if event_ids(target) != event_ids(source):
+        raise RuntimeError("the target's event log differs from the source's")
+    shutil.rmtree(target)
+    return {
+        "seconds": float(measured["seconds"]),
+        "inside": float(peer["seconds"]),
+        "rss": measured["peak_rss_kib"],
+    }
+
+
+def sync_size(pyz: Pyz, root: Path, total: int, rounds: int) -> dict[str, Any]:
+    """Cold syncs of `total` events beside replay-only runs of the same events, alternating in order."""
+    work = root / f"n{total}"
+    work.mkdir()
+    source = work / "source"
+    built = build_source(pyz, source, total)  # generated events: a replay-only sample of its own
+    replays: list[dict[str, Any]] = [built]
+    syncs: list[dict[str, Any]] = []
+    with pyz.serve(source, f"sync-{total}") as server:
+        for number in range(rounds):
+            # Replay-only then sync, then the other way round: drift on a noisy disk hits both sides alike.
+            order = ("sync", "replay") if number % 2 == 0 else ("replay", "sync")
+            for side in order:
+                if side == "sync":
+                    syncs.append(sync_round(pyz, server, source, work, total))
+                elif number > 0:  # round 1's replay-only sample is the source build itself
+                    replays.append(build_source(pyz, work / "replay", total, replay_of=source))
+                    shutil.rmtree(work / "replay")
+        serve_hwm = server.status_kib("VmHWM")
+    shutil.rmtree(work)
+    replay_rates = [total / float(r["seconds"]) for r in replays]
+    sync_rates = [total / r["seconds"] for r in syncs]
+    wall = statistics.median(r["seconds"] for r in syncs)
+    return {
+        "events": total,
+        "rounds": rounds,
+        "replay_rates": replay_rates,
+        "sync_rates": sync_rates,
+        "replay_rate": statistics.median(replay_rates),
+        "sync_rate": statistics.median(sync_rates),
+        "wall": wall,
+        "inside": statistics.median(r["inside"] for r in syncs),
+        "sync_rss": max(int(r["rss"]) for r in syncs),
+        "replay_rss": max(int(r["peak_rss_kib"]) for r in replays),
+        "serve_rss": serve_hwm,
+        "go_seconds": math.ceil(total / GO_PAGE) * GO_INTERVAL,
+    }
+
+
+def spread(rates: list[float]) -> str:
+    return f"{min(rates):.0f}-{max(rates):.0f}"
+
+
+def sync_command(args: argparse.Namespace) -> int:
+    print(f"machine: {machine()}")
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="noemafed-bench-") as tmp:
+        pyz = Pyz(args.pyz, Path(tmp), bytecode=not args.no_bytecode)
+        for total in args.events:
+            row = sync_size(pyz, Path(tmp), total, args.rounds)
+            rows.append(row)
+            ratio = row["sync_rate"] / row["replay_rate"]
+            print(
+                f"events: {total} create events (1 KiB body, 3 tags) served by `noemafed serve` (pyz); "
+                f"{row['rounds']} rounds, replay-only and sync alternating; medians (min-max)"
+            )
+            print(
+                f"replay-only: {row['replay_rate']:10.0f} events/s  ({spread(row['replay_rates'])}; parse + "
+                f"apply_page in pages of {PAGE})  peak RSS {mib(row['replay_rss'])}"
+            )
+            print(
+                f"sync       : {row['sync_rate']:10.0f} events/s  ({spread(row['sync_rates'])}; {row['wall']:.2f} s "
+                f"wall of `sync --once`, {row['inside']:.2f} s inside the poll)  peak RSS {mib(row['sync_rss'])}  "
+                f"serve peak RSS {mib(row['serve_rss'])}"
+            )
+            print(f"ratio      : {ratio:.2f} (sync rate / replay-only rate, medians; target >= 0.80)")
+            print(
+                f"go noema   : {row['go_seconds']:.0f} s to drain (ceil(N/{GO_PAGE}) x {GO_INTERVAL:.0f} s); "
+                f"{row['go_seconds'] / row['wall']:.0f}x our wall time"
+            )
+    if len(rows) > 1:
+        low, high = rows[0], rows[-1]
+        print(
+            f"rss growth : {mib(high['sync_rss'] - low['sync_rss'])} from {low['events']} to {high['events']} "
+            f"events (target: < 100 MiB and flat)"
+        )
+    print(f"load average {os.getloadavg()[0]:.2f} at the end")
+    return 0
+
+
+# ---- startup ------------------------------------------------------------------------------------------------
+
+FLOOR_CODE = "import click, sqlite3, json"
+
+
+def timed(argv: list[str], env: dict[str, str], timeout: float = 60) -> float:
+    start = time.perf_counter()
+    done = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=timeout, check=False)
+    seconds = time.perf_counter() - start
+    if done.returncode != 0:
+        raise RuntimeError(f"{argv} exited {done.returncode}: {done.stdout}{done.stderr}")
+    return seconds
+
+
+def importtime_summary(stderr: str, top: int) -> list[str]:
+    """The top-level imports of a `-X importtime` run by cumulative time, and noemafed's own modules."""
+    rows: list[tuple[int, int, str]] = []
+    for line in stderr.splitlines():
+        if not line.startswith("import time:") or "self [us]" in line:
+            continue
+        own, cumulative, name = line[len("import time:") :].split("|")
+        rows.append((int(own), int(cumulative), name.rstrip()))
+    top_level = sorted((r for r in rows if not r[2].startswith("  ")), key=lambda r: -r[1])
+    total = sum(r[1] for r in top_level)
+    out = [f"all imports: {total / 1000:.1f} ms; largest top-level imports (cumulative ms):"]
+    out += [f"  {cum / 1000:6.1f}  {name.strip()}" for _, cum, name in top_level[:top]]
+    ours = sorted((r for r in rows if r[2].strip().startswith("noemafed")), key=lambda r: -r[0])
+    out.append(
+        f"noemafed's own modules, self time: {sum(r[0] for r in ours) / 1000:.1f} ms in {len(ours)} modules"
+    )
+    out += [f"  {own / 1000:6.1f}  {name.strip()}" for own, _, name in ours[:top]]
+    return out
+
+
+def startup_command(args: argparse.Namespace) -> int:
+    from seed import seed  # scripts/seed.py: real local events, as tests and the demo make them
+
+    print(f"machine: {machine()}")
+    names = ("alpha", "beta", "gamma")
+    with tempfile.TemporaryDirectory(prefix="noemafed-bench-") as tmp, contextlib.ExitStack() as stack:
+        root = Path(tmp)
+        pyz = Pyz(args.pyz, root, bytecode=not args.no_bytecode)
+        endpoints = {}
+        for index, name in enumerate(names):
+            init_cortex(root / name, name)
+            cortex = open_cortex(root / name)
+            try:
+                seed(cortex, args.traces, rng_seed=index, label=name)
+            finally:
+                cortex.close()
+            endpoints[name] = stack.enter_context(pyz.serve(root / name, name)).endpoint
+        target = root / "target"
+        init_cortex(target, "target")
+        add_peers(target, endpoints)
+        sync = ["--cortex", str(target), "sync", "--once"]
+        first = sync_report(pyz.measure([*sync, "--json"], 120))
+        if any(peer["status"] != "ok" for peer in first["peers"]):
+            raise RuntimeError(f"the first sync failed: {first}")
+        applied = sum(peer["events_applied"] for peer in first["peers"])
+
+        # Every series runs once per round, side by side, so drift on the machine hits them alike.
+        series: dict[str, tuple[list[str], dict[str, str]]] = {
+            "bare": ([sys.executable, "-c", "pass"], pyz.env),
+            "floor": ([sys.executable, "-c", FLOOR_CODE], pyz.env),
+            "version": (pyz.argv("--version"), pyz.env),
+            "sync": (pyz.argv(*sync), pyz.env),
+        }
+        for number, other_path in enumerate(args.compare):
+            # Another build against the same peers, with its own extraction root and its own caught-up target.
+            other = Pyz(other_path, root / f"compare-{number}", bytecode=not args.no_bytecode)
+            other_target = root / f"compare-{number}" / "target"
+            init_cortex(other_target, "target")
+            add_peers(other_target, endpoints)
+            other.run("--cortex", str(other_target), "sync", "--once", timeout=120)
+            series[f"compare-{number}"] = (
+                other.argv("--cortex", str(other_target), "sync", "--once"),
+                other.env,
+            )
+        for argv, env in series.values():  # warm the page cache; not counted
+            timed(argv, env)
+        samples: dict[str, list[float]] = {name: [] for name in series}
+        for _ in range(args.repeat):
+            for name, (argv, env) in series.items():
+                samples[name].append(timed(argv, env))
+        inside = [
+            max(peer["seconds"] for peer in sync_report(pyz.measure([*sync, "--json"], 60))["peers"])
+            for _ in range(min(3, args.repeat))
+        ]
+        profile = subprocess.run(
+            [sys.executable, "-X", "importtime", *pyz.argv(*sync)[1:]],
+            capture_output=True,
+            text=True,
+            env=pyz.env,
+            timeout=60,
+            check=True,
+        )
+    median = {name: statistics.median(values) for name, values in samples.items()}
+    ratio = median["sync"] / median["floor"]
+    print(
+        f"peers: 3 `noemafed serve` processes (pyz), {args.traces} seeded traces each; first sync applied {applied}"
+    )
+    print(f"runs : {args.repeat}, interleaved; medians (min-max)")
+    labels = [
+        ("python -c pass", "bare"),
+        (f"floor: python -c '{FLOOR_CODE}'", "floor"),
+        ("noemafed.pyz --version", "version"),
+        ("noemafed.pyz sync --once, 3 caught-up peers", "sync"),
+    ]
+    labels += [
+        (f"{path.name} sync --once (--compare)", f"compare-{n}") for n, path in enumerate(args.compare)
+    ]
+    for label, key in labels:
+        values = samples[key]
+        print(
+            f"{label:46s} {median[key] * 1000:7.0f} ms  ({min(values) * 1000:.0f}-{max(values) * 1000:.0f})"
+            f"  {median[key] / median['floor']:.2f}x floor"
+        )
+    print(
+        f"slowest poll inside sync --once (from --json, median of {len(inside)}): {statistics.median(inside) * 1000:.0f} ms"
+    )
+    print(f"ratio: {ratio:.2f} (sync --once / floor; target <= 2.50)")
+    print("\n".join(importtime_summary(profile.stderr, args.top)))
+    return 0
+
+
+# ---- a raw MCP client for serve and load ---------------------------------------------------------------------
+
+
+class ClientError(Exception):
+    """The server answered something a well-behaved peer would not."""
+
+
+class RawClient:
+    """A minimal MCP client over plain http.client: initialize once, then sync_events page after page."""
+
+    def __init__(self, port: int, timeout: float) -> None:
+        self.port = port
+        self.timeout = timeout
+        self.session = ""
+        self.version = ""
+        self.next_id = 1
+        self.parse_seconds = 0.0
+
+    def _post(self, message: dict[str, Any]) -> tuple[int, str, bytes]:
+        # One connection per request: the server answers every request with `Connection: close`.
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=self.timeout)
+        try:
+            headers = {"Content-Type": "application/json", "Accept": "application/json, text/event-stream"}
+            if self.session:
+                headers["Mcp-Session-Id"] = self.session
+                headers["MCP-Protocol-Version"] = self.version
+            conn.request("POST", "/mcp", body=json.dumps(message).encode(), headers=headers)
+            response = conn.getresponse()
+            return response.status, response.getheader("Mcp-Session-Id") or "", response.read()
+        finally:
+            conn.close()
+
+    def _call(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
+        request_id = self.next_id
+        self.next_id += 1
+        status, session, body = self._post(
+            {"jsonrpc": "2.0", "id": request_id, "method": method, "params": params}
+        )
+        if status != 200:
+            raise ClientError(f"{method}: HTTP {status}: {body[:200]!r}")
+        start = time.perf_counter()
+        message = json.loads(body)
+        self.parse_seconds += time.perf_counter() - start
+        if message.get("id") != request_id or "result" not in message:
+            raise ClientError(f"{method}: unexpected answer {body[:200]!r}")
+        if method == "initialize":
+            self.session = session
+        result: dict[str, Any] = message["result"]
+        return result
+
+    def initialize(self) -> None:
+        result = self._call(
+            "initialize",
+            {
+                "protocolVersion": "2025-11-25",
+                "capabilities": {},
+                "clientInfo": {"name": "bench", "version": "0"},
+            },
+        )
+        self.version = result["protocolVersion"]
+        status, _, body = self._post({"jsonrpc": "2.0", "method": "notifications/initialized"})
+        if status not in (200, 202):
+            raise ClientError(f"notifications/initialized: HTTP {status}: {body[:200]!r}")
+
+    def pull(self, limit: int, max_pages: int, deadline: float) -> list[str]:
+        """Every event id the server holds, page by page; bounded by `max_pages` and `deadline`."""
+        ids: list[str] = []
+        since = ""
+        for _ in range(max_pages):
+            if time.monotonic() > deadline:
+                raise ClientError(f"deadline passed after {len(ids)} events")
+            arguments: dict[str, Any] = {"limit": limit}
+            if since:
+                arguments["since"] = since
+            result = self._call("tools/call", {"name": "sync_events", "arguments": arguments})
+            text = result["content"][0]["text"]
+            if result.get("isError"):
+                raise ClientError(f"sync_events refused: {text}")
+            start = time.perf_counter()
+            page = json.loads(text)
+            ids.extend(event["id"] for event in page)
+            self.parse_seconds += time.perf_counter() - start
+            if len(page) < limit:
+                return ids
+            since = ids[-1]
+        raise ClientError(f"still not caught up after {max_pages} pages")
+
+
+def serving_floor(cortex_dir: Path, limit: int) -> float:
+    """Seconds to do in-process the least a server must do for every page (no HTTP, no Go escaping per field).
+
+    The same SELECT, one JSON text per row by f-string, the JSON-RPC envelope, UTF-8 bytes.
+    """
+    conn = connect(cortex_dir / "db" / "noema.db")
+    try:
+        start = time.perf_counter()
+        since = ""
+        while True:
+            rows = conn.execute(
+                "SELECT id, action, trace_id, cortex_id, origin, timestamp, data, vclock FROM events "
+                "WHERE id > ? ORDER BY id LIMIT ?",
+                (since, limit),
+            ).fetchall()
+            text = (
+                "["
+                + ",".join(
+                    f'{{"id":"{r[0]}","action":"{r[1]}","trace_id":"{r[2]}","cortex_id":"{r[3]}",'
+                    f'"origin":"{r[4]}","timestamp":"{r[5]}","data":{r[6]},"vclock":{r[7]}}}'
+                    for r in rows
+                )
+                + "]"
+            )
+            result = {"content": [{"type": "text", "text": text}], "isError": False}
+            json.dumps({"jsonrpc": "2.0", "id": 1, "result": result}, ensure_ascii=False).encode()
+            if len(rows) < limit:
+                return time.perf_counter() - start
+            since = rows[-1][0]
+    finally:
+        conn.close()
+
+
+# ---- serve --------------------------------------------------------------------------------------------------
+
+
+def serve_command(args: argparse.Namespace) -> int:
+    print(f"machine: {machine()}")
+    total, limit = args.events, args.limit
+    max_pages = total // limit + 3
+    with tempfile.TemporaryDirectory(prefix="noemafed-bench-") as tmp:
+        root = Path(tmp)
+        pyz = Pyz(args.pyz, root, bytecode=not args.no_bytecode)
+        source = root / "source"
+        build_source(pyz, source, total)
+        expected = event_ids(source)
+        floors = [serving_floor(source, limit) for _ in range(args.passes)]
+        passes = []
+        with pyz.serve(source, "serve") as server:
+            client = RawClient(server.port, timeout=60)
+            client.initialize()
+            client.pull(limit, max_pages, time.monotonic() + 600)  # warm the page cache and the worker
+            for _ in range(args.passes):
+                client.parse_seconds = 0.0
+                start = time.perf_counter()
+                ids = client.pull(limit, max_pages, time.monotonic() + 600)
+                passes.append((time.perf_counter() - start, client.parse_seconds))
+                if ids != expected:
+                    raise RuntimeError("a pass did not return the source's events in order")
+            hwm = server.status_kib("VmHWM")
+    seconds, parse = sorted(passes)[len(passes) // 2]
+    rate = total / seconds
+    floor_rate = total / statistics.median(floors)
+    print(
+        f"events: {total} stored events (1 KiB body creates), sync_events limit {limit}, {args.passes} passes"
+    )
+    print(f"floor : {floor_rate:10.0f} events/s  (in-process SELECT + JSON text, no HTTP; median pass)")
+    print(
+        f"serve : {rate:10.0f} events/s  ({seconds:.2f} s median pass, one client, of which {parse:.2f} s "
+        f"client-side JSON parsing)  serve peak RSS {mib(hwm)}"
+    )
+    print(f"server side only: {total / (seconds - parse):10.0f} events/s (pass time minus client parsing)")
+    print(f"ratio : {rate / floor_rate:.2f} (serve rate / floor rate)")
+    print(f"target: >= 5000 events/s: {'met' if rate >= 5000 else 'MISSED'}")
+    return 0
+
+
+# ---- load ---------------------------------------------------------------------------------------------------
+
+
+def one_client(
+    port: int, limit: int, max_pages: int, deadline: float, timeout: float
+) -> tuple[list[str], str]:
+    """One client's whole pull; any failure is returned, never raised, so every client is accounted for."""
+    try:
+        client = RawClient(port, timeout)
+        client.initialize()
+        return client.pull(limit, max_pages, deadline), ""
+    except Exception as exc:  # counted and reported as an error of this client
+        return [], f"{type(exc).__name__}: {exc}"
+
+
+def load_command(args: argparse.Namespace) -> int:
+    print(f"machine: {machine()}")
+    total, limit, clients = args.events, args.limit, args.clients
+    max_pages = total // limit + 3
+    with tempfile.TemporaryDirectory(prefix="noemafed-bench-") as tmp:
+        root = Path(tmp)
+        pyz = Pyz(args.pyz, root, bytecode=not args.no_bytecode)
+        source = root / "source"
+        build_source(pyz, source, total)
+        expected = event_ids(source)
+        with pyz.serve(source, "load") as server:
+            idle_rss = server.status_kib("VmRSS")
+            start = time.perf_counter()
+            alone, error = one_client(server.port, limit, max_pages, time.monotonic() + args.timeout, 60)
+            single = time.perf_counter() - start
+            if error or alone != expected:
+                raise RuntimeError(f"the single-client baseline failed: {error or 'wrong events'}")
+            single_hwm = server.status_kib("VmHWM")
+            deadline = time.monotonic() + args.timeout
+            start = time.perf_counter()
+            pool = ThreadPoolExecutor(max_workers=clients, thread_name_prefix="client")
+            futures = [
+                pool.submit(one_client, server.port, limit, max_pages, deadline, 60) for _ in range(clients)
+            ]
+            done, pending = wait(futures, timeout=args.timeout + 5)
+            elapsed = time.perf_counter() - start
+            pool.shutdown(wait=False, cancel_futures=True)
+            hwm = server.status_kib("VmHWM")
+            alive = server.status_kib("VmRSS") > 0
+    results = [future.result() for future in done]
+    errors = [error for _, error in results if error]
+    dropped = sum(1 for ids, error in results if not error and len(set(ids)) < len(expected))
+    duplicated = sum(1 for ids, error in results if not error and len(ids) != len(set(ids)))
+    wrong = sum(1 for ids, error in results if not error and ids != expected)
+    aggregate = clients * total / elapsed
+    print(
+        f"events: {total} stored events, sync_events limit {limit}; server: `noemafed serve` (pyz), 16 workers"
+    )
+    print(
+        f"baseline: 1 client alone  {total / single:10.0f} events/s  ({single:.2f} s)  server peak RSS {mib(single_hwm)}"
+    )
+    print(
+        f"load    : {clients} clients     {aggregate:10.0f} events/s in all  ({elapsed:.2f} s for "
+        f"{clients} x {total} events)  server peak RSS {mib(hwm)} (idle {mib(idle_rss)})"
+    )
+    print(f"ratio   : {aggregate / (total / single):.2f} (aggregate rate under load / single-client rate)")
+    print(
+        f"clients : {len(done)} finished, {len(pending)} still running at the deadline; errors {len(errors)}, "
+        f"dropped {dropped}, duplicated {duplicated}, not identical to the source's id sequence {wrong}"
+    )
+    for error in sorted(set(errors))[:5]:
+        print(f"  error: {error}")
+    print(
+        f"bounded : each client <= {max_pages} pages and {args.timeout:.0f} s; the run ended by itself: "
+        f"{'yes' if not pending else 'NO'}; server still up afterwards: {'yes' if alive else 'no'}"
+    )
+    ok = not pending and not errors and not wrong
+    print(f"verdict : {'no error, no dropped and no duplicated event' if ok else 'FAILED'}")
+    return 0 if ok else 1
+
+
+def add_pyz_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--pyz", type=Path, default=DEFAULT_PYZ, help="the built zipapp (default: dist/noemafed.pyz)"
+    )
+    parser.add_argument(
+        "--no-bytecode",
+        action="store_true",
+        help="run the pyz with PYTHONDONTWRITEBYTECODE=1 (every run compiles its modules from source)",
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -243,16 +976,57 @@ def main(argv: list[str] | None = None) -> int:
     replay.add_argument("--events", type=int, default=10_000)
     replay.add_argument("--durable", action="store_true", help="replay with fsync of every file and the WAL")
     replay.add_argument("--profile", action="store_true", help="print a cProfile of the replay side")
+    sync = sub.add_parser(
+        "sync", help="cold `sync --once` of N events from a local serve, beside replay-only"
+    )
+    sync.add_argument("--events", type=int, nargs="+", default=[10_000], help="one or more sizes, in order")
+    sync.add_argument("--rounds", type=int, default=3, help="sync runs (and replay-only runs) per size")
+    add_pyz_options(sync)
+    startup = sub.add_parser(
+        "startup", help="`sync --once` against 3 caught-up peers beside a click start-up floor"
+    )
+    startup.add_argument("--repeat", type=int, default=10)
+    startup.add_argument("--traces", type=int, default=20, help="seeded traces per peer")
+    startup.add_argument("--top", type=int, default=12, help="lines of the import-time profile")
+    startup.add_argument(
+        "--compare", type=Path, nargs="*", default=[], metavar="PYZ", help="other builds to time side by side"
+    )
+    add_pyz_options(startup)
+    serve = sub.add_parser("serve", help="sync_events serving rate to one raw HTTP client")
+    serve.add_argument("--events", type=int, default=20_000)
+    serve.add_argument("--limit", type=int, default=1000)
+    serve.add_argument("--passes", type=int, default=3)
+    add_pyz_options(serve)
+    load = sub.add_parser("load", help="many concurrent clients each pulling every event from one serve")
+    load.add_argument("--clients", type=int, default=50)
+    load.add_argument("--events", type=int, default=10_000)
+    load.add_argument("--limit", type=int, default=1000)
+    load.add_argument("--timeout", type=float, default=600.0, help="wall-clock bound of the whole load")
+    add_pyz_options(load)
     hidden = sub.add_parser("_child")
     hidden.add_argument("kind", choices=["floor", "replay"])
     hidden.add_argument("events", type=int)
     hidden.add_argument("--durable", action="store_true")
     hidden.add_argument("--profile", action="store_true")
+    source = sub.add_parser("_source")
+    source.add_argument("path", type=Path)
+    source.add_argument("events", type=int)
+    source.add_argument("--replay-of", type=Path)
     args = parser.parse_args(argv)
     if args.command == "_child":
         child(args.kind, args.events, args.durable, args.profile)
         return 0
-    return replay_command(args)
+    if args.command == "_source":
+        load_source(args.path, args.events, args.replay_of)
+        return 0
+    commands = {
+        "replay": replay_command,
+        "sync": sync_command,
+        "startup": startup_command,
+        "serve": serve_command,
+        "load": load_command,
+    }
+    return commands[args.command](args)
 
 
 if __name__ == "__main__":
