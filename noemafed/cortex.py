@@ -72,11 +72,10 @@ def _registry(environ: Mapping[str, str]) -> tuple[dict[str, Path], str]:
     return cortexes, default_name
 
 
-def _by_path_or_name(value: str, environ: Mapping[str, str]) -> Path | None:
+def _by_path_or_name(value: str, registered: dict[str, Path]) -> Path | None:
     candidate = Path(os.path.expanduser(value))
     if _is_cortex(candidate):
         return candidate
-    registered, _ = _registry(environ)
     if value in registered and _is_cortex(registered[value]):
         return registered[value]
     return None
@@ -85,8 +84,10 @@ def _by_path_or_name(value: str, environ: Mapping[str, str]) -> Path | None:
 def resolve_cortex(option: str | None, environ: Mapping[str, str], cwd: Path) -> Resolution:
     """`--cortex`, then NOEMA_CORTEX, then the registry default, then the cwd; a miss lists all four."""
     tried: list[str] = []
+    # The registry is read once per resolution, whichever rule ends up using it.
+    registered, default_name = _registry(environ)
     if option:
-        found = _by_path_or_name(option, environ)
+        found = _by_path_or_name(option, registered)
         if found is None:
             raise CortexNotFoundError(
                 f"no cortex at --cortex {option!r}: not a directory with {MANIFEST_FILE} "
@@ -97,13 +98,12 @@ def resolve_cortex(option: str | None, environ: Mapping[str, str], cwd: Path) ->
     tried.append("--cortex (not given)")
     env_value = environ.get(CORTEX_ENV, "")
     if env_value:
-        found = _by_path_or_name(env_value, environ)
+        found = _by_path_or_name(env_value, registered)
         if found is not None:
             return Resolution(found.resolve(), CORTEX_ENV)
         tried.append(f"{CORTEX_ENV}={env_value!r} (no such cortex)")
     else:
         tried.append(f"{CORTEX_ENV} (not set)")
-    registered, default_name = _registry(environ)
     reg_path = registry_path(environ)
     if default_name and default_name in registered and _is_cortex(registered[default_name]):
         return Resolution(registered[default_name].resolve(), "registry")
