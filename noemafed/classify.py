@@ -10,7 +10,7 @@ import urllib.error
 from collections.abc import Iterator
 from enum import StrEnum
 
-from noemafed.errors import InvalidTraceFrontmatterError, InvalidTraceIDError
+from noemafed.errors import InvalidTraceFrontmatterError, InvalidTraceIDError, SigningKeyError
 from noemafed.gotext import go_quote
 
 __all__ = [
@@ -184,7 +184,7 @@ def categorize_error(err: BaseException | str | None) -> str:
 
 
 def classify_replay_error(err: BaseException | None) -> str:
-    """Reason for a failed replay: the trace sentinels anywhere in the chain, then Go's substrings."""
+    """Reason for a failed replay: sentinels or our signing key anywhere in the chain, then Go's texts."""
     if err is None:
         return ""
     # Sentinels first, through the whole chain, so the wrapper's own text does not matter;
@@ -194,6 +194,10 @@ def classify_replay_error(err: BaseException | None) -> str:
             return Reason.INVALID_TRACE_ID.value
         if isinstance(exc, InvalidTraceFrontmatterError):
             return Reason.INVALID_FRONTMATTER.value
+        if isinstance(exc, SigningKeyError):
+            # Our own key could not sign a divergence event: like a signing-key mismatch in the handshake,
+            # only an operator can fix it, so it is reported the same way (exit 4).
+            return Reason.IDENTITY_MISMATCH.value
     text = str(err)
     if "unknown action" in text:
         return Reason.UNKNOWN_ACTION.value

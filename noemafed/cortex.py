@@ -5,9 +5,10 @@ from __future__ import annotations
 import os
 import sqlite3
 from collections.abc import Mapping
-from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import cached_property
 from pathlib import Path
+from typing import TYPE_CHECKING, NamedTuple
 
 from noemafed import frontmatter, schema
 from noemafed.errors import (
@@ -18,8 +19,14 @@ from noemafed.errors import (
 )
 from noemafed.manifest import MANIFEST_FILE, MANIFEST_VERSION, Manifest, read_manifest
 
+if TYPE_CHECKING:
+    from noemafed.signing import EventSigner
+
 CORTEX_ENV = "NOEMA_CORTEX"
 TRACE_FOLDERS = ("traces", "archive/traces", "trash/traces")
+# Temp files of our own trace writes: our own prefix, so sync may delete stale ones, never a live noema write.
+TEMP_PREFIX = ".noemafed-trace-"
+TEMP_SUFFIX = ".tmp"
 STORAGE_FILE = "storage.yaml"
 STORAGE_MIGRATION_MARKER = ".noema-storage-migration.json"
 DB_FILE = "noema.db"
@@ -34,8 +41,7 @@ file with its own guide the first time it opens the cortex.
 """
 
 
-@dataclass(frozen=True)
-class Resolution:
+class Resolution(NamedTuple):
     """Where a cortex was found and by which rule, so `status` can say why it used this one."""
 
     path: Path
@@ -196,13 +202,20 @@ def open_database(cortex_dir: Path) -> sqlite3.Connection:
     return conn
 
 
-@dataclass
 class Cortex:
     """An opened cortex: its directory, validated manifest and database connection."""
 
-    path: Path
-    manifest: Manifest
-    conn: sqlite3.Connection
+    def __init__(self, path: Path, manifest: Manifest, conn: sqlite3.Connection) -> None:
+        self.path = path
+        self.manifest = manifest
+        self.conn = conn
+
+    @cached_property
+    def signer(self) -> EventSigner:
+        """Signs what this cortex authors; made on first use, and the key file is read only to sign."""
+        from noemafed.signing import EventSigner  # noqa: PLC0415 (lazy: replay-only runs never sign)
+
+        return EventSigner(self.path, self.manifest)
 
     def close(self) -> None:
         self.conn.close()

@@ -65,6 +65,13 @@ class AccessKeyError(NoemafedError):
     exit_code = ExitCode.CONFIG
 
 
+class SigningKeyError(NoemafedError):
+    """This cortex's event signing key could not be loaded (sidecar file rules, seed, public_key mismatch)."""
+
+    code = "signing_key_invalid"
+    exit_code = ExitCode.CONFIG
+
+
 class CortexNotFoundError(NoemafedError):
     """No cortex at the path or name given, nor in the environment, registry or cwd."""
 

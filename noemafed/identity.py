@@ -5,8 +5,7 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from noemafed import state
 from noemafed.errors import NoemafedError
@@ -29,8 +28,7 @@ class IdentityError(NoemafedError):
         )
 
 
-@dataclass(frozen=True)
-class PeerIdentity:
+class PeerIdentity(NamedTuple):
     """The fields of a `cortex_identity` answer that federation uses; unknown fields are ignored."""
 
     id: str

@@ -1,10 +1,11 @@
 """Local activity authored the way noema does it (cortex.md §4.3, §4.6), and the row writers replay shares.
 
 Every local mutation changes its rows, writes its files and appends exactly one event (fresh monotonic ULID,
-this cortex's id and name, RFC3339 now, Go-style compact `data`, the incremented local clock) in one SQLite
-transaction. Order inside it, as in replay: DB statements first (a constraint or trigger failure then touches
-no file), file steps next, COMMIT last; a crash before COMMIT leaves files ahead of the rows, which the same
-mutation (or a replay of its event) simply rewrites.
+this cortex's id and name, RFC3339 now, Go-style compact `data`, the incremented local clock, and a signature
+when cortex.md names a signing key file) in one SQLite transaction. Order inside it, as in replay: DB
+statements first (a constraint or trigger failure then touches no file), file steps next, COMMIT last; a crash
+before COMMIT leaves files ahead of the rows, which the same mutation (or a replay of its event) simply
+rewrites.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ulid import LaxMonotonicPolicy, ULIDGenerator
 
@@ -26,6 +27,9 @@ from noemafed.events import EMPTY_DATA, Event, event_row
 from noemafed.gotext import format_rfc3339, go_json_dumps
 from noemafed.manifest import Manifest
 from noemafed.schema import LONG_TERM_IMMUTABLE_TRIGGER, LONG_TERM_NO_DELETE_TRIGGER
+
+if TYPE_CHECKING:
+    from noemafed.signing import EventSigner
 
 __all__ = [
     "TraceRow",
@@ -335,21 +339,35 @@ def snapshot_data(
 
 
 def emit(
-    conn: sqlite3.Connection, manifest: Manifest, action: str, trace_id: str, *, data: str, now: str
+    conn: sqlite3.Connection,
+    manifest: Manifest,
+    signer: EventSigner,
+    action: str,
+    trace_id: str,
+    *,
+    data: str,
+    now: str,
 ) -> Event:
-    """Append one local event: increment our clock bucket, snapshot the clock into the event, store both."""
+    """Append one local event: increment our clock bucket, snapshot the clock into the event, store both.
+
+    A signing cortex signs the event exactly as it is stored (cortex.md §4.7). This runs among the DB
+    statements, before any file step, so a key that cannot be loaded rolls back a mutation that touched
+    nothing on disk.
+    """
     clock = vclock.keep_cortex_id_keys(state.get_clock(conn))
     vclock.increment(clock, manifest.id)
     state.set_clock(conn, clock)
-    event = Event(
-        id=new_ulid(),
-        action=action,
-        trace_id=trace_id,
-        cortex_id=manifest.id,
-        origin=manifest.name,
-        timestamp=now,
-        data=data or EMPTY_DATA,
-        vclock=dict(clock),
+    event = signer.sign(
+        Event(
+            id=new_ulid(),
+            action=action,
+            trace_id=trace_id,
+            cortex_id=manifest.id,
+            origin=manifest.name,
+            timestamp=now,
+            data=data or EMPTY_DATA,
+            vclock=dict(clock),
+        )
     )
     insert_event(conn, event)
     return event
@@ -392,6 +410,7 @@ def create_in_transaction(
     cortex_dir: Path,
     manifest: Manifest,
     *,
+    signer: EventSigner,
     title: str,
     type: str,
     body: str,
@@ -451,7 +470,7 @@ def create_in_transaction(
         source_hash=source_hash,
         source_locked=source_locked,
     )
-    event = emit(conn, manifest, "create", trace_id, data=data, now=moment)
+    event = emit(conn, manifest, signer, "create", trace_id, data=data, now=moment)
     traces.write_in(cortex_dir, traces.ACTIVE, trace, durable=durable)
     return trace_id, event
 
@@ -476,6 +495,7 @@ def create_trace(  # noqa: PLR0917 - the interface other engineers code against
             cortex.conn,
             cortex.path,
             cortex.manifest,
+            signer=cortex.signer,
             title=title,
             type=type,
             body=body,
@@ -561,7 +581,7 @@ def update_trace(
             source_hash=trace.source_hash,
             source_locked=trace.source_locked,
         )
-        event = emit(conn, cortex.manifest, "update", trace_id, data=data, now=moment)
+        event = emit(conn, cortex.manifest, cortex.signer, "update", trace_id, data=data, now=moment)
         traces.write_in(cortex.path, row.folder, trace)
     return event
 
@@ -578,6 +598,7 @@ def set_tags(cortex: Cortex, trace_id: str, tags: Sequence[str], *, now: str | N
         event = emit(
             conn,
             cortex.manifest,
+            cortex.signer,
             "tag_update",
             trace_id,
             data=go_json_dumps({"tags": list(new_tags)}),
@@ -617,7 +638,7 @@ def _visibility(cortex: Cortex, trace_id: str, action: str, now: str | None) -> 
         moment = now or now_text()
         params = (moment, trace_id) if "?" in sets else (trace_id,)
         conn.execute(f"UPDATE traces SET {sets} WHERE id = ?", params)
-        event = emit(conn, cortex.manifest, action, trace_id, data=EMPTY_DATA, now=moment)
+        event = emit(conn, cortex.manifest, cortex.signer, action, trace_id, data=EMPTY_DATA, now=moment)
         traces.move(cortex.path, trace_id, row.folder, target)
     return event
 
@@ -647,7 +668,9 @@ def purge(cortex: Cortex, trace_id: str, *, now: str | None = None) -> Event:
             raise CommandError(f"trace {trace_id} is not in the trash")
         conn.execute("DELETE FROM traces WHERE id = ?", (trace_id,))
         conn.execute("DELETE FROM traces_fts WHERE id = ?", (trace_id,))
-        event = emit(conn, cortex.manifest, "purge", trace_id, data=EMPTY_DATA, now=now or now_text())
+        event = emit(
+            conn, cortex.manifest, cortex.signer, "purge", trace_id, data=EMPTY_DATA, now=now or now_text()
+        )
         traces.remove(cortex.path, trace_id)
     return event
 
@@ -663,6 +686,7 @@ def _tier_change(cortex: Cortex, trace_id: str, action: str, to: str, now: str |
         event = emit(
             conn,
             cortex.manifest,
+            cortex.signer,
             action,
             trace_id,
             data=go_json_dumps({"from": row.tier, "to": to}),
@@ -691,6 +715,7 @@ def vote(cortex: Cortex, trace_id: str, delta: int, actor: str = "agent", *, now
         return emit(
             conn,
             cortex.manifest,
+            cortex.signer,
             "vote",
             trace_id,
             data=go_json_dumps({"delta": delta, "actor": actor}),
@@ -713,18 +738,22 @@ def consolidate(
         payload: dict[str, Any] = {"source_ids": list(source_ids), "distilled_id": distilled_id}
         if model_name:
             payload["model_name"] = model_name
-        if row.tier == "short":
-            current = _current(cortex, row)
+        # Still short: it goes to mid (file written after the event, like every other mutation).
+        current = _current(cortex, row) if row.tier == "short" else None
+        if current is not None:
             conn.execute("UPDATE traces SET tier = 'mid' WHERE id = ?", (distilled_id,))
-            traces.write_in(cortex.path, row.folder, replace(current, tier="mid"))
-        return emit(
+        event = emit(
             conn,
             cortex.manifest,
+            cortex.signer,
             "consolidate",
             distilled_id,
             data=go_json_dumps(payload),
             now=now or now_text(),
         )
+        if current is not None:
+            traces.write_in(cortex.path, row.folder, replace(current, tier="mid"))
+    return event
 
 
 def _purge_payload(row: TraceRow, reason: str, actor: str, hard: bool) -> str:
@@ -755,6 +784,7 @@ def purge_long_term(
         event = emit(
             conn,
             cortex.manifest,
+            cortex.signer,
             "purge_long_term",
             trace_id,
             data=_purge_payload(row, reason, actor, False),
@@ -775,6 +805,7 @@ def purge_hard(
         event = emit(
             conn,
             cortex.manifest,
+            cortex.signer,
             "purge_hard",
             trace_id,
             data=_purge_payload(row, reason, actor, True),
@@ -804,7 +835,13 @@ def telemetry(
         raise CommandError(f"{action!r} is not a telemetry action")
     with transaction(cortex.conn):
         return emit(
-            cortex.conn, cortex.manifest, action, trace_id, data=go_json_dumps(payload), now=now or now_text()
+            cortex.conn,
+            cortex.manifest,
+            cortex.signer,
+            action,
+            trace_id,
+            data=go_json_dumps(payload),
+            now=now or now_text(),
         )
 
 
@@ -821,6 +858,7 @@ def coordination(
         return emit(
             cortex.conn,
             cortex.manifest,
+            cortex.signer,
             action,
             window_id,
             data=go_json_dumps(payload),

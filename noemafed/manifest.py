@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import os
-import tempfile
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from noemafed import frontmatter
 from noemafed.durations import parse_go_duration
@@ -29,8 +27,7 @@ _FEDERATION_KEY_ORDER = ("mode", "peers", "interval", "verify")
 _PEER_KEY_ORDER = ("name", "endpoint", "ca", "mode", "pubkey")
 
 
-@dataclass(frozen=True)
-class PeerConfig:
+class PeerConfig(NamedTuple):
     """One `federation.peers[]` entry; `mode` is the raw text (empty means sync)."""
 
     name: str
@@ -49,8 +46,7 @@ class PeerConfig:
         return self.mode == PEER_MODE_PAUSED
 
 
-@dataclass(frozen=True)
-class FederationConfig:
+class FederationConfig(NamedTuple):
     """The `federation` block with raw texts kept for display and effective values derived."""
 
     mode: str = ""
@@ -78,8 +74,7 @@ class FederationConfig:
         return next((p for p in self.peers if p.name == name), None)
 
 
-@dataclass(frozen=True)
-class AccessConfig:
+class AccessConfig(NamedTuple):
     """The `access` block: where the shared key and the server's TLS material live."""
 
     shared_key_file: str = ""
@@ -87,8 +82,7 @@ class AccessConfig:
     tls_key_path: str = ""
 
 
-@dataclass(frozen=True)
-class Manifest:
+class Manifest(NamedTuple):
     """A parsed cortex.md; `raw` and `body` keep everything else so a rewrite loses nothing."""
 
     path: Path
@@ -99,8 +93,9 @@ class Manifest:
     access: AccessConfig
     federation: FederationConfig | None
     signing_public_key: str
-    raw: dict[str, Any] = field(repr=False)
-    body: str = field(repr=False, default="")
+    signing_private_key_file: str
+    raw: dict[str, Any]
+    body: str = ""
 
     @property
     def peers(self) -> tuple[PeerConfig, ...]:
@@ -215,6 +210,7 @@ def parse_manifest(text: str, path: Path) -> Manifest:
         ),
         federation=federation,
         signing_public_key=_text(signing.get("public_key"), "signing.public_key"),
+        signing_private_key_file=_text(signing.get("private_key_file"), "signing.private_key_file"),
         raw=raw,
         body=body,
     )
@@ -247,6 +243,8 @@ def write_manifest_raw(path: Path, raw: dict[str, Any], body: str) -> None:
         mode = path.stat().st_mode & 0o777
     except FileNotFoundError:
         mode = 0o644
+    import tempfile  # noqa: PLC0415 (lazy: only commands that rewrite cortex.md pay for it, never cron)
+
     fd, tmp = tempfile.mkstemp(prefix=".cortex.md.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:

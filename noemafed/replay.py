@@ -595,6 +595,8 @@ class Replayer:
             self.conn,
             self.dir,
             self.cortex.manifest,
+            # Signed like every local event: an enforcing peer refuses an unsigned one from a signing cortex.
+            signer=self.cortex.signer,
             title=f"Divergence: {row.title}",
             id_source=f"divergence-{row.id}",
             type="divergence",

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import base64
-import hmac
+import binascii  # base64.b64decode is this call plus imports a cron start does not need
 
 KEY_PREFIX = "ed25519:"
 PUBLIC_KEY_SIZE = 32
+SEED_SIZE = 32
 SIGNATURE_SIZE = 64
 
 _BASE64_ALPHABET = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/")
@@ -64,7 +64,7 @@ def _decode_scheme(text: str, want_len: int) -> bytes:
     offset = _go_base64_error_offset(rest)
     if offset is not None:
         raise KeyFormatError(f"base64: illegal base64 data at input byte {offset}")
-    raw = base64.b64decode(rest.replace(b"\n", b"").replace(b"\r", b""))
+    raw = binascii.a2b_base64(rest.replace(b"\n", b"").replace(b"\r", b""))
     if len(raw) != want_len:
         raise KeyFormatError(f"decoded {len(raw)} bytes, want {want_len}")
     return raw
@@ -86,9 +86,21 @@ def parse_signature(text: str) -> bytes:
         raise KeyFormatError(f"eventsig: malformed signature: {exc}") from None
 
 
+def parse_seed(text: str) -> bytes:
+    """The 32 raw bytes of a base64 signing seed (no prefix), with the texts of Go's PrivateFromSeed."""
+    data = text.strip().encode("utf-8")
+    offset = _go_base64_error_offset(data)
+    if offset is not None:
+        raise KeyFormatError(f"eventsig: malformed seed: illegal base64 data at input byte {offset}")
+    raw = binascii.a2b_base64(data.replace(b"\n", b"").replace(b"\r", b""))
+    if len(raw) != SEED_SIZE:
+        raise KeyFormatError(f"eventsig: malformed seed: seed is {len(raw)} bytes, want {SEED_SIZE}")
+    return raw
+
+
 def public_keys_equal(a: str, b: str) -> bool:
-    """Keys compare by decoded value (constant time), so base64 spelling differences do not matter."""
+    """Keys compare by decoded value, so base64 spelling differences do not matter (public: no timing concern)."""
     try:
-        return hmac.compare_digest(parse_public_key(a), parse_public_key(b))
+        return parse_public_key(a) == parse_public_key(b)
     except KeyFormatError:
         return False

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, NamedTuple
 
 from noemafed import vclock
 from noemafed.errors import StateError
@@ -72,8 +71,7 @@ def set_clock(conn: sqlite3.Connection, clock: vclock.VClock) -> None:
     put(conn, VCLOCK_KEY, vclock.encode(clock))
 
 
-@dataclass(frozen=True)
-class PeerError:
+class PeerError(NamedTuple):
     """The last failure of a peer: a reason from the enum plus stable ids, never free text."""
 
     reason: str
@@ -92,8 +90,7 @@ class PeerError:
         return obj
 
 
-@dataclass(frozen=True)
-class PeerHealth:
+class PeerHealth(NamedTuple):
     """`peer:<name>:health`, written after every poll (federation.md §2.5)."""
 
     version: str = ""
@@ -121,14 +118,13 @@ class PeerHealth:
 
     def after_success(self, now: str, peer_version: str) -> PeerHealth:
         """The record after a fully successful poll (federation.md §3.9)."""
-        return replace(
-            self._with_version(now, peer_version), last_success=now, consecutive_failures=0, last_error=None
+        return self._with_version(now, peer_version)._replace(
+            last_success=now, consecutive_failures=0, last_error=None
         )
 
     def after_failure(self, now: str, peer_version: str, error: PeerError) -> PeerHealth:
         """The record after a failed poll; a version seen before the failure is still recorded."""
-        return replace(
-            self._with_version(now, peer_version),
+        return self._with_version(now, peer_version)._replace(
             consecutive_failures=self.consecutive_failures + 1,
             last_error=error,
         )
@@ -137,7 +133,7 @@ class PeerHealth:
         # A blank version never overwrites a known one.
         if not peer_version:
             return self
-        return replace(self, version=peer_version, version_observed_at=now)
+        return self._replace(version=peer_version, version_observed_at=now)
 
 
 def _str_field(obj: dict[str, Any], key: str) -> str:
@@ -190,8 +186,7 @@ def set_health(conn: sqlite3.Connection, peer: str, health: PeerHealth) -> None:
     put(conn, peer_key(peer, HEALTH), health.encode())
 
 
-@dataclass(frozen=True)
-class RankEntry:
+class RankEntry(NamedTuple):
     """A consolidation-election bid; rank 0 means not participating."""
 
     cortex_id: str = ""
@@ -233,8 +228,7 @@ def set_peer_rank(conn: sqlite3.Connection, peer: str, entry: RankEntry) -> None
     put(conn, peer_key(peer, CONSOLIDATION_RANK), entry.encode())
 
 
-@dataclass(frozen=True)
-class PeerState:
+class PeerState(NamedTuple):
     """The composite read behind status: cursor, last contact, pinned id and health."""
 
     name: str
@@ -242,7 +236,7 @@ class PeerState:
     last_event: str = ""
     last_seen: str = ""
     cortex_id: str = ""
-    health: PeerHealth = field(default_factory=PeerHealth)
+    health: PeerHealth = PeerHealth()
     last_usage: str = ""
 
 

@@ -9,13 +9,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from noemafed.access import load_access_key
-from noemafed.cortex import TRACE_FOLDERS, database_dir, open_database
+from noemafed.cortex import TEMP_PREFIX, TEMP_SUFFIX, TRACE_FOLDERS, database_dir, open_database
 from noemafed.errors import CommandError, ExitCode
 from noemafed.gotext import go_quote, rfc3339_now
 from noemafed.lock import SyncLock
 from noemafed.manifest import Manifest, PeerConfig
 from noemafed.syncer import PollResult, SyncContext, SyncOptions, poll_once, run_daemon
-from noemafed.traces import TEMP_PREFIX, TEMP_SUFFIX
 
 
 @dataclass(frozen=True)

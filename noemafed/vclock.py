@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from typing import TypeAlias
@@ -102,7 +103,7 @@ def keep_cortex_id_keys(vc: VClock) -> VClock:
 def round_trips(vc: VClock) -> bool:
     """Whether `decode(encode(vc)) == vc`: uint64 values and no lone surrogate (decode makes it U+FFFD)."""
     for key, value in vc.items():
-        if type(value) is not int or not 0 <= value <= UINT64_MAX or _SURROGATE.search(key):
+        if type(value) is not int or not 0 <= value <= UINT64_MAX or _surrogate().search(key):
             return False
     return True
 
@@ -114,7 +115,13 @@ def merge_for_replay(local: VClock, remote: VClock) -> VClock:
 
 # Go's encoding/json (1.22+, noema builds with 1.25) with HTML escaping on, as json.Marshal uses.
 _SHORT_ESCAPES = {'"': '\\"', "\\": "\\\\", "\b": "\\b", "\f": "\\f", "\n": "\\n", "\r": "\\r", "\t": "\\t"}
-_NEEDS_ESCAPE = re.compile('[\x00-\x1f"\\\\<>&\u2028\u2029\ud800-\udfff]')
+
+
+# Both patterns are compiled on first use: their surrogate ranges cost about 1 ms to compile, which every
+# `sync --once` would pay even when it writes no clock.
+@functools.cache
+def _needs_escape() -> re.Pattern[str]:
+    return re.compile('[\x00-\x1f"\\\\<>&\u2028\u2029\ud800-\udfff]')
 
 
 def _escape_char(match: re.Match[str]) -> str:
@@ -130,7 +137,7 @@ def _escape_char(match: re.Match[str]) -> str:
 
 def _go_json_string(text: str) -> str:
     """A JSON string literal byte-identical to Go's: non-ASCII stays raw except U+2028/U+2029."""
-    return '"' + _NEEDS_ESCAPE.sub(_escape_char, text) + '"'
+    return '"' + _needs_escape().sub(_escape_char, text) + '"'
 
 
 def _go_sort_key(key: str) -> bytes:
@@ -172,7 +179,9 @@ class _Pairs(list[tuple[str, object]]):
     """Every key/value pair of one JSON object in document order, duplicates included."""
 
 
-_SURROGATE = re.compile("[\ud800-\udfff]")
+@functools.cache
+def _surrogate() -> re.Pattern[str]:
+    return re.compile("[\ud800-\udfff]")
 
 
 def decode(text: str | bytes | None) -> VClock:
@@ -206,5 +215,5 @@ def decode(text: str | bytes | None) -> VClock:
         if type(value) is not int:
             return {}
         # Go decodes a lone \ud800 escape as U+FFFD; Python keeps the surrogate, so replace it.
-        out[_SURROGATE.sub("\ufffd", key)] = value
+        out[_surrogate().sub("\ufffd", key)] = value
     return out

@@ -7,9 +7,8 @@ import ssl
 import time
 import urllib.error
 import urllib.request
-from dataclasses import dataclass
 from email.message import Message
-from typing import Any
+from typing import Any, NamedTuple
 
 from noemafed import __version__
 from noemafed.errors import NoemafedError
@@ -64,8 +63,7 @@ class DeadlineExceeded(WireError):
         super().__init__(message)
 
 
-@dataclass(frozen=True)
-class PeerTarget:
+class PeerTarget(NamedTuple):
     """Everything needed to reach one peer."""
 
     name: str
@@ -81,8 +79,7 @@ class PeerTarget:
         return self.endpoint.rstrip("/") + "/mcp"
 
 
-@dataclass(frozen=True)
-class ServerInfo:
+class ServerInfo(NamedTuple):
     protocol_version: str
     name: str
     version: str

@@ -18,7 +18,7 @@ from conftest import db, make_cortex, run_cli
 from peers.tls import make_tls
 from sync_helpers import check_db, comparable_trace_files, events, source, target_with
 
-from noemafed.access import AccessKey, key_fingerprint
+from noemafed.access import AccessKey
 from noemafed.serve import NoemafedHTTPServer, ServeConfig, make_server
 
 
@@ -282,7 +282,7 @@ def test_keyed_serving_needs_tls_and_the_exact_key(tmp_path: Path) -> None:
     assert result.stderr.startswith("Error: a keyed cortex never serves plain HTTP")
     tls = make_tls()
     cert, key = tls.write_server_files(tmp_path)
-    access = AccessKey("ring-key", "env", "", key_fingerprint("ring-key"))
+    access = AccessKey("ring-key", "env", "")
     with served(cortex, tls_cert=str(cert), tls_key=str(key), access=access) as server:
         raw = Raw(server, context=tls.client_context())
         status, headers, body = raw.send("POST", "/mcp", {"jsonrpc": "2.0", "id": 1, "method": "initialize"})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import os
 import shutil
@@ -10,6 +11,7 @@ import sqlite3
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import jsonschema
 import pytest
@@ -85,3 +87,123 @@ def test_two_builds_from_two_checkout_paths_are_identical(tmp_path: Path) -> Non
     first = _build_in_clone(tmp_path, "one")
     second = _build_in_clone(tmp_path, "somewhere-else")
     assert first == second
+
+
+# ---- scripts/pyz_main.py: shiv's bootstrap only when there is something to do --------------------------
+
+PROBE = "import sys; print('PROBE', '_bootstrap' in sys.modules, sys.path)\n"
+
+
+def _probe(pyz: Path, env: dict[str, str]) -> tuple[bool, list[str]]:
+    """Run `pyz --version`, then (python -i) print whether shiv's bootstrap ran and the final sys.path."""
+    result = subprocess.run(
+        [sys.executable, "-i", str(pyz), "--version"],
+        input=PROBE,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, **env},
+        check=False,
+    )
+    assert f"noemafed {__version__}" in result.stdout, result.stderr
+    line = next(line for line in result.stdout.splitlines() if "PROBE" in line)
+    _, bootstrapped, path = line.split(" ", 2)
+    return bootstrapped == "True", eval(path)  # noqa: S307 (our own repr of a list of str)
+
+
+def test_extracted_pyz_skips_shivs_bootstrap_with_the_same_sys_path(tmp_path: Path) -> None:
+    root = {"SHIV_ROOT": str(tmp_path / "shiv")}
+    first = _probe(PYZ, root)  # extracts: shiv's bootstrap
+    second = _probe(PYZ, root)  # already extracted: our fast path
+    forced = _probe(PYZ, {**root, "SHIV_FORCE_EXTRACT": "1"})  # any SHIV_* override: shiv again
+    assert (first[0], second[0], forced[0]) == (True, False, True)
+    assert first[1] == second[1] == forced[1]
+    assert sum("site-packages" in part and str(tmp_path) in part for part in second[1]) == 1
+    assert len(list((tmp_path / "shiv").glob("*/site-packages"))) == 1
+
+
+def test_a_symlinked_pyz_reuses_the_extraction_of_its_target(tmp_path: Path) -> None:
+    """shiv names the cache after the resolved file, so a symlink under another name finds it."""
+    root = {"SHIV_ROOT": str(tmp_path / "shiv")}
+    _probe(PYZ, root)
+    link = tmp_path / "bin" / "noemafed"
+    link.parent.mkdir()
+    link.symlink_to(PYZ)
+    bootstrapped, path = _probe(link, root)
+    assert not bootstrapped
+    assert any(part.startswith(str(tmp_path / "shiv" / "noemafed.pyz_")) for part in path)
+    assert len(list((tmp_path / "shiv").iterdir())) <= 2  # the extraction and shiv's lock file, nothing new
+
+
+def _pyz_main() -> Any:
+    spec = importlib.util.spec_from_file_location("pyz_main", REPO / "scripts" / "pyz_main.py")
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize(
+    ("build_root", "environ_root"),
+    [
+        (None, None),
+        (None, "~/cache"),
+        (None, "$OTHER_ROOT"),
+        ("$OTHER_ROOT", None),
+        ("{tmp}/built-in", "{tmp}/from-env"),
+    ],
+)
+def test_cache_path_agrees_with_shivs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, build_root: str | None, environ_root: str | None
+) -> None:
+    """The fast path must look exactly where shiv's bootstrap would; its answer is created, then found."""
+    from shiv.bootstrap import cache_path
+    from shiv.bootstrap.environment import Environment
+
+    pyz_main = _pyz_main()
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("OTHER_ROOT", str(tmp_path / "other"))
+    monkeypatch.delenv("SHIV_ROOT")
+    # Absolute roots live under tmp_path: this test creates the folder it expects to be found.
+    build_root = build_root and build_root.format(tmp=tmp_path)
+    if environ_root is not None:
+        monkeypatch.setenv("SHIV_ROOT", environ_root.format(tmp=tmp_path))
+    environment = {"build_id": "abc123", "entry_point": "noemafed.cli:main", "root": build_root}
+    archive = tmp_path / "app.pyz"
+    archive.touch()
+
+    class Archive:  # all cache_path reads of the ZipFile
+        filename = str(archive)
+
+    root = Environment(built_at="", shiv_version="", root=build_root).root
+    expected = cache_path(Archive(), root, "abc123") / "site-packages"
+    assert pyz_main.extracted_site_packages(environment, dict(os.environ), str(archive)) is None
+    expected.mkdir(parents=True)
+    found = pyz_main.extracted_site_packages(environment, dict(os.environ), str(archive))
+    assert found is not None
+    assert Path(found) == expected
+
+
+@pytest.mark.parametrize(
+    "override",
+    [
+        {"preamble": "x.py"},
+        {"script": "tool"},
+        {"no_modify": True},
+        {"always_write_cache": True},
+        {"extend_pythonpath": True},
+        {"prepend_pythonpath": "/x"},
+        {"entry_point": None},
+        {"entry_point": "mod"},
+    ],
+)
+def test_builds_with_other_shiv_options_go_through_shivs_bootstrap(
+    tmp_path: Path, override: dict[str, Any]
+) -> None:
+    pyz_main = _pyz_main()
+    environment = {"build_id": "b", "entry_point": "noemafed.cli:main", "root": str(tmp_path), **override}
+    (tmp_path / "app.pyz_b" / "site-packages").mkdir(parents=True)
+    plain = {**environment, **dict.fromkeys(override)} | {"entry_point": "noemafed.cli:main"}
+    assert pyz_main.extracted_site_packages(plain, {}, str(tmp_path / "app.pyz")) is not None
+    assert pyz_main.extracted_site_packages(environment, {}, str(tmp_path / "app.pyz")) is None
