@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from json.decoder import scanstring  # type: ignore[attr-defined]  # C-accelerated; untyped in typeshed
 from typing import Any
 
@@ -69,10 +69,20 @@ class Event:
     vclock: dict[str, int] | None
     signature: str = ""
     pubkey: str = ""
+    # (data, its parsed value) when parse_page had the value at hand, so payload() need not parse it again.
+    # Only trusted while `data` is that same object (a `replace(data=...)` drops it); not part of the value.
+    _parsed: tuple[str, Any] | None = field(default=None, compare=False, repr=False)
 
     def payload(self) -> dict[str, Any]:
-        """The parsed payload; `null` reads as {} (Go unmarshals null into a struct as a no-op)."""
-        value = json.loads(self.data) if self.data else {}
+        """The parsed payload; `null` reads as {} (Go unmarshals null into a struct as a no-op).
+
+        It may be the same dict on every call: read it, never change it.
+        """
+        parsed = self._parsed
+        if parsed is not None and parsed[0] is self.data:
+            value = parsed[1]
+        else:
+            value = json.loads(self.data) if self.data else {}
         if value is None:
             return {}
         if not isinstance(value, dict):
@@ -104,6 +114,12 @@ _WS_CHARS = str.maketrans("", "", " \t\n\r")
 
 def _compact(span: str) -> str:
     """Remove whitespace outside strings; string contents (and so every escape) keep their bytes."""
+    if '\\"' not in span:
+        # No escaped quote, so every '"' opens or closes a string: the even pieces are the text between them.
+        # Go's compact output passes here without the regex split below.
+        outside = "".join(span.split('"')[0::2])
+        if " " not in outside and "\t" not in outside and "\n" not in outside and "\r" not in outside:
+            return span
     parts = _STRING.split(span)
     # Even indexes are the structural text between string literals.
     structural = "".join(parts[0::2])
@@ -127,7 +143,7 @@ def _expect(text: str, position: int, char: str, what: str) -> None:
 def _parse_event(text: str, start: int, index: int) -> tuple[Event, int]:
     """One event object starting at `start` (a `{`); returns the event and the offset after its `}`."""
     fields: dict[str, Any] = {}
-    data = EMPTY_DATA
+    data, parsed = EMPTY_DATA, None
     position = _skip_ws(text, start + 1)
     if text[position : position + 1] == "}":
         position += 1
@@ -148,9 +164,10 @@ def _parse_event(text: str, start: int, index: int) -> tuple[Event, int]:
             # Duplicate keys: the last one wins, as in Go's decoder.
             if key == "data":
                 if value is None:
-                    data = NULL_DATA
+                    data, parsed = NULL_DATA, None
                 elif isinstance(value, dict):
                     data = _compact(text[position:end])
+                    parsed = (data, value)
                 else:
                     raise EventFormatError(f"event {index}: data must be a JSON object or null")
             else:
@@ -163,10 +180,12 @@ def _parse_event(text: str, start: int, index: int) -> tuple[Event, int]:
             _expect(text, position, "}", "',' or '}'")
             position += 1
             break
-    return _event_from_fields(fields, data, index), position
+    return _event_from_fields(fields, data, index, parsed), position
 
 
-def _event_from_fields(fields: dict[str, Any], data: str, index: int) -> Event:
+def _event_from_fields(
+    fields: dict[str, Any], data: str, index: int, parsed: tuple[str, Any] | None = None
+) -> Event:
     strings: dict[str, str] = {}
     for name in _STRING_FIELDS:
         value = fields.get(name)
@@ -190,6 +209,7 @@ def _event_from_fields(fields: dict[str, Any], data: str, index: int) -> Event:
         vclock=_clock_field(fields.get("vclock"), strings["id"]),
         signature=strings["signature"],
         pubkey=strings["pubkey"],
+        _parsed=parsed,
     )
 
 
@@ -207,6 +227,66 @@ def _clock_field(value: Any, event_id: str) -> dict[str, int] | None:
 
 def parse_page(text: str) -> list[Event]:
     """A sync_events text: a JSON array of events; "", "null" and "[]" are an empty page."""
+    events = _parse_compact_page(text)
+    return events if events is not None else _parse_page(text)
+
+
+# C scanner: one JSON value at an offset; absent from typeshed's JSONDecoder.
+_scan_once = _DECODER.scan_once  # type: ignore[attr-defined]
+
+
+def _parse_compact_page(text: str) -> list[Event] | None:
+    """parse_page for the layout Go and `serve` write (no whitespace between tokens), or None.
+
+    None hands the page to the general parser, which also words every error: this path only ever returns
+    what the general one would, and so never raises (tests/test_events.py checks both with hypothesis).
+    Per field it is one C scan of the key and one of the value, with no whitespace skipping in between.
+    """
+    if not (text.startswith("[{") and text.endswith("}]")):
+        return None
+    events: list[Event] = []
+    position = 1  # at the '{' of an event
+    try:
+        while True:
+            fields: dict[str, Any] = {}
+            data, parsed = EMPTY_DATA, None
+            position += 1
+            while True:
+                if text[position] != '"':
+                    return None
+                key, position = scanstring(text, position + 1, True)
+                if text[position] != ":":
+                    return None
+                value, end = _scan_once(text, position + 1)
+                if key == "data":  # duplicate keys: the last one wins, as in Go's decoder
+                    if type(value) is dict:
+                        data = _compact(text[position + 1 : end])
+                        parsed = (data, value)
+                    elif value is None:
+                        data, parsed = NULL_DATA, None
+                    else:
+                        return None
+                else:
+                    fields[key] = value
+                char = text[end]
+                position = end + 1
+                if char == "}":
+                    break
+                if char != ",":
+                    return None
+            events.append(_event_from_fields(fields, data, len(events), parsed))
+            char = text[position]
+            if char == "]":
+                return events if position == len(text) - 1 else None
+            if char != "," or text[position + 1] != "{":
+                return None
+            position += 1
+    except (ValueError, IndexError, StopIteration, RecursionError, EventFormatError):
+        return None
+
+
+def _parse_page(text: str) -> list[Event]:
+    """The general parser: any JSON whitespace, and a precise error for a malformed page."""
     length = len(text)
     position = _skip_ws(text, 0)
     if position == length:

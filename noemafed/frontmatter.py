@@ -20,6 +20,7 @@ PyYAML, libyaml and the YAML spec disagree about them, and neither Go nor Rust w
 
 from __future__ import annotations
 
+import functools
 import re
 import string
 from collections.abc import Mapping, Sequence
@@ -34,6 +35,7 @@ __all__ = [
     "Plain",
     "Value",
     "dumps",
+    "format_str",
     "join_manifest",
     "join_trace",
     "loads",
@@ -136,10 +138,18 @@ _NUMBER_LIKE = re.compile(
 _MAX_KEY_LENGTH = 1024
 # YAML 1.1 timestamps start like this; quoting every such prefix is a safe superset.
 _DATE_PREFIX = re.compile(r"[0-9]{4}-[0-9]{1,2}-[0-9]{1,2}")
-# Exactly the characters `_is_plain_char` accepts, for a whole-text check at C speed.
-_PLAIN_CHARS = re.compile(
-    r"[\x20-\x7e\xa0-\u2027\u202a-\ud7ff\ue000-\ufefe\uff00-\ufffd\U00010000-\U0010ffff]*"
-)
+
+
+@functools.cache
+def _plain_chars() -> re.Pattern[str]:
+    """Exactly the characters `_is_plain_char` accepts, for a whole-text check at C speed.
+
+    Compiled on first use: its Unicode ranges take about 3 ms to compile, and a caught-up `sync --once`,
+    which reads frontmatter but never writes any, should not pay that at start-up.
+    """
+    return re.compile(r"[\x20-\x7e\xa0-\u2027\u202a-\ud7ff\ue000-\ufefe\uff00-\ufffd\U00010000-\U0010ffff]*")
+
+
 # The emitter's fast path: a text this matches is plain-safe, and `_is_plain_safe` answers for every other
 # text (tests/test_frontmatter.py checks with hypothesis that both always agree). ASCII only, so `lower()`
 # and `(?i)` fold alike. Why each part keeps the full check's verdict:
@@ -150,18 +160,23 @@ _PLAIN_CHARS = re.compile(
 # - after that: any printable ASCII but ':' and '#', which are fine in the middle; ':' only before a
 #   non-space (no `: `, no final ':'); '#' only after a non-space (no ` #`); a space only before a
 #   character other than '#' (no ` #`, no final space).
+# The alternatives start with different characters, so every text splits into them one way only: the
+# possessive runs (`++`, `*+`) never give up a match that backtracking could have used, and run at C speed.
 _FAST_PLAIN = re.compile(
     r"""(?:
         (?!(?i:y|n|yes|no|on|off|true|false|null)\Z)[A-Za-z]
       | (?:[0-9]{1,3}|[0-9]{5,})-
     )(?:
-        [\x21\x22\x24-\x39\x3b-\x7e]
+        [\x21\x22\x24-\x39\x3b-\x7e]++
       | :(?=[^ ])
       | (?<![ ])\#
       | [ ](?=[^\#])
-    )*""",
+    )*+""",
     re.VERBOSE | re.ASCII,
 )
+# The other common case, RFC3339 timestamps: a date prefix is never plain-safe, and printable ASCII without
+# '"' and '\' is double-quoted as is.
+_QUOTED_AS_IS_DATE = re.compile(r"[0-9]{4}-[0-9]{1,2}-[0-9]{1,2}[\x20\x21\x23-\x5b\x5d-\x7e]*+")
 # Double-quoting changes nothing inside such a text: printable ASCII without '"' and '\'.
 _QUOTE_AS_IS = re.compile(r"[\x20\x21\x23-\x5b\x5d-\x7e]*")
 
@@ -720,6 +735,15 @@ def dumps(mapping: Mapping[str, Emittable], indent: int = 4) -> str:
     return "\n".join(_mapping_lines(mapping, indent)) + "\n"
 
 
+def format_str(text: str) -> str:
+    """One `str` scalar exactly as `dumps` writes it as a value or a sequence item, for fixed layouts."""
+    if _FAST_PLAIN.fullmatch(text) is not None:
+        return text
+    if _QUOTED_AS_IS_DATE.fullmatch(text) is not None:
+        return f'"{text}"'
+    return text if _is_plain_safe_full(text) else _double_quoted(text)
+
+
 def _mapping_lines(mapping: Mapping[str, Emittable], indent: int) -> list[str]:
     """Lines of a block mapping at column 0; the caller shifts them to where the mapping sits."""
     pad = " " * indent
@@ -730,7 +754,7 @@ def _mapping_lines(mapping: Mapping[str, Emittable], indent: int) -> list[str]:
         head = f"{_format_key(key)}:"
         if type(value) is str:
             # The common case, decided as _format_scalar would: a str is never a block and never written empty.
-            out.append(f"{head} {value if _is_plain_safe(value) else _double_quoted(value)}")
+            out.append(f"{head} {format_str(value)}")
             continue
         nested = _block_lines(value, indent)
         if nested is None:
@@ -747,7 +771,7 @@ def _sequence_lines(items: Sequence[Emittable], indent: int) -> list[str]:
     out: list[str] = []
     for item in items:
         if type(item) is str:
-            out.append(f"- {item if _is_plain_safe(item) else _double_quoted(item)}")
+            out.append(f"- {format_str(item)}")
             continue
         nested = _block_lines(item, indent)
         if nested is None:
@@ -814,7 +838,7 @@ def _is_plain_syntax(text: str) -> bool:
     """Whether `text` can be written unquoted at all and read back unchanged as a plain scalar."""
     if not text or text[0].isspace() or text[-1].isspace():
         return False
-    if _PLAIN_CHARS.fullmatch(text) is None:
+    if _plain_chars().fullmatch(text) is None:
         return False
     if text[0] in _INDICATORS and not (text[0] in "-?:" and len(text) > 1 and text[1] != " "):
         return False

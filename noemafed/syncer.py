@@ -15,7 +15,6 @@ from noemafed.classify import Reason
 from noemafed.cortex import Cortex, open_database
 from noemafed.durations import format_go_duration
 from noemafed.errors import NoemafedError
-from noemafed.events import Event, EventFormatError, parse_page
 from noemafed.gotext import go_quote, rfc3339_now
 from noemafed.identity import IdentityError, parse_identity, verify_identity
 from noemafed.manifest import Manifest, PeerConfig
@@ -31,6 +30,7 @@ from noemafed.wire import (
 )
 
 if TYPE_CHECKING:
+    from noemafed.events import Event
     from noemafed.replay import Replayer
 
 PAGE_SIZE = 1000  # the server maximum: fewer round trips than Go's 100, same cursor semantics
@@ -298,6 +298,9 @@ class PeerPoller:
             if text in ("", "[]", "null"):
                 progress.caught_up = True
                 return
+            # Lazy: a caught-up poll, the common cron case, never loads the event model.
+            from noemafed.events import EventFormatError, parse_page  # noqa: PLC0415
+
             try:
                 events = parse_page(text)
             except EventFormatError as exc:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import hashlib
+import itertools
 import os
 import re
 from collections.abc import Iterable, Mapping
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from noemafed import frontmatter
+from noemafed.cortex import TEMP_PREFIX, TEMP_SUFFIX
 from noemafed.errors import FrontmatterError, InvalidTraceFrontmatterError, InvalidTraceIDError
 
 __all__ = [
@@ -62,8 +64,6 @@ TRACE_TYPES = (
 )
 TIERS = ("short", "mid", "long")
 FILE_MODE = 0o640
-TEMP_PREFIX = ".noemafed-trace-"  # our own prefix: sync may delete stale ones, never a live noema write
-TEMP_SUFFIX = ".tmp"
 
 # fullmatch, not `$`: Python's `$` also matches before a trailing newline, Go's does not.
 _TRACE_ID = re.compile(r"[0-9]{8}-[a-z0-9][a-z0-9-]{0,99}")
@@ -187,7 +187,57 @@ def content_hash(body: str) -> str:
 
 
 def format_trace(trace: Trace) -> str:
-    """The file text as noema writes it: keys in Go's order, empty optional keys omitted, body verbatim."""
+    """The file text as noema writes it: keys in Go's order, empty optional keys omitted, body verbatim.
+
+    Line by line, as `frontmatter.dumps` would write `_frontmatter_mapping(trace)`: building and walking that
+    mapping cost more than the file write itself. The known keys never need quoting, and every field is a
+    plain `str` here, so each value is one `format_str`; anything else (a `Plain` or non-str value, which
+    `dumps` writes by other rules) takes the mapping path. tests/test_traces.py checks with hypothesis that
+    both paths write the same text.
+    """
+    scalars = (trace.id, trace.title, trace.type, trace.tier, trace.author, trace.origin, trace.created)
+    rest = (trace.updated, trace.content_hash, trace.source_hash, *trace.tags, *trace.derived_from)
+    if set(map(type, scalars + rest)) != {str}:
+        return frontmatter.join_trace(frontmatter.dumps(_frontmatter_mapping(trace)), trace.body)
+    text = frontmatter.format_str
+    lines = ["---", f"id: {text(trace.id)}", f"title: {text(trace.title)}", f"type: {text(trace.type)}"]
+    if trace.tier:
+        lines.append(f"tier: {text(trace.tier)}")
+    if trace.author:
+        lines.append(f"author: {text(trace.author)}")
+    if trace.tags:
+        lines.append("tags:")
+        lines.extend(f"    - {text(tag)}" for tag in trace.tags)
+    if trace.derived_from:
+        lines.append("derived_from:")
+        lines.extend(f"    - {text(parent)}" for parent in trace.derived_from)
+    if trace.origin:
+        lines.append(f"origin: {text(trace.origin)}")
+    lines.append(f"created: {text(trace.created)}")
+    lines.append(f"updated: {text(trace.updated)}")
+    if trace.content_hash:
+        lines.append(f"content_hash: {text(trace.content_hash)}")
+    if trace.source_hash:
+        lines.append(f"source_hash: {text(trace.source_hash)}")
+    if trace.source_locked:
+        lines.append("source_locked: true")
+    extra = _extra_mapping(trace)
+    # Top-level keys are written independently, so the unknown keys' lines are those of a mapping of their own.
+    tail = frontmatter.dumps(extra) if extra else ""
+    return "\n".join(lines) + "\n" + tail + "---\n\n" + trace.body
+
+
+def _extra_mapping(trace: Trace) -> dict[str, frontmatter.Emittable]:
+    """Unknown keys in file order; a repeated one keeps its first value, a known one is never written twice."""
+    extra: dict[str, frontmatter.Emittable] = {}
+    for key, value in trace.extra:
+        if key not in extra and key not in KNOWN_KEYS:
+            extra[key] = value
+    return extra
+
+
+def _frontmatter_mapping(trace: Trace) -> dict[str, frontmatter.Emittable]:
+    """Every key format_trace writes, in Go's order, for `frontmatter.dumps`."""
     raw: dict[str, frontmatter.Emittable] = {"id": trace.id, "title": trace.title, "type": trace.type}
     # `tier` is written whenever it is set, `short` included: replay and local writes always stamp the DB
     # tier onto the file; only a trace whose tier is unknown (old files) has no tier key.
@@ -209,10 +259,8 @@ def format_trace(trace: Trace) -> str:
         raw["source_hash"] = trace.source_hash
     if trace.source_locked:
         raw["source_locked"] = True
-    for key, value in trace.extra:
-        if key not in raw and key not in KNOWN_KEYS:
-            raw[key] = value
-    return frontmatter.join_trace(frontmatter.dumps(raw), trace.body)
+    raw.update(_extra_mapping(trace))
+    return raw
 
 
 def _text(raw: Mapping[str, Any], key: str) -> str:
@@ -292,7 +340,7 @@ def read(path: Path) -> Trace:
 
 
 def write_atomic(path: Path, text: str, *, durable: bool = False) -> None:
-    """Write via `.noemafed-trace-<ULID>.tmp` in the same folder and rename, so readers never see half a file.
+    """Write via `.noemafed-trace-<token>-<n>.tmp` in the same folder and rename: readers never see half a file.
 
     With `durable` the data and the folder entry are fsynced, so the file survives a power loss once this
     returns; without it the write survives a process crash (the kernel has it) but not a power loss.
@@ -300,10 +348,28 @@ def write_atomic(path: Path, text: str, *, durable: bool = False) -> None:
     _write_atomic(str(path), str(path.parent / _temp_name()), path.parent, text, durable)
 
 
-def _temp_name() -> str:
-    from ulid import ULID  # noqa: PLC0415 (lazy: a caught-up `sync --once` never writes a file)
+class _TempNames:
+    """Temp file names unique to this process: a random token and a counter.
 
-    return f"{TEMP_PREFIX}{ULID()}{TEMP_SUFFIX}"
+    A ULID per write cost more than the write's own syscalls. Uniqueness needs no clock: the 64-bit token is
+    drawn once per process (again in a forked child, so parent and child never share it), and a name that
+    did clash would make the O_EXCL open fail, never overwrite another writer's file.
+    """
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        self.token = os.urandom(8).hex()
+        self.counter = itertools.count()
+
+    def next(self) -> str:
+        return f"{TEMP_PREFIX}{self.token}-{next(self.counter)}{TEMP_SUFFIX}"
+
+
+_TEMP_NAMES = _TempNames()
+os.register_at_fork(after_in_child=_TEMP_NAMES.reset)
+_temp_name = _TEMP_NAMES.next
 
 
 def _write_atomic(path: str, temp: str, folder: str | Path, text: str, durable: bool) -> None:

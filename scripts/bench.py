@@ -5,8 +5,10 @@
 
 Both sides run in their own child process (so peak RSS is theirs alone) on a fresh cortex, consume the same
 pages of 1,000 events (the sync_events maximum) generated on the fly, and are timed only around the work a
-syncer would do with a page: parse it, write rows and files. Results: events/s of each, the ratio, peak RSS
-and the tracemalloc peak of the replay side's own allocations per page.
+syncer would do with a page: parse it, write rows and files. The parent alternates them page by page (F R,
+R F, ...) so a slow spell of the disk hits both alike. Results: events/s of each, the ratio, peak RSS, and
+the tracemalloc peak of replay's allocations for one page into an empty cortex and one into the full cortex,
+measured after the timed run (tracemalloc never runs while a page is timed).
 
 The floor is the least any correct replay must do: in ONE transaction, insert the traces row, 3 tags, the
 FTS row, the events row and the cursor, and write the same file text atomically (temp file, rename, 0640).
@@ -46,6 +48,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import click
+
 # The network benchmarks run their replay-only child on the pyz's own extracted code (NOEMAFED_BENCH_PATH),
 # so both sides of a ratio are the same build even while the working tree changes.
 sys.path.insert(0, os.environ.get("NOEMAFED_BENCH_PATH") or str(Path(__file__).resolve().parent.parent))
@@ -63,36 +67,44 @@ BODY = ("Lorem ipsum dolor sit amet, consectetur adipiscing elit; the index & ev
 ] + "\n"
 
 
-def pages(total: int) -> Iterator[str]:
-    """Pages of realistic `create` events, as a Go peer serves them (payloads built by local.py's encoder)."""
-    for start in range(0, total, PAGE):
-        events = []
-        for n in range(start, min(start + PAGE, total)):
-            title = f"Benchmark trace {n}"
-            body = f"{n}: {BODY}"
-            data = local.snapshot_data(
-                title=title,
-                type="note",
-                body=body,
-                author="bench-agent",
-                tags=["bench", f"group-{n % 10}", "replay"],
+def page_text(start: int, stop: int) -> str:
+    """One page of realistic `create` events numbered start..stop-1, as a Go peer serves them.
+
+    The payloads are built by local.py's encoder; only ids differ between calls (fresh ULIDs).
+    """
+    events = []
+    for n in range(start, stop):
+        title = f"Benchmark trace {n}"
+        body = f"{n}: {BODY}"
+        data = local.snapshot_data(
+            title=title,
+            type="note",
+            body=body,
+            author="bench-agent",
+            tags=["bench", f"group-{n % 10}", "replay"],
+            origin=PEER,
+            tier="short",
+            content_hash=traces.content_hash(body),
+        )
+        events.append(
+            Event(
+                id=local.new_ulid(),
+                action="create",
+                trace_id=f"20250401-benchmark-trace-{n}",
+                cortex_id=SOURCE_ID,
                 origin=PEER,
-                tier="short",
-                content_hash=traces.content_hash(body),
+                timestamp="2025-04-01T12:00:00Z",
+                data=data,
+                vclock={SOURCE_ID: n + 1},
             )
-            events.append(
-                Event(
-                    id=local.new_ulid(),
-                    action="create",
-                    trace_id=f"20250401-benchmark-trace-{n}",
-                    cortex_id=SOURCE_ID,
-                    origin=PEER,
-                    timestamp="2025-04-01T12:00:00Z",
-                    data=data,
-                    vclock={SOURCE_ID: n + 1},
-                )
-            )
-        yield page_json(events)
+        )
+    return page_json(events)
+
+
+def pages(total: int) -> Iterator[str]:
+    """Pages of `create` events 0..total-1, PAGE events each (the last one may be shorter)."""
+    for start in range(0, total, PAGE):
+        yield page_text(start, min(start + PAGE, total))
 
 
 def fresh_cortex(root: Path) -> Path:
@@ -101,36 +113,58 @@ def fresh_cortex(root: Path) -> Path:
     return path
 
 
-def run_replay(total: int, durable: bool, profile: bool) -> dict[str, object]:
-    with tempfile.TemporaryDirectory() as tmp:
-        cortex = open_cortex(fresh_cortex(Path(tmp)))
-        replayer = Replayer(cortex, log=lambda _: None, durable=durable)
-        profiler = cProfile.Profile() if profile else None
-        elapsed = 0.0
-        malloc_peaks = []
-        for n, text in enumerate(pages(total)):
-            trace_malloc = n in (0, total // PAGE - 1)  # first and last page only: tracemalloc is slow
-            if trace_malloc:
-                tracemalloc.start()
-            if profiler:
-                profiler.enable()
-            start = time.perf_counter()
-            result = replayer.apply_page(parse_page(text), cursor_peer=PEER)
-            elapsed += time.perf_counter() - start
-            if profiler:
-                profiler.disable()
-            if trace_malloc:
-                malloc_peaks.append(tracemalloc.get_traced_memory()[1])
-                tracemalloc.stop()
-            if result.error is not None:
-                raise result.error
-        count = cortex.conn.execute("SELECT count(*) FROM traces").fetchone()[0]
-        assert count == total, count
+def malloc_peak(cortex_dir: Path, start: int) -> int:
+    """tracemalloc's peak while one page (events start..start+PAGE-1) is replayed; never timed."""
+    cortex = open_cortex(cortex_dir)
+    replayer = Replayer(cortex, log=lambda _: None)
+    text = page_text(start, start + PAGE)  # the page as received is not counted; parsing it is
+    tracemalloc.start()
+    try:
+        result = replayer.apply_page(parse_page(text), cursor_peer=PEER)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
         cortex.close()
-        out: dict[str, object] = {"seconds": elapsed, "malloc_peak_first_last": malloc_peaks}
-        if profiler:
+    if result.error is not None:
+        raise result.error
+    return peak
+
+
+class ReplaySide:
+    """The measured side: `Replayer.apply_page` on a fresh cortex, one page per step."""
+
+    def __init__(self, root: Path, total: int, durable: bool, profile: bool) -> None:
+        self.root, self.total = root, total
+        self.path = fresh_cortex(root)
+        self.cortex = open_cortex(self.path)
+        self.replayer = Replayer(self.cortex, log=lambda _: None, durable=durable)
+        self.profiler = cProfile.Profile() if profile else None
+
+    def page(self, text: str) -> float:
+        if self.profiler:
+            self.profiler.enable()
+        start = time.perf_counter()
+        result = self.replayer.apply_page(parse_page(text), cursor_peer=PEER)
+        seconds = time.perf_counter() - start
+        if self.profiler:
+            self.profiler.disable()
+        if result.error is not None:
+            raise result.error
+        return seconds
+
+    def finish(self) -> dict[str, object]:
+        count = self.cortex.conn.execute("SELECT count(*) FROM traces").fetchone()[0]
+        assert count == self.total, count
+        self.cortex.close()
+        out: dict[str, object] = {"seconds": 0.0, "peak_rss_kib": peak_rss_kib()}
+        # Allocation peaks, after the timed run and the RSS reading (tracemalloc slows every allocation and
+        # holds its own tables): a page into an empty cortex, and one more page into the full one. Equal
+        # peaks mean the per-page memory does not grow with the number of events already replayed.
+        first = malloc_peak(fresh_cortex(self.root / "first-page"), 0)
+        out["malloc_peak_first_last"] = [first, malloc_peak(self.path, self.total)]
+        if self.profiler:
             buffer = io.StringIO()
-            pstats.Stats(profiler, stream=buffer).sort_stats("tottime").print_stats(25)
+            pstats.Stats(self.profiler, stream=buffer).sort_stats("tottime").print_stats(25)
             out["profile"] = buffer.getvalue()
         return out
 
@@ -146,112 +180,177 @@ def floor_file_text(trace_id: str, payload: dict[str, object], timestamp: str) -
     )
 
 
-def run_floor(total: int) -> dict[str, object]:
-    with tempfile.TemporaryDirectory() as tmp:
-        path = fresh_cortex(Path(tmp))
-        conn = connect(path / "db" / "noema.db")
-        folder = path / "traces"
-        elapsed = 0.0
-        conn.execute("BEGIN IMMEDIATE")
-        last = ""
-        for text in pages(total):
-            start = time.perf_counter()
-            for event in json.loads(text):
-                payload = json.loads(json.dumps(event["data"]))
-                data_text = json.dumps(event["data"], ensure_ascii=False, separators=(",", ":"))
-                trace_id, stamp = event["trace_id"], event["timestamp"]
-                conn.execute(
-                    "INSERT INTO traces (id, title, type, author, created_at, updated_at, origin, cortex_id, "
-                    "content_hash, tier) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (
-                        trace_id,
-                        payload["title"],
-                        payload["type"],
-                        payload["author"],
-                        stamp,
-                        stamp,
-                        payload["origin"],
-                        event["cortex_id"],
-                        payload["content_hash"],
-                        payload["tier"],
-                    ),
-                )
-                conn.executemany(
-                    "INSERT INTO trace_tags (trace_id, tag) VALUES (?, ?)",
-                    [(trace_id, t) for t in payload["tags"]],
-                )
-                conn.execute(
-                    "INSERT INTO traces_fts (id, title, body, tags) VALUES (?, ?, ?, ?)",
-                    (trace_id, payload["title"], payload["body"], " ".join(payload["tags"])),
-                )
-                conn.execute(
-                    "INSERT INTO events (id, action, trace_id, origin, timestamp, data, vclock, cortex_id) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    (
-                        event["id"],
-                        event["action"],
-                        trace_id,
-                        event["origin"],
-                        stamp,
-                        data_text,
-                        json.dumps(event["vclock"]),
-                        event["cortex_id"],
-                    ),
-                )
-                final = folder / f"{trace_id}.md"
-                temp = folder / f".noema-trace-{event['id']}.tmp"
-                fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
-                os.write(fd, floor_file_text(trace_id, payload, stamp).encode())
-                os.close(fd)
-                os.replace(temp, final)
-                last = event["id"]
-            elapsed += time.perf_counter() - start
+class FloorSide:
+    """The floor: plain sqlite3 and atomic file writes, one transaction for the whole run."""
+
+    def __init__(self, root: Path) -> None:
+        path = fresh_cortex(root)
+        self.conn = connect(path / "db" / "noema.db")
+        self.folder = path / "traces"
+        self.last = ""
+        self.conn.execute("BEGIN IMMEDIATE")
+
+    def page(self, text: str) -> float:
+        conn, folder = self.conn, self.folder
         start = time.perf_counter()
-        conn.execute(
+        for event in json.loads(text):
+            payload = json.loads(json.dumps(event["data"]))
+            data_text = json.dumps(event["data"], ensure_ascii=False, separators=(",", ":"))
+            trace_id, stamp = event["trace_id"], event["timestamp"]
+            conn.execute(
+                "INSERT INTO traces (id, title, type, author, created_at, updated_at, origin, cortex_id, "
+                "content_hash, tier) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    trace_id,
+                    payload["title"],
+                    payload["type"],
+                    payload["author"],
+                    stamp,
+                    stamp,
+                    payload["origin"],
+                    event["cortex_id"],
+                    payload["content_hash"],
+                    payload["tier"],
+                ),
+            )
+            conn.executemany(
+                "INSERT INTO trace_tags (trace_id, tag) VALUES (?, ?)",
+                [(trace_id, t) for t in payload["tags"]],
+            )
+            conn.execute(
+                "INSERT INTO traces_fts (id, title, body, tags) VALUES (?, ?, ?, ?)",
+                (trace_id, payload["title"], payload["body"], " ".join(payload["tags"])),
+            )
+            conn.execute(
+                "INSERT INTO events (id, action, trace_id, origin, timestamp, data, vclock, cortex_id) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    event["id"],
+                    event["action"],
+                    trace_id,
+                    event["origin"],
+                    stamp,
+                    data_text,
+                    json.dumps(event["vclock"]),
+                    event["cortex_id"],
+                ),
+            )
+            final = folder / f"{trace_id}.md"
+            temp = folder / f".noema-trace-{event['id']}.tmp"
+            fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
+            os.write(fd, floor_file_text(trace_id, payload, stamp).encode())
+            os.close(fd)
+            os.replace(temp, final)
+            self.last = event["id"]
+        return time.perf_counter() - start
+
+    def finish(self) -> dict[str, object]:
+        start = time.perf_counter()
+        self.conn.execute(
             "INSERT OR REPLACE INTO federation_state (key, value) VALUES (?, ?)",
-            (f"peer:{PEER}:last_event", last),
+            (f"peer:{PEER}:last_event", self.last),
         )
-        conn.execute("COMMIT")
-        elapsed += time.perf_counter() - start
-        conn.close()
-        return {"seconds": elapsed}
+        self.conn.execute("COMMIT")
+        seconds = time.perf_counter() - start
+        self.conn.close()
+        return {"seconds": seconds, "peak_rss_kib": peak_rss_kib()}
 
 
-def child(kind: str, total: int, durable: bool, profile: bool) -> None:
-    result = run_floor(total) if kind == "floor" else run_replay(total, durable, profile)
-    result["peak_rss_kib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    print(json.dumps(result))
+def peak_rss_kib() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
 
-def spawn(kind: str, args: argparse.Namespace) -> dict[str, object]:
-    argv = [sys.executable, __file__, "_child", kind, str(args.events)]
-    if args.durable:
-        argv.append("--durable")
-    if args.profile and kind == "replay":
-        argv.append("--profile")
-    done = subprocess.run(argv, check=True, capture_output=True, text=True)
-    result: dict[str, object] = json.loads(done.stdout.strip().splitlines()[-1])
-    return result
+def child(kind: str, total: int, root: Path, durable: bool, profile: bool) -> None:
+    """One side, driven by the parent: each line on stdin runs the next page (then the finish) and answers
+    one JSON line with its seconds, so the parent can alternate the two sides page by page."""
+    side = FloorSide(root) if kind == "floor" else ReplaySide(root, total, durable, profile)
+    starts = range(0, total, PAGE)
+    for start in starts:
+        if not sys.stdin.readline():
+            return  # the parent is gone
+        text = page_text(start, min(start + PAGE, total))  # generated before the clock starts
+        print(json.dumps({"seconds": side.page(text)}), flush=True)
+    sys.stdin.readline()
+    print(json.dumps(side.finish()), flush=True)
+
+
+class Side:
+    """The parent's handle on one child: send a step, read its answer."""
+
+    def __init__(self, kind: str, args: argparse.Namespace, root: Path) -> None:
+        self.kind = kind
+        self.root = root / kind
+        self.root.mkdir()
+        argv = [sys.executable, __file__, "_child", kind, str(args.events), str(self.root)]
+        if args.durable and kind == "replay":
+            argv.append("--durable")
+        if args.profile and kind == "replay":
+            argv.append("--profile")
+        self.process = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        self.seconds: list[float] = []
+
+    def step(self) -> dict[str, Any]:
+        assert self.process.stdin is not None
+        assert self.process.stdout is not None
+        self.process.stdin.write("go\n")
+        self.process.stdin.flush()
+        line = self.process.stdout.readline()
+        if not line:
+            raise RuntimeError(f"the {self.kind} side exited with {self.process.wait()}")
+        answer: dict[str, Any] = json.loads(line)
+        self.seconds.append(float(answer["seconds"]))
+        return answer
+
+    def close(self) -> None:
+        if self.process.wait(timeout=600) != 0:
+            raise RuntimeError(f"the {self.kind} side exited with {self.process.returncode}")
 
 
 def replay_command(args: argparse.Namespace) -> int:
-    floor = spawn("floor", args)
-    replay = spawn("replay", args)
     n = args.events
-    floor_rate = n / float(floor["seconds"])  # type: ignore[arg-type]
-    replay_rate = n / float(replay["seconds"])  # type: ignore[arg-type]
-    print(f"events: {n} create events (1 KiB body, 3 tags), pages of {PAGE}")
+    print(f"machine: {machine()}")
+    # Flush what earlier work left in the page cache and the journal (deleted trees cost discards here), so
+    # neither side pays for it during its first pages.
+    os.sync()
+    with tempfile.TemporaryDirectory(prefix="noemafed-bench-") as tmp:
+        floor, replay = Side("floor", args, Path(tmp)), Side("replay", args, Path(tmp))
+        try:
+            steps = math.ceil(n / PAGE) + 1  # every page, then the finish (the floor's COMMIT)
+            for step in range(steps):
+                # Floor and replay alternate page by page, first one then the other leading (F R, R F, ...),
+                # so both see the same disk and cache conditions; a slow spell hits both sides alike.
+                order = (floor, replay) if step % 2 == 0 else (replay, floor)
+                finals = {side.kind: side.step() for side in order}
+        finally:
+            for side in (floor, replay):
+                if side.process.stdin is not None:
+                    side.process.stdin.close()
+        floor.close()
+        replay.close()
+        # The floor is only a floor if it writes what replay writes: compare one file byte for byte.
+        name = Path("bench", traces.ACTIVE, "20250401-benchmark-trace-0.md")
+        if (floor.root / name).read_bytes() != (replay.root / name).read_bytes():
+            raise RuntimeError("the floor and replay wrote different trace files")
+    floor_seconds, replay_seconds = sum(floor.seconds), sum(replay.seconds)
+    floor_rate, replay_rate = n / floor_seconds, n / replay_seconds
+    per_page = sorted(f / r for f, r in zip(floor.seconds[:-1], replay.seconds[:-1], strict=True))
+    result = finals["replay"]
+    print(f"events: {n} create events (1 KiB body, 3 tags), pages of {PAGE}, floor and replay alternating")
     print(
-        f"floor : {floor_rate:10.0f} events/s  ({float(floor['seconds']):.2f} s)  peak RSS {floor['peak_rss_kib']} KiB"
-    )  # type: ignore[arg-type]
+        f"floor : {floor_rate:10.0f} events/s  ({floor_seconds:.2f} s)  peak RSS {finals['floor']['peak_rss_kib']} KiB"
+    )
     print(
-        f"replay: {replay_rate:10.0f} events/s  ({float(replay['seconds']):.2f} s)  peak RSS {replay['peak_rss_kib']} KiB"  # type: ignore[arg-type]
-        f"  tracemalloc peak first/last page {replay['malloc_peak_first_last']} B"
+        f"replay: {replay_rate:10.0f} events/s  ({replay_seconds:.2f} s)  peak RSS {result['peak_rss_kib']} KiB"
+        f"  tracemalloc peak first/last page {result['malloc_peak_first_last']} B"
         + ("  [durable]" if args.durable else "")
     )
     print(f"ratio : {replay_rate / floor_rate:.2f} (replay rate / floor rate; target >= 0.50)")
+    print(
+        f"per page: ratio median {statistics.median(per_page):.2f}, "
+        f"min {per_page[0]:.2f}, max {per_page[-1]:.2f} over {len(per_page)} page pairs"
+    )
     if args.profile:
-        print(replay["profile"])
+        print(result["profile"])
     return 0
 
 
@@ -295,11 +394,12 @@ def machine() -> str:
 class Pyz:
     """The built zipapp run as its own processes, with a throwaway SHIV_ROOT and a clean environment."""
 
-    def __init__(self, path: Path, root: Path, bytecode: bool = True) -> None:
+    def __init__(self, path: Path, root: Path, bytecode: bool = True, python: str = sys.executable) -> None:
         if not path.exists():
             raise SystemExit(f"{path} is missing: run ./build.sh first")
         self.path = path
         self.root = root
+        self.python = python
         env = {
             name: value
             for name, value in os.environ.items()
@@ -323,7 +423,7 @@ class Pyz:
         self.site_packages = extracted[0]
 
     def argv(self, *args: str) -> list[str]:
-        return [sys.executable, str(self.path), *args]
+        return [self.python, str(self.path), *args]
 
     def run(self, *args: str, timeout: float) -> subprocess.CompletedProcess[str]:
         done = subprocess.run(
@@ -597,6 +697,26 @@ def sync_command(args: argparse.Namespace) -> int:
 FLOOR_CODE = "import click, sqlite3, json"
 
 
+def clean_interpreter(root: Path) -> str:
+    """A Python as a host has it: a bare venv of the base interpreter holding only click (for the floor).
+
+    The dev venv is no fair place to time start-up: its editable install's `.pth` file runs an import hook
+    (pathlib and more) at every start, in the floor and the pyz alike, and would shrink the ratio.
+    """
+    venv = root / "clean-venv"
+    base = getattr(sys, "_base_executable", sys.executable)
+    subprocess.run([base, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)
+    python = venv / "bin" / "python"
+    site = subprocess.run(
+        [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    shutil.copytree(Path(click.__file__).parent, Path(site) / "click")
+    return str(python)
+
+
 def timed(argv: list[str], env: dict[str, str], timeout: float = 60) -> float:
     start = time.perf_counter()
     done = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=timeout, check=False)
@@ -633,7 +753,8 @@ def startup_command(args: argparse.Namespace) -> int:
     names = ("alpha", "beta", "gamma")
     with tempfile.TemporaryDirectory(prefix="noemafed-bench-") as tmp, contextlib.ExitStack() as stack:
         root = Path(tmp)
-        pyz = Pyz(args.pyz, root, bytecode=not args.no_bytecode)
+        python = clean_interpreter(root)
+        pyz = Pyz(args.pyz, root, bytecode=not args.no_bytecode, python=python)
         endpoints = {}
         for index, name in enumerate(names):
             init_cortex(root / name, name)
@@ -654,14 +775,14 @@ def startup_command(args: argparse.Namespace) -> int:
 
         # Every series runs once per round, side by side, so drift on the machine hits them alike.
         series: dict[str, tuple[list[str], dict[str, str]]] = {
-            "bare": ([sys.executable, "-c", "pass"], pyz.env),
-            "floor": ([sys.executable, "-c", FLOOR_CODE], pyz.env),
+            "bare": ([python, "-c", "pass"], pyz.env),
+            "floor": ([python, "-c", FLOOR_CODE], pyz.env),
             "version": (pyz.argv("--version"), pyz.env),
             "sync": (pyz.argv(*sync), pyz.env),
         }
         for number, other_path in enumerate(args.compare):
             # Another build against the same peers, with its own extraction root and its own caught-up target.
-            other = Pyz(other_path, root / f"compare-{number}", bytecode=not args.no_bytecode)
+            other = Pyz(other_path, root / f"compare-{number}", bytecode=not args.no_bytecode, python=python)
             other_target = root / f"compare-{number}" / "target"
             init_cortex(other_target, "target")
             add_peers(other_target, endpoints)
@@ -681,7 +802,7 @@ def startup_command(args: argparse.Namespace) -> int:
             for _ in range(min(3, args.repeat))
         ]
         profile = subprocess.run(
-            [sys.executable, "-X", "importtime", *pyz.argv(*sync)[1:]],
+            [python, "-X", "importtime", *pyz.argv(*sync)[1:]],
             capture_output=True,
             text=True,
             env=pyz.env,
@@ -1006,6 +1127,7 @@ def main(argv: list[str] | None = None) -> int:
     hidden = sub.add_parser("_child")
     hidden.add_argument("kind", choices=["floor", "replay"])
     hidden.add_argument("events", type=int)
+    hidden.add_argument("root", type=Path)
     hidden.add_argument("--durable", action="store_true")
     hidden.add_argument("--profile", action="store_true")
     source = sub.add_parser("_source")
@@ -1014,7 +1136,7 @@ def main(argv: list[str] | None = None) -> int:
     source.add_argument("--replay-of", type=Path)
     args = parser.parse_args(argv)
     if args.command == "_child":
-        child(args.kind, args.events, args.durable, args.profile)
+        child(args.kind, args.events, args.root, args.durable, args.profile)
         return 0
     if args.command == "_source":
         load_source(args.path, args.events, args.replay_of)

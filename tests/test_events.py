@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
+from noemafed import events as events_module
 from noemafed.events import (
     Event,
     EventFormatError,
@@ -211,3 +214,144 @@ def test_large_page_parses_quickly() -> None:
     assert len(parse_page(text)) == 5000
     # About 5 MiB; the bound is loose so a slow CI machine passes, but a quadratic walk would not.
     assert time.perf_counter() - start < 2.0
+
+
+# The compact-layout fast path of parse_page must return what the general parser returns, or leave the page to
+# it: same events, same `data` bytes, same errors. Pages come from page_json (the layout Go serves), from
+# json.dumps with any key order and duplicates, and from either with one random edit.
+
+_string = st.text(st.characters(codec="utf-8") | st.sampled_from(['"', "\\", "\u2028", "<", "&"]), max_size=6)
+_field_value = st.one_of(
+    _string, st.none(), st.integers(), st.booleans(), st.lists(st.integers(), max_size=1)
+)
+_clock = st.one_of(
+    st.none(), st.dictionaries(_string, st.integers(min_value=-1, max_value=2**64)), st.integers(), _string
+)
+
+
+@st.composite
+def _data_text(draw: st.DrawFn) -> str:
+    value = draw(st.one_of(st.dictionaries(st.text(max_size=5), json_text, max_size=3), st.none(), json_text))
+    style = draw(st.sampled_from(["compact", "ascii", "spaced", "indented"]))
+    if style == "compact":
+        return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    if style == "ascii":
+        return json.dumps(value, separators=(",", ":"))
+    if style == "spaced":
+        return json.dumps(value, ensure_ascii=False)
+    return json.dumps(value, indent=1, ensure_ascii=False)
+
+
+@st.composite
+def _event_object(draw: st.DrawFn) -> str:
+    keys = ["id", "action", "trace_id", "cortex_id", "origin", "timestamp", "signature", "pubkey", "extra"]
+    chosen = draw(st.lists(st.sampled_from([*keys, "data", "vclock", "id"]), max_size=12))
+    members = []
+    for key in chosen:
+        if key == "data":
+            text = draw(_data_text())
+        elif key == "vclock":
+            text = json.dumps(draw(_clock))
+        elif key in ("id", "action") and draw(st.booleans()):
+            text = json.dumps(draw(st.sampled_from(["01JQH4HPD0B8E9WCXGFN1A33VE", "create"])))
+        else:
+            text = json.dumps(draw(_field_value), ensure_ascii=draw(st.booleans()))
+        members.append(f"{json.dumps(key)}:{text}")
+    return "{" + ",".join(members) + "}"
+
+
+_event = st.builds(
+    Event,
+    id=st.text(min_size=1, max_size=4),
+    action=st.text(min_size=1, max_size=4),
+    trace_id=_string,
+    cortex_id=_string,
+    origin=_string,
+    timestamp=_string,
+    data=_data_text().filter(lambda text: text.startswith("{") or text == "null"),
+    vclock=st.none() | st.dictionaries(_string, st.integers(min_value=0, max_value=2**64 - 1), max_size=2),
+    signature=_string,
+    pubkey=_string,
+)
+
+
+@st.composite
+def _page(draw: st.DrawFn) -> str:
+    if draw(st.booleans()):
+        text = page_json(draw(st.lists(_event, max_size=3)))
+    else:
+        text = "[" + ",".join(draw(st.lists(_event_object(), max_size=3))) + "]"
+    edit = draw(st.sampled_from(["none", "none", "insert", "delete"]))
+    if edit != "none" and text:
+        # Half the edits land next to a structural character, where the two parsers' checks differ most.
+        marks = [at for at, char in enumerate(text) if char in ",:{}[]"]
+        if marks and draw(st.booleans()):
+            at = draw(st.sampled_from(marks)) + draw(st.sampled_from([0, 1]))
+            at = min(at, len(text) - 1)
+        else:
+            at = draw(st.integers(min_value=0, max_value=len(text) - 1))
+        if edit == "insert":
+            text = text[:at] + draw(st.sampled_from([" ", "\n", ",", "}", "]", '"', "{", "x"])) + text[at:]
+        else:
+            text = text[:at] + text[at + 1 :]
+    return text
+
+
+def _compact_ev(data: str) -> str:
+    """ev() as Go lays it out: no whitespace between tokens."""
+    return json.dumps(json.loads(ev()), separators=(",", ":"))[: -len('"data":{}}')] + '"data":' + data + "}"
+
+
+def _outcome(parse: Callable[[str], list[Event]], text: str) -> object:
+    try:
+        parsed = parse(text)
+    except EventFormatError as exc:
+        return ("error", str(exc))
+    return ("events", parsed, [event.data for event in parsed])
+
+
+@settings(max_examples=600, deadline=None)
+@given(_page())
+@example("[" + _compact_ev("{}") + "]," + _compact_ev("{}") + "]")  # text after the array
+@example("[" + _compact_ev('{"a":1},"data":null') + "]")  # a later null `data` wins over an object
+@example("[" + _compact_ev('{"a":1},"data":{"b":2}') + "]")
+def test_compact_fast_path_returns_what_the_general_parser_returns(text: str) -> None:
+    general = _outcome(events_module._parse_page, text)
+    assert _outcome(parse_page, text) == general
+    fast = events_module._parse_compact_page(text)
+    if fast is not None:
+        assert general == ("events", fast, [event.data for event in fast])
+        for event in fast:
+            assert event.payload() == (json.loads(event.data) or {})
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(_event, min_size=1, max_size=3))
+def test_pages_as_served_take_the_fast_path(served: list[Event]) -> None:
+    text = page_json(served)
+    fast = events_module._parse_compact_page(text)
+    assert fast is not None
+    assert fast == events_module._parse_page(text)
+
+
+def _compact_reference(span: str) -> str:
+    """Whitespace removed between the string literals, found by the regex alone."""
+    parts = events_module._STRING.split(span)
+    for index in range(0, len(parts), 2):
+        parts[index] = "".join(parts[index].split())
+    return "".join(parts)
+
+
+@settings(max_examples=500, deadline=None)
+@given(_data_text())
+def test_compact_keeps_strings_and_drops_the_whitespace_between(text: str) -> None:
+    assert events_module._compact(text) == _compact_reference(text)
+
+
+def test_payload_is_parsed_again_when_data_is_replaced() -> None:
+    (event,) = parse_page("[" + ev('{"a":1}') + "]")
+    assert event.payload() == {"a": 1}
+    assert event.payload() is event.payload()  # kept from parse_page, not parsed again
+    changed = replace(event, data='{"a":2}')
+    assert changed.payload() == {"a": 2}
+    assert changed == replace(event, data='{"a":2}', _parsed=None)

@@ -999,7 +999,7 @@ FAST_PATH_TEXTS = st.one_of(
 def test_plain_char_pattern_is_exactly_is_plain_char() -> None:
     for codepoint in range(0x110000):
         char = chr(codepoint)
-        assert (fm._PLAIN_CHARS.fullmatch(char) is not None) == fm._is_plain_char(char), hex(codepoint)
+        assert (fm._plain_chars().fullmatch(char) is not None) == fm._is_plain_char(char), hex(codepoint)
 
 
 @given(FAST_PATH_TEXTS)
@@ -1037,3 +1037,25 @@ def test_fast_plain_path_leaves_the_rest_to_the_full_check(text: str) -> None:
 @settings(max_examples=1000)
 def test_double_quoting_fast_path_agrees_with_the_full_escaper(text: str) -> None:
     assert fm._double_quoted(text) == fm._double_quoted_full(text)
+
+
+# Dates with every kind of tail, so the timestamp fast path meets quotes, backslashes and non-ASCII too.
+_DATE_TEXTS = st.tuples(
+    st.from_regex(r"[0-9]{4}-[0-9]{1,2}-[0-9]{1,2}", fullmatch=True),
+    st.lists(_PIECES, max_size=5).map("".join),
+).map("".join)
+
+
+@given(st.one_of(FAST_PATH_TEXTS, _DATE_TEXTS))
+@settings(max_examples=2000)
+def test_format_str_agrees_with_the_full_rules(text: str) -> None:
+    full = text if fm._is_plain_safe_full(text) else fm._double_quoted_full(text)
+    assert fm.format_str(text) == full
+    assert dumps({"k": text}) == f"k: {full}\n"
+    assert dumps({"k": [text]}) == f"k:\n    - {full}\n"
+
+
+@pytest.mark.parametrize("text", ["2025-04-01T12:00:00Z", "2025-4-1", "2025-04-01 12:00:00.5 +02:00"])
+def test_timestamps_take_the_quoted_date_fast_path(text: str) -> None:
+    assert fm._QUOTED_AS_IS_DATE.fullmatch(text) is not None
+    assert fm.format_str(text) == f'"{text}"'

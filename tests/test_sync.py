@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import socket
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -536,3 +538,35 @@ def test_a_killed_syncs_temp_files_are_removed_but_noemas_are_not(tmp_path: Path
     assert sync(target)[0] == 3
     assert not ours.exists()
     assert theirs.read_text() == "a live noema write"
+
+
+# Modules a caught-up `sync --once` (the cron case) has no use for; each one costs start-up time on every run.
+NOT_FOR_A_CAUGHT_UP_RUN = (
+    "concurrent.futures",  # one plain thread per peer
+    "noemafed.events",  # no page to parse
+    "noemafed.render",  # nothing to print under cron
+    "noemafed.replay",  # nothing to replay
+    "noemafed.local",
+    "noemafed.traces",
+    "ulid",  # python-ulid reads its own package metadata at import
+)
+LAZY_PROBE = """
+import sys
+from noemafed.cli import main
+try:
+    main(sys.argv[1:])
+finally:
+    print("LOADED", *sorted(name for name in sys.modules if name in {modules!r}))
+"""
+
+
+def test_a_caught_up_run_loads_only_what_it_needs(tmp_path: Path) -> None:
+    src = source(tmp_path, count=2)
+    with StdlibPeer(src, flavor="go") as peer:
+        target = target_with(tmp_path, [{"name": "a", "endpoint": peer.endpoint}])
+        assert sync(target)[0] == 0  # the first run applies the events; the next one finds nothing new
+        probe = LAZY_PROBE.format(modules=set(NOT_FOR_A_CAUGHT_UP_RUN))
+        argv = [sys.executable, "-c", probe, "--cortex", str(target), "sync", "--once"]
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
+    assert (done.returncode, done.stderr) == (0, "")
+    assert done.stdout == "LOADED\n"

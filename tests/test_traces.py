@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import stat
+from dataclasses import replace
 from datetime import date
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from hypothesis import strategies as st
 
 from noemafed import traces
 from noemafed.errors import InvalidTraceFrontmatterError, InvalidTraceIDError
+from noemafed.frontmatter import Plain, dumps, join_trace
 from noemafed.traces import Trace
 
 SPEC_EXAMPLE = """---
@@ -203,3 +205,70 @@ def test_move_repairs_interrupted_states(tmp_path: Path) -> None:
     traces.remove(root, trace.id)
     with pytest.raises(FileNotFoundError):
         traces.move(root, trace.id, traces.ACTIVE, traces.ARCHIVE)
+
+
+# Field texts that exercise both quoting rules: the frontmatter fast-path pieces, timestamps, any text.
+_FIELD = st.one_of(
+    st.text(max_size=12),
+    st.sampled_from(
+        ["", "short", "2025-04-01T12:00:00Z", "sha256:ab12", "yes", "a: b", "é", "\ud800", "1e3"]
+    ),
+)
+_EXTRA_VALUE = st.one_of(
+    _FIELD,
+    st.builds(Plain, _FIELD),
+    st.lists(_FIELD, max_size=2),
+    st.dictionaries(_FIELD, _FIELD, max_size=2),
+)
+
+
+@given(
+    st.builds(
+        Trace,
+        id=_FIELD,
+        title=_FIELD,
+        type=_FIELD,
+        body=st.text(max_size=20),
+        tier=_FIELD,
+        author=_FIELD,
+        tags=st.lists(_FIELD, max_size=3).map(tuple),
+        derived_from=st.lists(_FIELD, max_size=2).map(tuple),
+        origin=_FIELD,
+        created=_FIELD,
+        updated=_FIELD,
+        content_hash=_FIELD,
+        source_hash=_FIELD,
+        source_locked=st.booleans(),
+        extra=st.lists(
+            st.tuples(st.one_of(_FIELD, st.sampled_from(traces.KNOWN_KEYS)), _EXTRA_VALUE), max_size=3
+        ).map(tuple),
+    ),
+    st.sampled_from(["", "title", "tier", "tags"]),
+)
+@settings(max_examples=1000)
+def test_format_trace_writes_what_dumps_writes(trace: Trace, as_plain: str) -> None:
+    """The line-by-line writer and the general `dumps` path give the same bytes, Plain values included."""
+    if as_plain == "tags":
+        trace = replace(trace, tags=tuple(Plain(tag) for tag in trace.tags))
+    elif as_plain:
+        trace = replace(trace, **{as_plain: Plain(getattr(trace, as_plain))})
+    general = join_trace(dumps(traces._frontmatter_mapping(trace)), trace.body)
+    assert traces.format_trace(trace) == general
+
+
+def test_temp_names_are_unique_and_a_forked_child_draws_its_own_token() -> None:
+    names = {traces._temp_name() for _ in range(1000)}
+    assert len(names) == 1000
+    assert all(name.startswith(traces.TEMP_PREFIX) and name.endswith(traces.TEMP_SUFFIX) for name in names)
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: report its next name and leave without running pytest's teardown
+        os.write(write, traces._temp_name().encode())
+        os._exit(0)
+    os.close(write)
+    os.waitpid(pid, 0)
+    child = os.read(read, 200).decode()
+    os.close(read)
+    token = traces._temp_name()[len(traces.TEMP_PREFIX) :].split("-")[0]
+    assert child.startswith(traces.TEMP_PREFIX)
+    assert token not in child
