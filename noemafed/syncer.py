@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import threading
 import time
@@ -40,6 +41,8 @@ REPLAY_BATCH = 250
 USAGE_LIMIT = 500
 MAX_BACKOFF_SECONDS = 300.0
 MAX_CONCURRENT_POLLS = 16
+# How long a poll that stops early waits for the page it fetched ahead, so it can still end its session.
+AHEAD_GRACE_SECONDS = 2.0
 
 Log = Callable[[str], None]
 
@@ -287,38 +290,56 @@ class PeerPoller:
         return identity.id
 
     def _pull_events(self, session: McpSession, deadline: Deadline, progress: _Progress) -> None:
-        """Page after page until a short page (Go pulls one page per interval: compatibility.md)."""
-        limit = self.options.page_size
-        while True:
-            arguments: dict[str, Any] = {"limit": limit}
-            if progress.cursor:
-                arguments["since"] = progress.cursor
-            text = self._call_events(session, arguments)
-            progress.pages += 1
-            if text in ("", "[]", "null"):
-                progress.caught_up = True
-                return
-            # Lazy: a caught-up poll, the common cron case, never loads the event model.
-            from noemafed.events import EventFormatError, parse_page  # noqa: PLC0415
+        """Page after page until a short page (Go pulls one page per interval: compatibility.md).
 
-            try:
-                events = parse_page(text)
-            except EventFormatError as exc:
-                raise PollError(f"parsing sync_events response: {exc}", Reason.OTHER, "events") from exc
-            _check_page(events, progress.cursor, limit)
-            for start in range(0, len(events), REPLAY_BATCH):
-                if self._should_stop(deadline, progress):
+        While a full page is replayed, the next one is already being fetched: it starts right after this
+        page's last event, which is where the cursor stands once the page is replayed. The wire and the peer
+        then work during the replay instead of before it. A page fetched ahead is simply dropped when the
+        poll stops early (a failure, --max-events, the deadline, a stop signal).
+        """
+        limit = self.options.page_size
+        text = self._call_events(session, _events_arguments(progress.cursor, limit))
+        ahead: _PageAhead | None = None
+        try:
+            while True:
+                progress.pages += 1
+                if text in ("", "[]", "null"):
+                    progress.caught_up = True
                     return
-                self._replay_batch(events[start : start + REPLAY_BATCH], progress)
-            self.log(
-                f"[sync] peer {go_quote(self.peer.name)}: page {progress.pages}, "
-                f"{progress.applied} events applied, cursor {progress.cursor}"
-            )
-            if self._max_reached(progress):
-                return
-            if len(events) < limit:
-                progress.caught_up = True
-                return
+                # Lazy: a caught-up poll, the common cron case, never loads the event model.
+                from noemafed.events import EventFormatError, parse_page  # noqa: PLC0415
+
+                try:
+                    events = parse_page(text)
+                except EventFormatError as exc:
+                    raise PollError(f"parsing sync_events response: {exc}", Reason.OTHER, "events") from exc
+                del text  # the page's text is not needed once parsed; only one page ahead is kept
+                _check_page(events, progress.cursor, limit)
+                full = len(events) == limit
+                if full and not self._max_reached(progress, len(events)):
+                    next_page = _events_arguments(events[-1].id, limit)
+                    ahead = _PageAhead(
+                        functools.partial(self._call_events, session, next_page), self.peer.name
+                    )
+                for start in range(0, len(events), REPLAY_BATCH):
+                    if self._should_stop(deadline, progress):
+                        return
+                    self._replay_batch(events[start : start + REPLAY_BATCH], progress)
+                self.log(
+                    f"[sync] peer {go_quote(self.peer.name)}: page {progress.pages}, "
+                    f"{progress.applied} events applied, cursor {progress.cursor}"
+                )
+                if self._max_reached(progress):
+                    return
+                if ahead is None:
+                    progress.caught_up = not full
+                    return
+                text, ahead = ahead.result(), None
+        finally:
+            if ahead is not None and not ahead.settle(0.0 if self.stop.is_set() else AHEAD_GRACE_SECONDS):
+                # Still in flight: the session is not ours to end while another thread uses it. The peer
+                # expires it as it does any session a client leaves behind.
+                session.abandon()
 
     def _call_events(self, session: McpSession, arguments: dict[str, Any]) -> str:
         try:
@@ -340,8 +361,9 @@ class PeerPoller:
             raise PollError(f"syncing events: {exc}", Reason.NETWORK_TIMEOUT, "events") from exc
         return self._max_reached(progress)
 
-    def _max_reached(self, progress: _Progress) -> bool:
-        return self.options.max_events is not None and progress.applied >= self.options.max_events
+    def _max_reached(self, progress: _Progress, coming: int = 0) -> bool:
+        """--max-events is reached (or will be, once `coming` more events are applied)."""
+        return self.options.max_events is not None and progress.applied + coming >= self.options.max_events
 
     def _replay_batch(self, events: Sequence[Event], progress: _Progress) -> None:
         """One transaction for a batch; the cursor commits with the events before any failure."""
@@ -409,6 +431,47 @@ class PeerPoller:
             state.put(self.conn, state.peer_key(self.peer.name, suffix), value)
         except NoemafedError as exc:
             self.log(f"[federation] peer {go_quote(self.peer.name)}: could not record {suffix}: {exc}")
+
+
+def _events_arguments(since: str, limit: int) -> dict[str, Any]:
+    arguments: dict[str, Any] = {"limit": limit}
+    if since:
+        arguments["since"] = since
+    return arguments
+
+
+class _PageAhead:
+    """One sync_events call on a helper thread, so the next page arrives while this one is replayed.
+
+    The session is never used by two threads at once: the poll thread makes no call of its own until it has
+    taken this page (`result`) or seen the call end (`settle`).
+    """
+
+    def __init__(self, fetch: Callable[[], str], peer: str) -> None:
+        self._fetch = fetch
+        self._text = ""
+        self._error: BaseException | None = None
+        # A daemon thread: a peer that hangs on the page nobody will read must not keep the process alive.
+        self._thread = threading.Thread(target=self._run, name=f"peer-{peer}-ahead", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            self._text = self._fetch()
+        except BaseException as exc:  # handed to the poll thread, which raises it where the call would have
+            self._error = exc
+
+    def result(self) -> str:
+        """The page's text, or the PollError the call raised, as if it had been made right now."""
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        return self._text
+
+    def settle(self, timeout: float) -> bool:
+        """Wait up to `timeout` for a call whose page will not be used; whether it has ended."""
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
 
 
 def _check_page(events: Sequence[Any], cursor: str, limit: int) -> None:

@@ -217,6 +217,10 @@ class McpSession:
             pass
         self.session_id = None
 
+    def abandon(self) -> None:
+        """Leave the session without a DELETE (another thread may still be in a call); close() then does nothing."""
+        self.session_id = None
+
     def __enter__(self) -> McpSession:
         return self
 

@@ -8,7 +8,10 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import jsonschema
 import pytest
@@ -570,3 +573,132 @@ def test_a_caught_up_run_loads_only_what_it_needs(tmp_path: Path) -> None:
         done = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
     assert (done.returncode, done.stderr) == (0, "")
     assert done.stdout == "LOADED\n"
+
+
+# ---- the next page is fetched while this one is replayed ----------------------------------------------------
+
+
+def _paged_sync(target: Path, page_size: int, **options: Any) -> Any:
+    from noemafed.sync_command import sync_once
+    from noemafed.syncer import SyncOptions
+
+    report = sync_once(
+        target,
+        read_manifest(target),
+        (),
+        options=SyncOptions(page_size=page_size, **options),
+        environ={},
+        log=lambda _: None,
+    )
+    [result] = report.results
+    return result
+
+
+def _source_events(src: Path) -> list[Any]:
+    from conftest import db
+
+    from noemafed.events import EVENT_COLUMNS, event_from_row
+
+    conn = db(src)
+    rows = conn.execute(f"SELECT {', '.join(EVENT_COLUMNS)} FROM events ORDER BY id").fetchall()
+    conn.close()
+    return [event_from_row(row) for row in rows]
+
+
+class _PagesFromList:
+    """A page_override for StdlibPeer: serves `log` (events, as Go lays them out) by cursor; records each ask."""
+
+    def __init__(self, log: list[Any], on_request: Callable[[str], None] = lambda _: None) -> None:
+        self.log = log
+        self.on_request = on_request
+        self.asked: list[str] = []
+
+    def __call__(self, since: str, limit: int) -> str:
+        from noemafed.events import page_json
+
+        self.asked.append(since)
+        self.on_request(since)
+        rest = [event for event in self.log if event.id > since]
+        return page_json(rest[:limit]) if rest else "null"
+
+
+def test_the_next_page_is_requested_while_this_one_is_replayed(tmp_path: Path) -> None:
+    src = source(tmp_path, count=200)
+    page = _source_events(src)
+    size = 260  # above one replay batch (250), so the cursor moves within the page
+    assert len(page) > size
+    cursor_when_asked: dict[str, str] = {}
+
+    def look(since: str) -> None:
+        # Read by another connection: only what the syncer has committed is visible.
+        cursor_when_asked[since] = state_value(target, "peer:src:last_event")
+
+    pages = _PagesFromList(page, look)
+    with StdlibPeer(src, flavor="go", page_override=pages) as peer:
+        target = target_with(tmp_path, [{"name": "src", "endpoint": peer.endpoint}])
+        result = _paged_sync(target, size)
+    assert result.ok, result
+    assert events(target) == events(src)
+    ids = [event.id for event in page]
+    # The same requests as one page after the other: each starts after the previous page's last event.
+    assert pages.asked == ["", *ids[size - 1 :: size]][: len(pages.asked)]
+    assert len(pages.asked) == len(page) // size + 1
+    # ...but page 2 was asked for before page 1 was committed (its first batch of 250 at most).
+    assert cursor_when_asked[ids[size - 1]] in ("", ids[249])
+
+
+def test_a_page_fetched_ahead_is_dropped_when_replay_fails(tmp_path: Path) -> None:
+    src = source(tmp_path, count=5)
+    rows = events(src)
+    page = _source_events(src)
+    page[2] = replace(page[2], trace_id="20250101-../../escape")
+    pages = _PagesFromList(page)
+    with StdlibPeer(src, flavor="go", page_override=pages) as peer:
+        target = target_with(tmp_path, [{"name": "src", "endpoint": peer.endpoint}])
+        result = _paged_sync(target, 3)
+    assert (result.ok, result.reason, result.event_id) == (False, "invalid_trace_id", rows[2][0])
+    assert pages.asked == ["", rows[2][0]]  # page 2 was fetched ahead, then dropped
+    assert state_value(target, "peer:src:last_event") == rows[1][0]
+    assert [row[0] for row in events(target)] == [rows[0][0], rows[1][0]]
+    assert peer.calls()[-1] == "DELETE"  # the fetch had ended: the session is still closed properly
+
+
+def test_a_hanging_page_fetched_ahead_does_not_hold_up_a_failed_poll(tmp_path: Path) -> None:
+    from noemafed.syncer import AHEAD_GRACE_SECONDS
+
+    src = source(tmp_path, count=5)
+    rows = events(src)
+    page = _source_events(src)
+    page[2] = replace(page[2], trace_id="20250101-../../escape")
+    with StdlibPeer(src, flavor="go") as peer:
+
+        def hang_on_page_two(since: str) -> None:
+            if since:
+                peer._stopping.wait(60)  # until the test stops the peer
+
+        peer.knobs.page_override = _PagesFromList(page, hang_on_page_two)
+        target = target_with(tmp_path, [{"name": "src", "endpoint": peer.endpoint}])
+        started = time.monotonic()
+        result = _paged_sync(target, 3, timeout=60.0)
+        seconds = time.monotonic() - started
+        calls = peer.calls()
+    assert (result.ok, result.reason, result.event_id) == (False, "invalid_trace_id", rows[2][0])
+    assert AHEAD_GRACE_SECONDS <= seconds < AHEAD_GRACE_SECONDS + 5
+    assert "DELETE" not in calls  # the session was left to expire: another thread was still using it
+    assert state_value(target, "peer:src:last_event") == rows[1][0]
+
+
+def test_no_page_is_fetched_ahead_past_max_events(tmp_path: Path) -> None:
+    src = source(tmp_path, count=5)
+    page = _source_events(src)
+    with StdlibPeer(src, flavor="go") as peer:
+        peer.knobs.page_override = exactly = _PagesFromList(page)
+        target = target_with(tmp_path, [{"name": "src", "endpoint": peer.endpoint}])
+        result = _paged_sync(target, 3, max_events=3)  # page 1 reaches the limit: nothing to fetch ahead
+        assert (result.ok, result.events_applied) == (True, 3)
+        assert exactly.asked == [""]
+        peer.knobs.page_override = one_more = _PagesFromList(page)
+        target = target_with(tmp_path, [{"name": "src", "endpoint": peer.endpoint}], name="other")
+        result = _paged_sync(target, 3, max_events=4)  # page 2 is needed for one event
+        assert (result.ok, result.events_applied) == (True, 4)
+        assert one_more.asked == ["", page[2].id]
