@@ -31,7 +31,7 @@ find "$work/src" -name '__pycache__' -prune -exec rm -rf {} +
 # 3. The zipapp, from those wheels only. Dependencies are named, never resolved from markers here.
 "$PYTHON" -m shiv --reproducible --compressed \
   --no-index --find-links "$work/wheels" \
-  --entry-point noemafed.cli:main --python '/usr/bin/env python3' \
+  --entry-point noemafed.cli:run --python '/usr/bin/env python3' \
   --output-file dist/noemafed.pyz \
   noemafed click python-ulid typing-extensions >/dev/null
 

@@ -1,5 +1,5 @@
 """Entry point for `python -m noemafed`."""
 
-from noemafed.cli import main
+from noemafed.cli import run
 
-main()
+run()

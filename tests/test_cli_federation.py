@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 from conftest import make_cortex, put_state, run_cli, set_federation, state_rows
 
+from noemafed import __version__
 from noemafed.access import key_fingerprint
 
 PINNED_B = "01PEERBETA0000000000000000"
@@ -415,3 +418,40 @@ def test_pause_and_resume_peer(tmp_path: Path) -> None:
     )
     assert "mode:" not in (path / "cortex.md").read_text()
     assert state_rows(path)["peer:beta:last_event"] == CURSOR
+
+
+# ---- the process entry point: main(), then os._exit without the interpreter's teardown -------------------
+
+
+def _entry(code: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """Run `code` then noemafed's process entry point with `args`, in a fresh interpreter."""
+    program = (
+        f"import sys\n{code}\nsys.argv = ['noemafed', *{list(args)!r}]\nfrom noemafed.cli import run\nrun()\n"
+    )
+    return subprocess.run(
+        [sys.executable, "-c", program], capture_output=True, text=True, timeout=60, check=False
+    )
+
+
+def test_the_entry_point_keeps_exit_codes_and_flushes_output(tmp_path: Path) -> None:
+    done = _entry("", "--version")
+    assert (done.returncode, done.stdout, done.stderr) == (0, f"noemafed {__version__}\n", "")
+    done = _entry("", "--cortex", str(tmp_path / "nowhere"), "status")
+    assert done.returncode == 66
+    assert done.stderr.startswith("Error: ")
+    done = _entry("", "--no-such-option")
+    assert done.returncode == 2
+
+
+def test_the_entry_point_runs_atexit_handlers() -> None:
+    done = _entry("import atexit; atexit.register(print, 'atexit ran')", "--version")
+    assert (done.returncode, done.stdout) == (0, f"noemafed {__version__}\natexit ran\n")
+
+
+def test_the_entry_point_waits_for_a_live_non_daemon_thread() -> None:
+    code = (
+        "import threading, time\n"
+        "threading.Thread(target=lambda: (time.sleep(0.3), print('thread done', flush=True))).start()"
+    )
+    done = _entry(code, "--version")
+    assert (done.returncode, done.stdout) == (0, f"noemafed {__version__}\nthread done\n")
