@@ -451,9 +451,9 @@ def run() -> NoReturn:
 
     By the time main() returns, every command has committed what it wrote, closed its files and released its
     lock (the kernel drops a flock with the process anyway), so the interpreter's teardown (freeing the objects
-    of some 300 modules: about 10 ms, a tenth of a cron run) buys nothing, and `os._exit` skips it after
-    flushing stdout and stderr. atexit handlers still run, and if a non-daemon thread
-    is still alive (or under `python -i`) the normal exit is taken instead. Tests call main() in-process.
+    of some 300 modules: 10-20 ms, about a tenth of a cron run) buys nothing, and `os._exit` skips it after
+    flushing stdout and stderr. atexit handlers still run, and under `python -i` or while a non-daemon thread is
+    alive the normal exit is taken instead. Tests call main() in-process.
     """
     try:
         main()
