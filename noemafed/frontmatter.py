@@ -802,8 +802,7 @@ def _format_scalar(value: Emittable) -> str:
         text = str.__str__(value)
         return text if text == "" or _is_plain_syntax(text) else _double_quoted(text)
     if isinstance(value, str):
-        text = str.__str__(value)
-        return text if _is_plain_safe(text) else _double_quoted(text)
+        return format_str(str.__str__(value))
     if isinstance(value, Mapping):
         return "{}"
     if isinstance(value, list | tuple):
@@ -813,15 +812,17 @@ def _format_scalar(value: Emittable) -> str:
 
 def _format_key(key: str) -> str:
     """Keys follow the str rule, so no loader turns a key like `on` or `1` into a bool or an int."""
-    text = str.__str__(key)
-    written = text if _is_plain_safe(text) else _double_quoted(text)
+    written = format_str(str.__str__(key))
     if len(written) > _MAX_KEY_LENGTH:
         raise ValueError(f"a key longer than {_MAX_KEY_LENGTH} characters cannot be read back by libyaml")
     return written
 
 
 def _is_plain_safe(text: str) -> bool:
-    """A str may go unquoted only if every YAML 1.1 and 1.2 loader reads it back as this same string."""
+    """A str may go unquoted only if every YAML 1.1 and 1.2 loader reads it back as this same string.
+
+    The rule `format_str` applies step by step; kept whole so tests can hold the fast path to it.
+    """
     return _FAST_PLAIN.fullmatch(text) is not None or _is_plain_safe_full(text)
 
 

@@ -278,15 +278,22 @@ def test_replay_failure_mid_page_pins_the_cursor(tmp_path: Path) -> None:
     assert health["last_error"]["event_id"] == rows[2][0]
 
 
-def _page_text(src: Path) -> str:
+def _source_events(src: Path) -> list[Any]:
+    """The source's whole event log, oldest first, as Event values."""
     from conftest import db
 
-    from noemafed.events import EVENT_COLUMNS, event_from_row, page_json
+    from noemafed.events import EVENT_COLUMNS, event_from_row
 
     conn = db(src)
     rows = conn.execute(f"SELECT {', '.join(EVENT_COLUMNS)} FROM events ORDER BY id").fetchall()
     conn.close()
-    return page_json(event_from_row(row) for row in rows)
+    return [event_from_row(row) for row in rows]
+
+
+def _page_text(src: Path) -> str:
+    from noemafed.events import page_json
+
+    return page_json(_source_events(src))
 
 
 def test_publish_mode_handshakes_but_never_pulls(tmp_path: Path) -> None:
@@ -592,17 +599,6 @@ def _paged_sync(target: Path, page_size: int, **options: Any) -> Any:
     )
     [result] = report.results
     return result
-
-
-def _source_events(src: Path) -> list[Any]:
-    from conftest import db
-
-    from noemafed.events import EVENT_COLUMNS, event_from_row
-
-    conn = db(src)
-    rows = conn.execute(f"SELECT {', '.join(EVENT_COLUMNS)} FROM events ORDER BY id").fetchall()
-    conn.close()
-    return [event_from_row(row) for row in rows]
 
 
 class _PagesFromList:
