@@ -16,7 +16,7 @@ from noemafed import __version__
 from noemafed.errors import CommandError, ExitCode, NoemafedError
 
 if TYPE_CHECKING:
-    from noemafed.cortex import Cortex
+    from noemafed.cortex.open import Cortex
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -28,12 +28,12 @@ class CliContext:
         self.cortex_option = cortex_option
 
     def cortex_dir(self) -> Path:
-        from noemafed.cortex import resolve_cortex
+        from noemafed.cortex.open import resolve_cortex
 
         return resolve_cortex(self.cortex_option, os.environ, Path.cwd()).path
 
     def open(self) -> Cortex:
-        from noemafed.cortex import open_cortex
+        from noemafed.cortex.open import open_cortex
 
         return open_cortex(self.cortex_dir())
 
@@ -68,7 +68,7 @@ def init(directory: Path, name: str | None) -> None:
     Example: noemafed init ~/cortexes/research --name research
     """
     from noemafed import render
-    from noemafed.cortex import init_cortex
+    from noemafed.cortex.open import init_cortex
 
     manifest = init_cortex(directory, name)
     _emit(render.initialized(str(directory), manifest.id, manifest.name))
@@ -100,7 +100,7 @@ def peers(obj: CliContext) -> None:
     Example: noemafed peers
     """
     from noemafed import render
-    from noemafed.manifest import read_manifest
+    from noemafed.cortex.manifest import read_manifest
 
     _emit(render.peers_human(read_manifest(obj.cortex_dir()).peers))
 
@@ -115,7 +115,7 @@ def add_peer(obj: CliContext, name: str, endpoint: str) -> None:
     Example: noemafed add-peer laptop https://laptop.lan:3000
     """
     from noemafed import commands, render
-    from noemafed.manifest import read_manifest
+    from noemafed.cortex.manifest import read_manifest
 
     added = commands.add_peer(read_manifest(obj.cortex_dir()), name, endpoint)
     _emit(render.added_peer(*added))
@@ -162,8 +162,8 @@ def set_mode(obj: CliContext, mode: str) -> None:
     Example: noemafed set-mode publish
     """
     from noemafed import commands, render
-    from noemafed.gotext import go_quote
-    from noemafed.manifest import FEDERATION_MODES, read_manifest
+    from noemafed.cortex.manifest import FEDERATION_MODES, read_manifest
+    from noemafed.text.gotext import go_quote
 
     # Validated before the cortex is resolved, as in noema.
     if mode not in FEDERATION_MODES:
@@ -173,7 +173,7 @@ def set_mode(obj: CliContext, mode: str) -> None:
 
 def _peer_mode_command(name: str, paused: bool, obj: CliContext) -> None:
     from noemafed import commands, render
-    from noemafed.manifest import read_manifest
+    from noemafed.cortex.manifest import read_manifest
 
     _emit(render.peer_mode_change(commands.set_peer_mode(read_manifest(obj.cortex_dir()), name, paused)))
 
@@ -216,7 +216,7 @@ def key_fingerprint(obj: CliContext) -> None:
     Example: noemafed key fingerprint
     """
     from noemafed import commands, render
-    from noemafed.manifest import read_manifest
+    from noemafed.cortex.manifest import read_manifest
 
     cortex_dir = obj.cortex_dir()
     _emit(render.key_fingerprint(commands.key_fingerprint(cortex_dir, read_manifest(cortex_dir), os.environ)))
@@ -298,9 +298,9 @@ def sync(
 
     Example: noemafed sync --once --max-duration 300
     """
-    from noemafed.manifest import read_manifest
-    from noemafed.sync_command import sync_daemon, sync_once
-    from noemafed.syncer import SyncOptions
+    from noemafed.cortex.manifest import read_manifest
+    from noemafed.federation.schedule import sync_daemon, sync_once
+    from noemafed.federation.syncer import SyncOptions
 
     cortex_dir = obj.cortex_dir()
     manifest = read_manifest(cortex_dir)
@@ -397,9 +397,9 @@ def serve(
     import signal
     import threading
 
-    from noemafed.access import load_access_key
-    from noemafed.manifest import read_manifest
-    from noemafed.serve import ServeConfig, make_server
+    from noemafed.cortex.access import load_access_key
+    from noemafed.cortex.manifest import read_manifest
+    from noemafed.mcp.server import ServeConfig, make_server
 
     cortex_dir = obj.cortex_dir()
     manifest = read_manifest(cortex_dir)

@@ -7,13 +7,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from noemafed import __version__, state, vclock
-from noemafed.access import AccessKey, load_access_key
-from noemafed.classify import health_hint
-from noemafed.cortex import Cortex
-from noemafed.errors import AccessKeyError, CommandError, NoemafedError
-from noemafed.gotext import go_quote, rfc3339_now
-from noemafed.manifest import (
+from noemafed import __version__
+from noemafed.cortex import state, vclock
+from noemafed.cortex.access import AccessKey, load_access_key
+from noemafed.cortex.manifest import (
     PEER_MODE_PAUSED,
     PEER_MODE_SYNC,
     FederationConfig,
@@ -24,7 +21,11 @@ from noemafed.manifest import (
     with_peer_mode,
     write_manifest_raw,
 )
-from noemafed.state import PeerState, RankEntry
+from noemafed.cortex.open import Cortex
+from noemafed.cortex.state import PeerState, RankEntry
+from noemafed.errors import AccessKeyError, CommandError, NoemafedError
+from noemafed.federation.classify import health_hint
+from noemafed.text.gotext import go_quote, rfc3339_now
 
 # ---- status ---------------------------------------------------------------------------------------
 

@@ -8,14 +8,14 @@ from typing import TYPE_CHECKING, Any
 from ulid import ULID
 
 from noemafed import commands
-from noemafed.access import AccessKey
-from noemafed.gotext import format_rfc3339, go_quote
-from noemafed.manifest import PeerConfig
-from noemafed.state import PeerHealth, RankEntry
+from noemafed.cortex.access import AccessKey
+from noemafed.cortex.manifest import PeerConfig
+from noemafed.cortex.state import PeerHealth, RankEntry
+from noemafed.text.gotext import format_rfc3339, go_quote
 
 if TYPE_CHECKING:  # sync's modules stay unloaded for the other commands
-    from noemafed.sync_command import SyncReport
-    from noemafed.syncer import PollResult
+    from noemafed.federation.schedule import SyncReport
+    from noemafed.federation.syncer import PollResult
 
 STATUS_SCHEMA_VERSION = 1
 NOT_CONFIGURED = "Federation: not configured (no peers in cortex.md)"

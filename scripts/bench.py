@@ -54,10 +54,11 @@ import click
 # so both sides of a ratio are the same build even while the working tree changes.
 sys.path.insert(0, os.environ.get("NOEMAFED_BENCH_PATH") or str(Path(__file__).resolve().parent.parent))
 
-from noemafed import local, traces
-from noemafed.cortex import connect, init_cortex, open_cortex
-from noemafed.events import EVENT_COLUMNS, Event, event_from_row, page_json, parse_page
-from noemafed.replay import Replayer
+from noemafed.cortex import rows as local
+from noemafed.cortex import traces
+from noemafed.cortex.events import EVENT_COLUMNS, Event, event_from_row, page_json, parse_page
+from noemafed.cortex.open import connect, init_cortex, open_cortex
+from noemafed.federation.replay import Replayer
 
 PAGE = 1000
 SOURCE_ID = "01JQ7X2B9C4D5E6F7G8H9JKMNP"
@@ -568,7 +569,7 @@ def event_ids(cortex_dir: Path) -> list[str]:
 
 def add_peers(cortex_dir: Path, peers: dict[str, str]) -> None:
     from noemafed import commands
-    from noemafed.manifest import read_manifest
+    from noemafed.cortex.manifest import read_manifest
 
     for name, endpoint in peers.items():
         commands.add_peer(read_manifest(cortex_dir), name, endpoint)

@@ -3,7 +3,7 @@
 
 Usage: python scripts/seed.py CORTEX_DIR [--traces N] [--seed S] [--body-bytes B] [--quiet]
 
-Every change goes through `noemafed.local`, which writes the trace file, the rows and one local event with the
+Every change goes through `noemafed.cortex.rows`, which writes the trace file, the rows and one local event with the
 incremented vector clock in one transaction, exactly like a noema mutation. Tests, benchmarks and the demo all
 make their data here; nothing writes fake rows by hand.
 """
@@ -16,8 +16,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from noemafed import local
-from noemafed.cortex import Cortex, open_cortex
+from noemafed.cortex import rows as local
+from noemafed.cortex.open import Cortex, open_cortex
 
 TOPICS = (
     ("storage", "Why the index lives in SQLite", "decision"),

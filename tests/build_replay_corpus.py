@@ -21,10 +21,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from replay_helpers import CORPUS, REPLICA_ID, REPLICA_NAME, REPLICA_NOW, all_events, set_manifest_id
 from replay_model import expected_state
 
-from noemafed import local
-from noemafed.cortex import Cortex, init_cortex, open_cortex
-from noemafed.events import Event, page_json
-from noemafed.replay import Replayer
+from noemafed.cortex import rows as local
+from noemafed.cortex.events import Event, page_json
+from noemafed.cortex.open import Cortex, init_cortex, open_cortex
+from noemafed.federation.replay import Replayer
 
 A_ID = "01JQ7X2B9C4D5E6F7G8H9JKMNP"
 B_ID = "01JQ9A3C5E7G9J1K3M5N7P9R2T"
@@ -275,7 +275,7 @@ def build(names: list[str]) -> None:
 
 
 def _events(text: str) -> list[Event]:
-    from noemafed.events import parse_page
+    from noemafed.cortex.events import parse_page
 
     return parse_page(text)
 

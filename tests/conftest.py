@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from noemafed import frontmatter
 from noemafed.cli import main
-from noemafed.cortex import init_cortex
+from noemafed.cortex import frontmatter
+from noemafed.cortex.open import init_cortex
 
 REPO = Path(__file__).resolve().parent.parent
 PYZ = REPO / "dist" / "noemafed.pyz"

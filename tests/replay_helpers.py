@@ -15,10 +15,10 @@ from typing import Any
 
 from conftest import make_cortex
 
-from noemafed import traces
-from noemafed.cortex import Cortex, open_cortex
-from noemafed.events import EVENT_COLUMNS, Event, event_from_row, parse_page
-from noemafed.replay import Replayer
+from noemafed.cortex import traces
+from noemafed.cortex.events import EVENT_COLUMNS, Event, event_from_row, parse_page
+from noemafed.cortex.open import Cortex, open_cortex
+from noemafed.federation.replay import Replayer
 
 DATA = Path(__file__).resolve().parent / "data"
 CORPUS = DATA / "replay"

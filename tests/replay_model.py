@@ -13,8 +13,8 @@ import json
 import re
 from typing import Any
 
-from noemafed import frontmatter
-from noemafed.events import Event, parse_page
+from noemafed.cortex import frontmatter
+from noemafed.cortex.events import Event, parse_page
 
 ACTIVE, ARCHIVE, TRASH = "traces", "archive/traces", "trash/traces"
 ID_RE = re.compile(r"[0-9]{8}-[a-z0-9][a-z0-9-]{0,99}")

@@ -9,7 +9,7 @@ from typing import Any
 from conftest import db, make_cortex, set_federation
 from seed import seed as seed_activity
 
-from noemafed.cortex import open_cortex
+from noemafed.cortex.open import open_cortex
 
 EVENT_COLUMNS = "id, action, trace_id, cortex_id, origin, timestamp, data, vclock, signature, pubkey"
 

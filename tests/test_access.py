@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from noemafed.access import AccessKey, key_fingerprint, load_access_key
+from noemafed.cortex.access import AccessKey, key_fingerprint, load_access_key
+from noemafed.cortex.manifest import AccessConfig
 from noemafed.errors import AccessKeyError
-from noemafed.manifest import AccessConfig
 
 
 def _sidecar(tmp_path: Path, content: str | bytes, mode: int = 0o600) -> Path:

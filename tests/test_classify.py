@@ -13,9 +13,9 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from noemafed import classify
-from noemafed.classify import Reason
 from noemafed.errors import InvalidTraceFrontmatterError, InvalidTraceIDError, NoemafedError, ReplayError
+from noemafed.federation import classify
+from noemafed.federation.classify import Reason
 
 # ----- Go test twins: TestClassifyReplayError -----------------------------------------------------------
 

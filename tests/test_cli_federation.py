@@ -10,7 +10,7 @@ from pathlib import Path
 from conftest import make_cortex, put_state, run_cli, set_federation, state_rows
 
 from noemafed import __version__
-from noemafed.access import key_fingerprint
+from noemafed.cortex.access import key_fingerprint
 
 PINNED_B = "01PEERBETA0000000000000000"
 PINNED_C = "01PEERGAMMA000000000000000"

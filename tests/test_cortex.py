@@ -11,9 +11,9 @@ import jsonschema
 import pytest
 from conftest import REPO, db, make_cortex, put_state, run_cli
 
-from noemafed.cortex import open_cortex, open_database, resolve_cortex
+from noemafed.cortex.manifest import read_manifest
+from noemafed.cortex.open import open_cortex, open_database, resolve_cortex
 from noemafed.errors import CortexNotFoundError, CortexUnavailableError, NoemafedError
-from noemafed.manifest import read_manifest
 
 
 def _registry(home: Path, text: str) -> None:

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from noemafed.durations import (
+from noemafed.text.durations import (
     MAX_DURATION_NS,
     MIN_DURATION_NS,
     format_go_duration,

@@ -11,8 +11,8 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from noemafed import events as events_module
-from noemafed.events import (
+from noemafed.cortex import events as events_module
+from noemafed.cortex.events import (
     Event,
     EventFormatError,
     event_from_row,

@@ -8,9 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from noemafed import frontmatter as fm
-from noemafed.errors import FrontmatterError
-from noemafed.frontmatter import (
+from noemafed.cortex import frontmatter as fm
+from noemafed.cortex.frontmatter import (
     MISSING_DELIMITER,
     UNTERMINATED,
     Plain,
@@ -21,6 +20,7 @@ from noemafed.frontmatter import (
     split_manifest,
     split_trace,
 )
+from noemafed.errors import FrontmatterError
 
 # cortex.md §2.3, as Go's yaml.v3 writes it.
 MANIFEST_GO = """\

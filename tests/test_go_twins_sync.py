@@ -14,13 +14,13 @@ from conftest import db, make_cortex
 from peers.stdlib_peer import StdlibPeer
 from sync_helpers import events, state_value, target_with
 
-from noemafed.access import AccessKey
-from noemafed.cortex import Cortex, open_cortex
-from noemafed.events import EVENT_COLUMNS, event_from_row, page_json
-from noemafed.identity import IdentityError, PeerIdentity, verify_identity
-from noemafed.manifest import read_manifest
-from noemafed.syncer import SyncContext, SyncOptions, poll_once, run_daemon
-from noemafed.wire import Deadline
+from noemafed.cortex.access import AccessKey
+from noemafed.cortex.events import EVENT_COLUMNS, event_from_row, page_json
+from noemafed.cortex.manifest import read_manifest
+from noemafed.cortex.open import Cortex, open_cortex
+from noemafed.federation.identity import IdentityError, PeerIdentity, verify_identity
+from noemafed.federation.syncer import SyncContext, SyncOptions, poll_once, run_daemon
+from noemafed.mcp.client import Deadline
 
 KEY_A = "ed25519:0EqyMnQrtKs6E2i9RhXk5tAiSrcaAWuvhSCjMsl3hzc="
 KEY_B = "ed25519:LB+0jMLPWjc+6yXzZFm8KOGQCwjA2YzdGgbNEfcDCJo="
@@ -50,7 +50,7 @@ def _five_event_source(tmp_path: Path) -> Path:
     src = make_cortex(tmp_path, "peer-b")
     cortex = open_cortex(src)
     try:
-        from noemafed import local
+        from noemafed.cortex import rows as local
 
         for n in range(5):
             local.create_trace(cortex, f"trace {n}", "fact", f"body {n}\n")
@@ -83,7 +83,7 @@ def test_TestReplayBatch_AdvancesOnAllSuccess(tmp_path: Path) -> None:
     src = make_cortex(tmp_path, "peer-b")
     cortex = open_cortex(src)
     try:
-        from noemafed import local
+        from noemafed.cortex import rows as local
 
         for n in range(3):
             local.create_trace(cortex, f"trace {n}", "fact", f"body {n}\n")
@@ -225,7 +225,7 @@ def test_TestHardPinSigningKey_overrides_stale_TOFU_pin(conn: sqlite3.Connection
 
 def test_rank_is_stored_before_validation_under_the_top_level_id(conn: sqlite3.Connection) -> None:
     """Go's order effect (§3.4 step 5): a refused identity still leaves its rank behind."""
-    from noemafed.state import RankEntry, get_peer_rank
+    from noemafed.cortex.state import RankEntry, get_peer_rank
 
     identity = PeerIdentity(id="", name="x", version=1, rank=RankEntry("01OTHER", 5, "2026-08-15T03:00:00Z"))
     with pytest.raises(IdentityError):

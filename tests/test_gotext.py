@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from noemafed.gotext import go_json_dumps, go_quote
+from noemafed.text.gotext import go_json_dumps, go_quote
 
 
 @pytest.mark.parametrize(

@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 from replay_helpers import end_state, make_replica
 
-from noemafed import local, state, traces
-from noemafed.cortex import Cortex, open_cortex
+from noemafed.cortex import rows as local
+from noemafed.cortex import state, traces
+from noemafed.cortex.open import Cortex, open_cortex
 from noemafed.errors import CommandError, InvalidTraceFrontmatterError
 
 LOCAL_ID = "01JR0000000000000000REP1CA"

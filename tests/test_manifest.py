@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 from conftest import make_cortex, run_cli
 
+from noemafed.cortex.manifest import parse_manifest, read_manifest
 from noemafed.errors import ManifestError
-from noemafed.manifest import parse_manifest, read_manifest
 
 GOOD_KEY = "ed25519:0EqyMnQrtKs6E2i9RhXk5tAiSrcaAWuvhSCjMsl3hzc="
 

@@ -22,7 +22,7 @@ from peers.sdk_peer import SdkPeer
 from peers.stdlib_peer import UNAUTHORIZED_BODY, StdlibPeer
 from peers.tls import expired_tls
 
-from noemafed.manifest import read_manifest
+from noemafed.cortex.manifest import read_manifest
 
 ACCEPT_BOTH = "application/json, text/event-stream"
 VERSION = "2025-11-25"
@@ -117,7 +117,7 @@ def cortex(tmp_path: Path) -> Path:
     return path
 
 
-# -- a raw client, deliberately independent of noemafed.wire ----------------------------------------------------
+# -- a raw client, deliberately independent of noemafed.mcp.client ----------------------------------------------------
 
 
 @dataclass

@@ -22,12 +22,14 @@ from replay_helpers import (
     set_manifest_id,
 )
 
-from noemafed import classify, local, state, vclock
-from noemafed.cortex import Cortex, open_cortex
+from noemafed.cortex import rows as local
+from noemafed.cortex import state, vclock
+from noemafed.cortex.events import Event, parse_page
+from noemafed.cortex.open import Cortex, open_cortex
 from noemafed.errors import InvalidTraceIDError, ReplayError, VClockTooLargeError
-from noemafed.events import Event, parse_page
-from noemafed.gotext import go_json_dumps
-from noemafed.replay import MERGE_CLOCK_LOG, Replayer
+from noemafed.federation import classify
+from noemafed.federation.replay import MERGE_CLOCK_LOG, Replayer
+from noemafed.text.gotext import go_json_dumps
 
 A_ID = "01JQ7X2B9C4D5E6F7G8H9JKMNP"
 B_ID = "01JQ9A3C5E7G9J1K3M5N7P9R2T"
@@ -79,8 +81,8 @@ def rows(conn: sqlite3.Connection, sql: str, *params: object) -> list[tuple[obje
 def test_spec_examples_are_stored_byte_exact_and_still_verify(replica: tuple[Cortex, Replayer]) -> None:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-    from noemafed.eventsig import preimage
-    from noemafed.signkeys import parse_public_key, parse_signature
+    from noemafed.signing.eventsig import preimage
+    from noemafed.text.keys import parse_public_key, parse_signature
 
     cortex, replayer = replica
     events = parse_page((DATA / "spec_examples.json").read_text())

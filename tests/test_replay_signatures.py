@@ -13,12 +13,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from replay_helpers import DATA, make_replica
 
-from noemafed import ed25519, state
-from noemafed.cortex import open_cortex
+from noemafed.cortex import state
+from noemafed.cortex.events import parse_page
+from noemafed.cortex.open import open_cortex
 from noemafed.errors import ReplayError
-from noemafed.events import parse_page
-from noemafed.eventsig import preimage, sign_event, verify_event
-from noemafed.replay import Replayer
+from noemafed.federation.replay import Replayer
+from noemafed.signing import ed25519
+from noemafed.signing.eventsig import preimage, sign_event, verify_event
 
 SEED = b"\x11" * 32
 A_KEY = "ed25519:0EqyMnQrtKs6E2i9RhXk5tAiSrcaAWuvhSCjMsl3hzc="
@@ -115,7 +116,7 @@ def test_source_lock_gate_under_enforce(tmp_path: Path) -> None:
     create = spec_events()[0]
     import json
 
-    from noemafed.gotext import go_json_dumps
+    from noemafed.text.gotext import go_json_dumps
 
     payload = json.loads(create.data) | {"source_locked": True}
     locked = sign_event(replace(create, data=go_json_dumps(payload), signature="", pubkey=""), SEED)

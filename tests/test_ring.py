@@ -15,9 +15,9 @@ from conftest import REPO, db, make_cortex, run_cli, set_federation
 from seed import seed as seed_activity
 from sync_helpers import check_db, events, trace_files
 
-from noemafed import local
-from noemafed.cortex import open_cortex
-from noemafed.vclock import decode
+from noemafed.cortex import rows as local
+from noemafed.cortex.open import open_cortex
+from noemafed.cortex.vclock import decode
 
 NAMES = ("alpha", "beta", "gamma")
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from noemafed import schema
+from noemafed.cortex import schema
 from noemafed.errors import CommandError
 
 IMMUTABLE = "long-term trace is immutable"

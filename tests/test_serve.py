@@ -18,8 +18,8 @@ from conftest import db, make_cortex, run_cli
 from peers.tls import make_tls
 from sync_helpers import check_db, comparable_trace_files, events, source, target_with
 
-from noemafed.access import AccessKey
-from noemafed.serve import NoemafedHTTPServer, ServeConfig, make_server
+from noemafed.cortex.access import AccessKey
+from noemafed.mcp.server import NoemafedHTTPServer, ServeConfig, make_server
 
 
 def wait_for(condition: Any, seconds: float = 3.0) -> None:

@@ -20,13 +20,15 @@ from peers.stdlib_peer import StdlibPeer
 from replay_helpers import REPLICA_ID, end_state, make_replica, set_manifest_id
 from sync_helpers import target_with
 
-from noemafed import classify, frontmatter, local, state
-from noemafed.cortex import open_cortex
+from noemafed.cortex import frontmatter, state
+from noemafed.cortex import rows as local
+from noemafed.cortex.events import EVENT_COLUMNS, Event, event_from_row, page_json, parse_page
+from noemafed.cortex.manifest import read_manifest
+from noemafed.cortex.open import open_cortex
 from noemafed.errors import ExitCode, ReplayError, SigningKeyError
-from noemafed.events import EVENT_COLUMNS, Event, event_from_row, page_json, parse_page
-from noemafed.manifest import read_manifest
-from noemafed.replay import Replayer
-from noemafed.syncer import needs_operator
+from noemafed.federation import classify
+from noemafed.federation.replay import Replayer
+from noemafed.federation.syncer import needs_operator
 
 SOURCE_ID = "01JQ7X2B9C4D5E6F7G8H9JKMNP"
 CHECKER_ID = "01JQ9A3C5E7G9J1K3M5N7P9R2T"

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from noemafed.signkeys import KeyFormatError, parse_public_key, parse_signature, public_keys_equal
+from noemafed.text.keys import KeyFormatError, parse_public_key, parse_signature, public_keys_equal
 
 KEY = "ed25519:0EqyMnQrtKs6E2i9RhXk5tAiSrcaAWuvhSCjMsl3hzc="
 

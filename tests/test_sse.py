@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from noemafed.sse import SseEvent, SseParser, parse_all
+from noemafed.mcp.sse import SseEvent, SseParser, parse_all
 
 RUST = b'data: \nid: 0\nretry: 3000\n\n:\n\ndata: {"jsonrpc":"2.0","id":1,"result":{}}\nid: 1/0\n\n'
 SDK = b'event: message\r\ndata: {"jsonrpc":"2.0","id":2,"result":{}}\r\n\r\n'

@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 from conftest import make_cortex
 
-from noemafed import state
-from noemafed.cortex import open_database
+from noemafed.cortex import state
+from noemafed.cortex.open import open_database
+from noemafed.cortex.state import PeerError, PeerHealth, RankEntry
 from noemafed.errors import StateError
-from noemafed.state import PeerError, PeerHealth, RankEntry
 
 
 @pytest.fixture

@@ -19,9 +19,9 @@ from conftest import REPO, run_cli, state_rows
 from peers.stdlib_peer import StdlibPeer
 from sync_helpers import check_db, comparable_trace_files, events, source, state_value, target_with
 
-from noemafed.cortex import database_dir
-from noemafed.lock import SyncLock
-from noemafed.manifest import read_manifest
+from noemafed.cortex.manifest import read_manifest
+from noemafed.cortex.open import database_dir
+from noemafed.federation.lock import SyncLock
 
 SYNC_SCHEMA = json.loads((REPO / "docs" / "sync.schema.json").read_text())
 
@@ -110,8 +110,8 @@ def test_wire_headers_are_what_peers_require(tmp_path: Path) -> None:
 
 
 def test_paging_until_a_short_page_and_resuming_from_the_cursor(tmp_path: Path) -> None:
-    from noemafed.sync_command import sync_once
-    from noemafed.syncer import SyncOptions  # the page size is not a CLI option; use the API
+    from noemafed.federation.schedule import sync_once
+    from noemafed.federation.syncer import SyncOptions  # the page size is not a CLI option; use the API
 
     src = source(tmp_path, count=5)
     total = len(events(src))
@@ -282,7 +282,7 @@ def _source_events(src: Path) -> list[Any]:
     """The source's whole event log, oldest first, as Event values."""
     from conftest import db
 
-    from noemafed.events import EVENT_COLUMNS, event_from_row
+    from noemafed.cortex.events import EVENT_COLUMNS, event_from_row
 
     conn = db(src)
     rows = conn.execute(f"SELECT {', '.join(EVENT_COLUMNS)} FROM events ORDER BY id").fetchall()
@@ -291,7 +291,7 @@ def _source_events(src: Path) -> list[Any]:
 
 
 def _page_text(src: Path) -> str:
-    from noemafed.events import page_json
+    from noemafed.cortex.events import page_json
 
     return page_json(_source_events(src))
 
@@ -553,11 +553,11 @@ def test_a_killed_syncs_temp_files_are_removed_but_noemas_are_not(tmp_path: Path
 # Modules a caught-up `sync --once` (the cron case) has no use for; each one costs start-up time on every run.
 NOT_FOR_A_CAUGHT_UP_RUN = (
     "concurrent.futures",  # one plain thread per peer
-    "noemafed.events",  # no page to parse
+    "noemafed.cortex.events",  # no page to parse
     "noemafed.render",  # nothing to print under cron
-    "noemafed.replay",  # nothing to replay
-    "noemafed.local",
-    "noemafed.traces",
+    "noemafed.federation.replay",  # nothing to replay
+    "noemafed.cortex.rows",
+    "noemafed.cortex.traces",
     "ulid",  # python-ulid reads its own package metadata at import
 )
 LAZY_PROBE = """
@@ -586,8 +586,8 @@ def test_a_caught_up_run_loads_only_what_it_needs(tmp_path: Path) -> None:
 
 
 def _paged_sync(target: Path, page_size: int, **options: Any) -> Any:
-    from noemafed.sync_command import sync_once
-    from noemafed.syncer import SyncOptions
+    from noemafed.federation.schedule import sync_once
+    from noemafed.federation.syncer import SyncOptions
 
     report = sync_once(
         target,
@@ -610,7 +610,7 @@ class _PagesFromList:
         self.asked: list[str] = []
 
     def __call__(self, since: str, limit: int) -> str:
-        from noemafed.events import page_json
+        from noemafed.cortex.events import page_json
 
         self.asked.append(since)
         self.on_request(since)
@@ -660,7 +660,7 @@ def test_a_page_fetched_ahead_is_dropped_when_replay_fails(tmp_path: Path) -> No
 
 
 def test_a_hanging_page_fetched_ahead_does_not_hold_up_a_failed_poll(tmp_path: Path) -> None:
-    from noemafed.syncer import AHEAD_GRACE_SECONDS
+    from noemafed.federation.syncer import AHEAD_GRACE_SECONDS
 
     src = source(tmp_path, count=5)
     rows = events(src)

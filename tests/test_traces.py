@@ -12,10 +12,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from noemafed import traces
+from noemafed.cortex import traces
+from noemafed.cortex.frontmatter import Plain, dumps, join_trace
+from noemafed.cortex.traces import Trace
 from noemafed.errors import InvalidTraceFrontmatterError, InvalidTraceIDError
-from noemafed.frontmatter import Plain, dumps, join_trace
-from noemafed.traces import Trace
 
 SPEC_EXAMPLE = """---
 id: 20250329-why-we-chose-sqlite

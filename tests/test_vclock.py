@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from noemafed import vclock
+from noemafed.cortex import vclock
 from noemafed.errors import VClockTooLargeError
 
 ULID_A = "01JQ7X2B9C4D5E6F7G8H9JKMNP"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from noemafed.versions import semver_baseline, version_series_matches
+from noemafed.text.versions import semver_baseline, version_series_matches
 
 
 @pytest.mark.parametrize(

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from noemafed import frontmatter
+from noemafed.cortex import frontmatter
 
 # Interface strings (wire.md §5.6, §6.2); the client matches on them.
 BAD_CURSOR = "since must be a valid ULID cursor (26-char Crockford base32)"

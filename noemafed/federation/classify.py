@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from enum import StrEnum
 
 from noemafed.errors import InvalidTraceFrontmatterError, InvalidTraceIDError, SigningKeyError
-from noemafed.gotext import go_quote
+from noemafed.text.gotext import go_quote
 
 __all__ = [
     "BRIEF_FORMAT",

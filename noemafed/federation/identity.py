@@ -7,11 +7,11 @@ import sqlite3
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
-from noemafed import state
+from noemafed.cortex import state
+from noemafed.cortex.state import RankEntry
 from noemafed.errors import NoemafedError
-from noemafed.gotext import go_quote
-from noemafed.signkeys import public_keys_equal
-from noemafed.state import RankEntry
+from noemafed.text.gotext import go_quote
+from noemafed.text.keys import public_keys_equal
 
 MIN_PEER_MANIFEST_VERSION = 2
 

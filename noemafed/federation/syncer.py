@@ -10,16 +10,15 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from noemafed import classify, state
-from noemafed.access import AccessKey
-from noemafed.classify import Reason
-from noemafed.cortex import Cortex, open_database
-from noemafed.durations import format_go_duration
+from noemafed.cortex import state
+from noemafed.cortex.access import AccessKey
+from noemafed.cortex.manifest import Manifest, PeerConfig
+from noemafed.cortex.open import Cortex, open_database
 from noemafed.errors import NoemafedError
-from noemafed.gotext import go_quote, rfc3339_now
-from noemafed.identity import IdentityError, parse_identity, verify_identity
-from noemafed.manifest import Manifest, PeerConfig
-from noemafed.wire import (
+from noemafed.federation import classify
+from noemafed.federation.classify import Reason
+from noemafed.federation.identity import IdentityError, parse_identity, verify_identity
+from noemafed.mcp.client import (
     READ_SIGNAL_BUDGET,
     SYNC_EVENTS_BUDGET,
     Deadline,
@@ -29,10 +28,12 @@ from noemafed.wire import (
     ToolRefusal,
     WireError,
 )
+from noemafed.text.durations import format_go_duration
+from noemafed.text.gotext import go_quote, rfc3339_now
 
 if TYPE_CHECKING:
-    from noemafed.events import Event
-    from noemafed.replay import Replayer
+    from noemafed.cortex.events import Event
+    from noemafed.federation.replay import Replayer
 
 PAGE_SIZE = 1000  # the server maximum: fewer round trips than Go's 100, same cursor semantics
 # Events replayed per transaction: long enough to amortise commits, short enough that a local noema
@@ -172,7 +173,7 @@ class PeerPoller:
     def replayer(self) -> Replayer:
         """Made on first use, so a poll that finds nothing new never loads the replay engine (cron start-up)."""
         if self._replayer is None:
-            from noemafed.replay import Replayer  # noqa: PLC0415 (lazy: see the docstring)
+            from noemafed.federation.replay import Replayer  # noqa: PLC0415 (lazy: see the docstring)
 
             self._replayer = Replayer(self.cortex, self.log)
         return self._replayer
@@ -307,7 +308,7 @@ class PeerPoller:
                     progress.caught_up = True
                     return
                 # Lazy: a caught-up poll, the common cron case, never loads the event model.
-                from noemafed.events import EventFormatError, parse_page  # noqa: PLC0415
+                from noemafed.cortex.events import EventFormatError, parse_page  # noqa: PLC0415
 
                 try:
                     events = parse_page(text)

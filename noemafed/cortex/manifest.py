@@ -6,11 +6,11 @@ import os
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from noemafed import frontmatter
-from noemafed.durations import parse_go_duration
+from noemafed.cortex import frontmatter
 from noemafed.errors import FrontmatterError, ManifestError
-from noemafed.gotext import go_quote
-from noemafed.signkeys import KeyFormatError, parse_public_key
+from noemafed.text.durations import parse_go_duration
+from noemafed.text.gotext import go_quote
+from noemafed.text.keys import KeyFormatError, parse_public_key
 
 MANIFEST_FILE = "cortex.md"
 MANIFEST_VERSION = 2

@@ -5,12 +5,12 @@ from __future__ import annotations
 import base64
 from pathlib import Path
 
-from noemafed import ed25519, eventsig
-from noemafed.access import load_sidecar_line, sidecar_path
+from noemafed.cortex.access import load_sidecar_line, sidecar_path
+from noemafed.cortex.events import Event
+from noemafed.cortex.manifest import Manifest
 from noemafed.errors import SigningKeyError
-from noemafed.events import Event
-from noemafed.manifest import Manifest
-from noemafed.signkeys import KEY_PREFIX, KeyFormatError, parse_seed, public_keys_equal
+from noemafed.signing import ed25519, eventsig
+from noemafed.text.keys import KEY_PREFIX, KeyFormatError, parse_seed, public_keys_equal
 
 __all__ = ["SIGNING_KEY_LABEL", "EventSigner", "load_signing_seed"]
 

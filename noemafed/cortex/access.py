@@ -8,8 +8,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import NamedTuple
 
+from noemafed.cortex.manifest import AccessConfig
 from noemafed.errors import AccessKeyError, NoemafedError
-from noemafed.manifest import AccessConfig
 
 ACCESS_KEY_ENV = "NOEMA_MCP_KEY"
 SIDECAR_MAX_BYTES = 4 * 1024

@@ -12,7 +12,7 @@ from typing import Any, NamedTuple
 
 from noemafed import __version__
 from noemafed.errors import NoemafedError
-from noemafed.sse import SseParser
+from noemafed.mcp.sse import SseParser
 
 PROTOCOL_VERSION = "2025-11-25"
 SUPPORTED_PROTOCOL_VERSIONS = ("2025-11-25", "2025-06-18", "2025-03-26", "2024-11-05")

@@ -10,17 +10,17 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
-from noemafed import frontmatter, schema
+from noemafed.cortex import frontmatter, schema
+from noemafed.cortex.manifest import MANIFEST_FILE, MANIFEST_VERSION, Manifest, read_manifest
 from noemafed.errors import (
     CortexNotFoundError,
     CortexUnavailableError,
     FrontmatterError,
     NoemafedError,
 )
-from noemafed.manifest import MANIFEST_FILE, MANIFEST_VERSION, Manifest, read_manifest
 
 if TYPE_CHECKING:
-    from noemafed.signing import EventSigner
+    from noemafed.signing.signer import EventSigner
 
 CORTEX_ENV = "NOEMA_CORTEX"
 TRACE_FOLDERS = ("traces", "archive/traces", "trash/traces")
@@ -213,7 +213,7 @@ class Cortex:
     @cached_property
     def signer(self) -> EventSigner:
         """Signs what this cortex authors; made on first use, and the key file is read only to sign."""
-        from noemafed.signing import EventSigner  # noqa: PLC0415 (lazy: replay-only runs never sign)
+        from noemafed.signing.signer import EventSigner  # noqa: PLC0415 (lazy: replay-only runs never sign)
 
         return EventSigner(self.path, self.manifest)
 

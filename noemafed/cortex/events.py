@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 from json.decoder import scanstring  # type: ignore[attr-defined]  # C-accelerated; untyped in typeshed
 from typing import Any
 
-from noemafed import vclock
+from noemafed.cortex import vclock
 from noemafed.errors import NoemafedError
-from noemafed.gotext import go_json_dumps
+from noemafed.text.gotext import go_json_dumps
 
 __all__ = [
     "EMPTY_DATA",

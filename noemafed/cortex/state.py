@@ -6,9 +6,9 @@ import json
 import sqlite3
 from typing import Any, NamedTuple
 
-from noemafed import vclock
+from noemafed.cortex import vclock
 from noemafed.errors import StateError
-from noemafed.gotext import go_json_dumps
+from noemafed.text.gotext import go_json_dumps
 
 VCLOCK_KEY = "vclock"
 LOCAL_RANK_KEY = "consolidation:rank"

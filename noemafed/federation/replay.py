@@ -22,19 +22,21 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from noemafed import eventsig, local, state, traces, vclock
-from noemafed.cortex import Cortex
+from noemafed.cortex import rows as local
+from noemafed.cortex import state, traces, vclock
+from noemafed.cortex.events import Event, EventFormatError
+from noemafed.cortex.open import Cortex
+from noemafed.cortex.rows import TraceRow
+from noemafed.cortex.schema import LONG_TERM_IMMUTABLE_TRIGGER
 from noemafed.errors import (
     InvalidTraceFrontmatterError,
     InvalidTraceIDError,
     ReplayError,
     VClockTooLargeError,
 )
-from noemafed.events import Event, EventFormatError
-from noemafed.gotext import go_quote
-from noemafed.local import TraceRow
-from noemafed.schema import LONG_TERM_IMMUTABLE_TRIGGER
-from noemafed.signkeys import public_keys_equal
+from noemafed.signing import eventsig
+from noemafed.text.gotext import go_quote
+from noemafed.text.keys import public_keys_equal
 
 __all__ = ["ACTIONS", "PageResult", "ReplayOutcome", "Replayer"]
 

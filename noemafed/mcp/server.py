@@ -21,14 +21,15 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 from typing import Any
 
-from noemafed import __version__, state
-from noemafed.access import AccessKey
-from noemafed.cortex import DB_FILE, connect, database_dir, open_database
+from noemafed import __version__
+from noemafed.cortex import state
+from noemafed.cortex.access import AccessKey
+from noemafed.cortex.events import EVENT_COLUMNS, event_from_row, event_json
+from noemafed.cortex.manifest import Manifest, read_manifest
+from noemafed.cortex.open import DB_FILE, connect, database_dir, open_database
 from noemafed.errors import ExitCode, NoemafedError
-from noemafed.events import EVENT_COLUMNS, event_from_row, event_json
-from noemafed.gotext import go_json_dumps
-from noemafed.manifest import Manifest, read_manifest
-from noemafed.wire import SUPPORTED_PROTOCOL_VERSIONS
+from noemafed.mcp.client import SUPPORTED_PROTOCOL_VERSIONS
+from noemafed.text.gotext import go_json_dumps
 
 LATEST_PROTOCOL_VERSION = "2025-11-25"
 SERVER_NAME = "noema"  # noema clients expect it; serverInfo.version says which build this is

@@ -19,8 +19,8 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-from noemafed import frontmatter
-from noemafed.cortex import TEMP_PREFIX, TEMP_SUFFIX
+from noemafed.cortex import frontmatter
+from noemafed.cortex.open import TEMP_PREFIX, TEMP_SUFFIX
 from noemafed.errors import FrontmatterError, InvalidTraceFrontmatterError, InvalidTraceIDError
 
 __all__ = [

@@ -8,13 +8,13 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from noemafed.access import load_access_key
-from noemafed.cortex import TEMP_PREFIX, TEMP_SUFFIX, TRACE_FOLDERS, database_dir, open_database
+from noemafed.cortex.access import load_access_key
+from noemafed.cortex.manifest import Manifest, PeerConfig
+from noemafed.cortex.open import TEMP_PREFIX, TEMP_SUFFIX, TRACE_FOLDERS, database_dir, open_database
 from noemafed.errors import CommandError, ExitCode
-from noemafed.gotext import go_quote, rfc3339_now
-from noemafed.lock import SyncLock
-from noemafed.manifest import Manifest, PeerConfig
-from noemafed.syncer import PollResult, SyncContext, SyncOptions, poll_once, run_daemon
+from noemafed.federation.lock import SyncLock
+from noemafed.federation.syncer import PollResult, SyncContext, SyncOptions, poll_once, run_daemon
+from noemafed.text.gotext import go_quote, rfc3339_now
 
 
 @dataclass(frozen=True)

@@ -20,16 +20,16 @@ from typing import TYPE_CHECKING, Any
 
 from ulid import LaxMonotonicPolicy, ULIDGenerator
 
-from noemafed import state, traces, vclock
-from noemafed.cortex import Cortex
+from noemafed.cortex import state, traces, vclock
+from noemafed.cortex.events import EMPTY_DATA, Event, event_row
+from noemafed.cortex.manifest import Manifest
+from noemafed.cortex.open import Cortex
+from noemafed.cortex.schema import LONG_TERM_IMMUTABLE_TRIGGER, LONG_TERM_NO_DELETE_TRIGGER
 from noemafed.errors import CommandError, InvalidTraceFrontmatterError
-from noemafed.events import EMPTY_DATA, Event, event_row
-from noemafed.gotext import format_rfc3339, go_json_dumps
-from noemafed.manifest import Manifest
-from noemafed.schema import LONG_TERM_IMMUTABLE_TRIGGER, LONG_TERM_NO_DELETE_TRIGGER
+from noemafed.text.gotext import format_rfc3339, go_json_dumps
 
 if TYPE_CHECKING:
-    from noemafed.signing import EventSigner
+    from noemafed.signing.signer import EventSigner
 
 __all__ = [
     "TraceRow",

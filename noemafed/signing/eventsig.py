@@ -7,9 +7,9 @@ import hashlib
 import struct
 from dataclasses import replace
 
-from noemafed import ed25519
-from noemafed.events import EMPTY_DATA, NULL_DATA, Event
-from noemafed.signkeys import KEY_PREFIX, KeyFormatError, parse_public_key, parse_signature
+from noemafed.cortex.events import EMPTY_DATA, NULL_DATA, Event
+from noemafed.signing import ed25519
+from noemafed.text.keys import KEY_PREFIX, KeyFormatError, parse_public_key, parse_signature
 
 __all__ = ["PREIMAGE_PREFIX", "preimage", "sign_event", "verify_event"]
 
