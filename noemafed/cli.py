@@ -17,6 +17,7 @@ from noemafed.errors import CommandError, ExitCode, NoemafedError
 
 if TYPE_CHECKING:
     from noemafed.cortex.open import Cortex
+    from noemafed.logs import Log
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -222,21 +223,24 @@ def key_fingerprint(obj: CliContext) -> None:
     _emit(render.key_fingerprint(commands.key_fingerprint(cortex_dir, read_manifest(cortex_dir), os.environ)))
 
 
-def _stderr_logger(enabled: bool) -> Callable[[str], None]:
-    """Go's standard logger format on stderr (`YYYY/MM/DD HH:MM:SS message`), or silence."""
+def _stderr_logger(enabled: bool) -> Log:
+    """Go's standard logger format on stderr (`YYYY/MM/DD HH:MM:SS message`); warnings always, the rest if enabled."""
     import threading
     import time
 
-    lock = threading.Lock()  # peers log from their own threads; keep each message whole
+    from noemafed.logs import Level, Log
 
-    def log(message: str) -> None:
-        if not enabled:
+    lock = threading.Lock()  # peers log from their own threads; keep each message whole
+    threshold = Level.INFO if enabled else Level.WARNING
+
+    def sink(level: Level, message: str) -> None:
+        if level < threshold:
             return
         stamp = time.strftime("%Y/%m/%d %H:%M:%S")
         with lock:
             click.echo(f"{stamp} {message}", err=True)
 
-    return log
+    return Log(sink)
 
 
 @cli.command()
@@ -422,8 +426,8 @@ def serve(
     server = make_server(config, log)
     scheme = "https" if config.tls_cert else "http"
     bound_port = server.server_address[1]
-    log(f"[serve] federation mode: {manifest.federation_mode}")
-    log(
+    log.info(f"[serve] federation mode: {manifest.federation_mode}")
+    log.info(
         f"[serve] listening on {scheme}://{host}:{bound_port}/mcp (access: {'keyed' if access.keyed else 'open'})"
     )
 
@@ -436,7 +440,7 @@ def serve(
         server.serve_forever(poll_interval=0.2)
     finally:
         server.server_close()
-    log("[serve] stopped")
+    log.info("[serve] stopped")
 
 
 def report_error(exc: NoemafedError) -> None:

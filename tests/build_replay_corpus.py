@@ -25,6 +25,7 @@ from noemafed.cortex import rows as local
 from noemafed.cortex.events import Event, page_json
 from noemafed.cortex.open import Cortex, init_cortex, open_cortex
 from noemafed.federation.replay import Replayer
+from noemafed.logs import SILENT
 
 A_ID = "01JQ7X2B9C4D5E6F7G8H9JKMNP"
 B_ID = "01JQ9A3C5E7G9J1K3M5N7P9R2T"
@@ -55,7 +56,7 @@ def sync(target: Cortex, origin: Cortex, peer: str, now: str) -> None:
         "SELECT value FROM federation_state WHERE key = ?", (f"peer:{peer}:last_event",)
     ).fetchone()
     events = [e for e in all_events(origin.conn) if cursor is None or e.id > cursor[0]]
-    replayer = Replayer(target, log=lambda _: None, now=lambda: now)
+    replayer = Replayer(target, log=SILENT, now=lambda: now)
     for event in events:
         replayer.apply(event, cursor_peer=peer)
 

@@ -19,6 +19,7 @@ from noemafed.cortex import traces
 from noemafed.cortex.events import EVENT_COLUMNS, Event, event_from_row, parse_page
 from noemafed.cortex.open import Cortex, open_cortex
 from noemafed.federation.replay import Replayer
+from noemafed.logs import SILENT
 
 DATA = Path(__file__).resolve().parent / "data"
 CORPUS = DATA / "replay"
@@ -149,7 +150,7 @@ def stream_names() -> list[str]:
 
 def open_replica(path: Path, hook: Callable[[str], None] | None = None) -> tuple[Cortex, Replayer]:
     cortex = open_cortex(path)
-    return cortex, Replayer(cortex, log=lambda _: None, hook=hook, now=lambda: REPLICA_NOW)
+    return cortex, Replayer(cortex, log=SILENT, hook=hook, now=lambda: REPLICA_NOW)
 
 
 def replay_deliveries(

@@ -19,7 +19,9 @@ from noemafed.cortex.events import EVENT_COLUMNS, event_from_row, page_json
 from noemafed.cortex.manifest import read_manifest
 from noemafed.cortex.open import Cortex, open_cortex
 from noemafed.federation.identity import IdentityError, PeerIdentity, verify_identity
-from noemafed.federation.syncer import SyncContext, SyncOptions, poll_once, run_daemon
+from noemafed.federation.schedule import poll_once, run_daemon
+from noemafed.federation.syncer import SyncContext, SyncOptions
+from noemafed.logs import SILENT, Log
 from noemafed.mcp.client import Deadline
 
 KEY_A = "ed25519:0EqyMnQrtKs6E2i9RhXk5tAiSrcaAWuvhSCjMsl3hzc="
@@ -41,7 +43,9 @@ def _page(src: Path, break_index: int | None = None) -> str:
 def _poll(target: Path) -> tuple[object, list[str]]:
     manifest = read_manifest(target)
     logs: list[str] = []
-    ctx = SyncContext(target, manifest, AccessKey(), SyncOptions(), logs.append)
+    ctx = SyncContext(
+        target, manifest, AccessKey(), SyncOptions(), Log(lambda _level, line: logs.append(line))
+    )
     [result] = poll_once(ctx, manifest.peers)
     return result, logs
 
@@ -120,7 +124,9 @@ def test_TestSyncer_Start_SkipsPausedPeers(tmp_path: Path) -> None:
     manifest = read_manifest(target)
     logs: list[str] = []
     stop = threading.Event()
-    ctx = SyncContext(target, manifest, AccessKey(), SyncOptions(timeout=1), logs.append)
+    ctx = SyncContext(
+        target, manifest, AccessKey(), SyncOptions(timeout=1), Log(lambda _level, line: logs.append(line))
+    )
     thread = threading.Thread(target=run_daemon, args=(ctx, stop))
     thread.start()
     deadline = time.monotonic() + 10
@@ -155,7 +161,12 @@ def _verify(
     logs: list[str] = []
     identity = PeerIdentity(id=cortex_id, name="remote", version=2, pubkey=advertised)
     verify_identity(
-        conn, peer, identity, own_id="01LOCAL0000000000000000000", hard_pin=hard_pin, log=logs.append
+        conn,
+        peer,
+        identity,
+        own_id="01LOCAL0000000000000000000",
+        hard_pin=hard_pin,
+        log=Log(lambda _level, line: logs.append(line)),
     )
     return logs
 
@@ -229,7 +240,7 @@ def test_rank_is_stored_before_validation_under_the_top_level_id(conn: sqlite3.C
 
     identity = PeerIdentity(id="", name="x", version=1, rank=RankEntry("01OTHER", 5, "2026-08-15T03:00:00Z"))
     with pytest.raises(IdentityError):
-        verify_identity(conn, "peer-b", identity, own_id="01LOCAL", hard_pin="", log=lambda _: None)
+        verify_identity(conn, "peer-b", identity, own_id="01LOCAL", hard_pin="", log=SILENT)
     assert get_peer_rank(conn, "peer-b") == RankEntry("", 5, "2026-08-15T03:00:00Z")
 
 

@@ -29,6 +29,7 @@ from noemafed.cortex.open import Cortex, open_cortex
 from noemafed.errors import InvalidTraceIDError, ReplayError, VClockTooLargeError
 from noemafed.federation import classify
 from noemafed.federation.replay import MERGE_CLOCK_LOG, Replayer
+from noemafed.logs import SILENT, Log
 from noemafed.text.gotext import go_json_dumps
 
 A_ID = "01JQ7X2B9C4D5E6F7G8H9JKMNP"
@@ -242,7 +243,7 @@ def test_page_stops_at_the_first_failure_and_commits_the_prefix(replica: tuple[C
 def test_clock_merge_overflow_is_logged_and_the_event_counts(tmp_path: Path) -> None:
     logs: list[str] = []
     cortex = open_cortex(make_replica(tmp_path))
-    replayer = Replayer(cortex, log=logs.append)
+    replayer = Replayer(cortex, log=Log(lambda _level, line: logs.append(line)))
     huge = {f"{n:026d}": 1 for n in range(300)}
     outcome = replayer.apply(replace(create_event(), vclock=huge), cursor_peer="p")
     assert outcome.stored
@@ -305,7 +306,7 @@ def test_clock_kept_in_memory_across_a_page_stores_what_a_merge_per_event_stores
         if stored is not None:
             state.put(cortex.conn, state.VCLOCK_KEY, stored)
         logs: list[str] = []
-        replayer = Replayer(cortex, log=logs.append)
+        replayer = Replayer(cortex, log=Log(lambda _level, line: logs.append(line)))
         events = [
             event("vote", data={"delta": 1}, id=f"01JQH4HPD0B8E9WCXGFN1A{n:04d}", vclock=clock)
             for n, clock in enumerate(clocks)
@@ -421,7 +422,7 @@ def test_enforce_accepts_our_own_events_served_back_without_a_local_key(tmp_path
     assert cortex.manifest.federation is not None
     assert cortex.manifest.federation.effective_verify == "enforce"
     _, own = local.create_trace(cortex, "Mine", "note", "m\n")
-    replayer = Replayer(cortex, log=lambda _: None)
+    replayer = Replayer(cortex, log=SILENT)
     assert replayer.apply(own, cursor_peer="p").effect == "duplicate"
     # An event claiming our id that we do not hold must still verify under our (missing) key.
     with pytest.raises(ReplayError, match="verify=enforce"):

@@ -18,6 +18,7 @@ from noemafed.cortex.events import parse_page
 from noemafed.cortex.open import open_cortex
 from noemafed.errors import ReplayError
 from noemafed.federation.replay import Replayer
+from noemafed.logs import Log
 from noemafed.signing import ed25519
 from noemafed.signing.eventsig import preimage, sign_event, verify_event
 
@@ -77,7 +78,7 @@ def test_preimage_layout() -> None:
 def replica(tmp_path: Path, verify: str) -> tuple[Replayer, list[str]]:
     logs: list[str] = []
     cortex = open_cortex(make_replica(tmp_path, verify=verify))
-    return Replayer(cortex, log=logs.append), logs
+    return Replayer(cortex, log=Log(lambda _level, line: logs.append(line))), logs
 
 
 def test_enforce_accepts_signed_and_pins_on_first_use(tmp_path: Path) -> None:

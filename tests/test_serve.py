@@ -19,6 +19,7 @@ from peers.tls import make_tls
 from sync_helpers import check_db, comparable_trace_files, events, source, target_with
 
 from noemafed.cortex.access import AccessKey
+from noemafed.logs import Log
 from noemafed.mcp.server import NoemafedHTTPServer, ServeConfig, make_server
 
 
@@ -35,7 +36,9 @@ def wait_for(condition: Any, seconds: float = 3.0) -> None:
 def served(cortex: Path, **config: Any) -> Iterator[NoemafedHTTPServer]:
     """The real server on 127.0.0.1:0 in a thread, logging into a list the test can read."""
     logs: list[str] = []
-    server = make_server(ServeConfig(cortex_dir=cortex, port=0, **config), logs.append)
+    server = make_server(
+        ServeConfig(cortex_dir=cortex, port=0, **config), Log(lambda _level, line: logs.append(line))
+    )
     server.logs = logs  # type: ignore[attr-defined]
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()

@@ -29,6 +29,7 @@ from noemafed.errors import ExitCode, ReplayError, SigningKeyError
 from noemafed.federation import classify
 from noemafed.federation.replay import Replayer
 from noemafed.federation.syncer import needs_operator
+from noemafed.logs import SILENT
 
 SOURCE_ID = "01JQ7X2B9C4D5E6F7G8H9JKMNP"
 CHECKER_ID = "01JQ9A3C5E7G9J1K3M5N7P9R2T"
@@ -274,7 +275,7 @@ def test_the_key_is_read_only_to_sign_and_then_kept(tmp_path: Path) -> None:
     key.unlink()
     cortex = open_cortex(path)
     # Replay that authors nothing never needs the key: a caught-up or plain sync works without it.
-    assert Replayer(cortex, log=lambda _: None).apply(remote).effect == "created"
+    assert Replayer(cortex, log=SILENT).apply(remote).effect == "created"
     with pytest.raises(SigningKeyError):
         local.create_trace(cortex, "Mine", "note", "m\n")
     # A failed load is not remembered: once the file is back, the same open cortex signs.
@@ -301,7 +302,7 @@ def _concurrent_update(tmp_path: Path, replica: Path) -> tuple[Event, str]:
     src = open_cortex(source)
     tid, created = local.create_trace(src, "Contested", "note", "base\n")
     cortex = open_cortex(replica)
-    Replayer(cortex, log=lambda _: None).apply(created)
+    Replayer(cortex, log=SILENT).apply(created)
     local.update_trace(cortex, tid, body="replica edit\n")
     cortex.close()
     remote = local.update_trace(src, tid, body="source edit\n")
@@ -323,7 +324,7 @@ def test_divergence_event_is_signed_and_an_enforcing_peer_accepts_it(tmp_path: P
     public = sign_cortex(replica)
     remote, _ = _concurrent_update(tmp_path, replica)
     cortex = open_cortex(replica)
-    assert Replayer(cortex, log=lambda _: None).apply(remote).effect == "diverged"
+    assert Replayer(cortex, log=SILENT).apply(remote).effect == "diverged"
     cortex.close()
     row = _divergence_row(replica)
     assert_signed_by(row, public)
@@ -332,7 +333,7 @@ def test_divergence_event_is_signed_and_an_enforcing_peer_accepts_it(tmp_path: P
     [sent] = parse_page(page_json([event_from_row([row[c] for c in EVENT_COLUMNS])]))
     checker = open_cortex(make_replica(tmp_path / "checker", "checker", CHECKER_ID, verify="enforce"))
     state.set_cortex_pubkey(checker.conn, REPLICA_ID, public)
-    replayer = Replayer(checker, log=lambda _: None)
+    replayer = Replayer(checker, log=SILENT)
     with pytest.raises(ReplayError, match=r"event is unsigned \(verify=enforce\)"):
         replayer.apply(replace(sent, signature="", pubkey=""))  # what we used to send
     with pytest.raises(ReplayError, match="signature does not verify"):
@@ -350,7 +351,7 @@ def test_divergence_without_a_usable_key_fails_the_event_touches_nothing_and_ret
     (replica / KEY_FILE).unlink()
     before, files = end_state(replica), disk_files(replica)
     cortex = open_cortex(replica)
-    replayer = Replayer(cortex, log=lambda _: None)
+    replayer = Replayer(cortex, log=SILENT)
     result = replayer.apply_page([remote], cursor_peer="src")
     assert result.failed == remote
     assert isinstance(result.error, ReplayError)

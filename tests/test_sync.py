@@ -22,6 +22,7 @@ from sync_helpers import check_db, comparable_trace_files, events, source, state
 from noemafed.cortex.manifest import read_manifest
 from noemafed.cortex.open import database_dir
 from noemafed.federation.lock import SyncLock
+from noemafed.logs import SILENT
 
 SYNC_SCHEMA = json.loads((REPO / "docs" / "sync.schema.json").read_text())
 
@@ -123,7 +124,7 @@ def test_paging_until_a_short_page_and_resuming_from_the_cursor(tmp_path: Path) 
             (),
             options=SyncOptions(page_size=3),
             environ={},
-            log=lambda _: None,
+            log=SILENT,
         )
         [result] = report.results
         assert result.ok
@@ -595,7 +596,7 @@ def _paged_sync(target: Path, page_size: int, **options: Any) -> Any:
         (),
         options=SyncOptions(page_size=page_size, **options),
         environ={},
-        log=lambda _: None,
+        log=SILENT,
     )
     [result] = report.results
     return result

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Callable
 from typing import Any, NamedTuple
 
 from noemafed.cortex import state
 from noemafed.cortex.state import RankEntry
 from noemafed.errors import NoemafedError
+from noemafed.logs import Log
 from noemafed.text.gotext import go_quote
 from noemafed.text.keys import public_keys_equal
 
@@ -92,7 +92,7 @@ def verify_identity(
     *,
     own_id: str,
     hard_pin: str,
-    log: Callable[[str], None],
+    log: Log,
 ) -> None:
     """noema's checks in noema's order; pins are written as they pass (a later failure keeps them, as in Go)."""
     quoted = go_quote(peer)
@@ -103,7 +103,7 @@ def verify_identity(
                 conn, peer, RankEntry(identity.id, identity.rank.rank, identity.rank.observed_at)
             )
         except NoemafedError as exc:
-            log(f"[federation] peer {quoted} rank persist failed: {exc}")
+            log.warning(f"[federation] peer {quoted} rank persist failed: {exc}")
     if identity.version < MIN_PEER_MANIFEST_VERSION:
         raise IdentityError(
             f"peer {quoted} is on cortex.md schema version {identity.version} but federation requires version "
@@ -128,9 +128,7 @@ def verify_identity(
     _pin_signing_key(conn, peer, identity, hard_pin, log)
 
 
-def _pin_cortex_id(
-    conn: sqlite3.Connection, peer: str, identity: PeerIdentity, log: Callable[[str], None]
-) -> None:
+def _pin_cortex_id(conn: sqlite3.Connection, peer: str, identity: PeerIdentity, log: Log) -> None:
     quoted = go_quote(peer)
     try:
         pinned = state.get(conn, state.peer_key(peer, state.CORTEX_ID))
@@ -141,7 +139,7 @@ def _pin_cortex_id(
             state.put(conn, state.peer_key(peer, state.CORTEX_ID), identity.id)
         except NoemafedError as exc:
             raise IdentityError(f"pinning cortex id for peer {quoted}: {exc}", "db") from exc
-        log(f"[federation] peer {quoted} identity pinned: {identity.name} ({identity.id})")
+        log.info(f"[federation] peer {quoted} identity pinned: {identity.name} ({identity.id})")
         return
     if pinned != identity.id:
         raise IdentityError(
@@ -154,7 +152,7 @@ def _pin_cortex_id(
 
 
 def _pin_signing_key(
-    conn: sqlite3.Connection, peer: str, identity: PeerIdentity, hard_pin: str, log: Callable[[str], None]
+    conn: sqlite3.Connection, peer: str, identity: PeerIdentity, hard_pin: str, log: Log
 ) -> None:
     """Trust on first use, or the hard pin from cortex.md; an empty advertisement never clears a pin."""
     quoted = go_quote(peer)
@@ -184,11 +182,11 @@ def _pin_signing_key(
         except NoemafedError as exc:
             raise IdentityError(f"applying hard-pin for peer {quoted}: {exc}", "db") from exc
         if pinned:
-            log(
+            log.info(
                 f"[federation] peer {quoted} hard-pin in cortex.md overrode the prior trust-on-first-use key ({identity.id})"
             )
         else:
-            log(f"[federation] peer {quoted} signing key hard-pinned from cortex.md ({identity.id})")
+            log.info(f"[federation] peer {quoted} signing key hard-pinned from cortex.md ({identity.id})")
         return
     if not advertised:
         return  # downgrade protection: neither pin nor clear
@@ -197,7 +195,7 @@ def _pin_signing_key(
             state.set_cortex_pubkey(conn, identity.id, advertised)
         except NoemafedError as exc:
             raise IdentityError(f"pinning signing key for peer {quoted}: {exc}", "db") from exc
-        log(f"[federation] peer {quoted} signing key pinned ({identity.id})")
+        log.info(f"[federation] peer {quoted} signing key pinned ({identity.id})")
         return
     if not public_keys_equal(pinned, advertised):
         raise IdentityError(

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -34,6 +33,7 @@ from noemafed.errors import (
     ReplayError,
     VClockTooLargeError,
 )
+from noemafed.logs import SILENT, Log
 from noemafed.signing import eventsig
 from noemafed.text.gotext import go_quote
 from noemafed.text.keys import public_keys_equal
@@ -120,10 +120,6 @@ class _Snapshot:
     source_locked: bool
 
 
-def _stderr_log(message: str) -> None:
-    print(message, file=sys.stderr)
-
-
 def _str(payload: dict[str, Any], key: str, where: str) -> str:
     value = payload.get(key)
     if value is None:
@@ -178,7 +174,7 @@ class Replayer:
     def __init__(
         self,
         cortex: Cortex,
-        log: Callable[[str], None] = _stderr_log,
+        log: Log = SILENT,
         *,
         durable: bool = False,
         hook: Callable[[str], None] | None = None,
@@ -326,7 +322,7 @@ class Replayer:
         message = f"rejecting event {event.id} from cortex {event.cortex_id}: {problem}"
         if self.verify == "enforce":
             raise ReplayError(f"{message} (verify=enforce)")
-        self.log(f"[federation] {message} (verify=warn, applying anyway)")
+        self.log.warning(f"[federation] {message} (verify=warn, applying anyway)")
 
     def _signature_problem(self, event: Event) -> str | None:
         pin = ""
@@ -362,7 +358,7 @@ class Replayer:
         message = f"rejecting source-lock violation: event {event.id} ({event.action}) from cortex {event.cortex_id} on trace {event.trace_id} owned by {row.cortex_id}"
         if self.verify == "enforce":
             raise ReplayError(message)
-        self.log(f"[federation] {message} (verify=warn, applying anyway)")
+        self.log.warning(f"[federation] {message} (verify=warn, applying anyway)")
 
     def _merge_clock(self, event: Event) -> None:
         if not event.vclock:
@@ -378,7 +374,7 @@ class Replayer:
             merged = vclock.merge_for_replay(self._clock, event.vclock)
         except VClockTooLargeError as exc:
             # Like Go: logged, and the event still counts.
-            self.log(MERGE_CLOCK_LOG.format(err=exc))
+            self.log.warning(MERGE_CLOCK_LOG.format(err=exc))
             return
         self._clock, self._clock_dirty = merged, True
 
@@ -386,7 +382,7 @@ class Replayer:
         try:
             merged = vclock.merge_for_replay(state.get_clock(self.conn), event.vclock or {})
         except VClockTooLargeError as exc:
-            self.log(MERGE_CLOCK_LOG.format(err=exc))
+            self.log.warning(MERGE_CLOCK_LOG.format(err=exc))
             return
         state.set_clock(self.conn, merged)
 

@@ -1,4 +1,4 @@
-"""One poll of one peer (federation.md §3.3–§3.9), `sync --once` over all peers, and the daemon loop."""
+"""One poll of one peer (federation.md §3.3–§3.9): handshake, pages of events, usage rows, health."""
 
 from __future__ import annotations
 
@@ -13,11 +13,12 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 from noemafed.cortex import state
 from noemafed.cortex.access import AccessKey
 from noemafed.cortex.manifest import Manifest, PeerConfig
-from noemafed.cortex.open import Cortex, open_database
+from noemafed.cortex.open import Cortex
 from noemafed.errors import NoemafedError
 from noemafed.federation import classify
 from noemafed.federation.classify import Reason
 from noemafed.federation.identity import IdentityError, parse_identity, verify_identity
+from noemafed.logs import Log
 from noemafed.mcp.client import (
     READ_SIGNAL_BUDGET,
     SYNC_EVENTS_BUDGET,
@@ -28,7 +29,6 @@ from noemafed.mcp.client import (
     ToolRefusal,
     WireError,
 )
-from noemafed.text.durations import format_go_duration
 from noemafed.text.gotext import go_quote, rfc3339_now
 
 if TYPE_CHECKING:
@@ -40,12 +40,8 @@ PAGE_SIZE = 1000  # the server maximum: fewer round trips than Go's 100, same cu
 # waiting for the write lock is never held up for long (busy_timeout is 5 s).
 REPLAY_BATCH = 250
 USAGE_LIMIT = 500
-MAX_BACKOFF_SECONDS = 300.0
-MAX_CONCURRENT_POLLS = 16
 # How long a poll that stops early waits for the page it fetched ahead, so it can still end its session.
 AHEAD_GRACE_SECONDS = 2.0
-
-Log = Callable[[str], None]
 
 # Texts that mean "this peer has no sync_read_signal tool" (federation.md §3.6), plus the Python SDK's form.
 _TOOL_UNKNOWN_MARKERS = (
@@ -225,7 +221,7 @@ class PeerPoller:
         try:
             previous = state.get_health(self.conn, self.peer.name)
         except NoemafedError as exc:
-            self.log(f"[federation] peer {quoted}: could not load prior health: {exc}")
+            self.log.warning(f"[federation] peer {quoted}: could not load prior health: {exc}")
             previous = state.PeerHealth()
         if result.ok:
             health = previous.after_success(now, result.peer_version)
@@ -235,7 +231,7 @@ class PeerPoller:
         try:
             state.set_health(self.conn, self.peer.name, health)
         except NoemafedError as exc:
-            self.log(f"[federation] peer {quoted}: could not persist health: {exc}")
+            self.log.warning(f"[federation] peer {quoted}: could not persist health: {exc}")
 
     # ---- the poll, step by step ---------------------------------------------------------------------
 
@@ -326,7 +322,7 @@ class PeerPoller:
                     if self._should_stop(deadline, progress):
                         return
                     self._replay_batch(events[start : start + REPLAY_BATCH], progress)
-                self.log(
+                self.log.info(
                     f"[sync] peer {go_quote(self.peer.name)}: page {progress.pages}, "
                     f"{progress.applied} events applied, cursor {progress.cursor}"
                 )
@@ -377,7 +373,7 @@ class PeerPoller:
         if result.failed is None:
             return
         event, error = result.failed, result.error
-        self.log(
+        self.log.info(
             f"[federation] peer {go_quote(self.peer.name)}: replay of event {event.id} ({event.action} on trace "
             f"{event.trace_id}) failed: {error} — cursor pinned, will retry next poll"
         )
@@ -420,7 +416,9 @@ class PeerPoller:
             if isinstance(last, str) and last:
                 self._set(state.LAST_USAGE, last)
         except NoemafedError as exc:
-            self.log(f"[federation] peer {quoted}: read-signal sync failed (events already applied): {exc}")
+            self.log.warning(
+                f"[federation] peer {quoted}: read-signal sync failed (events already applied): {exc}"
+            )
 
     # ---- state helpers -------------------------------------------------------------------------------
 
@@ -431,7 +429,9 @@ class PeerPoller:
         try:
             state.put(self.conn, state.peer_key(self.peer.name, suffix), value)
         except NoemafedError as exc:
-            self.log(f"[federation] peer {go_quote(self.peer.name)}: could not record {suffix}: {exc}")
+            self.log.warning(
+                f"[federation] peer {go_quote(self.peer.name)}: could not record {suffix}: {exc}"
+            )
 
 
 def _events_arguments(since: str, limit: int) -> dict[str, Any]:
@@ -497,116 +497,3 @@ def _resolve(cortex_dir: Path, path: str) -> str:
         return ""
     candidate = Path(path).expanduser()
     return str(candidate if candidate.is_absolute() else cortex_dir / candidate)
-
-
-# ---- sync --once --------------------------------------------------------------------------------------
-
-
-def _open_poller(ctx: SyncContext, peer: PeerConfig, stop: threading.Event | None) -> PeerPoller | PollResult:
-    """A poller on its own connection, or the failed result when the database cannot be opened."""
-    try:
-        conn = open_database(ctx.cortex_dir)
-    except NoemafedError as exc:
-        return PollResult(
-            peer.name, peer.endpoint, ok=False, reason=Reason.OTHER, phase="open", message=str(exc)
-        )
-    return PeerPoller(Cortex(ctx.cortex_dir, ctx.manifest, conn), peer, ctx, stop)
-
-
-def poll_once(ctx: SyncContext, peers: Sequence[PeerConfig]) -> list[PollResult]:
-    """Poll each peer once, concurrently, each with its own connection and error boundary."""
-    deadline = Deadline(ctx.options.max_duration)
-
-    def one(peer: PeerConfig) -> PollResult:
-        poller = _open_poller(ctx, peer, None)
-        if isinstance(poller, PollResult):
-            return poller
-        try:
-            return poller.poll(deadline)
-        except Exception as exc:  # a bug must not take the other peers down with it
-            return PollResult(
-                peer.name, peer.endpoint, ok=False, reason=Reason.OTHER, phase="internal", message=repr(exc)
-            )
-        finally:
-            poller.cortex.close()
-
-    # One plain thread per peer, at most MAX_CONCURRENT_POLLS polling at once: a thread pool would add nothing
-    # for a handful of peers and costs 5 ms of imports on every cron start.
-    results: dict[int, PollResult] = {}
-    slots = threading.BoundedSemaphore(MAX_CONCURRENT_POLLS)
-
-    def run(index: int) -> None:
-        with slots:
-            results[index] = one(peers[index])
-
-    threads = [threading.Thread(target=run, args=(i,), name=f"peer-{p.name}") for i, p in enumerate(peers)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    return [results[index] for index in range(len(peers))]
-
-
-# ---- the daemon -----------------------------------------------------------------------------------------
-
-
-def run_daemon(ctx: SyncContext, stop: threading.Event) -> None:
-    """One loop per non-paused peer until `stop` is set (federation.md §3.2)."""
-    federation = ctx.manifest.federation
-    interval = federation.interval_seconds if federation else 30.0
-    threads = []
-    for peer in ctx.manifest.peers:
-        if peer.paused:
-            ctx.log(f"[federation] peer {go_quote(peer.name)} is paused, skipping")
-            continue
-        thread = threading.Thread(
-            target=_peer_loop, args=(ctx, peer, interval, stop), name=f"peer-{peer.name}", daemon=True
-        )
-        threads.append(thread)
-    ctx.log(
-        f"Federation syncer started ({len(ctx.manifest.peers)} peers, interval {format_go_duration(interval)})"
-    )
-    for thread in threads:
-        thread.start()
-    stop.wait()
-    for thread in threads:
-        # In-flight requests are abandoned: threads are daemons, and an uncommitted event rolls back.
-        thread.join(timeout=0.5)
-
-
-def _peer_loop(ctx: SyncContext, peer: PeerConfig, interval: float, stop: threading.Event) -> None:
-    """First poll at once; the interval after a success; doubling backoff, capped at 5 minutes, after failures."""
-    backoff = interval
-    last_category = ""
-    while not stop.is_set():
-        result = _daemon_poll(ctx, peer, stop)
-        if result is None:
-            return  # stopped mid-poll: not a failure (Go records one: compatibility.md)
-        if result.ok:
-            if last_category:
-                ctx.log(classify.recovered_message(peer.name))
-            last_category, backoff = "", interval
-        else:
-            backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
-            category = result.category or "other"
-            wait_text = format_go_duration(backoff)
-            if category != last_category:
-                ctx.log(
-                    classify.friendly_message(peer.name, peer.endpoint, category, result.message, wait_text)
-                )
-            else:
-                ctx.log(classify.brief_message(peer.name, category, wait_text))
-            last_category = category
-        if stop.wait(max(backoff, 0.0)):
-            return
-
-
-def _daemon_poll(ctx: SyncContext, peer: PeerConfig, stop: threading.Event) -> PollResult | None:
-    poller = _open_poller(ctx, peer, stop)
-    if isinstance(poller, PollResult):
-        return poller
-    try:
-        result = poller.poll(Deadline(None))
-    finally:
-        poller.cortex.close()
-    return None if stop.is_set() and not result.ok else result

@@ -14,7 +14,6 @@ import threading
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, HTTPServer
@@ -28,6 +27,7 @@ from noemafed.cortex.events import EVENT_COLUMNS, event_from_row, event_json
 from noemafed.cortex.manifest import Manifest, read_manifest
 from noemafed.cortex.open import DB_FILE, connect, database_dir, open_database
 from noemafed.errors import ExitCode, NoemafedError
+from noemafed.logs import Log
 from noemafed.mcp.client import SUPPORTED_PROTOCOL_VERSIONS
 from noemafed.text.gotext import go_json_dumps
 
@@ -250,7 +250,7 @@ def _since(arguments: dict[str, Any]) -> str:
 class McpApp:
     """The JSON-RPC side: methods, tools and sessions, independent of HTTP details."""
 
-    def __init__(self, reader: CortexReader, log: Callable[[str], None]) -> None:
+    def __init__(self, reader: CortexReader, log: Log) -> None:
         self.reader = reader
         self.sessions = Sessions()
         self.log = log
@@ -325,7 +325,7 @@ class Handler(BaseHTTPRequestHandler):
     def _log(self, status: int, note: str = "") -> None:
         elapsed = (time.monotonic() - self._started) * 1000
         detail = f" {note}" if note else ""
-        self.server.log(
+        self.server.log.info(
             f"[serve] {self.client_address[0]} {self.command} {self.path} {status}{detail} {elapsed:.0f}ms"
         )
 
@@ -501,9 +501,7 @@ class NoemafedHTTPServer(HTTPServer):
     daemon_threads = True
     request_queue_size = 128
 
-    def __init__(
-        self, config: ServeConfig, app: McpApp, log: Callable[[str], None], tls: ssl.SSLContext | None
-    ) -> None:
+    def __init__(self, config: ServeConfig, app: McpApp, log: Log, tls: ssl.SSLContext | None) -> None:
         self.config = config
         self.app = app
         self.log = log
@@ -542,7 +540,7 @@ class NoemafedHTTPServer(HTTPServer):
                 request = self.tls.wrap_socket(request, server_side=True)
             self.finish_request(request, client_address)
         except Exception as exc:  # a broken or hostile client must never take the server down
-            self.log(f"[serve] {client_address[0]} connection dropped: {type(exc).__name__}: {exc}")
+            self.log.info(f"[serve] {client_address[0]} connection dropped: {type(exc).__name__}: {exc}")
         finally:
             self.shutdown_request(request)
             self._slots.release()
@@ -562,7 +560,7 @@ def tls_server_context(cert: str, key: str) -> ssl.SSLContext:
     return context
 
 
-def make_server(config: ServeConfig, log: Callable[[str], None]) -> NoemafedHTTPServer:
+def make_server(config: ServeConfig, log: Log) -> NoemafedHTTPServer:
     """Check the configuration like noema does, then bind."""
     if config.host in ("0.0.0.0", "::", ""):  # noqa: S104 (this is the check that refuses them)
         raise ServeError(
