@@ -1,0 +1,32 @@
+"""Text that came from a peer, made safe to store (valid UTF-8) and to print (one line, no terminal escapes)."""
+
+from __future__ import annotations
+
+import re
+
+# A str decoded from JSON can hold lone surrogates (`"\ud800"` is valid JSON); UTF-8 cannot, so SQLite, files and
+# stdout refuse them. Go's decoder turns each into U+FFFD; so do we.
+_SURROGATE = re.compile("[\ud800-\udfff]")
+# C0 and C1 controls, DEL, and the format characters that reorder or hide text (bidi overrides, zero widths).
+_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufeff]")
+_SHORT = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def scrub(text: str) -> str:
+    """`text` with every lone surrogate replaced by U+FFFD, as Go decodes it; unchanged otherwise."""
+    return _SURROGATE.sub("\ufffd", text) if _SURROGATE.search(text) else text
+
+
+def _escape(match: re.Match[str]) -> str:
+    char = match.group()
+    short = _SHORT.get(char)
+    if short is not None:
+        return short
+    code = ord(char)
+    return f"\\x{code:02x}" if code <= 0xFF else f"\\u{code:04x}"
+
+
+def one_line(text: str) -> str:
+    """Peer text fit for a log or report line: scrubbed, with line breaks and terminal controls escaped."""
+    text = scrub(text)
+    return _UNPRINTABLE.sub(_escape, text) if _UNPRINTABLE.search(text) else text
