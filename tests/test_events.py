@@ -316,22 +316,23 @@ def _outcome(parse: Callable[[str], list[Event]], text: str) -> object:
 @example("[" + _compact_ev('{"a":1},"data":null') + "]")  # a later null `data` wins over an object
 @example("[" + _compact_ev('{"a":1},"data":{"b":2}') + "]")
 def test_compact_fast_path_returns_what_the_general_parser_returns(text: str) -> None:
-    general = _outcome(events_module._parse_page, text)
+    scrub = events_module._may_hold_surrogates(text)
+    general = _outcome(lambda page: events_module._parse_page(page, scrub), text)
     assert _outcome(parse_page, text) == general
-    fast = events_module._parse_compact_page(text)
+    fast = events_module._parse_compact_page(text, scrub)
     if fast is not None:
         assert general == ("events", fast, [event.data for event in fast])
         for event in fast:
-            assert event.payload() == (json.loads(event.data) or {})
+            assert event.payload() == events_module._scrubbed(json.loads(event.data) or {})
 
 
 @settings(max_examples=300, deadline=None)
 @given(st.lists(_event, min_size=1, max_size=3))
 def test_pages_as_served_take_the_fast_path(served: list[Event]) -> None:
     text = page_json(served)
-    fast = events_module._parse_compact_page(text)
+    fast = events_module._parse_compact_page(text, False)
     assert fast is not None
-    assert fast == events_module._parse_page(text)
+    assert fast == events_module._parse_page(text, False)
 
 
 def _compact_reference(span: str) -> str:
@@ -355,3 +356,35 @@ def test_payload_is_parsed_again_when_data_is_replaced() -> None:
     changed = replace(event, data='{"a":2}')
     assert changed.payload() == {"a": 2}
     assert changed == replace(event, data='{"a":2}', _parsed=None)
+
+
+def test_a_lone_surrogate_decodes_to_u_fffd_and_data_keeps_its_bytes() -> None:
+    data = '{"title":"x\\ud800y","type":"fact","body":"b\\uDFFF","tags":["\\ud83d\\ude00"]}'
+    text = '[{"id":"01J0000000000000000000000A","action":"create","trace_id":"t\\ud800","data":' + data + "}]"
+    for page in (text, text.replace(",", ", ")):  # the fast path and the general parser
+        [event] = parse_page(page)
+        assert event.data == data  # stored and served on exactly as received (signatures hash these bytes)
+        assert event.payload() == {
+            "title": "x\ufffdy",
+            "type": "fact",
+            "body": "b\ufffd",
+            "tags": ["\U0001f600"],
+        }
+        assert event.trace_id == "t\ufffd"
+
+
+def test_event_ids_are_canonical_ulids_not_far_in_the_future() -> None:
+    from ulid import ULID
+
+    now = 1_780_000_000_000
+    fine = str(ULID.from_timestamp(now / 1000))
+    assert events_module.ulid_millis(fine) == now
+    assert events_module.event_id_problem(fine, now, 600_000) is None
+    for bad in (fine.lower(), fine[:-1], fine + "0", fine[:-1] + "U", fine[:-1] + "I", "8" + fine[1:], ""):
+        assert events_module.event_id_problem(bad, now, 600_000) == events_module.NOT_CANONICAL_ID, bad
+    ahead = str(ULID.from_timestamp((now + 600_001) / 1000))
+    assert events_module.event_id_problem(ahead, now, 600_000) == (
+        "is dated 600 s ahead of this host's clock (at most 600 s allowed)"
+    )
+    assert events_module.event_id_problem(ahead, now, 600_001) is None
+    assert events_module.event_id_problem("7ZZZZZZZZZZZZZZZZZZZZZZZZZ", now, 600_000) is not None

@@ -17,6 +17,7 @@ from typing import Any
 from noemafed.cortex import vclock
 from noemafed.errors import NoemafedError
 from noemafed.text.gotext import go_json_dumps
+from noemafed.text.sanitize import scrub
 
 __all__ = [
     "EMPTY_DATA",
@@ -45,6 +46,35 @@ EVENT_COLUMNS = (
     "pubkey",
 )
 _STRING_FIELDS = ("id", "action", "trace_id", "cortex_id", "origin", "timestamp", "signature", "pubkey")
+
+
+# An event id as noema mints it: a ULID in upper-case Crockford base32, whose first character keeps it in 128 bits.
+_CANONICAL_ULID = re.compile(r"[0-7][0-9A-HJKMNP-TV-Z]{25}")
+_CROCKFORD = {char: value for value, char in enumerate("0123456789ABCDEFGHJKMNPQRSTVWXYZ")}
+NOT_CANONICAL_ID = "is not a canonical ULID (26 upper-case Crockford base32 characters)"
+FUTURE_ID_FORMAT = "is dated {ahead} s ahead of this host's clock (at most {limit} s allowed)"
+
+
+def ulid_millis(ulid: str) -> int:
+    """The millisecond timestamp in a canonical ULID's first ten characters."""
+    millis = 0
+    for char in ulid[:10]:
+        millis = millis * 32 + _CROCKFORD[char]
+    return millis
+
+
+def event_id_problem(event_id: str, now_millis: int, max_ahead_millis: int) -> str | None:
+    """Why an id must not be stored (and so served on to the ring), or None when it is fine.
+
+    A non-canonical id breaks every peer that pulls it from us (`since` must be a ULID), and an id far in the
+    future puts everything later behind the cursor of whoever stores it.
+    """
+    if not _CANONICAL_ULID.fullmatch(event_id):
+        return NOT_CANONICAL_ID
+    ahead = ulid_millis(event_id) - now_millis
+    if ahead > max_ahead_millis:
+        return FUTURE_ID_FORMAT.format(ahead=ahead // 1000, limit=max_ahead_millis // 1000)
+    return None
 
 
 class EventFormatError(NoemafedError):
@@ -87,7 +117,27 @@ class Event:
             return {}
         if not isinstance(value, dict):
             raise EventFormatError(f"event {self.id}: data is not a JSON object")
+        if _may_hold_surrogates(self.data):
+            # Files, rows and FTS get U+FFFD, as Go's decoder gives noema; `data` itself stays as received.
+            scrubbed: dict[str, Any] = _scrubbed(value)
+            return scrubbed
         return value
+
+
+def _may_hold_surrogates(text: str) -> bool:
+    """Cheap (two C substring searches) and never wrong the other way: a lone surrogate needs a \\uD escape."""
+    return "\\ud" in text or "\\uD" in text
+
+
+def _scrubbed(value: Any) -> Any:
+    """A copy of a decoded JSON value with every lone surrogate (in keys too) replaced by U+FFFD."""
+    if isinstance(value, str):
+        return scrub(value)
+    if isinstance(value, dict):
+        return {scrub(key): _scrubbed(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_scrubbed(item) for item in value]
+    return value
 
 
 def _reject_constant(name: str) -> Any:
@@ -140,7 +190,7 @@ def _expect(text: str, position: int, char: str, what: str) -> None:
         raise _fail(f"expected {what}, found {found!r}", position)
 
 
-def _parse_event(text: str, start: int, index: int) -> tuple[Event, int]:
+def _parse_event(text: str, start: int, index: int, scrub_strings: bool) -> tuple[Event, int]:
     """One event object starting at `start` (a `{`); returns the event and the offset after its `}`."""
     fields: dict[str, Any] = {}
     data, parsed = EMPTY_DATA, None
@@ -180,11 +230,11 @@ def _parse_event(text: str, start: int, index: int) -> tuple[Event, int]:
             _expect(text, position, "}", "',' or '}'")
             position += 1
             break
-    return _event_from_fields(fields, data, index, parsed), position
+    return _event_from_fields(fields, data, index, parsed, scrub_strings), position
 
 
 def _event_from_fields(
-    fields: dict[str, Any], data: str, index: int, parsed: tuple[str, Any] | None = None
+    fields: dict[str, Any], data: str, index: int, parsed: tuple[str, Any] | None, scrub_strings: bool
 ) -> Event:
     strings: dict[str, str] = {}
     for name in _STRING_FIELDS:
@@ -193,6 +243,8 @@ def _event_from_fields(
             value = ""  # Go decodes null (and absence) into a string field as ""
         elif not isinstance(value, str):
             raise EventFormatError(f"event {index}: {name} must be a string, not {type(value).__name__}")
+        elif scrub_strings:
+            value = scrub(value)  # as Go decodes it; these fields are stored as text, never as received bytes
         strings[name] = value
     if not strings["id"]:
         raise EventFormatError(f"event {index}: missing id")
@@ -227,15 +279,16 @@ def _clock_field(value: Any, event_id: str) -> dict[str, int] | None:
 
 def parse_page(text: str) -> list[Event]:
     """A sync_events text: a JSON array of events; "", "null" and "[]" are an empty page."""
-    events = _parse_compact_page(text)
-    return events if events is not None else _parse_page(text)
+    scrub_strings = _may_hold_surrogates(text)
+    events = _parse_compact_page(text, scrub_strings)
+    return events if events is not None else _parse_page(text, scrub_strings)
 
 
 # C scanner: one JSON value at an offset; absent from typeshed's JSONDecoder.
 _scan_once = _DECODER.scan_once  # type: ignore[attr-defined]
 
 
-def _parse_compact_page(text: str) -> list[Event] | None:
+def _parse_compact_page(text: str, scrub_strings: bool) -> list[Event] | None:
     """parse_page for the layout Go and `serve` write (no whitespace between tokens), or None.
 
     None hands the page to the general parser, which also words every error: this path only ever returns
@@ -274,7 +327,7 @@ def _parse_compact_page(text: str) -> list[Event] | None:
                     break
                 if char != ",":
                     return None
-            events.append(_event_from_fields(fields, data, len(events), parsed))
+            events.append(_event_from_fields(fields, data, len(events), parsed, scrub_strings))
             char = text[position]
             if char == "]":
                 return events if position == len(text) - 1 else None
@@ -285,7 +338,7 @@ def _parse_compact_page(text: str) -> list[Event] | None:
         return None
 
 
-def _parse_page(text: str) -> list[Event]:
+def _parse_page(text: str, scrub_strings: bool) -> list[Event]:
     """The general parser: any JSON whitespace, and a precise error for a malformed page."""
     length = len(text)
     position = _skip_ws(text, 0)
@@ -302,7 +355,7 @@ def _parse_page(text: str) -> list[Event]:
         while True:
             if text[position : position + 1] != "{":
                 raise _fail(f"event {len(events)} is not a JSON object", position)
-            event, position = _parse_event(text, position, len(events))
+            event, position = _parse_event(text, position, len(events), scrub_strings)
             events.append(event)
             position = _skip_ws(text, position)
             char = text[position : position + 1]
