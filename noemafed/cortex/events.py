@@ -19,6 +19,7 @@ from noemafed.errors import NoemafedError
 from noemafed.text.gotext import go_json_dumps
 
 __all__ = [
+    "COORDINATION_ACTIONS",
     "EMPTY_DATA",
     "Event",
     "EventFormatError",
@@ -30,6 +31,8 @@ __all__ = [
 
 EMPTY_DATA = "{}"
 NULL_DATA = "null"
+# Consolidation-election events: keyed by a window id instead of a trace id, they change no trace.
+COORDINATION_ACTIONS = ("consolidation_claim", "consolidation_success", "consolidation_fail")
 
 # The column order of the `events` table (cortex.md §3.5); event_from_row reads rows selected in this order.
 EVENT_COLUMNS = (
