@@ -31,7 +31,7 @@ class CliContext:
     def cortex_dir(self) -> Path:
         from noemafed.cortex.open import resolve_cortex
 
-        return resolve_cortex(self.cortex_option, os.environ, Path.cwd()).path
+        return resolve_cortex(self.cortex_option, os.environ, Path.cwd())
 
     def open(self) -> Cortex:
         from noemafed.cortex.open import open_cortex

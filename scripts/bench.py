@@ -54,8 +54,7 @@ import click
 # so both sides of a ratio are the same build even while the working tree changes.
 sys.path.insert(0, os.environ.get("NOEMAFED_BENCH_PATH") or str(Path(__file__).resolve().parent.parent))
 
-from noemafed.cortex import rows as local
-from noemafed.cortex import traces
+from noemafed.cortex import emit, traces
 from noemafed.cortex.events import EVENT_COLUMNS, Event, event_from_row, page_json, parse_page
 from noemafed.cortex.open import connect, init_cortex, open_cortex
 from noemafed.federation.replay import Replayer
@@ -71,31 +70,32 @@ BODY = ("Lorem ipsum dolor sit amet, consectetur adipiscing elit; the index & ev
 def page_text(start: int, stop: int) -> str:
     """One page of realistic `create` events numbered start..stop-1, as a Go peer serves them.
 
-    The payloads are built by local.py's encoder; only ids differ between calls (fresh ULIDs).
+    The payloads are built by the product's own encoder; only ids differ between calls (fresh ULIDs).
     """
     events = []
     for n in range(start, stop):
-        title = f"Benchmark trace {n}"
+        trace_id = f"20250401-benchmark-trace-{n}"
         body = f"{n}: {BODY}"
-        data = local.snapshot_data(
-            title=title,
+        snapshot = traces.Trace(
+            id=trace_id,
+            title=f"Benchmark trace {n}",
             type="note",
             body=body,
             author="bench-agent",
-            tags=["bench", f"group-{n % 10}", "replay"],
+            tags=("bench", f"group-{n % 10}", "replay"),
             origin=PEER,
             tier="short",
             content_hash=traces.content_hash(body),
         )
         events.append(
             Event(
-                id=local.new_ulid(),
+                id=emit.new_ulid(),
                 action="create",
-                trace_id=f"20250401-benchmark-trace-{n}",
+                trace_id=trace_id,
                 cortex_id=SOURCE_ID,
                 origin=PEER,
                 timestamp="2025-04-01T12:00:00Z",
-                data=data,
+                data=emit.snapshot_data(snapshot),
                 vclock={SOURCE_ID: n + 1},
             )
         )

@@ -3,8 +3,8 @@
 
 Usage: python scripts/seed.py CORTEX_DIR [--traces N] [--seed S] [--body-bytes B] [--quiet]
 
-Every change goes through `noemafed.cortex.rows`, which writes the trace file, the rows and one local event with the
-incremented vector clock in one transaction, exactly like a noema mutation. Tests, benchmarks and the demo all
+Every change goes through `tests/authoring.py`, which writes the trace file, the rows and one local event with
+the incremented vector clock in one transaction, exactly like a noema mutation. Tests, benchmarks and the demo all
 make their data here; nothing writes fake rows by hand.
 """
 
@@ -16,7 +16,11 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from noemafed.cortex import rows as local
+# The authoring API is test support (tests/authoring.py): noemafed itself never authors traces.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+
+import authoring
+
 from noemafed.cortex.open import Cortex, open_cortex
 
 TOPICS = (
@@ -62,7 +66,7 @@ def seed(
     prefix = f"{label} " if label else ""
     for n in range(traces):
         topic, title, kind = TOPICS[n % len(TOPICS)]
-        trace_id, _ = local.create_trace(
+        trace_id, _ = authoring.create_trace(
             cortex,
             f"{prefix}{title} ({n})",
             kind,
@@ -75,17 +79,19 @@ def seed(
     for index, trace_id in enumerate(created):
         roll = rng.random()
         if roll < 0.25:
-            local.update_trace(cortex, trace_id, body=_body(rng, body_bytes) + "Revisited after review.\n")
+            authoring.update_trace(
+                cortex, trace_id, body=_body(rng, body_bytes) + "Revisited after review.\n"
+            )
         elif roll < 0.40:
-            local.set_tags(cortex, trace_id, (TOPICS[index % len(TOPICS)][0], "reviewed"))
+            authoring.set_tags(cortex, trace_id, (TOPICS[index % len(TOPICS)][0], "reviewed"))
         elif roll < 0.50:
-            local.archive(cortex, trace_id)
+            authoring.archive(cortex, trace_id)
         elif roll < 0.58:
-            local.trash(cortex, trace_id)
+            authoring.trash(cortex, trace_id)
         elif roll < 0.66:
-            local.vote(cortex, trace_id, rng.choice((1, -1)))
+            authoring.vote(cortex, trace_id, rng.choice((1, -1)))
         elif roll < 0.72:
-            local.promote(cortex, trace_id, "mid")
+            authoring.promote(cortex, trace_id, "mid")
         else:
             continue
         events += 1

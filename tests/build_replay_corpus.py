@@ -1,4 +1,4 @@
-"""Build tests/data/replay/: realistic event streams made with local.py, and expected states from the model.
+"""Build tests/data/replay/: realistic event streams made with authoring.py, and expected states from the model.
 
 Run by hand after a deliberate change of semantics: `.venv/bin/python tests/build_replay_corpus.py`.
 Each stream is a folder of pages (`NN-<peer>.json`, the exact text a peer serves, replayed in name order)
@@ -18,10 +18,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import authoring
 from replay_helpers import CORPUS, REPLICA_ID, REPLICA_NAME, REPLICA_NOW, all_events, set_manifest_id
 from replay_model import expected_state
 
-from noemafed.cortex import rows as local
 from noemafed.cortex.events import Event, page_json
 from noemafed.cortex.open import Cortex, init_cortex, open_cortex
 from noemafed.federation.replay import Replayer
@@ -80,7 +80,7 @@ BODY = "We index traces in SQLite (WAL mode) because it is embedded & needs no s
 def one(root: Path) -> tuple[Cortex, Clock, str]:
     a = source(root, "research", A_ID)
     t = Clock()
-    trace_id, _ = local.create_trace(
+    trace_id, _ = authoring.create_trace(
         a, "Why we chose SQLite", "decision", BODY, ["architecture", "storage"], "agent-1", now=t()
     )
     return a, t, trace_id
@@ -90,9 +90,9 @@ def one(root: Path) -> tuple[Cortex, Clock, str]:
 def create(root: Path) -> list[tuple[str, str]]:
     a = source(root, "research", A_ID)
     t = Clock()
-    parent, _ = local.create_trace(a, "Parent note", "note", "p\n", now=t())
+    parent, _ = authoring.create_trace(a, "Parent note", "note", "p\n", now=t())
     # Go's HTML escapes (<, >, &), non-ASCII, U+2028/2029, duplicate tags, lineage, a locked source.
-    local.create_trace(
+    authoring.create_trace(
         a,
         "Angle <brackets> & ampersands",
         "fact",
@@ -104,77 +104,77 @@ def create(root: Path) -> list[tuple[str, str]]:
         source_locked=True,
         now=t(),
     )
-    local.create_trace(a, "Empty body", "context", "", now=t())
+    authoring.create_trace(a, "Empty body", "context", "", now=t())
     return [("research", page(a))]
 
 
 @stream
 def update(root: Path) -> list[tuple[str, str]]:
     a, t, tid = one(root)
-    local.update_trace(
+    authoring.update_trace(
         a,
         tid,
         body=BODY + "\nRevisited: still right for the index & event log.\n",
         tags=["storage", "db"],
         now=t(),
     )
-    local.update_trace(a, tid, title="Why SQLite", type="fact", author="agent-2", now=t())
+    authoring.update_trace(a, tid, title="Why SQLite", type="fact", author="agent-2", now=t())
     return [("research", page(a))]
 
 
 @stream
 def tag_update(root: Path) -> list[tuple[str, str]]:
     a, t, tid = one(root)
-    local.set_tags(a, tid, ["search", "index", "search"], now=t())
-    local.set_tags(a, tid, [], now=t())
+    authoring.set_tags(a, tid, ["search", "index", "search"], now=t())
+    authoring.set_tags(a, tid, [], now=t())
     return [("research", page(a))]
 
 
 @stream
 def visibility(root: Path) -> list[tuple[str, str]]:
     a, t, tid = one(root)
-    other, _ = local.create_trace(a, "Other", "note", "o\n", now=t())
-    local.archive(a, tid, now=t())
-    local.unarchive(a, tid, now=t())
-    local.archive(a, tid, now=t())
-    local.trash(a, tid, now=t())  # trash from the archive clears archived_at
-    local.recover(a, tid, now=t())
-    local.trash(a, other, now=t())
+    other, _ = authoring.create_trace(a, "Other", "note", "o\n", now=t())
+    authoring.archive(a, tid, now=t())
+    authoring.unarchive(a, tid, now=t())
+    authoring.archive(a, tid, now=t())
+    authoring.trash(a, tid, now=t())  # trash from the archive clears archived_at
+    authoring.recover(a, tid, now=t())
+    authoring.trash(a, other, now=t())
     return [("research", page(a))]
 
 
 @stream
 def purge(root: Path) -> list[tuple[str, str]]:
     a, t, tid = one(root)
-    keep, _ = local.create_trace(a, "Keep me", "note", "k\n", derived_from=[tid], now=t())
-    local.trash(a, tid, now=t())
-    local.purge(a, tid, now=t())
-    local.update_trace(a, keep, body="still here\n", now=t())
+    keep, _ = authoring.create_trace(a, "Keep me", "note", "k\n", derived_from=[tid], now=t())
+    authoring.trash(a, tid, now=t())
+    authoring.purge(a, tid, now=t())
+    authoring.update_trace(a, keep, body="still here\n", now=t())
     return [("research", page(a))]
 
 
 @stream
 def tiers(root: Path) -> list[tuple[str, str]]:
     a, t, tid = one(root)
-    local.promote(a, tid, "mid", now=t())
-    local.demote(a, tid, "short", now=t())
-    local.promote(a, tid, "mid", now=t())
-    local.vote(a, tid, 2, now=t())
-    local.vote(a, tid, -1, "human", now=t())
+    authoring.promote(a, tid, "mid", now=t())
+    authoring.demote(a, tid, "short", now=t())
+    authoring.promote(a, tid, "mid", now=t())
+    authoring.vote(a, tid, 2, now=t())
+    authoring.vote(a, tid, -1, "human", now=t())
     return [("research", page(a))]
 
 
 @stream
 def consolidation(root: Path) -> list[tuple[str, str]]:
     a, t, s1 = one(root)
-    s2, _ = local.create_trace(a, "Second source", "observation", "two\n", now=t())
-    local.coordination(a, "consolidation_claim", "window-2025-04-01", now=t())
-    distilled, _ = local.create_trace(a, "Distilled", "fact", "both\n", derived_from=[s1, s2], now=t())
-    local.consolidate(a, distilled, [s1, s2], model_name="small-1", now=t())
-    local.coordination(a, "consolidation_success", "window-2025-04-01", now=t())
-    local.coordination(a, "consolidation_fail", "window-2025-04-02", reason="llm_error", now=t())
-    local.telemetry(a, "consolidate_fallback", s1, {"reason": "llm_error"}, now=t())
-    local.telemetry(a, "divergence_long_term", s2, {"note": "telemetry"}, now=t())
+    s2, _ = authoring.create_trace(a, "Second source", "observation", "two\n", now=t())
+    authoring.coordination(a, "consolidation_claim", "window-2025-04-01", now=t())
+    distilled, _ = authoring.create_trace(a, "Distilled", "fact", "both\n", derived_from=[s1, s2], now=t())
+    authoring.consolidate(a, distilled, [s1, s2], model_name="small-1", now=t())
+    authoring.coordination(a, "consolidation_success", "window-2025-04-01", now=t())
+    authoring.coordination(a, "consolidation_fail", "window-2025-04-02", reason="llm_error", now=t())
+    authoring.telemetry(a, "consolidate_fallback", s1, {"reason": "llm_error"}, now=t())
+    authoring.telemetry(a, "divergence_long_term", s2, {"note": "telemetry"}, now=t())
     return [("research", page(a))]
 
 
@@ -183,22 +183,22 @@ def long_term(root: Path) -> list[tuple[str, str]]:
     a = source(root, "research", A_ID)
     b = source(root, "laptop", B_ID)
     t = Clock()
-    tid, _ = local.create_trace(a, "Core principle", "decision", "v1\n", ["core"], now=t())
-    soft, _ = local.create_trace(a, "Old principle", "decision", "old\n", ["old"], now=t())
-    hard, _ = local.create_trace(a, "Hard purge me", "fact", "h\n", now=t())
-    child, _ = local.create_trace(a, "Child", "note", "c\n", derived_from=[hard], now=t())
-    local.promote(a, tid, "mid", now=t())
+    tid, _ = authoring.create_trace(a, "Core principle", "decision", "v1\n", ["core"], now=t())
+    soft, _ = authoring.create_trace(a, "Old principle", "decision", "old\n", ["old"], now=t())
+    hard, _ = authoring.create_trace(a, "Hard purge me", "fact", "h\n", now=t())
+    child, _ = authoring.create_trace(a, "Child", "note", "c\n", derived_from=[hard], now=t())
+    authoring.promote(a, tid, "mid", now=t())
     sync(b, a, "research", REPLICA_NOW)
-    local.update_trace(b, tid, body="v2 from laptop\n", now=t())  # causally before the promote to long
-    local.promote(a, tid, "long", now=t())
-    local.update_trace(
+    authoring.update_trace(b, tid, body="v2 from laptop\n", now=t())  # causally before the promote to long
+    authoring.promote(a, tid, "long", now=t())
+    authoring.update_trace(
         b, tid, body="v3 from laptop\n", now=t()
     )  # after the promote: long content is immutable
-    local.promote(a, soft, "mid", now=t())
-    local.promote(a, soft, "long", now=t())
-    local.purge_long_term(a, soft, "superseded", now=t())
-    local.purge_hard(a, hard, "wrong data", now=t())
-    local.set_tags(a, child, ["orphaned"], now=t())
+    authoring.promote(a, soft, "mid", now=t())
+    authoring.promote(a, soft, "long", now=t())
+    authoring.purge_long_term(a, soft, "superseded", now=t())
+    authoring.purge_hard(a, hard, "wrong data", now=t())
+    authoring.set_tags(a, child, ["orphaned"], now=t())
     return [("research", page(a)), ("laptop", page(b))]
 
 
@@ -207,20 +207,20 @@ def two_cortexes(root: Path) -> list[tuple[str, str]]:
     a = source(root, "research", A_ID)
     b = source(root, "laptop", B_ID)
     t = Clock()
-    t1, _ = local.create_trace(a, "Shared plan", "intent", "plan v1\n", ["plan"], now=t())
-    t2, _ = local.create_trace(a, "Scratch", "note", "scratch\n", now=t())
+    t1, _ = authoring.create_trace(a, "Shared plan", "intent", "plan v1\n", ["plan"], now=t())
+    t2, _ = authoring.create_trace(a, "Scratch", "note", "scratch\n", now=t())
     sync(b, a, "research", REPLICA_NOW)
-    local.update_trace(b, t1, body="plan v2 (laptop)\n", now=t())
-    local.archive(b, t2, now=t())
-    local.vote(b, t1, 1, now=t())
-    t3, _ = local.create_trace(b, "Laptop idea", "observation", "idea\n", ["idea"], now=t())
+    authoring.update_trace(b, t1, body="plan v2 (laptop)\n", now=t())
+    authoring.archive(b, t2, now=t())
+    authoring.vote(b, t1, 1, now=t())
+    t3, _ = authoring.create_trace(b, "Laptop idea", "observation", "idea\n", ["idea"], now=t())
     sync(a, b, "laptop", REPLICA_NOW)
-    local.trash(a, t2, now=t())
-    local.promote(a, t1, "mid", now=t())
-    local.set_tags(a, t3, ["idea", "reviewed"], now=t())
+    authoring.trash(a, t2, now=t())
+    authoring.promote(a, t1, "mid", now=t())
+    authoring.set_tags(a, t3, ["idea", "reviewed"], now=t())
     sync(b, a, "research", REPLICA_NOW)
-    local.purge(b, t2, now=t())
-    local.update_trace(b, t3, body="idea, refined\n", now=t())
+    authoring.purge(b, t2, now=t())
+    authoring.update_trace(b, t3, body="idea, refined\n", now=t())
     sync(a, b, "laptop", REPLICA_NOW)
     return [("research", page(a)), ("laptop", page(b))]
 
@@ -230,16 +230,16 @@ def conflict(root: Path) -> list[tuple[str, str]]:
     a = source(root, "research", A_ID)
     b = source(root, "laptop", B_ID)
     t = Clock()
-    tid, _ = local.create_trace(a, "Contested", "decision", "base\n", now=t())
+    tid, _ = authoring.create_trace(a, "Contested", "decision", "base\n", now=t())
     sync(b, a, "research", "2025-05-01T00:00:00Z")
-    local.update_trace(a, tid, body="research says <A>\n", now=t())
-    local.update_trace(b, tid, body="laptop says B", now=t())
+    authoring.update_trace(a, tid, body="research says <A>\n", now=t())
+    authoring.update_trace(b, tid, body="laptop says B", now=t())
     # Both sides see the concurrent edit on the same day: both create `20250501-divergence-...`.
     sync(a, b, "laptop", "2025-05-01T00:00:00Z")
     sync(b, a, "research", "2025-05-01T00:00:00Z")
     # A second round: another pair of concurrent edits.
-    local.update_trace(a, tid, body="research again\n", now=t())
-    local.update_trace(b, tid, body="laptop again\n", now=t())
+    authoring.update_trace(a, tid, body="research again\n", now=t())
+    authoring.update_trace(b, tid, body="laptop again\n", now=t())
     return [("research", page(a)), ("laptop", page(b))]
 
 
@@ -248,10 +248,10 @@ def out_of_order(root: Path) -> list[tuple[str, str]]:
     a = source(root, "research", A_ID)
     b = source(root, "laptop", B_ID)
     t = Clock()
-    tid, create_event = local.create_trace(a, "Late create", "fact", "late\n", ["first"], now=t())
+    tid, create_event = authoring.create_trace(a, "Late create", "fact", "late\n", ["first"], now=t())
     sync(b, a, "research", REPLICA_NOW)
-    local.promote(b, tid, "mid", now=t())
-    local.set_tags(b, tid, ["retagged"], now=t())
+    authoring.promote(b, tid, "mid", now=t())
+    authoring.set_tags(b, tid, ["retagged"], now=t())
     # The replica's cursor for laptop is already past the create (cortex.md §9.2): tier and tag events
     # arrive before the create they belong to.
     return [("laptop", page(b, after=create_event.id)), ("research", page(a))]

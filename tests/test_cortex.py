@@ -32,22 +32,20 @@ def test_resolution_order(tmp_path: Path, isolated_env: Path) -> None:
     d = make_cortex(tmp_path, "d")
     _registry(isolated_env, f"default: c\ncortexes:\n    b:\n        path: {b}\n    c:\n        path: {c}\n")
     env = {"HOME": str(isolated_env), "XDG_CONFIG_HOME": str(isolated_env / ".config")}
-    assert resolve_cortex(str(a), env, d).path == a.resolve()
-    assert resolve_cortex("b", env, d).via == "--cortex"
-    assert resolve_cortex("b", env, d).path == b.resolve()
-    assert resolve_cortex(None, {**env, "NOEMA_CORTEX": "b"}, d).path == b.resolve()
-    assert resolve_cortex(None, {**env, "NOEMA_CORTEX": str(a)}, d).path == a.resolve()
-    assert resolve_cortex(None, env, d).path == c.resolve()
-    assert resolve_cortex(None, env, d).via == "registry"
+    assert resolve_cortex(str(a), env, d) == a.resolve()
+    assert resolve_cortex("b", env, d) == b.resolve()
+    assert resolve_cortex(None, {**env, "NOEMA_CORTEX": "b"}, d) == b.resolve()
+    assert resolve_cortex(None, {**env, "NOEMA_CORTEX": str(a)}, d) == a.resolve()
+    assert resolve_cortex(None, env, d) == c.resolve()
     _registry(isolated_env, "cortexes: {}\n")
-    assert resolve_cortex(None, env, d).via == "cwd"
+    assert resolve_cortex(None, env, d) == d.resolve()
 
 
 def test_single_registered_cortex_is_promoted_to_default(tmp_path: Path, isolated_env: Path) -> None:
     b = make_cortex(tmp_path, "b")
     _registry(isolated_env, f"cortexes:\n  b:\n    path: {b}\n    id: 01JQ7X2B9C4D5E6F7G8H9JKMNP\n")
     env = {"XDG_CONFIG_HOME": str(isolated_env / ".config")}
-    assert resolve_cortex(None, env, tmp_path).path == b.resolve()
+    assert resolve_cortex(None, env, tmp_path) == b.resolve()
 
 
 def test_a_miss_says_what_it_tried(tmp_path: Path, isolated_env: Path) -> None:

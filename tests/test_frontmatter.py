@@ -1006,9 +1006,8 @@ def test_plain_char_pattern_is_exactly_is_plain_char() -> None:
 @settings(max_examples=2000)
 def test_fast_plain_path_agrees_with_the_full_check(text: str) -> None:
     fast = fm._FAST_PLAIN.fullmatch(text) is not None
-    full = fm._is_plain_safe_full(text)
-    assert not fast or full
-    assert fm._is_plain_safe(text) == full
+    # The fast path may leave a plain-safe text to the full check, never call an unsafe one plain.
+    assert not fast or fm._is_plain_safe_full(text)
 
 
 @pytest.mark.parametrize(

@@ -9,6 +9,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import authoring
 import pytest
 from conftest import db, make_cortex
 from peers.stdlib_peer import StdlibPeer
@@ -54,10 +55,8 @@ def _five_event_source(tmp_path: Path) -> Path:
     src = make_cortex(tmp_path, "peer-b")
     cortex = open_cortex(src)
     try:
-        from noemafed.cortex import rows as local
-
         for n in range(5):
-            local.create_trace(cortex, f"trace {n}", "fact", f"body {n}\n")
+            authoring.create_trace(cortex, f"trace {n}", "fact", f"body {n}\n")
     finally:
         cortex.close()
     return src
@@ -87,10 +86,8 @@ def test_TestReplayBatch_AdvancesOnAllSuccess(tmp_path: Path) -> None:
     src = make_cortex(tmp_path, "peer-b")
     cortex = open_cortex(src)
     try:
-        from noemafed.cortex import rows as local
-
         for n in range(3):
-            local.create_trace(cortex, f"trace {n}", "fact", f"body {n}\n")
+            authoring.create_trace(cortex, f"trace {n}", "fact", f"body {n}\n")
     finally:
         cortex.close()
     with StdlibPeer(src) as peer:

@@ -8,6 +8,7 @@ import tempfile
 from dataclasses import replace
 from pathlib import Path
 
+import authoring
 import pytest
 from conftest import make_cortex
 from hypothesis import given, settings
@@ -22,7 +23,6 @@ from replay_helpers import (
     set_manifest_id,
 )
 
-from noemafed.cortex import rows as local
 from noemafed.cortex import state, vclock
 from noemafed.cortex.events import Event, parse_page
 from noemafed.cortex.open import Cortex, open_cortex
@@ -403,12 +403,12 @@ def test_archive_of_a_trashed_trace_is_stored_only(replica: tuple[Cortex, Replay
 
 def test_second_same_day_divergence_gets_a_suffix(source: Cortex, replica: tuple[Cortex, Replayer]) -> None:
     cortex, replayer = replica
-    tid, created = local.create_trace(source, "Contested", "note", "base\n", now="2025-01-01T00:00:00Z")
+    tid, created = authoring.create_trace(source, "Contested", "note", "base\n", now="2025-01-01T00:00:00Z")
     replayer.apply(created)
     for round_ in (1, 2):
         # Each round: a local edit on the replica and a remote one that has not seen it.
-        local.update_trace(cortex, tid, body=f"replica {round_}\n")
-        remote = local.update_trace(source, tid, body=f"source {round_}\n")
+        authoring.update_trace(cortex, tid, body=f"replica {round_}\n")
+        remote = authoring.update_trace(source, tid, body=f"source {round_}\n")
         assert replayer.apply(remote).effect == "diverged"
     ids = [r[0] for r in rows(cortex.conn, "SELECT id FROM traces WHERE type = 'divergence' ORDER BY id")]
     assert ids == ["20250601-divergence-20250101-contested", "20250601-divergence-20250101-contested-2"]
@@ -421,7 +421,7 @@ def test_enforce_accepts_our_own_events_served_back_without_a_local_key(tmp_path
     cortex = open_cortex(make_replica(tmp_path, verify="enforce"))
     assert cortex.manifest.federation is not None
     assert cortex.manifest.federation.effective_verify == "enforce"
-    _, own = local.create_trace(cortex, "Mine", "note", "m\n")
+    _, own = authoring.create_trace(cortex, "Mine", "note", "m\n")
     replayer = Replayer(cortex, log=SILENT)
     assert replayer.apply(own, cursor_peer="p").effect == "duplicate"
     # An event claiming our id that we do not hold must still verify under our (missing) key.

@@ -11,11 +11,11 @@ from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
+import authoring
 from conftest import REPO, db, make_cortex, run_cli, set_federation
 from seed import seed as seed_activity
 from sync_helpers import check_db, events, trace_files
 
-from noemafed.cortex import rows as local
 from noemafed.cortex.open import open_cortex
 from noemafed.cortex.vclock import decode
 
@@ -88,14 +88,14 @@ def test_full_mesh_converges_with_a_divergence(tmp_path: Path) -> None:
         # alpha and beta edit the same trace, each before seeing the other's edit: a concurrent update.
         shared = open_cortex(cortexes["alpha"])
         try:
-            trace_id, _ = local.create_trace(shared, "Shared plan", "decision", "v1\n", tags=("plan",))
+            trace_id, _ = authoring.create_trace(shared, "Shared plan", "decision", "v1\n", tags=("plan",))
         finally:
             shared.close()
         sync_round(cortexes)
         for name, body in (("alpha", "alpha's v2\n"), ("beta", "beta's v2\n")):
             cortex = open_cortex(cortexes[name])
             try:
-                local.update_trace(cortex, trace_id, body=body)
+                authoring.update_trace(cortex, trace_id, body=body)
             finally:
                 cortex.close()
         for _ in range(3):

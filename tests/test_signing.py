@@ -12,6 +12,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import authoring
 import pytest
 from conftest import db, make_cortex, run_cli
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
@@ -21,7 +22,6 @@ from replay_helpers import REPLICA_ID, end_state, make_replica, set_manifest_id
 from sync_helpers import target_with
 
 from noemafed.cortex import frontmatter, state
-from noemafed.cortex import rows as local
 from noemafed.cortex.events import EVENT_COLUMNS, Event, event_from_row, page_json, parse_page
 from noemafed.cortex.manifest import read_manifest
 from noemafed.cortex.open import open_cortex
@@ -124,29 +124,31 @@ def signed(tmp_path: Path) -> tuple[Path, str]:
 def test_every_local_action_is_signed_over_its_stored_bytes(signed: tuple[Path, str]) -> None:
     path, public = signed
     cortex = open_cortex(path)
-    tid, created = local.create_trace(cortex, "Why <we> chose & SQLite", "decision", "café\u2028\n", ["a"])
-    other, _ = local.create_trace(cortex, "Other", "note", "y\n")
-    long_soft, _ = local.create_trace(cortex, "Soft", "fact", "s\n")
-    long_hard, _ = local.create_trace(cortex, "Hard", "fact", "h\n")
+    tid, created = authoring.create_trace(
+        cortex, "Why <we> chose & SQLite", "decision", "café\u2028\n", ["a"]
+    )
+    other, _ = authoring.create_trace(cortex, "Other", "note", "y\n")
+    long_soft, _ = authoring.create_trace(cortex, "Soft", "fact", "s\n")
+    long_hard, _ = authoring.create_trace(cortex, "Hard", "fact", "h\n")
     returned = [created]
     for step in (
-        lambda: local.update_trace(cortex, tid, body="z & <z>\n"),
-        lambda: local.set_tags(cortex, tid, ["k"]),
-        lambda: local.promote(cortex, tid, "mid"),
-        lambda: local.demote(cortex, tid, "short"),
-        lambda: local.vote(cortex, tid, -2),
-        lambda: local.archive(cortex, tid),
-        lambda: local.unarchive(cortex, tid),
-        lambda: local.trash(cortex, tid),
-        lambda: local.recover(cortex, tid),
-        lambda: local.consolidate(cortex, tid, [other], model_name="m"),
-        lambda: local.trash(cortex, other),
-        lambda: local.purge(cortex, other),
-        lambda: local.promote(cortex, long_soft, "long"),
-        lambda: local.purge_long_term(cortex, long_soft, "gdpr"),
-        lambda: local.purge_hard(cortex, long_hard, "leak"),
-        lambda: local.telemetry(cortex, "consolidate_fallback", tid, {"reason": "x"}),
-        lambda: local.coordination(cortex, "consolidation_fail", "w1", reason="llm_error"),
+        lambda: authoring.update_trace(cortex, tid, body="z & <z>\n"),
+        lambda: authoring.set_tags(cortex, tid, ["k"]),
+        lambda: authoring.promote(cortex, tid, "mid"),
+        lambda: authoring.demote(cortex, tid, "short"),
+        lambda: authoring.vote(cortex, tid, -2),
+        lambda: authoring.archive(cortex, tid),
+        lambda: authoring.unarchive(cortex, tid),
+        lambda: authoring.trash(cortex, tid),
+        lambda: authoring.recover(cortex, tid),
+        lambda: authoring.consolidate(cortex, tid, [other], model_name="m"),
+        lambda: authoring.trash(cortex, other),
+        lambda: authoring.purge(cortex, other),
+        lambda: authoring.promote(cortex, long_soft, "long"),
+        lambda: authoring.purge_long_term(cortex, long_soft, "gdpr"),
+        lambda: authoring.purge_hard(cortex, long_hard, "leak"),
+        lambda: authoring.telemetry(cortex, "consolidate_fallback", tid, {"reason": "x"}),
+        lambda: authoring.coordination(cortex, "consolidation_fail", "w1", reason="llm_error"),
     ):
         returned.append(step())
     cortex.close()
@@ -170,7 +172,7 @@ def test_unsigned_cortexes_emit_unsigned_events(tmp_path: Path) -> None:
     set_signing(public_only, public_key=public_text(new_seed()))
     for path in (plain, public_only):
         cortex = open_cortex(path)
-        _, event = local.create_trace(cortex, "T", "note", "x\n")
+        _, event = authoring.create_trace(cortex, "T", "note", "x\n")
         cortex.close()
         assert (event.signature, event.pubkey) == ("", "")
         assert [(row["signature"], row["pubkey"]) for row in stored_rows(path)] == [("", "")]
@@ -188,7 +190,7 @@ def test_key_file_locations_and_line_ends(tmp_path: Path, where: str) -> None:
         public = sign_cortex(path, seed)
         write_seed(path / KEY_FILE, seed, line_end="\r\n\r\n")
     cortex = open_cortex(path)
-    local.create_trace(cortex, "T", "note", "x\n")
+    authoring.create_trace(cortex, "T", "note", "x\n")
     cortex.close()
     [row] = stored_rows(path)
     assert_signed_by(row, public)
@@ -240,17 +242,17 @@ RULES = {
 def test_each_seed_file_rule_has_its_error_and_changes_nothing(signed: tuple[Path, str], kind: str) -> None:
     path, _ = signed
     cortex = open_cortex(path)
-    tid, _ = local.create_trace(cortex, "Short", "note", "x\n")
+    tid, _ = authoring.create_trace(cortex, "Short", "note", "x\n")
     cortex.close()
     key = path / KEY_FILE
     _break(kind, path, key)
     before, files = end_state(path), disk_files(path)
     cortex = open_cortex(path)  # opening never reads the key
     attempts: list[Callable[[], object]] = [
-        lambda: local.create_trace(cortex, "New", "note", "n\n"),
-        lambda: local.update_trace(cortex, tid, body="changed\n"),
-        lambda: local.consolidate(cortex, tid, []),  # rewrites the file of a short trace
-        lambda: local.trash(cortex, tid),
+        lambda: authoring.create_trace(cortex, "New", "note", "n\n"),
+        lambda: authoring.update_trace(cortex, tid, body="changed\n"),
+        lambda: authoring.consolidate(cortex, tid, []),  # rewrites the file of a short trace
+        lambda: authoring.trash(cortex, tid),
     ]
     for attempt in attempts:
         with pytest.raises(SigningKeyError) as err:
@@ -266,7 +268,7 @@ def test_the_key_is_read_only_to_sign_and_then_kept(tmp_path: Path) -> None:
     source = make_cortex(tmp_path / "src", "research")
     set_manifest_id(source, SOURCE_ID)
     src = open_cortex(source)
-    _, remote = local.create_trace(src, "Remote", "note", "r\n")
+    _, remote = authoring.create_trace(src, "Remote", "note", "r\n")
     src.close()
     path = make_replica(tmp_path / "dst")
     seed = new_seed()
@@ -277,13 +279,13 @@ def test_the_key_is_read_only_to_sign_and_then_kept(tmp_path: Path) -> None:
     # Replay that authors nothing never needs the key: a caught-up or plain sync works without it.
     assert Replayer(cortex, log=SILENT).apply(remote).effect == "created"
     with pytest.raises(SigningKeyError):
-        local.create_trace(cortex, "Mine", "note", "m\n")
+        authoring.create_trace(cortex, "Mine", "note", "m\n")
     # A failed load is not remembered: once the file is back, the same open cortex signs.
     write_seed(key, seed)
-    local.create_trace(cortex, "Mine", "note", "m\n")
+    authoring.create_trace(cortex, "Mine", "note", "m\n")
     # From then on the seed is kept: the file is not read again for this open cortex.
     key.unlink()
-    local.create_trace(cortex, "Mine too", "note", "m\n")
+    authoring.create_trace(cortex, "Mine too", "note", "m\n")
     cortex.close()
     mine = [row for row in stored_rows(path) if row["cortex_id"] == REPLICA_ID]
     assert len(mine) == 2
@@ -300,12 +302,12 @@ def _concurrent_update(tmp_path: Path, replica: Path) -> tuple[Event, str]:
     source = make_cortex(tmp_path / "src", "research")
     set_manifest_id(source, SOURCE_ID)
     src = open_cortex(source)
-    tid, created = local.create_trace(src, "Contested", "note", "base\n")
+    tid, created = authoring.create_trace(src, "Contested", "note", "base\n")
     cortex = open_cortex(replica)
     Replayer(cortex, log=SILENT).apply(created)
-    local.update_trace(cortex, tid, body="replica edit\n")
+    authoring.update_trace(cortex, tid, body="replica edit\n")
     cortex.close()
-    remote = local.update_trace(src, tid, body="source edit\n")
+    remote = authoring.update_trace(src, tid, body="source edit\n")
     src.close()
     return remote, tid
 
@@ -372,7 +374,7 @@ def test_divergence_without_a_usable_key_fails_the_event_touches_nothing_and_ret
 def test_sync_exits_4_while_a_divergence_cannot_be_signed_and_heals_with_the_key(tmp_path: Path) -> None:
     source = make_cortex(tmp_path, "source")
     src = open_cortex(source)
-    tid, _ = local.create_trace(src, "Contested", "note", "base\n")
+    tid, _ = authoring.create_trace(src, "Contested", "note", "base\n")
     src.close()
 
     def sync(target: Path) -> tuple[int, dict[str, Any]]:
@@ -389,10 +391,10 @@ def test_sync_exits_4_while_a_divergence_cannot_be_signed_and_heals_with_the_key
         assert sync(target)[0] == 0  # nothing to author: a sync without local events never reads the key
         write_seed(key, seed)
         mine = open_cortex(target)
-        local.update_trace(mine, tid, body="target edit\n")
+        authoring.update_trace(mine, tid, body="target edit\n")
         mine.close()
         src = open_cortex(source)
-        local.update_trace(src, tid, body="source edit\n")
+        authoring.update_trace(src, tid, body="source edit\n")
         src.close()
         key.unlink()
         code, report = sync(target)

@@ -558,6 +558,7 @@ NOT_FOR_A_CAUGHT_UP_RUN = (
     "noemafed.render",  # nothing to print under cron
     "noemafed.federation.replay",  # nothing to replay
     "noemafed.cortex.rows",
+    "noemafed.cortex.emit",
     "noemafed.cortex.traces",
     "ulid",  # python-ulid reads its own package metadata at import
 )
@@ -581,6 +582,18 @@ def test_a_caught_up_run_loads_only_what_it_needs(tmp_path: Path) -> None:
         done = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
     assert (done.returncode, done.stderr) == (0, "")
     assert done.stdout == "LOADED\n"
+
+
+def test_a_run_that_only_replays_never_loads_the_signer(tmp_path: Path) -> None:
+    src = source(tmp_path, count=2)
+    with StdlibPeer(src, flavor="go") as peer:
+        target = target_with(tmp_path, [{"name": "a", "endpoint": peer.endpoint}])
+        probe = LAZY_PROBE.format(modules={"noemafed.signing.signer", "noemafed.federation.replay"})
+        argv = [sys.executable, "-c", probe, "--cortex", str(target), "sync", "--once"]
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
+    assert (done.returncode, done.stderr) == (0, "")
+    # replay ran (2 events applied) and authored nothing, so the signer was never needed
+    assert done.stdout == "LOADED noemafed.federation.replay\n"
 
 
 # ---- the next page is fetched while this one is replayed ----------------------------------------------------

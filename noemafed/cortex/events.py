@@ -20,6 +20,7 @@ from noemafed.text.gotext import go_json_dumps
 from noemafed.text.sanitize import scrub
 
 __all__ = [
+    "COORDINATION_ACTIONS",
     "EMPTY_DATA",
     "Event",
     "EventFormatError",
@@ -31,6 +32,8 @@ __all__ = [
 
 EMPTY_DATA = "{}"
 NULL_DATA = "null"
+# Consolidation-election events: keyed by a window id instead of a trace id, they change no trace.
+COORDINATION_ACTIONS = ("consolidation_claim", "consolidation_success", "consolidation_fail")
 
 # The column order of the `events` table (cortex.md §3.5); event_from_row reads rows selected in this order.
 EVENT_COLUMNS = (

@@ -150,9 +150,9 @@ def _plain_chars() -> re.Pattern[str]:
     return re.compile(r"[\x20-\x7e\xa0-\u2027\u202a-\ud7ff\ue000-\ufefe\uff00-\ufffd\U00010000-\U0010ffff]*")
 
 
-# The emitter's fast path: a text this matches is plain-safe, and `_is_plain_safe` answers for every other
-# text (tests/test_frontmatter.py checks with hypothesis that both always agree). ASCII only, so `lower()`
-# and `(?i)` fold alike. Why each part keeps the full check's verdict:
+# The emitter's fast path: a text this matches is plain-safe, and `_is_plain_safe_full` answers for every
+# other text (tests/test_frontmatter.py checks with hypothesis that the fast path never calls an unsafe text
+# plain). ASCII only, so `lower()` and `(?i)` fold alike. Why each part keeps the full check's verdict:
 # - a letter first is no whitespace, indicator, `...`, number or date (those start with a digit, sign or
 #   '.'); the look-ahead leaves out the typed words, which are all letters;
 # - a digit run other than 4 long, then '-', is no date prefix (exactly 4 digits, then '-') and no number
@@ -818,16 +818,8 @@ def _format_key(key: str) -> str:
     return written
 
 
-def _is_plain_safe(text: str) -> bool:
-    """A str may go unquoted only if every YAML 1.1 and 1.2 loader reads it back as this same string.
-
-    The rule `format_str` applies step by step; kept whole so tests can hold the fast path to it.
-    """
-    return _FAST_PLAIN.fullmatch(text) is not None or _is_plain_safe_full(text)
-
-
 def _is_plain_safe_full(text: str) -> bool:
-    """The whole rule, for the texts the fast path leaves undecided."""
+    """A str may go unquoted only if every YAML 1.1 and 1.2 loader reads it back as this same string."""
     if not _is_plain_syntax(text) or text[0] in _INDICATORS or text.startswith("..."):
         return False
     if text.lower() in _TYPED_WORDS or _NUMBER_LIKE.fullmatch(text):

@@ -6,9 +6,7 @@ import os
 import sqlite3
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, NamedTuple
 
 from noemafed.cortex import frontmatter, schema
 from noemafed.cortex.manifest import MANIFEST_FILE, MANIFEST_VERSION, Manifest, read_manifest
@@ -18,9 +16,6 @@ from noemafed.errors import (
     FrontmatterError,
     NoemafedError,
 )
-
-if TYPE_CHECKING:
-    from noemafed.signing.signer import EventSigner
 
 CORTEX_ENV = "NOEMA_CORTEX"
 TRACE_FOLDERS = ("traces", "archive/traces", "trash/traces")
@@ -39,13 +34,6 @@ This directory is a noema cortex. Traces live in `traces/`, `archive/traces/` an
 the index and the replicated event log live in the SQLite database under `db/`. noema rewrites this
 file with its own guide the first time it opens the cortex.
 """
-
-
-class Resolution(NamedTuple):
-    """Where a cortex was found and by which rule, so `status` can say why it used this one."""
-
-    path: Path
-    via: str  # "--cortex", "NOEMA_CORTEX", "registry", or "cwd"
 
 
 def registry_path(environ: Mapping[str, str]) -> Path:
@@ -87,7 +75,7 @@ def _by_path_or_name(value: str, registered: dict[str, Path]) -> Path | None:
     return None
 
 
-def resolve_cortex(option: str | None, environ: Mapping[str, str], cwd: Path) -> Resolution:
+def resolve_cortex(option: str | None, environ: Mapping[str, str], cwd: Path) -> Path:
     """`--cortex`, then NOEMA_CORTEX, then the registry default, then the cwd; a miss lists all four."""
     tried: list[str] = []
     # The registry is read once per resolution, whichever rule ends up using it.
@@ -100,22 +88,22 @@ def resolve_cortex(option: str | None, environ: Mapping[str, str], cwd: Path) ->
                 "and not a name in noema's registry",
                 hint="pass the cortex directory, or create one with `noemafed init DIR`",
             )
-        return Resolution(found.resolve(), "--cortex")
+        return found.resolve()
     tried.append("--cortex (not given)")
     env_value = environ.get(CORTEX_ENV, "")
     if env_value:
         found = _by_path_or_name(env_value, registered)
         if found is not None:
-            return Resolution(found.resolve(), CORTEX_ENV)
+            return found.resolve()
         tried.append(f"{CORTEX_ENV}={env_value!r} (no such cortex)")
     else:
         tried.append(f"{CORTEX_ENV} (not set)")
     reg_path = registry_path(environ)
     if default_name and default_name in registered and _is_cortex(registered[default_name]):
-        return Resolution(registered[default_name].resolve(), "registry")
+        return registered[default_name].resolve()
     tried.append(f"registry {reg_path} ({'no usable default' if registered else 'no cortexes'})")
     if _is_cortex(cwd):
-        return Resolution(cwd.resolve(), "cwd")
+        return cwd.resolve()
     tried.append(f"current directory {cwd} (no {MANIFEST_FILE})")
     raise CortexNotFoundError(
         "no cortex found; tried " + ", ".join(tried),
@@ -209,13 +197,6 @@ class Cortex:
         self.path = path
         self.manifest = manifest
         self.conn = conn
-
-    @cached_property
-    def signer(self) -> EventSigner:
-        """Signs what this cortex authors; made on first use, and the key file is read only to sign."""
-        from noemafed.signing.signer import EventSigner  # noqa: PLC0415 (lazy: replay-only runs never sign)
-
-        return EventSigner(self.path, self.manifest)
 
     def close(self) -> None:
         self.conn.close()

@@ -32,9 +32,6 @@ the first by name (the view) and never adds the purge columns that later code re
 TIERS: Final[tuple[str, ...]] = ("short", "mid", "long")
 """The values the CHECK on `traces.tier` admits."""
 
-LONG_TERM_IMMUTABLE_MESSAGE: Final = "long-term trace is immutable"
-"""The ABORT text of both long-term triggers: an interface string that callers match errors against."""
-
 
 class Column(NamedTuple):
     """One column as `PRAGMA table_xinfo` reports it (minus cid and hidden), so rows compare directly."""

@@ -85,7 +85,7 @@ def parse_identity(peer: str, text: str) -> PeerIdentity:
         ) from None
 
 
-def verify_identity(
+def verify_identity(  # noqa: PLR0913 (keyword-only context: own id, hard pin, log)
     conn: sqlite3.Connection,
     peer: str,
     identity: PeerIdentity,

@@ -19,11 +19,12 @@ import json
 import sqlite3
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
+from functools import cached_property
 from typing import Any
 
-from noemafed.cortex import rows as local
-from noemafed.cortex import state, traces, vclock
-from noemafed.cortex.events import Event, EventFormatError
+from noemafed.cortex import rows, state, traces, vclock
+from noemafed.cortex.emit import Emitter, TraceDraft, now_text
+from noemafed.cortex.events import COORDINATION_ACTIONS, Event, EventFormatError
 from noemafed.cortex.open import Cortex
 from noemafed.cortex.rows import TraceRow
 from noemafed.cortex.schema import LONG_TERM_IMMUTABLE_TRIGGER
@@ -40,7 +41,6 @@ from noemafed.text.keys import public_keys_equal
 
 __all__ = ["ACTIONS", "PageResult", "ReplayOutcome", "Replayer"]
 
-COORDINATION_ACTIONS = local.COORDINATION_ACTIONS
 ACTIONS = (
     "create",
     "update",
@@ -157,8 +157,8 @@ def _snapshot(event: Event) -> _Snapshot:
         author=_str(payload, "author", where),
         # Duplicates would fail the (trace_id, tag) key; Go swallows that UNIQUE error and loses the whole
         # trace (cortex.md §9.3). First-occurrence order keeps the author's order in the file.
-        tags=local.dedupe(_str_list(payload, "tags", where)),
-        derived_from=local.dedupe(_str_list(payload, "derived_from", where)),
+        tags=rows.dedupe(_str_list(payload, "tags", where)),
+        derived_from=rows.dedupe(_str_list(payload, "derived_from", where)),
         origin=_str(payload, "origin", where),
         tier=_str(payload, "tier", where),
         body=_str(payload, "body", where),
@@ -178,7 +178,7 @@ class Replayer:
         *,
         durable: bool = False,
         hook: Callable[[str], None] | None = None,
-        now: Callable[[], str] = local.now_text,
+        now: Callable[[], str] = now_text,
     ) -> None:
         self.cortex = cortex
         self.conn = cortex.conn
@@ -205,6 +205,14 @@ class Replayer:
         # row ends up holding the same text as with a read and a write per event.
         self._clock: vclock.VClock | None = None
         self._clock_dirty = False
+
+    @cached_property
+    def _emitter(self) -> Emitter:
+        """Signs divergence records like every local event: an enforcing peer refuses unsigned ones from us."""
+        # Made on first use: replay that authors nothing never loads the signer (nor reads the key).
+        from noemafed.signing.signer import EventSigner  # noqa: PLC0415 (lazy, see above)
+
+        return Emitter(self.cortex, EventSigner(self.dir, self.cortex.manifest).sign)
 
     # ------------------------------------------------------------------------------------------------------
     # Public entry points
@@ -265,7 +273,7 @@ class Replayer:
         self._step("committed")
         return outcomes, None, None
 
-    def merge_usage(self, rows: list[dict[str, Any]]) -> int:
+    def merge_usage(self, usage: list[dict[str, Any]]) -> int:
         """Merge sync_read_signal rows with MAX per column (federation.md §3.6); returns rows merged.
 
         Rows carrying our own id are skipped (we are the authority for those), and so are rows for traces
@@ -273,8 +281,8 @@ class Replayer:
         (cortex.md §9.13); skipping keeps the usage cursor moving.
         """
         merged = 0
-        with local.transaction(self.conn):
-            for row in rows:
+        with rows.transaction(self.conn):
+            for row in usage:
                 values = _usage_values(row)
                 if values[1] == self.own_id:
                     continue
@@ -352,7 +360,7 @@ class Replayer:
     def _check_source_lock(self, event: Event) -> None:
         if event.action not in SOURCE_LOCK_ACTIONS or not traces.is_valid_trace_id(event.trace_id):
             return
-        row = local.get_row(self.conn, event.trace_id)
+        row = rows.get_row(self.conn, event.trace_id)
         if row is None or not row.source_locked or row.cortex_id == event.cortex_id:
             return
         message = f"rejecting source-lock violation: event {event.id} ({event.action}) from cortex {event.cortex_id} on trace {event.trace_id} owned by {row.cortex_id}"
@@ -396,7 +404,7 @@ class Replayer:
     # Helpers
 
     def _store(self, event: Event) -> bool:
-        return local.insert_event(self.conn, event)
+        return rows.insert_event(self.conn, event)
 
     def _store_only(self, event: Event, effect: str = STORED_ONLY) -> ReplayOutcome:
         stored = self._store(event)
@@ -408,7 +416,7 @@ class Replayer:
         return ReplayOutcome(event.id, event.action, stored, effect)
 
     def _row(self, trace_id: str) -> TraceRow | None:
-        return local.get_row(self.conn, trace_id)
+        return rows.get_row(self.conn, trace_id)
 
     def _file(self, row: TraceRow) -> traces.Trace:
         """The row's trace file, or (gone) the trace rebuilt from the DB: Go fails and pins the cursor.
@@ -417,7 +425,7 @@ class Replayer:
         file steps of later events can be ahead of the committed rows, so a resumed replay must not need
         the file to still exist.
         """
-        return local.current_trace(self.conn, self.dir, row)
+        return rows.current_trace(self.conn, self.dir, row)
 
     def _write(self, folder: str, trace: traces.Trace) -> None:
         traces.write_in(self.dir, folder, trace, durable=self.durable)
@@ -451,7 +459,7 @@ class Replayer:
             elif action == "tag_update":
                 value = payload.get("tags")
                 if isinstance(value, list) and all(isinstance(t, str) for t in value):
-                    tags = local.dedupe(value)
+                    tags = rows.dedupe(value)
             else:
                 to = payload.get("to")
                 if isinstance(to, str) and to in traces.TIERS:
@@ -481,7 +489,7 @@ class Replayer:
             source_hash=snap.source_hash,
             source_locked=locked,
         )
-        local.insert_trace_row(
+        rows.insert_trace_row(
             self.conn, trace, cortex_id=event.cortex_id, content_hash=snap.content_hash, tier=tier
         )
         outcome = self._done(event, CREATED)
@@ -515,7 +523,7 @@ class Replayer:
             self.conn.execute("UPDATE traces SET tier = 'mid' WHERE id = ?", (row.id,))
             restore_long = True
         try:
-            current = local.read_file_for(self.dir, row)
+            current = rows.read_file_for(self.dir, row)
         except (InvalidTraceFrontmatterError, OSError, UnicodeDecodeError):
             current = None  # an update rewrites the whole file; only unknown keys would have been kept
         locked = snap.source_locked and event.cortex_id != self.own_id
@@ -536,9 +544,9 @@ class Replayer:
         )
         if restore_long:
             self.conn.execute("UPDATE traces SET tier = 'long' WHERE id = ?", (row.id,))
-        local.replace_tags(self.conn, row.id, snap.tags)
-        local.replace_lineage(self.conn, row.id, snap.derived_from)
-        local.replace_fts(self.conn, row.id, snap.title, snap.body, snap.tags)
+        rows.replace_tags(self.conn, row.id, snap.tags)
+        rows.replace_lineage(self.conn, row.id, snap.derived_from)
+        rows.replace_fts(self.conn, row.id, snap.title, snap.body, snap.tags)
         outcome = self._done(event, UPDATED)
         trace = traces.Trace(
             id=row.id,
@@ -589,37 +597,31 @@ class Replayer:
         divergence_body = "".join(parts).rstrip("\n")
         # The remote update is stored, not applied; the original keeps the local content.
         stored = self._store(event)
-        local.create_in_transaction(
-            self.conn,
-            self.dir,
-            self.cortex.manifest,
-            # Signed like every local event: an enforcing peer refuses an unsigned one from a signing cortex.
-            signer=self.cortex.signer,
+        draft = TraceDraft(
             title=f"Divergence: {row.title}",
-            id_source=f"divergence-{row.id}",
             type="divergence",
             body=divergence_body,
             tags=("divergence", "needs-resolution"),
             author="system",
             derived_from=(row.id,),
+            id_source=f"divergence-{row.id}",
             with_content_hash=False,
-            now=self.now(),
-            # A second conflict on the same UTC day gets `-2`, `-3` ... (Go collides, cortex.md §9.17).
-            durable=self.durable,
         )
+        # A second conflict on the same UTC day gets `-2`, `-3` ... (Go collides, cortex.md §9.17).
+        self._emitter.create(draft, self.now(), durable=self.durable)
         self._step("file")
         return ReplayOutcome(event.id, event.action, stored, DIVERGED)
 
     def _tag_update(self, event: Event) -> ReplayOutcome:
         payload = _payload(event)
-        tags = local.dedupe(_str_list(payload, "tags", f"parsing tag_update payload of event {event.id}"))
+        tags = rows.dedupe(_str_list(payload, "tags", f"parsing tag_update payload of event {event.id}"))
         row = self._row(event.trace_id)
         if row is None:
             # Go fails here and pins the cursor for good (cortex.md §9.8); a later create folds this event.
             return self._store_only(event)
         current = self._file(row)
-        local.replace_tags(self.conn, row.id, tags)
-        local.replace_fts(self.conn, row.id, row.title, current.body, tags)
+        rows.replace_tags(self.conn, row.id, tags)
+        rows.replace_fts(self.conn, row.id, row.title, current.body, tags)
         outcome = self._done(event, TAGGED)
         self._write(
             row.folder,
@@ -641,9 +643,9 @@ class Replayer:
         row = self._row(event.trace_id)
         # Go renames an archive of a trashed trace from traces/ and pins the cursor on the missing file;
         # here any action that does not apply to the row's state (that one included) is only stored.
-        if row is None or not local.allowed_for(row, event.action):
+        if row is None or not rows.allowed_for(row, event.action):
             return self._store_only(event)
-        sets, target = local.VISIBILITY[event.action]
+        sets, target = rows.VISIBILITY[event.action]
         effect = _VISIBILITY_EFFECTS[event.action]
         params = (event.timestamp, row.id) if "?" in sets else (row.id,)
         self.conn.execute(f"UPDATE traces SET {sets} WHERE id = ?", params)
@@ -651,7 +653,7 @@ class Replayer:
         if traces.locate(self.dir, row.id, (row.folder,)) is None:
             # Gone from every folder: a later event of an interrupted page (a purge) removed it before the
             # crash. Rebuild it where this event puts it; the purge, replayed next, removes it again.
-            self._write(target, local.rebuild_from_db(self.conn, row))
+            self._write(target, rows.rebuild_from_db(self.conn, row))
             return outcome
         traces.move(self.dir, row.id, row.folder, target, durable=self.durable)
         self._step("file")
@@ -683,13 +685,13 @@ class Replayer:
         if row is None:
             return self._store_only(event)
         reason = _purge_reason(event)
-        with local.triggers_dropped(self.conn, (LONG_TERM_IMMUTABLE_TRIGGER,)):
+        with rows.triggers_dropped(self.conn, (LONG_TERM_IMMUTABLE_TRIGGER,)):
             self.conn.execute(
                 "UPDATE traces SET purged_at = ?, updated_at = ?, purge_reason = ? WHERE id = ?",
                 (event.timestamp, event.timestamp, reason, row.id),
             )
         self.conn.execute("DELETE FROM trace_tags WHERE trace_id = ?", (row.id,))
-        local.replace_fts(self.conn, row.id, "", f"[purged: {reason}]", ())
+        rows.replace_fts(self.conn, row.id, "", f"[purged: {reason}]", ())
         outcome = self._done(event, PURGED_LONG_TERM)
         traces.remove(self.dir, row.id, (traces.ACTIVE, traces.ARCHIVE))
         self._step("file")
@@ -699,7 +701,7 @@ class Replayer:
         row = self._row(event.trace_id)
         if row is None:
             return self._store_only(event)
-        local.delete_everywhere(self.conn, row.id)
+        rows.delete_everywhere(self.conn, row.id)
         outcome = self._done(event, PURGED_HARD)
         # Go deletes the files after COMMIT; here before it, so a crash in between cannot leave files that
         # `noema sync` would resurrect while the event already counts as applied.

@@ -67,7 +67,7 @@ def select_peers(manifest: Manifest, names: tuple[str, ...]) -> tuple[list[PeerC
     return [p for p in chosen if not p.paused], [p.name for p in chosen if p.paused]
 
 
-def sync_once(
+def sync_once(  # noqa: PLR0913 (keyword-only: what `sync` passes from its options)
     cortex_dir: Path,
     manifest: Manifest,
     names: tuple[str, ...],
@@ -97,7 +97,7 @@ def sync_once(
     )
 
 
-def sync_daemon(
+def sync_daemon(  # noqa: PLR0913 (keyword-only: what `sync --daemon` passes from its options)
     cortex_dir: Path,
     manifest: Manifest,
     *,

@@ -88,7 +88,7 @@ class ServerInfo(NamedTuple):
 class _RefuseRedirects(urllib.request.HTTPRedirectHandler):
     """urllib would turn a redirected POST into a GET; noema peers never redirect, so refuse."""
 
-    def redirect_request(  # noqa: PLR0917 (the signature is urllib's)
+    def redirect_request(  # noqa: PLR0913, PLR0917 (the signature is urllib's)
         self, req: Any, fp: Any, code: int, msg: str, headers: Any, newurl: str
     ) -> None:
         raise urllib.error.HTTPError(req.full_url, code, f"redirect to {newurl} refused", headers, fp)

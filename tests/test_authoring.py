@@ -5,11 +5,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import authoring
 import pytest
 from replay_helpers import end_state, make_replica
 
-from noemafed.cortex import rows as local
-from noemafed.cortex import state, traces
+from noemafed.cortex import rows, state, traces
 from noemafed.cortex.open import Cortex, open_cortex
 from noemafed.errors import CommandError, InvalidTraceFrontmatterError
 
@@ -24,7 +24,7 @@ def cortex(tmp_path: Path) -> Cortex:
 
 
 def test_create_event_shape(cortex: Cortex) -> None:
-    tid, event = local.create_trace(
+    tid, event = authoring.create_trace(
         cortex,
         "Why <we> chose & SQLite",
         "decision",
@@ -58,23 +58,25 @@ def test_create_event_shape(cortex: Cortex) -> None:
 
 
 def test_every_mutation_emits_one_event_and_increments_the_clock(cortex: Cortex) -> None:
-    tid, _ = local.create_trace(cortex, "T", "note", "x")
-    other, _ = local.create_trace(cortex, "T", "note", "y")  # same title, same day: a suffix keeps ids unique
+    tid, _ = authoring.create_trace(cortex, "T", "note", "x")
+    other, _ = authoring.create_trace(
+        cortex, "T", "note", "y"
+    )  # same title, same day: a suffix keeps ids unique
     assert other == tid + "-2"
     steps = [
-        lambda: local.update_trace(cortex, tid, body="z"),
-        lambda: local.set_tags(cortex, tid, ["k"]),
-        lambda: local.promote(cortex, tid, "mid"),
-        lambda: local.demote(cortex, tid, "short"),
-        lambda: local.vote(cortex, tid, -2),
-        lambda: local.archive(cortex, tid),
-        lambda: local.unarchive(cortex, tid),
-        lambda: local.trash(cortex, tid),
-        lambda: local.recover(cortex, tid),
-        lambda: local.consolidate(cortex, tid, [other]),
-        lambda: local.trash(cortex, other),
-        lambda: local.purge(cortex, other),
-        lambda: local.coordination(cortex, "consolidation_claim", "w1"),
+        lambda: authoring.update_trace(cortex, tid, body="z"),
+        lambda: authoring.set_tags(cortex, tid, ["k"]),
+        lambda: authoring.promote(cortex, tid, "mid"),
+        lambda: authoring.demote(cortex, tid, "short"),
+        lambda: authoring.vote(cortex, tid, -2),
+        lambda: authoring.archive(cortex, tid),
+        lambda: authoring.unarchive(cortex, tid),
+        lambda: authoring.trash(cortex, tid),
+        lambda: authoring.recover(cortex, tid),
+        lambda: authoring.consolidate(cortex, tid, [other]),
+        lambda: authoring.trash(cortex, other),
+        lambda: authoring.purge(cortex, other),
+        lambda: authoring.coordination(cortex, "consolidation_claim", "w1"),
     ]
     ids = []
     for n, step in enumerate(steps, start=3):
@@ -85,7 +87,7 @@ def test_every_mutation_emits_one_event_and_increments_the_clock(cortex: Cortex)
     actions = [r[0] for r in cortex.conn.execute("SELECT action FROM events ORDER BY id")]
     assert len(actions) == 2 + len(steps)
     assert actions[-3:] == ["trash", "purge", "consolidation_claim"]
-    row = local.get_row(cortex.conn, tid)
+    row = rows.get_row(cortex.conn, tid)
     assert row is not None
     assert (row.tier, row.tier_votes) == ("mid", -2)
     assert json.loads(cortex.conn.execute("SELECT data FROM events WHERE action='vote'").fetchone()[0]) == {
@@ -95,11 +97,11 @@ def test_every_mutation_emits_one_event_and_increments_the_clock(cortex: Cortex)
 
 
 def test_files_agree_with_rows(cortex: Cortex) -> None:
-    tid, _ = local.create_trace(cortex, "T", "note", "x")
-    local.archive(cortex, tid)
+    tid, _ = authoring.create_trace(cortex, "T", "note", "x")
+    authoring.archive(cortex, tid)
     assert (cortex.path / "archive/traces" / f"{tid}.md").is_file()
-    local.trash(cortex, tid)
-    row = local.get_row(cortex.conn, tid)
+    authoring.trash(cortex, tid)
+    row = rows.get_row(cortex.conn, tid)
     assert row is not None
     assert row.archived_at is None
     assert row.trashed_at is not None
@@ -108,33 +110,33 @@ def test_files_agree_with_rows(cortex: Cortex) -> None:
 
 def test_refusals(cortex: Cortex) -> None:
     with pytest.raises(InvalidTraceFrontmatterError):
-        local.create_trace(cortex, "T", "reference", "x")
-    tid, _ = local.create_trace(cortex, "T", "note", "x")
+        authoring.create_trace(cortex, "T", "reference", "x")
+    tid, _ = authoring.create_trace(cortex, "T", "note", "x")
     with pytest.raises(CommandError):
-        local.unarchive(cortex, tid)
+        authoring.unarchive(cortex, tid)
     with pytest.raises(CommandError):
-        local.purge(cortex, tid)
-    local.promote(cortex, tid, "long")
+        authoring.purge(cortex, tid)
+    authoring.promote(cortex, tid, "long")
     with pytest.raises(CommandError, match="immutable"):
-        local.update_trace(cortex, tid, body="no")
+        authoring.update_trace(cortex, tid, body="no")
     before = end_state(cortex.path)
     with pytest.raises(CommandError):
-        local.vote(cortex, tid, 3)
+        authoring.vote(cortex, tid, 3)
     assert end_state(cortex.path) == before
 
 
 def test_purges_of_long_traces(cortex: Cortex) -> None:
-    soft, _ = local.create_trace(cortex, "Soft", "fact", "s", ["t"])
-    hard, _ = local.create_trace(cortex, "Hard", "fact", "h")
-    child, _ = local.create_trace(cortex, "Child", "fact", "c", derived_from=[hard])
+    soft, _ = authoring.create_trace(cortex, "Soft", "fact", "s", ["t"])
+    hard, _ = authoring.create_trace(cortex, "Hard", "fact", "h")
+    child, _ = authoring.create_trace(cortex, "Child", "fact", "c", derived_from=[hard])
     for tid in (soft, hard):
-        local.promote(cortex, tid, "long")
-    local.purge_long_term(cortex, soft, "superseded")
-    local.purge_hard(cortex, hard, "wrong")
-    row = local.get_row(cortex.conn, soft)
+        authoring.promote(cortex, tid, "long")
+    authoring.purge_long_term(cortex, soft, "superseded")
+    authoring.purge_hard(cortex, hard, "wrong")
+    row = rows.get_row(cortex.conn, soft)
     assert row is not None
     assert row.purge_reason == "superseded"
-    assert local.get_row(cortex.conn, hard) is None
+    assert rows.get_row(cortex.conn, hard) is None
     assert cortex.conn.execute("SELECT count(*) FROM trace_lineage").fetchone() == (0,)
     names = {r[0] for r in cortex.conn.execute("SELECT name FROM sqlite_master WHERE type='trigger'")}
     assert names == {"trg_long_term_immutable", "trg_long_term_no_delete"}
