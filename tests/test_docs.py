@@ -1,0 +1,46 @@
+"""Drift guards for what mirrors the code by hand: docs/exit-codes.md against ExitCode, docs/dependencies.md
+against pyproject.toml, the vulture whitelist against the names it vouches for."""
+
+from __future__ import annotations
+
+import re
+import runpy
+import tomllib
+
+from conftest import REPO
+
+from noemafed.errors import ExitCode
+
+EXIT_CODES_DOC = REPO / "docs" / "exit-codes.md"
+# A row of the main table: | 66 | `CORTEX_NOT_FOUND` | when ... |
+_CODE_ROW = re.compile(r"^\|\s*(\d+)\s*\|\s*`([A-Z_]+)`\s*\|", re.MULTILINE)
+# A row of the per-peer table: | outcome ... | 3 |
+_OUTCOME_ROW = re.compile(r"^\|(?!\s*-).*\|\s*(\d+)\s*\|\s*$", re.MULTILINE)
+
+
+def _documented_codes(text: str) -> dict[str, int]:
+    return {name: int(number) for number, name in _CODE_ROW.findall(text)}
+
+
+def test_every_exit_code_is_documented_with_its_number() -> None:
+    documented = _documented_codes(EXIT_CODES_DOC.read_text())
+    assert documented == {member.name: member.value for member in ExitCode}
+
+
+def test_every_code_a_peer_outcome_names_exists() -> None:
+    outcomes = [int(code) for code in _OUTCOME_ROW.findall(EXIT_CODES_DOC.read_text())]
+    assert outcomes, "the per-peer outcome table is gone or no longer parses"
+    assert set(outcomes) <= set(ExitCode)
+
+
+def test_every_dependency_says_why_it_is_there() -> None:
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    requirements = [*project["dependencies"], *project["optional-dependencies"]["dev"]]
+    names = {re.split(r"[<>=!~\[; ]", requirement, maxsplit=1)[0] for requirement in requirements}
+    rows = set(re.findall(r"^\| `([^`]+)`", (REPO / "docs" / "dependencies.md").read_text(), re.MULTILINE))
+    assert names <= rows, f"add a row to docs/dependencies.md for {sorted(names - rows)}"
+
+
+def test_the_vulture_whitelist_names_only_what_exists() -> None:
+    # vulture only parses the whitelist; running it turns an entry for a renamed or removed name into an error.
+    runpy.run_path(str(REPO / "scripts" / "vulture_whitelist.py"))
