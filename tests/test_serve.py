@@ -20,7 +20,7 @@ from sync_helpers import check_db, comparable_trace_files, events, source, targe
 
 from noemafed.cortex.access import AccessKey
 from noemafed.logs import Log
-from noemafed.mcp.server import NoemafedHTTPServer, ServeConfig, make_server
+from noemafed.mcp.http import NoemafedHTTPServer, ServeConfig, make_server
 
 
 def wait_for(condition: Any, seconds: float = 3.0) -> None:
