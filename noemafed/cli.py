@@ -403,7 +403,7 @@ def serve(
 
     from noemafed.cortex.access import load_access_key
     from noemafed.cortex.manifest import read_manifest
-    from noemafed.mcp.server import ServeConfig, make_server
+    from noemafed.mcp.http import ServeConfig, make_server
 
     cortex_dir = obj.cortex_dir()
     manifest = read_manifest(cortex_dir)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import http.client
 import json
+import re
 import socket
 import ssl
 import threading
@@ -19,8 +21,11 @@ from peers.tls import make_tls
 from sync_helpers import check_db, comparable_trace_files, events, source, target_with
 
 from noemafed.cortex.access import AccessKey
-from noemafed.logs import Log
-from noemafed.mcp.server import NoemafedHTTPServer, ServeConfig, make_server
+from noemafed.logs import Level, Log
+from noemafed.mcp import http as mcp_http
+from noemafed.mcp import server as mcp_server
+from noemafed.mcp.http import NoemafedHTTPServer, ServeConfig, make_server
+from noemafed.mcp.server import CortexReader, McpApp, Reply
 
 
 def wait_for(condition: Any, seconds: float = 3.0) -> None:
@@ -34,12 +39,17 @@ def wait_for(condition: Any, seconds: float = 3.0) -> None:
 
 @contextmanager
 def served(cortex: Path, **config: Any) -> Iterator[NoemafedHTTPServer]:
-    """The real server on 127.0.0.1:0 in a thread, logging into a list the test can read."""
+    """The real server on 127.0.0.1:0 in a thread, logging into lists the test can read (lines, and with levels)."""
     logs: list[str] = []
-    server = make_server(
-        ServeConfig(cortex_dir=cortex, port=0, **config), Log(lambda _level, line: logs.append(line))
-    )
+    records: list[tuple[Level, str]] = []
+
+    def sink(level: Level, line: str) -> None:
+        records.append((level, line))
+        logs.append(line)
+
+    server = make_server(ServeConfig(cortex_dir=cortex, port=0, **config), Log(sink))
     server.logs = logs  # type: ignore[attr-defined]
+    server.records = records  # type: ignore[attr-defined]
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     try:
@@ -148,6 +158,9 @@ def test_sync_events_pages_with_noemas_rules(tmp_path: Path) -> None:
             return json.loads(result["content"][0]["text"])
 
         assert [e["id"] for e in page()] == ids
+        served_all = rf"\[serve\] 127\.0\.0\.1 POST /mcp 200 sync_events {len(ids)} events \d+ms"
+        wait_for(lambda: any(re.fullmatch(served_all, line) for line in server.logs))  # type: ignore[attr-defined]
+        assert any(re.fullmatch(served_all, line) for line in server.logs)  # type: ignore[attr-defined]
         assert [e["id"] for e in page(limit=2)] == ids[:2]
         assert [e["id"] for e in page(since=ids[1], limit=2)] == ids[2:4]
         assert [e["id"] for e in page(limit=0)] == ids  # ≤0 means the default 100
@@ -230,35 +243,155 @@ def test_sessions(tmp_path: Path) -> None:
         )
 
 
+def _exchange(port: int, request: bytes) -> bytes:
+    """Bytes in, the whole answer out: for requests http.client will not write (no Content-Length)."""
+    with socket.create_connection(("127.0.0.1", port)) as sock:
+        sock.sendall(request)
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    return answer
+
+
 def test_guards(tmp_path: Path) -> None:
+    text, json_type = "text/plain; charset=utf-8", "application/json"
     cortex = source(tmp_path, count=1)
     with served(cortex) as server:
         raw = Raw(server)
-        assert raw.send("POST", "/mcp", {}, {"Origin": "https://evil.example"})[:1] == (403,)
+
+        def refused(*args: Any, via: Raw = raw) -> tuple[int, str | None, bytes]:
+            status, headers, body = via.send(*args)
+            return status, headers.get("content-type"), body
+
+        assert refused("POST", "/mcp", {}, {"Origin": "https://evil.example"}) == (403, None, b"")
         assert raw.send("POST", "/mcp", {}, {"Origin": "app://obsidian.md"})[0] != 403
-        assert Raw(server, host="evil.example:80").send("POST", "/mcp", {})[0] == 403
+        host_refusal = (403, text, mcp_http.HOST_FORBIDDEN_BODY)
+        assert refused("POST", "/mcp", {}, via=Raw(server, host="evil.example:80")) == host_refusal
         assert (
             Raw(server, host="localhost:1").send(
                 "POST", "/mcp", {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {}}
             )[0]
             == 200
         )
-        assert raw.send("POST", "/other", {})[0] == 404
+        assert refused("POST", "/other", {}) == (404, text, mcp_http.NOT_FOUND_BODY)
         # The size is refused from the header, before any of the body is read.
-        with socket.create_connection(("127.0.0.1", raw.port)) as sock:
-            sock.sendall(
-                f"POST /mcp HTTP/1.1\r\nHost: {raw.host}\r\nContent-Type: application/json\r\n"
-                f"Content-Length: {4 * 1024 * 1024 + 1}\r\n\r\n".encode()
-            )
-            assert sock.recv(64).startswith(b"HTTP/1.1 413 ")
-        assert raw.send("POST", "/mcp", b"{}", {"Content-Type": "text/plain"})[0] == 415
-        assert raw.send("POST", "/mcp", b"{not json")[0] == 400
-        assert raw.send("POST", "/mcp", b"[]")[0] == 400
-        assert raw.send("GET")[0] == 405
+        head = f"POST /mcp HTTP/1.1\r\nHost: {raw.host}\r\nContent-Type: application/json\r\n"
+        too_large = _exchange(raw.port, f"{head}Content-Length: {4 * 1024 * 1024 + 1}\r\n\r\n".encode())
+        assert too_large.startswith(b"HTTP/1.1 413 ")
+        assert too_large.endswith(b"\r\n\r\n" + mcp_http.TOO_LARGE_BODY)
+        no_length = _exchange(raw.port, f"{head}\r\n".encode())
+        assert no_length.startswith(b"HTTP/1.1 411 ")
+        assert no_length.endswith(b"\r\n\r\n" + mcp_http.LENGTH_REQUIRED_BODY)
+        unsupported = (415, text, mcp_http.UNSUPPORTED_MEDIA_BODY)
+        assert refused("POST", "/mcp", b"{}", {"Content-Type": "text/plain"}) == unsupported
+        parse_error = b'{"jsonrpc": "2.0", "id": null, "error": {"code": -32700, "message": "Parse error"}}'
+        assert refused("POST", "/mcp", b"{not json") == (400, json_type, parse_error)
+        assert refused("POST", "/mcp", b"[]")[:2] == (400, json_type)
+        assert refused("GET") == (405, text, mcp_http.NO_STREAM_BODY)
         assert raw.send("OPTIONS")[0] == 204
         wait_for(lambda: any(" 413 " in line for line in server.logs))  # type: ignore[attr-defined]
     logs: list[str] = server.logs  # type: ignore[attr-defined]
     assert any(line.startswith("[serve] 127.0.0.1 POST /mcp 413") for line in logs), logs
+
+
+def test_texts_from_the_spec_are_word_for_word() -> None:
+    """Peers and operators match on these (wire.md §4.2, §5.4); the ones asserted in place elsewhere are not repeated."""
+    assert mcp_http.HOST_FORBIDDEN_BODY == b"Forbidden: Host header is not allowed"
+    assert mcp_server.MISSING_SESSION == "Bad Request: Missing session ID"
+    assert mcp_server.UNKNOWN_SESSION == "Session not found"
+
+
+def test_the_app_answers_without_a_socket(tmp_path: Path) -> None:
+    """The JSON-RPC side alone, byte for byte: results compact and UTF-8, errors in json.dumps' default spacing."""
+    cortex = source(tmp_path, count=2)
+    app = McpApp(CortexReader(cortex))
+
+    def post(message: Any, session: str | None = None, version: str | None = None) -> Reply:
+        return app.post("/mcp", json.dumps(message).encode(), session, version)
+
+    def error(request_id: int, code: int, text: str) -> str:
+        return f'{{"jsonrpc": "2.0", "id": {request_id}, "error": {{"code": {code}, "message": "{text}"}}}}'
+
+    opened = post(
+        {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"protocolVersion": "2025-06-18"}}
+    )
+    assert opened == Reply(
+        200,
+        '{"jsonrpc":"2.0","id":1,"result":{"protocolVersion":"2025-06-18","capabilities":{"tools":'
+        f'{{"listChanged":false}}}},"serverInfo":{{"name":"noema","version":"{mcp_server.__version__}"}}}}}}',
+        streamable=True,
+        session=opened.session,
+        note="initialize",
+    )
+    assert re.fullmatch("[0-9a-f]{32}", opened.session)
+    session = opened.session
+    assert post({"jsonrpc": "2.0", "method": "notifications/initialized"}) == Reply(
+        202, note="notifications/initialized"
+    )
+    ping = {"jsonrpc": "2.0", "id": 2, "method": "ping"}
+    assert post(ping) == Reply(400, error(2, -32600, mcp_server.MISSING_SESSION), note="error -32600")
+    assert post(ping, "0" * 32) == Reply(
+        404, error(2, -32600, mcp_server.UNKNOWN_SESSION), note="error -32600"
+    )
+    unsupported = mcp_server.UNSUPPORTED_VERSION.format(version="2026-07-28")
+    assert post(ping, session, "2026-07-28") == Reply(400, error(2, -32600, unsupported), note="error -32600")
+    assert post(ping, session, "2025-06-18") == Reply(
+        200, '{"jsonrpc":"2.0","id":2,"result":{}}', streamable=True, note="ping"
+    )
+    unknown = mcp_server.UNKNOWN_METHOD.format(method="resources/list")
+    assert post({"jsonrpc": "2.0", "id": 3, "method": "resources/list"}, session) == Reply(
+        200, error(3, -32601, unknown), note="error -32601"
+    )
+    call = {"jsonrpc": "2.0", "id": 4, "method": "tools/call", "params": {"name": "sync_events"}}
+    assert post(call, session).note == mcp_server.NOTE_EVENTS.format(
+        tool="sync_events", count=len(events(cortex))
+    )
+    call["params"] = {"name": "sync_events", "arguments": {"since": "x"}}
+    assert post(call, session) == Reply(
+        200,
+        f'{{"jsonrpc":"2.0","id":4,"result":{{"content":[{{"type":"text","text":"{mcp_server.BAD_SINCE}"}}],'
+        '"isError":true}}',
+        streamable=True,
+        note=mcp_server.NOTE_REFUSED.format(tool="sync_events"),
+    )
+    assert post({"jsonrpc": "2.0", "id": 5, "method": "ping", "params": [1]}, session) == Reply(
+        200, error(5, -32602, mcp_server.PARAMS_NOT_OBJECT), note="error -32602"
+    )
+    # A session belongs to its endpoint; used on another one it ends.
+    assert app.post("/mcp/federation", json.dumps(ping).encode(), session, None).status == 404
+    assert post(ping, session).status == 404
+
+
+def test_a_dropped_connection_is_a_warning_only_when_serving_failed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A client that fails its handshake is routine (info); an exception from our own code is a bug to report."""
+    cortex = source(tmp_path, count=1)
+    tls = make_tls()
+    cert, key = tls.write_server_files(tmp_path)
+
+    def broken(*args: Any) -> Reply:
+        raise RuntimeError("boom")
+
+    with served(cortex, tls_cert=str(cert), tls_key=str(key)) as server:
+        port = server.server_address[1]
+        with socket.create_connection(("127.0.0.1", port)) as sock:
+            sock.sendall(b"GET /mcp HTTP/1.1\r\n\r\n")  # plain HTTP to a TLS port
+            with contextlib.suppress(ConnectionResetError):
+                sock.recv(64)
+        monkeypatch.setattr(server.app, "post", broken)
+        raw = Raw(server, context=tls.client_context())
+        with pytest.raises(http.client.RemoteDisconnected):
+            raw.send("POST", "/mcp", {"jsonrpc": "2.0", "id": 1, "method": "ping"})
+        records: list[tuple[Level, str]] = server.records  # type: ignore[attr-defined]
+        wait_for(lambda: len([r for r in records if "dropped" in r[1]]) == 2)
+    dropped = [(level, line) for level, line in records if "dropped" in line]
+    assert dropped[0][0] == Level.INFO
+    assert dropped[0][1].startswith("[serve] 127.0.0.1 connection dropped: SSLError: ")
+    assert dropped[1] == (
+        Level.WARNING,
+        mcp_http.CONNECTION_DROPPED.format(client="127.0.0.1", kind="RuntimeError", error="boom"),
+    )
 
 
 def test_sse_only_when_the_client_asks_for_it_alone(tmp_path: Path) -> None:

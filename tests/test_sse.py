@@ -5,10 +5,16 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from noemafed.mcp.sse import SseEvent, SseParser, parse_all
+from noemafed.mcp.sse import SseEvent, SseParser
 
 RUST = b'data: \nid: 0\nretry: 3000\n\n:\n\ndata: {"jsonrpc":"2.0","id":1,"result":{}}\nid: 1/0\n\n'
 SDK = b'event: message\r\ndata: {"jsonrpc":"2.0","id":2,"result":{}}\r\n\r\n'
+
+
+def parse_all(body: bytes) -> list[SseEvent]:
+    """A whole stream in one feed: the reference the chunked feeds must agree with."""
+    parser = SseParser()
+    return [*parser.feed(body), *parser.close()]
 
 
 def test_rust_framing_with_priming_and_keepalive() -> None:

@@ -12,12 +12,23 @@ from typing import Any, NamedTuple
 
 from noemafed import __version__
 from noemafed.errors import NoemafedError
+from noemafed.mcp.protocol import (
+    ENDPOINT_PATH,
+    INITIALIZE,
+    INITIALIZED,
+    JSON_TYPE,
+    JSONRPC_VERSION,
+    LATEST_PROTOCOL_VERSION,
+    PROTOCOL_VERSION_HEADER,
+    SESSION_HEADER,
+    SSE_TYPE,
+    SUPPORTED_PROTOCOL_VERSIONS,
+    TOOLS_CALL,
+)
 from noemafed.mcp.sse import SseParser
 
-PROTOCOL_VERSION = "2025-11-25"
-SUPPORTED_PROTOCOL_VERSIONS = ("2025-11-25", "2025-06-18", "2025-03-26", "2024-11-05")
 CLIENT_NAME = "noemafed"
-ACCEPT = "application/json, text/event-stream"
+ACCEPT = f"{JSON_TYPE}, {SSE_TYPE}"
 DEFAULT_TIMEOUT = 30.0
 DELETE_TIMEOUT = 5.0
 
@@ -26,6 +37,23 @@ SYNC_EVENTS_BUDGET = 100 * 1024 * 1024
 READ_SIGNAL_BUDGET = 16 * 1024 * 1024
 DEFAULT_BUDGET = 1024 * 1024
 _CHUNK = 64 * 1024
+
+# What a failed call says; the classifier and operators read these texts.
+HTTP_STATUS = "{status} {reason}{detail}"
+REDIRECT_REFUSED = "redirect to {url} refused"
+DEADLINE_EXCEEDED = "deadline exceeded (the run's --max-duration ran out)"
+CA_UNREADABLE = "loading CA for peer {peer}: reading CA file: open {path}: {reason}"
+CA_WITHOUT_CERTIFICATES = "loading CA for peer {peer}: CA file {path} contains no valid certificates"
+NOT_HTTP_URL = "peer {peer} endpoint {endpoint!r} is not an http:// or https:// URL"
+UNSUPPORTED_VERSION = "peer answered unsupported MCP protocol version {version!r}"
+TRANSPORT_FAILED = "{method} {url}: {reason}"
+TOO_LARGE = "{what} response too large (over {budget} bytes, max {budget})"
+READ_FAILED = "reading {what} response: {reason}"
+STREAM_ENDED = "{what}: the event stream ended without an answer"
+NOT_JSON = "{what}: the peer's answer is not JSON: {error}"
+NOT_JSONRPC = "{what}: the peer's answer is not a JSON-RPC object"
+WRONG_ID = "{what}: the answer's id {got!r} is not {expected}"
+NO_RESULT = "{what}: the answer has no result object"
 
 
 class WireError(NoemafedError):
@@ -38,18 +66,13 @@ class HttpStatusError(WireError):
     """The peer answered with an HTTP status we cannot use (401, 403, 404 after a retry, 5xx ...)."""
 
     def __init__(self, status: int, reason: str, body: str) -> None:
-        detail = f": {body}" if body else ""
-        super().__init__(f"{status} {reason}{detail}")
+        super().__init__(HTTP_STATUS.format(status=status, reason=reason, detail=f": {body}" if body else ""))
         self.status = status
         self.body = body
 
 
 class ToolRefusal(WireError):
     """The peer refused a call: an `isError` result (Go) or a JSON-RPC error (Rust); same meaning."""
-
-    def __init__(self, message: str, code: int | None = None) -> None:
-        super().__init__(message)
-        self.rpc_code = code
 
 
 class ResponseTooLarge(WireError):
@@ -59,7 +82,7 @@ class ResponseTooLarge(WireError):
 class DeadlineExceeded(WireError):
     """The run's --max-duration ran out while talking to this peer."""
 
-    def __init__(self, message: str = "deadline exceeded (the run's --max-duration ran out)") -> None:
+    def __init__(self, message: str = DEADLINE_EXCEEDED) -> None:
         super().__init__(message)
 
 
@@ -76,7 +99,7 @@ class PeerTarget(NamedTuple):
     @property
     def url(self) -> str:
         # Trailing slashes are stripped: Go peers redirect `//mcp`, which would break a POST.
-        return self.endpoint.rstrip("/") + "/mcp"
+        return self.endpoint.rstrip("/") + ENDPOINT_PATH
 
 
 class ServerInfo(NamedTuple):
@@ -91,7 +114,7 @@ class _RefuseRedirects(urllib.request.HTTPRedirectHandler):
     def redirect_request(  # noqa: PLR0913, PLR0917 (the signature is urllib's)
         self, req: Any, fp: Any, code: int, msg: str, headers: Any, newurl: str
     ) -> None:
-        raise urllib.error.HTTPError(req.full_url, code, f"redirect to {newurl} refused", headers, fp)
+        raise urllib.error.HTTPError(req.full_url, code, REDIRECT_REFUSED.format(url=newurl), headers, fp)
 
 
 def tls_context(target: PeerTarget) -> ssl.SSLContext:
@@ -103,18 +126,16 @@ def tls_context(target: PeerTarget) -> ssl.SSLContext:
             with open(target.ca_file, encoding="ascii", errors="replace") as handle:
                 pem = handle.read()
         except OSError as exc:
+            reason = (exc.strerror or str(exc)).lower()
             raise WireError(
-                f"loading CA for peer {target.name}: reading CA file: open {target.ca_file}: "
-                f"{(exc.strerror or str(exc)).lower()}"
+                CA_UNREADABLE.format(peer=target.name, path=target.ca_file, reason=reason)
             ) from exc
         try:
             if "-----BEGIN CERTIFICATE-----" not in pem:
                 raise ssl.SSLError("no certificate block")
             context.load_verify_locations(cadata=pem)
         except ssl.SSLError as exc:
-            raise WireError(
-                f"loading CA for peer {target.name}: CA file {target.ca_file} contains no valid certificates"
-            ) from exc
+            raise WireError(CA_WITHOUT_CERTIFICATES.format(peer=target.name, path=target.ca_file)) from exc
     return context
 
 
@@ -151,9 +172,7 @@ class McpSession:
     def __init__(self, target: PeerTarget, deadline: Deadline | None = None) -> None:
         if not target.url.startswith(("http://", "https://")):
             # Only http(s) ever reaches urllib, which would otherwise also open file: and ftp: URLs.
-            raise WireError(
-                f"peer {target.name} endpoint {target.endpoint!r} is not an http:// or https:// URL"
-            )
+            raise WireError(NOT_HTTP_URL.format(peer=target.name, endpoint=target.endpoint))
         self.target = target
         self.deadline = deadline or Deadline(None)
         handlers: list[urllib.request.BaseHandler] = [_RefuseRedirects()]
@@ -174,14 +193,14 @@ class McpSession:
         self.session_id = None
         self.protocol_version = None
         params = {
-            "protocolVersion": PROTOCOL_VERSION,
+            "protocolVersion": LATEST_PROTOCOL_VERSION,
             "capabilities": {},
             "clientInfo": {"name": CLIENT_NAME, "version": __version__},
         }
-        result = self._request("initialize", params, DEFAULT_BUDGET, retry_on_404=False)
+        result = self._request(INITIALIZE, params, DEFAULT_BUDGET, retry_on_404=False)
         answered = result.get("protocolVersion")
         if answered not in SUPPORTED_PROTOCOL_VERSIONS:
-            raise WireError(f"peer answered unsupported MCP protocol version {answered!r}")
+            raise WireError(UNSUPPORTED_VERSION.format(version=answered))
         info = result.get("serverInfo") if isinstance(result.get("serverInfo"), dict) else {}
         self.protocol_version = str(answered)
         self.server = ServerInfo(
@@ -189,12 +208,12 @@ class McpSession:
             str(info.get("name") or ""),
             str(info.get("version") or ""),
         )
-        self._notify("notifications/initialized")
+        self._notify(INITIALIZED)
         return self.server
 
     def call_tool(self, name: str, arguments: dict[str, Any], budget: int = DEFAULT_BUDGET) -> str:
         """The text of the first text item of a tool result; a refusal raises ToolRefusal."""
-        result = self._request("tools/call", {"name": name, "arguments": arguments}, budget, label=name)
+        result = self._request(TOOLS_CALL, {"name": name, "arguments": arguments}, budget, label=name)
         text = ""
         for item in result.get("content") or []:
             if isinstance(item, dict) and item.get("type") == "text":
@@ -231,17 +250,17 @@ class McpSession:
 
     def _headers(self) -> dict[str, str]:
         headers = {
-            "Content-Type": "application/json",
+            "Content-Type": JSON_TYPE,
             "Accept": ACCEPT,
             "User-Agent": f"{CLIENT_NAME}/{__version__}",
         }
         if self.target.key:
             headers["Authorization"] = f"Bearer {self.target.key}"
         if self.session_id:
-            headers["Mcp-Session-Id"] = self.session_id
+            headers[SESSION_HEADER] = self.session_id
         # Only after initialize: rmcp answers 400 when it disagrees with params.protocolVersion.
         if self.protocol_version:
-            headers["MCP-Protocol-Version"] = self.protocol_version
+            headers[PROTOCOL_VERSION_HEADER] = self.protocol_version
         return headers
 
     def _post(self, body: dict[str, Any]) -> urllib.request.Request:
@@ -256,10 +275,14 @@ class McpSession:
         except urllib.error.HTTPError as exc:
             return exc
         except (urllib.error.URLError, OSError, ValueError) as exc:
-            raise WireError(f"{request.get_method()} {self.target.url}: {_describe(exc)}") from exc
+            raise WireError(
+                TRANSPORT_FAILED.format(
+                    method=request.get_method(), url=self.target.url, reason=_describe(exc)
+                )
+            ) from exc
 
     def _notify(self, method: str) -> None:
-        response = self._open(self._post({"jsonrpc": "2.0", "method": method}))
+        response = self._open(self._post({"jsonrpc": JSONRPC_VERSION, "method": method}))
         with response:
             status = response.status if hasattr(response, "status") else response.code
             body = _read_bounded(response, DEFAULT_BUDGET, self.deadline, method)
@@ -274,7 +297,7 @@ class McpSession:
         request_id = self._next_id
         self._next_id += 1
         response = self._open(
-            self._post({"jsonrpc": "2.0", "id": request_id, "method": method, "params": params})
+            self._post({"jsonrpc": JSONRPC_VERSION, "id": request_id, "method": method, "params": params})
         )
         with response:
             status = response.status if hasattr(response, "status") else response.code
@@ -287,10 +310,10 @@ class McpSession:
                 raise self._status_error(
                     response, status, _read_bounded(response, DEFAULT_BUDGET, self.deadline, what)
                 )
-            if method == "initialize":
-                session = response.headers.get("Mcp-Session-Id")
+            if method == INITIALIZE:
+                session = response.headers.get(SESSION_HEADER)
                 self.session_id = session.strip() if session else None
-            if _media_type(response.headers) == "text/event-stream":
+            if _media_type(response.headers) == SSE_TYPE:
                 message = _read_sse_response(response, request_id, budget, self.deadline, what)
             else:
                 body = _read_bounded(response, budget, self.deadline, what)
@@ -322,7 +345,7 @@ def _read_bounded(response: Any, budget: int, deadline: Deadline, what: str) -> 
             return b"".join(chunks)
         total += len(chunk)
         if total > budget:
-            raise ResponseTooLarge(f"{what} response too large (over {budget} bytes, max {budget})")
+            raise ResponseTooLarge(TOO_LARGE.format(what=what, budget=budget))
         chunks.append(chunk)
 
 
@@ -330,9 +353,9 @@ def _read_chunk(response: Any, what: str) -> bytes:
     try:
         data: bytes = response.read1(_CHUNK) if hasattr(response, "read1") else response.read(_CHUNK)
     except (OSError, ValueError) as exc:
-        raise WireError(f"reading {what} response: {_describe(exc)}") from exc
+        raise WireError(READ_FAILED.format(what=what, reason=_describe(exc))) from exc
     except Exception as exc:  # http.client.IncompleteRead and friends are not OSErrors
-        raise WireError(f"reading {what} response: {type(exc).__name__}: {exc}") from exc
+        raise WireError(READ_FAILED.format(what=what, reason=f"{type(exc).__name__}: {exc}")) from exc
     return data
 
 
@@ -346,7 +369,7 @@ def _read_sse_response(response: Any, request_id: int, budget: int, deadline: De
         events = list(parser.feed(chunk)) if chunk else list(parser.close())
         total += len(chunk)
         if total > budget:
-            raise ResponseTooLarge(f"{what} response too large (over {budget} bytes, max {budget})")
+            raise ResponseTooLarge(TOO_LARGE.format(what=what, budget=budget))
         for event in events:
             if not event.data.strip():
                 continue  # rmcp's priming event
@@ -358,29 +381,26 @@ def _read_sse_response(response: Any, request_id: int, budget: int, deadline: De
             ):
                 return message
         if not chunk:
-            raise WireError(f"{what}: the event stream ended without an answer")
+            raise WireError(STREAM_ENDED.format(what=what))
 
 
 def _parse_json(body: bytes, what: str) -> Any:
     try:
         return json.loads(body)
     except ValueError as exc:
-        raise WireError(f"{what}: the peer's answer is not JSON: {exc}") from exc
+        raise WireError(NOT_JSON.format(what=what, error=exc)) from exc
 
 
 def _unwrap(message: Any, request_id: int, what: str) -> Any:
     """The `result` of a JSON-RPC response; an `error` member is a refusal with its message."""
     if not isinstance(message, dict):
-        raise WireError(f"{what}: the peer's answer is not a JSON-RPC object")
+        raise WireError(NOT_JSONRPC.format(what=what))
     error = message.get("error")
     if error is not None:
-        if isinstance(error, dict):
-            code = error.get("code")
-            raise ToolRefusal(str(error.get("message") or ""), code if isinstance(code, int) else None)
-        raise ToolRefusal(str(error))
+        raise ToolRefusal(str(error.get("message") or "") if isinstance(error, dict) else str(error))
     if message.get("id") != request_id:
-        raise WireError(f"{what}: the answer's id {message.get('id')!r} is not {request_id}")
+        raise WireError(WRONG_ID.format(what=what, got=message.get("id"), expected=request_id))
     result = message.get("result")
     if not isinstance(result, dict):
-        raise WireError(f"{what}: the answer has no result object")
+        raise WireError(NO_RESULT.format(what=what))
     return result

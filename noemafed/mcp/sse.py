@@ -94,11 +94,3 @@ class SseParser:
         self._data = []
         self._event = ""
         return event
-
-
-def parse_all(body: bytes) -> list[SseEvent]:
-    """Every event of a complete stream; a convenience for tests and small bodies."""
-    parser = SseParser()
-    events = list(parser.feed(body))
-    events.extend(parser.close())
-    return events
