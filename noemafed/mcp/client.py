@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
+import http.client
 import json
+import socket
 import ssl
+import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from email.message import Message
 from typing import Any, NamedTuple
 
@@ -26,6 +31,7 @@ from noemafed.mcp.protocol import (
     TOOLS_CALL,
 )
 from noemafed.mcp.sse import SseParser
+from noemafed.text.sanitize import scrub
 
 CLIENT_NAME = "noemafed"
 ACCEPT = f"{JSON_TYPE}, {SSE_TYPE}"
@@ -54,6 +60,8 @@ NOT_JSON = "{what}: the peer's answer is not JSON: {error}"
 NOT_JSONRPC = "{what}: the peer's answer is not a JSON-RPC object"
 WRONG_ID = "{what}: the answer's id {got!r} is not {expected}"
 NO_RESULT = "{what}: the answer has no result object"
+REQUEST_TIMED_OUT = "{what}: no complete answer within {seconds:g}s (i/o timeout)"
+CONTENT_NOT_A_LIST = "{what}: the result's content is not a list"
 
 
 class WireError(NoemafedError):
@@ -73,6 +81,10 @@ class HttpStatusError(WireError):
 
 class ToolRefusal(WireError):
     """The peer refused a call: an `isError` result (Go) or a JSON-RPC error (Rust); same meaning."""
+
+
+class RequestTimedOut(WireError):
+    """A request (connect, TLS handshake, headers and body) took longer than --timeout in all."""
 
 
 class ResponseTooLarge(WireError):
@@ -162,6 +174,93 @@ class Deadline:
             raise DeadlineExceeded()
 
 
+class _RequestWatch:
+    """Ends one request at its deadline: connect, TLS handshake, headers and body, an SSE stream included.
+
+    A socket timeout bounds each read, so a peer that sends one byte a second, or a keep-alive now and then,
+    never trips it. This shuts the request's socket down when its time is up, which wakes whatever read is
+    blocked on it, and remembers that it did so the failure is reported as a timeout, not as the EOF it causes.
+    It holds a duplicate of the socket's descriptor, so it can never shut down a socket that reused the number.
+    """
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.expired = False
+        self._lock = threading.Lock()
+        self._sockets: list[socket.socket] = []
+        self._timer = threading.Timer(seconds, self._expire)
+        self._timer.daemon = True
+        self._timer.start()
+
+    def attach(self, sock: socket.socket) -> None:
+        with self._lock:
+            watched = sock.dup()
+            if self.expired:
+                watched.shutdown(socket.SHUT_RDWR)
+            self._sockets.append(watched)
+
+    def _expire(self) -> None:
+        with self._lock:
+            self.expired = True
+            for watched in self._sockets:
+                with contextlib.suppress(OSError):  # already closed by the peer
+                    watched.shutdown(socket.SHUT_RDWR)
+
+    def stop(self) -> None:
+        self._timer.cancel()
+        with self._lock:
+            for watched in self._sockets:
+                watched.close()
+            self._sockets.clear()
+
+
+class _WatchedConnections:
+    """urllib handlers whose connections hand each new socket to the current request's watch."""
+
+    def __init__(self) -> None:
+        self.watch: _RequestWatch | None = None
+
+    def _create_connection(
+        self,
+        address: tuple[str, int],
+        timeout: float | None,
+        source_address: Any = None,
+    ) -> socket.socket:
+        sock = socket.create_connection(address, timeout, source_address)
+        if self.watch is not None:
+            self.watch.attach(sock)  # before the TLS handshake, which then runs under the watch too
+        return sock
+
+    def connection_class(self, base: type[http.client.HTTPConnection]) -> Any:
+        watched = self
+
+        def make(*args: Any, **kwargs: Any) -> http.client.HTTPConnection:
+            connection = base(*args, **kwargs)
+            connection._create_connection = watched._create_connection  # type: ignore[attr-defined]
+            return connection
+
+        return make
+
+    def handlers(self, context: ssl.SSLContext | None) -> list[urllib.request.BaseHandler]:
+        connections = self
+
+        class Http(urllib.request.HTTPHandler):
+            def http_open(self, req: Any) -> Any:
+                return self.do_open(connections.connection_class(http.client.HTTPConnection), req)
+
+        handlers: list[urllib.request.BaseHandler] = [Http()]
+        if context is not None:
+
+            class Https(urllib.request.HTTPSHandler):
+                def https_open(self, req: Any) -> Any:
+                    return self.do_open(
+                        connections.connection_class(http.client.HTTPSConnection), req, context=context
+                    )
+
+            handlers.append(Https())
+        return handlers
+
+
 def _media_type(headers: Message) -> str:
     return (headers.get("Content-Type") or "").split(";", 1)[0].strip().lower()
 
@@ -178,8 +277,9 @@ class McpSession:
         handlers: list[urllib.request.BaseHandler] = [_RefuseRedirects()]
         if not target.use_proxy_env:
             handlers.append(urllib.request.ProxyHandler({}))
-        if target.url.startswith("https:"):
-            handlers.append(urllib.request.HTTPSHandler(context=tls_context(target)))
+        self._connections = _WatchedConnections()
+        context = tls_context(target) if target.url.startswith("https:") else None
+        handlers.extend(self._connections.handlers(context))
         self._opener = urllib.request.build_opener(*handlers)
         self._next_id = 1
         self.session_id: str | None = None
@@ -205,8 +305,8 @@ class McpSession:
         self.protocol_version = str(answered)
         self.server = ServerInfo(
             self.protocol_version,
-            str(info.get("name") or ""),
-            str(info.get("version") or ""),
+            scrub(str(info.get("name") or "")),
+            scrub(str(info.get("version") or "")),
         )
         self._notify(INITIALIZED)
         return self.server
@@ -215,9 +315,14 @@ class McpSession:
         """The text of the first text item of a tool result; a refusal raises ToolRefusal."""
         result = self._request(TOOLS_CALL, {"name": name, "arguments": arguments}, budget, label=name)
         text = ""
-        for item in result.get("content") or []:
+        content = result.get("content") or []
+        if not isinstance(content, list):
+            raise WireError(CONTENT_NOT_A_LIST.format(what=name))
+        for item in content:
             if isinstance(item, dict) and item.get("type") == "text":
-                text = str(item.get("text") or "")
+                # A lone surrogate escaped in the envelope decodes to U+FFFD, as in Go; the page's own
+                # escapes are left for the event parser.
+                text = scrub(str(item.get("text") or ""))
                 break
         if result.get("isError") is True:
             raise ToolRefusal(text)
@@ -229,11 +334,13 @@ class McpSession:
             return
         request = urllib.request.Request(self.target.url, method="DELETE", headers=self._headers())  # noqa: S310 (scheme checked in __init__)
         try:
-            timeout = min(DELETE_TIMEOUT, self.deadline.timeout(DELETE_TIMEOUT))
-            with self._opener.open(request, timeout=timeout) as response:
+            with (
+                self._watched("DELETE", DELETE_TIMEOUT) as timeout,
+                self._opener.open(request, timeout=timeout) as response,
+            ):
                 response.read(DEFAULT_BUDGET)
-        except (OSError, WireError, urllib.error.URLError, ValueError):
-            pass
+        except (OSError, WireError, ValueError, http.client.HTTPException):
+            pass  # the session expires on the peer anyway
         self.session_id = None
 
     def abandon(self) -> None:
@@ -247,6 +354,24 @@ class McpSession:
         self.close()
 
     # ---- plumbing ---------------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _watched(self, what: str, seconds: float) -> Iterator[float]:
+        """Run one request under a whole-request deadline; yields the per-read timeout to use inside it."""
+        seconds = self.deadline.timeout(seconds)
+        watch = _RequestWatch(seconds)
+        self._connections.watch = watch
+        try:
+            yield seconds
+        except Exception as exc:
+            if watch.expired:
+                # Whatever the cut-off read raised (EOF, a truncated body) is the watch's doing.
+                timed_out = TimeoutError(REQUEST_TIMED_OUT.format(what=what, seconds=seconds))
+                raise RequestTimedOut(str(timed_out)) from timed_out
+            raise exc from exc.__cause__
+        finally:
+            self._connections.watch = None
+            watch.stop()
 
     def _headers(self) -> dict[str, str]:
         headers = {
@@ -267,14 +392,13 @@ class McpSession:
         data = json.dumps(body, separators=(",", ":")).encode("utf-8")
         return urllib.request.Request(self.target.url, data=data, method="POST", headers=self._headers())  # noqa: S310 (scheme checked in __init__)
 
-    def _open(self, request: urllib.request.Request) -> Any:
+    def _open(self, request: urllib.request.Request, timeout: float) -> Any:
         """Open a request; HTTP errors come back as responses so the caller decides, transport errors raise."""
-        timeout = self.deadline.timeout(self.target.timeout)
         try:
             return self._opener.open(request, timeout=timeout)
         except urllib.error.HTTPError as exc:
             return exc
-        except (urllib.error.URLError, OSError, ValueError) as exc:
+        except (urllib.error.URLError, OSError, ValueError, http.client.HTTPException) as exc:
             raise WireError(
                 TRANSPORT_FAILED.format(
                     method=request.get_method(), url=self.target.url, reason=_describe(exc)
@@ -282,10 +406,11 @@ class McpSession:
             ) from exc
 
     def _notify(self, method: str) -> None:
-        response = self._open(self._post({"jsonrpc": JSONRPC_VERSION, "method": method}))
-        with response:
-            status = response.status if hasattr(response, "status") else response.code
-            body = _read_bounded(response, DEFAULT_BUDGET, self.deadline, method)
+        with self._watched(method, self.target.timeout) as timeout:
+            response = self._open(self._post({"jsonrpc": JSONRPC_VERSION, "method": method}), timeout)
+            with response:
+                status = response.status if hasattr(response, "status") else response.code
+                body = _read_bounded(response, DEFAULT_BUDGET, self.deadline, method)
         if status not in (200, 202):
             raise self._status_error(response, status, body)
 
@@ -296,28 +421,30 @@ class McpSession:
         what = label or method
         request_id = self._next_id
         self._next_id += 1
-        response = self._open(
-            self._post({"jsonrpc": JSONRPC_VERSION, "id": request_id, "method": method, "params": params})
-        )
-        with response:
-            status = response.status if hasattr(response, "status") else response.code
-            if status == 404 and retry_on_404 and self.session_id:
-                # The peer forgot our session (restart, idle expiry): one fresh initialize, one retry.
-                _read_bounded(response, DEFAULT_BUDGET, self.deadline, what)
-                self.initialize()
-                return self._request(method, params, budget, retry_on_404=False, label=label)
-            if status != 200:
-                raise self._status_error(
-                    response, status, _read_bounded(response, DEFAULT_BUDGET, self.deadline, what)
-                )
-            if method == INITIALIZE:
-                session = response.headers.get(SESSION_HEADER)
-                self.session_id = session.strip() if session else None
-            if _media_type(response.headers) == SSE_TYPE:
-                message = _read_sse_response(response, request_id, budget, self.deadline, what)
-            else:
-                body = _read_bounded(response, budget, self.deadline, what)
-                message = _parse_json(body, what)
+        body = self._post({"jsonrpc": JSONRPC_VERSION, "id": request_id, "method": method, "params": params})
+        with self._watched(what, self.target.timeout) as timeout:
+            response = self._open(body, timeout)
+            with response:
+                status = response.status if hasattr(response, "status") else response.code
+                forgotten = status == 404 and retry_on_404 and self.session_id
+                if forgotten:
+                    _read_bounded(response, DEFAULT_BUDGET, self.deadline, what)
+                elif status != 200:
+                    raise self._status_error(
+                        response, status, _read_bounded(response, DEFAULT_BUDGET, self.deadline, what)
+                    )
+                else:
+                    if method == INITIALIZE:
+                        session = response.headers.get(SESSION_HEADER)
+                        self.session_id = session.strip() if session else None
+                    if _media_type(response.headers) == SSE_TYPE:
+                        message = _read_sse_response(response, request_id, budget, self.deadline, what)
+                    else:
+                        message = _parse_json(_read_bounded(response, budget, self.deadline, what), what)
+        if forgotten:
+            # The peer forgot our session (restart, idle expiry): one fresh initialize, one retry.
+            self.initialize()
+            return self._request(method, params, budget, retry_on_404=False, label=label)
         return _unwrap(message, request_id, what)
 
     def _status_error(self, response: Any, status: int, body: bytes) -> HttpStatusError:
@@ -387,7 +514,7 @@ def _read_sse_response(response: Any, request_id: int, budget: int, deadline: De
 def _parse_json(body: bytes, what: str) -> Any:
     try:
         return json.loads(body)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:  # RecursionError: nesting deeper than the parser's stack
         raise WireError(NOT_JSON.format(what=what, error=exc)) from exc
 
 
