@@ -11,7 +11,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from replay_helpers import DATA, make_replica
+from replay_helpers import DATA, apply_one, make_replica
 
 from noemafed.cortex import state
 from noemafed.cortex.events import parse_page
@@ -84,30 +84,30 @@ def replica(tmp_path: Path, verify: str) -> tuple[Replayer, list[str]]:
 def test_enforce_accepts_signed_and_pins_on_first_use(tmp_path: Path) -> None:
     replayer, _ = replica(tmp_path, "enforce")
     create, _, promote = spec_events()
-    replayer.apply(create)
+    apply_one(replayer, create)
     assert state.get_cortex_pubkey(replayer.conn, A_ID) == A_KEY
-    replayer.apply(promote)
+    apply_one(replayer, promote)
 
 
 def test_enforce_rejects_unsigned_bad_and_conflicting_keys(tmp_path: Path) -> None:
     replayer, _ = replica(tmp_path, "enforce")
     create, update, _ = spec_events()
     with pytest.raises(ReplayError, match=r"no key pinned .* \(verify=enforce\)"):
-        replayer.apply(update)
+        apply_one(replayer, update)
     with pytest.raises(ReplayError, match="signature does not verify"):
-        replayer.apply(replace(create, timestamp="2025-03-29T14:23:01Z"))
+        apply_one(replayer, replace(create, timestamp="2025-03-29T14:23:01Z"))
     # A failed event pins nothing: the TOFU pin is inside the rolled-back savepoint.
     assert state.get_cortex_pubkey(replayer.conn, A_ID) == ""
     other = "ed25519:" + base64.b64encode(ed25519.public_key(b"\x22" * 32)).decode()
     state.set_cortex_pubkey(replayer.conn, A_ID, other)
     with pytest.raises(ReplayError, match="differs from the key pinned"):
-        replayer.apply(create)
+        apply_one(replayer, create)
 
 
 def test_warn_logs_and_applies(tmp_path: Path) -> None:
     replayer, logs = replica(tmp_path, "warn")
     _, update, _ = spec_events()
-    assert replayer.apply(update).effect == "created"  # an update on a missing trace creates it
+    assert apply_one(replayer, update).effect == "created"  # an update on a missing trace creates it
     assert logs
     assert "(verify=warn, applying anyway)" in logs[0]
 
@@ -121,7 +121,7 @@ def test_source_lock_gate_under_enforce(tmp_path: Path) -> None:
 
     payload = json.loads(create.data) | {"source_locked": True}
     locked = sign_event(replace(create, data=go_json_dumps(payload), signature="", pubkey=""), SEED)
-    replayer.apply(locked)
+    apply_one(replayer, locked)
     intruder_seed = b"\x33" * 32
     trash = sign_event(
         replace(
@@ -136,4 +136,4 @@ def test_source_lock_gate_under_enforce(tmp_path: Path) -> None:
         intruder_seed,
     )
     with pytest.raises(ReplayError, match="rejecting source-lock violation"):
-        replayer.apply(trash)
+        apply_one(replayer, trash)
