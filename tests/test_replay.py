@@ -30,7 +30,7 @@ from noemafed.cortex.open import Cortex, open_cortex
 from noemafed.errors import InvalidTraceIDError, ReplayError, VClockTooLargeError
 from noemafed.federation import classify
 from noemafed.federation.replay import MERGE_CLOCK_LOG, Replayer
-from noemafed.logs import SILENT, Log
+from noemafed.logs import SILENT, Level, Log
 from noemafed.text.gotext import go_json_dumps
 
 A_ID = "01JQ7X2B9C4D5E6F7G8H9JKMNP"
@@ -212,6 +212,89 @@ def test_content_hash_mismatch_and_bad_tier_fail(replica: tuple[Cortex, Replayer
         apply_one(replayer, replace(bad_hash, data=go_json_dumps(payload)))
 
 
+E1 = "01JQH4HPD0B8E9WCXGFN1A33VE"
+
+# What `sync` shows after `replay event <id>: `, byte for byte.
+REPLAY_ERRORS = [
+    (create_event(trace_id="../x"), f'rejecting remote event {E1}: invalid trace ID: "../x"'),
+    (event("teleport"), f'unknown action "teleport" in event {E1}'),
+    (event("create", data={"title": 5}), f"parsing create payload of event {E1}: title must be a string"),
+    (
+        event("update", data={"tags": "t"}),
+        f"parsing update payload of event {E1}: tags must be a list of strings",
+    ),
+    (
+        event("create", data={"source_locked": "yes"}),
+        f"parsing create payload of event {E1}: source_locked must be a boolean",
+    ),
+    (
+        replace(event("create"), data="{"),
+        f"parsing create payload of event {E1}: Expecting property name enclosed in double quotes: "
+        "line 1 column 2 (char 1)",
+    ),
+    (
+        event("tag_update", data={"tags": [1]}),
+        f"parsing tag_update payload of event {E1}: tags must be a list of strings",
+    ),
+    (event("create", data={"tier": "eternal"}), f'create event {E1} has invalid tier "eternal"'),
+    (
+        event("create", data={"body": "b", "content_hash": "sha256:00"}),
+        f"content hash mismatch on create event {E1}",
+    ),
+    (event("promote", data={"from": "short"}), f"tier-change event {E1} missing 'to' field"),
+    (event("vote", data={"delta": 1.5}), f"parsing vote payload of event {E1}: delta must be an integer"),
+    (
+        event("consolidate", data={"distilled_id": "../x"}),
+        f'rejecting remote event {E1}: invalid trace ID: "../x"',
+    ),
+]
+
+
+@pytest.mark.parametrize(("bad", "message"), REPLAY_ERRORS)
+def test_replay_error_texts(replica: tuple[Cortex, Replayer], bad: Event, message: str) -> None:
+    _, replayer = replica
+    with pytest.raises(ReplayError) as info:
+        apply_one(replayer, bad)
+    assert str(info.value) == message
+
+
+def test_a_failed_statement_names_the_event(replica: tuple[Cortex, Replayer]) -> None:
+    cortex, replayer = replica
+    apply_one(replayer, create_event())
+    cortex.conn.execute(
+        "CREATE TRIGGER no_votes BEFORE UPDATE OF tier_votes ON traces BEGIN SELECT RAISE(ABORT, 'votes are off'); END"
+    )
+    with pytest.raises(ReplayError) as info:
+        apply_one(replayer, event("vote", data={"delta": 1}, id="01JQH4HPD0B8E9WCXGFN1A33VZ"))
+    assert str(info.value) == "replaying vote event 01JQH4HPD0B8E9WCXGFN1A33VZ: votes are off"
+
+
+def test_replay_refuses_to_run_inside_a_transaction(replica: tuple[Cortex, Replayer]) -> None:
+    cortex, replayer = replica
+    cortex.conn.execute("BEGIN")
+    with pytest.raises(ReplayError) as info:
+        replayer.apply_page([create_event()])
+    assert str(info.value) == "replay cannot run inside another open transaction"
+    cortex.conn.rollback()
+
+
+@pytest.mark.parametrize(
+    ("row", "message"),
+    [
+        ({"trace_id": 5}, "merging remote usage: trace_id must be a string"),
+        (
+            {"trace_id": "20250101-a", "read_count": "1"},
+            "merging remote usage: read_count must be an integer",
+        ),
+    ],
+)
+def test_usage_error_texts(replica: tuple[Cortex, Replayer], row: dict[str, object], message: str) -> None:
+    _, replayer = replica
+    with pytest.raises(ReplayError) as info:
+        replayer.merge_usage([row])
+    assert str(info.value) == message
+
+
 def test_failure_commits_nothing_and_keeps_the_cursor(replica: tuple[Cortex, Replayer]) -> None:
     cortex, replayer = replica
     apply_one(replayer, create_event(), cursor_peer="p")
@@ -246,14 +329,18 @@ def test_page_stops_at_the_first_failure_and_commits_the_prefix(replica: tuple[C
 
 
 def test_clock_merge_overflow_is_logged_and_the_event_counts(tmp_path: Path) -> None:
-    logs: list[str] = []
+    logs: list[tuple[Level, str]] = []
     cortex = open_cortex(make_replica(tmp_path))
-    replayer = Replayer(cortex, log=Log(lambda _level, line: logs.append(line)))
+    replayer = Replayer(cortex, log=Log(lambda level, line: logs.append((level, line))))
     huge = {f"{n:026d}": 1 for n in range(300)}
     outcome = apply_one(replayer, replace(create_event(), vclock=huge), cursor_peer="p")
     assert outcome.stored
     assert logs == [
-        "[federation] merge clock: vector clock too large (300 entries, max 256): possible clock inflation attack"
+        (
+            Level.WARNING,
+            "[federation] merge clock: vector clock too large (300 entries, max 256): possible clock inflation "
+            "attack",
+        )
     ]
     assert state.get(cortex.conn, "peer:p:last_event") == outcome.event_id
     cortex.close()
