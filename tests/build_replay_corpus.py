@@ -19,7 +19,15 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import authoring
-from replay_helpers import CORPUS, REPLICA_ID, REPLICA_NAME, REPLICA_NOW, all_events, set_manifest_id
+from replay_helpers import (
+    CORPUS,
+    REPLICA_ID,
+    REPLICA_NAME,
+    REPLICA_NOW,
+    all_events,
+    apply_one,
+    set_manifest_id,
+)
 from replay_model import expected_state
 
 from noemafed.cortex.events import Event, page_json
@@ -58,7 +66,7 @@ def sync(target: Cortex, origin: Cortex, peer: str, now: str) -> None:
     events = [e for e in all_events(origin.conn) if cursor is None or e.id > cursor[0]]
     replayer = Replayer(target, log=SILENT, now=lambda: now)
     for event in events:
-        replayer.apply(event, cursor_peer=peer)
+        apply_one(replayer, event, cursor_peer=peer)
 
 
 def page(cortex: Cortex, after: str = "") -> str:

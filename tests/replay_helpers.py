@@ -18,7 +18,7 @@ from conftest import make_cortex
 from noemafed.cortex import traces
 from noemafed.cortex.events import EVENT_COLUMNS, Event, event_from_row, parse_page
 from noemafed.cortex.open import Cortex, open_cortex
-from noemafed.federation.replay import Replayer
+from noemafed.federation.replay import Replayer, ReplayOutcome
 from noemafed.logs import SILENT
 
 DATA = Path(__file__).resolve().parent / "data"
@@ -153,6 +153,14 @@ def open_replica(path: Path, hook: Callable[[str], None] | None = None) -> tuple
     return cortex, Replayer(cortex, log=SILENT, hook=hook, now=lambda: REPLICA_NOW)
 
 
+def apply_one(replayer: Replayer, event: Event, cursor_peer: str | None = None) -> ReplayOutcome:
+    """One event in its own transaction, as a page of one; its failure is raised."""
+    result = replayer.apply_page([event], cursor_peer)
+    if result.error is not None:
+        raise result.error
+    return result.outcomes[0]
+
+
 def replay_deliveries(
     path: Path, deliveries: Sequence[Delivery], page_size: int = 0, hook: Callable[[str], None] | None = None
 ) -> None:
@@ -166,7 +174,7 @@ def replay_deliveries(
             events = [e for e in parse_page(text) if cursor is None or e.id > cursor[0]]
             if page_size <= 0:
                 for event in events:
-                    replayer.apply(event, cursor_peer=peer)
+                    apply_one(replayer, event, cursor_peer=peer)
                 continue
             for start in range(0, len(events), page_size):
                 result = replayer.apply_page(events[start : start + page_size], cursor_peer=peer)

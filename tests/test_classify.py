@@ -1,4 +1,4 @@
-"""Classifiers, hints and log texts: Go test twins (federation.md §7), §4 tables and real-socket errors."""
+"""Classifiers, outcomes and hints: Go test twins (federation.md §7), §4 tables and real-socket errors."""
 
 from __future__ import annotations
 
@@ -13,15 +13,17 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from noemafed.errors import InvalidTraceFrontmatterError, InvalidTraceIDError, NoemafedError, ReplayError
+from noemafed.errors import (
+    ExitCode,
+    InvalidTraceFrontmatterError,
+    InvalidTraceIDError,
+    NoemafedError,
+    ReplayError,
+)
 from noemafed.federation import classify
-from noemafed.federation.classify import Reason
+from noemafed.federation.classify import IdentityFailure, Phase, Reason
 
 # ----- Go test twins: TestClassifyReplayError -----------------------------------------------------------
-
-
-def test_TestClassifyReplayError_nil() -> None:
-    assert classify.classify_replay_error(None) == ""
 
 
 def test_TestClassifyReplayError_invalid_trace_id_sentinel() -> None:
@@ -74,7 +76,7 @@ def test_TestClassifyReplayError_something_else() -> None:
     assert classify.classify_replay_error(ReplayError("disk full")) == "other"
 
 
-# ----- Go test twins: TestClassifyNetworkError, TestIsSchemaWidening, TestIsNetwork ----------------------
+# ----- Go test twins: TestClassifyNetworkError, TestIsSchemaWidening --------------------------------------
 
 GO_NETWORK_CASES = [
     ("dial tcp 1.2.3.4:3000: connection refused", "network_refused"),
@@ -109,11 +111,6 @@ def test_TestIsSchemaWidening() -> None:
         assert not classify.is_schema_widening(reason), reason
 
 
-def test_TestIsNetwork() -> None:
-    assert classify.is_network("network_timeout")
-    assert not classify.is_network("invalid_trace_id")
-
-
 # ----- reason enum --------------------------------------------------------------------------------------
 
 
@@ -139,20 +136,96 @@ def test_reason_values_are_the_spec_strings() -> None:
     assert f"{Reason.AUTH}" == "auth"
 
 
-def test_families_over_every_reason() -> None:
-    network = {reason for reason in Reason if classify.is_network(reason)}
-    assert network == {
-        Reason.NETWORK_REFUSED,
-        Reason.NETWORK_TIMEOUT,
-        Reason.NETWORK_DNS,
-        Reason.NETWORK_TLS,
-        Reason.NETWORK_RESET,
-        Reason.NETWORK_EOF,
-    }
+def test_schema_widening_over_every_reason() -> None:
     widening = {reason for reason in Reason if classify.is_schema_widening(reason)}
     assert widening == {Reason.INVALID_TRACE_ID, Reason.UNKNOWN_ACTION, Reason.UNKNOWN_TYPE}
-    assert not classify.is_network("auth")
     assert not classify.is_schema_widening("")
+
+
+# ----- outcome: (phase, cause) -> health reason, needs an operator, exit code -----------------------------
+
+NETWORK = (
+    (Reason.NETWORK_REFUSED, "network_refused"),
+    (Reason.NETWORK_TIMEOUT, "network_timeout"),
+    (Reason.NETWORK_DNS, "network_dns"),
+    (Reason.NETWORK_TLS, "network_tls"),
+    (Reason.NETWORK_RESET, "network_reset"),
+    (Reason.NETWORK_EOF, "network_eof"),
+)
+
+# Every pair the syncer and the scheduler can produce (a call to a peer is classified by
+# classify_network_error, which gives a network reason, auth or other).
+OUTCOMES = [
+    (Phase.OPEN, Reason.OTHER, "other", False, 3),
+    (Phase.CONNECT, Reason.NETWORK_TLS, "network_tls", False, 3),
+    *[(Phase.INITIALIZE, cause, reason, False, 3) for cause, reason in NETWORK],
+    (Phase.INITIALIZE, Reason.AUTH, "auth", True, 4),
+    (Phase.INITIALIZE, Reason.OTHER, "other", False, 3),
+    *[(Phase.IDENTITY, cause, reason, False, 3) for cause, reason in NETWORK],
+    (Phase.IDENTITY, Reason.AUTH, "auth", True, 4),
+    (Phase.IDENTITY, Reason.OTHER, "other", False, 3),
+    (Phase.IDENTITY, IdentityFailure.REFUSED, "other", False, 3),
+    (Phase.IDENTITY, IdentityFailure.EMPTY, "identity_missing", True, 4),
+    (Phase.IDENTITY, IdentityFailure.PARSE, "other", False, 3),
+    (Phase.IDENTITY, IdentityFailure.VERSION, "invalid_frontmatter", True, 4),
+    (Phase.IDENTITY, IdentityFailure.NO_ID, "identity_missing", True, 4),
+    (Phase.IDENTITY, IdentityFailure.OWN_ID, "identity_mismatch", True, 4),
+    (Phase.IDENTITY, IdentityFailure.MISMATCH, "identity_mismatch", True, 4),
+    # Go says `other` for a signing-key mismatch; an operator must act, so noemafed says identity_mismatch.
+    (Phase.IDENTITY, IdentityFailure.SIGNING, "identity_mismatch", True, 4),
+    (Phase.IDENTITY, IdentityFailure.DB, "other", False, 3),
+    *[(Phase.EVENTS, cause, reason, False, 3) for cause, reason in NETWORK],
+    (Phase.EVENTS, Reason.AUTH, "auth", True, 4),
+    (Phase.EVENTS, Reason.OTHER, "other", False, 3),
+    (Phase.REPLAY, Reason.INVALID_TRACE_ID, "invalid_trace_id", True, 4),
+    (Phase.REPLAY, Reason.UNKNOWN_ACTION, "unknown_action", True, 4),
+    (Phase.REPLAY, Reason.UNKNOWN_TYPE, "unknown_type", True, 4),
+    # One trace file that fails validation is not a peer behind the ring: it may heal, exit 3.
+    (Phase.REPLAY, Reason.INVALID_FRONTMATTER, "invalid_frontmatter", False, 3),
+    (Phase.REPLAY, Reason.IDENTITY_MISMATCH, "identity_mismatch", True, 4),  # our own key cannot sign
+    (Phase.REPLAY, Reason.OTHER, "other", False, 3),
+    (Phase.INTERNAL, Reason.OTHER, "other", False, 3),
+]
+
+
+@pytest.mark.parametrize(("phase", "cause", "reason", "needs_operator", "exit_code"), OUTCOMES)
+def test_outcome(
+    phase: Phase, cause: Reason | IdentityFailure, reason: str, needs_operator: bool, exit_code: int
+) -> None:
+    result = classify.outcome(phase, cause)
+    assert result == (reason, needs_operator, exit_code)
+    assert type(result.reason) is Reason
+    assert type(result.exit_code) is ExitCode
+
+
+def test_outcome_table_covers_every_phase_and_identity_failure() -> None:
+    assert {row[0] for row in OUTCOMES} == set(Phase)
+    assert {row[1] for row in OUTCOMES if isinstance(row[1], IdentityFailure)} == set(IdentityFailure)
+    assert len({row[:2] for row in OUTCOMES}) == len(OUTCOMES)
+
+
+def test_phase_and_identity_failure_values() -> None:
+    # `phase` is a field of `sync --once --json` (docs/sync.schema.json).
+    assert [phase.value for phase in Phase] == [
+        "open",
+        "connect",
+        "initialize",
+        "identity",
+        "events",
+        "replay",
+        "internal",
+    ]
+    assert [kind.value for kind in IdentityFailure] == [
+        "refused",
+        "empty",
+        "parse",
+        "version",
+        "no_id",
+        "own_id",
+        "mismatch",
+        "signing",
+        "db",
+    ]
 
 
 # ----- network classifier: text rules and Go's quirks ---------------------------------------------------
@@ -191,10 +264,6 @@ def test_families_over_every_reason() -> None:
 )
 def test_network_text_rules(text: str, expected: str) -> None:
     assert classify.classify_network_error(text) == expected
-
-
-def test_classify_network_error_none() -> None:
-    assert classify.classify_network_error(None) == ""
 
 
 # ----- network classifier: typed path with constructed stdlib exceptions --------------------------------
@@ -479,8 +548,7 @@ def test_categorize_error(err: str, expected: str) -> None:
     assert classify.categorize_error(Exception(err)) == expected
 
 
-def test_categorize_error_none_and_typed() -> None:
-    assert classify.categorize_error(None) == ""
+def test_categorize_error_typed() -> None:
     assert classify.categorize_error(_http_error(401, "Unauthorized")) == "other"
     assert classify.categorize_error(ssl.SSLCertVerificationError(1, "verify failed")) == "tls"
     assert classify.categorize_error(BrokenPipeError(32, "Broken pipe")) == "reset"
@@ -517,94 +585,6 @@ def test_replay_outermost_sentinel_wins() -> None:
 def test_replay_sentinel_text_alone_is_not_a_sentinel() -> None:
     # Go uses errors.Is, not the text; a plain error that merely says so is not the sentinel.
     assert classify.classify_replay_error(ReplayError("invalid trace ID")) == "other"
-
-
-# ----- classify_identity_error (§4.2 applied to the §3.4 messages) ---------------------------------------
-
-NAME = "beta"
-PINNED = "01PINNED000000000000000000"
-REPORTED = "01REPORTED0000000000000000"
-
-IDENTITY_MESSAGES = [
-    (
-        'calling cortex_identity: Post "http://10.0.0.2:8765/mcp": dial tcp 10.0.0.2:8765: connect: '
-        "connection refused",
-        "other",
-    ),
-    (
-        'calling cortex_identity: Post "http://peer.invalid/mcp": dial tcp: lookup peer.invalid: '
-        "no such host",
-        "other",
-    ),
-    (f'peer "{NAME}" cortex_identity refused: unauthorized', "other"),
-    (
-        f'peer "{NAME}" returned empty cortex_identity response \u2014 likely an older version that '
-        "pre-dates the cortex-id federation handshake. Upgrade the peer to a binary that exposes "
-        "cortex_identity",
-        "identity_missing",
-    ),
-    (
-        f'parsing cortex_identity response from peer "{NAME}": json: cannot unmarshal string into Go struct '
-        f"field .version of type int",
-        "other",
-    ),
-    (
-        f'peer "{NAME}" is on cortex.md schema version 1 but federation requires version 2. Ask the peer\'s '
-        f"operator to run `noema migrate cortex-id` on that cortex before federation can resume",
-        "invalid_frontmatter",
-    ),
-    (
-        f'peer "{NAME}" reported manifest version 2 but no cortex id \u2014 refusing to federate without a '
-        f"stable identity",
-        "identity_missing",
-    ),
-    (
-        f'peer "{NAME}" identity mismatch: pinned id is {PINNED} but the endpoint now reports '
-        f"{REPORTED}. This can happen if the peer was reset, replaced, or restored from a different "
-        "cortex's backup. If this change is intentional, run "
-        f"`noema federation reset-peer {NAME}` to clear the pin and cursor \u2014 the next sync will "
-        "re-pin the peer's new identity",
-        "identity_mismatch",
-    ),
-    (
-        f'peer "{NAME}" is hard-pinned to a signing key in cortex.md but advertised none; the peer must run '
-        f"`noema keygen`, or remove the pubkey pin to fall back to trust-on-first-use",
-        "other",
-    ),
-    (
-        f'peer "{NAME}" signing-key mismatch: the key advertised by cortex {REPORTED} does not match '
-        "the pubkey hard-pinned for this peer in cortex.md. If the peer intentionally rotated its key, "
-        "update the pinned pubkey; otherwise this may be an impersonation attempt",
-        "other",
-    ),
-    (
-        f'peer "{NAME}" signing-key mismatch: the pinned key for cortex {REPORTED} differs from the one now '
-        "advertised. If the peer intentionally rotated its key (`noema keygen --force`), run "
-        f"`noema federation reset-peer {NAME}` to clear the pin \u2014 the next sync re-pins the new key",
-        "other",
-    ),
-    (f'loading pinned cortex id for peer "{NAME}": database is locked', "other"),
-    (f'pinning cortex id for peer "{NAME}": disk I/O error', "other"),
-    (f'loading pinned signing key for peer "{NAME}": database is locked', "other"),
-    (f'pinning signing key for peer "{NAME}": database is locked', "other"),
-    (f'applying hard-pin for peer "{NAME}": database is locked', "other"),
-]
-
-
-@pytest.mark.parametrize(("message", "expected"), IDENTITY_MESSAGES)
-def test_classify_identity_error(message: str, expected: str) -> None:
-    assert classify.classify_identity_error(message) == expected
-    assert classify.classify_identity_error(NoemafedError(message)) == expected
-
-
-def test_identity_rule_order() -> None:
-    assert (
-        classify.classify_identity_error("identity mismatch; no cortex id; schema version")
-        == "identity_mismatch"
-    )
-    assert classify.classify_identity_error("no cortex id; schema version") == "identity_missing"
-    assert classify.classify_identity_error("Identity Mismatch") == "other"
-    assert classify.classify_identity_error("") == "other"
 
 
 # ----- health hints (§4.5) ------------------------------------------------------------------------------
@@ -656,89 +636,3 @@ def test_health_hint_dashes_are_em_dashes() -> None:
 
 def test_health_hint_accepts_enum_members() -> None:
     assert classify.health_hint(Reason.AUTH) == "likely cause: shared-key mismatch between local and peer"
-
-
-# ----- log texts (§4.4) ---------------------------------------------------------------------------------
-
-ENDPOINT = "http://10.0.0.2:8765"
-
-FRIENDLY_GOLDEN = {
-    "refused": (
-        '[federation] cannot reach peer "beta" at http://10.0.0.2:8765:\n'
-        "    the host is reachable but nothing is listening on that port\n"
-        "    - is `noema serve --transport http` running on the peer?\n"
-        "    - does the peer's --host/--port match the endpoint above?\n"
-        "    - is a firewall on the peer blocking the port?\n"
-        "    retrying in 1m0s"
-    ),
-    "timeout": (
-        '[federation] cannot reach peer "beta" at http://10.0.0.2:8765:\n'
-        "    the connection attempt timed out\n"
-        "    - is the peer host online and reachable on the network?\n"
-        "    - check for firewalls, VPNs, or routing issues between hosts\n"
-        "    retrying in 1m0s"
-    ),
-    "dns": (
-        '[federation] cannot reach peer "beta" at http://10.0.0.2:8765:\n'
-        "    the peer's hostname could not be resolved\n"
-        "    - is the hostname spelled correctly in cortex.md?\n"
-        "    - is your DNS resolver working? try `dig` or `nslookup` against it\n"
-        "    - if it's a LAN-only name, is mDNS / your hosts file set up?\n"
-        "    retrying in 1m0s"
-    ),
-    "tls": (
-        '[federation] cannot reach peer "beta" at http://10.0.0.2:8765:\n'
-        "    the TLS handshake failed\n"
-        "    - if the peer uses a self-signed cert, add `ca: /path/to/ca.pem` under that peer in cortex.md\n"
-        "    - does the cert's SAN match the endpoint hostname?\n"
-        "    - is the cert expired or signed by an unknown CA?\n"
-        "    retrying in 1m0s"
-    ),
-    "reset": (
-        '[federation] cannot reach peer "beta" at http://10.0.0.2:8765:\n'
-        "    the connection was reset by the peer\n"
-        "    - the peer may be restarting; will retry automatically\n"
-        "    - check the peer's logs for crashes or panics\n"
-        "    retrying in 1m0s"
-    ),
-    "eof": (
-        '[federation] cannot reach peer "beta" at http://10.0.0.2:8765:\n'
-        "    the peer closed the connection unexpectedly\n"
-        "    - the peer may not be a Noema MCP server, or may be on an incompatible version\n"
-        "    - check the peer's logs for startup errors\n"
-        "    retrying in 1m0s"
-    ),
-    "other": (
-        '[federation] cannot reach peer "beta" at http://10.0.0.2:8765:\n'
-        "    replay event 01X: invalid trace ID\n"
-        "    retrying in 1m0s"
-    ),
-}
-
-
-@pytest.mark.parametrize("category", sorted(FRIENDLY_GOLDEN))
-def test_friendly_message_golden(category: str) -> None:
-    text = classify.friendly_message("beta", ENDPOINT, category, "replay event 01X: invalid trace ID", "1m0s")
-    assert text == FRIENDLY_GOLDEN[category]
-
-
-def test_friendly_message_unknown_category_is_other() -> None:
-    text = classify.friendly_message("beta", ENDPOINT, "auth", "401 Unauthorized", "5m0s")
-    assert text == (
-        '[federation] cannot reach peer "beta" at http://10.0.0.2:8765:\n'
-        "    401 Unauthorized\n"
-        "    retrying in 5m0s"
-    )
-
-
-def test_friendly_message_quotes_name_like_go() -> None:
-    text = classify.friendly_message('we"ird', ENDPOINT, "refused", "x", "30s")
-    assert text.splitlines()[0] == '[federation] cannot reach peer "we\\"ird" at http://10.0.0.2:8765:'
-
-
-def test_brief_and_recovered_messages() -> None:
-    assert (
-        classify.brief_message("beta", "refused", "2m0s")
-        == '[federation] peer "beta" still unreachable (refused); next retry in 2m0s'
-    )
-    assert classify.recovered_message("beta") == '[federation] peer "beta" reachable again'

@@ -17,6 +17,7 @@ from replay_helpers import (
     DATA,
     REPLICA_ID,
     all_events,
+    apply_one,
     end_state,
     make_replica,
     open_replica,
@@ -29,7 +30,7 @@ from noemafed.cortex.open import Cortex, open_cortex
 from noemafed.errors import InvalidTraceIDError, ReplayError, VClockTooLargeError
 from noemafed.federation import classify
 from noemafed.federation.replay import MERGE_CLOCK_LOG, Replayer
-from noemafed.logs import SILENT, Log
+from noemafed.logs import SILENT, Level, Log
 from noemafed.text.gotext import go_json_dumps
 
 A_ID = "01JQ7X2B9C4D5E6F7G8H9JKMNP"
@@ -88,7 +89,7 @@ def test_spec_examples_are_stored_byte_exact_and_still_verify(replica: tuple[Cor
     cortex, replayer = replica
     events = parse_page((DATA / "spec_examples.json").read_text())
     for e in events:
-        replayer.apply(e, cursor_peer="research")
+        apply_one(replayer, e, cursor_peer="research")
     stored = {e.id: e for e in all_events(cortex.conn)}
     for e in events:
         assert stored[e.id] == e
@@ -103,7 +104,7 @@ def test_spec_examples_end_state_written_by_hand(replica: tuple[Cortex, Replayer
     """Expected file from cortex.md §5.2 (author and tier as the three events leave them)."""
     cortex, replayer = replica
     for e in parse_page((DATA / "spec_examples.json").read_text()):
-        replayer.apply(e, cursor_peer="research")
+        apply_one(replayer, e, cursor_peer="research")
     path = cortex.path / "traces" / "20250329-why-we-chose-sqlite.md"
     assert path.read_text() == (
         "---\n"
@@ -141,7 +142,7 @@ def test_html_escapes_unicode_and_line_separators_keep_their_bytes(replica: tupl
     assert "\\u003cb\\u003e \\u0026" in data
     assert "\\u2028" in data
     assert "ünï" in data
-    replayer.apply(replace(create_event(), data=data))
+    apply_one(replayer, replace(create_event(), data=data))
     assert rows(cortex.conn, "SELECT data FROM events") == [(data,)]
     assert (cortex.path / "traces" / "20250101-a.md").read_text().endswith("\n\n" + body)
 
@@ -152,8 +153,8 @@ def test_html_escapes_unicode_and_line_separators_keep_their_bytes(replica: tupl
 
 def test_already_seen_is_a_benign_repeat(replica: tuple[Cortex, Replayer]) -> None:
     _, replayer = replica
-    first = replayer.apply(create_event())
-    again = replayer.apply(create_event())
+    first = apply_one(replayer, create_event())
+    again = apply_one(replayer, create_event())
     assert (first.stored, first.effect) == (True, "created")
     assert (again.stored, again.effect) == (False, "duplicate")
 
@@ -162,7 +163,7 @@ def test_invalid_trace_id_is_the_sentinel_and_touches_nothing(replica: tuple[Cor
     cortex, replayer = replica
     for bad in ("../../etc/passwd", "20250101-A", "x/y", ""):
         with pytest.raises(ReplayError) as info:
-            replayer.apply(create_event(trace_id=bad), cursor_peer="p")
+            apply_one(replayer, create_event(trace_id=bad), cursor_peer="p")
         assert isinstance(info.value.__cause__, InvalidTraceIDError)
         assert classify.classify_replay_error(info.value) == "invalid_trace_id"
         assert str(info.value).startswith(
@@ -178,24 +179,24 @@ def test_legacy_purge_is_db_only(replica: tuple[Cortex, Replayer]) -> None:
     cortex.conn.execute(
         "INSERT INTO traces (id, title, type, author, created_at, updated_at) VALUES ('OLD-Id', 't', 'note', '', 'c', 'u')"
     )
-    outcome = replayer.apply(event("purge", "OLD-Id"))
+    outcome = apply_one(replayer, event("purge", "OLD-Id"))
     assert outcome.effect == "purged"
     assert rows(cortex.conn, "SELECT count(*) FROM traces") == [(0,)]
     # A legacy id that could name a path is still only a DB key.
-    assert replayer.apply(event("purge", "../../x", id="01JQH4HPD0B8E9WCXGFN1A33VF")).effect == "purged"
+    assert apply_one(replayer, event("purge", "../../x", id="01JQH4HPD0B8E9WCXGFN1A33VF")).effect == "purged"
 
 
 def test_unknown_action_classifies_as_unknown_action(replica: tuple[Cortex, Replayer]) -> None:
     """Trap §9.5: Go's text "unknown event action: X" classified as other; ours says "unknown action"."""
     _, replayer = replica
     with pytest.raises(ReplayError) as info:
-        replayer.apply(event("teleport"))
+        apply_one(replayer, event("teleport"))
     assert classify.classify_replay_error(info.value) == "unknown_action"
 
 
 def test_coordination_events_are_logged_without_trace_checks(replica: tuple[Cortex, Replayer]) -> None:
     cortex, replayer = replica
-    outcome = replayer.apply(event("consolidation_claim", "window:2025-01-01/Not A Trace Id"))
+    outcome = apply_one(replayer, event("consolidation_claim", "window:2025-01-01/Not A Trace Id"))
     assert outcome.effect == "logged"
     assert rows(cortex.conn, "SELECT count(*) FROM traces") == [(0,)]
 
@@ -205,24 +206,111 @@ def test_content_hash_mismatch_and_bad_tier_fail(replica: tuple[Cortex, Replayer
     bad_hash = create_event()
     payload = json.loads(bad_hash.data) | {"content_hash": "sha256:00"}
     with pytest.raises(ReplayError, match="content hash mismatch on create event"):
-        replayer.apply(replace(bad_hash, data=go_json_dumps(payload)))
+        apply_one(replayer, replace(bad_hash, data=go_json_dumps(payload)))
     payload = json.loads(bad_hash.data) | {"tier": "eternal"}
     with pytest.raises(ReplayError, match="invalid tier"):
-        replayer.apply(replace(bad_hash, data=go_json_dumps(payload)))
+        apply_one(replayer, replace(bad_hash, data=go_json_dumps(payload)))
+
+
+E1 = "01JQH4HPD0B8E9WCXGFN1A33VE"
+
+# What `sync` shows after `replay event <id>: `, byte for byte.
+REPLAY_ERRORS = [
+    (create_event(trace_id="../x"), f'rejecting remote event {E1}: invalid trace ID: "../x"'),
+    (event("teleport"), f'unknown action "teleport" in event {E1}'),
+    (event("create", data={"title": 5}), f"parsing create payload of event {E1}: title must be a string"),
+    (
+        event("update", data={"tags": "t"}),
+        f"parsing update payload of event {E1}: tags must be a list of strings",
+    ),
+    (
+        event("create", data={"source_locked": "yes"}),
+        f"parsing create payload of event {E1}: source_locked must be a boolean",
+    ),
+    (
+        replace(event("create"), data="{"),
+        f"parsing create payload of event {E1}: Expecting property name enclosed in double quotes: "
+        "line 1 column 2 (char 1)",
+    ),
+    (
+        event("tag_update", data={"tags": [1]}),
+        f"parsing tag_update payload of event {E1}: tags must be a list of strings",
+    ),
+    (event("create", data={"tier": "eternal"}), f'create event {E1} has invalid tier "eternal"'),
+    (
+        event("create", data={"body": "b", "content_hash": "sha256:00"}),
+        f"content hash mismatch on create event {E1}",
+    ),
+    (event("promote", data={"from": "short"}), f"tier-change event {E1} missing 'to' field"),
+    (event("vote", data={"delta": 1.5}), f"parsing vote payload of event {E1}: delta must be an integer"),
+    (
+        event("consolidate", data={"distilled_id": "../x"}),
+        f'rejecting remote event {E1}: invalid trace ID: "../x"',
+    ),
+]
+
+
+@pytest.mark.parametrize(("bad", "message"), REPLAY_ERRORS)
+def test_replay_error_texts(replica: tuple[Cortex, Replayer], bad: Event, message: str) -> None:
+    _, replayer = replica
+    with pytest.raises(ReplayError) as info:
+        apply_one(replayer, bad)
+    assert str(info.value) == message
+
+
+def test_a_failed_statement_names_the_event(replica: tuple[Cortex, Replayer]) -> None:
+    cortex, replayer = replica
+    apply_one(replayer, create_event())
+    cortex.conn.execute(
+        "CREATE TRIGGER no_votes BEFORE UPDATE OF tier_votes ON traces BEGIN SELECT RAISE(ABORT, 'votes are off'); END"
+    )
+    with pytest.raises(ReplayError) as info:
+        apply_one(replayer, event("vote", data={"delta": 1}, id="01JQH4HPD0B8E9WCXGFN1A33VZ"))
+    assert str(info.value) == "replaying vote event 01JQH4HPD0B8E9WCXGFN1A33VZ: votes are off"
+
+
+def test_replay_refuses_to_run_inside_a_transaction(replica: tuple[Cortex, Replayer]) -> None:
+    cortex, replayer = replica
+    cortex.conn.execute("BEGIN")
+    with pytest.raises(ReplayError) as info:
+        replayer.apply_page([create_event()])
+    assert str(info.value) == "replay cannot run inside another open transaction"
+    cortex.conn.rollback()
+
+
+@pytest.mark.parametrize(
+    ("row", "message"),
+    [
+        ({"trace_id": 5}, "merging remote usage: trace_id must be a string"),
+        (
+            {"trace_id": "20250101-a", "read_count": "1"},
+            "merging remote usage: read_count must be an integer",
+        ),
+    ],
+)
+def test_usage_error_texts(replica: tuple[Cortex, Replayer], row: dict[str, object], message: str) -> None:
+    _, replayer = replica
+    with pytest.raises(ReplayError) as info:
+        replayer.merge_usage([row])
+    assert str(info.value) == message
 
 
 def test_failure_commits_nothing_and_keeps_the_cursor(replica: tuple[Cortex, Replayer]) -> None:
     cortex, replayer = replica
-    replayer.apply(create_event(), cursor_peer="p")
+    apply_one(replayer, create_event(), cursor_peer="p")
     before = end_state(cortex.path)
     with pytest.raises(ReplayError, match="missing 'to'"):
-        replayer.apply(
-            event("promote", data={"from": "short"}, id="01JQH4HPD0B8E9WCXGFN1A33VZ"), cursor_peer="p"
+        apply_one(
+            replayer,
+            event("promote", data={"from": "short"}, id="01JQH4HPD0B8E9WCXGFN1A33VZ"),
+            cursor_peer="p",
         )
     with pytest.raises(ReplayError):
         # CHECK constraint: the tier update fails before the file is rewritten.
-        replayer.apply(
-            event("promote", data={"to": "eternal"}, id="01JQH4HPD0B8E9WCXGFN1A33VZ"), cursor_peer="p"
+        apply_one(
+            replayer,
+            event("promote", data={"to": "eternal"}, id="01JQH4HPD0B8E9WCXGFN1A33VZ"),
+            cursor_peer="p",
         )
     assert end_state(cortex.path) == before
 
@@ -241,14 +329,18 @@ def test_page_stops_at_the_first_failure_and_commits_the_prefix(replica: tuple[C
 
 
 def test_clock_merge_overflow_is_logged_and_the_event_counts(tmp_path: Path) -> None:
-    logs: list[str] = []
+    logs: list[tuple[Level, str]] = []
     cortex = open_cortex(make_replica(tmp_path))
-    replayer = Replayer(cortex, log=Log(lambda _level, line: logs.append(line)))
+    replayer = Replayer(cortex, log=Log(lambda level, line: logs.append((level, line))))
     huge = {f"{n:026d}": 1 for n in range(300)}
-    outcome = replayer.apply(replace(create_event(), vclock=huge), cursor_peer="p")
+    outcome = apply_one(replayer, replace(create_event(), vclock=huge), cursor_peer="p")
     assert outcome.stored
     assert logs == [
-        "[federation] merge clock: vector clock too large (300 entries, max 256): possible clock inflation attack"
+        (
+            Level.WARNING,
+            "[federation] merge clock: vector clock too large (300 entries, max 256): possible clock inflation "
+            "attack",
+        )
     ]
     assert state.get(cortex.conn, "peer:p:last_event") == outcome.event_id
     cortex.close()
@@ -328,8 +420,8 @@ def test_tag_update_on_missing_trace_is_stored_and_folded_into_the_later_create(
 ) -> None:
     cortex, replayer = replica
     tags = event("tag_update", data={"tags": ["late", "late", "tags"]}, id="01JQH4HPD0B8E9WCXGFN1A33V9")
-    assert replayer.apply(tags, cursor_peer="p").effect == "stored-only"
-    replayer.apply(create_event(id="01JQH4HPD0B8E9WCXGFN1A33V1"))
+    assert apply_one(replayer, tags, cursor_peer="p").effect == "stored-only"
+    apply_one(replayer, create_event(id="01JQH4HPD0B8E9WCXGFN1A33V1"))
     assert rows(cortex.conn, "SELECT tag FROM trace_tags ORDER BY tag") == [("late",), ("tags",)]
 
 
@@ -342,7 +434,7 @@ def test_duplicate_tags_and_parents_do_not_swallow_the_create(replica: tuple[Cor
         "derived_from": ["20200101-p", "20200101-p"],
         "body": "",
     }
-    assert replayer.apply(event("create", data=data)).effect == "created"
+    assert apply_one(replayer, event("create", data=data)).effect == "created"
     assert rows(cortex.conn, "SELECT tag FROM trace_tags ORDER BY tag") == [("p",), ("q",)]
     assert rows(cortex.conn, "SELECT derived_from FROM trace_lineage") == [("20200101-p",)]
     assert "    - p\n    - q\n" in (cortex.path / "traces" / "20250101-a.md").read_text()
@@ -350,23 +442,23 @@ def test_duplicate_tags_and_parents_do_not_swallow_the_create(replica: tuple[Cor
 
 def test_create_on_an_existing_row_keeps_it_and_stores_the_event(replica: tuple[Cortex, Replayer]) -> None:
     cortex, replayer = replica
-    replayer.apply(create_event(body="mine\n"))
+    apply_one(replayer, create_event(body="mine\n"))
     before = (cortex.path / "traces" / "20250101-a.md").read_text()
-    outcome = replayer.apply(create_event(body="theirs\n", id="01JQH4HPD0B8E9WCXGFN1A33W0"))
+    outcome = apply_one(replayer, create_event(body="theirs\n", id="01JQH4HPD0B8E9WCXGFN1A33W0"))
     assert (outcome.stored, outcome.effect) == (True, "stored-only")
     assert (cortex.path / "traces" / "20250101-a.md").read_text() == before
 
 
 def test_updated_after_create_is_the_event_timestamp(replica: tuple[Cortex, Replayer]) -> None:
     cortex, replayer = replica
-    replayer.apply(create_event())
+    apply_one(replayer, create_event())
     assert rows(cortex.conn, "SELECT created_at, updated_at FROM traces") == [("2025-01-01T00:00:00Z",) * 2]
 
 
 def test_purge_removes_the_file_wherever_it_is_and_the_fts_row(replica: tuple[Cortex, Replayer]) -> None:
     cortex, replayer = replica
-    replayer.apply(create_event())  # active, never trashed here (recovered locally, say)
-    replayer.apply(event("purge", id="01JQH4HPD0B8E9WCXGFN1A33W1"))
+    apply_one(replayer, create_event())  # active, never trashed here (recovered locally, say)
+    apply_one(replayer, event("purge", id="01JQH4HPD0B8E9WCXGFN1A33W1"))
     assert not (cortex.path / "traces" / "20250101-a.md").exists()
     assert rows(cortex.conn, "SELECT count(*) FROM traces_fts") == [(0,)]
 
@@ -374,7 +466,7 @@ def test_purge_removes_the_file_wherever_it_is_and_the_fts_row(replica: tuple[Co
 def test_move_after_a_later_purge_ran_ahead_of_the_commit(replica: tuple[Cortex, Replayer]) -> None:
     """A page [trash, purge] crashed after the purge deleted the file: the resumed trash still applies."""
     cortex, replayer = replica
-    replayer.apply(create_event(), cursor_peer="p")
+    apply_one(replayer, create_event(), cursor_peer="p")
     (cortex.path / "traces" / "20250101-a.md").unlink()
     replayer.apply_page(
         [event("trash", id="01JQH4HPD0B8E9WCXGFN1A33W1"), event("purge", id="01JQH4HPD0B8E9WCXGFN1A33W2")],
@@ -386,30 +478,32 @@ def test_move_after_a_later_purge_ran_ahead_of_the_commit(replica: tuple[Cortex,
 
 def test_purge_of_a_long_trace_fails_before_touching_files(replica: tuple[Cortex, Replayer]) -> None:
     cortex, replayer = replica
-    replayer.apply(create_event())
-    replayer.apply(event("promote", data={"from": "short", "to": "long"}, id="01JQH4HPD0B8E9WCXGFN1A33W1"))
+    apply_one(replayer, create_event())
+    apply_one(
+        replayer, event("promote", data={"from": "short", "to": "long"}, id="01JQH4HPD0B8E9WCXGFN1A33W1")
+    )
     with pytest.raises(ReplayError, match="long-term trace is immutable"):
-        replayer.apply(event("purge", id="01JQH4HPD0B8E9WCXGFN1A33W2"))
+        apply_one(replayer, event("purge", id="01JQH4HPD0B8E9WCXGFN1A33W2"))
     assert (cortex.path / "traces" / "20250101-a.md").exists()
 
 
 def test_archive_of_a_trashed_trace_is_stored_only(replica: tuple[Cortex, Replayer]) -> None:
     cortex, replayer = replica
-    replayer.apply(create_event())
-    replayer.apply(event("trash", id="01JQH4HPD0B8E9WCXGFN1A33W1"))
-    assert replayer.apply(event("archive", id="01JQH4HPD0B8E9WCXGFN1A33W2")).effect == "stored-only"
+    apply_one(replayer, create_event())
+    apply_one(replayer, event("trash", id="01JQH4HPD0B8E9WCXGFN1A33W1"))
+    assert apply_one(replayer, event("archive", id="01JQH4HPD0B8E9WCXGFN1A33W2")).effect == "stored-only"
     assert (cortex.path / "trash" / "traces" / "20250101-a.md").exists()
 
 
 def test_second_same_day_divergence_gets_a_suffix(source: Cortex, replica: tuple[Cortex, Replayer]) -> None:
     cortex, replayer = replica
     tid, created = authoring.create_trace(source, "Contested", "note", "base\n", now="2025-01-01T00:00:00Z")
-    replayer.apply(created)
+    apply_one(replayer, created)
     for round_ in (1, 2):
         # Each round: a local edit on the replica and a remote one that has not seen it.
         authoring.update_trace(cortex, tid, body=f"replica {round_}\n")
         remote = authoring.update_trace(source, tid, body=f"source {round_}\n")
-        assert replayer.apply(remote).effect == "diverged"
+        assert apply_one(replayer, remote).effect == "diverged"
     ids = [r[0] for r in rows(cortex.conn, "SELECT id FROM traces WHERE type = 'divergence' ORDER BY id")]
     assert ids == ["20250601-divergence-20250101-contested", "20250601-divergence-20250101-contested-2"]
     # The original keeps the local content; the remote update is stored, not applied.
@@ -423,10 +517,10 @@ def test_enforce_accepts_our_own_events_served_back_without_a_local_key(tmp_path
     assert cortex.manifest.federation.effective_verify == "enforce"
     _, own = authoring.create_trace(cortex, "Mine", "note", "m\n")
     replayer = Replayer(cortex, log=SILENT)
-    assert replayer.apply(own, cursor_peer="p").effect == "duplicate"
+    assert apply_one(replayer, own, cursor_peer="p").effect == "duplicate"
     # An event claiming our id that we do not hold must still verify under our (missing) key.
     with pytest.raises(ReplayError, match="verify=enforce"):
-        replayer.apply(replace(own, id="01JQH4HPD0B8E9WCXGFN1A33W9", trace_id="20250101-new"))
+        apply_one(replayer, replace(own, id="01JQH4HPD0B8E9WCXGFN1A33W9", trace_id="20250101-new"))
     cortex.close()
 
 
@@ -436,7 +530,7 @@ def test_enforce_accepts_our_own_events_served_back_without_a_local_key(tmp_path
 
 def test_merge_usage_takes_the_max_and_skips_own_and_unknown(replica: tuple[Cortex, Replayer]) -> None:
     cortex, replayer = replica
-    replayer.apply(create_event())
+    apply_one(replayer, create_event())
     rows_in = [
         {
             "trace_id": "20250101-a",
@@ -479,7 +573,7 @@ def test_merge_usage_takes_the_max_and_skips_own_and_unknown(replica: tuple[Cort
 def test_null_and_empty_columns_follow_noema(replica: tuple[Cortex, Replayer]) -> None:
     cortex, replayer = replica
     data = {"title": "A", "type": "note", "body": ""}  # no author, no hashes
-    replayer.apply(event("create", data=data, vclock=None))
+    apply_one(replayer, event("create", data=data, vclock=None))
     assert rows(
         cortex.conn, "SELECT author, archived_at, trashed_at, content_hash, source_hash FROM traces"
     ) == [("", None, None, "", None)]

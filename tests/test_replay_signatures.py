@@ -11,14 +11,14 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from replay_helpers import DATA, make_replica
+from replay_helpers import DATA, apply_one, make_replica
 
 from noemafed.cortex import state
 from noemafed.cortex.events import parse_page
 from noemafed.cortex.open import open_cortex
 from noemafed.errors import ReplayError
 from noemafed.federation.replay import Replayer
-from noemafed.logs import Log
+from noemafed.logs import Level, Log
 from noemafed.signing import ed25519
 from noemafed.signing.eventsig import preimage, sign_event, verify_event
 
@@ -75,41 +75,63 @@ def test_preimage_layout() -> None:
     assert blob.endswith(bytes.fromhex("81f52dd79ac25b914250a733f791517956f66c20737914a51a86a1783c973a03"))
 
 
-def replica(tmp_path: Path, verify: str) -> tuple[Replayer, list[str]]:
-    logs: list[str] = []
+def replica(tmp_path: Path, verify: str) -> tuple[Replayer, list[tuple[Level, str]]]:
+    logs: list[tuple[Level, str]] = []
     cortex = open_cortex(make_replica(tmp_path, verify=verify))
-    return Replayer(cortex, log=Log(lambda _level, line: logs.append(line))), logs
+    return Replayer(cortex, log=Log(lambda level, line: logs.append((level, line)))), logs
 
 
 def test_enforce_accepts_signed_and_pins_on_first_use(tmp_path: Path) -> None:
     replayer, _ = replica(tmp_path, "enforce")
     create, _, promote = spec_events()
-    replayer.apply(create)
+    apply_one(replayer, create)
     assert state.get_cortex_pubkey(replayer.conn, A_ID) == A_KEY
-    replayer.apply(promote)
+    apply_one(replayer, promote)
 
 
 def test_enforce_rejects_unsigned_bad_and_conflicting_keys(tmp_path: Path) -> None:
     replayer, _ = replica(tmp_path, "enforce")
     create, update, _ = spec_events()
-    with pytest.raises(ReplayError, match=r"no key pinned .* \(verify=enforce\)"):
-        replayer.apply(update)
-    with pytest.raises(ReplayError, match="signature does not verify"):
-        replayer.apply(replace(create, timestamp="2025-03-29T14:23:01Z"))
+    with pytest.raises(ReplayError) as unsigned:
+        apply_one(replayer, update)
+    assert str(unsigned.value) == (
+        "rejecting event 01JQK4RGA01D2F5AE1W39NPXRJ from cortex 01JQ9A3C5E7G9J1K3M5N7P9R2T: no key pinned for its "
+        "cortex and the event carries none (verify=enforce)"
+    )
+    with pytest.raises(ReplayError) as bad:
+        apply_one(replayer, replace(create, timestamp="2025-03-29T14:23:01Z"))
+    assert str(bad.value) == (
+        f"rejecting event 01JQH4HPD0B8E9WCXGFN1A33VE from cortex {A_ID}: signature does not verify (verify=enforce)"
+    )
     # A failed event pins nothing: the TOFU pin is inside the rolled-back savepoint.
     assert state.get_cortex_pubkey(replayer.conn, A_ID) == ""
     other = "ed25519:" + base64.b64encode(ed25519.public_key(b"\x22" * 32)).decode()
     state.set_cortex_pubkey(replayer.conn, A_ID, other)
-    with pytest.raises(ReplayError, match="differs from the key pinned"):
-        replayer.apply(create)
+    with pytest.raises(ReplayError) as conflicting:
+        apply_one(replayer, create)
+    assert str(conflicting.value) == (
+        f"rejecting event 01JQH4HPD0B8E9WCXGFN1A33VE from cortex {A_ID}: event pubkey differs from the key "
+        "pinned for its cortex (verify=enforce)"
+    )
+    with pytest.raises(ReplayError) as unsigned_with_pin:
+        apply_one(replayer, replace(create, signature="", pubkey=""))
+    assert str(unsigned_with_pin.value) == (
+        f"rejecting event 01JQH4HPD0B8E9WCXGFN1A33VE from cortex {A_ID}: event is unsigned (verify=enforce)"
+    )
 
 
 def test_warn_logs_and_applies(tmp_path: Path) -> None:
     replayer, logs = replica(tmp_path, "warn")
     _, update, _ = spec_events()
-    assert replayer.apply(update).effect == "created"  # an update on a missing trace creates it
-    assert logs
-    assert "(verify=warn, applying anyway)" in logs[0]
+    assert apply_one(replayer, update).effect == "created"  # an update on a missing trace creates it
+    # A warning: cron mails it, where an info line would be dropped.
+    assert logs == [
+        (
+            Level.WARNING,
+            "[federation] rejecting event 01JQK4RGA01D2F5AE1W39NPXRJ from cortex 01JQ9A3C5E7G9J1K3M5N7P9R2T: no key "
+            "pinned for its cortex and the event carries none (verify=warn, applying anyway)",
+        )
+    ]
 
 
 def test_source_lock_gate_under_enforce(tmp_path: Path) -> None:
@@ -121,7 +143,7 @@ def test_source_lock_gate_under_enforce(tmp_path: Path) -> None:
 
     payload = json.loads(create.data) | {"source_locked": True}
     locked = sign_event(replace(create, data=go_json_dumps(payload), signature="", pubkey=""), SEED)
-    replayer.apply(locked)
+    apply_one(replayer, locked)
     intruder_seed = b"\x33" * 32
     trash = sign_event(
         replace(
@@ -135,5 +157,9 @@ def test_source_lock_gate_under_enforce(tmp_path: Path) -> None:
         ),
         intruder_seed,
     )
-    with pytest.raises(ReplayError, match="rejecting source-lock violation"):
-        replayer.apply(trash)
+    with pytest.raises(ReplayError) as violation:
+        apply_one(replayer, trash)
+    assert str(violation.value) == (
+        "rejecting source-lock violation: event 01JQK7WV80KW0C7MMADCF4Y8MZ (trash) from cortex "
+        f"01JQ9A3C5E7G9J1K3M5N7P9R2T on trace 20250329-why-we-chose-sqlite owned by {A_ID}"
+    )

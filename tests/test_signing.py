@@ -18,7 +18,7 @@ from conftest import db, make_cortex, run_cli
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat, PublicFormat
 from peers.stdlib_peer import StdlibPeer
-from replay_helpers import REPLICA_ID, end_state, make_replica, set_manifest_id
+from replay_helpers import REPLICA_ID, apply_one, end_state, make_replica, set_manifest_id
 from sync_helpers import target_with
 
 from noemafed.cortex import frontmatter, state
@@ -27,8 +27,8 @@ from noemafed.cortex.manifest import read_manifest
 from noemafed.cortex.open import open_cortex
 from noemafed.errors import ExitCode, ReplayError, SigningKeyError
 from noemafed.federation import classify
+from noemafed.federation.classify import Phase
 from noemafed.federation.replay import Replayer
-from noemafed.federation.syncer import needs_operator
 from noemafed.logs import SILENT
 
 SOURCE_ID = "01JQ7X2B9C4D5E6F7G8H9JKMNP"
@@ -277,7 +277,7 @@ def test_the_key_is_read_only_to_sign_and_then_kept(tmp_path: Path) -> None:
     key.unlink()
     cortex = open_cortex(path)
     # Replay that authors nothing never needs the key: a caught-up or plain sync works without it.
-    assert Replayer(cortex, log=SILENT).apply(remote).effect == "created"
+    assert apply_one(Replayer(cortex, log=SILENT), remote).effect == "created"
     with pytest.raises(SigningKeyError):
         authoring.create_trace(cortex, "Mine", "note", "m\n")
     # A failed load is not remembered: once the file is back, the same open cortex signs.
@@ -304,7 +304,7 @@ def _concurrent_update(tmp_path: Path, replica: Path) -> tuple[Event, str]:
     src = open_cortex(source)
     tid, created = authoring.create_trace(src, "Contested", "note", "base\n")
     cortex = open_cortex(replica)
-    Replayer(cortex, log=SILENT).apply(created)
+    apply_one(Replayer(cortex, log=SILENT), created)
     authoring.update_trace(cortex, tid, body="replica edit\n")
     cortex.close()
     remote = authoring.update_trace(src, tid, body="source edit\n")
@@ -326,7 +326,7 @@ def test_divergence_event_is_signed_and_an_enforcing_peer_accepts_it(tmp_path: P
     public = sign_cortex(replica)
     remote, _ = _concurrent_update(tmp_path, replica)
     cortex = open_cortex(replica)
-    assert Replayer(cortex, log=SILENT).apply(remote).effect == "diverged"
+    assert apply_one(Replayer(cortex, log=SILENT), remote).effect == "diverged"
     cortex.close()
     row = _divergence_row(replica)
     assert_signed_by(row, public)
@@ -337,10 +337,10 @@ def test_divergence_event_is_signed_and_an_enforcing_peer_accepts_it(tmp_path: P
     state.set_cortex_pubkey(checker.conn, REPLICA_ID, public)
     replayer = Replayer(checker, log=SILENT)
     with pytest.raises(ReplayError, match=r"event is unsigned \(verify=enforce\)"):
-        replayer.apply(replace(sent, signature="", pubkey=""))  # what we used to send
+        apply_one(replayer, replace(sent, signature="", pubkey=""))  # what we used to send
     with pytest.raises(ReplayError, match="signature does not verify"):
-        replayer.apply(replace(sent, timestamp="2025-01-01T00:00:00Z"))
-    assert replayer.apply(sent).effect == "created"
+        apply_one(replayer, replace(sent, timestamp="2025-01-01T00:00:00Z"))
+    assert apply_one(replayer, sent).effect == "created"
     checker.close()
     assert stored_rows(tmp_path / "checker" / "checker") == [row]
 
@@ -361,12 +361,12 @@ def test_divergence_without_a_usable_key_fails_the_event_touches_nothing_and_ret
     # Only an operator can fix it: reported like a signing-key mismatch, so `sync` exits 4.
     reason = classify.classify_replay_error(result.error)
     assert reason == "identity_mismatch"
-    assert needs_operator(reason, "replay")
+    assert classify.outcome(Phase.REPLAY, reason) == ("identity_mismatch", True, 4)
     assert end_state(replica) == before  # the remote update is not stored, no divergence trace, no cursor
     assert disk_files(replica) == files
     # The key comes back: the same event is replayed again and diverges, signed.
     write_seed(replica / KEY_FILE, seed)
-    assert replayer.apply(remote, cursor_peer="src").effect == "diverged"
+    assert apply_one(replayer, remote, cursor_peer="src").effect == "diverged"
     cortex.close()
     assert_signed_by(_divergence_row(replica), public)
 

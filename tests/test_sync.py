@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -215,29 +216,58 @@ def test_three_peers_refused_healthy_changed_identity(tmp_path: Path) -> None:
 
 
 IDENTITY_CASES = [
-    ("", "identity_missing", "pre-dates the cortex-id federation handshake"),
+    (
+        "",
+        "identity_missing",
+        'peer "p" returned empty cortex_identity response \u2014 likely an older version that pre-dates the '
+        "cortex-id federation handshake. Upgrade the peer to a binary that exposes cortex_identity",
+    ),
     (
         {"id": "01JQ7X2B9C4D5E6F7G8H9JKMNP", "name": "old", "version": 1},
         "invalid_frontmatter",
-        "schema version 1",
+        'peer "p" is on cortex.md schema version 1 but federation requires version 2. Ask the peer\'s operator '
+        "to run `noema migrate cortex-id` on that cortex before federation can resume",
     ),
-    ({"id": "", "name": "x", "version": 2}, "identity_missing", "but no cortex id"),
-    ({"name": "x", "version": "2"}, "other", "parsing cortex_identity response"),
-    ("not json", "other", "parsing cortex_identity response"),
+    (
+        {"id": "", "name": "x", "version": 2},
+        "identity_missing",
+        'peer "p" reported manifest version 2 but no cortex id \u2014 refusing to federate without a stable '
+        "identity",
+    ),
+    (
+        {"name": "x", "version": "2"},
+        "other",
+        'parsing cortex_identity response from peer "p": json: cannot unmarshal str into field version of type '
+        "int",
+    ),
+    (
+        "not json",
+        "other",
+        'parsing cortex_identity response from peer "p": Expecting value: line 1 column 1 (char 0)',
+    ),
+    (
+        "[1]",
+        "other",
+        'parsing cortex_identity response from peer "p": json: cannot unmarshal a non-object into the identity',
+    ),
+    (
+        {"id": "01JQ7X2B9C4D5E6F7G8H9JKMNP", "name": "x", "version": 2, "rank": 3},
+        "other",
+        'parsing cortex_identity response from peer "p": json: cannot unmarshal rank: not an object',
+    ),
 ]
 
 
-@pytest.mark.parametrize(("identity", "reason", "fragment"), IDENTITY_CASES)
+@pytest.mark.parametrize(("identity", "reason", "message"), IDENTITY_CASES)
 def test_identity_failures_give_their_reason(
-    tmp_path: Path, identity: object, reason: str, fragment: str
+    tmp_path: Path, identity: object, reason: str, message: str
 ) -> None:
     src = source(tmp_path, count=1)
     with StdlibPeer(src, flavor="go", identity=identity) as peer:
         target = target_with(tmp_path, [{"name": "p", "endpoint": peer.endpoint}])
         code, doc = sync_json(target)
     [report] = doc["peers"]
-    assert report["reason"] == reason
-    assert fragment in report["error"]
+    assert (report["reason"], report["phase"], report["error"]) == (reason, "identity", message)
     assert code == (4 if reason in ("identity_missing", "invalid_frontmatter") else 3)
     assert events(target) == []
 
@@ -386,7 +416,8 @@ def test_max_duration_bounds_the_whole_run(tmp_path: Path) -> None:
         code, doc = sync_json(target, "--max-duration", "1.5")
         elapsed = time.monotonic() - started
     assert code == 3
-    assert doc["peers"][0]["reason"] == "network_timeout"
+    assert (doc["peers"][0]["reason"], doc["peers"][0]["phase"]) == ("network_timeout", "events")
+    assert doc["peers"][0]["error"] == f"calling sync_events: POST {peer.endpoint}/mcp: timed out"
     assert elapsed < 8
 
 
@@ -421,8 +452,32 @@ def test_non_advancing_ids_are_refused(tmp_path: Path) -> None:
         target = target_with(tmp_path, [{"name": "p", "endpoint": peer.endpoint}])
         code, doc = sync_json(target)
     assert code == 3
-    assert "non-advancing event id" in doc["peers"][0]["error"]
+    assert doc["peers"][0]["error"] == (
+        f"sync_events returned non-advancing event id {page[2]['id']} after {page[1]['id']}"
+    )
     assert events(target) == []
+
+
+@pytest.mark.parametrize(
+    ("page", "message"),
+    [
+        (
+            "{",
+            "parsing sync_events response: malformed sync_events page at offset 0: expected a JSON array, "
+            "found '{'",
+        ),
+        ("too many", "sync_events returned 1001 events for a limit of 1000"),
+    ],
+)
+def test_malformed_pages_are_refused(tmp_path: Path, page: str, message: str) -> None:
+    src = source(tmp_path, count=1)
+    if page == "too many":
+        [first] = json.loads(_page_text(src))[:1]
+        page = json.dumps([first | {"id": f"01JQH4HPD0B8E9WCXGFN1A{n:04d}"} for n in range(1001)])
+    with StdlibPeer(src, flavor="go", page_override=page) as peer:
+        target = target_with(tmp_path, [{"name": "p", "endpoint": peer.endpoint}])
+        code, doc = sync_json(target)
+    assert (code, doc["peers"][0]["phase"], doc["peers"][0]["error"]) == (3, "events", message)
 
 
 def test_named_and_paused_peers(tmp_path: Path) -> None:
@@ -471,7 +526,15 @@ def test_a_second_run_exits_75_naming_the_holder(tmp_path: Path) -> None:
         try:
             code, _out, err = sync(target)
             assert code == 75
-            assert err.startswith(f"Error: another noemafed sync (pid {__import__('os').getpid()}) holds ")
+            assert err == (
+                f"Error: another noemafed sync (pid {os.getpid()}) holds {lock.path}\n"
+                "Hint: let it finish, or pass --wait SECONDS to queue behind it\n"
+            )
+            code, _out, err = sync(target, "--wait", "0.2")
+            assert code == 75
+            assert err.startswith(
+                f"Error: another noemafed sync (pid {os.getpid()}) holds {lock.path} after waiting 0.2s\n"
+            )
             assert events(target) == []
             releaser = threading.Timer(0.3, lock.release)
             releaser.start()

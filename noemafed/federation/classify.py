@@ -1,4 +1,5 @@
-"""Poll-failure reasons, their ordered classification rules and the syncer's log texts (federation.md §4)."""
+"""Poll-failure classification (federation.md §4): which reason a failure records, whether it needs an
+operator and which exit code it gives; plus the status hints per reason."""
 
 from __future__ import annotations
 
@@ -9,29 +10,23 @@ import ssl
 import urllib.error
 from collections.abc import Iterator
 from enum import StrEnum
+from typing import NamedTuple
 
-from noemafed.errors import InvalidTraceFrontmatterError, InvalidTraceIDError, SigningKeyError
-from noemafed.text.gotext import go_quote
+from noemafed.errors import ExitCode, InvalidTraceFrontmatterError, InvalidTraceIDError, SigningKeyError
 
 __all__ = [
-    "BRIEF_FORMAT",
-    "FRIENDLY_HEADER_FORMAT",
-    "FRIENDLY_HINTS",
-    "FRIENDLY_REASON_LINES",
     "HEALTH_HINTS",
-    "RECOVERED_FORMAT",
     "SCHEMA_WIDENING_REASONS",
+    "IdentityFailure",
+    "Outcome",
+    "Phase",
     "Reason",
-    "brief_message",
     "categorize_error",
-    "classify_identity_error",
     "classify_network_error",
     "classify_replay_error",
-    "friendly_message",
     "health_hint",
-    "is_network",
     "is_schema_widening",
-    "recovered_message",
+    "outcome",
 ]
 
 
@@ -54,8 +49,49 @@ class Reason(StrEnum):
     OTHER = "other"
 
 
+class Phase(StrEnum):
+    """Where a poll failed; the values are the `phase` field of `sync --once --json`."""
+
+    OPEN = "open"  # opening the local database for the poll
+    CONNECT = "connect"  # building the HTTP client
+    INITIALIZE = "initialize"
+    IDENTITY = "identity"
+    EVENTS = "events"
+    REPLAY = "replay"
+    INTERNAL = "internal"  # a bug in noemafed, caught so the other peers still sync
+
+
+class IdentityFailure(StrEnum):
+    """Which check of the `cortex_identity` handshake refused the peer (federation.md §3.4)."""
+
+    REFUSED = "refused"  # the tool answered with an error
+    EMPTY = "empty"
+    PARSE = "parse"
+    VERSION = "version"
+    NO_ID = "no_id"
+    OWN_ID = "own_id"
+    MISMATCH = "mismatch"
+    SIGNING = "signing"
+    DB = "db"
+
+
+_IDENTITY_REASONS: dict[IdentityFailure, Reason] = {
+    IdentityFailure.REFUSED: Reason.OTHER,
+    IdentityFailure.EMPTY: Reason.IDENTITY_MISSING,
+    IdentityFailure.PARSE: Reason.OTHER,
+    IdentityFailure.VERSION: Reason.INVALID_FRONTMATTER,  # noema's reason for a too-old peer manifest
+    IdentityFailure.NO_ID: Reason.IDENTITY_MISSING,
+    IdentityFailure.OWN_ID: Reason.IDENTITY_MISMATCH,
+    IdentityFailure.MISMATCH: Reason.IDENTITY_MISMATCH,
+    IdentityFailure.SIGNING: Reason.IDENTITY_MISMATCH,  # Go says "other"; Rust and noemafed: an operator's job
+    IdentityFailure.DB: Reason.OTHER,
+}
+
 # invalid_frontmatter is deliberately absent (a Go test pins this).
 SCHEMA_WIDENING_REASONS = frozenset({Reason.INVALID_TRACE_ID, Reason.UNKNOWN_ACTION, Reason.UNKNOWN_TYPE})
+
+# Reasons that waiting never heals, whatever the phase: a wrong key or a peer that is not the one pinned.
+_OPERATOR_REASONS = frozenset({Reason.AUTH, Reason.IDENTITY_MISMATCH, Reason.IDENTITY_MISSING})
 
 
 def is_schema_widening(reason: str) -> bool:
@@ -63,9 +99,26 @@ def is_schema_widening(reason: str) -> bool:
     return reason in SCHEMA_WIDENING_REASONS
 
 
-def is_network(reason: str) -> bool:
-    """True for the transport family (`network_*`); auth is not part of it."""
-    return reason.startswith("network_")
+class Outcome(NamedTuple):
+    """What a failed poll records in health and what it makes `sync` exit with."""
+
+    reason: Reason
+    needs_operator: bool
+    exit_code: ExitCode
+
+
+def outcome(phase: Phase, cause: Reason | IdentityFailure) -> Outcome:
+    """The one rule for a failure: its health reason, and exit 4 when only an operator can fix it, else 3."""
+    reason = _IDENTITY_REASONS[cause] if isinstance(cause, IdentityFailure) else cause
+    needs_operator = (
+        reason in _OPERATOR_REASONS
+        # A too-old peer manifest: its operator must migrate it. In replay the same reason is one bad trace.
+        or (phase is Phase.IDENTITY and reason is Reason.INVALID_FRONTMATTER)
+        # A peer behind the ring's schema pins the cursor until it is upgraded.
+        or (phase is Phase.REPLAY and is_schema_widening(reason))
+    )
+    exit_code = ExitCode.PEER_NEEDS_OPERATOR if needs_operator else ExitCode.PEER_TRANSIENT
+    return Outcome(reason, needs_operator, exit_code)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -146,7 +199,8 @@ def _network_reason_from_text(text: str) -> Reason:
     return Reason.OTHER
 
 
-def _network_reason(err: BaseException | str) -> Reason:
+def classify_network_error(err: BaseException | str) -> Reason:
+    """Reason for a failed call to a peer: stdlib exception types, then Go's texts."""
     if isinstance(err, BaseException):
         for exc in _chain(err):
             typed = _typed_network_reason(exc)
@@ -156,13 +210,6 @@ def _network_reason(err: BaseException | str) -> Reason:
         # matched must include it in its own message (Go's %w does).
         return _network_reason_from_text(str(err))
     return _network_reason_from_text(err)
-
-
-def classify_network_error(err: BaseException | str | None) -> str:
-    """Reason for a poll failure outside identity and replay: stdlib exception types, then Go's texts."""
-    if err is None:
-        return ""
-    return _network_reason(err).value
 
 
 _CATEGORY_BY_REASON: dict[Reason, str] = {
@@ -175,48 +222,31 @@ _CATEGORY_BY_REASON: dict[Reason, str] = {
 }
 
 
-def categorize_error(err: BaseException | str | None) -> str:
-    """Short tag (`refused` ... `eof`, else `other`) that picks and de-duplicates the syncer's log message."""
-    if err is None:
-        return ""
+def categorize_error(err: BaseException | str) -> str:
+    """Short tag (`refused` ... `eof`, else `other`) that picks and de-duplicates the daemon's log message."""
     # Same rules as classify_network_error steps 1-6; auth and everything else fold into `other`.
-    return _CATEGORY_BY_REASON.get(_network_reason(err), "other")
+    return _CATEGORY_BY_REASON.get(classify_network_error(err), "other")
 
 
-def classify_replay_error(err: BaseException | None) -> str:
+def classify_replay_error(err: BaseException) -> Reason:
     """Reason for a failed replay: sentinels or our signing key anywhere in the chain, then Go's texts."""
-    if err is None:
-        return ""
     # Sentinels first, through the whole chain, so the wrapper's own text does not matter;
     # when both are present the outermost one wins.
     for exc in _chain(err):
         if isinstance(exc, InvalidTraceIDError):
-            return Reason.INVALID_TRACE_ID.value
+            return Reason.INVALID_TRACE_ID
         if isinstance(exc, InvalidTraceFrontmatterError):
-            return Reason.INVALID_FRONTMATTER.value
+            return Reason.INVALID_FRONTMATTER
         if isinstance(exc, SigningKeyError):
             # Our own key could not sign a divergence event: like a signing-key mismatch in the handshake,
             # only an operator can fix it, so it is reported the same way (exit 4).
-            return Reason.IDENTITY_MISMATCH.value
+            return Reason.IDENTITY_MISMATCH
     text = str(err)
     if "unknown action" in text:
-        return Reason.UNKNOWN_ACTION.value
+        return Reason.UNKNOWN_ACTION
     if "unrecognized type" in text or "unknown trace type" in text:
-        return Reason.UNKNOWN_TYPE.value
-    return Reason.OTHER.value
-
-
-def classify_identity_error(message: BaseException | str) -> str:
-    """Reason for a failed cortex_identity handshake; transport errors here are `other`, as in Go."""
-    text = str(message)
-    if "identity mismatch" in text:
-        return Reason.IDENTITY_MISMATCH.value
-    if "no cortex id" in text or "pre-dates the cortex-id" in text:
-        return Reason.IDENTITY_MISSING.value
-    if "schema version" in text:
-        # A peer manifest older than version 2 is reported as a frontmatter problem (§8.1 item 2).
-        return Reason.INVALID_FRONTMATTER.value
-    return Reason.OTHER.value
+        return Reason.UNKNOWN_TYPE
+    return Reason.OTHER
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -246,74 +276,3 @@ HEALTH_HINTS: dict[str, str] = {
 def health_hint(reason: str) -> str | None:
     """The status line that tells an operator what to check; None for reset, eof, other and unknown."""
     return HEALTH_HINTS.get(reason)
-
-
-# ---------------------------------------------------------------------------------------------------------
-# Syncer log texts (§4.4). Names go through go_quote because Go formats them with %q.
-
-FRIENDLY_HEADER_FORMAT = "[federation] cannot reach peer {name} at {endpoint}:"
-BRIEF_FORMAT = "[federation] peer {name} still unreachable ({category}); next retry in {backoff}"
-RECOVERED_FORMAT = "[federation] peer {name} reachable again"
-
-FRIENDLY_REASON_LINES: dict[str, str] = {
-    "refused": "the host is reachable but nothing is listening on that port",
-    "timeout": "the connection attempt timed out",
-    "dns": "the peer's hostname could not be resolved",
-    "tls": "the TLS handshake failed",
-    "reset": "the connection was reset by the peer",
-    "eof": "the peer closed the connection unexpectedly",
-}
-
-FRIENDLY_HINTS: dict[str, tuple[str, ...]] = {
-    "refused": (
-        "is `noema serve --transport http` running on the peer?",
-        "does the peer's --host/--port match the endpoint above?",
-        "is a firewall on the peer blocking the port?",
-    ),
-    "timeout": (
-        "is the peer host online and reachable on the network?",
-        "check for firewalls, VPNs, or routing issues between hosts",
-    ),
-    "dns": (
-        "is the hostname spelled correctly in cortex.md?",
-        "is your DNS resolver working? try `dig` or `nslookup` against it",
-        "if it's a LAN-only name, is mDNS / your hosts file set up?",
-    ),
-    "tls": (
-        "if the peer uses a self-signed cert, add `ca: /path/to/ca.pem` under that peer in cortex.md",
-        "does the cert's SAN match the endpoint hostname?",
-        "is the cert expired or signed by an unknown CA?",
-    ),
-    "reset": (
-        "the peer may be restarting; will retry automatically",
-        "check the peer's logs for crashes or panics",
-    ),
-    "eof": (
-        "the peer may not be a Noema MCP server, or may be on an incompatible version",
-        "check the peer's logs for startup errors",
-    ),
-}
-
-
-def friendly_message(peer_name: str, endpoint: str, category: str, error_text: str, backoff_text: str) -> str:
-    """The multi-line log for a new failure category; any unknown category is Go's `other` branch."""
-    lines = [FRIENDLY_HEADER_FORMAT.format(name=go_quote(peer_name), endpoint=endpoint)]
-    reason_line = FRIENDLY_REASON_LINES.get(category)
-    if reason_line is None:
-        # `other`: the full error text stands in for the reason line and no hint block follows.
-        lines.append(f"    {error_text}")
-    else:
-        lines.append(f"    {reason_line}")
-        lines.extend(f"    - {hint}" for hint in FRIENDLY_HINTS[category])
-    lines.append(f"    retrying in {backoff_text}")
-    return "\n".join(lines)
-
-
-def brief_message(name: str, category: str, backoff_text: str) -> str:
-    """The one-line log when a peer keeps failing the same way."""
-    return BRIEF_FORMAT.format(name=go_quote(name), category=category, backoff=backoff_text)
-
-
-def recovered_message(name: str) -> str:
-    """The log line for the first success after a failure."""
-    return RECOVERED_FORMAT.format(name=go_quote(name))

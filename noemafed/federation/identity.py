@@ -9,23 +9,78 @@ from typing import Any, NamedTuple
 from noemafed.cortex import state
 from noemafed.cortex.state import RankEntry
 from noemafed.errors import NoemafedError
+from noemafed.federation.classify import IdentityFailure
 from noemafed.logs import Log
 from noemafed.text.gotext import go_quote
 from noemafed.text.keys import public_keys_equal
 
 MIN_PEER_MANIFEST_VERSION = 2
 
+# Why the handshake refused a peer (federation.md §3.4); {name} is the peer's name through go_quote (Go's %q),
+# {peer} the bare name where Go prints it in a command line.
+EMPTY_ERROR = (
+    "peer {name} returned empty cortex_identity response \u2014 likely an older version that pre-dates the "
+    "cortex-id federation handshake. Upgrade the peer to a binary that exposes cortex_identity"
+)
+PARSE_ERROR = "parsing cortex_identity response from peer {name}: {err}"
+NOT_AN_OBJECT_ERROR = "json: cannot unmarshal a non-object into the identity"
+RANK_NOT_AN_OBJECT_ERROR = "json: cannot unmarshal rank: not an object"
+FIELD_TYPE_ERROR = "json: cannot unmarshal {got} into field {key} of type {want}"
+VERSION_ERROR = (
+    "peer {name} is on cortex.md schema version {version} but federation requires version {minimum}. Ask the "
+    "peer's operator to run `noema migrate cortex-id` on that cortex before federation can resume"
+)
+NO_ID_ERROR = (
+    "peer {name} reported manifest version {version} but no cortex id \u2014 refusing to federate without a "
+    "stable identity"
+)
+OWN_ID_ERROR = (
+    "peer {name} reports this cortex's own id {id}; its endpoint points back at this cortex (or at a copy of "
+    "it) \u2014 fix the endpoint in cortex.md"
+)
+MISMATCH_ERROR = (
+    "peer {name} identity mismatch: pinned id is {pinned} but the endpoint now reports {id}. This can happen "
+    "if the peer was reset, replaced, or restored from a different cortex's backup. If this change is "
+    "intentional, run `noema federation reset-peer {peer}` to clear the pin and cursor \u2014 the next sync "
+    "will re-pin the peer's new identity"
+)
+HARD_PIN_WITHOUT_KEY_ERROR = (
+    "peer {name} is hard-pinned to a signing key in cortex.md but advertised none; the peer must run "
+    "`noema keygen`, or remove the pubkey pin to fall back to trust-on-first-use"
+)
+HARD_PIN_MISMATCH_ERROR = (
+    "peer {name} signing-key mismatch: the key advertised by cortex {id} does not match the pubkey "
+    "hard-pinned for this peer in cortex.md. If the peer intentionally rotated its key, update the pinned "
+    "pubkey; otherwise this may be an impersonation attempt"
+)
+KEY_MISMATCH_ERROR = (
+    "peer {name} signing-key mismatch: the pinned key for cortex {id} differs from the one now advertised. "
+    "If the peer intentionally rotated its key (`noema keygen --force`), run `noema federation reset-peer "
+    "{peer}` to clear the pin \u2014 the next sync re-pins the new key"
+)
+LOAD_ID_ERROR = "loading pinned cortex id for peer {name}: {err}"
+PIN_ID_ERROR = "pinning cortex id for peer {name}: {err}"
+LOAD_KEY_ERROR = "loading pinned signing key for peer {name}: {err}"
+PIN_KEY_ERROR = "pinning signing key for peer {name}: {err}"
+APPLY_HARD_PIN_ERROR = "applying hard-pin for peer {name}: {err}"
+
+RANK_PERSIST_FAILED_LOG = "[federation] peer {name} rank persist failed: {err}"
+ID_PINNED_LOG = "[federation] peer {name} identity pinned: {remote} ({id})"
+KEY_PINNED_LOG = "[federation] peer {name} signing key pinned ({id})"
+KEY_HARD_PINNED_LOG = "[federation] peer {name} signing key hard-pinned from cortex.md ({id})"
+HARD_PIN_OVERRODE_LOG = (
+    "[federation] peer {name} hard-pin in cortex.md overrode the prior trust-on-first-use key ({id})"
+)
+
 
 class IdentityError(NoemafedError):
-    """The handshake refused the peer; `kind` says which check, so the syncer can classify it."""
+    """The handshake refused the peer; `kind` says which check, so classify can give its reason."""
 
     code = "identity_refused"
 
-    def __init__(self, message: str, kind: str) -> None:
+    def __init__(self, message: str, kind: IdentityFailure) -> None:
         super().__init__(message)
-        self.kind = (
-            kind  # "refused", "empty", "parse", "version", "no_id", "own_id", "mismatch", "signing", "db"
-        )
+        self.kind = kind
 
 
 class PeerIdentity(NamedTuple):
@@ -44,29 +99,23 @@ def _field(obj: dict[str, Any], key: str, kind: type, default: Any) -> Any:
         return default
     # bool is an int in Python but not in Go's decoder.
     if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-        raise TypeError(
-            f"json: cannot unmarshal {type(value).__name__} into field {key} of type {kind.__name__}"
-        )
+        raise TypeError(FIELD_TYPE_ERROR.format(got=type(value).__name__, key=key, want=kind.__name__))
     return value
 
 
 def parse_identity(peer: str, text: str) -> PeerIdentity:
     """Decode the identity text; empty means a peer that predates the handshake."""
     if text == "":
-        raise IdentityError(
-            f"peer {go_quote(peer)} returned empty cortex_identity response — likely an older version that "
-            "pre-dates the cortex-id federation handshake. Upgrade the peer to a binary that exposes cortex_identity",
-            "empty",
-        )
+        raise IdentityError(EMPTY_ERROR.format(name=go_quote(peer)), IdentityFailure.EMPTY)
     try:
         obj = json.loads(text)
         if not isinstance(obj, dict):
-            raise TypeError("json: cannot unmarshal a non-object into the identity")
+            raise TypeError(NOT_AN_OBJECT_ERROR)
         rank_obj = obj.get("rank")
         rank = None
         if rank_obj is not None:
             if not isinstance(rank_obj, dict):
-                raise TypeError("json: cannot unmarshal rank: not an object")
+                raise TypeError(RANK_NOT_AN_OBJECT_ERROR)
             rank = RankEntry(
                 str(_field(rank_obj, "cortex_id", str, "")),
                 int(_field(rank_obj, "rank", int, 0)),
@@ -80,9 +129,7 @@ def parse_identity(peer: str, text: str) -> PeerIdentity:
             rank=rank,
         )
     except (ValueError, TypeError) as exc:
-        raise IdentityError(
-            f"parsing cortex_identity response from peer {go_quote(peer)}: {exc}", "parse"
-        ) from None
+        raise IdentityError(PARSE_ERROR.format(name=go_quote(peer), err=exc), IdentityFailure.PARSE) from None
 
 
 def verify_identity(  # noqa: PLR0913 (keyword-only context: own id, hard pin, log)
@@ -103,27 +150,18 @@ def verify_identity(  # noqa: PLR0913 (keyword-only context: own id, hard pin, l
                 conn, peer, RankEntry(identity.id, identity.rank.rank, identity.rank.observed_at)
             )
         except NoemafedError as exc:
-            log.warning(f"[federation] peer {quoted} rank persist failed: {exc}")
+            log.warning(RANK_PERSIST_FAILED_LOG.format(name=quoted, err=exc))
     if identity.version < MIN_PEER_MANIFEST_VERSION:
-        raise IdentityError(
-            f"peer {quoted} is on cortex.md schema version {identity.version} but federation requires version "
-            f"{MIN_PEER_MANIFEST_VERSION}. Ask the peer's operator to run `noema migrate cortex-id` on that cortex "
-            "before federation can resume",
-            "version",
+        message = VERSION_ERROR.format(
+            name=quoted, version=identity.version, minimum=MIN_PEER_MANIFEST_VERSION
         )
+        raise IdentityError(message, IdentityFailure.VERSION)
     if not identity.id:
-        raise IdentityError(
-            f"peer {quoted} reported manifest version {identity.version} but no cortex id — refusing to federate "
-            "without a stable identity",
-            "no_id",
-        )
+        message = NO_ID_ERROR.format(name=quoted, version=identity.version)
+        raise IdentityError(message, IdentityFailure.NO_ID)
     if identity.id == own_id:
         # Go accepts this; Rust refuses. Pulling our own log back from "a peer" is a wiring mistake.
-        raise IdentityError(
-            f"peer {quoted} reports this cortex's own id {identity.id}; its endpoint points back at this cortex "
-            "(or at a copy of it) — fix the endpoint in cortex.md",
-            "own_id",
-        )
+        raise IdentityError(OWN_ID_ERROR.format(name=quoted, id=identity.id), IdentityFailure.OWN_ID)
     _pin_cortex_id(conn, peer, identity, log)
     _pin_signing_key(conn, peer, identity, hard_pin, log)
 
@@ -133,22 +171,17 @@ def _pin_cortex_id(conn: sqlite3.Connection, peer: str, identity: PeerIdentity, 
     try:
         pinned = state.get(conn, state.peer_key(peer, state.CORTEX_ID))
     except NoemafedError as exc:
-        raise IdentityError(f"loading pinned cortex id for peer {quoted}: {exc}", "db") from exc
+        raise IdentityError(LOAD_ID_ERROR.format(name=quoted, err=exc), IdentityFailure.DB) from exc
     if not pinned:
         try:
             state.put(conn, state.peer_key(peer, state.CORTEX_ID), identity.id)
         except NoemafedError as exc:
-            raise IdentityError(f"pinning cortex id for peer {quoted}: {exc}", "db") from exc
-        log.info(f"[federation] peer {quoted} identity pinned: {identity.name} ({identity.id})")
+            raise IdentityError(PIN_ID_ERROR.format(name=quoted, err=exc), IdentityFailure.DB) from exc
+        log.info(ID_PINNED_LOG.format(name=quoted, remote=identity.name, id=identity.id))
         return
     if pinned != identity.id:
-        raise IdentityError(
-            f"peer {quoted} identity mismatch: pinned id is {pinned} but the endpoint now reports {identity.id}. "
-            "This can happen if the peer was reset, replaced, or restored from a different cortex's backup. "
-            f"If this change is intentional, run `noema federation reset-peer {peer}` to clear the pin and "
-            "cursor — the next sync will re-pin the peer's new identity",
-            "mismatch",
-        )
+        message = MISMATCH_ERROR.format(name=quoted, pinned=pinned, id=identity.id, peer=peer)
+        raise IdentityError(message, IdentityFailure.MISMATCH)
 
 
 def _pin_signing_key(
@@ -160,33 +193,23 @@ def _pin_signing_key(
     try:
         pinned = state.get_cortex_pubkey(conn, identity.id)
     except NoemafedError as exc:
-        raise IdentityError(f"loading pinned signing key for peer {quoted}: {exc}", "db") from exc
+        raise IdentityError(LOAD_KEY_ERROR.format(name=quoted, err=exc), IdentityFailure.DB) from exc
     if hard_pin:
         if not advertised:
-            raise IdentityError(
-                f"peer {quoted} is hard-pinned to a signing key in cortex.md but advertised none; the peer must "
-                "run `noema keygen`, or remove the pubkey pin to fall back to trust-on-first-use",
-                "signing",
-            )
+            raise IdentityError(HARD_PIN_WITHOUT_KEY_ERROR.format(name=quoted), IdentityFailure.SIGNING)
         if not public_keys_equal(advertised, hard_pin):
-            raise IdentityError(
-                f"peer {quoted} signing-key mismatch: the key advertised by cortex {identity.id} does not match "
-                "the pubkey hard-pinned for this peer in cortex.md. If the peer intentionally rotated its key, "
-                "update the pinned pubkey; otherwise this may be an impersonation attempt",
-                "signing",
-            )
+            message = HARD_PIN_MISMATCH_ERROR.format(name=quoted, id=identity.id)
+            raise IdentityError(message, IdentityFailure.SIGNING)
         if pinned == hard_pin:
             return
         try:
             state.set_cortex_pubkey(conn, identity.id, hard_pin)
         except NoemafedError as exc:
-            raise IdentityError(f"applying hard-pin for peer {quoted}: {exc}", "db") from exc
-        if pinned:
-            log.info(
-                f"[federation] peer {quoted} hard-pin in cortex.md overrode the prior trust-on-first-use key ({identity.id})"
-            )
-        else:
-            log.info(f"[federation] peer {quoted} signing key hard-pinned from cortex.md ({identity.id})")
+            raise IdentityError(
+                APPLY_HARD_PIN_ERROR.format(name=quoted, err=exc), IdentityFailure.DB
+            ) from exc
+        pinned_log = HARD_PIN_OVERRODE_LOG if pinned else KEY_HARD_PINNED_LOG
+        log.info(pinned_log.format(name=quoted, id=identity.id))
         return
     if not advertised:
         return  # downgrade protection: neither pin nor clear
@@ -194,13 +217,9 @@ def _pin_signing_key(
         try:
             state.set_cortex_pubkey(conn, identity.id, advertised)
         except NoemafedError as exc:
-            raise IdentityError(f"pinning signing key for peer {quoted}: {exc}", "db") from exc
-        log.info(f"[federation] peer {quoted} signing key pinned ({identity.id})")
+            raise IdentityError(PIN_KEY_ERROR.format(name=quoted, err=exc), IdentityFailure.DB) from exc
+        log.info(KEY_PINNED_LOG.format(name=quoted, id=identity.id))
         return
     if not public_keys_equal(pinned, advertised):
-        raise IdentityError(
-            f"peer {quoted} signing-key mismatch: the pinned key for cortex {identity.id} differs from the one "
-            "now advertised. If the peer intentionally rotated its key (`noema keygen --force`), run "
-            f"`noema federation reset-peer {peer}` to clear the pin — the next sync re-pins the new key",
-            "signing",
-        )
+        message = KEY_MISMATCH_ERROR.format(name=quoted, id=identity.id, peer=peer)
+        raise IdentityError(message, IdentityFailure.SIGNING)

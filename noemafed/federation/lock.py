@@ -12,6 +12,11 @@ from noemafed.errors import ExitCode, NoemafedError
 LOCK_FILE = "noemafed-sync.lock"
 _POLL_SECONDS = 0.1
 
+HELD_ERROR = "another noemafed sync{holder} holds {path}{waited}"
+HELD_HOLDER = " (pid {pid})"
+HELD_WAITED = " after waiting {seconds:g}s"
+HELD_HINT = "let it finish, or pass --wait SECONDS to queue behind it"
+
 
 class LockHeldError(NoemafedError):
     """Another noemafed sync holds this cortex."""
@@ -39,11 +44,9 @@ class SyncLock:
                 if time.monotonic() >= deadline:
                     holder = _read_holder(fd)
                     os.close(fd)
-                    waited = f" after waiting {wait_seconds:g}s" if wait_seconds > 0 else ""
-                    raise LockHeldError(
-                        f"another noemafed sync{holder} holds {self.path}{waited}",
-                        hint="let it finish, or pass --wait SECONDS to queue behind it",
-                    ) from None
+                    waited = HELD_WAITED.format(seconds=wait_seconds) if wait_seconds > 0 else ""
+                    message = HELD_ERROR.format(holder=holder, path=self.path, waited=waited)
+                    raise LockHeldError(message, hint=HELD_HINT) from None
                 time.sleep(_POLL_SECONDS)
         os.ftruncate(fd, 0)
         os.write(fd, f"{os.getpid()}\n".encode())
@@ -71,4 +74,4 @@ def _read_holder(fd: int) -> str:
         text = os.pread(fd, 64, 0).decode("ascii", errors="replace").strip()
     except OSError:
         return ""
-    return f" (pid {text})" if text.isdigit() else ""
+    return HELD_HOLDER.format(pid=text) if text.isdigit() else ""

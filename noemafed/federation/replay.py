@@ -62,6 +62,35 @@ ACTIONS = (
 )
 SOURCE_LOCK_ACTIONS = ("update", "trash", "purge")
 REMOTE_PURGE_REASON = "remote purge"
+
+# Why an event was refused: the poll fails with `replay event <id>: <this>` and the cursor stays before it.
+PAYLOAD_ERROR = "parsing {action} payload of event {event_id}: {problem}"
+NOT_A_STRING = "{key} must be a string"
+NOT_STRINGS = "{key} must be a list of strings"
+NOT_A_BOOLEAN = "{key} must be a boolean"
+NOT_AN_INTEGER = "{key} must be an integer"
+IN_TRANSACTION_ERROR = "replay cannot run inside another open transaction"
+INVALID_TRACE_ID_ERROR = "rejecting remote event {event_id}: invalid trace ID: {trace_id}"
+UNKNOWN_ACTION_ERROR = "unknown action {action} in event {event_id}"
+INVALID_TIER_ERROR = "{action} event {event_id} has invalid tier {tier}"
+MISSING_TO_ERROR = "tier-change event {event_id} missing 'to' field"
+HASH_MISMATCH_ERROR = "content hash mismatch on {action} event {event_id}"
+APPLY_FAILED_ERROR = "replaying {action} event {event_id}: {detail}"
+USAGE_ERROR = "merging remote usage: {problem}"
+# The signature gate (cortex.md §6.1): under verify=enforce the event fails, under verify=warn it is logged.
+SIGNATURE_REJECTED = "rejecting event {event_id} from cortex {cortex_id}: {problem}"
+SOURCE_LOCK_REJECTED = (
+    "rejecting source-lock violation: event {event_id} ({action}) from cortex {cortex_id} on trace {trace_id} "
+    "owned by {owner}"
+)
+ENFORCE_ERROR = "{rejected} (verify=enforce)"
+NO_LOCAL_KEY = "event claims this cortex's id but no local signing key is configured"
+PUBKEY_DIFFERS = "event pubkey differs from the key pinned for its cortex"
+NO_KEY = "no key pinned for its cortex and the event carries none"
+UNSIGNED = "event is unsigned"
+BAD_SIGNATURE = "signature does not verify"
+
+WARN_APPLIED_LOG = "[federation] {rejected} (verify=warn, applying anyway)"
 MERGE_CLOCK_LOG = "[federation] merge clock: {err}"
 
 # Outcome effects: short, stable words for logs, tests and reports.
@@ -120,21 +149,25 @@ class _Snapshot:
     source_locked: bool
 
 
-def _str(payload: dict[str, Any], key: str, where: str) -> str:
+def _payload_error(event: Event, problem: object) -> ReplayError:
+    return ReplayError(PAYLOAD_ERROR.format(action=event.action, event_id=event.id, problem=problem))
+
+
+def _str(payload: dict[str, Any], key: str, event: Event) -> str:
     value = payload.get(key)
     if value is None:
         return ""
     if not isinstance(value, str):
-        raise ReplayError(f"{where}: {key} must be a string")
+        raise _payload_error(event, NOT_A_STRING.format(key=key))
     return value
 
 
-def _str_list(payload: dict[str, Any], key: str, where: str) -> tuple[str, ...]:
+def _str_list(payload: dict[str, Any], key: str, event: Event) -> tuple[str, ...]:
     value = payload.get(key)
     if value is None:
         return ()
     if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
-        raise ReplayError(f"{where}: {key} must be a list of strings")
+        raise _payload_error(event, NOT_STRINGS.format(key=key))
     return tuple(value)
 
 
@@ -142,28 +175,27 @@ def _payload(event: Event) -> dict[str, Any]:
     try:
         return event.payload()
     except (ValueError, EventFormatError) as exc:
-        raise ReplayError(f"parsing {event.action} payload of event {event.id}: {exc}") from exc
+        raise _payload_error(event, exc) from exc
 
 
 def _snapshot(event: Event) -> _Snapshot:
     payload = _payload(event)
-    where = f"parsing {event.action} payload of event {event.id}"
     locked = payload.get("source_locked")
     if locked is not None and not isinstance(locked, bool):
-        raise ReplayError(f"{where}: source_locked must be a boolean")
+        raise _payload_error(event, NOT_A_BOOLEAN.format(key="source_locked"))
     return _Snapshot(
-        title=_str(payload, "title", where),
-        type=_str(payload, "type", where),
-        author=_str(payload, "author", where),
+        title=_str(payload, "title", event),
+        type=_str(payload, "type", event),
+        author=_str(payload, "author", event),
         # Duplicates would fail the (trace_id, tag) key; Go swallows that UNIQUE error and loses the whole
         # trace (cortex.md §9.3). First-occurrence order keeps the author's order in the file.
-        tags=rows.dedupe(_str_list(payload, "tags", where)),
-        derived_from=rows.dedupe(_str_list(payload, "derived_from", where)),
-        origin=_str(payload, "origin", where),
-        tier=_str(payload, "tier", where),
-        body=_str(payload, "body", where),
-        content_hash=_str(payload, "content_hash", where),
-        source_hash=_str(payload, "source_hash", where),
+        tags=rows.dedupe(_str_list(payload, "tags", event)),
+        derived_from=rows.dedupe(_str_list(payload, "derived_from", event)),
+        origin=_str(payload, "origin", event),
+        tier=_str(payload, "tier", event),
+        body=_str(payload, "body", event),
+        content_hash=_str(payload, "content_hash", event),
+        source_hash=_str(payload, "source_hash", event),
         source_locked=bool(locked),
     )
 
@@ -217,13 +249,6 @@ class Replayer:
     # ------------------------------------------------------------------------------------------------------
     # Public entry points
 
-    def apply(self, event: Event, cursor_peer: str | None = None) -> ReplayOutcome:
-        """Apply one event in one transaction (rows, event row, clock merge, cursor); raise on failure."""
-        result = self.apply_page([event], cursor_peer)
-        if result.error is not None:
-            raise result.error
-        return result.outcomes[0]
-
     def apply_page(self, events: Sequence[Event], cursor_peer: str | None = None) -> PageResult:
         """Apply events in order under one transaction; stop at the first failure.
 
@@ -234,7 +259,7 @@ class Replayer:
         failed event is applied again and committed (its file steps are idempotent).
         """
         if self.conn.in_transaction:
-            raise ReplayError("replay cannot run inside another open transaction")
+            raise ReplayError(IN_TRANSACTION_ERROR)
         outcomes, failed, error = self._run(events, cursor_peer)
         if failed is not None and outcomes:
             # Rare path: the page is rolled back; re-apply what succeeded before the failure.
@@ -313,45 +338,44 @@ class Replayer:
         if not traces.is_valid_trace_id(event.trace_id):
             if event.action == "purge":
                 return self._purge_db_only(event)
-            raise ReplayError(
-                f"rejecting remote event {event.id}: invalid trace ID: {go_quote(event.trace_id)}"
-            ) from InvalidTraceIDError()
+            message = INVALID_TRACE_ID_ERROR.format(event_id=event.id, trace_id=go_quote(event.trace_id))
+            raise ReplayError(message) from InvalidTraceIDError()
         handler = _HANDLERS.get(event.action)
         if handler is None:
             # Go says "unknown event action: X", which the classifier's "unknown action" never matches
             # (cortex.md §9.5); this text classifies as unknown_action, a schema-widening reason.
-            raise ReplayError(f"unknown action {go_quote(event.action)} in event {event.id}")
+            raise ReplayError(UNKNOWN_ACTION_ERROR.format(action=go_quote(event.action), event_id=event.id))
         return handler(self, event)
 
     def _check_signature(self, event: Event) -> None:
         problem = self._signature_problem(event)
         if problem is None:
             return
-        message = f"rejecting event {event.id} from cortex {event.cortex_id}: {problem}"
+        rejected = SIGNATURE_REJECTED.format(event_id=event.id, cortex_id=event.cortex_id, problem=problem)
         if self.verify == "enforce":
-            raise ReplayError(f"{message} (verify=enforce)")
-        self.log.warning(f"[federation] {message} (verify=warn, applying anyway)")
+            raise ReplayError(ENFORCE_ERROR.format(rejected=rejected))
+        self.log.warning(WARN_APPLIED_LOG.format(rejected=rejected))
 
     def _signature_problem(self, event: Event) -> str | None:
         pin = ""
         if event.cortex_id == self.own_id:
             if not self.own_pubkey:
-                return "event claims this cortex's id but no local signing key is configured"
+                return NO_LOCAL_KEY
             key = self.own_pubkey
         else:
             pinned = state.get_cortex_pubkey(self.conn, event.cortex_id)
             if pinned:
                 if event.pubkey and not public_keys_equal(event.pubkey, pinned):
-                    return "event pubkey differs from the key pinned for its cortex"
+                    return PUBKEY_DIFFERS
                 key = pinned
             elif event.pubkey:
                 key = pin = event.pubkey
             else:
-                return "no key pinned for its cortex and the event carries none"
+                return NO_KEY
         if not event.signature:
-            return "event is unsigned"
+            return UNSIGNED
         if not eventsig.verify_event(event, key):
-            return "signature does not verify"
+            return BAD_SIGNATURE
         if pin:
             # Trust on first use, inside the event's transaction: a failure un-pins it again.
             state.set_cortex_pubkey(self.conn, event.cortex_id, pin)
@@ -363,10 +387,16 @@ class Replayer:
         row = rows.get_row(self.conn, event.trace_id)
         if row is None or not row.source_locked or row.cortex_id == event.cortex_id:
             return
-        message = f"rejecting source-lock violation: event {event.id} ({event.action}) from cortex {event.cortex_id} on trace {event.trace_id} owned by {row.cortex_id}"
+        rejected = SOURCE_LOCK_REJECTED.format(
+            event_id=event.id,
+            action=event.action,
+            cortex_id=event.cortex_id,
+            trace_id=event.trace_id,
+            owner=row.cortex_id,
+        )
         if self.verify == "enforce":
-            raise ReplayError(message)
-        self.log.warning(f"[federation] {message} (verify=warn, applying anyway)")
+            raise ReplayError(rejected)  # unlike a bad signature, without the "(verify=enforce)" suffix
+        self.log.warning(WARN_APPLIED_LOG.format(rejected=rejected))
 
     def _merge_clock(self, event: Event) -> None:
         if not event.vclock:
@@ -445,7 +475,9 @@ class Replayer:
         snap = snap or _snapshot(event)
         tier = snap.tier or "short"
         if tier not in traces.TIERS:
-            raise ReplayError(f"{event.action} event {event.id} has invalid tier {go_quote(tier)}")
+            raise ReplayError(
+                INVALID_TIER_ERROR.format(action=event.action, event_id=event.id, tier=go_quote(tier))
+            )
         tags = snap.tags
         # Tier and tag events can arrive before their create (gossip order is not causal order): fold the
         # ones already in the log. Go folds tiers only; tag_update on a missing trace is stored here instead
@@ -614,7 +646,7 @@ class Replayer:
 
     def _tag_update(self, event: Event) -> ReplayOutcome:
         payload = _payload(event)
-        tags = rows.dedupe(_str_list(payload, "tags", f"parsing tag_update payload of event {event.id}"))
+        tags = rows.dedupe(_str_list(payload, "tags", event))
         row = self._row(event.trace_id)
         if row is None:
             # Go fails here and pins the cursor for good (cortex.md §9.8); a later create folds this event.
@@ -715,7 +747,7 @@ class Replayer:
     def _tier_change(self, event: Event) -> ReplayOutcome:
         to = _payload(event).get("to")
         if not isinstance(to, str) or not to:
-            raise ReplayError(f"tier-change event {event.id} missing 'to' field")
+            raise ReplayError(MISSING_TO_ERROR.format(event_id=event.id))
         row = self._row(event.trace_id)
         if row is None:
             return self._store_only(event)
@@ -730,7 +762,7 @@ class Replayer:
         delta = _payload(event).get("delta", 0)
         if isinstance(delta, bool) or not isinstance(delta, int):
             # Go unmarshals into an int: a float or string fails the payload.
-            raise ReplayError(f"parsing vote payload of event {event.id}: delta must be an integer")
+            raise _payload_error(event, NOT_AN_INTEGER.format(key="delta"))
         clamped = (delta > 0) - (delta < 0)  # Go clamps to the sign (cortex.md §9.7)
         row = self._row(event.trace_id)
         if row is None:
@@ -741,9 +773,8 @@ class Replayer:
     def _consolidate(self, event: Event) -> ReplayOutcome:
         target = _payload(event).get("distilled_id") or event.trace_id
         if not isinstance(target, str) or not traces.is_valid_trace_id(target):
-            raise ReplayError(
-                f"rejecting remote event {event.id}: invalid trace ID: {go_quote(str(target))}"
-            ) from InvalidTraceIDError()
+            message = INVALID_TRACE_ID_ERROR.format(event_id=event.id, trace_id=go_quote(str(target)))
+            raise ReplayError(message) from InvalidTraceIDError()
         row = self._row(target)
         if row is None or row.tier != "short":
             return self._store_only(event)
@@ -781,7 +812,7 @@ _VISIBILITY_EFFECTS = {"archive": ARCHIVED, "unarchive": UNARCHIVED, "trash": TR
 def _check_hash(event: Event, snap: _Snapshot) -> None:
     # An empty payload hash is accepted unchecked, as in Go; the row then stores ''.
     if snap.content_hash and snap.content_hash != traces.content_hash(snap.body):
-        raise ReplayError(f"content hash mismatch on {event.action} event {event.id}")
+        raise ReplayError(HASH_MISMATCH_ERROR.format(action=event.action, event_id=event.id))
 
 
 def _loads_object(text: str) -> dict[str, Any]:
@@ -809,7 +840,7 @@ def _as_replay_error(event: Event, exc: Exception) -> ReplayError:
     if isinstance(exc, ReplayError):
         return exc
     detail = str(exc) if isinstance(exc, sqlite3.Error | OSError) else f"{type(exc).__name__}: {exc}"
-    wrapped = ReplayError(f"replaying {event.action} event {event.id}: {detail}")
+    wrapped = ReplayError(APPLY_FAILED_ERROR.format(action=event.action, event_id=event.id, detail=detail))
     wrapped.__cause__ = exc
     return wrapped
 
@@ -820,7 +851,7 @@ def _usage_values(row: dict[str, Any]) -> tuple[Any, ...]:
         if value is None:
             return ""
         if not isinstance(value, str):
-            raise ReplayError(f"merging remote usage: {key} must be a string")
+            raise ReplayError(USAGE_ERROR.format(problem=NOT_A_STRING.format(key=key)))
         return value
 
     def count(key: str) -> int:
@@ -828,7 +859,7 @@ def _usage_values(row: dict[str, Any]) -> tuple[Any, ...]:
         if value is None:
             return 0
         if isinstance(value, bool) or not isinstance(value, int):
-            raise ReplayError(f"merging remote usage: {key} must be an integer")
+            raise ReplayError(USAGE_ERROR.format(problem=NOT_AN_INTEGER.format(key=key)))
         return value
 
     return (

@@ -12,10 +12,9 @@ from noemafed.cortex.access import load_access_key
 from noemafed.cortex.manifest import Manifest, PeerConfig
 from noemafed.cortex.open import TEMP_PREFIX, TEMP_SUFFIX, TRACE_FOLDERS, Cortex, database_dir, open_database
 from noemafed.errors import CommandError, ExitCode, NoemafedError
-from noemafed.federation import classify
-from noemafed.federation.classify import Reason
+from noemafed.federation.classify import Phase, Reason
 from noemafed.federation.lock import SyncLock
-from noemafed.federation.syncer import PeerPoller, PollResult, SyncContext, SyncOptions
+from noemafed.federation.syncer import PeerPoller, PollError, PollResult, SyncContext, SyncOptions
 from noemafed.logs import Log
 from noemafed.mcp.client import Deadline
 from noemafed.text.durations import format_go_duration
@@ -40,10 +39,8 @@ class SyncReport:
     @property
     def exit_code(self) -> ExitCode:
         """0 all good; 4 if any peer needs an operator (wins); 3 if any failed otherwise."""
-        failed = [result for result in self.results if not result.ok]
-        if any(result.needs_operator for result in failed):
-            return ExitCode.PEER_NEEDS_OPERATOR
-        return ExitCode.PEER_TRANSIENT if failed else ExitCode.OK
+        # The codes are ordered by severity, so the worst result is the largest.
+        return max((result.exit_code for result in self.results), default=ExitCode.OK)
 
 
 def remove_stale_temp_files(cortex_dir: Path) -> int:
@@ -124,9 +121,7 @@ def _open_poller(ctx: SyncContext, peer: PeerConfig, stop: threading.Event | Non
     try:
         conn = open_database(ctx.cortex_dir)
     except NoemafedError as exc:
-        return PollResult(
-            peer.name, peer.endpoint, ok=False, reason=Reason.OTHER, phase="open", message=str(exc)
-        )
+        return PollResult.failed(peer, PollError(str(exc), Phase.OPEN, Reason.OTHER))
     return PeerPoller(Cortex(ctx.cortex_dir, ctx.manifest, conn), peer, ctx, stop)
 
 
@@ -141,9 +136,8 @@ def poll_once(ctx: SyncContext, peers: Sequence[PeerConfig]) -> list[PollResult]
         try:
             return poller.poll(deadline)
         except Exception as exc:  # a bug must not take the other peers down with it
-            return PollResult(
-                peer.name, peer.endpoint, ok=False, reason=Reason.OTHER, phase="internal", message=repr(exc)
-            )
+            # repr, not str: the exception's type is what a bug report needs.
+            return PollResult.failed(peer, PollError(repr(exc), Phase.INTERNAL, Reason.OTHER))
         finally:
             poller.cortex.close()
 
@@ -166,6 +160,81 @@ def poll_once(ctx: SyncContext, peers: Sequence[PeerConfig]) -> list[PollResult]
 
 # ---- the daemon -----------------------------------------------------------------------------------------
 
+# Log lines (federation.md §3.1, §4.4). Names go through go_quote because Go formats them with %q.
+PAUSED_LOG = "[federation] peer {name} is paused, skipping"
+STARTED_LOG = "Federation syncer started ({count} peers, interval {interval})"
+# A failure in a new category gets the friendly block; the same category again, the brief line.
+FRIENDLY_HEADER_LOG = "[federation] cannot reach peer {name} at {endpoint}:"
+FRIENDLY_LINE_LOG = "    {text}"
+FRIENDLY_HINT_LOG = "    - {hint}"
+FRIENDLY_RETRY_LOG = "    retrying in {backoff}"
+BRIEF_LOG = "[federation] peer {name} still unreachable ({category}); next retry in {backoff}"
+RECOVERED_LOG = "[federation] peer {name} reachable again"
+
+# What each classify.categorize_error category means and what to check; `other` has neither.
+FRIENDLY_REASON_LINES: dict[str, str] = {
+    "refused": "the host is reachable but nothing is listening on that port",
+    "timeout": "the connection attempt timed out",
+    "dns": "the peer's hostname could not be resolved",
+    "tls": "the TLS handshake failed",
+    "reset": "the connection was reset by the peer",
+    "eof": "the peer closed the connection unexpectedly",
+}
+
+FRIENDLY_HINTS: dict[str, tuple[str, ...]] = {
+    "refused": (
+        "is `noema serve --transport http` running on the peer?",
+        "does the peer's --host/--port match the endpoint above?",
+        "is a firewall on the peer blocking the port?",
+    ),
+    "timeout": (
+        "is the peer host online and reachable on the network?",
+        "check for firewalls, VPNs, or routing issues between hosts",
+    ),
+    "dns": (
+        "is the hostname spelled correctly in cortex.md?",
+        "is your DNS resolver working? try `dig` or `nslookup` against it",
+        "if it's a LAN-only name, is mDNS / your hosts file set up?",
+    ),
+    "tls": (
+        "if the peer uses a self-signed cert, add `ca: /path/to/ca.pem` under that peer in cortex.md",
+        "does the cert's SAN match the endpoint hostname?",
+        "is the cert expired or signed by an unknown CA?",
+    ),
+    "reset": (
+        "the peer may be restarting; will retry automatically",
+        "check the peer's logs for crashes or panics",
+    ),
+    "eof": (
+        "the peer may not be a Noema MCP server, or may be on an incompatible version",
+        "check the peer's logs for startup errors",
+    ),
+}
+
+
+def friendly_message(peer_name: str, endpoint: str, category: str, error_text: str, backoff_text: str) -> str:
+    """The multi-line log for a new failure category; any unknown category is Go's `other` branch."""
+    lines = [FRIENDLY_HEADER_LOG.format(name=go_quote(peer_name), endpoint=endpoint)]
+    reason_line = FRIENDLY_REASON_LINES.get(category)
+    if reason_line is None:
+        # `other`: the full error text stands in for the reason line and no hint block follows.
+        lines.append(FRIENDLY_LINE_LOG.format(text=error_text))
+    else:
+        lines.append(FRIENDLY_LINE_LOG.format(text=reason_line))
+        lines.extend(FRIENDLY_HINT_LOG.format(hint=hint) for hint in FRIENDLY_HINTS[category])
+    lines.append(FRIENDLY_RETRY_LOG.format(backoff=backoff_text))
+    return "\n".join(lines)
+
+
+def brief_message(name: str, category: str, backoff_text: str) -> str:
+    """The one-line log when a peer keeps failing the same way."""
+    return BRIEF_LOG.format(name=go_quote(name), category=category, backoff=backoff_text)
+
+
+def recovered_message(name: str) -> str:
+    """The log line for the first success after a failure."""
+    return RECOVERED_LOG.format(name=go_quote(name))
+
 
 def run_daemon(ctx: SyncContext, stop: threading.Event) -> None:
     """One loop per non-paused peer until `stop` is set (federation.md §3.2)."""
@@ -174,15 +243,13 @@ def run_daemon(ctx: SyncContext, stop: threading.Event) -> None:
     threads = []
     for peer in ctx.manifest.peers:
         if peer.paused:
-            ctx.log.info(f"[federation] peer {go_quote(peer.name)} is paused, skipping")
+            ctx.log.info(PAUSED_LOG.format(name=go_quote(peer.name)))
             continue
         thread = threading.Thread(
             target=_peer_loop, args=(ctx, peer, interval, stop), name=f"peer-{peer.name}", daemon=True
         )
         threads.append(thread)
-    ctx.log.info(
-        f"Federation syncer started ({len(ctx.manifest.peers)} peers, interval {format_go_duration(interval)})"
-    )
+    ctx.log.info(STARTED_LOG.format(count=len(ctx.manifest.peers), interval=format_go_duration(interval)))
     for thread in threads:
         thread.start()
     stop.wait()
@@ -201,19 +268,18 @@ def _peer_loop(ctx: SyncContext, peer: PeerConfig, interval: float, stop: thread
             return  # stopped mid-poll: not a failure (Go records one: compatibility.md)
         if result.ok:
             if last_category:
-                ctx.log.info(classify.recovered_message(peer.name))
+                ctx.log.info(recovered_message(peer.name))
             last_category, backoff = "", interval
         else:
             backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
-            category = result.category or "other"
             wait_text = format_go_duration(backoff)
-            if category != last_category:
+            if result.category != last_category:
                 ctx.log.warning(
-                    classify.friendly_message(peer.name, peer.endpoint, category, result.message, wait_text)
+                    friendly_message(peer.name, peer.endpoint, result.category, result.message, wait_text)
                 )
             else:
-                ctx.log.warning(classify.brief_message(peer.name, category, wait_text))
-            last_category = category
+                ctx.log.warning(brief_message(peer.name, result.category, wait_text))
+            last_category = result.category
         if stop.wait(max(backoff, 0.0)):
             return
 

@@ -14,9 +14,9 @@ from noemafed.cortex import state
 from noemafed.cortex.access import AccessKey
 from noemafed.cortex.manifest import Manifest, PeerConfig
 from noemafed.cortex.open import Cortex
-from noemafed.errors import NoemafedError
+from noemafed.errors import ExitCode, NoemafedError
 from noemafed.federation import classify
-from noemafed.federation.classify import Reason
+from noemafed.federation.classify import IdentityFailure, Phase, Reason
 from noemafed.federation.identity import IdentityError, parse_identity, verify_identity
 from noemafed.logs import Log
 from noemafed.mcp.client import (
@@ -53,6 +53,35 @@ _TOOL_UNKNOWN_MARKERS = (
     "Unknown tool",
 )
 
+# Why a poll failed: the message of its PollError, shown by `sync` and in the daemon's log.
+CLIENT_ERROR = "creating Streamable HTTP client: {err}"
+INITIALIZE_ERROR = "MCP initialize: {err}"
+IDENTITY_REFUSED_ERROR = "peer {name} cortex_identity refused: {err}"
+IDENTITY_CALL_ERROR = "calling cortex_identity: {err}"
+EVENTS_CALL_ERROR = "calling sync_events: {err}"
+EVENTS_REFUSED_ERROR = "peer sync_events refused: {err}"
+EVENTS_PARSE_ERROR = "parsing sync_events response: {err}"
+EVENTS_OVER_LIMIT_ERROR = "sync_events returned {count} events for a limit of {limit}"
+EVENTS_NOT_ADVANCING_ERROR = "sync_events returned non-advancing event id {event_id} after {previous}"
+STOPPED_ERROR = "stopped"
+DEADLINE_ERROR = "syncing events: {err}"
+REPLAY_ERROR = "replay event {event_id}: {err}"
+# Why the usage phase failed: only logged (READ_SIGNAL_FAILED_LOG), the poll still succeeds.
+READ_SIGNAL_REFUSED_ERROR = "peer sync_read_signal refused: {err}"
+READ_SIGNAL_PARSE_ERROR = "parsing sync_read_signal response: {err}"
+READ_SIGNAL_NOT_ROWS_ERROR = "parsing sync_read_signal response: not an array of objects"
+
+# Log lines (federation.md §3.5, §3.6, §3.9); names go through go_quote because Go formats them with %q.
+PAGE_LOG = "[sync] peer {name}: page {page}, {applied} events applied, cursor {cursor}"
+REPLAY_FAILED_LOG = (
+    "[federation] peer {name}: replay of event {event_id} ({action} on trace {trace_id}) failed: {err} "
+    "\u2014 cursor pinned, will retry next poll"
+)
+READ_SIGNAL_FAILED_LOG = "[federation] peer {name}: read-signal sync failed (events already applied): {err}"
+LOAD_HEALTH_FAILED_LOG = "[federation] peer {name}: could not load prior health: {err}"
+PERSIST_HEALTH_FAILED_LOG = "[federation] peer {name}: could not persist health: {err}"
+RECORD_FAILED_LOG = "[federation] peer {name}: could not record {key}: {err}"
+
 
 class SyncContext(NamedTuple):
     """What every poll of a run shares: the cortex, its manifest and key, the options, the log."""
@@ -75,14 +104,21 @@ class SyncOptions(NamedTuple):
 
 
 class PollError(NoemafedError):
-    """A failed poll, classified for health and for the exit code."""
+    """A failed poll, classified (classify.outcome) for health and for the exit code."""
 
     code = "poll_failed"
 
-    def __init__(self, message: str, reason: str, phase: str, event_id: str = "", trace_id: str = "") -> None:
+    def __init__(
+        self,
+        message: str,
+        phase: Phase,
+        cause: Reason | IdentityFailure,
+        event_id: str = "",
+        trace_id: str = "",
+    ) -> None:
         super().__init__(message)
-        self.reason = reason or Reason.OTHER.value
         self.phase = phase
+        self.outcome = classify.outcome(phase, cause)
         self.event_id = event_id
         self.trace_id = trace_id
 
@@ -93,10 +129,11 @@ class PollResult(NamedTuple):
     peer: str
     endpoint: str
     ok: bool
-    reason: str = ""
-    phase: str = ""
+    reason: Reason | None = None
+    phase: Phase | None = None
     message: str = ""
     needs_operator: bool = False
+    exit_code: ExitCode = ExitCode.OK  # a run exits with the worst of its results' codes
     category: str = ""  # the short tag that picks the daemon's log message
     event_id: str = ""
     trace_id: str = ""
@@ -110,24 +147,22 @@ class PollResult(NamedTuple):
     caught_up: bool = False
     seconds: float = 0.0
 
-
-def needs_operator(reason: str, phase: str) -> bool:
-    """Failures that will not heal by waiting: they make `sync` exit 4 instead of 3."""
-    if reason in (Reason.AUTH, Reason.IDENTITY_MISMATCH, Reason.IDENTITY_MISSING):
-        return True
-    if phase == "identity" and reason == Reason.INVALID_FRONTMATTER:
-        return True  # the peer's manifest is too old: its operator must migrate it
-    return phase == "replay" and classify.is_schema_widening(reason)
-
-
-_IDENTITY_KIND_REASONS = {
-    "mismatch": Reason.IDENTITY_MISMATCH,
-    "own_id": Reason.IDENTITY_MISMATCH,
-    "signing": Reason.IDENTITY_MISMATCH,  # Go says "other"; Rust and noemafed: it needs an operator
-    "empty": Reason.IDENTITY_MISSING,
-    "no_id": Reason.IDENTITY_MISSING,
-    "version": Reason.INVALID_FRONTMATTER,
-}
+    @classmethod
+    def failed(cls, peer: PeerConfig, error: PollError, category: str = "other") -> PollResult:
+        """The result of a poll that `error` ended, with the reason and exit code its outcome gives."""
+        return cls(
+            peer.name,
+            peer.endpoint,
+            ok=False,
+            reason=error.outcome.reason,
+            phase=error.phase,
+            message=error.message,
+            needs_operator=error.outcome.needs_operator,
+            exit_code=error.outcome.exit_code,
+            category=category,
+            event_id=error.event_id,
+            trace_id=error.trace_id,
+        )
 
 
 class _Progress:
@@ -183,22 +218,13 @@ class PeerPoller:
         started = time.monotonic()
         progress = _Progress(cursor=self._get(state.LAST_EVENT))
         cursor_before = progress.cursor
+        failure: PollError | None = None
         try:
             self._poll(deadline, progress)
             result = PollResult(self.peer.name, self.peer.endpoint, ok=True, caught_up=progress.caught_up)
         except PollError as exc:
-            result = PollResult(
-                self.peer.name,
-                self.peer.endpoint,
-                ok=False,
-                reason=exc.reason,
-                phase=exc.phase,
-                message=exc.message,
-                needs_operator=needs_operator(exc.reason, exc.phase),
-                category=classify.categorize_error(exc) or "other",
-                event_id=exc.event_id,
-                trace_id=exc.trace_id,
-            )
+            failure = exc
+            result = PollResult.failed(self.peer, exc, classify.categorize_error(exc))
         result = result._replace(
             events_applied=progress.applied,
             pages=progress.pages,
@@ -209,29 +235,29 @@ class PeerPoller:
             peer_cortex_id=progress.peer_cortex_id,
             seconds=time.monotonic() - started,
         )
-        if result.ok or not self.stop.is_set():
+        if failure is None or not self.stop.is_set():
             # A poll cut short by shutdown is not a failure of the peer (Go records one).
-            self.record_health(result)
+            self._record_health(result.peer_version, failure)
         return result
 
-    def record_health(self, result: PollResult) -> None:
+    def _record_health(self, peer_version: str, failure: PollError | None) -> None:
         """federation.md §3.9: after every poll, success or failure; persistence errors only log."""
         quoted = go_quote(self.peer.name)
         now = rfc3339_now()
         try:
             previous = state.get_health(self.conn, self.peer.name)
         except NoemafedError as exc:
-            self.log.warning(f"[federation] peer {quoted}: could not load prior health: {exc}")
+            self.log.warning(LOAD_HEALTH_FAILED_LOG.format(name=quoted, err=exc))
             previous = state.PeerHealth()
-        if result.ok:
-            health = previous.after_success(now, result.peer_version)
+        if failure is None:
+            health = previous.after_success(now, peer_version)
         else:
-            error = state.PeerError(result.reason, now, result.event_id, result.trace_id)
-            health = previous.after_failure(now, result.peer_version, error)
+            error = state.PeerError(failure.outcome.reason, now, failure.event_id, failure.trace_id)
+            health = previous.after_failure(now, peer_version, error)
         try:
             state.set_health(self.conn, self.peer.name, health)
         except NoemafedError as exc:
-            self.log.warning(f"[federation] peer {quoted}: could not persist health: {exc}")
+            self.log.warning(PERSIST_HEALTH_FAILED_LOG.format(name=quoted, err=exc))
 
     # ---- the poll, step by step ---------------------------------------------------------------------
 
@@ -239,13 +265,13 @@ class PeerPoller:
         try:
             session = McpSession(self.target, deadline)
         except WireError as exc:
-            raise PollError(f"creating Streamable HTTP client: {exc}", Reason.NETWORK_TLS, "connect") from exc
+            raise PollError(CLIENT_ERROR.format(err=exc), Phase.CONNECT, Reason.NETWORK_TLS) from exc
         try:
             try:
                 server = session.initialize()
             except WireError as exc:
                 raise PollError(
-                    f"MCP initialize: {exc}", classify.classify_network_error(exc), "initialize"
+                    INITIALIZE_ERROR.format(err=exc), Phase.INITIALIZE, classify.classify_network_error(exc)
                 ) from exc
             progress.peer_version = server.version
             progress.peer_cortex_id = self._handshake(session)
@@ -259,17 +285,15 @@ class PeerPoller:
             session.close()
 
     def _handshake(self, session: McpSession) -> str:
-        quoted = go_quote(self.peer.name)
         try:
             text = session.call_tool("cortex_identity", {})
         except ToolRefusal as exc:
-            raise PollError(
-                f"peer {quoted} cortex_identity refused: {exc}", Reason.OTHER, "identity"
-            ) from exc
+            message = IDENTITY_REFUSED_ERROR.format(name=go_quote(self.peer.name), err=exc)
+            raise PollError(message, Phase.IDENTITY, IdentityFailure.REFUSED) from exc
         except WireError as exc:
             # Go classifies this as "other"; a network failure here is a network failure (compatibility.md).
             raise PollError(
-                f"calling cortex_identity: {exc}", classify.classify_network_error(exc), "identity"
+                IDENTITY_CALL_ERROR.format(err=exc), Phase.IDENTITY, classify.classify_network_error(exc)
             ) from exc
         try:
             identity = parse_identity(self.peer.name, text)
@@ -282,8 +306,7 @@ class PeerPoller:
                 log=self.log,
             )
         except IdentityError as exc:
-            reason = _IDENTITY_KIND_REASONS.get(exc.kind, Reason.OTHER)
-            raise PollError(exc.message, reason, "identity") from exc
+            raise PollError(exc.message, Phase.IDENTITY, exc.kind) from exc
         return identity.id
 
     def _pull_events(self, session: McpSession, deadline: Deadline, progress: _Progress) -> None:
@@ -309,7 +332,7 @@ class PeerPoller:
                 try:
                     events = parse_page(text)
                 except EventFormatError as exc:
-                    raise PollError(f"parsing sync_events response: {exc}", Reason.OTHER, "events") from exc
+                    raise PollError(EVENTS_PARSE_ERROR.format(err=exc), Phase.EVENTS, Reason.OTHER) from exc
                 del text  # the page's text is not needed once parsed; only one page ahead is kept
                 _check_page(events, progress.cursor, limit)
                 full = len(events) == limit
@@ -323,8 +346,12 @@ class PeerPoller:
                         return
                     self._replay_batch(events[start : start + REPLAY_BATCH], progress)
                 self.log.info(
-                    f"[sync] peer {go_quote(self.peer.name)}: page {progress.pages}, "
-                    f"{progress.applied} events applied, cursor {progress.cursor}"
+                    PAGE_LOG.format(
+                        name=go_quote(self.peer.name),
+                        page=progress.pages,
+                        applied=progress.applied,
+                        cursor=progress.cursor,
+                    )
                 )
                 if self._max_reached(progress):
                     return
@@ -342,20 +369,20 @@ class PeerPoller:
         try:
             return session.call_tool("sync_events", arguments, SYNC_EVENTS_BUDGET)
         except ToolRefusal as exc:
-            raise PollError(f"peer sync_events refused: {exc}", Reason.OTHER, "events") from exc
+            raise PollError(EVENTS_REFUSED_ERROR.format(err=exc), Phase.EVENTS, Reason.OTHER) from exc
         except WireError as exc:
             raise PollError(
-                f"calling sync_events: {exc}", classify.classify_network_error(exc), "events"
+                EVENTS_CALL_ERROR.format(err=exc), Phase.EVENTS, classify.classify_network_error(exc)
             ) from exc
 
     def _should_stop(self, deadline: Deadline, progress: _Progress) -> bool:
         """Between events (the cursor is consistent there): max-events, the run deadline, a stop signal."""
         if self.stop.is_set():
-            raise PollError("stopped", Reason.OTHER, "events")
+            raise PollError(STOPPED_ERROR, Phase.EVENTS, Reason.OTHER)
         try:
             deadline.check()
         except DeadlineExceeded as exc:
-            raise PollError(f"syncing events: {exc}", Reason.NETWORK_TIMEOUT, "events") from exc
+            raise PollError(DEADLINE_ERROR.format(err=exc), Phase.EVENTS, Reason.NETWORK_TIMEOUT) from exc
         return self._max_reached(progress)
 
     def _max_reached(self, progress: _Progress, coming: int = 0) -> bool:
@@ -370,26 +397,30 @@ class PeerPoller:
         if result.outcomes:
             progress.cursor = result.outcomes[-1].event_id
             progress.applied += len(result.outcomes)
-        if result.failed is None:
-            return
+        if result.failed is None or result.error is None:
+            return  # the whole batch committed (a failed event always comes with its error)
         event, error = result.failed, result.error
         self.log.info(
-            f"[federation] peer {go_quote(self.peer.name)}: replay of event {event.id} ({event.action} on trace "
-            f"{event.trace_id}) failed: {error} — cursor pinned, will retry next poll"
+            REPLAY_FAILED_LOG.format(
+                name=go_quote(self.peer.name),
+                event_id=event.id,
+                action=event.action,
+                trace_id=event.trace_id,
+                err=error,
+            )
         )
         # The link itself is healthy: last_seen moves even though the poll fails.
         self._set(state.LAST_SEEN, rfc3339_now())
         raise PollError(
-            f"replay event {event.id}: {error}",
+            REPLAY_ERROR.format(event_id=event.id, err=error),
+            Phase.REPLAY,
             classify.classify_replay_error(error),
-            "replay",
             event_id=event.id,
             trace_id=event.trace_id,
         ) from error
 
     def _pull_usage(self, session: McpSession, progress: _Progress) -> None:
         """Usage counters are best effort: any failure is logged and the poll still succeeds."""
-        quoted = go_quote(self.peer.name)
         try:
             cursor = self._get(state.LAST_USAGE)
             arguments: dict[str, Any] = {"limit": USAGE_LIMIT}
@@ -400,15 +431,15 @@ class PeerPoller:
             except ToolRefusal as exc:
                 if any(marker in str(exc) for marker in _TOOL_UNKNOWN_MARKERS):
                     return  # an older peer without the tool
-                raise WireError(f"peer sync_read_signal refused: {exc}") from exc
+                raise WireError(READ_SIGNAL_REFUSED_ERROR.format(err=exc)) from exc
             if text in ("", "[]", "null"):
                 return
             try:
                 rows = json.loads(text)
             except ValueError as exc:
-                raise WireError(f"parsing sync_read_signal response: {exc}") from exc
+                raise WireError(READ_SIGNAL_PARSE_ERROR.format(err=exc)) from exc
             if not isinstance(rows, list) or not all(isinstance(row, dict) for row in rows):
-                raise WireError("parsing sync_read_signal response: not an array of objects")
+                raise WireError(READ_SIGNAL_NOT_ROWS_ERROR)
             if not rows:
                 return
             progress.usage_rows = self.replayer.merge_usage(rows)
@@ -416,9 +447,7 @@ class PeerPoller:
             if isinstance(last, str) and last:
                 self._set(state.LAST_USAGE, last)
         except NoemafedError as exc:
-            self.log.warning(
-                f"[federation] peer {quoted}: read-signal sync failed (events already applied): {exc}"
-            )
+            self.log.warning(READ_SIGNAL_FAILED_LOG.format(name=go_quote(self.peer.name), err=exc))
 
     # ---- state helpers -------------------------------------------------------------------------------
 
@@ -429,9 +458,7 @@ class PeerPoller:
         try:
             state.put(self.conn, state.peer_key(self.peer.name, suffix), value)
         except NoemafedError as exc:
-            self.log.warning(
-                f"[federation] peer {go_quote(self.peer.name)}: could not record {suffix}: {exc}"
-            )
+            self.log.warning(RECORD_FAILED_LOG.format(name=go_quote(self.peer.name), key=suffix, err=exc))
 
 
 def _events_arguments(since: str, limit: int) -> dict[str, Any]:
@@ -478,17 +505,13 @@ class _PageAhead:
 def _check_page(events: Sequence[Any], cursor: str, limit: int) -> None:
     """Rust's client checks: no more than asked for, and ids strictly advancing past the cursor."""
     if len(events) > limit:
-        raise PollError(
-            f"sync_events returned {len(events)} events for a limit of {limit}", Reason.OTHER, "events"
-        )
+        message = EVENTS_OVER_LIMIT_ERROR.format(count=len(events), limit=limit)
+        raise PollError(message, Phase.EVENTS, Reason.OTHER)
     previous = cursor
     for event in events:
         if previous and event.id <= previous:
-            raise PollError(
-                f"sync_events returned non-advancing event id {event.id} after {previous}",
-                Reason.OTHER,
-                "events",
-            )
+            message = EVENTS_NOT_ADVANCING_ERROR.format(event_id=event.id, previous=previous)
+            raise PollError(message, Phase.EVENTS, Reason.OTHER)
         previous = event.id
 
 

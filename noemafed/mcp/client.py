@@ -37,6 +37,7 @@ CLIENT_NAME = "noemafed"
 ACCEPT = f"{JSON_TYPE}, {SSE_TYPE}"
 DEFAULT_TIMEOUT = 30.0
 DELETE_TIMEOUT = 5.0
+WATCH_GRACE_SECONDS = 0.5
 
 # Byte budgets, enforced while reading and before anything is parsed.
 SYNC_EVENTS_BUDGET = 100 * 1024 * 1024
@@ -359,14 +360,16 @@ class McpSession:
     def _watched(self, what: str, seconds: float) -> Iterator[float]:
         """Run one request under a whole-request deadline; yields the per-read timeout to use inside it."""
         seconds = self.deadline.timeout(seconds)
-        watch = _RequestWatch(seconds)
+        # A peer that simply stops answering trips the socket timeout first, which names the read it hung in;
+        # the watch is for the peer that keeps every single read short.
+        watch = _RequestWatch(seconds + WATCH_GRACE_SECONDS)
         self._connections.watch = watch
         try:
             yield seconds
         except Exception as exc:
             if watch.expired:
                 # Whatever the cut-off read raised (EOF, a truncated body) is the watch's doing.
-                timed_out = TimeoutError(REQUEST_TIMED_OUT.format(what=what, seconds=seconds))
+                timed_out = TimeoutError(REQUEST_TIMED_OUT.format(what=what, seconds=round(seconds, 1)))
                 raise RequestTimedOut(str(timed_out)) from timed_out
             raise exc from exc.__cause__
         finally:
