@@ -111,7 +111,7 @@ def test_wire_headers_are_what_peers_require(tmp_path: Path) -> None:
 
 
 def test_paging_until_a_short_page_and_resuming_from_the_cursor(tmp_path: Path) -> None:
-    from noemafed.federation.schedule import sync_once
+    from noemafed.commands.sync import sync_once
     from noemafed.federation.syncer import SyncOptions  # the page size is not a CLI option; use the API
 
     src = source(tmp_path, count=5)
@@ -587,7 +587,7 @@ def test_a_caught_up_run_loads_only_what_it_needs(tmp_path: Path) -> None:
 
 
 def _paged_sync(target: Path, page_size: int, **options: Any) -> Any:
-    from noemafed.federation.schedule import sync_once
+    from noemafed.commands.sync import sync_once
     from noemafed.federation.syncer import SyncOptions
 
     report = sync_once(
