@@ -30,8 +30,7 @@ def _isatty(stream: TextIO | None) -> bool:
 
 
 class Environment:
-    """The process's streams and variables (as httpie's Environment): injected, so tests can play a terminal
-    or cron without a real tty."""
+    """The process's streams and variables, injected (as httpie's) so tests can play a terminal or cron."""
 
     def __init__(
         self,
@@ -72,13 +71,12 @@ class CliContext:
         click.echo(text, file=self.env.stdout, nl=False)
 
     def log(self, *, progress: bool) -> Log:
-        """The one logger setup: Go's `YYYY/MM/DD HH:MM:SS message` on stderr. Warnings always show (cron mails
-        them); progress (info) when asked for with -v or when `progress` says it is wanted (a terminal, the
-        daemon, serve), unless --quiet; debug detail with -vv."""
+        """The one logger setup: warnings always reach stderr (cron mails them); info with -v or `progress`."""
         import time
 
         from noemafed.logs import Level, Log
 
+        # progress: info is wanted by default (a terminal, the daemon, serve); --quiet is cron's rule everywhere.
         if self.quiet:
             threshold = Level.WARNING
         elif self.verbosity >= 2:
@@ -100,8 +98,7 @@ class CliContext:
         return Log(sink)
 
     def fail(self, exc: NoemafedError) -> NoReturn:
-        """The single place an error is shown: `Error: <message>` and the hint on stderr, and for a --json
-        command the same error as a JSON document on stdout; then its exit code."""
+        """The single place an error is shown: on stderr, and as a JSON document too for a --json command."""
         click.echo(f"Error: {exc.message}", file=self.env.stderr)
         if exc.hint:
             click.echo(f"Hint: {exc.hint}", file=self.env.stderr)

@@ -20,8 +20,7 @@ from noemafed.text.gotext import go_quote
 
 
 def set_mode(mode: str, locate: Callable[[], Path]) -> ModeChange:
-    """Set the cortex-wide mode; the mode is checked before the cortex is located (as in noema), and a no-op
-    leaves cortex.md untouched (Go rewrites it anyway)."""
+    """Set the cortex-wide mode, checked before the cortex is located (as in noema); a no-op writes nothing."""
     if mode not in FEDERATION_MODES:
         raise CommandError(f"invalid mode {go_quote(mode)}; use sync, publish, or subscribe")
     manifest = read_manifest(locate())
