@@ -6,41 +6,108 @@ import atexit
 import os
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, NoReturn, TextIO
 
 import click
 
 from noemafed import __version__
-from noemafed.errors import CommandError, ExitCode, NoemafedError
+from noemafed.errors import ExitCode, InternalError, NoemafedError
 
 if TYPE_CHECKING:
-    from noemafed.cortex.open import Cortex
+    from noemafed.cortex.manifest import Manifest
+    from noemafed.federation.syncer import SyncOptions
     from noemafed.logs import Log
+    from noemafed.reports import ResetPlan
 
-F = TypeVar("F", bound=Callable[..., Any])
+
+def _isatty(stream: TextIO | None) -> bool:
+    try:
+        return stream is not None and stream.isatty()
+    except ValueError:  # a closed stream
+        return False
+
+
+class Environment:
+    """The process's streams and variables, injected (as httpie's) so tests can play a terminal or cron."""
+
+    def __init__(
+        self,
+        *,
+        stdin: TextIO | None = None,
+        stdout: TextIO | None = None,
+        stderr: TextIO | None = None,
+        stdout_isatty: bool | None = None,
+        stderr_isatty: bool | None = None,
+        environ: Mapping[str, str] | None = None,
+    ) -> None:
+        self.stdin = sys.stdin if stdin is None else stdin
+        self.stdout = sys.stdout if stdout is None else stdout
+        self.stderr = sys.stderr if stderr is None else stderr
+        self.stdout_isatty = _isatty(self.stdout) if stdout_isatty is None else stdout_isatty
+        self.stderr_isatty = _isatty(self.stderr) if stderr_isatty is None else stderr_isatty
+        self.environ = os.environ if environ is None else environ
 
 
 class CliContext:
-    """What the group passes down: the --cortex value, resolved lazily so `init` needs none."""
+    """What the group passes down: the environment, the global options, and what an error must be shown as."""
 
-    def __init__(self, cortex_option: str | None) -> None:
-        self.cortex_option = cortex_option
+    def __init__(self, env: Environment) -> None:
+        self.env = env
+        self.cortex_option: str | None = None
+        self.quiet = False
+        self.verbosity = 0
+        self.traceback = False
+        self.json_schema: int | None = None  # set by a --json command: its errors become JSON documents too
 
     def cortex_dir(self) -> Path:
+        """The --cortex value resolved lazily, so `init` needs none."""
         from noemafed.cortex.open import resolve_cortex
 
-        return resolve_cortex(self.cortex_option, os.environ, Path.cwd())
+        return resolve_cortex(self.cortex_option, self.env.environ, Path.cwd())
 
-    def open(self) -> Cortex:
-        from noemafed.cortex.open import open_cortex
+    def emit(self, text: str) -> None:
+        click.echo(text, file=self.env.stdout, nl=False)
 
-        return open_cortex(self.cortex_dir())
+    def log(self, *, progress: bool) -> Log:
+        """The one logger setup: warnings always reach stderr (cron mails them); info with -v or `progress`."""
+        import time
 
+        from noemafed.logs import Level, Log
 
-def _emit(text: str) -> None:
-    click.echo(text, nl=False)
+        # progress: info is wanted by default (a terminal, the daemon, serve); --quiet is cron's rule everywhere.
+        if self.quiet:
+            threshold = Level.WARNING
+        elif self.verbosity >= 2:
+            threshold = Level.DEBUG
+        elif self.verbosity == 1 or progress:
+            threshold = Level.INFO
+        else:
+            threshold = Level.WARNING
+        lock = threading.Lock()  # peers log from their own threads; keep each message whole
+        stderr = self.env.stderr
+
+        def sink(level: Level, message: str) -> None:
+            if level < threshold:
+                return
+            stamp = time.strftime("%Y/%m/%d %H:%M:%S")
+            with lock:
+                click.echo(f"{stamp} {message}", file=stderr)
+
+        return Log(sink)
+
+    def fail(self, exc: NoemafedError) -> NoReturn:
+        """The single place an error is shown: on stderr, and as a JSON document too for a --json command."""
+        click.echo(f"Error: {exc.message}", file=self.env.stderr)
+        if exc.hint:
+            click.echo(f"Hint: {exc.hint}", file=self.env.stderr)
+        if self.json_schema is not None:
+            from noemafed import render
+            from noemafed.reports import ErrorReport
+
+            self.emit(render.json(ErrorReport.of(exc, self.json_schema)))
+        sys.exit(int(exc.exit_code))
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -51,28 +118,40 @@ def _emit(text: str) -> None:
     metavar="PATH|NAME",
     help="Cortex directory or registered name (else NOEMA_CORTEX, the noema registry default, the cwd).",
 )
-@click.pass_context
-def cli(ctx: click.Context, cortex_option: str | None) -> None:
+@click.option("--quiet", "-q", is_flag=True, help="Log only warnings and errors, as under cron.")
+@click.option(
+    "--verbose",
+    "-v",
+    count=True,
+    help="Log progress on stderr even when it is not a terminal; -vv for detail.",
+)
+@click.option(
+    "--traceback", is_flag=True, help="Show the Python traceback of an internal error (for bug reports)."
+)
+@click.pass_obj
+def cli(obj: CliContext, cortex_option: str | None, quiet: bool, verbose: int, traceback: bool) -> None:
     """noema federation as one file: keep a cortex in step with its peers.
 
     Example: noemafed --cortex ~/cortexes/research status
     """
-    ctx.obj = CliContext(cortex_option)
+    if quiet and verbose:
+        raise click.UsageError("--quiet and --verbose exclude each other")
+    obj.cortex_option, obj.quiet, obj.verbosity, obj.traceback = cortex_option, quiet, verbose, traceback
 
 
 @cli.command()
 @click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--name", help="Display name of the cortex (default: the directory name).")
-def init(directory: Path, name: str | None) -> None:
+@click.pass_obj
+def init(obj: CliContext, directory: Path, name: str | None) -> None:
     """Create a new, empty cortex that noema can open.
 
     Example: noemafed init ~/cortexes/research --name research
     """
     from noemafed import render
-    from noemafed.cortex.open import init_cortex
+    from noemafed.commands.init import init
 
-    manifest = init_cortex(directory, name)
-    _emit(render.initialized(str(directory), manifest.id, manifest.name))
+    obj.emit(render.human(init(directory, name)))
 
 
 @cli.command()
@@ -83,14 +162,14 @@ def status(obj: CliContext, as_json: bool) -> None:
 
     Example: noemafed status --json | jq '.peers[].health'
     """
-    from noemafed import commands, render
+    from noemafed import render
+    from noemafed.commands.status import status
+    from noemafed.reports import StatusReport
 
-    cortex = obj.open()
-    try:
-        report = commands.status(cortex, os.environ)
-    finally:
-        cortex.close()
-    _emit(render.status_json(report) if as_json else render.status_human(report))
+    if as_json:
+        obj.json_schema = StatusReport.SCHEMA_VERSION
+    report = status(obj.cortex_dir(), obj.env.environ)
+    obj.emit(render.json(report) if as_json else render.human(report))
 
 
 @cli.command()
@@ -101,9 +180,9 @@ def peers(obj: CliContext) -> None:
     Example: noemafed peers
     """
     from noemafed import render
-    from noemafed.cortex.manifest import read_manifest
+    from noemafed.commands.peers import peers
 
-    _emit(render.peers_human(read_manifest(obj.cortex_dir()).peers))
+    obj.emit(render.human(peers(obj.cortex_dir())))
 
 
 @cli.command("add-peer")
@@ -115,17 +194,15 @@ def add_peer(obj: CliContext, name: str, endpoint: str) -> None:
 
     Example: noemafed add-peer laptop https://laptop.lan:3000
     """
-    from noemafed import commands, render
-    from noemafed.cortex.manifest import read_manifest
+    from noemafed import render
+    from noemafed.commands.peers import add_peer
 
-    added = commands.add_peer(read_manifest(obj.cortex_dir()), name, endpoint)
-    _emit(render.added_peer(*added))
+    obj.emit(render.human(add_peer(obj.cortex_dir(), name, endpoint)))
 
 
-def _confirmed() -> bool:
+def _confirmed(stdin: TextIO) -> bool:
     """One whitespace-delimited token from stdin; only y, Y and yes proceed (EOF does not)."""
-    line = sys.stdin.readline()
-    tokens = line.split()
+    tokens = stdin.readline().split()
     return bool(tokens) and tokens[0] in ("y", "Y", "yes")
 
 
@@ -138,20 +215,18 @@ def reset_peer(obj: CliContext, names: tuple[str, ...], yes: bool) -> None:
 
     Example: noemafed reset-peer laptop --yes
     """
-    from noemafed import commands, render
+    from noemafed import render
+    from noemafed.commands.reset import reset_peers
 
-    cortex = obj.open()
-    try:
-        plan = commands.plan_reset(cortex, names)
-        _emit(render.reset_plan(plan))
-        if not yes:
-            _emit(render.RESET_PROMPT)
-            sys.stdout.flush()
-            if not _confirmed():
-                raise CommandError("aborted by user")
-        _emit(render.reset_result(commands.apply_reset(cortex, plan)))
-    finally:
-        cortex.close()
+    def confirm(plan: ResetPlan) -> bool:
+        obj.emit(render.human(plan))
+        if yes:
+            return True
+        obj.emit(render.RESET_PROMPT)
+        obj.env.stdout.flush()
+        return _confirmed(obj.env.stdin)
+
+    obj.emit(render.human(reset_peers(obj.cortex_dir(), names, confirm)))
 
 
 @cli.command("set-mode")
@@ -162,21 +237,17 @@ def set_mode(obj: CliContext, mode: str) -> None:
 
     Example: noemafed set-mode publish
     """
-    from noemafed import commands, render
-    from noemafed.cortex.manifest import FEDERATION_MODES, read_manifest
-    from noemafed.text.gotext import go_quote
+    from noemafed import render
+    from noemafed.commands.modes import set_mode
 
-    # Validated before the cortex is resolved, as in noema.
-    if mode not in FEDERATION_MODES:
-        raise CommandError(f"invalid mode {go_quote(mode)}; use sync, publish, or subscribe")
-    _emit(render.mode_change(commands.set_mode(read_manifest(obj.cortex_dir()), mode)))
+    obj.emit(render.human(set_mode(mode, obj.cortex_dir)))
 
 
-def _peer_mode_command(name: str, paused: bool, obj: CliContext) -> None:
-    from noemafed import commands, render
-    from noemafed.cortex.manifest import read_manifest
+def _peer_mode_command(obj: CliContext, name: str, paused: bool) -> None:
+    from noemafed import render
+    from noemafed.commands.modes import set_peer_mode
 
-    _emit(render.peer_mode_change(commands.set_peer_mode(read_manifest(obj.cortex_dir()), name, paused)))
+    obj.emit(render.human(set_peer_mode(obj.cortex_dir(), name, paused)))
 
 
 @cli.command("pause-peer")
@@ -187,7 +258,7 @@ def pause_peer(obj: CliContext, name: str) -> None:
 
     Example: noemafed pause-peer laptop
     """
-    _peer_mode_command(name, True, obj)
+    _peer_mode_command(obj, name, True)
 
 
 @cli.command("resume-peer")
@@ -198,7 +269,7 @@ def resume_peer(obj: CliContext, name: str) -> None:
 
     Example: noemafed resume-peer laptop
     """
-    _peer_mode_command(name, False, obj)
+    _peer_mode_command(obj, name, False)
 
 
 @cli.group()
@@ -216,31 +287,10 @@ def key_fingerprint(obj: CliContext) -> None:
 
     Example: noemafed key fingerprint
     """
-    from noemafed import commands, render
-    from noemafed.cortex.manifest import read_manifest
+    from noemafed import render
+    from noemafed.commands.key import key_fingerprint
 
-    cortex_dir = obj.cortex_dir()
-    _emit(render.key_fingerprint(commands.key_fingerprint(cortex_dir, read_manifest(cortex_dir), os.environ)))
-
-
-def _stderr_logger(enabled: bool) -> Log:
-    """Go's standard logger format on stderr (`YYYY/MM/DD HH:MM:SS message`); warnings always, the rest if enabled."""
-    import threading
-    import time
-
-    from noemafed.logs import Level, Log
-
-    lock = threading.Lock()  # peers log from their own threads; keep each message whole
-    threshold = Level.INFO if enabled else Level.WARNING
-
-    def sink(level: Level, message: str) -> None:
-        if level < threshold:
-            return
-        stamp = time.strftime("%Y/%m/%d %H:%M:%S")
-        with lock:
-            click.echo(f"{stamp} {message}", err=True)
-
-    return Log(sink)
+    obj.emit(render.human(key_fingerprint(obj.cortex_dir(), obj.env.environ)))
 
 
 @cli.command()
@@ -277,7 +327,10 @@ def _stderr_logger(enabled: bool) -> Log:
     "--json", "as_json", is_flag=True, help="Print one JSON report (docs/sync.schema.json); with --once."
 )
 @click.option(
-    "--verbose", "-v", is_flag=True, help="Log progress and pins on stderr even when it is not a terminal."
+    "--verbose",
+    "-v",
+    count=True,
+    help="Log progress and pins on stderr and print the report even when it is not a terminal (as noemafed -v).",
 )
 @click.option(
     "--use-proxy-env", is_flag=True, help="Honour *_proxy environment variables (ignored by default)."
@@ -292,7 +345,7 @@ def sync(
     timeout: float,
     wait_seconds: float,
     as_json: bool,
-    verbose: bool,
+    verbose: int,
     use_proxy_env: bool,
 ) -> None:
     """Pull and replay peers' events: once for cron, or as a foreground daemon for systemd.
@@ -303,9 +356,14 @@ def sync(
     Example: noemafed sync --once --max-duration 300
     """
     from noemafed.cortex.manifest import read_manifest
-    from noemafed.federation.schedule import sync_daemon, sync_once
     from noemafed.federation.syncer import SyncOptions
+    from noemafed.reports import SyncReport
 
+    if as_json:
+        obj.json_schema = SyncReport.SCHEMA_VERSION
+    if obj.quiet and verbose:
+        raise click.UsageError("--quiet and --verbose exclude each other")
+    obj.verbosity += verbose
     cortex_dir = obj.cortex_dir()
     manifest = read_manifest(cortex_dir)
     options = SyncOptions(
@@ -314,38 +372,33 @@ def sync(
     if not once:
         if as_json or peer_names or max_events:
             raise click.UsageError("--json, --peer and --max-events need --once")
-        _run_daemon(cortex_dir, manifest, options, wait_seconds, sync_daemon)
+        _run_daemon(obj, cortex_dir, manifest, options, wait_seconds)
         return
-    log = _stderr_logger(verbose or sys.stderr.isatty())
-    report = sync_once(
-        cortex_dir,
-        manifest,
-        peer_names,
-        options=options,
-        environ=os.environ,
-        log=log,
-        wait_seconds=wait_seconds,
-    )
-    # Under cron (no terminal) a clean run prints nothing: cron mails only what went wrong. It then never
-    # loads the renderer either (start-up time: docs/performance.md).
+    from noemafed.commands.sync import SyncRun, sync_once
+
+    log = obj.log(progress=obj.env.stderr_isatty)
+    report = sync_once(SyncRun(cortex_dir, manifest, options, obj.env.environ, log, wait_seconds), peer_names)
+    # Under cron (no terminal) or --quiet, a clean run prints nothing: cron mails only what went wrong. It then
+    # never loads the renderer either (start-up time: docs/performance.md).
     if as_json:
         from noemafed import render
 
-        _emit(render.sync_json(report))
-    elif report.exit_code != ExitCode.OK or verbose or sys.stdout.isatty():
+        obj.emit(render.json(report))
+    elif report.exit_code != ExitCode.OK or (not obj.quiet and (obj.verbosity > 0 or obj.env.stdout_isatty)):
         from noemafed import render
 
-        _emit(render.sync_human(report))
+        obj.emit(render.human(report))
     if report.exit_code != ExitCode.OK:
         sys.exit(int(report.exit_code))
 
 
 def _run_daemon(
-    cortex_dir: Path, manifest: Any, options: Any, wait_seconds: float, daemon: Callable[..., None]
+    obj: CliContext, cortex_dir: Path, manifest: Manifest, options: SyncOptions, wait_seconds: float
 ) -> None:
     """SIGTERM and SIGINT stop the loops; an interrupted poll is not recorded as a failure."""
     import signal
-    import threading
+
+    from noemafed.commands.sync import SyncRun, sync_daemon
 
     stop = threading.Event()
 
@@ -354,14 +407,8 @@ def _run_daemon(
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    daemon(
-        cortex_dir,
-        manifest,
-        options=options,
-        environ=os.environ,
-        log=_stderr_logger(True),
-        stop=stop,
-        wait_seconds=wait_seconds,
+    sync_daemon(
+        SyncRun(cortex_dir, manifest, options, obj.env.environ, obj.log(progress=True), wait_seconds), stop
     )
 
 
@@ -422,7 +469,7 @@ def serve(
         extra_hosts=allow_hosts,
         workers=workers,
     )
-    log = _stderr_logger(True)
+    log = obj.log(progress=True)
     server = make_server(config, log)
     scheme = "https" if config.tls_cert else "http"
     bound_port = server.server_address[1]
@@ -441,13 +488,6 @@ def serve(
     finally:
         server.server_close()
     log.info("[serve] stopped")
-
-
-def report_error(exc: NoemafedError) -> None:
-    """The single place an error is shown: `Error: <message>`, then the hint, on stderr."""
-    click.echo(f"Error: {exc.message}", err=True)
-    if exc.hint:
-        click.echo(f"Hint: {exc.hint}", err=True)
 
 
 def run() -> NoReturn:
@@ -492,17 +532,21 @@ def _exit_status(code: object) -> int:
     return 1
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None, env: Environment | None = None) -> None:
     """Run the CLI and exit with a documented code (docs/exit-codes.md)."""
+    obj = CliContext(env or Environment())
     try:
-        cli.main(args=argv, prog_name="noemafed", standalone_mode=False)
+        cli.main(args=argv, prog_name="noemafed", standalone_mode=False, obj=obj)
     except NoemafedError as exc:
-        report_error(exc)
-        sys.exit(int(exc.exit_code))
+        obj.fail(exc)
     except click.exceptions.Abort:
-        click.echo("Aborted!", err=True)
+        click.echo("Aborted!", file=obj.env.stderr)
         sys.exit(int(ExitCode.ERROR))
     except click.ClickException as exc:
-        exc.show()
+        exc.show(file=obj.env.stderr)
         sys.exit(int(ExitCode.USAGE))
+    except Exception as exc:
+        if obj.traceback:
+            raise
+        obj.fail(InternalError(exc))
     sys.exit(int(ExitCode.OK))

@@ -120,3 +120,17 @@ class InvalidTraceFrontmatterError(ReplayError):
 
     def __init__(self, message: str = "invalid trace frontmatter") -> None:
         super().__init__(message)
+
+
+INTERNAL_ERROR_HINT = (
+    "this is a bug in noemafed: run the command again with --traceback and report what it prints"
+)
+
+
+class InternalError(NoemafedError):
+    """A bug: an exception no command expected, shown as one error; `--traceback` shows where it came from."""
+
+    code = "internal_error"
+
+    def __init__(self, exc: Exception) -> None:
+        super().__init__(f"internal error: {type(exc).__name__}: {exc}", INTERNAL_ERROR_HINT)

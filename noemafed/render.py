@@ -1,23 +1,48 @@
-"""Every report as human text (noema's exact layout) or as one JSON document; pure string functions."""
+"""Every report as human text (noema's exact layout) or as one JSON document: `human(report)` and
+`json(report)`, pure string functions."""
 
 from __future__ import annotations
 
-import json
+import json as _json
 from typing import TYPE_CHECKING, Any
 
 from ulid import ULID
 
-from noemafed import commands
-from noemafed.cortex.access import AccessKey
-from noemafed.cortex.manifest import PeerConfig
-from noemafed.cortex.state import PeerHealth, RankEntry
+from noemafed.reports import (
+    AddedPeer,
+    ErrorReport,
+    InitReport,
+    KeyReport,
+    ModeChange,
+    PeerModeChange,
+    PeersReport,
+    PeerStatus,
+    ResetPlan,
+    ResetResult,
+    StatusReport,
+    SyncReport,
+)
 from noemafed.text.gotext import format_rfc3339, go_quote
 
-if TYPE_CHECKING:  # sync's modules stay unloaded for the other commands
-    from noemafed.federation.schedule import SyncReport
+if TYPE_CHECKING:  # value types only; sync's modules stay unloaded for the other commands
+    from noemafed.cortex.access import AccessKey
+    from noemafed.cortex.state import PeerHealth, RankEntry
     from noemafed.federation.syncer import PollResult
 
-STATUS_SCHEMA_VERSION = 1
+Report = (
+    InitReport
+    | StatusReport
+    | PeersReport
+    | AddedPeer
+    | ResetPlan
+    | ResetResult
+    | ModeChange
+    | PeerModeChange
+    | KeyReport
+    | SyncReport
+)
+JsonReport = StatusReport | SyncReport | ErrorReport
+
 NOT_CONFIGURED = "Federation: not configured (no peers in cortex.md)"
 RESTART_HINT = "Restart `noema serve` for the change to take effect."
 HEALTH_INDENT = " " * 16
@@ -53,7 +78,7 @@ def _or(value: str, placeholder: str) -> str:
 # ---- status ---------------------------------------------------------------------------------------
 
 
-def access_line(access: AccessKey | None, error: str) -> str:
+def _access_line(access: AccessKey | None, error: str) -> str:
     if access is None:
         return f"Access: error loading key: {error}"
     if not access.keyed:
@@ -61,7 +86,7 @@ def access_line(access: AccessKey | None, error: str) -> str:
     return f"Access: keyed (source={access.source}, fingerprint={access.fingerprint})"
 
 
-def format_rank(rank: RankEntry) -> str:
+def _format_rank(rank: RankEntry) -> str:
     """Go's formatFederationRank: rank 0 or no observation time means ineligible."""
     if rank.rank == 0 or not rank.observed_at:
         return "(ineligible)"
@@ -85,7 +110,7 @@ def _health_lines(health: PeerHealth, hint: str | None) -> list[str]:
     return lines
 
 
-def _peer_lines(peer: commands.PeerStatus) -> list[str]:
+def _peer_lines(peer: PeerStatus) -> list[str]:
     config, peer_state = peer.config, peer.state
     if peer_state is None:
         return [f"  {config.name} ({config.endpoint}): error loading state"]
@@ -94,16 +119,16 @@ def _peer_lines(peer: commands.PeerStatus) -> list[str]:
         f"    endpoint:   {config.endpoint}",
         f"    mode:       {config.effective_mode}",
         f"    version:    {_or(peer_state.health.version, '(not yet observed)')}",
-        f"    rank:       {format_rank(peer.rank) if peer.rank else '(none)'}",
+        f"    rank:       {_format_rank(peer.rank) if peer.rank else '(none)'}",
         f"    last_seen:  {_or(peer_state.last_seen, '(never)')}",
         f"    last_event: {_or(peer_state.last_event, '(none)')}",
         *_health_lines(peer_state.health, peer.hint),
     ]
 
 
-def status_human(report: commands.StatusReport) -> str:
+def _status_human(report: StatusReport) -> str:
     """noema's `federation status` layout; the vector clock is sorted (Go's order is random)."""
-    lines = [f"Cortex: {report.cortex_name}", access_line(report.access, report.access_error), ""]
+    lines = [f"Cortex: {report.cortex_name}", _access_line(report.access, report.access_error), ""]
     federation = report.federation
     if federation is None or not federation.peers:
         lines.append(NOT_CONFIGURED)
@@ -112,7 +137,7 @@ def status_human(report: commands.StatusReport) -> str:
     if federation.interval:
         lines.append(f"Interval: {federation.interval}")
     if report.local_rank is not None:
-        lines.append(f"Consolidation Rank: {format_rank(report.local_rank)}")
+        lines.append(f"Consolidation Rank: {_format_rank(report.local_rank)}")
     lines.append("")
     for peer in report.peers:
         lines += _peer_lines(peer)
@@ -154,7 +179,7 @@ def _rank_json(rank: RankEntry | None) -> dict[str, Any] | None:
     return {"cortex_id": rank.cortex_id, "rank": rank.rank, "observed_at": rank.observed_at}
 
 
-def _peer_json(peer: commands.PeerStatus) -> dict[str, Any]:
+def _peer_json(peer: PeerStatus) -> dict[str, Any]:
     config, peer_state = peer.config, peer.state
     doc: dict[str, Any] = {
         "name": config.name,
@@ -179,12 +204,12 @@ def _peer_json(peer: commands.PeerStatus) -> dict[str, Any]:
     return doc
 
 
-def status_json(report: commands.StatusReport) -> str:
+def _status_json(report: StatusReport) -> str:
     """One document for scripts; docs/status.schema.json describes it. Never contains the key."""
     federation = report.federation
     access = report.access
     doc = {
-        "schema_version": STATUS_SCHEMA_VERSION,
+        "schema_version": report.SCHEMA_VERSION,
         "generated_at": report.generated_at,
         "noemafed_version": report.noemafed_version,
         "sqlite_version": report.sqlite_version,
@@ -206,23 +231,23 @@ def status_json(report: commands.StatusReport) -> str:
         "peers": [_peer_json(peer) for peer in report.peers],
         "vclock": {key: report.vclock[key] for key in sorted(report.vclock)},
     }
-    return json.dumps(doc, indent=2, ensure_ascii=False) + "\n"
+    return _dumps(doc)
 
 
 # ---- the other federation commands ----------------------------------------------------------------
 
 
-def peers_human(peers: tuple[PeerConfig, ...]) -> str:
-    if not peers:
+def _peers(report: PeersReport) -> str:
+    if not report.peers:
         return "No peers configured. Add peers to cortex.md under the federation section.\n"
-    return _lines([f"  {peer.name}  {peer.endpoint}" for peer in peers])
+    return _lines([f"  {peer.name}  {peer.endpoint}" for peer in report.peers])
 
 
-def added_peer(name: str, endpoint: str) -> str:
-    return f"Added peer {go_quote(name)} ({endpoint}) to cortex.md\n"
+def _added_peer(added: AddedPeer) -> str:
+    return f"Added peer {go_quote(added.name)} ({added.endpoint}) to cortex.md\n"
 
 
-def reset_plan(plan: commands.ResetPlan) -> str:
+def _reset_plan(plan: ResetPlan) -> str:
     lines = [
         f"About to reset federation state for {len(plan.targets)} peer(s) in cortex {go_quote(plan.cortex_name)}:"
     ]
@@ -243,7 +268,7 @@ def reset_plan(plan: commands.ResetPlan) -> str:
 RESET_PROMPT = "Proceed? [y/N]: "
 
 
-def reset_result(result: commands.ResetResult) -> str:
+def _reset_result(result: ResetResult) -> str:
     lines = ["", "Reset complete."]
     for target in result.targets:
         if target.had_state:
@@ -256,7 +281,7 @@ def reset_result(result: commands.ResetResult) -> str:
     return _lines(lines)
 
 
-def mode_change(change: commands.ModeChange) -> str:
+def _mode_change(change: ModeChange) -> str:
     if not change.changed:
         return f"Federation mode is already {go_quote(change.current)} — no change.\n"
     lines = [f"Federation mode changed: {change.previous} -> {change.current}", "", "Behavior:"]
@@ -264,13 +289,13 @@ def mode_change(change: commands.ModeChange) -> str:
     return _lines(lines)
 
 
-def peer_mode_change(change: commands.ModeChange) -> str:
+def _peer_mode_change(change: PeerModeChange) -> str:
     if not change.changed:
-        return f"Peer {go_quote(change.subject)} is already {change.current} — no change.\n"
-    return _lines([f"Peer {go_quote(change.subject)}: {change.previous} -> {change.current}", RESTART_HINT])
+        return f"Peer {go_quote(change.peer)} is already {change.current} — no change.\n"
+    return _lines([f"Peer {go_quote(change.peer)}: {change.previous} -> {change.current}", RESTART_HINT])
 
 
-def key_fingerprint(report: commands.KeyReport) -> str:
+def _key_fingerprint(report: KeyReport) -> str:
     access = report.access
     lines = [f"{'Cortex:':<13}{report.cortex_name}"]
     if not access.keyed:
@@ -285,13 +310,11 @@ def key_fingerprint(report: commands.KeyReport) -> str:
     return _lines(lines)
 
 
-def initialized(path: str, manifest_id: str, name: str) -> str:
-    return _lines([f"Initialized cortex {go_quote(name)} ({manifest_id}) at {path}"])
+def _initialized(report: InitReport) -> str:
+    return _lines([f"Initialized cortex {go_quote(report.name)} ({report.cortex_id}) at {report.path}"])
 
 
 # ---- sync ---------------------------------------------------------------------------------------------
-
-SYNC_SCHEMA_VERSION = 1
 
 
 def _poll_line(result: PollResult) -> str:
@@ -306,7 +329,7 @@ def _poll_line(result: PollResult) -> str:
     )
 
 
-def sync_human(report: SyncReport) -> str:
+def _sync_human(report: SyncReport) -> str:
     """One line per visited peer, then the paused ones."""
     lines = [_poll_line(result) for result in report.results]
     lines += [f"{name}: paused, skipped" for name in report.paused]
@@ -338,10 +361,10 @@ def _poll_json(result: PollResult) -> dict[str, Any]:
     }
 
 
-def sync_json(report: SyncReport) -> str:
+def _sync_json(report: SyncReport) -> str:
     """The run as one document (docs/sync.schema.json)."""
     doc = {
-        "schema_version": SYNC_SCHEMA_VERSION,
+        "schema_version": report.SCHEMA_VERSION,
         "started_at": report.started_at,
         "seconds": round(report.seconds, 3),
         "exit_code": int(report.exit_code),
@@ -349,4 +372,58 @@ def sync_json(report: SyncReport) -> str:
         "peers": [_poll_json(result) for result in report.results],
         "paused": list(report.paused),
     }
-    return json.dumps(doc, indent=2, ensure_ascii=False) + "\n"
+    return _dumps(doc)
+
+
+# ---- errors and dispatch ------------------------------------------------------------------------------
+
+
+def _error_json(report: ErrorReport) -> str:
+    """What a `--json` command prints instead of its document when it fails (the error variant of its schema)."""
+    error = {
+        "code": report.code,
+        "message": report.message,
+        "hint": report.hint,
+        "exit_code": report.exit_code,
+    }
+    return _dumps({"schema_version": report.schema_version, "error": error})
+
+
+def _dumps(doc: dict[str, Any]) -> str:
+    return _json.dumps(doc, indent=2, ensure_ascii=False) + "\n"
+
+
+def human(report: Report) -> str:
+    """The report as noema prints it."""
+    match report:
+        case InitReport():
+            return _initialized(report)
+        case StatusReport():
+            return _status_human(report)
+        case PeersReport():
+            return _peers(report)
+        case AddedPeer():
+            return _added_peer(report)
+        case ResetPlan():
+            return _reset_plan(report)
+        case ResetResult():
+            return _reset_result(report)
+        case ModeChange():
+            return _mode_change(report)
+        case PeerModeChange():
+            return _peer_mode_change(report)
+        case KeyReport():
+            return _key_fingerprint(report)
+        case SyncReport():
+            return _sync_human(report)
+
+
+def json(report: JsonReport) -> str:
+    """The report as one JSON document for scripts (docs/status.schema.json, docs/sync.schema.json)."""
+    match report:
+        case StatusReport():
+            return _status_json(report)
+        case SyncReport():
+            return _sync_json(report)
+        case ErrorReport():
+            return _error_json(report)

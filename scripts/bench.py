@@ -568,11 +568,10 @@ def event_ids(cortex_dir: Path) -> list[str]:
 
 
 def add_peers(cortex_dir: Path, peers: dict[str, str]) -> None:
-    from noemafed import commands
-    from noemafed.cortex.manifest import read_manifest
+    from noemafed.commands.peers import add_peer
 
     for name, endpoint in peers.items():
-        commands.add_peer(read_manifest(cortex_dir), name, endpoint)
+        add_peer(cortex_dir, name, endpoint)
 
 
 def sync_report(measured: dict[str, Any]) -> dict[str, Any]:

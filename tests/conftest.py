@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from noemafed.cli import main
+from noemafed.cli import Environment, main
 from noemafed.cortex import frontmatter
 from noemafed.cortex.open import init_cortex
 
@@ -41,12 +41,15 @@ class Result:
     stderr: str
 
 
-def run_cli(args: list[str], stdin: str | None = None, env: dict[str, str] | None = None) -> Result:
-    """Run noemafed's real entry point in-process, with the error boundary and exit codes of main()."""
+def run_cli(
+    args: list[str], stdin: str | None = None, env: dict[str, str] | None = None, tty: tuple[str, ...] = ()
+) -> Result:
+    """Run noemafed's real entry point in-process, with the error boundary and exit codes of main(); `tty`
+    names the streams that play a terminal ("stdout", "stderr"), as if run by hand rather than by cron."""
     runner = CliRunner()
     with runner.isolation(input=stdin, env=env) as streams:
         try:
-            main(args)
+            main(args, Environment(**{f"{name}_isatty": True for name in tty}))
             code = 0
         except SystemExit as exc:
             code = exc.code if isinstance(exc.code, int) else 1

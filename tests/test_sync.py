@@ -112,21 +112,14 @@ def test_wire_headers_are_what_peers_require(tmp_path: Path) -> None:
 
 
 def test_paging_until_a_short_page_and_resuming_from_the_cursor(tmp_path: Path) -> None:
-    from noemafed.federation.schedule import sync_once
+    from noemafed.commands.sync import SyncRun, sync_once
     from noemafed.federation.syncer import SyncOptions  # the page size is not a CLI option; use the API
 
     src = source(tmp_path, count=5)
     total = len(events(src))
     with StdlibPeer(src, flavor="go") as peer:
         target = target_with(tmp_path, [{"name": "src", "endpoint": peer.endpoint}])
-        report = sync_once(
-            target,
-            read_manifest(target),
-            (),
-            options=SyncOptions(page_size=3),
-            environ={},
-            log=SILENT,
-        )
+        report = sync_once(SyncRun(target, read_manifest(target), SyncOptions(page_size=3), {}, SILENT), ())
         [result] = report.results
         assert result.ok
         assert result.events_applied == total
@@ -663,16 +656,11 @@ def test_a_run_that_only_replays_never_loads_the_signer(tmp_path: Path) -> None:
 
 
 def _paged_sync(target: Path, page_size: int, **options: Any) -> Any:
-    from noemafed.federation.schedule import sync_once
+    from noemafed.commands.sync import SyncRun, sync_once
     from noemafed.federation.syncer import SyncOptions
 
     report = sync_once(
-        target,
-        read_manifest(target),
-        (),
-        options=SyncOptions(page_size=page_size, **options),
-        environ={},
-        log=SILENT,
+        SyncRun(target, read_manifest(target), SyncOptions(page_size=page_size, **options), {}, SILENT), ()
     )
     [result] = report.results
     return result

@@ -1,0 +1,84 @@
+"""`reset-peer`: forget peers' pins, cursors and health so the next sync re-pins them."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from noemafed.cortex import state
+from noemafed.cortex.open import Cortex, open_cortex
+from noemafed.errors import CommandError, NoemafedError
+from noemafed.reports import ResetPlan, ResetResult, ResetTarget
+from noemafed.text.gotext import go_quote
+
+ABORTED = "aborted by user"
+
+# Keys reset-peer removes. Go stops at the first three; noemafed also clears health, the usage
+# cursor and the rank, which otherwise describe the old identity (docs/compatibility.md).
+_RESET_SUFFIXES = (
+    state.CORTEX_ID,
+    state.LAST_EVENT,
+    state.LAST_SEEN,
+    state.HEALTH,
+    state.LAST_USAGE,
+    state.CONSOLIDATION_RANK,
+)
+
+
+def reset_peers(
+    cortex_dir: Path, names: tuple[str, ...], confirm: Callable[[ResetPlan], bool]
+) -> ResetResult:
+    """Plan, let `confirm` show the plan and decide, then clear: the one open cortex spans all three."""
+    cortex = open_cortex(cortex_dir)
+    try:
+        plan = plan_reset(cortex, names)
+        if not confirm(plan):
+            raise CommandError(ABORTED)
+        return apply_reset(cortex, plan)
+    finally:
+        cortex.close()
+
+
+def plan_reset(cortex: Cortex, names: tuple[str, ...]) -> ResetPlan:
+    """Check every name before touching anything, then snapshot each peer's state."""
+    configured = {peer.name: peer for peer in cortex.manifest.peers}
+    for name in names:
+        if name not in configured:
+            known = ", ".join(configured)
+            raise CommandError(f"peer {go_quote(name)} is not configured in cortex.md (known: {known})")
+    targets = []
+    for name in names:
+        peer = configured[name]
+        try:
+            snapshot = state.get_peer_state(cortex.conn, name, peer.endpoint)
+        except NoemafedError as exc:
+            raise CommandError(f"loading state for peer {go_quote(name)}: {exc}") from exc
+        targets.append(
+            ResetTarget(name, peer.endpoint, snapshot.cortex_id, snapshot.last_event, snapshot.last_seen)
+        )
+    return ResetPlan(cortex.manifest.name, tuple(targets))
+
+
+def apply_reset(cortex: Cortex, plan: ResetPlan) -> ResetResult:
+    """Clear each peer's state and its pinned id's clock bucket and key pin, in one transaction."""
+    conn = cortex.conn
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        clock = state.get_clock(conn)
+        dropped = 0
+        for target in plan.targets:
+            for suffix in _RESET_SUFFIXES:
+                state.delete(conn, state.peer_key(target.name, suffix))
+            # Only a pinned id says which bucket was this peer's; unpinned peers drop nothing.
+            if target.pinned_id:
+                if target.pinned_id in clock:
+                    del clock[target.pinned_id]
+                    dropped += 1
+                state.delete(conn, state.cortex_key(target.pinned_id))
+        if dropped:
+            state.set_clock(conn, clock)
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    return ResetResult(plan.targets, dropped)

@@ -1,0 +1,65 @@
+"""`status`: the federation state of a cortex, read without changing it."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Mapping
+from pathlib import Path
+
+from noemafed import __version__
+from noemafed.cortex import state
+from noemafed.cortex.access import AccessKey, load_access_key
+from noemafed.cortex.manifest import PeerConfig
+from noemafed.cortex.open import open_cortex
+from noemafed.cortex.state import RankEntry
+from noemafed.errors import AccessKeyError, NoemafedError
+from noemafed.federation.classify import health_hint
+from noemafed.reports import PeerStatus, StatusReport
+from noemafed.text.gotext import rfc3339_now
+
+
+def _peer_status(conn: sqlite3.Connection, peer: PeerConfig) -> PeerStatus:
+    try:
+        peer_state = state.get_peer_state(conn, peer.name, peer.endpoint)
+    except NoemafedError:
+        return PeerStatus(peer, None, None, None)
+    try:
+        rank: RankEntry | None = state.get_peer_rank(conn, peer.name)
+    except NoemafedError:
+        rank = None
+    if rank is not None and not rank.observed_at:
+        rank = None
+    error = peer_state.health.last_error
+    return PeerStatus(peer, peer_state, rank, health_hint(error.reason) if error else None)
+
+
+def status(cortex_dir: Path, environ: Mapping[str, str]) -> StatusReport:
+    """Gather the federation status of a cortex; a bad access key is reported, not fatal (as in Go)."""
+    cortex = open_cortex(cortex_dir)
+    try:
+        manifest = cortex.manifest
+        access: AccessKey | None
+        try:
+            access, access_error = load_access_key(cortex.path, manifest.access, environ), ""
+        except AccessKeyError as exc:
+            access, access_error = None, str(exc)
+        try:
+            local_rank: RankEntry | None = state.get_local_rank(cortex.conn)
+        except NoemafedError:
+            local_rank = None
+        return StatusReport(
+            generated_at=rfc3339_now(),
+            noemafed_version=__version__,
+            sqlite_version=sqlite3.sqlite_version,
+            cortex_path=cortex.path,
+            cortex_id=manifest.id,
+            cortex_name=manifest.name,
+            access=access,
+            access_error=access_error,
+            federation=manifest.federation,
+            local_rank=local_rank,
+            peers=tuple(_peer_status(cortex.conn, peer) for peer in manifest.peers),
+            vclock=state.get_clock(cortex.conn),
+        )
+    finally:
+        cortex.close()

@@ -1,0 +1,87 @@
+"""`sync`: lock the cortex and poll its peers, once (for cron) or until stopped (the daemon)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import NamedTuple
+
+from noemafed.cortex.access import load_access_key
+from noemafed.cortex.manifest import Manifest, PeerConfig
+from noemafed.cortex.open import TEMP_PREFIX, TEMP_SUFFIX, TRACE_FOLDERS, database_dir, open_database
+from noemafed.errors import CommandError
+from noemafed.federation.lock import SyncLock
+from noemafed.federation.schedule import poll_once, run_daemon
+from noemafed.federation.syncer import SyncContext, SyncOptions
+from noemafed.logs import Log
+from noemafed.reports import SyncReport
+from noemafed.text.gotext import go_quote, rfc3339_now
+
+
+def remove_stale_temp_files(cortex_dir: Path) -> int:
+    """Temp files of a killed noemafed writer; only ours (noema uses its own prefix), only under the lock."""
+    removed = 0
+    for folder in TRACE_FOLDERS:
+        for path in (cortex_dir / folder).glob(f"{TEMP_PREFIX}*{TEMP_SUFFIX}"):
+            path.unlink(missing_ok=True)
+            removed += 1
+    return removed
+
+
+def select_peers(manifest: Manifest, names: tuple[str, ...]) -> tuple[list[PeerConfig], list[str]]:
+    """The peers to visit (named ones, else all) and the paused ones left out; unknown names are refused."""
+    configured = {peer.name: peer for peer in manifest.peers}
+    for name in names:
+        if name not in configured:
+            known = ", ".join(configured)
+            raise CommandError(f"peer {go_quote(name)} is not configured in cortex.md (known: {known})")
+    chosen = [configured[name] for name in dict.fromkeys(names)] if names else list(manifest.peers)
+    return [p for p in chosen if not p.paused], [p.name for p in chosen if p.paused]
+
+
+class SyncRun(NamedTuple):
+    """What a `sync` invocation brings: the cortex and its manifest, the run's limits, the environment, the log."""
+
+    cortex_dir: Path
+    manifest: Manifest
+    options: SyncOptions
+    environ: Mapping[str, str]
+    log: Log
+    wait_seconds: float = 0.0  # how long to wait for another sync's lock
+
+
+@contextmanager
+def _locked(run: SyncRun) -> Iterator[SyncContext]:
+    """The key loaded and the database checked before the lock is taken, then the lock held throughout."""
+    access = load_access_key(run.cortex_dir, run.manifest.access, run.environ)
+    open_database(run.cortex_dir).close()  # refuse an unusable cortex before taking the lock
+    with SyncLock(database_dir(run.cortex_dir)) as lock:
+        lock.acquire(run.wait_seconds)
+        remove_stale_temp_files(run.cortex_dir)
+        yield SyncContext(run.cortex_dir, run.manifest, access, run.options, run.log)
+
+
+def sync_once(run: SyncRun, names: tuple[str, ...]) -> SyncReport:
+    """Lock the cortex, poll each chosen peer once in its own error boundary, and report."""
+    started_at, started = rfc3339_now(), time.monotonic()
+    peers, paused = select_peers(run.manifest, names)
+    with _locked(run) as ctx:
+        results = poll_once(ctx, peers)
+    return SyncReport(
+        started_at=started_at,
+        seconds=time.monotonic() - started,
+        cortex_path=run.cortex_dir,
+        cortex_id=run.manifest.id,
+        cortex_name=run.manifest.name,
+        results=tuple(results),
+        paused=tuple(paused),
+    )
+
+
+def sync_daemon(run: SyncRun, stop: threading.Event) -> None:
+    """The foreground daemon for systemd: holds the sync lock until stopped; it reports only through `log`."""
+    with _locked(run) as ctx:
+        run_daemon(ctx, stop)

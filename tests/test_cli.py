@@ -1,0 +1,213 @@
+"""The command layer's shared rules: a --json command's error as a JSON document, levelled logging chosen through
+the injected environment (terminal or cron), and internal errors as one error unless --traceback."""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+from conftest import REPO, make_cortex, run_cli
+from peers.stdlib_peer import StdlibPeer
+from sync_helpers import source, target_with
+
+from noemafed.cli import CliContext, Environment, main
+from noemafed.cortex.manifest import read_manifest
+from noemafed.cortex.open import database_dir
+from noemafed.errors import INTERNAL_ERROR_HINT
+from noemafed.federation.lock import SyncLock
+
+SCHEMAS = {
+    name: json.loads((REPO / "docs" / f"{name}.schema.json").read_text()) for name in ("status", "sync")
+}
+NO_CORTEX_HINT = "pass the cortex directory, or create one with `noemafed init DIR`"
+GO_LOG_LINE = re.compile(r"^\d{4}/\d{2}/\d{2} \d{2}:\d{2}:\d{2} (.*)$")
+
+
+def _error_document(code: str, message: str, hint: str | None, exit_code: int) -> dict[str, Any]:
+    return {
+        "schema_version": 1,
+        "error": {"code": code, "message": message, "hint": hint, "exit_code": exit_code},
+    }
+
+
+def _stderr_of(message: str, hint: str | None) -> str:
+    return f"Error: {message}\n" + (f"Hint: {hint}\n" if hint else "")
+
+
+# ---- --json errors ----------------------------------------------------------------------------------------
+
+
+JSON_ERRORS = [
+    # (arguments after --cortex PATH (the first names the schema), how to break the cortex, code, exit code)
+    (["status", "--json"], "missing", "cortex_not_found", 66),
+    (["status", "--json"], "bad-manifest", "manifest_invalid", 78),
+    (["sync", "--once", "--json"], "missing", "cortex_not_found", 66),
+    (["sync", "--once", "--json"], "bad-manifest", "manifest_invalid", 78),
+    (["sync", "--once", "--json", "--peer", "zz"], "ok", "command_failed", 1),
+    (["sync", "--once", "--json"], "locked", "locked", 75),
+]
+
+
+@pytest.mark.parametrize(
+    ("args", "breakage", "code", "exit_code"),
+    JSON_ERRORS,
+    ids=[f"{args[0]}-{breakage}-{code}" for args, breakage, code, _ in JSON_ERRORS],
+)
+def test_a_json_commands_error_is_a_document_on_stdout_and_the_error_on_stderr(
+    tmp_path: Path, args: list[str], breakage: str, code: str, exit_code: int
+) -> None:
+    path = target_with(tmp_path, [{"name": "a", "endpoint": "http://127.0.0.1:1"}])
+    lock = SyncLock(database_dir(path))
+    if breakage == "missing":
+        path = tmp_path / "missing"
+    elif breakage == "bad-manifest":
+        text = (path / "cortex.md").read_text()
+        (path / "cortex.md").write_text(text.replace("federation:\n", "federation:\n    mode: mirror\n"))
+    elif breakage == "locked":
+        lock.acquire()
+    try:
+        result = run_cli(["--cortex", str(path), *args])
+    finally:
+        lock.release()
+    assert result.exit_code == exit_code, result.stderr
+    doc = json.loads(result.stdout)
+    jsonschema.validate(doc, SCHEMAS[args[0]])
+    error = doc["error"]
+    assert doc == _error_document(code, error["message"], error["hint"], exit_code)
+    assert result.stderr == _stderr_of(error["message"], error["hint"])
+    if breakage == "missing":
+        assert error["hint"] == NO_CORTEX_HINT
+        assert error["message"].startswith(f"no cortex at --cortex '{path}'")
+
+
+def test_without_json_an_error_prints_nothing_on_stdout(tmp_path: Path) -> None:
+    result = run_cli(["--cortex", str(tmp_path / "missing"), "status"])
+    assert (result.exit_code, result.stdout) == (66, "")
+    assert result.stderr.endswith(f"\nHint: {NO_CORTEX_HINT}\n")
+
+
+def test_the_error_schemas_refuse_a_report_that_mixes_in_an_error(tmp_path: Path) -> None:
+    path = make_cortex(tmp_path, "alpha")
+    doc = json.loads(run_cli(["--cortex", str(path), "status", "--json"]).stdout)
+    jsonschema.validate(doc, SCHEMAS["status"])
+    doc["error"] = _error_document("x", "y", None, 1)["error"]
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(doc, SCHEMAS["status"])
+
+
+# ---- internal errors ----------------------------------------------------------------------------------------
+
+
+def _break_status(monkeypatch: pytest.MonkeyPatch) -> None:
+    def boom(*_: object) -> None:
+        raise ValueError("boom")
+
+    monkeypatch.setattr("noemafed.commands.status.status", boom)
+
+
+def test_an_internal_error_is_one_error_not_a_traceback(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _break_status(monkeypatch)
+    path = make_cortex(tmp_path, "alpha")
+    result = run_cli(["--cortex", str(path), "status"])
+    assert (result.exit_code, result.stdout) == (1, "")
+    assert result.stderr == f"Error: internal error: ValueError: boom\nHint: {INTERNAL_ERROR_HINT}\n"
+    as_json = run_cli(["--cortex", str(path), "status", "--json"])
+    doc = json.loads(as_json.stdout)
+    jsonschema.validate(doc, SCHEMAS["status"])
+    assert doc == _error_document(
+        "internal_error", "internal error: ValueError: boom", INTERNAL_ERROR_HINT, 1
+    )
+
+
+def test_traceback_reraises_an_internal_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _break_status(monkeypatch)
+    path = make_cortex(tmp_path, "alpha")
+    with pytest.raises(ValueError, match="boom"):
+        main(["--traceback", "--cortex", str(path), "status"], Environment(stderr=io.StringIO()))
+
+
+def test_traceback_leaves_a_noemafed_error_as_it_is(tmp_path: Path) -> None:
+    result = run_cli(["--traceback", "--cortex", str(tmp_path / "missing"), "status"])
+    assert result.exit_code == 66
+    assert "Traceback" not in result.stderr
+
+
+# ---- logging: the one setup, terminal or cron ---------------------------------------------------------------
+
+
+def _log_lines(stderr: str) -> list[str]:
+    lines = []
+    for line in stderr.splitlines():
+        match = GO_LOG_LINE.match(line)
+        assert match, line
+        lines.append(match.group(1))
+    return lines
+
+
+LEVELS = [
+    # (global options, the run wants progress (terminal, daemon, serve), levels shown)
+    ([], False, ["warning", "error"]),
+    ([], True, ["info", "warning", "error"]),
+    (["-v"], False, ["info", "warning", "error"]),
+    (["-vv"], False, ["debug", "info", "warning", "error"]),
+    (["--quiet"], True, ["warning", "error"]),
+]
+
+
+@pytest.mark.parametrize(("options", "progress", "shown"), LEVELS)
+def test_the_log_threshold(options: list[str], progress: bool, shown: list[str]) -> None:
+    stderr = io.StringIO()
+    obj = CliContext(Environment(stderr=stderr))
+    obj.quiet = "--quiet" in options
+    obj.verbosity = sum(option.count("v") for option in options if not option.startswith("--"))
+    log = obj.log(progress=progress)
+    for level in ("debug", "info", "warning", "error"):
+        getattr(log, level)(level)
+    assert _log_lines(stderr.getvalue()) == shown
+
+
+def test_quiet_and_verbose_exclude_each_other(tmp_path: Path) -> None:
+    path = make_cortex(tmp_path, "alpha")
+    for args in (["-q", "-v", "status"], ["-q", "sync", "--once", "-v"]):
+        result = run_cli(["--cortex", str(path), *args])
+        assert result.exit_code == 2
+        assert result.stderr.endswith("Error: --quiet and --verbose exclude each other\n")
+
+
+def _pin_line(src: Path) -> str:
+    manifest = read_manifest(src)
+    return f'[federation] peer "a" identity pinned: {manifest.name} ({manifest.id})'
+
+
+SYNC_OUTPUTS = [
+    # ((global options, sync options), streams on a terminal, pin logged, report printed)
+    (([], []), (), False, False),  # cron: a clean run says nothing
+    (([], []), ("stderr",), True, False),
+    (([], []), ("stdout",), False, True),
+    (([], []), ("stdout", "stderr"), True, True),
+    ((["-v"], []), (), True, True),
+    (([], ["--verbose"]), (), True, True),
+    ((["--quiet"], []), ("stdout", "stderr"), False, False),  # quiet: as under cron
+]
+
+
+@pytest.mark.parametrize(("options", "tty", "logged", "printed"), SYNC_OUTPUTS)
+def test_sync_once_logs_and_prints_by_terminal_or_cron(
+    tmp_path: Path, options: tuple[list[str], list[str]], tty: tuple[str, ...], logged: bool, printed: bool
+) -> None:
+    src = source(tmp_path, count=1)
+    with StdlibPeer(src, flavor="go") as peer:
+        target = target_with(tmp_path, [{"name": "a", "endpoint": peer.endpoint}])
+        args = [*options[0], "--cortex", str(target), "sync", "--once", *options[1]]
+        result = run_cli(args, tty=tty)
+    assert result.exit_code == 0, result.stderr
+    lines = _log_lines(result.stderr)
+    assert (lines[:1] == [_pin_line(src)]) if logged else lines == []
+    assert result.stdout.startswith("a: ok, ") if printed else result.stdout == ""
