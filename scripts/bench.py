@@ -54,6 +54,7 @@ import click
 # so both sides of a ratio are the same build even while the working tree changes.
 sys.path.insert(0, os.environ.get("NOEMAFED_BENCH_PATH") or str(Path(__file__).resolve().parent.parent))
 
+from noemafed.logs import SILENT
 from noemafed.cortex import emit, traces
 from noemafed.cortex.events import EVENT_COLUMNS, Event, event_from_row, page_json, parse_page
 from noemafed.cortex.open import connect, init_cortex, open_cortex
@@ -117,7 +118,7 @@ def fresh_cortex(root: Path) -> Path:
 def malloc_peak(cortex_dir: Path, start: int) -> int:
     """tracemalloc's peak while one page (events start..start+PAGE-1) is replayed; never timed."""
     cortex = open_cortex(cortex_dir)
-    replayer = Replayer(cortex, log=lambda _: None)
+    replayer = Replayer(cortex, log=SILENT)
     text = page_text(start, start + PAGE)  # the page as received is not counted; parsing it is
     tracemalloc.start()
     try:
@@ -138,7 +139,7 @@ class ReplaySide:
         self.root, self.total = root, total
         self.path = fresh_cortex(root)
         self.cortex = open_cortex(self.path)
-        self.replayer = Replayer(self.cortex, log=lambda _: None, durable=durable)
+        self.replayer = Replayer(self.cortex, log=SILENT, durable=durable)
         self.profiler = cProfile.Profile() if profile else None
 
     def page(self, text: str) -> float:
@@ -543,7 +544,7 @@ def stored_pages(cortex_dir: Path) -> Iterator[str]:
 
 def load_source(path: Path, total: int, replay_of: Path | None) -> None:
     cortex = open_cortex(path)
-    replayer = Replayer(cortex, log=lambda _: None)
+    replayer = Replayer(cortex, log=SILENT)
     elapsed = 0.0
     for text in pages(total) if replay_of is None else stored_pages(replay_of):
         start = time.perf_counter()
