@@ -54,11 +54,11 @@ import click
 # so both sides of a ratio are the same build even while the working tree changes.
 sys.path.insert(0, os.environ.get("NOEMAFED_BENCH_PATH") or str(Path(__file__).resolve().parent.parent))
 
-from noemafed.logs import SILENT
 from noemafed.cortex import emit, traces
 from noemafed.cortex.events import EVENT_COLUMNS, Event, event_from_row, page_json, parse_page
 from noemafed.cortex.open import connect, init_cortex, open_cortex
 from noemafed.federation.replay import Replayer
+from noemafed.logs import SILENT
 
 PAGE = 1000
 SOURCE_ID = "01JQ7X2B9C4D5E6F7G8H9JKMNP"
