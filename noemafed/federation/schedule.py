@@ -15,7 +15,6 @@ from noemafed.text.durations import format_go_duration
 from noemafed.text.gotext import go_quote
 
 MAX_BACKOFF_SECONDS = 300.0
-MAX_CONCURRENT_POLLS = 16
 
 
 # ---- sync --once --------------------------------------------------------------------------------------
@@ -46,10 +45,10 @@ def poll_once(ctx: SyncContext, peers: Sequence[PeerConfig]) -> list[PollResult]
         finally:
             poller.cortex.close()
 
-    # One plain thread per peer, at most MAX_CONCURRENT_POLLS polling at once: a thread pool would add nothing
-    # for a handful of peers and costs 5 ms of imports on every cron start.
+    # One plain thread per peer, at most --jobs polling at once (each holds a page in memory): a thread pool
+    # would add nothing for a handful of peers and costs 5 ms of imports on every cron start.
     results: dict[int, PollResult] = {}
-    slots = threading.BoundedSemaphore(MAX_CONCURRENT_POLLS)
+    slots = threading.BoundedSemaphore(max(1, ctx.options.jobs))
 
     def run(index: int) -> None:
         with slots:
