@@ -352,15 +352,15 @@ class PeerPoller:
                 except EventFormatError as exc:
                     raise PollError(EVENTS_PARSE_ERROR.format(err=exc), Phase.EVENTS, Reason.OTHER) from exc
                 del text  # the page's text is not needed once parsed; only one page ahead is kept
-                _check_page(events, progress.cursor, limit)
                 refused = _first_refused_id(events, self.options.max_future_skew)
+                trusted = events if refused is None else events[: refused[0]]
+                _check_page(events, len(trusted), progress.cursor, limit)
                 full = len(events) == limit and refused is None
                 if full and not self._max_reached(progress, len(events)):
                     next_page = _events_arguments(events[-1].id, limit)
                     ahead = _PageAhead(
                         functools.partial(self._call_events, session, next_page), self.peer.name
                     )
-                trusted = events if refused is None else events[: refused[0]]
                 for start in range(0, len(trusted), REPLAY_BATCH):
                     if self._should_stop(deadline, progress):
                         return
@@ -571,13 +571,14 @@ class _PageAhead:
         return not self._thread.is_alive()
 
 
-def _check_page(events: Sequence[Any], cursor: str, limit: int) -> None:
-    """Rust's client checks: no more than asked for, and ids strictly advancing past the cursor."""
+def _check_page(events: Sequence[Any], trusted: int, cursor: str, limit: int) -> None:
+    """Rust's client checks: no more than asked for, and ids strictly advancing past the cursor (up to the
+    first id refused outright: ids are compared as ULIDs only once they are known to be ULIDs)."""
     if len(events) > limit:
         message = EVENTS_OVER_LIMIT_ERROR.format(count=len(events), limit=limit)
         raise PollError(message, Phase.EVENTS, Reason.OTHER)
     previous = cursor
-    for event in events:
+    for event in events[:trusted]:
         if previous and event.id <= previous:
             message = EVENTS_NOT_ADVANCING_ERROR.format(event_id=event.id, previous=previous)
             raise PollError(message, Phase.EVENTS, Reason.OTHER)
