@@ -215,7 +215,8 @@ class Model:
                 row["tier_votes"] += (d > 0) - (d < 0)
         elif a == "consolidate":
             self.store(e)
-            target = p.get("distilled_id") or tid
+            target = p.get("distilled_id")
+            target = target if isinstance(target, str) and target else tid
             r = self.rows.get(target)
             if r is not None and r["tier"] == "short":
                 r["tier"] = "mid"

@@ -159,7 +159,8 @@ NETWORK = (
 # classify_network_error, which gives a network reason, auth or other).
 OUTCOMES = [
     (Phase.OPEN, Reason.OTHER, "other", False, 3),
-    (Phase.CONNECT, Reason.NETWORK_TLS, "network_tls", False, 3),
+    # A CA file that is missing, unreadable or empty, an endpoint that is not http(s): fix cortex.md.
+    (Phase.CONNECT, Reason.OTHER, "other", True, 4),
     *[(Phase.INITIALIZE, cause, reason, False, 3) for cause, reason in NETWORK],
     (Phase.INITIALIZE, Reason.AUTH, "auth", True, 4),
     (Phase.INITIALIZE, Reason.OTHER, "other", False, 3),

@@ -243,11 +243,32 @@ REPLAY_ERRORS = [
     ),
     (event("promote", data={"from": "short"}), f"tier-change event {E1} missing 'to' field"),
     (event("vote", data={"delta": 1.5}), f"parsing vote payload of event {E1}: delta must be an integer"),
-    (
-        event("consolidate", data={"distilled_id": "../x"}),
-        f'rejecting remote event {E1}: invalid trace ID: "../x"',
-    ),
 ]
+
+
+E2 = "01JQH4HPD0B8E9WCXGFN1A33VF"
+
+
+@pytest.mark.parametrize("distilled_id", ["../x", "NOT-A-TRACE-ID", "20250101-missing"])
+def test_a_consolidate_without_a_valid_target_is_stored_not_applied(
+    replica: tuple[Cortex, Replayer], distilled_id: str
+) -> None:
+    """Bug: an invalid distilled_id was a schema-widening failure that pinned the cursor (exit 4, "upgrade")."""
+    cortex, replayer = replica
+    apply_one(replayer, create_event())
+    outcome = apply_one(replayer, event("consolidate", data={"distilled_id": distilled_id}, id=E2))
+    assert outcome.stored
+    assert rows(cortex.conn, "SELECT tier FROM traces") == [("short",)]  # nothing consolidated
+    assert rows(cortex.conn, "SELECT id FROM events WHERE id = ?", E2) == [(E2,)]
+
+
+def test_a_consolidate_whose_target_is_not_a_string_consolidates_its_own_trace(
+    replica: tuple[Cortex, Replayer],
+) -> None:
+    cortex, replayer = replica
+    apply_one(replayer, create_event())
+    apply_one(replayer, event("consolidate", data={"distilled_id": 5}, id=E2))
+    assert rows(cortex.conn, "SELECT tier FROM traces") == [("mid",)]
 
 
 @pytest.mark.parametrize(("bad", "message"), REPLAY_ERRORS)

@@ -122,6 +122,8 @@ def outcome(phase: Phase, cause: Reason | IdentityFailure) -> Outcome:
     reason = _IDENTITY_REASONS[cause] if isinstance(cause, IdentityFailure) else cause
     needs_operator = (
         reason in _OPERATOR_REASONS
+        # The peer's entry in cortex.md cannot even become a request: waiting never fixes a configuration.
+        or phase is Phase.CONNECT
         # A too-old peer manifest: its operator must migrate it. In replay the same reason is one bad trace.
         or (phase is Phase.IDENTITY and reason is Reason.INVALID_FRONTMATTER)
         # A peer behind the ring's schema pins the cursor until it is upgraded.

@@ -771,11 +771,12 @@ class Replayer:
         return self._done(event, VOTED)
 
     def _consolidate(self, event: Event) -> ReplayOutcome:
-        target = _payload(event).get("distilled_id") or event.trace_id
-        if not isinstance(target, str) or not traces.is_valid_trace_id(target):
-            message = INVALID_TRACE_ID_ERROR.format(event_id=event.id, trace_id=go_quote(str(target)))
-            raise ReplayError(message) from InvalidTraceIDError()
-        row = self._row(target)
+        # As the live (Rust) build: a distilled_id that is not a string reads as absent (the event's own trace),
+        # and one that names no trace we can hold is a missing target: stored, not applied, never a pinned cursor.
+        target = _payload(event).get("distilled_id")
+        if not isinstance(target, str) or not target:
+            target = event.trace_id
+        row = self._row(target) if traces.is_valid_trace_id(target) else None
         if row is None or row.tier != "short":
             return self._store_only(event)
         self.conn.execute("UPDATE traces SET tier = 'mid' WHERE id = ?", (row.id,))

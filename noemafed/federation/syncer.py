@@ -279,7 +279,9 @@ class PeerPoller:
         try:
             session = McpSession(self.target, deadline)
         except WireError as exc:
-            raise PollError(CLIENT_ERROR.format(err=exc), Phase.CONNECT, Reason.NETWORK_TLS) from exc
+            # A peer entry that cannot become a request (a missing or empty CA file, a bad endpoint) is no
+            # network failure: `other`, as Go says for a missing CA; the connect phase makes it an operator's.
+            raise PollError(CLIENT_ERROR.format(err=exc), Phase.CONNECT, Reason.OTHER) from exc
         try:
             progress.phase = Phase.INITIALIZE
             try:
