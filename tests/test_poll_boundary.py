@@ -189,3 +189,50 @@ def test_keep_alives_without_an_answer_end_within_the_timeout(tmp_path: Path) ->
         elapsed = time.monotonic() - started
     assert (code, report["reason"], report["phase"]) == (3, "network_timeout", "events")
     assert elapsed < 6
+
+
+def _usage_row(trace_id: str, peer_cortex_id: str, **fields: Any) -> dict[str, Any]:
+    row = {
+        "trace_id": trace_id,
+        "peer_cortex_id": peer_cortex_id,
+        "read_count": 3,
+        "modify_count": 1,
+        "updated_at": "2026-01-02T00:00:00Z",
+    }
+    return {**row, **fields}
+
+
+@pytest.mark.parametrize(
+    ("rows", "refusal"),
+    [
+        # A peer speaks only for its own reads: counters in a third cortex's name are refused.
+        (lambda trace, own: [_usage_row(trace, "01JQ9A3C5E7G9J1K3M5N7P9R2T")], "invalid ownership or cursor"),
+        (lambda trace, own: [_usage_row(trace, own, updated_at="")], "invalid ownership or cursor"),
+        (lambda trace, own: [_usage_row(trace, own)] * 501, "too many usage rows"),
+        (lambda trace, own: [_usage_row(trace, own, read_count=2**63)], "invalid remote usage row"),
+        (lambda trace, own: [_usage_row(trace, own, read_count=-1)], "invalid remote usage row"),
+        (lambda trace, own: [_usage_row("../x", own)], "invalid remote usage row"),
+    ],
+)
+def test_a_usage_page_that_fails_a_check_is_refused_whole_and_only_logged(
+    tmp_path: Path, rows: Any, refusal: str
+) -> None:
+    """Bug: a peer could plant usage counters attributed to a third cortex; counters >= 2^63 crashed the poll."""
+    from noemafed.cortex.manifest import read_manifest
+
+    src = source(tmp_path, count=1)
+    conn = db(src)
+    trace = conn.execute("SELECT id FROM traces LIMIT 1").fetchone()[0]
+    conn.close()
+    page = json.dumps(rows(trace, read_manifest(src).id))
+    answer = hostile_peer.tool_text(page)
+    with StdlibPeer(src) as backend, hostile_peer.HostilePeer(backend, "sync_read_signal", answer) as peer:
+        target = target_with(tmp_path, [{"name": "src", "endpoint": peer.endpoint}])
+        code, report, stderr = _sync(target)
+    assert code == 0  # best effort, as in noema: the events are applied and the poll succeeds
+    assert report["usage_rows"] == 0
+    assert refusal in stderr  # a warning: cron mails it
+    assert "peer:src:last_usage" not in state_rows(target)
+    conn = db(target)
+    assert conn.execute("SELECT COUNT(*) FROM trace_usage").fetchone() == (0,)
+    conn.close()

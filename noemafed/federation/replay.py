@@ -38,6 +38,7 @@ from noemafed.logs import SILENT, Log
 from noemafed.signing import eventsig
 from noemafed.text.gotext import go_quote
 from noemafed.text.keys import public_keys_equal
+from noemafed.text.sanitize import scrub
 
 __all__ = ["ACTIONS", "PageResult", "ReplayOutcome", "Replayer"]
 
@@ -77,6 +78,8 @@ MISSING_TO_ERROR = "tier-change event {event_id} missing 'to' field"
 HASH_MISMATCH_ERROR = "content hash mismatch on {action} event {event_id}"
 APPLY_FAILED_ERROR = "replaying {action} event {event_id}: {detail}"
 USAGE_ERROR = "merging remote usage: {problem}"
+# The live (Rust) build's text for a row that fails validation; the whole page is refused.
+INVALID_USAGE_ROW = "invalid remote usage row for trace {trace_id}"
 # The signature gate (cortex.md §6.1): under verify=enforce the event fails, under verify=warn it is logged.
 SIGNATURE_REJECTED = "rejecting event {event_id} from cortex {cortex_id}: {problem}"
 SOURCE_LOCK_REJECTED = (
@@ -863,15 +866,28 @@ def _usage_values(row: dict[str, Any]) -> tuple[Any, ...]:
             raise ReplayError(USAGE_ERROR.format(problem=NOT_AN_INTEGER.format(key=key)))
         return value
 
-    return (
+    values = (
         text("trace_id"),
         text("peer_cortex_id"),
         count("read_count"),
         count("modify_count"),
-        text("last_read_at") or None,
-        text("updated_at"),
+        scrub(text("last_read_at")) or None,
+        scrub(text("updated_at")),
         count("search_hit_count"),
     )
+    trace_id, peer_cortex_id, counters = values[0], values[1], (values[2], values[3], values[6])
+    # As the Rust build checks each row; and a counter must fit SQLite's 64-bit integer.
+    if (
+        not traces.is_valid_trace_id(trace_id)
+        or not peer_cortex_id
+        or not values[5]
+        or not all(0 <= counter <= _INT64_MAX for counter in counters)
+    ):
+        raise ReplayError(INVALID_USAGE_ROW.format(trace_id=go_quote(scrub(trace_id))))
+    return values
+
+
+_INT64_MAX = 2**63 - 1
 
 
 _USAGE_UPSERT = """INSERT INTO trace_usage

@@ -75,6 +75,9 @@ UNEXPECTED_ERROR = "{phase}: unexpected {kind}: {err}"
 READ_SIGNAL_REFUSED_ERROR = "peer sync_read_signal refused: {err}"
 READ_SIGNAL_PARSE_ERROR = "parsing sync_read_signal response: {err}"
 READ_SIGNAL_NOT_ROWS_ERROR = "parsing sync_read_signal response: not an array of objects"
+# The live (Rust) build's checks of a usage page, with its texts; a page that fails one is refused whole.
+READ_SIGNAL_TOO_MANY_ERROR = "peer returned too many usage rows"
+READ_SIGNAL_OWNERSHIP_ERROR = "peer returned usage rows with invalid ownership or cursor"
 
 # Log lines (federation.md §3.5, §3.6, §3.9); names go through go_quote because Go formats them with %q.
 PAGE_LOG = "[sync] peer {name}: page {page}, {applied} events applied, cursor {cursor}"
@@ -470,6 +473,15 @@ class PeerPoller:
                 raise WireError(READ_SIGNAL_NOT_ROWS_ERROR)
             if not rows:
                 return
+            if len(rows) > USAGE_LIMIT:
+                raise WireError(READ_SIGNAL_TOO_MANY_ERROR)
+            # A peer speaks only for its own reads: a row attributed to another cortex (or with no cursor)
+            # would plant counters in a third cortex's name.
+            if any(
+                row.get("peer_cortex_id") != progress.peer_cortex_id or not row.get("updated_at")
+                for row in rows
+            ):
+                raise WireError(READ_SIGNAL_OWNERSHIP_ERROR)
             progress.usage_rows = self.replayer.merge_usage(rows)
             last = rows[-1].get("updated_at")
             if isinstance(last, str) and last:

@@ -26,11 +26,14 @@ Answer = Callable[[socket.socket, "Forwarded"], None]
 class Forwarded:
     """What the honest peer would have answered; an `answer` may send it, bend it or ignore it."""
 
-    def __init__(self, status: int, reason: str, headers: list[tuple[str, str]], body: bytes) -> None:
+    def __init__(
+        self, status: int, reason: str, headers: list[tuple[str, str]], body: bytes, request: bytes = b""
+    ) -> None:
         self.status = status
         self.reason = reason
         self.headers = headers
         self.body = body
+        self.request = request  # the client's request body, so an answer can echo its JSON-RPC id
 
     def head(self, body_length: int | None = None) -> bytes:
         """Status line and headers as the honest peer sent them, with a Content-Length for `body_length`."""
@@ -96,6 +99,7 @@ class HostilePeer(PeerAddress):
             except (OSError, ValueError):
                 return
             forwarded = self._forward(method, path, headers, body)
+            forwarded.request = body
             if _target(method, body) == self.on and (self.times is None or self.misbehaved < self.times):
                 self.misbehaved += 1
                 with contextlib.suppress(OSError):  # the client hung up, as a client under attack should
@@ -217,5 +221,20 @@ def with_body(body: bytes, content_type: str = "application/json") -> Answer:
         if session:
             head += f"Mcp-Session-Id: {session}\r\n"
         client.sendall(head.encode("latin-1") + b"\r\n" + body)
+
+    return answer
+
+
+def tool_text(text: str) -> Answer:
+    """A well-formed tool result (the request's own id) whose text is `text`: crafted content, honest framing."""
+
+    def answer(client: socket.socket, forwarded: Forwarded) -> None:
+        request_id = json.loads(forwarded.request).get("id")
+        envelope = {
+            "jsonrpc": "2.0",
+            "id": request_id,
+            "result": {"content": [{"type": "text", "text": text}]},
+        }
+        with_body(json.dumps(envelope).encode())(client, forwarded)
 
     return answer
