@@ -19,6 +19,7 @@ import json
 import sqlite3
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
+from enum import Enum
 from functools import cached_property
 from typing import Any
 
@@ -537,18 +538,11 @@ class Replayer:
         if row is None:
             return self._create(event, snap)
         _check_hash(event, snap)
-        last = self.conn.execute(
-            "SELECT vclock FROM events WHERE trace_id = ? AND action IN ('create', 'update') ORDER BY id DESC LIMIT 1",
-            (event.trace_id,),
-        ).fetchone()
-        if last is not None and event.vclock:
-            last_clock = vclock.decode(last[0])
-            if last_clock:
-                order = vclock.compare(
-                    vclock.keep_cortex_id_keys(last_clock), vclock.keep_cortex_id_keys(event.vclock)
-                )
-                if order == 0:
-                    return self._diverge(event, row, snap)
+        relation = self._against_current(event)
+        if relation is _Relation.STALE:
+            return self._store_only(event)
+        if relation is _Relation.CONCURRENT:
+            return self._diverge(event, row, snap)
         restore_long = False
         if row.tier == "long":
             if not self._promoted_to_long_after(event):
@@ -603,6 +597,35 @@ class Replayer:
         )
         self._write(row.folder, trace)
         return outcome
+
+    def _against_current(self, event: Event) -> _Relation:
+        """How an update's clock stands to the trace's current version (cortex.md §6.4, as the live build).
+
+        The current version is not "the newest stored snapshot event": a stale update is stored too, and a
+        later comparison against its clock would let a concurrent edit through unnoticed. It is the set of
+        snapshot events (create, update) that no other one dominates: one event while edits are ordered,
+        several once concurrent edits met. An update that dominates all of them is applied; one that some of
+        them dominates or equals is stale and only stored; anything else is concurrent: a divergence.
+        """
+        incoming = vclock.keep_cortex_id_keys(event.vclock or {})
+        if not incoming:
+            return _Relation.APPLY  # nothing to compare with: Go and Rust apply it
+        current: list[vclock.VClock] = []
+        for (text,) in self.conn.execute(
+            "SELECT vclock FROM events WHERE trace_id = ? AND action IN ('create', 'update') ORDER BY id",
+            (event.trace_id,),
+        ):
+            clock = vclock.keep_cortex_id_keys(vclock.decode(text))  # null or unreadable: none
+            if clock and not any(_covers(kept, clock) for kept in current):
+                current = [kept for kept in current if not _covers(clock, kept)]
+                current.append(clock)
+        if not current:
+            return _Relation.APPLY
+        if any(_covers(kept, incoming) for kept in current):
+            return _Relation.STALE
+        if all(_covers(incoming, kept) for kept in current):
+            return _Relation.APPLY
+        return _Relation.CONCURRENT
 
     def _promoted_to_long_after(self, event: Event) -> bool:
         for _, data in self._later_events(event.trace_id, event.id, ("promote",)):
@@ -787,6 +810,19 @@ class Replayer:
         outcome = self._done(event, CONSOLIDATED)
         self._write(row.folder, replace(current, tier="mid"))
         return outcome
+
+
+class _Relation(Enum):
+    """An update against the trace's current version."""
+
+    APPLY = "apply"  # it dominates every current version, or there is no clock to compare
+    STALE = "stale"  # a current version dominates or equals it: stored only
+    CONCURRENT = "concurrent"  # neither: a divergence
+
+
+def _covers(a: vclock.VClock, b: vclock.VClock) -> bool:
+    """a >= b at every key (a missing key counts 0): a dominates or equals b."""
+    return all(a.get(key, 0) >= count for key, count in b.items())
 
 
 _Handler = Callable[[Replayer, Event], ReplayOutcome]
