@@ -159,6 +159,7 @@ NETWORK = (
 # classify_network_error, which gives a network reason, auth or other).
 OUTCOMES = [
     (Phase.OPEN, Reason.OTHER, "other", False, 3),
+    (Phase.OPEN, Reason.LOCAL_STORAGE, "local_storage", False, 3),  # a compaction holds the storage lock
     # A CA file that is missing, unreadable or empty, an endpoint that is not http(s): fix cortex.md.
     (Phase.CONNECT, Reason.OTHER, "other", True, 4),
     *[(Phase.INITIALIZE, cause, reason, False, 3) for cause, reason in NETWORK],

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 
 from noemafed.cortex.manifest import PeerConfig
 from noemafed.cortex.open import Cortex, open_database
+from noemafed.cortex.storage_lock import StorageBusyError
 from noemafed.errors import NoemafedError
 from noemafed.federation.classify import Phase, Reason
 from noemafed.federation.syncer import PeerPoller, PollError, PollResult, SyncContext
@@ -24,6 +25,8 @@ def _open_poller(ctx: SyncContext, peer: PeerConfig, stop: threading.Event | Non
     """A poller on its own connection, or the failed result when the database cannot be opened."""
     try:
         conn = open_database(ctx.cortex_dir)
+    except StorageBusyError as exc:  # a compaction or storage migration: this host's storage, exit 3
+        return PollResult.failed(peer, PollError(str(exc), Phase.OPEN, Reason.LOCAL_STORAGE))
     except NoemafedError as exc:
         return PollResult.failed(peer, PollError(str(exc), Phase.OPEN, Reason.OTHER))
     return PeerPoller(Cortex(ctx.cortex_dir, ctx.manifest, conn), peer, ctx, stop)
