@@ -12,7 +12,6 @@ import errno
 import fcntl
 import hashlib
 import os
-import tempfile
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -39,7 +38,8 @@ class StorageBusyError(CortexUnavailableError):
 
 def runtime_lock_path(cortex_dir: Path, environ: Mapping[str, str]) -> Path:
     """`<$XDG_RUNTIME_DIR or the temp dir>/noema/storage-locks/<sha256 of the canonical path>/storage.lock`."""
-    base = environ.get("XDG_RUNTIME_DIR") or tempfile.gettempdir()
+    # Rust's std::env::temp_dir() on Unix: $TMPDIR, else /tmp (not Python's longer search, which could differ).
+    base = environ.get("XDG_RUNTIME_DIR") or environ.get("TMPDIR") or "/tmp"  # noqa: S108 (noema's own path)
     digest = hashlib.sha256(os.fsencode(os.path.realpath(cortex_dir))).hexdigest()
     return Path(base) / "noema" / "storage-locks" / digest / RUNTIME_LOCK_FILE
 
