@@ -146,6 +146,31 @@ def test_refuses_an_old_schema_and_never_migrates(tmp_path: Path) -> None:
     assert result.exit_code == 69
 
 
+def test_opening_a_cortex_never_purges_old_trash(tmp_path: Path) -> None:
+    """cortex.md §9.11: Go purges trash older than `trash_days` (30) on every open and emits `purge` events."""
+    import authoring
+
+    path = make_cortex(tmp_path)
+    cortex = open_cortex(path)
+    trace_id, _ = authoring.create_trace(
+        cortex, "Old news", "note", "gone soon\n", now="2000-01-01T00:00:00Z"
+    )
+    authoring.trash(cortex, trace_id, now="2000-01-02T00:00:00Z")
+    cortex.close()
+    conn = db(path)
+    before = conn.execute("SELECT id, action FROM events ORDER BY id").fetchall()
+    conn.close()
+    assert run_cli(["--cortex", str(path), "status"]).exit_code == 0
+    open_cortex(path).close()
+    conn = db(path)
+    assert conn.execute("SELECT trashed_at FROM traces WHERE id = ?", (trace_id,)).fetchall() == [
+        ("2000-01-02T00:00:00Z",)
+    ]
+    assert conn.execute("SELECT id, action FROM events ORDER BY id").fetchall() == before
+    conn.close()
+    assert (path / "trash" / "traces" / f"{trace_id}.md").is_file()
+
+
 def test_refuses_pending_rust_mutations(tmp_path: Path) -> None:
     path = make_cortex(tmp_path)
     put_state(path, **{"rust_pending_mutation:01ABC": "{}"})

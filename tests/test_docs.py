@@ -44,3 +44,28 @@ def test_every_dependency_says_why_it_is_there() -> None:
 def test_the_vulture_whitelist_names_only_what_exists() -> None:
     # vulture only parses the whitelist; running it turns an entry for a renamed or removed name into an error.
     runpy.run_path(str(REPO / "scripts" / "vulture_whitelist.py"))
+
+
+COMPATIBILITY_DOC = REPO / "docs" / "compatibility.md"
+# A line of the index: | 8.1.7 | ... or | 9.12 | ...
+_INDEX_ITEM = re.compile(r"^\| (8\.1\.\d+|9\.\d+) \|", re.MULTILINE)
+
+
+def test_every_trap_of_the_spec_has_a_line_in_the_compatibility_index() -> None:
+    """federation.md §8.1 and cortex.md §9 have 18 items each; each needs its decision (issue 12)."""
+    items = _INDEX_ITEM.findall(COMPATIBILITY_DOC.read_text())
+    assert sorted(items) == sorted({f"8.1.{n}" for n in range(1, 19)} | {f"9.{n}" for n in range(1, 19)})
+
+
+def test_every_test_the_compatibility_doc_names_exists() -> None:
+    text = COMPATIBILITY_DOC.read_text()
+    tests = REPO / "tests"
+    defined = set()
+    for path in tests.glob("test_*.py"):
+        defined.update(re.findall(r"^(?:async )?def (test_\w+)", path.read_text(), re.MULTILINE))
+    files = set(re.findall(r"tests/(test_\w+\.py)", text))
+    assert files, "the doc names no test file any more"
+    assert {name for name in files if not (tests / name).is_file()} == set()
+    names = set(re.findall(r"`(?:tests/test_\w+\.py::)?(test_\w+)`", text))
+    assert names, "the doc names no test any more"
+    assert names - defined == set()

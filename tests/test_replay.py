@@ -545,6 +545,64 @@ def test_enforce_accepts_our_own_events_served_back_without_a_local_key(tmp_path
     cortex.close()
 
 
+def test_already_seen_checks_the_whole_log_by_id_not_only_the_trace(replica: tuple[Cortex, Replayer]) -> None:
+    """Go looks for the id among the trace's rows only: an id reused on another trace passed the gate, wrote
+    that trace's file, then failed the events key, which its UNIQUE rule swallowed (the file stayed behind)."""
+    cortex, replayer = replica
+    apply_one(replayer, create_event(), cursor_peer="p")
+    reused = create_event("20250101-b", body="other\n")  # the same event id, another trace
+    outcome = apply_one(replayer, reused, cursor_peer="p")
+    assert (outcome.stored, outcome.effect) == (False, "duplicate")
+    assert rows(cortex.conn, "SELECT id FROM traces") == [("20250101-a",)]
+    assert rows(cortex.conn, "SELECT trace_id FROM events") == [("20250101-a",)]
+    assert not (cortex.path / "traces" / "20250101-b.md").exists()
+
+
+def test_a_unique_violation_fails_the_event_instead_of_passing_as_success(
+    replica: tuple[Cortex, Replayer],
+) -> None:
+    """Go's blanket rule: any error text with `UNIQUE constraint failed` was a success, nothing stored and the
+    cursor moved on. Here only a repeat of a stored event id is benign; any other constraint pins the cursor."""
+    cortex, replayer = replica
+    cortex.conn.execute("CREATE UNIQUE INDEX test_one_title ON traces(title)")  # any UNIQUE a handler may hit
+    first = create_event(id="01JQH4HPD0B8E9WCXGFN1A33V1")
+    clash = create_event("20250101-b", id="01JQH4HPD0B8E9WCXGFN1A33V2")  # the same title "A"
+    result = replayer.apply_page([first, clash], cursor_peer="p")
+    assert [o.event_id for o in result.outcomes] == [first.id]
+    assert result.failed == clash
+    assert result.error is not None
+    assert "UNIQUE constraint failed: traces.title" in str(result.error)
+    assert classify.classify_replay_error(result.error) == "other"
+    assert state.get(cortex.conn, "peer:p:last_event") == first.id
+    assert rows(cortex.conn, "SELECT id FROM events") == [(first.id,)]
+    assert rows(cortex.conn, "SELECT id FROM traces") == [("20250101-a",)]
+    assert not (cortex.path / "traces" / "20250101-b.md").exists()
+
+
+def test_events_replay_authors_carry_the_manifest_name_as_origin(tmp_path: Path, source: Cortex) -> None:
+    """Go and Rust stamp the registry name (`config.yaml`) into the events they author; noemafed the manifest's
+    `name`, which it always has (a cortex given by path has no registry name) and which does not change with
+    how the cortex was selected."""
+    path = make_replica(tmp_path / "dst")  # the directory, and the registry entry if any, say "replica"
+    manifest = path / "cortex.md"
+    manifest.write_text(manifest.read_text().replace("\nname: replica\n", "\nname: research-box\n", 1))
+    cortex, replayer = open_replica(path)
+    tid, created = authoring.create_trace(source, "Contested", "note", "base\n", now="2025-01-01T00:00:00Z")
+    apply_one(replayer, created)
+    authoring.update_trace(cortex, tid, body="mine\n")
+    assert apply_one(replayer, authoring.update_trace(source, tid, body="theirs\n")).effect == "diverged"
+    [authored] = [e for e in all_events(cortex.conn) if e.cortex_id == REPLICA_ID and e.action == "create"]
+    assert authored.origin == "research-box"
+    assert json.loads(authored.data)["origin"] == "research-box"
+    assert rows(cortex.conn, "SELECT origin FROM traces WHERE id = ?", authored.trace_id) == [
+        ("research-box",)
+    ]
+    text = (cortex.path / "traces" / f"{authored.trace_id}.md").read_text()
+    assert "\norigin: research-box\n" in text
+    assert f"### Version from research-box ({REPLICA_ID[:8]})" in text
+    cortex.close()
+
+
 # ---------------------------------------------------------------------------------------------------------
 # Usage merge
 

@@ -1,10 +1,25 @@
-"""The daemon's log texts: golden friendly, brief and recovered messages (federation.md §4.4)."""
+"""The daemon's log texts: golden friendly, brief and recovered messages (federation.md §4.4); its waits."""
 
 from __future__ import annotations
 
-import pytest
+import json
+import socket
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
 
+import pytest
+from conftest import db
+from peers.stdlib_peer import StdlibPeer
+from sync_helpers import source, state_value, target_with
+
+from noemafed.cortex.access import AccessKey
+from noemafed.cortex.events import EVENT_COLUMNS, event_from_row, page_json
+from noemafed.cortex.manifest import read_manifest
 from noemafed.federation import schedule
+from noemafed.federation.syncer import SyncContext, SyncOptions
+from noemafed.logs import Log
 
 # ----- the daemon's failure texts (§4.4) -------------------------------------------------------------
 
@@ -90,3 +105,87 @@ def test_brief_and_recovered_messages() -> None:
         == '[federation] peer "beta" still unreachable (refused); next retry in 2m0s'
     )
     assert schedule.recovered_message("beta") == '[federation] peer "beta" reachable again'
+
+
+# ----- the daemon's waits and what it logs (federation.md §3.2, §8.1 items 1, 4, 5) --------------------
+
+
+def run_daemon_until(target: Path, done: Callable[[list[str]], bool], seconds: float = 15.0) -> list[str]:
+    """The daemon in a thread until `done(logs)` holds, then stopped as SIGTERM stops it."""
+    logs: list[str] = []
+    stop = threading.Event()
+    ctx = SyncContext(
+        target, read_manifest(target), AccessKey(), SyncOptions(), Log(lambda _level, line: logs.append(line))
+    )
+    thread = threading.Thread(target=schedule.run_daemon, args=(ctx, stop))
+    thread.start()
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline and not done(logs):
+        time.sleep(0.02)
+    stop.set()
+    thread.join(timeout=5)
+    assert not thread.is_alive()
+    return logs
+
+
+def closed_endpoint() -> str:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return f"http://127.0.0.1:{sock.getsockname()[1]}"
+
+
+def friendly(logs: list[str]) -> list[str]:
+    return [line for line in logs if line.startswith("[federation] cannot reach peer ")]
+
+
+@pytest.mark.parametrize("interval", ["-5s", "0s", "0", "-1h"])
+def test_a_negative_or_zero_interval_means_the_default_not_a_loop_without_sleep(
+    tmp_path: Path, interval: str
+) -> None:
+    """Go replaces only an interval of exactly 0: `-5s` gave waits of -10s, -20s ... and a loop that never
+    sleeps. noemafed reads any interval that is not positive as the 30 s default, as for an invalid one."""
+    target = target_with(tmp_path, [{"name": "down", "endpoint": closed_endpoint()}], interval=interval)
+    logs = run_daemon_until(target, lambda logs: bool(friendly(logs)))
+    assert "Federation syncer started (1 peers, interval 30s)" in logs
+    [message] = friendly(logs)
+    assert message.endswith("\n    retrying in 1m0s")  # the first failure doubles the 30 s default
+    assert not [line for line in logs if "still unreachable" in line]
+
+
+def test_a_replay_failure_says_cannot_reach_and_an_hour_interval_retries_in_five_minutes(
+    tmp_path: Path,
+) -> None:
+    """Copied from Go (federation.md §8.1 items 1 and 5): the friendly block opens with "cannot reach peer"
+    whatever failed (its second line is then the error itself), and backoff is capped at 5 minutes, so an
+    interval over 5 minutes retries a failure sooner than it polls a healthy peer (as Rust does too)."""
+    src = source(tmp_path, count=1)
+    conn = db(src)
+    rows = conn.execute(f"SELECT {', '.join(EVENT_COLUMNS)} FROM events ORDER BY id").fetchall()
+    conn.close()
+    page = json.loads(page_json(event_from_row(row) for row in rows))
+    page[0]["trace_id"] = "NOT-A-TRACE-ID"
+    with StdlibPeer(src, page_override=json.dumps(page)) as peer:
+        target = target_with(tmp_path, [{"name": "src", "endpoint": peer.endpoint}], interval="1h")
+        logs = run_daemon_until(target, lambda logs: bool(friendly(logs)))
+    assert "Federation syncer started (1 peers, interval 1h0m0s)" in logs
+    [message] = friendly(logs)
+    header, error, retry = message.split("\n")
+    assert header == f'[federation] cannot reach peer "src" at {peer.endpoint}:'
+    assert error.startswith(f"    replay event {page[0]['id']}: rejecting remote event ")
+    assert retry == "    retrying in 5m0s"
+
+
+def test_a_poll_cut_short_by_shutdown_records_no_failure(tmp_path: Path) -> None:
+    """federation.md §8.1.4: Go records the interrupted poll as one more failure (reason `other`)."""
+    src = source(tmp_path, count=1)
+    with StdlibPeer(src, hang_seconds=60, misbehave_on="sync_events") as peer:
+        target = target_with(tmp_path, [{"name": "src", "endpoint": peer.endpoint}])
+        logs = run_daemon_until(target, lambda _logs: "sync_events" in peer.calls())
+    # Leaving the peer drops the hanging request: the abandoned poll ends now, after the stop.
+    for thread in threading.enumerate():
+        if thread.name == "peer-src":
+            thread.join(timeout=10)
+            assert not thread.is_alive()
+    assert state_value(target, "peer:src:health") == ""
+    assert state_value(target, "peer:src:cortex_id")  # the poll did run, up to the page
+    assert not friendly(logs)

@@ -205,6 +205,44 @@ def test_stored_bytes_are_served_unchanged(tmp_path: Path) -> None:
     )
 
 
+def test_an_event_relayed_after_the_cursor_passed_its_id_is_never_served_on(tmp_path: Path) -> None:
+    """cortex.md §9.2, inherited: cursors are event ids and pages are `id > since`, so an event a relay receives
+    after a reader's cursor passed its id is never served to that reader by that relay. A full mesh still
+    delivers it from its author; a chain loses it (docs/compatibility.md, Replay)."""
+    import authoring
+
+    from noemafed.cortex.events import parse_page
+    from noemafed.cortex.open import open_cortex
+    from noemafed.federation.replay import Replayer
+
+    author, relay, reader = (
+        open_cortex(make_cortex(tmp_path, name)) for name in ("author", "relay", "reader")
+    )
+
+    def pull(into: Any, source: Any, peer: str) -> list[str]:
+        since = into.conn.execute(
+            "SELECT value FROM federation_state WHERE key = ?", (f"peer:{peer}:last_event",)
+        ).fetchone()
+        text, _ = CortexReader(source.path).events_page(since[0] if since else "", 1000)
+        page = parse_page(text)
+        result = Replayer(into).apply_page(page, cursor_peer=peer)
+        assert result.error is None
+        return [event.id for event in page]
+
+    try:
+        _, old = authoring.create_trace(author, "Written first", "note", "a\n")
+        _, new = authoring.create_trace(relay, "Written later", "note", "b\n")
+        assert old.id < new.id
+        assert pull(reader, relay, "relay") == [new.id]  # the reader's cursor for the relay is now new.id
+        assert pull(relay, author, "author") == [old.id]  # the relay receives the older event afterwards
+        assert pull(reader, relay, "relay") == []  # ... and never serves it to the reader
+        assert reader.conn.execute("SELECT 1 FROM events WHERE id = ?", (old.id,)).fetchone() is None
+        assert pull(reader, author, "author") == [old.id]  # a full mesh heals it: the author serves it
+    finally:
+        for cortex in (author, relay, reader):
+            cortex.close()
+
+
 def test_subscribe_mode_refuses_both_tools(tmp_path: Path) -> None:
     cortex = source(tmp_path, count=1)
     assert run_cli(["--cortex", str(cortex), "set-mode", "subscribe"]).exit_code == 0

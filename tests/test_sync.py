@@ -280,6 +280,18 @@ def test_identity_refused_and_own_id(tmp_path: Path) -> None:
     assert (code, doc["peers"][0]["reason"]) == (4, "identity_mismatch")
 
 
+def test_a_connection_dropped_during_the_handshake_is_a_network_failure(tmp_path: Path) -> None:
+    """federation.md §8.1.2: Go classifies every transport error of the identity phase as `other`."""
+    src = source(tmp_path, count=1)
+    with StdlibPeer(src, flavor="go", close_without_answer=True, misbehave_on="cortex_identity") as peer:
+        target = target_with(tmp_path, [{"name": "p", "endpoint": peer.endpoint}])
+        code, doc = sync_json(target)
+    [report] = doc["peers"]
+    assert (report["reason"], report["phase"], code) == ("network_eof", "identity", 3)
+    assert report["error"].startswith("calling cortex_identity: ")
+    assert events(target) == []
+
+
 def test_replay_failure_mid_page_pins_the_cursor(tmp_path: Path) -> None:
     src = source(tmp_path, count=5)
     rows = events(src)
@@ -574,6 +586,30 @@ def test_usage_rows_merge_and_advance_the_usage_cursor(tmp_path: Path) -> None:
         (4, 1, 2)
     ]
     conn.close()
+
+
+def test_usage_rows_are_asked_for_once_per_poll_500_at_a_time(tmp_path: Path) -> None:
+    """federation.md §8.1.18, copied: `limit: 500` (Go and Rust), one page per poll, the cursor as `since`."""
+    from conftest import db
+
+    src = source(tmp_path, count=1)
+    src_id = read_manifest(src).id
+    conn = db(src)
+    trace_id = conn.execute("SELECT id FROM traces LIMIT 1").fetchone()[0]
+    conn.execute(
+        "INSERT INTO trace_usage(trace_id, peer_cortex_id, read_count, modify_count, updated_at) "
+        "VALUES (?, ?, 1, 0, '2026-01-02T00:00:00Z')",
+        (trace_id, src_id),
+    )
+    conn.close()
+    with StdlibPeer(src, flavor="go") as peer:
+        target = target_with(tmp_path, [{"name": "a", "endpoint": peer.endpoint}])
+        assert sync(target)[0] == 0
+        assert sync(target)[0] == 0
+        asked = [
+            r.rpc["params"]["arguments"] for r in peer.requests if r.tool == "sync_read_signal" and r.rpc
+        ]
+    assert asked == [{"limit": 500}, {"limit": 500, "since": "2026-01-02T00:00:00Z"}]
 
 
 def test_status_after_sync_shows_the_peer(tmp_path: Path) -> None:
