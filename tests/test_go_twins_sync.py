@@ -248,11 +248,6 @@ def _id_pin(conn: sqlite3.Connection, peer: str = "peer-b") -> str:
     return str(row[0]) if row else ""
 
 
-@pytest.mark.xfail(
-    reason="to fix (compatibility.md, federation.md §8.1.7): every identity check before any pin is written, "
-    "as the live Rust build pins the cortex id last",
-    strict=True,
-)
 def test_a_refused_signing_key_leaves_no_cortex_id_pin(conn: sqlite3.Connection) -> None:
     """Go pins the cortex id, then checks the key: a refused first contact (the wrong endpoint behind a
     hard-pinned key) leaves the wrong id pinned, and the right peer then fails as an identity mismatch."""

@@ -143,7 +143,7 @@ def verify_identity(  # noqa: PLR0913 (keyword-only context: own id, hard pin, l
     hard_pin: str,
     log: Log,
 ) -> None:
-    """noema's checks in noema's order; pins are written as they pass (a later failure keeps them, as in Go)."""
+    """noema's checks in noema's order, then the pins they call for (none when any check refuses)."""
     quoted = go_quote(peer)
     if identity.rank is not None:
         # Stored before any validation, under the top-level id, exactly as noema does.
@@ -164,32 +164,45 @@ def verify_identity(  # noqa: PLR0913 (keyword-only context: own id, hard pin, l
     if identity.id == own_id:
         # Go accepts this; Rust refuses. Pulling our own log back from "a peer" is a wiring mistake.
         raise IdentityError(OWN_ID_ERROR.format(name=quoted, id=identity.id), IdentityFailure.OWN_ID)
-    _pin_cortex_id(conn, peer, identity, log)
-    _pin_signing_key(conn, peer, identity, hard_pin, log)
-
-
-def _pin_cortex_id(conn: sqlite3.Connection, peer: str, identity: PeerIdentity, log: Log) -> None:
-    quoted = go_quote(peer)
-    try:
-        pinned = state.get(conn, state.peer_key(peer, state.CORTEX_ID))
-    except NoemafedError as exc:
-        raise IdentityError(LOAD_ID_ERROR.format(name=quoted, err=exc), IdentityFailure.DB) from exc
-    if not pinned:
+    # Every check runs before any pin is written (as the live Rust build): a first contact refused for its key
+    # must not leave that endpoint's cortex id pinned, or the right peer would then fail as a mismatch.
+    pin_id = _check_cortex_id(conn, peer, identity)
+    key_pin = _check_signing_key(conn, peer, identity, hard_pin)
+    if pin_id:
         try:
             state.put(conn, state.peer_key(peer, state.CORTEX_ID), identity.id)
         except NoemafedError as exc:
             raise IdentityError(PIN_ID_ERROR.format(name=quoted, err=exc), IdentityFailure.DB) from exc
         log.info(ID_PINNED_LOG.format(name=quoted, remote=one_line(identity.name), id=one_line(identity.id)))
-        return
-    if pinned != identity.id:
+    if key_pin is not None:
+        key, pinned_log, failure_text = key_pin
+        try:
+            state.set_cortex_pubkey(conn, identity.id, key)
+        except NoemafedError as exc:
+            raise IdentityError(failure_text.format(name=quoted, err=exc), IdentityFailure.DB) from exc
+        log.info(pinned_log.format(name=quoted, id=one_line(identity.id)))
+
+
+def _check_cortex_id(conn: sqlite3.Connection, peer: str, identity: PeerIdentity) -> bool:
+    """Whether the peer's id must be pinned now (first contact); a different pinned id is refused."""
+    quoted = go_quote(peer)
+    try:
+        pinned = state.get(conn, state.peer_key(peer, state.CORTEX_ID))
+    except NoemafedError as exc:
+        raise IdentityError(LOAD_ID_ERROR.format(name=quoted, err=exc), IdentityFailure.DB) from exc
+    if pinned and pinned != identity.id:
         message = MISMATCH_ERROR.format(name=quoted, pinned=pinned, id=identity.id, peer=peer)
         raise IdentityError(message, IdentityFailure.MISMATCH)
+    return not pinned
 
 
-def _pin_signing_key(
-    conn: sqlite3.Connection, peer: str, identity: PeerIdentity, hard_pin: str, log: Log
-) -> None:
-    """Trust on first use, or the hard pin from cortex.md; an empty advertisement never clears a pin."""
+def _check_signing_key(
+    conn: sqlite3.Connection, peer: str, identity: PeerIdentity, hard_pin: str
+) -> tuple[str, str, str] | None:
+    """Trust on first use, or the hard pin from cortex.md; an empty advertisement never clears a pin.
+
+    Returns the key to pin with its log line and its failure text, or None when nothing is to be written.
+    """
     quoted = go_quote(peer)
     advertised = identity.pubkey
     try:
@@ -203,25 +216,13 @@ def _pin_signing_key(
             message = HARD_PIN_MISMATCH_ERROR.format(name=quoted, id=identity.id)
             raise IdentityError(message, IdentityFailure.SIGNING)
         if pinned == hard_pin:
-            return
-        try:
-            state.set_cortex_pubkey(conn, identity.id, hard_pin)
-        except NoemafedError as exc:
-            raise IdentityError(
-                APPLY_HARD_PIN_ERROR.format(name=quoted, err=exc), IdentityFailure.DB
-            ) from exc
-        pinned_log = HARD_PIN_OVERRODE_LOG if pinned else KEY_HARD_PINNED_LOG
-        log.info(pinned_log.format(name=quoted, id=one_line(identity.id)))
-        return
+            return None
+        return hard_pin, HARD_PIN_OVERRODE_LOG if pinned else KEY_HARD_PINNED_LOG, APPLY_HARD_PIN_ERROR
     if not advertised:
-        return  # downgrade protection: neither pin nor clear
+        return None  # downgrade protection: neither pin nor clear
     if not pinned:
-        try:
-            state.set_cortex_pubkey(conn, identity.id, advertised)
-        except NoemafedError as exc:
-            raise IdentityError(PIN_KEY_ERROR.format(name=quoted, err=exc), IdentityFailure.DB) from exc
-        log.info(KEY_PINNED_LOG.format(name=quoted, id=one_line(identity.id)))
-        return
+        return advertised, KEY_PINNED_LOG, PIN_KEY_ERROR
     if not public_keys_equal(pinned, advertised):
         message = KEY_MISMATCH_ERROR.format(name=quoted, id=identity.id, peer=peer)
         raise IdentityError(message, IdentityFailure.SIGNING)
+    return None
