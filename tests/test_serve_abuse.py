@@ -19,6 +19,7 @@ from peers.tls import PeerTLS, make_tls
 from sync_helpers import source
 from test_serve import Raw, served, wait_for
 
+from noemafed.logs import Level
 from noemafed.mcp import http as mcp_http
 from noemafed.mcp import server as mcp_server
 from noemafed.mcp.http import NoemafedHTTPServer
@@ -431,3 +432,47 @@ def test_the_access_log_escapes_what_a_client_controls(tmp_path: Path) -> None:
         wait_for(lambda: any("forged" in line for line in server.logs))  # type: ignore[attr-defined]
     line = next(line for line in server.logs if "forged" in line)  # type: ignore[attr-defined]
     assert line.startswith("[serve] 127.0.0.1 POST /mcp 202 x\\n2025/01/01 00:00:00 forged\\x1b[31m ")
+
+
+def test_a_bug_in_the_io_thread_costs_one_connection(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Bug: an exception escapes the I/O thread's loop; the thread dies and no client is ever served again."""
+    real = mcp_http._body_to_read
+
+    def boom(head: bytes) -> int:
+        if b"X-Boom" in head:
+            raise RuntimeError("boom")
+        return real(head)
+
+    monkeypatch.setattr(mcp_http, "_body_to_read", boom)
+    cortex = source(tmp_path, count=1)
+    with served(cortex) as server:
+        sock = connect(server)
+        sock.sendall(b"POST /mcp HTTP/1.1\r\nX-Boom: 1\r\n\r\n")
+        assert read_all(sock) == b""
+        sock.close()
+        assert ask(server)[0] == 200
+    assert (Level.WARNING, "[serve] 127.0.0.1 connection dropped: RuntimeError: boom") in server.records  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(
+    ("address", "key"),
+    [
+        ("192.0.2.7", "192.0.2.7"),
+        ("2001:db8:1:2:aaaa::1", "2001:db8:1:2::/64"),
+        ("2001:db8:1:2:bbbb::9", "2001:db8:1:2::/64"),  # the same /64: one host as far as the limit goes
+        ("::ffff:192.0.2.7", "192.0.2.7"),
+        ("fe80::1%eth0", "fe80::/64"),
+    ],
+)
+def test_the_per_address_limit_counts_an_ipv6_64_as_one_address(address: str, key: str) -> None:
+    """Bug: IPv6 addresses counted one by one, so a host with a /64 has 2^64 shares."""
+    assert mcp_http.address_key(address) == key
+
+
+def test_a_refusal_reaches_a_client_still_sending_its_body(tmp_path: Path) -> None:
+    """Bug: the server closes with the client's body unread; the kernel answers the rest with a reset, and a
+    client that sends its whole body before reading (http.client, urllib) sees a broken pipe, not the 413."""
+    cortex = source(tmp_path, count=1)
+    with served(cortex) as server:
+        status, _, body = Raw(server).send("POST", "/mcp", b" " * (5 * 1024 * 1024))
+    assert (status, body) == (413, mcp_http.TOO_LARGE_BODY)

@@ -54,13 +54,12 @@ MAX_REQUEST_HEAD = 64 * 1024
 # Request bytes held at once across all connections still being read or waiting for a worker: sixteen bodies of
 # the largest size. A request that would pass it is turned away rather than let memory grow with the clients.
 MAX_BUFFERED = 16 * MAX_REQUEST_BODY
-# After an answer, how long the server keeps reading (and discarding) what the client still sends before closing,
-# so the close does not become a reset that destroys the answer in flight.
+# After answering a client that may still be sending (a refusal, a body left unread), how long the server keeps
+# reading and discarding before it closes, so the close is not a reset that the client sees instead of the answer.
 LINGER_SECONDS = 1.0
-# One log line per address and this many seconds for refused connections: a flood must not flood the log.
-# Refused plain-HTTP connections being sent their 503 at once (each lingers as an answered one does); beyond this
-# a refused connection is simply closed.
+# Refused plain-HTTP connections being sent their 503 at once (each lingers); beyond this a refusal is a close.
 MAX_REFUSING = 64
+# One log line per address and this many seconds for refused connections: a flood must not flood the log.
 REFUSAL_LOG_SECONDS = 10.0
 TEXT_TYPE = "text/plain; charset=utf-8"
 
@@ -184,6 +183,7 @@ class Connection:
         "events",
         "head_end",
         "key",
+        "linger",
         "need",
         "scanned",
         "session",
@@ -207,6 +207,7 @@ class Connection:
         self.answer: deque[memoryview] = deque()
         self.session = ""  # a session the answer opens: ended if the answer cannot be delivered
         self.alone = False  # the answer is the I/O thread's own (408, 431, 503)
+        self.linger = False  # the client may still be sending after the answer: read it out before closing
 
     @property
     def client(self) -> str:
@@ -386,20 +387,25 @@ def _body_length(text: str | None) -> int | None:
     return int(text)
 
 
-def _body_to_read(head: bytes) -> int:
-    """How many body bytes the handler will read after this head: the same rules as `Handler._read_body`."""
+def _body_to_read(head: bytes) -> tuple[int, bool]:
+    """How many body bytes the handler will read after this head (the rules of `Handler._read_body`), and
+    whether the head announces a body the handler leaves unread (a refusal then lingers before closing)."""
     line_end = head.find(b"\n")
     words = head[:line_end].split()
-    if not words or words[0] != b"POST":
-        return 0
     try:
         headers = http.client.parse_headers(io.BytesIO(head[line_end + 1 :]))
-    except http.client.HTTPException:  # too many headers: the handler refuses them without a body
-        return 0
-    if _media_type(headers.get("Content-Type")) != JSON_TYPE:
-        return 0
+    except http.client.HTTPException:  # too many headers: the handler refuses them without reading a body
+        return 0, True
     length = _body_length(headers.get("Content-Length"))
-    return length if length is not None and length <= MAX_REQUEST_BODY else 0
+    announced = bool(length) or headers.get("Transfer-Encoding") is not None
+    if (
+        words[:1] != [b"POST"]
+        or _media_type(headers.get("Content-Type")) != JSON_TYPE
+        or length is None
+        or length > MAX_REQUEST_BODY
+    ):
+        return 0, announced
+    return length, False
 
 
 def _expects_continue(head: bytes) -> bool:
@@ -419,7 +425,7 @@ class _IOLoop:
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
         self._selector.register(self._wake_r, selectors.EVENT_READ, None)
-        self._inbox: deque[Callable[[], None]] = deque()
+        self._inbox: deque[tuple[Connection, Callable[[Connection], None]]] = deque()
         self._inbox_lock = threading.Lock()
         self._connections: set[Connection] = set()
         self._held = 0  # request bytes buffered across connections (MAX_BUFFERED)
@@ -429,16 +435,19 @@ class _IOLoop:
 
     # ---- called from other threads ----------------------------------------------------------------
 
-    def post(self, job: Callable[[], None]) -> None:
+    def post(self, connection: Connection, job: Callable[[Connection], None]) -> None:
         with self._inbox_lock:
-            self._inbox.append(job)
-        with contextlib.suppress(OSError):  # a full wake pipe already wakes the loop
-            self._wake_w.send(b"\0")
+            self._inbox.append((connection, job))
+        self._wake()
 
     def stop(self) -> None:
         self._stopping = True
-        self.post(lambda: None)
+        self._wake()
         self._thread.join(timeout=5)
+
+    def _wake(self) -> None:
+        with contextlib.suppress(OSError):  # a full wake pipe already wakes the loop
+            self._wake_w.send(b"\0")
 
     # ---- the loop ---------------------------------------------------------------------------------
 
@@ -451,7 +460,7 @@ class _IOLoop:
                             while self._wake_r.recv(4096):
                                 pass
                     else:
-                        self._step(key.data)
+                        self._guarded(key.data, self._step)
                 self._drain_inbox()
                 self._expire()
         finally:
@@ -467,29 +476,41 @@ class _IOLoop:
         waiting = [c.deadline for c in self._connections if c.stage is not _Stage.WORK]
         return max(0.0, min([now + 1.0, *waiting]) - now)
 
+    def _guarded(self, connection: Connection, step: Callable[[Connection], None]) -> None:
+        try:
+            step(connection)
+        except Exception as exc:  # a bug here must cost one connection, never the thread every client needs
+            self._server.log.warning(
+                CONNECTION_DROPPED.format(client=connection.client, kind=type(exc).__name__, error=exc)
+            )
+            self._close(connection)
+
     def _drain_inbox(self) -> None:
         while True:
             with self._inbox_lock:
                 if not self._inbox:
                     return
-                job = self._inbox.popleft()
-            job()
+                connection, job = self._inbox.popleft()
+            self._guarded(connection, job)
 
     def _expire(self) -> None:
         now = time.monotonic()
         for connection in [c for c in self._connections if c.stage is not _Stage.WORK and c.deadline <= now]:
-            stage = connection.stage
-            if stage is not _Stage.LINGER and not connection.alone:  # a reply of our own was logged already
-                self._server.log.info(
-                    TIMED_OUT.format(
-                        client=connection.client, stage=stage.value, seconds=self._server.config.timeout
-                    )
+            self._guarded(connection, self._deadline_passed)
+
+    def _deadline_passed(self, connection: Connection) -> None:
+        stage = connection.stage
+        if stage is not _Stage.LINGER and not connection.alone:  # a reply of our own was logged already
+            self._server.log.info(
+                TIMED_OUT.format(
+                    client=connection.client, stage=stage.value, seconds=self._server.config.timeout
                 )
-            if stage is _Stage.REQUEST:
-                # Nothing of an answer has gone out: say why the connection ends, if the socket still takes it.
-                self._reply_alone(connection, TIMEOUT_RESPONSE)
-            else:
-                self._close(connection)
+            )
+        if stage is _Stage.REQUEST:
+            # Nothing of an answer has gone out: say why the connection ends, if the socket still takes it.
+            self._reply_alone(connection, TIMEOUT_RESPONSE)
+        else:
+            self._close(connection)
 
     def _watch(self, connection: Connection, events: int) -> None:
         if connection.events == events:
@@ -574,7 +595,8 @@ class _IOLoop:
                 return
             connection.head_end = found.end()
             head = bytes(data[: connection.head_end])
-            connection.need = connection.head_end + _body_to_read(head)
+            body, connection.linger = _body_to_read(head)
+            connection.need = connection.head_end + body
             if connection.need > len(data) and _expects_continue(head):
                 with contextlib.suppress(OSError):  # best effort: a client that waits for it sends anyway
                     connection.sock.send(CONTINUE_RESPONSE)
@@ -584,13 +606,12 @@ class _IOLoop:
             if not self._server.submit(connection):
                 self._close(connection)
 
-    def answer(self, connection: Connection, pieces: list[bytes]) -> None:
-        """Write what the worker produced (nothing: just close), within its own deadline."""
+    def answer(self, connection: Connection) -> None:
+        """Write what the worker produced (`connection.answer`; nothing: just close), within its own deadline."""
         if connection not in self._connections:
             return
         connection.stage = _Stage.ANSWER
         connection.deadline = time.monotonic() + self._server.config.timeout
-        connection.answer = deque(memoryview(piece) for piece in pieces)
         self._write(connection)
 
     def _reply_alone(self, connection: Connection, response: bytes) -> None:
@@ -598,6 +619,7 @@ class _IOLoop:
         self._held -= len(connection.data)
         connection.data = bytearray()
         connection.alone = True
+        connection.linger = True
         connection.stage = _Stage.ANSWER
         connection.deadline = time.monotonic() + LINGER_SECONDS
         connection.answer = deque([memoryview(response)])
@@ -625,12 +647,16 @@ class _IOLoop:
         self._finish(connection)
 
     def _finish(self, connection: Connection) -> None:
-        """Half-close, then read out what the client still sends, so the close is not a reset."""
+        """Half-close; where the client may still be sending, read that out first so the close is not a reset
+        that destroys the answer in flight."""
         self._held -= len(connection.data)
         connection.data = bytearray()
         try:
             connection.sock.shutdown(socket.SHUT_WR)  # on TLS: no close_notify, as before
         except OSError:
+            self._close(connection)
+            return
+        if not connection.linger:  # the request was read whole: close now, its slot is free for the next one
             self._close(connection)
             return
         connection.stage = _Stage.LINGER
@@ -661,7 +687,9 @@ class _IOLoop:
             return
         self._connections.discard(connection)
         if connection.events:
-            self._watch(connection, 0)
+            connection.events = 0
+            with contextlib.suppress(KeyError, ValueError, OSError):
+                self._selector.unregister(connection.sock)
         with contextlib.suppress(OSError):
             connection.sock.close()
         self._held -= len(connection.data)
@@ -739,7 +767,7 @@ class NoemafedHTTPServer(HTTPServer):
             self.release(key)
             return
         connection = Connection(request, client_address, key, stage, time.monotonic() + self.config.timeout)
-        self._io.post(lambda: self._io.add(connection))
+        self._io.post(connection, self._io.add)
 
     def _admit(self, key: str) -> str:
         """Count the connection in, or say why not."""
@@ -773,7 +801,7 @@ class NoemafedHTTPServer(HTTPServer):
             if answer:
                 deadline = time.monotonic() + LINGER_SECONDS
                 connection = Connection(request, client_address, None, _Stage.ANSWER, deadline)
-                self._io.post(lambda: self._io.refuse(connection))
+                self._io.post(connection, self._io.refuse)
                 return
             with contextlib.suppress(BlockingIOError):
                 request.recv(_CHUNK)  # what already arrived, so the close is a FIN rather than a reset
@@ -816,7 +844,8 @@ class NoemafedHTTPServer(HTTPServer):
             if connection.session:  # opened by a request that got no answer
                 self.app.sessions.end(connection.session)
                 connection.session = ""
-        self._io.post(lambda: self._io.answer(connection, pieces))
+        connection.answer = deque(memoryview(piece) for piece in pieces)
+        self._io.post(connection, self._io.answer)
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         """socketserver prints tracebacks to stderr; the log says it in one line instead."""
