@@ -216,7 +216,7 @@ def test_an_answer_the_client_does_not_read_is_dropped_at_its_deadline(
         time.sleep(0.3)  # the one worker has answered and the answer is stuck in the socket
         monkeypatch.setattr(server.app, "post", real_post)
         status, waited = ask(server)
-        assert (status, waited < 1.0) == (200, True)
+        assert (status, waited < 2.0) == (200, True)
         wait_for(lambda: any("answer timed out" in line for line in server.logs))  # type: ignore[attr-defined]
         reader.close()
         assert not server.app.sessions.touch(opened[0], "/mcp")  # the answer that opened it never arrived
@@ -233,7 +233,7 @@ def test_one_address_gets_its_share_and_is_refused_at_once_beyond_it(tmp_path: P
         held = [connect(server) for _ in range(80)]
         started = time.monotonic()
         answers = [read_all(sock, 1.0) if i >= 8 else b"" for i, sock in enumerate(held)]
-        assert time.monotonic() - started < 1.0  # refused at once, not at the deadline
+        assert time.monotonic() - started < 3.0  # refused at once, not at the deadline (5 s)
         # A 503 each while at most 64 refusals are being answered at once; beyond that a plain close.
         assert set(answers[8:]) <= {mcp_http.BUSY_RESPONSE, b""}
         assert answers[8:].count(mcp_http.BUSY_RESPONSE) >= mcp_http.MAX_REFUSING
@@ -476,3 +476,28 @@ def test_a_refusal_reaches_a_client_still_sending_its_body(tmp_path: Path) -> No
     with served(cortex) as server:
         status, _, body = Raw(server).send("POST", "/mcp", b" " * (5 * 1024 * 1024))
     assert (status, body) == (413, mcp_http.TOO_LARGE_BODY)
+
+
+def test_answers_nobody_reads_are_bounded_in_memory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Bug: the I/O thread takes every answer, so clients that never read keep any number of pages in memory."""
+    monkeypatch.setattr(mcp_http, "MAX_ANSWERING", 1 << 20)
+    cortex = source(tmp_path, count=1)
+    with served(cortex, timeout=1.0) as server:
+        message = json.dumps({"jsonrpc": "2.0", "id": 1, "result": {"x": "y" * (8 << 20)}})
+        monkeypatch.setattr(server.app, "post", lambda *args: Reply(200, message, streamable=True))
+        reader = connect(server)
+        reader.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        reader.sendall(
+            b"POST /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            b"Content-Length: %d\r\n\r\n%s" % (len(INITIALIZE), INITIALIZE)
+        )
+        wait_for(lambda: server.answering.used > 0)
+        held = server.answering.used
+        monkeypatch.undo()
+        # The next answer waits for room: until the stuck one is dropped at its deadline.
+        status, waited = ask(server)
+        reader.close()
+    assert held > 8 << 20
+    assert status == 200
+    assert 0.5 < waited < 3.0, waited
+    assert server.answering.used == 0

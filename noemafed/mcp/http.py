@@ -42,7 +42,7 @@ from noemafed.mcp.protocol import (
     SESSION_HEADER,
     SSE_TYPE,
 )
-from noemafed.mcp.server import CortexReader, McpApp, Reply
+from noemafed.mcp.server import MAX_PAGE_BYTES, CortexReader, McpApp, Reply
 from noemafed.text.sanitize import one_line
 
 ENDPOINTS = frozenset((ENDPOINT_PATH, FEDERATION_ENDPOINT_PATH))
@@ -54,6 +54,10 @@ MAX_REQUEST_HEAD = 64 * 1024
 # Request bytes held at once across all connections still being read or waiting for a worker: sixteen bodies of
 # the largest size. A request that would pass it is turned away rather than let memory grow with the clients.
 MAX_BUFFERED = 16 * MAX_REQUEST_BODY
+# Answer bytes handed to the I/O thread and not yet written: a client that does not read keeps its answer in
+# memory until the answer's deadline. Past this, workers wait with theirs (one answer alone always goes through),
+# so memory stays bounded however many clients stop reading; eight of the largest pages.
+MAX_ANSWERING = 8 * MAX_PAGE_BYTES
 # After answering a client that may still be sending (a refusal, a body left unread), how long the server keeps
 # reading and discarding before it closes, so the close is not a reset that the client sees instead of the answer.
 LINGER_SECONDS = 1.0
@@ -178,6 +182,7 @@ class Connection:
         "address",
         "alone",
         "answer",
+        "answer_bytes",
         "data",
         "deadline",
         "events",
@@ -205,6 +210,7 @@ class Connection:
         self.head_end = -1
         self.need = -1  # head and body, once the head is known
         self.answer: deque[memoryview] = deque()
+        self.answer_bytes = 0  # what the answer holds of MAX_ANSWERING until it is written or dropped
         self.session = ""  # a session the answer opens: ended if the answer cannot be delivered
         self.alone = False  # the answer is the I/O thread's own (408, 431, 503)
         self.linger = False  # the client may still be sending after the answer: read it out before closing
@@ -410,6 +416,28 @@ def _body_to_read(head: bytes) -> tuple[int, bool]:
 
 def _expects_continue(head: bytes) -> bool:
     return re.search(rb"\nexpect:[ \t]*100-continue[ \t]*\r?\n", head, re.IGNORECASE) is not None
+
+
+class _Budget:
+    """Bytes in use out of a limit; a taker waits for room, except when nothing is in use."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.used = 0
+        self._room = threading.Condition()
+
+    def take(self, size: int, patience: float) -> int:
+        """Take `size` bytes once they fit (or after `patience` seconds, to never wait on a stopped loop)."""
+        with self._room:
+            self._room.wait_for(lambda: self.used == 0 or self.used + size <= self.limit, patience)
+            self.used += size
+        return size
+
+    def give(self, size: int) -> None:
+        if size:
+            with self._room:
+                self.used -= size
+                self._room.notify_all()
 
 
 class _IOLoop:
@@ -651,6 +679,8 @@ class _IOLoop:
         that destroys the answer in flight."""
         self._held -= len(connection.data)
         connection.data = bytearray()
+        self._server.answering.give(connection.answer_bytes)
+        connection.answer_bytes = 0
         try:
             connection.sock.shutdown(socket.SHUT_WR)  # on TLS: no close_notify, as before
         except OSError:
@@ -694,6 +724,9 @@ class _IOLoop:
             connection.sock.close()
         self._held -= len(connection.data)
         connection.data = bytearray()
+        self._server.answering.give(connection.answer_bytes)
+        connection.answer_bytes = 0
+        connection.answer.clear()
         if connection.session:  # the answer that opened it never arrived: no session is left behind
             self._server.app.sessions.end(connection.session)
             connection.session = ""
@@ -728,6 +761,7 @@ class NoemafedHTTPServer(HTTPServer):
         self._refusals: dict[str, tuple[float, int]] = {}
         super().__init__((config.host, config.port), Handler)
         self._pool = ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="serve")
+        self.answering = _Budget(MAX_ANSWERING)
         self._io = _IOLoop(self)
 
     def authorized(self, header: str | None) -> bool:
@@ -844,6 +878,7 @@ class NoemafedHTTPServer(HTTPServer):
             if connection.session:  # opened by a request that got no answer
                 self.app.sessions.end(connection.session)
                 connection.session = ""
+        connection.answer_bytes = self.answering.take(sum(map(len, pieces)), self.config.timeout)
         connection.answer = deque(memoryview(piece) for piece in pieces)
         self._io.post(connection, self._io.answer)
 
