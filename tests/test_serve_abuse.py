@@ -19,6 +19,7 @@ from peers.tls import PeerTLS, make_tls
 from sync_helpers import source
 from test_serve import Raw, served, wait_for
 
+from noemafed.cortex.access import AccessKey
 from noemafed.logs import Level
 from noemafed.mcp import http as mcp_http
 from noemafed.mcp import server as mcp_server
@@ -438,10 +439,10 @@ def test_a_bug_in_the_io_thread_costs_one_connection(tmp_path: Path, monkeypatch
     """Bug: an exception escapes the I/O thread's loop; the thread dies and no client is ever served again."""
     real = mcp_http._body_to_read
 
-    def boom(head: bytes) -> int:
+    def boom(head: bytes, authorized: Any) -> tuple[int, bool]:
         if b"X-Boom" in head:
             raise RuntimeError("boom")
-        return real(head)
+        return real(head, authorized)
 
     monkeypatch.setattr(mcp_http, "_body_to_read", boom)
     cortex = source(tmp_path, count=1)
@@ -501,3 +502,24 @@ def test_answers_nobody_reads_are_bounded_in_memory(tmp_path: Path, monkeypatch:
     assert status == 200
     assert 0.5 < waited < 3.0, waited
     assert server.answering.used == 0
+
+
+def test_a_client_without_the_key_cannot_make_the_server_buffer_a_body(tmp_path: Path, tls: PeerTLS) -> None:
+    """Bug: the body is read before the key is checked, so anyone can park 4 MiB per connection in memory."""
+    cortex = source(tmp_path, count=1)
+    cert, key = tls.write_server_files(tmp_path)
+    access = AccessKey("ring-key", "env", "")
+    head = (
+        b"POST /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        b"Authorization: Bearer wrong\r\nContent-Length: 4000000\r\n\r\n"
+    )
+    with served(cortex, tls_cert=str(cert), tls_key=str(key), access=access, timeout=5.0) as server:
+        context = tls.client_context()
+        with context.wrap_socket(connect(server), server_hostname="localhost") as sock:
+            sock.sendall(head)  # and no body
+            started = time.monotonic()
+            answer = read_all(sock)
+            waited = time.monotonic() - started
+    assert answer.startswith(b"HTTP/1.1 401 ")
+    assert answer.endswith(mcp_http.UNAUTHORIZED_BODY)
+    assert waited < 2.0  # at once, not at the deadline

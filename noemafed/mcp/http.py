@@ -393,8 +393,9 @@ def _body_length(text: str | None) -> int | None:
     return int(text)
 
 
-def _body_to_read(head: bytes) -> tuple[int, bool]:
-    """How many body bytes the handler will read after this head (the rules of `Handler._read_body`), and
+def _body_to_read(head: bytes, authorized: Callable[[str | None], bool]) -> tuple[int, bool]:
+    """How many body bytes the handler will read after this head (the rules of `Handler._read_body`, and none
+    for a request it refuses with 401, so a client without the key cannot make the server buffer a body), and
     whether the head announces a body the handler leaves unread (a refusal then lingers before closing)."""
     line_end = head.find(b"\n")
     words = head[:line_end].split()
@@ -409,6 +410,7 @@ def _body_to_read(head: bytes) -> tuple[int, bool]:
         or _media_type(headers.get("Content-Type")) != JSON_TYPE
         or length is None
         or length > MAX_REQUEST_BODY
+        or not authorized(headers.get("Authorization"))
     ):
         return 0, announced
     return length, False
@@ -623,7 +625,7 @@ class _IOLoop:
                 return
             connection.head_end = found.end()
             head = bytes(data[: connection.head_end])
-            body, connection.linger = _body_to_read(head)
+            body, connection.linger = _body_to_read(head, self._server.authorized)
             connection.need = connection.head_end + body
             if connection.need > len(data) and _expects_continue(head):
                 with contextlib.suppress(OSError):  # best effort: a client that waits for it sends anyway
