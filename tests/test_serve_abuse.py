@@ -523,3 +523,49 @@ def test_a_client_without_the_key_cannot_make_the_server_buffer_a_body(tmp_path:
     assert answer.startswith(b"HTTP/1.1 401 ")
     assert answer.endswith(mcp_http.UNAUTHORIZED_BODY)
     assert waited < 2.0  # at once, not at the deadline
+
+
+def test_the_serve_command_passes_its_limits_on(tmp_path: Path) -> None:
+    """Bug: `--request-timeout` or `--max-per-address` parsed but never reach the server."""
+    import os
+    import re
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    cortex = source(tmp_path, count=1)
+    argv = [
+        "--cortex",
+        str(cortex),
+        "serve",
+        "--port",
+        "0",
+        "--request-timeout",
+        "1",
+        "--max-per-address",
+        "1",
+    ]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "noemafed", *argv],
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
+    try:
+        assert proc.stderr is not None
+        port = 0
+        while not port:
+            line = proc.stderr.readline()
+            assert line, "noemafed serve did not start"
+            if match := re.search(r"listening on http://127\.0\.0\.1:(\d+)/mcp", line):
+                port = int(match.group(1))
+        with socket.create_connection(("127.0.0.1", port)) as first:
+            with socket.create_connection(("127.0.0.1", port)) as second:
+                assert read_all(second) == mcp_http.BUSY_RESPONSE
+            started = time.monotonic()
+            assert read_all(first) == mcp_http.TIMEOUT_RESPONSE
+            assert time.monotonic() - started < 2.0
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
