@@ -458,6 +458,22 @@ def _run_daemon(
 @click.option(
     "--workers", type=click.IntRange(1, 256), default=16, show_default=True, help="Concurrent requests."
 )
+@click.option(
+    "--request-timeout",
+    type=click.FloatRange(0.1, 3600),
+    default=15.0,
+    show_default=True,
+    metavar="S",
+    help="Seconds for a whole request (TLS handshake, headers, body); as long again to write the answer.",
+)
+@click.option(
+    "--max-per-address",
+    type=click.IntRange(1, 10_000),
+    default=8,
+    show_default=True,
+    metavar="N",
+    help="Connections open at once from one address (an IPv6 /64 is one); more are refused at once.",
+)
 @click.pass_obj
 def serve(
     obj: CliContext,
@@ -467,6 +483,8 @@ def serve(
     tls_key: str | None,
     allow_hosts: tuple[str, ...],
     workers: int,
+    request_timeout: float,
+    max_per_address: int,
 ) -> None:
     """Serve this cortex's event log to peers (MCP at /mcp and /mcp/federation) until SIGTERM.
 
@@ -497,6 +515,8 @@ def serve(
         access=access,
         extra_hosts=allow_hosts,
         workers=workers,
+        max_per_address=max_per_address,
+        timeout=request_timeout,
     )
     log = obj.log(progress=True)
     server = make_server(config, log)

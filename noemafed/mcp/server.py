@@ -4,13 +4,14 @@ sight, so the answers can be tested byte for byte without a server (wire.md §5�
 from __future__ import annotations
 
 import json
+import math
 import re
 import sqlite3
 import threading
 import time
 import uuid
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +39,7 @@ from noemafed.mcp.protocol import (
     TOOLS_LIST,
 )
 from noemafed.text.gotext import go_json_dumps
+from noemafed.text.sanitize import scrub
 
 SERVER_NAME = "noema"  # noema clients expect it; serverInfo.version says which build this is
 DEFAULT_LIMIT = 100
@@ -55,6 +57,7 @@ SUBSCRIBE_READ_SIGNAL = "this cortex is in subscribe mode and does not serve rea
 # JSON-RPC error messages; the session ones are the Python SDK's.
 PARSE_ERROR_TEXT = "Parse error"
 INVALID_REQUEST_TEXT = "Invalid Request (batches are not supported)"
+INVALID_ID = "Invalid Request (id must be a string, a number or null)"
 PARAMS_NOT_OBJECT = "params must be an object"
 MISSING_SESSION = "Bad Request: Missing session ID"
 UNKNOWN_SESSION = "Session not found"
@@ -147,6 +150,10 @@ class Sessions:
     def end(self, session: str) -> None:
         with self._lock:
             self._sessions.pop(session, None)
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._sessions)
 
 
 class CortexReader:
@@ -251,16 +258,41 @@ def _since(arguments: dict[str, Any]) -> str:
         return ""
     if not isinstance(value, str):
         raise _Refusal(BAD_SINCE)
-    return value
+    return scrub(value)  # SQLite cannot bind a lone surrogate; Go's decoder would have made it U+FFFD
 
 
-def _result(request_id: Any, result: dict[str, Any], note: str, session: str = "") -> Reply:
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _parse(body: bytes) -> Any:
+    """The message, or ValueError for anything Go's decoder would refuse: invalid UTF-8 (a BOM or UTF-16 too,
+    which json.loads would guess), NaN and Infinity, and nesting too deep for the parser (RecursionError)."""
+    try:
+        return json.loads(body.decode("utf-8"), parse_constant=_reject_constant)
+    except RecursionError as exc:
+        raise ValueError("nested too deep") from exc
+
+
+def _request_id(value: Any) -> Any:
+    """The id to echo, made encodable (a lone surrogate becomes U+FFFD, as Go decodes it); ValueError unless a
+    string, a finite number or null (JSON-RPC 2.0 §4)."""
+    if value is None or type(value) is int:
+        return value
+    if isinstance(value, str):
+        return scrub(value)
+    if type(value) is float and math.isfinite(value):
+        return value
+    raise ValueError(INVALID_ID)
+
+
+def _result(request_id: Any, result: dict[str, Any], note: str) -> Reply:
     message = json.dumps(
         {"jsonrpc": JSONRPC_VERSION, "id": request_id, "result": result},
         ensure_ascii=False,
         separators=(",", ":"),
     )
-    return Reply(200, message, streamable=True, session=session, note=note)
+    return Reply(200, message, streamable=True, note=note)
 
 
 def _error(request_id: Any, code: int, text: str, status: int) -> Reply:
@@ -281,7 +313,7 @@ class McpApp:
     def post(self, endpoint: str, body: bytes, session: str | None, protocol_version: str | None) -> Reply:
         """One message POSTed to `endpoint`, with the session and protocol version headers that came with it."""
         try:
-            message = json.loads(body)
+            message = _parse(body)
         except ValueError:
             return _error(None, PARSE_ERROR, PARSE_ERROR_TEXT, 400)
         if (
@@ -290,16 +322,20 @@ class McpApp:
             or not isinstance(message.get("method"), str)
         ):
             return _error(None, INVALID_REQUEST, INVALID_REQUEST_TEXT, 400)
+        try:
+            request_id = _request_id(message.get("id"))
+        except ValueError:
+            return _error(None, INVALID_REQUEST, INVALID_ID, 400)
         method = message["method"]
         params = message.get("params") or {}
         if not isinstance(params, dict):
-            return _error(message.get("id"), INVALID_PARAMS, PARAMS_NOT_OBJECT, 200)
+            return _error(request_id, INVALID_PARAMS, PARAMS_NOT_OBJECT, 200)
         if "id" not in message:  # a notification: accepted, nothing to say
             return Reply(202, note=method)
-        request_id = message["id"]
         if method == INITIALIZE:
-            new_session = self.sessions.create(endpoint)
-            return _result(request_id, self.initialize(params), method, new_session)
+            # The session is opened only once its answer exists: a request that fails leaves none behind.
+            opened = _result(request_id, self.initialize(params), method)
+            return replace(opened, session=self.sessions.create(endpoint))
         if not session:
             return _error(request_id, INVALID_REQUEST, MISSING_SESSION, 400)
         if not self.sessions.touch(session, endpoint):
