@@ -474,6 +474,11 @@ def _run_daemon(
     metavar="N",
     help="Connections open at once from one address (an IPv6 /64 is one); more are refused at once.",
 )
+@click.option(
+    "--insecure-allow-expired",
+    is_flag=True,
+    help="Start even with an expired or not yet valid TLS certificate (briefly, to rotate it in place).",
+)
 @click.pass_obj
 def serve(
     obj: CliContext,
@@ -485,6 +490,7 @@ def serve(
     workers: int,
     request_timeout: float,
     max_per_address: int,
+    insecure_allow_expired: bool,
 ) -> None:
     """Serve this cortex's event log to peers (MCP at /mcp and /mcp/federation) until SIGTERM.
 
@@ -517,6 +523,7 @@ def serve(
         workers=workers,
         max_per_address=max_per_address,
         timeout=request_timeout,
+        allow_expired=insecure_allow_expired,
     )
     log = obj.log(progress=True)
     server = make_server(config, log)

@@ -138,8 +138,10 @@ def test_initialize_and_tools(tmp_path: Path) -> None:
         assert older["protocolVersion"] == "2025-03-26"
         future = Raw(server).rpc("initialize", {"protocolVersion": "2026-07-28"})["result"]
         assert future["protocolVersion"] == "2025-11-25"
-        names = [tool["name"] for tool in raw.rpc("tools/list")["result"]["tools"]]
-        assert names == ["cortex_identity", "sync_events", "sync_read_signal"]
+        tools = raw.rpc("tools/list")["result"]["tools"]
+        assert [tool["name"] for tool in tools] == ["cortex_identity", "sync_events", "sync_read_signal"]
+        # As the live build advertises its read tools.
+        assert [tool["annotations"] for tool in tools] == [{"readOnlyHint": True}] * 3
         identity = json.loads(raw.tool("cortex_identity")["content"][0]["text"])
         manifest_id = (cortex / "cortex.md").read_text().split("id: ", 1)[1].split("\n", 1)[0]
         assert identity == {"id": manifest_id, "name": "source", "version": 2, "mode": "sync"}

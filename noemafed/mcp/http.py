@@ -26,6 +26,7 @@ from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 from typing import Any, cast
@@ -34,6 +35,7 @@ from noemafed.cortex.access import AccessKey
 from noemafed.cortex.open import open_database
 from noemafed.errors import ExitCode, NoemafedError
 from noemafed.logs import Log
+from noemafed.mcp import certs
 from noemafed.mcp.protocol import (
     ENDPOINT_PATH,
     FEDERATION_ENDPOINT_PATH,
@@ -137,6 +139,8 @@ class ServeConfig:
     # The whole request, TLS handshake, request line, headers and body together, in seconds; writing the
     # answer gets as long again.
     timeout: float = 15.0
+    # Start with an expired or not yet valid certificate (noema's --insecure-allow-expired), to rotate it in place.
+    allow_expired: bool = False
 
 
 class ServeError(NoemafedError):
@@ -913,6 +917,13 @@ def make_server(config: ServeConfig, log: Log) -> NoemafedHTTPServer:
     if config.access.keyed and not config.tls_cert:
         raise ServeError(KEYED_PLAIN_HTTP, hint=KEYED_PLAIN_HTTP_HINT)
     open_database(config.cortex_dir).close()  # fail now, not at the first request, if the DB is unusable
+    if config.tls_cert:
+        try:
+            warning = certs.gate_startup(config.tls_cert, config.allow_expired, datetime.now(UTC))
+        except certs.CertificateRefused as exc:
+            raise ServeError(str(exc)) from None
+        if warning is not None:
+            log.warning(warning)
     tls = tls_server_context(config.tls_cert, config.tls_key) if config.tls_cert else None
     try:
         return NoemafedHTTPServer(config, McpApp(CortexReader(config.cortex_dir)), log, tls)

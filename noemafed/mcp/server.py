@@ -80,21 +80,26 @@ _SINCE_LIMIT_SCHEMA = {
         "limit": {"type": "integer", "description": "1..1000, default 100"},
     },
 }
+# As the live build advertises its read tools: a client may call them without asking its user first.
+_READ_ONLY = {"readOnlyHint": True}
 TOOLS = [
     {
         "name": CORTEX_IDENTITY,
         "description": "This cortex's stable identity for federation: id, name, manifest version, mode, signing key.",
         "inputSchema": {"type": "object", "properties": {}},
+        "annotations": _READ_ONLY,
     },
     {
         "name": SYNC_EVENTS,
         "description": "Events with id greater than `since`, ascending, every origin; `limit` 1..1000 (default 100).",
         "inputSchema": _SINCE_LIMIT_SCHEMA,
+        "annotations": _READ_ONLY,
     },
     {
         "name": SYNC_READ_SIGNAL,
         "description": "This cortex's own usage rows with updated_at greater than `since`, ascending.",
         "inputSchema": _SINCE_LIMIT_SCHEMA,
+        "annotations": _READ_ONLY,
     },
 ]
 
