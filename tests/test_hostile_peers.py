@@ -483,7 +483,6 @@ def test_database_locked_between_two_batches_is_local_storage(
     the cursor on the last of them, the health written once the lock is free."""
     log = src_events(big)
     assert len(log) > 1000
-    holder: dict[str, Any] = {}
     target = target_with(tmp_path, [{"name": PEER, "endpoint": "http://127.0.0.1:1"}])
 
     def pages(since: str, limit: int) -> str:
@@ -496,8 +495,9 @@ def test_database_locked_between_two_batches_is_local_storage(
                 time.sleep(0.01)
             conn = sqlite3.connect(target / "db" / "noema.db", isolation_level=None, check_same_thread=False)
             conn.execute("BEGIN IMMEDIATE")
-            holder["conn"] = conn
-            threading.Timer(5.8, lambda: (conn.execute("ROLLBACK"), conn.close())).start()
+            # Past the syncer's 5 s busy timeout with room for a slow machine; short enough that the health
+            # record, written after the failure, waits less than its own busy timeout.
+            threading.Timer(7.0, lambda: (conn.execute("ROLLBACK"), conn.close())).start()
         return page_json(rest)
 
     with StdlibPeer(big, flavor="go", page_override=pages) as peer:
