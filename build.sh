@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # Build dist/noemafed.pyz reproducibly: our wheel first, then shiv from local wheels only, then a smoke run.
-# Usage: ./build.sh            (uses $PYTHON, default .venv/bin/python if present, else python3)
+# Usage: ./build.sh   (uses $PYTHON if set; else the project venv, created or updated by scripts/venv.sh as
+#                     scripts/test.sh does, so a fresh clone builds with no other step)
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 cd "$here"
-PYTHON="${PYTHON:-$([ -x .venv/bin/python ] && echo .venv/bin/python || echo python3)}"
+if [ -z "${PYTHON:-}" ]; then
+  PYTHON="$(scripts/venv.sh)/bin/python"
+fi
 
 # Timestamps come from the commit, so two checkouts of one commit (anywhere on disk) build the same bytes.
 if [ -z "${SOURCE_DATE_EPOCH:-}" ]; then

@@ -21,6 +21,10 @@ if TYPE_CHECKING:
     from noemafed.logs import Log
     from noemafed.reports import ResetPlan
 
+# `sync --once` without --max-duration: long enough for a backlog of several hundred thousand events, short
+# enough that a hostile or wedged peer cannot keep a cron run (and so every later one) alive for ever.
+ONCE_MAX_DURATION = 600.0
+
 
 def _isatty(stream: TextIO | None) -> bool:
     try:
@@ -302,7 +306,7 @@ def key_fingerprint(obj: CliContext) -> None:
     "--max-duration",
     type=click.FloatRange(min=0, min_open=True),
     metavar="S",
-    help="Give up after S seconds in all.",
+    help=f"Give up after S seconds in all [default with --once: {ONCE_MAX_DURATION:g}].",
 )
 @click.option(
     "--max-events", type=click.IntRange(min=1), metavar="N", help="Apply at most N events per peer this run."
@@ -313,7 +317,23 @@ def key_fingerprint(obj: CliContext) -> None:
     default=30.0,
     show_default=True,
     metavar="S",
-    help="Per connect and per read.",
+    help="Per request: connect, TLS handshake, headers and body together.",
+)
+@click.option(
+    "--jobs",
+    type=click.IntRange(1, 64),
+    default=4,
+    show_default=True,
+    metavar="N",
+    help="Poll at most N peers at once (each holds a page of events in memory).",
+)
+@click.option(
+    "--max-future-skew",
+    type=click.FloatRange(min=0),
+    default=600.0,
+    show_default=True,
+    metavar="S",
+    help="Refuse event ids dated more than S seconds ahead of this host's clock.",
 )
 @click.option(
     "--wait",
@@ -343,6 +363,8 @@ def sync(
     max_duration: float | None,
     max_events: int | None,
     timeout: float,
+    jobs: int,
+    max_future_skew: float,
     wait_seconds: float,
     as_json: bool,
     verbose: int,
@@ -366,8 +388,15 @@ def sync(
     obj.verbosity += verbose
     cortex_dir = obj.cortex_dir()
     manifest = read_manifest(cortex_dir)
+    if once and max_duration is None:
+        max_duration = ONCE_MAX_DURATION  # a cron run always ends, whatever its peers do
     options = SyncOptions(
-        timeout=timeout, max_duration=max_duration, max_events=max_events, use_proxy_env=use_proxy_env
+        timeout=timeout,
+        max_duration=max_duration,
+        max_events=max_events,
+        use_proxy_env=use_proxy_env,
+        max_future_skew=max_future_skew,
+        jobs=jobs,
     )
     if not once:
         if as_json or peer_names or max_events:

@@ -48,7 +48,46 @@ def add_site_packages(site_packages: str) -> None:
     sys.path = sys.path[:index] + sys.path[length:] + sys.path[index:length]
 
 
+def extraction_root(environ: dict) -> "str | None":
+    """Where to extract when SHIV_ROOT is not set: None for shiv's ~/.shiv when the home folder can hold it,
+    else $XDG_CACHE_HOME/noemafed, else a private per-user folder in the temp dir. A service user whose home is
+    unset, missing or read-only (the README's systemd example) must still be able to run the pyz."""
+    if environ.get("SHIV_ROOT"):
+        return None
+    home = environ.get("HOME", "")
+    if os.path.isabs(home):
+        shiv = os.path.join(home, ".shiv")
+        usable = shiv if os.path.isdir(shiv) else home
+        if os.path.isdir(usable) and os.access(usable, os.W_OK | os.X_OK):
+            return None
+    cache = environ.get("XDG_CACHE_HOME", "")
+    if os.path.isabs(cache) and os.path.isdir(cache) and os.access(cache, os.W_OK | os.X_OK):
+        return os.path.join(cache, "noemafed")
+    return private_temp_root(environ)
+
+
+def private_temp_root(environ: dict) -> str:
+    """`$TMPDIR/noemafed-<uid>` (or /tmp), made 0700; refused when another user owns it or can write to it,
+    since code extracted there runs as whoever runs the pyz."""
+    import stat
+
+    path = os.path.join(environ.get("TMPDIR") or "/tmp", f"noemafed-{os.getuid()}")  # noqa: S108 (checked below)
+    if not os.path.lexists(path):
+        os.mkdir(path, 0o700)  # a rival that creates it first is caught by the ownership check
+    info = os.lstat(path)
+    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid() or info.st_mode & 0o022:
+        sys.stderr.write(
+            f"Error: cannot extract noemafed into {path}: it belongs to another user or others can write to it\n"
+            "Hint: set SHIV_ROOT to a folder only you can write (docs/operations.md)\n"
+        )
+        sys.exit(77)  # EX_NOPERM
+    return path
+
+
 def main() -> None:
+    root = extraction_root(dict(os.environ))
+    if root is not None:
+        os.environ["SHIV_ROOT"] = root  # shiv's bootstrap and our fast path both read it
     try:
         import json
 

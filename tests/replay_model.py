@@ -59,6 +59,11 @@ def cmp(a: dict[str, int], b: dict[str, int]) -> int:
     return 0
 
 
+def same(a: dict[str, int], b: dict[str, int]) -> bool:
+    """Equal clocks: a key one of them lacks counts 0."""
+    return all(a.get(k, 0) == b.get(k, 0) for k in set(a) | set(b))
+
+
 def only26(clock: dict[str, int]) -> dict[str, int]:
     return {k: v for k, v in clock.items() if len(k.encode()) == 26}
 
@@ -215,7 +220,8 @@ class Model:
                 row["tier_votes"] += (d > 0) - (d < 0)
         elif a == "consolidate":
             self.store(e)
-            target = p.get("distilled_id") or tid
+            target = p.get("distilled_id")
+            target = target if isinstance(target, str) and target else tid
             r = self.rows.get(target)
             if r is not None and r["tier"] == "short":
                 r["tier"] = "mid"
@@ -297,19 +303,27 @@ class Model:
 
     def update(self, e: Event, p: dict[str, Any], row: dict[str, Any]) -> None:
         tid = e.trace_id
-        last = [
-            ev
-            for key, ev in sorted(self.events.items())
+        # The trace's current versions: stored snapshot clocks that no other stored snapshot clock is >= to
+        # (for equal clocks, the first one stands for all).
+        clocks = [
+            only26(ev["vclock"] or {})
+            for _, ev in sorted(self.events.items())
             if ev["trace_id"] == tid and ev["action"] in ("create", "update")
         ]
-        if (
-            last
-            and last[-1]["vclock"]
-            and e.vclock
-            and cmp(only26(last[-1]["vclock"]), only26(e.vclock)) == 0
-        ):
-            self.diverge(e, p, row)
-            return
+        clocks = [c for c in clocks if c]
+        heads = [
+            c
+            for i, c in enumerate(clocks)
+            if not any(cmp(o, c) == 1 or (same(o, c) and j < i) for j, o in enumerate(clocks) if j != i)
+        ]
+        incoming = only26(e.vclock or {})
+        if incoming and heads:
+            if any(cmp(h, incoming) == 1 or same(h, incoming) for h in heads):
+                self.store(e)  # stale or equal: stored, never applied
+                return
+            if not all(cmp(incoming, h) == 1 for h in heads):
+                self.diverge(e, p, row)
+                return
         self.store(e)
         if row["tier"] == "long" and not any(
             json.loads(ev["data"]).get("to") == "long" for ev in self.later(tid, e.id, ("promote",))

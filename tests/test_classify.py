@@ -130,6 +130,8 @@ def test_reason_values_are_the_spec_strings() -> None:
         "identity_mismatch",
         "identity_missing",
         "other",
+        "invalid_event_id",
+        "local_storage",
     ]
     assert str(Reason.NETWORK_EOF) == "network_eof"
     assert Reason("network_eof") is Reason.NETWORK_EOF
@@ -157,7 +159,9 @@ NETWORK = (
 # classify_network_error, which gives a network reason, auth or other).
 OUTCOMES = [
     (Phase.OPEN, Reason.OTHER, "other", False, 3),
-    (Phase.CONNECT, Reason.NETWORK_TLS, "network_tls", False, 3),
+    (Phase.OPEN, Reason.LOCAL_STORAGE, "local_storage", False, 3),  # a compaction holds the storage lock
+    # A CA file that is missing, unreadable or empty, an endpoint that is not http(s): fix cortex.md.
+    (Phase.CONNECT, Reason.OTHER, "other", True, 4),
     *[(Phase.INITIALIZE, cause, reason, False, 3) for cause, reason in NETWORK],
     (Phase.INITIALIZE, Reason.AUTH, "auth", True, 4),
     (Phase.INITIALIZE, Reason.OTHER, "other", False, 3),
@@ -177,6 +181,10 @@ OUTCOMES = [
     *[(Phase.EVENTS, cause, reason, False, 3) for cause, reason in NETWORK],
     (Phase.EVENTS, Reason.AUTH, "auth", True, 4),
     (Phase.EVENTS, Reason.OTHER, "other", False, 3),
+    # An id we must not store and serve on: the peer's operator (or a clock) must be fixed.
+    (Phase.EVENTS, Reason.INVALID_EVENT_ID, "invalid_event_id", True, 4),
+    # Between two batches the database can be locked by a local writer or the disk can fill: may heal.
+    (Phase.EVENTS, Reason.LOCAL_STORAGE, "local_storage", False, 3),
     (Phase.REPLAY, Reason.INVALID_TRACE_ID, "invalid_trace_id", True, 4),
     (Phase.REPLAY, Reason.UNKNOWN_ACTION, "unknown_action", True, 4),
     (Phase.REPLAY, Reason.UNKNOWN_TYPE, "unknown_type", True, 4),
@@ -184,6 +192,8 @@ OUTCOMES = [
     (Phase.REPLAY, Reason.INVALID_FRONTMATTER, "invalid_frontmatter", False, 3),
     (Phase.REPLAY, Reason.IDENTITY_MISMATCH, "identity_mismatch", True, 4),  # our own key cannot sign
     (Phase.REPLAY, Reason.OTHER, "other", False, 3),
+    (Phase.REPLAY, Reason.LOCAL_STORAGE, "local_storage", False, 3),
+    (Phase.USAGE, Reason.LOCAL_STORAGE, "local_storage", False, 3),
     (Phase.INTERNAL, Reason.OTHER, "other", False, 3),
 ]
 
@@ -213,6 +223,7 @@ def test_phase_and_identity_failure_values() -> None:
         "identity",
         "events",
         "replay",
+        "usage",
         "internal",
     ]
     assert [kind.value for kind in IdentityFailure] == [
@@ -636,3 +647,23 @@ def test_health_hint_dashes_are_em_dashes() -> None:
 
 def test_health_hint_accepts_enum_members() -> None:
     assert classify.health_hint(Reason.AUTH) == "likely cause: shared-key mismatch between local and peer"
+
+
+# ----- local storage: this host's fault, not the peer's ---------------------------------------------------
+
+
+def test_local_storage_failures_are_told_from_a_peer_event_s_fault() -> None:
+    import sqlite3
+
+    locked = ReplayError("replay event X: database is locked")
+    locked.__cause__ = sqlite3.OperationalError("database is locked")
+    assert classify.classify_replay_error(locked) == "local_storage"
+    full = ReplayError("writing trace")
+    full.__cause__ = OSError(errno.ENOSPC, "No space left on device")
+    assert classify.classify_replay_error(full) == "local_storage"
+    # A constraint the event broke is the event's fault, whatever wraps it.
+    broken = ReplayError("replay event X: UNIQUE constraint failed")
+    broken.__cause__ = sqlite3.IntegrityError("UNIQUE constraint failed: tags.trace_id")
+    assert classify.classify_replay_error(broken) == "other"
+    assert classify.classify_replay_error(ReplayError("disk full")) == "other"  # text alone says nothing
+    assert not classify.is_local_storage_failure(OSError(errno.ECONNRESET, "reset"))

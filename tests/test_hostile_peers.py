@@ -53,8 +53,6 @@ HANG_BUDGET = (
     8.0  # seconds a hanging case may take in all (timeout, grace, start-up) before it counts as a hang
 )
 
-ISSUE = "issue 11: "
-
 
 # ---- running a sync and checking its aftermath -----------------------------------------------------------
 
@@ -196,6 +194,25 @@ def through(
     return target, Outside(roots, target)
 
 
+def port_free_of(digits: str = "401") -> int:
+    """A free port on 127.0.0.1 whose number does not contain `digits`.
+
+    The classifier matches Go's texts in an error message, and a transport error's message holds the endpoint's
+    URL: on a port such as 34015, an unrecognised failure reads as `auth` (see
+    test_the_endpoints_port_does_not_decide_the_reason). The other cases must not depend on the port they got.
+    """
+    while True:
+        with socket.create_server(("127.0.0.1", 0)) as probe:
+            port = int(probe.getsockname()[1])
+        if digits not in str(port):
+            return port
+
+
+def hostile_proxy(backend: StdlibPeer, on: str, answer: Any) -> HostilePeer:
+    """A HostilePeer in front of `backend`, answering `on` with `answer`, on a port that decides nothing."""
+    return HostilePeer(backend, on, answer, port=port_free_of())
+
+
 def src_events(path: Path) -> list[Event]:
     conn = db(path)
     rows = conn.execute(f"SELECT {', '.join(EVENT_COLUMNS)} FROM events ORDER BY id").fetchall()
@@ -233,7 +250,6 @@ class Malformed(NamedTuple):
     what: str
     on: str
     answer: Any
-    xfail: str = ""
 
 
 def _deep_envelope(message: Any) -> bytes:
@@ -267,7 +283,6 @@ MALFORMED = [
         "the cortex_identity tool's text is JSON nested 100,000 deep",
         "cortex_identity",
         hostile.bent(text_result(deep_json())),
-        xfail="RecursionError in parse_identity escapes as phase internal, no health",
     ),
     Malformed(
         "the sync_events tool's text (the page) is JSON nested 100,000 deep",
@@ -302,15 +317,7 @@ MALFORMED = [
 
 
 @pytest.mark.parametrize(
-    "case",
-    [
-        pytest.param(
-            case,
-            id=f"{case.on}-{n}",
-            marks=[pytest.mark.xfail(reason=ISSUE + case.xfail, strict=True)] if case.xfail else [],
-        )
-        for n, case in enumerate(MALFORMED)
-    ],
+    "case", [pytest.param(case, id=f"{case.on}-{n}") for n, case in enumerate(MALFORMED)]
 )
 def test_malformed_answers_are_other_and_exit_3(
     tmp_path: Path, src: Path, outside_roots: list[Path], case: Malformed
@@ -318,12 +325,44 @@ def test_malformed_answers_are_other_and_exit_3(
     """A peer answers one call with JSON nested 100,000 deep, a non-list `content`, a broken status line, an
     over-long header line or 101 headers. Expected: exit 3, reason `other`, the cursor where it was, nothing
     stored."""
-    with StdlibPeer(src, flavor="go") as backend, HostilePeer(backend, case.on, case.answer) as proxy:
+    with StdlibPeer(src, flavor="go") as backend, hostile_proxy(backend, case.on, case.answer) as proxy:
         target, outside = through(proxy, tmp_path, outside_roots)
         run = sync(target)
     assert_aftermath(run, outside, code=3, reason="other", cursor="")
     assert events(target) == []
     assert run.seconds < 10
+
+
+def port_with_401() -> int:
+    """A free port on 127.0.0.1 whose number contains 401."""
+    for port in (*range(34010, 34020), *range(40100, 40200), *range(44010, 44020)):
+        try:
+            with socket.create_server(("127.0.0.1", port)):
+                return port
+        except OSError:
+            continue
+    pytest.skip("no free port containing 401")
+
+
+@pytest.mark.xfail(
+    reason="found by the corpus: classify matches Go's texts (`401` means auth) in messages that hold the "
+    "endpoint's URL, so on a port such as 34015 an unrecognised failure is `auth`, exit 4",
+    strict=True,
+)
+def test_the_endpoints_port_does_not_decide_the_reason(
+    tmp_path: Path, src: Path, outside_roots: list[Path]
+) -> None:
+    """A peer on a port whose number contains `401` answers sync_events with a status line that is not HTTP.
+    Expected: exit 3, reason `other`, as on any other port (not `auth`, which tells the operator to check the
+    shared key and exits 4)."""
+    answer = hostile.raw(b"HTTP/1.1 2x0 OK\r\nContent-Length: 0\r\n\r\n")
+    with (
+        StdlibPeer(src, flavor="go") as backend,
+        HostilePeer(backend, "sync_events", answer, port=port_with_401()) as proxy,
+    ):
+        target, outside = through(proxy, tmp_path, outside_roots)
+        run = sync(target)
+    assert_aftermath(run, outside, code=3, reason="other", cursor="")
 
 
 def test_deep_json_in_an_events_data_refuses_the_page(
@@ -349,7 +388,7 @@ def test_a_deep_usage_answer_is_logged_and_the_poll_succeeds(
     the usage cursor not moved."""
     with (
         StdlibPeer(src, flavor="go") as backend,
-        HostilePeer(backend, "sync_read_signal", hostile.bent(_deep_envelope)) as proxy,
+        hostile_proxy(backend, "sync_read_signal", hostile.bent(_deep_envelope)) as proxy,
     ):
         target, outside = through(proxy, tmp_path, outside_roots)
         run = sync(target)
@@ -358,9 +397,6 @@ def test_a_deep_usage_answer_is_logged_and_the_poll_succeeds(
     assert state_value(target, f"peer:{PEER}:last_usage") == ""
 
 
-@pytest.mark.xfail(
-    reason=ISSUE + "RecursionError from deep usage JSON escapes the usage phase (phase internal)", strict=True
-)
 def test_deep_json_in_usage_rows_is_logged_and_the_poll_succeeds(
     tmp_path: Path, src: Path, outside_roots: list[Path]
 ) -> None:
@@ -368,7 +404,7 @@ def test_deep_json_in_usage_rows_is_logged_and_the_poll_succeeds(
     §3.6). Expected: exit 0, every event applied, the read-signal failure logged, the usage cursor not moved."""
     with (
         StdlibPeer(src, flavor="go") as backend,
-        HostilePeer(backend, "sync_read_signal", hostile.bent(text_result(deep_json()))) as proxy,
+        hostile_proxy(backend, "sync_read_signal", hostile.bent(text_result(deep_json()))) as proxy,
     ):
         target, outside = through(proxy, tmp_path, outside_roots)
         run = sync(target)
@@ -377,9 +413,6 @@ def test_deep_json_in_usage_rows_is_logged_and_the_poll_succeeds(
     assert state_value(target, f"peer:{PEER}:last_usage") == ""
 
 
-@pytest.mark.xfail(
-    reason=ISSUE + "OverflowError binding a usage counter >= 2^63 escapes (phase internal)", strict=True
-)
 def test_usage_counters_past_int64_are_logged_and_the_poll_succeeds(
     tmp_path: Path, src: Path, outside_roots: list[Path]
 ) -> None:
@@ -395,7 +428,7 @@ def test_usage_counters_past_int64_are_logged_and_the_poll_succeeds(
     }
     with (
         StdlibPeer(src, flavor="go") as backend,
-        HostilePeer(backend, "sync_read_signal", hostile.bent(text_result(json.dumps([row])))) as proxy,
+        hostile_proxy(backend, "sync_read_signal", hostile.bent(text_result(json.dumps([row])))) as proxy,
     ):
         target, outside = through(proxy, tmp_path, outside_roots)
         run = sync(target)
@@ -431,9 +464,6 @@ def test_a_lone_surrogate_in_a_trace_id_is_invalid_trace_id(
     assert not has_surrogate(run.report["trace_id"] or "")
 
 
-@pytest.mark.xfail(
-    reason=ISSUE + "event ids are not checked: a lone surrogate id breaks the health record", strict=True
-)
 def test_a_lone_surrogate_in_an_event_id_is_invalid_event_id(
     tmp_path: Path, src: Path, outside_roots: list[Path]
 ) -> None:
@@ -461,7 +491,7 @@ def test_a_lone_surrogate_in_the_server_version_is_scrubbed(
 
     with (
         StdlibPeer(src, flavor="go") as backend,
-        HostilePeer(backend, "initialize", hostile.bent(change)) as proxy,
+        hostile_proxy(backend, "initialize", hostile.bent(change)) as proxy,
     ):
         target, outside = through(proxy, tmp_path, outside_roots)
         run = sync(target)
@@ -472,9 +502,6 @@ def test_a_lone_surrogate_in_the_server_version_is_scrubbed(
     assert run.report["peer_version"] == "\ufffd"
 
 
-@pytest.mark.xfail(
-    reason=ISSUE + "sqlite3.OperationalError at BEGIN escapes (phase internal, no health)", strict=True
-)
 def test_database_locked_between_two_batches_is_local_storage(
     tmp_path: Path, big: Path, outside_roots: list[Path]
 ) -> None:
@@ -519,7 +546,6 @@ class Hang(NamedTuple):
     what: str
     on: str
     answer: Any
-    xfail: str = ""
 
 
 HANGS = [
@@ -533,17 +559,7 @@ HANGS = [
 ]
 
 
-@pytest.mark.parametrize(
-    "case",
-    [
-        pytest.param(
-            case,
-            id=f"{case.on}-{n}",
-            marks=[pytest.mark.xfail(reason=ISSUE + case.xfail, strict=True)] if case.xfail else [],
-        )
-        for n, case in enumerate(HANGS)
-    ],
-)
+@pytest.mark.parametrize("case", [pytest.param(case, id=f"{case.on}-{n}") for n, case in enumerate(HANGS)])
 def test_a_peer_that_never_finishes_is_network_timeout(
     tmp_path: Path, src: Path, outside_roots: list[Path], case: Hang
 ) -> None:
@@ -551,7 +567,7 @@ def test_a_peer_that_never_finishes_is_network_timeout(
     sync_events) or holds an SSE stream open with keep-alives: every read is short, so only a whole-request
     deadline ends it. Expected: the run ends within a few seconds, exit 3, reason `network_timeout`, the cursor
     where it was."""
-    with StdlibPeer(src, flavor="go") as backend, HostilePeer(backend, case.on, case.answer) as proxy:
+    with StdlibPeer(src, flavor="go") as backend, hostile_proxy(backend, case.on, case.answer) as proxy:
         target, outside = through(proxy, tmp_path, outside_roots)
         run = sync(target, "--timeout", TIMEOUT)
     assert_aftermath(run, outside, code=3, reason="network_timeout", cursor="")
@@ -577,7 +593,7 @@ def test_a_hang_after_a_page_keeps_what_was_applied(
 
     with (
         StdlibPeer(big, flavor="go") as backend,
-        HostilePeer(backend, "sync_events", second_page_drips) as proxy,
+        hostile_proxy(backend, "sync_events", second_page_drips) as proxy,
     ):
         target, outside = through(proxy, tmp_path, outside_roots)
         run = sync(target, "--timeout", TIMEOUT)
@@ -642,9 +658,6 @@ def assert_not_poisoned(tmp_path: Path, target: Path) -> None:
 
 
 @pytest.mark.parametrize("case", [pytest.param(case, id=str(n)) for n, case in enumerate(BAD_IDS)])
-@pytest.mark.xfail(
-    reason=ISSUE + "event ids are not checked: stored, then served on to the ring", strict=True
-)
 def test_an_event_id_noema_would_not_mint_is_refused(
     tmp_path: Path, src: Path, outside_roots: list[Path], case: BadId
 ) -> None:
@@ -719,9 +732,6 @@ def test_a_lone_surrogate_in_an_event_body_is_applied_as_u_fffd(
 FORGED_LINE = "evil: ok, 99 events applied, cursor 01JQ7X2B9C4D5E6F7G8H9JKMNP"
 
 
-@pytest.mark.xfail(
-    reason=ISSUE + "a refusal text is printed raw: its newline forges a second peer line", strict=True
-)
 def test_a_refusal_with_a_newline_does_not_forge_an_output_line(
     tmp_path: Path, src: Path, outside_roots: list[Path]
 ) -> None:
@@ -729,7 +739,7 @@ def test_a_refusal_with_a_newline_does_not_forge_an_output_line(
     mails one line per peer). Expected: exit 3, reason `other`, exactly one output line for the peer, with the
     newline escaped."""
     refusal = hostile.bent(text_result(f"no\n{FORGED_LINE}\r\x1b[2K", is_error=True))
-    with StdlibPeer(src, flavor="go") as backend, HostilePeer(backend, "sync_events", refusal) as proxy:
+    with StdlibPeer(src, flavor="go") as backend, hostile_proxy(backend, "sync_events", refusal) as proxy:
         target, outside = through(proxy, tmp_path, outside_roots)
         run = sync(target, as_json=False)
         json_run = sync(target)
@@ -744,9 +754,6 @@ def test_a_refusal_with_a_newline_does_not_forge_an_output_line(
     assert_aftermath(json_run, outside, code=3, reason="other", cursor="")
 
 
-@pytest.mark.xfail(
-    reason=ISSUE + "the identity name is logged raw: a newline and an OSC escape reach stderr", strict=True
-)
 def test_an_identity_name_with_a_newline_does_not_forge_a_log_line(
     tmp_path: Path, src: Path, outside_roots: list[Path]
 ) -> None:
@@ -783,7 +790,7 @@ def test_a_huge_refusal_text_does_not_flood_the_output(
     """sync_events is refused with a 900,000-character text. Expected: exit 3, reason `other`, and the peer's
     output line (what cron mails) stays under 4 KiB."""
     refusal = hostile.bent(text_result("A" * LONG_TEXT, is_error=True))
-    with StdlibPeer(src, flavor="go") as backend, HostilePeer(backend, "sync_events", refusal) as proxy:
+    with StdlibPeer(src, flavor="go") as backend, hostile_proxy(backend, "sync_events", refusal) as proxy:
         target, outside = through(proxy, tmp_path, outside_roots)
         run = sync(target, as_json=False)
     assert run.code == 3
@@ -807,7 +814,7 @@ def test_a_huge_server_version_is_not_stored_whole(
 
     with (
         StdlibPeer(src, flavor="go") as backend,
-        HostilePeer(backend, "initialize", hostile.bent(change)) as proxy,
+        hostile_proxy(backend, "initialize", hostile.bent(change)) as proxy,
     ):
         target, outside = through(proxy, tmp_path, outside_roots)
         run = sync(target)
@@ -820,16 +827,12 @@ def test_a_huge_server_version_is_not_stored_whole(
 
 
 @pytest.mark.parametrize("on", ["initialize", "sync_events"])
-@pytest.mark.xfail(
-    reason=ISSUE + "a body shorter than its Content-Length reads as complete: `other`, not `network_eof`",
-    strict=True,
-)
 def test_a_truncated_body_is_network_eof(
     tmp_path: Path, src: Path, outside_roots: list[Path], on: str
 ) -> None:
     """The peer sends the honest head (with the full Content-Length) and half the body, then closes. Expected:
     exit 3, reason `network_eof` (as Go reports `unexpected EOF`), nothing stored."""
-    with StdlibPeer(src, flavor="go") as backend, HostilePeer(backend, on, hostile.truncated(0.5)) as proxy:
+    with StdlibPeer(src, flavor="go") as backend, hostile_proxy(backend, on, hostile.truncated(0.5)) as proxy:
         target, outside = through(proxy, tmp_path, outside_roots)
         run = sync(target)
     assert_aftermath(run, outside, code=3, reason="network_eof", cursor="")
@@ -842,7 +845,7 @@ def test_a_connection_closed_without_an_answer_is_network_eof(
     """The peer reads the sync_events request and closes without a byte. Expected: exit 3, `network_eof`."""
     with (
         StdlibPeer(src, flavor="go") as backend,
-        HostilePeer(backend, "sync_events", hostile.raw(b"")) as proxy,
+        hostile_proxy(backend, "sync_events", hostile.raw(b"")) as proxy,
     ):
         target, outside = through(proxy, tmp_path, outside_roots)
         run = sync(target)
@@ -1061,7 +1064,7 @@ def test_huge_endless_and_encoded_bodies_are_bounded(
         def answer(client: socket.socket, forwarded: hostile.Forwarded) -> None:
             hostile.encoded(gzip.compress(forwarded.body))(client, forwarded)
 
-    with StdlibPeer(src, flavor="go") as backend, HostilePeer(backend, case.on, answer) as proxy:
+    with StdlibPeer(src, flavor="go") as backend, hostile_proxy(backend, case.on, answer) as proxy:
         target, outside = through(proxy, tmp_path, outside_roots)
         run = sync(target)
     assert_aftermath(run, outside, code=3, reason="other", cursor="")
@@ -1084,20 +1087,23 @@ def test_a_redirect_to_another_host_is_refused_and_the_key_stays_home(
     tmp_path: Path, src: Path, outside_roots: list[Path], status: int
 ) -> None:
     """A keyed peer answers sync_events with a redirect (301, 302, 307, 308) to another host. Expected: exit 3,
-    reason `other`, the redirect not followed (the other host gets no request, so never the bearer key), the
+    reason `other`, the redirect not followed (the other host gets no connection, so never the bearer key), the
     cursor where it was."""
-    with StdlibPeer(src, flavor="go") as elsewhere:
+    with socket.create_server(("127.0.0.1", port_free_of())) as elsewhere:
+        other_url = f"http://localhost:{elsewhere.getsockname()[1]}/mcp"
         with StdlibPeer(
             src,
             flavor="go",
             key="ring-key",
-            redirect_to=elsewhere.url,
+            redirect_to=other_url,
             redirect_status=status,
             misbehave_on="sync_events",
         ) as peer:
             target, outside = through(peer, tmp_path, outside_roots)
             run = sync(target, env={"NOEMA_MCP_KEY": "ring-key"})
-        assert elsewhere.requests == []
+        elsewhere.settimeout(0.2)
+        with pytest.raises(TimeoutError):
+            elsewhere.accept()  # a followed redirect would have connected
     assert_aftermath(run, outside, code=3, reason="other", cursor="")
     assert "redirect" in run.report["error"]
 

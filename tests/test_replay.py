@@ -243,11 +243,32 @@ REPLAY_ERRORS = [
     ),
     (event("promote", data={"from": "short"}), f"tier-change event {E1} missing 'to' field"),
     (event("vote", data={"delta": 1.5}), f"parsing vote payload of event {E1}: delta must be an integer"),
-    (
-        event("consolidate", data={"distilled_id": "../x"}),
-        f'rejecting remote event {E1}: invalid trace ID: "../x"',
-    ),
 ]
+
+
+E2 = "01JQH4HPD0B8E9WCXGFN1A33VF"
+
+
+@pytest.mark.parametrize("distilled_id", ["../x", "NOT-A-TRACE-ID", "20250101-missing"])
+def test_a_consolidate_without_a_valid_target_is_stored_not_applied(
+    replica: tuple[Cortex, Replayer], distilled_id: str
+) -> None:
+    """Bug: an invalid distilled_id was a schema-widening failure that pinned the cursor (exit 4, "upgrade")."""
+    cortex, replayer = replica
+    apply_one(replayer, create_event())
+    outcome = apply_one(replayer, event("consolidate", data={"distilled_id": distilled_id}, id=E2))
+    assert outcome.stored
+    assert rows(cortex.conn, "SELECT tier FROM traces") == [("short",)]  # nothing consolidated
+    assert rows(cortex.conn, "SELECT id FROM events WHERE id = ?", E2) == [(E2,)]
+
+
+def test_a_consolidate_whose_target_is_not_a_string_consolidates_its_own_trace(
+    replica: tuple[Cortex, Replayer],
+) -> None:
+    cortex, replayer = replica
+    apply_one(replayer, create_event())
+    apply_one(replayer, event("consolidate", data={"distilled_id": 5}, id=E2))
+    assert rows(cortex.conn, "SELECT tier FROM traces") == [("mid",)]
 
 
 @pytest.mark.parametrize(("bad", "message"), REPLAY_ERRORS)
@@ -578,3 +599,79 @@ def test_null_and_empty_columns_follow_noema(replica: tuple[Cortex, Replayer]) -
         cortex.conn, "SELECT author, archived_at, trashed_at, content_hash, source_hash FROM traces"
     ) == [("", None, None, "", None)]
     assert rows(cortex.conn, "SELECT vclock FROM events") == [("null",)]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# `update` against the trace's current version (issue 12: the rules of the live build, convergent)
+
+X_ID = B_ID
+
+
+def _update(event_id: str, clock: dict[str, int], body: str) -> Event:
+    data = {"title": "A", "type": "note", "tags": ["t"], "origin": "research", "body": body}
+    return event("update", data=data, id=event_id, vclock=clock)
+
+
+def _body(cortex: Cortex) -> str:
+    return (cortex.path / "traces" / "20250101-a.md").read_text().split("\n---\n", 1)[1]
+
+
+def _divergences(cortex: Cortex) -> int:
+    return len(rows(cortex.conn, "SELECT id FROM traces WHERE type = 'divergence'"))
+
+
+OLDER = _update("01JQH4HPD0B8E9WCXGFN1A33W1", {A_ID: 2}, "older\n")
+NEWER = _update("01JQH4HPD0B8E9WCXGFN1A33W2", {A_ID: 3}, "newer\n")
+
+
+@pytest.mark.parametrize("order", [(OLDER, NEWER), (NEWER, OLDER)], ids=["in order", "newer first"])
+def test_updates_end_with_the_newest_content_in_any_arrival_order(
+    replica: tuple[Cortex, Replayer], order: tuple[Event, Event]
+) -> None:
+    """Bug (Go v0.9.1, copied until issue 12): a stale update was re-applied, so content went back in time."""
+    cortex, replayer = replica
+    apply_one(replayer, create_event())
+    outcomes = [apply_one(replayer, update) for update in order]
+    assert _body(cortex) == "\nnewer\n"
+    assert all(outcome.stored for outcome in outcomes)  # both are in the log, and served on
+    assert _divergences(cortex) == 0
+
+
+def test_an_update_whose_clock_equals_the_current_one_is_stored_only(
+    replica: tuple[Cortex, Replayer],
+) -> None:
+    cortex, replayer = replica
+    apply_one(replayer, create_event())
+    apply_one(replayer, OLDER)
+    twin = _update("01JQH4HPD0B8E9WCXGFN1A33W3", {A_ID: 2}, "twin\n")
+    assert apply_one(replayer, twin).effect == "stored-only"
+    assert _body(cortex) == "\nolder\n"
+    assert _divergences(cortex) == 0
+
+
+def test_a_stored_stale_update_does_not_hide_a_later_conflict(replica: tuple[Cortex, Replayer]) -> None:
+    """Rust compares with the newest stored snapshot event, stale ones included; then an edit concurrent with
+    the content on disk, but newer than the stale event, overwrote it with no divergence recorded."""
+    cortex, replayer = replica
+    apply_one(replayer, create_event())  # {A: 1}
+    apply_one(replayer, _update("01JQH4HPD0B8E9WCXGFN1A33W1", {A_ID: 1, X_ID: 1}, "from x\n"))
+    stale = _update("01JQH4HPD0B8E9WCXGFN1A33W5", {A_ID: 1}, "stale\n")  # a later id, an older clock
+    assert apply_one(replayer, stale).effect == "stored-only"
+    conflict = _update("01JQH4HPD0B8E9WCXGFN1A33W6", {A_ID: 2}, "from a\n")  # beats the stale one, not x's
+    assert apply_one(replayer, conflict).effect == "diverged"
+    assert _body(cortex) == "\nfrom x\n"
+    assert _divergences(cortex) == 1
+
+
+def test_an_update_that_dominates_every_concurrent_version_resolves_them(
+    replica: tuple[Cortex, Replayer],
+) -> None:
+    cortex, replayer = replica
+    apply_one(replayer, create_event())
+    apply_one(replayer, _update("01JQH4HPD0B8E9WCXGFN1A33W1", {A_ID: 1, X_ID: 1}, "from x\n"))
+    assert (
+        apply_one(replayer, _update("01JQH4HPD0B8E9WCXGFN1A33W2", {A_ID: 2}, "from a\n")).effect == "diverged"
+    )
+    merged = _update("01JQH4HPD0B8E9WCXGFN1A33W7", {A_ID: 3, X_ID: 1}, "merged\n")
+    assert apply_one(replayer, merged).effect == "updated"
+    assert _body(cortex) == "\nmerged\n"

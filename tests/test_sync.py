@@ -362,12 +362,23 @@ def test_tls_without_the_ca_is_network_tls(tmp_path: Path) -> None:
 
 
 def test_missing_ca_file_is_reported(tmp_path: Path) -> None:
+    """A peer entry that cannot become a request is the operator's to fix: `other` (as Go says), exit 4."""
     target = target_with(tmp_path, [{"name": "p", "endpoint": "https://localhost:1", "ca": "missing.pem"}])
     code, doc = sync_json(target)
-    assert code == 3
+    assert code == 4
+    assert (doc["peers"][0]["reason"], doc["peers"][0]["phase"]) == ("other", "connect")
     assert doc["peers"][0]["error"].startswith(
         f"creating Streamable HTTP client: loading CA for peer p: reading CA file: open {target / 'missing.pem'}: "
     )
+
+
+def test_a_ca_file_without_certificates_is_not_a_network_failure(tmp_path: Path) -> None:
+    target = target_with(tmp_path, [{"name": "p", "endpoint": "https://localhost:1", "ca": "empty.pem"}])
+    (target / "empty.pem").write_text("not a certificate\n")
+    code, doc = sync_json(target)
+    assert code == 4
+    assert (doc["peers"][0]["reason"], doc["peers"][0]["phase"]) == ("other", "connect")
+    assert doc["peers"][0]["error"].endswith("contains no valid certificates")
 
 
 def test_redirects_are_refused(tmp_path: Path) -> None:

@@ -207,3 +207,70 @@ def test_builds_with_other_shiv_options_go_through_shivs_bootstrap(
     plain = {**environment, **dict.fromkeys(override)} | {"entry_point": "noemafed.cli:main"}
     assert pyz_main.extracted_site_packages(plain, {}, str(tmp_path / "app.pyz")) is not None
     assert pyz_main.extracted_site_packages(environment, {}, str(tmp_path / "app.pyz")) is None
+
+
+# ---- where the pyz extracts: any user, any home ---------------------------------------------------------
+
+
+def _run_as_service(tmp_path: Path, **environ: str) -> subprocess.CompletedProcess[str]:
+    """The pyz copied elsewhere and run with no SHIV_ROOT, as a service user under systemd or cron."""
+    copy = tmp_path / "bin" / "noemafed.pyz"
+    copy.parent.mkdir(exist_ok=True)
+    shutil.copy(PYZ, copy)
+    env = {
+        key: value for key, value in os.environ.items() if key not in ("SHIV_ROOT", "HOME", "XDG_CACHE_HOME")
+    }
+    env.update(environ)
+    return subprocess.run(
+        [sys.executable, str(copy), "--version"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+        check=False,
+    )
+
+
+def _extracted_under(root: Path) -> bool:
+    return any(root.glob("noemafed.pyz_*/site-packages"))
+
+
+@pytest.mark.parametrize("home", ["unset", "missing", "read-only"])
+def test_a_service_user_without_a_usable_home_can_run_the_pyz(tmp_path: Path, home: str) -> None:
+    """Bug: a traceback (shiv could not create ~/.shiv) for the README's own systemd example."""
+    environ = {"TMPDIR": str(tmp_path / "tmp")}
+    (tmp_path / "tmp").mkdir()
+    if home == "missing":
+        environ["HOME"] = str(tmp_path / "nonexistent")
+    elif home == "read-only":
+        (tmp_path / "home").mkdir(mode=0o555)
+        environ["HOME"] = str(tmp_path / "home")
+    result = _run_as_service(tmp_path, **environ)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("noemafed ")
+    private = tmp_path / "tmp" / f"noemafed-{os.getuid()}"
+    if home == "read-only" and os.access(tmp_path / "home", os.W_OK):
+        assert _extracted_under(tmp_path / "home" / ".shiv")  # root writes anywhere: the home is usable
+        return
+    assert oct(private.stat().st_mode & 0o777) == "0o700"
+    assert _extracted_under(private)
+
+
+def test_xdg_cache_home_is_used_before_the_temp_dir(tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    result = _run_as_service(tmp_path, XDG_CACHE_HOME=str(cache), TMPDIR=str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    assert _extracted_under(cache / "noemafed")
+    assert not (tmp_path / f"noemafed-{os.getuid()}").exists()
+
+
+def test_a_temp_folder_others_can_write_to_is_refused(tmp_path: Path) -> None:
+    """A shared extraction folder would let one user run code as another."""
+    private = tmp_path / f"noemafed-{os.getuid()}"
+    private.mkdir(mode=0o777)
+    private.chmod(0o777)
+    result = _run_as_service(tmp_path, TMPDIR=str(tmp_path))
+    assert result.returncode == 77
+    assert result.stderr.startswith(f"Error: cannot extract noemafed into {private}: ")
+    assert not _extracted_under(private)

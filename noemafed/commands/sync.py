@@ -5,13 +5,14 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import NamedTuple
 
 from noemafed.cortex.access import load_access_key
 from noemafed.cortex.manifest import Manifest, PeerConfig
 from noemafed.cortex.open import TEMP_PREFIX, TEMP_SUFFIX, TRACE_FOLDERS, database_dir, open_database
+from noemafed.cortex.storage_lock import StorageBusyError
 from noemafed.errors import CommandError
 from noemafed.federation.lock import SyncLock
 from noemafed.federation.schedule import poll_once, run_daemon
@@ -57,7 +58,8 @@ class SyncRun(NamedTuple):
 def _locked(run: SyncRun) -> Iterator[SyncContext]:
     """The key loaded and the database checked before the lock is taken, then the lock held throughout."""
     access = load_access_key(run.cortex_dir, run.manifest.access, run.environ)
-    open_database(run.cortex_dir).close()  # refuse an unusable cortex before taking the lock
+    with suppress(StorageBusyError):  # busy storage fails each peer (exit 3, in its health), not the run
+        open_database(run.cortex_dir).close()  # refuse an unusable cortex before taking the lock
     with SyncLock(database_dir(run.cortex_dir)) as lock:
         lock.acquire(run.wait_seconds)
         remove_stale_temp_files(run.cortex_dir)

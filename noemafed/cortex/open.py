@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 
-from noemafed.cortex import frontmatter, schema
+from noemafed.cortex import frontmatter, schema, storage_lock
 from noemafed.cortex.manifest import MANIFEST_FILE, MANIFEST_VERSION, Manifest, read_manifest
 from noemafed.errors import (
     CortexNotFoundError,
@@ -133,9 +133,21 @@ def database_dir(cortex_dir: Path) -> Path:
     return cortex_dir / "db"
 
 
-def connect(db_path: Path) -> sqlite3.Connection:
+class _LockedConnection(sqlite3.Connection):
+    """A connection that holds noema's storage lock shared until it is closed."""
+
+    storage_lock: storage_lock.StorageLock | None = None
+
+    def close(self) -> None:
+        super().close()
+        if self.storage_lock is not None:
+            self.storage_lock.release()
+            self.storage_lock = None
+
+
+def connect(db_path: Path, factory: type[sqlite3.Connection] = sqlite3.Connection) -> sqlite3.Connection:
     """A connection with noema's pragmas; autocommit, so callers open their own transactions."""
-    conn = sqlite3.connect(db_path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
+    conn = sqlite3.connect(db_path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None, factory=factory)
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
     conn.execute("PRAGMA foreign_keys=ON")
@@ -165,8 +177,12 @@ def _check_openable(conn: sqlite3.Connection, db_path: Path) -> None:
         )
 
 
-def open_database(cortex_dir: Path) -> sqlite3.Connection:
-    """Open an existing cortex database for federation work, refusing anything unsafe."""
+def open_database(cortex_dir: Path, environ: Mapping[str, str] | None = None) -> sqlite3.Connection:
+    """Open an existing cortex database for federation work, refusing anything unsafe.
+
+    The connection holds noema's storage lock shared (`storage_lock`) until it is closed; a compaction or
+    storage migration that holds it is waited for up to the busy timeout, then refused (StorageBusyError).
+    """
     if (cortex_dir / STORAGE_MIGRATION_MARKER).exists():
         raise CortexUnavailableError(
             f"{cortex_dir} is in the middle of a storage migration ({STORAGE_MIGRATION_MARKER})",
@@ -178,10 +194,15 @@ def open_database(cortex_dir: Path) -> sqlite3.Connection:
             f"{db_path} does not exist",
             hint="a cortex needs its database; create one with `noemafed init DIR` or `noema init`",
         )
+    lock = storage_lock.acquire_shared(
+        cortex_dir, BUSY_TIMEOUT_MS / 1000, os.environ if environ is None else environ
+    )
     try:
-        conn = connect(db_path)
+        conn = connect(db_path, factory=_LockedConnection)
     except sqlite3.DatabaseError as exc:
+        lock.release()
         raise CortexUnavailableError(f"{db_path} is not a usable noema database: {exc}") from None
+    conn.storage_lock = lock  # type: ignore[attr-defined]
     try:
         _check_openable(conn, db_path)
     except BaseException:

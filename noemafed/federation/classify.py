@@ -6,6 +6,7 @@ from __future__ import annotations
 import errno
 import http.client
 import socket
+import sqlite3
 import ssl
 import urllib.error
 from collections.abc import Iterator
@@ -25,6 +26,7 @@ __all__ = [
     "classify_network_error",
     "classify_replay_error",
     "health_hint",
+    "is_local_storage_failure",
     "is_schema_widening",
     "outcome",
 ]
@@ -47,6 +49,11 @@ class Reason(StrEnum):
     IDENTITY_MISMATCH = "identity_mismatch"
     IDENTITY_MISSING = "identity_missing"
     OTHER = "other"
+    # noemafed's own, where noema has no reason (docs/compatibility.md):
+    INVALID_EVENT_ID = (
+        "invalid_event_id"  # an id we must not store and serve on (not a ULID, far in the future)
+    )
+    LOCAL_STORAGE = "local_storage"  # this host's database or disk failed (locked, full, read-only)
 
 
 class Phase(StrEnum):
@@ -58,6 +65,7 @@ class Phase(StrEnum):
     IDENTITY = "identity"
     EVENTS = "events"
     REPLAY = "replay"
+    USAGE = "usage"  # merging the peer's usage counters (only a local storage failure fails the poll here)
     INTERNAL = "internal"  # a bug in noemafed, caught so the other peers still sync
 
 
@@ -91,7 +99,9 @@ _IDENTITY_REASONS: dict[IdentityFailure, Reason] = {
 SCHEMA_WIDENING_REASONS = frozenset({Reason.INVALID_TRACE_ID, Reason.UNKNOWN_ACTION, Reason.UNKNOWN_TYPE})
 
 # Reasons that waiting never heals, whatever the phase: a wrong key or a peer that is not the one pinned.
-_OPERATOR_REASONS = frozenset({Reason.AUTH, Reason.IDENTITY_MISMATCH, Reason.IDENTITY_MISSING})
+_OPERATOR_REASONS = frozenset(
+    {Reason.AUTH, Reason.IDENTITY_MISMATCH, Reason.IDENTITY_MISSING, Reason.INVALID_EVENT_ID}
+)
 
 
 def is_schema_widening(reason: str) -> bool:
@@ -112,6 +122,8 @@ def outcome(phase: Phase, cause: Reason | IdentityFailure) -> Outcome:
     reason = _IDENTITY_REASONS[cause] if isinstance(cause, IdentityFailure) else cause
     needs_operator = (
         reason in _OPERATOR_REASONS
+        # The peer's entry in cortex.md cannot even become a request: waiting never fixes a configuration.
+        or phase is Phase.CONNECT
         # A too-old peer manifest: its operator must migrate it. In replay the same reason is one bad trace.
         or (phase is Phase.IDENTITY and reason is Reason.INVALID_FRONTMATTER)
         # A peer behind the ring's schema pins the cursor until it is upgraded.
@@ -241,12 +253,33 @@ def classify_replay_error(err: BaseException) -> Reason:
             # Our own key could not sign a divergence event: like a signing-key mismatch in the handshake,
             # only an operator can fix it, so it is reported the same way (exit 4).
             return Reason.IDENTITY_MISMATCH
+    if is_local_storage_failure(err):
+        return Reason.LOCAL_STORAGE
     text = str(err)
     if "unknown action" in text:
         return Reason.UNKNOWN_ACTION
     if "unrecognized type" in text or "unknown trace type" in text:
         return Reason.UNKNOWN_TYPE
     return Reason.OTHER
+
+
+# What this host's disk and database say when they, not the peer's event, are the problem.
+_LOCAL_STORAGE_ERRNOS = frozenset(
+    {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EIO}
+)
+
+
+def is_local_storage_failure(err: BaseException) -> bool:
+    """A locked, full, read-only or failing database or disk anywhere in the chain (not a constraint a peer's
+    event broke: that is the event's fault)."""
+    for exc in _chain(err):
+        if isinstance(exc, sqlite3.IntegrityError):
+            return False
+        if isinstance(exc, sqlite3.Error) or (
+            isinstance(exc, OSError) and exc.errno in _LOCAL_STORAGE_ERRNOS
+        ):
+            return True
+    return False
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -270,6 +303,14 @@ HEALTH_HINTS: dict[str, str] = {
         "likely cause: peer cortex id changed \u2014 `noema federation reset-peer` after verifying"
     ),
     Reason.IDENTITY_MISSING: "likely cause: peer predates cortex-id federation handshake; upgrade the peer",
+    # noemafed's own reasons, worded like noema's.
+    Reason.INVALID_EVENT_ID: (
+        "likely cause: the peer serves an event id that is not a ULID or lies in the future; "
+        "check both hosts' clocks and the peer's software"
+    ),
+    Reason.LOCAL_STORAGE: (
+        "likely cause: this host's database is locked, full or read-only — check disk space and other writers"
+    ),
 }
 
 

@@ -13,6 +13,7 @@ from noemafed.federation.classify import IdentityFailure
 from noemafed.logs import Log
 from noemafed.text.gotext import go_quote
 from noemafed.text.keys import public_keys_equal
+from noemafed.text.sanitize import one_line, scrub
 
 MIN_PEER_MANIFEST_VERSION = 2
 
@@ -100,7 +101,8 @@ def _field(obj: dict[str, Any], key: str, kind: type, default: Any) -> Any:
     # bool is an int in Python but not in Go's decoder.
     if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
         raise TypeError(FIELD_TYPE_ERROR.format(got=type(value).__name__, key=key, want=kind.__name__))
-    return value
+    # Stored in pins and health and printed: a lone surrogate becomes U+FFFD, as Go decodes it.
+    return scrub(value) if isinstance(value, str) else value
 
 
 def parse_identity(peer: str, text: str) -> PeerIdentity:
@@ -128,7 +130,7 @@ def parse_identity(peer: str, text: str) -> PeerIdentity:
             pubkey=_field(obj, "pubkey", str, ""),
             rank=rank,
         )
-    except (ValueError, TypeError) as exc:
+    except (ValueError, TypeError, RecursionError) as exc:  # RecursionError: JSON nested past the stack
         raise IdentityError(PARSE_ERROR.format(name=go_quote(peer), err=exc), IdentityFailure.PARSE) from None
 
 
@@ -177,7 +179,7 @@ def _pin_cortex_id(conn: sqlite3.Connection, peer: str, identity: PeerIdentity, 
             state.put(conn, state.peer_key(peer, state.CORTEX_ID), identity.id)
         except NoemafedError as exc:
             raise IdentityError(PIN_ID_ERROR.format(name=quoted, err=exc), IdentityFailure.DB) from exc
-        log.info(ID_PINNED_LOG.format(name=quoted, remote=identity.name, id=identity.id))
+        log.info(ID_PINNED_LOG.format(name=quoted, remote=one_line(identity.name), id=one_line(identity.id)))
         return
     if pinned != identity.id:
         message = MISMATCH_ERROR.format(name=quoted, pinned=pinned, id=identity.id, peer=peer)
@@ -209,7 +211,7 @@ def _pin_signing_key(
                 APPLY_HARD_PIN_ERROR.format(name=quoted, err=exc), IdentityFailure.DB
             ) from exc
         pinned_log = HARD_PIN_OVERRODE_LOG if pinned else KEY_HARD_PINNED_LOG
-        log.info(pinned_log.format(name=quoted, id=identity.id))
+        log.info(pinned_log.format(name=quoted, id=one_line(identity.id)))
         return
     if not advertised:
         return  # downgrade protection: neither pin nor clear
@@ -218,7 +220,7 @@ def _pin_signing_key(
             state.set_cortex_pubkey(conn, identity.id, advertised)
         except NoemafedError as exc:
             raise IdentityError(PIN_KEY_ERROR.format(name=quoted, err=exc), IdentityFailure.DB) from exc
-        log.info(KEY_PINNED_LOG.format(name=quoted, id=identity.id))
+        log.info(KEY_PINNED_LOG.format(name=quoted, id=one_line(identity.id)))
         return
     if not public_keys_equal(pinned, advertised):
         message = KEY_MISMATCH_ERROR.format(name=quoted, id=identity.id, peer=peer)

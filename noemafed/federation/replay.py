@@ -19,6 +19,7 @@ import json
 import sqlite3
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
+from enum import Enum
 from functools import cached_property
 from typing import Any
 
@@ -38,6 +39,7 @@ from noemafed.logs import SILENT, Log
 from noemafed.signing import eventsig
 from noemafed.text.gotext import go_quote
 from noemafed.text.keys import public_keys_equal
+from noemafed.text.sanitize import scrub
 
 __all__ = ["ACTIONS", "PageResult", "ReplayOutcome", "Replayer"]
 
@@ -77,6 +79,8 @@ MISSING_TO_ERROR = "tier-change event {event_id} missing 'to' field"
 HASH_MISMATCH_ERROR = "content hash mismatch on {action} event {event_id}"
 APPLY_FAILED_ERROR = "replaying {action} event {event_id}: {detail}"
 USAGE_ERROR = "merging remote usage: {problem}"
+# The live (Rust) build's text for a row that fails validation; the whole page is refused.
+INVALID_USAGE_ROW = "invalid remote usage row for trace {trace_id}"
 # The signature gate (cortex.md §6.1): under verify=enforce the event fails, under verify=warn it is logged.
 SIGNATURE_REJECTED = "rejecting event {event_id} from cortex {cortex_id}: {problem}"
 SOURCE_LOCK_REJECTED = (
@@ -534,18 +538,11 @@ class Replayer:
         if row is None:
             return self._create(event, snap)
         _check_hash(event, snap)
-        last = self.conn.execute(
-            "SELECT vclock FROM events WHERE trace_id = ? AND action IN ('create', 'update') ORDER BY id DESC LIMIT 1",
-            (event.trace_id,),
-        ).fetchone()
-        if last is not None and event.vclock:
-            last_clock = vclock.decode(last[0])
-            if last_clock:
-                order = vclock.compare(
-                    vclock.keep_cortex_id_keys(last_clock), vclock.keep_cortex_id_keys(event.vclock)
-                )
-                if order == 0:
-                    return self._diverge(event, row, snap)
+        relation = self._against_current(event)
+        if relation is _Relation.STALE:
+            return self._store_only(event)
+        if relation is _Relation.CONCURRENT:
+            return self._diverge(event, row, snap)
         restore_long = False
         if row.tier == "long":
             if not self._promoted_to_long_after(event):
@@ -600,6 +597,35 @@ class Replayer:
         )
         self._write(row.folder, trace)
         return outcome
+
+    def _against_current(self, event: Event) -> _Relation:
+        """How an update's clock stands to the trace's current version (cortex.md §6.4, as the live build).
+
+        The current version is not "the newest stored snapshot event": a stale update is stored too, and a
+        later comparison against its clock would let a concurrent edit through unnoticed. It is the set of
+        snapshot events (create, update) that no other one dominates: one event while edits are ordered,
+        several once concurrent edits met. An update that dominates all of them is applied; one that some of
+        them dominates or equals is stale and only stored; anything else is concurrent: a divergence.
+        """
+        incoming = vclock.keep_cortex_id_keys(event.vclock or {})
+        if not incoming:
+            return _Relation.APPLY  # nothing to compare with: Go and Rust apply it
+        current: list[vclock.VClock] = []
+        for (text,) in self.conn.execute(
+            "SELECT vclock FROM events WHERE trace_id = ? AND action IN ('create', 'update') ORDER BY id",
+            (event.trace_id,),
+        ):
+            clock = vclock.keep_cortex_id_keys(vclock.decode(text))  # null or unreadable: none
+            if clock and not any(_covers(kept, clock) for kept in current):
+                current = [kept for kept in current if not _covers(clock, kept)]
+                current.append(clock)
+        if not current:
+            return _Relation.APPLY
+        if any(_covers(kept, incoming) for kept in current):
+            return _Relation.STALE
+        if all(_covers(incoming, kept) for kept in current):
+            return _Relation.APPLY
+        return _Relation.CONCURRENT
 
     def _promoted_to_long_after(self, event: Event) -> bool:
         for _, data in self._later_events(event.trace_id, event.id, ("promote",)):
@@ -771,11 +797,12 @@ class Replayer:
         return self._done(event, VOTED)
 
     def _consolidate(self, event: Event) -> ReplayOutcome:
-        target = _payload(event).get("distilled_id") or event.trace_id
-        if not isinstance(target, str) or not traces.is_valid_trace_id(target):
-            message = INVALID_TRACE_ID_ERROR.format(event_id=event.id, trace_id=go_quote(str(target)))
-            raise ReplayError(message) from InvalidTraceIDError()
-        row = self._row(target)
+        # As the live (Rust) build: a distilled_id that is not a string reads as absent (the event's own trace),
+        # and one that names no trace we can hold is a missing target: stored, not applied, never a pinned cursor.
+        target = _payload(event).get("distilled_id")
+        if not isinstance(target, str) or not target:
+            target = event.trace_id
+        row = self._row(target) if traces.is_valid_trace_id(target) else None
         if row is None or row.tier != "short":
             return self._store_only(event)
         self.conn.execute("UPDATE traces SET tier = 'mid' WHERE id = ?", (row.id,))
@@ -783,6 +810,19 @@ class Replayer:
         outcome = self._done(event, CONSOLIDATED)
         self._write(row.folder, replace(current, tier="mid"))
         return outcome
+
+
+class _Relation(Enum):
+    """An update against the trace's current version."""
+
+    APPLY = "apply"  # it dominates every current version, or there is no clock to compare
+    STALE = "stale"  # a current version dominates or equals it: stored only
+    CONCURRENT = "concurrent"  # neither: a divergence
+
+
+def _covers(a: vclock.VClock, b: vclock.VClock) -> bool:
+    """a >= b at every key (a missing key counts 0): a dominates or equals b."""
+    return all(a.get(key, 0) >= count for key, count in b.items())
 
 
 _Handler = Callable[[Replayer, Event], ReplayOutcome]
@@ -862,15 +902,28 @@ def _usage_values(row: dict[str, Any]) -> tuple[Any, ...]:
             raise ReplayError(USAGE_ERROR.format(problem=NOT_AN_INTEGER.format(key=key)))
         return value
 
-    return (
+    values = (
         text("trace_id"),
         text("peer_cortex_id"),
         count("read_count"),
         count("modify_count"),
-        text("last_read_at") or None,
-        text("updated_at"),
+        scrub(text("last_read_at")) or None,
+        scrub(text("updated_at")),
         count("search_hit_count"),
     )
+    trace_id, peer_cortex_id, counters = values[0], values[1], (values[2], values[3], values[6])
+    # As the Rust build checks each row; and a counter must fit SQLite's 64-bit integer.
+    if (
+        not traces.is_valid_trace_id(trace_id)
+        or not peer_cortex_id
+        or not values[5]
+        or not all(0 <= counter <= _INT64_MAX for counter in counters)
+    ):
+        raise ReplayError(INVALID_USAGE_ROW.format(trace_id=go_quote(scrub(trace_id))))
+    return values
+
+
+_INT64_MAX = 2**63 - 1
 
 
 _USAGE_UPSERT = """INSERT INTO trace_usage

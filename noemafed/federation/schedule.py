@@ -7,6 +7,7 @@ from collections.abc import Sequence
 
 from noemafed.cortex.manifest import PeerConfig
 from noemafed.cortex.open import Cortex, open_database
+from noemafed.cortex.storage_lock import StorageBusyError
 from noemafed.errors import NoemafedError
 from noemafed.federation.classify import Phase, Reason
 from noemafed.federation.syncer import PeerPoller, PollError, PollResult, SyncContext
@@ -15,7 +16,6 @@ from noemafed.text.durations import format_go_duration
 from noemafed.text.gotext import go_quote
 
 MAX_BACKOFF_SECONDS = 300.0
-MAX_CONCURRENT_POLLS = 16
 
 
 # ---- sync --once --------------------------------------------------------------------------------------
@@ -25,6 +25,8 @@ def _open_poller(ctx: SyncContext, peer: PeerConfig, stop: threading.Event | Non
     """A poller on its own connection, or the failed result when the database cannot be opened."""
     try:
         conn = open_database(ctx.cortex_dir)
+    except StorageBusyError as exc:  # a compaction or storage migration: this host's storage, exit 3
+        return PollResult.failed(peer, PollError(str(exc), Phase.OPEN, Reason.LOCAL_STORAGE))
     except NoemafedError as exc:
         return PollResult.failed(peer, PollError(str(exc), Phase.OPEN, Reason.OTHER))
     return PeerPoller(Cortex(ctx.cortex_dir, ctx.manifest, conn), peer, ctx, stop)
@@ -46,10 +48,10 @@ def poll_once(ctx: SyncContext, peers: Sequence[PeerConfig]) -> list[PollResult]
         finally:
             poller.cortex.close()
 
-    # One plain thread per peer, at most MAX_CONCURRENT_POLLS polling at once: a thread pool would add nothing
-    # for a handful of peers and costs 5 ms of imports on every cron start.
+    # One plain thread per peer, at most --jobs polling at once (each holds a page in memory): a thread pool
+    # would add nothing for a handful of peers and costs 5 ms of imports on every cron start.
     results: dict[int, PollResult] = {}
-    slots = threading.BoundedSemaphore(MAX_CONCURRENT_POLLS)
+    slots = threading.BoundedSemaphore(max(1, ctx.options.jobs))
 
     def run(index: int) -> None:
         with slots:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+import sqlite3
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -30,6 +31,7 @@ from noemafed.mcp.client import (
     WireError,
 )
 from noemafed.text.gotext import go_quote, rfc3339_now
+from noemafed.text.sanitize import one_line, scrub
 
 if TYPE_CHECKING:
     from noemafed.cortex.events import Event
@@ -66,10 +68,16 @@ EVENTS_NOT_ADVANCING_ERROR = "sync_events returned non-advancing event id {event
 STOPPED_ERROR = "stopped"
 DEADLINE_ERROR = "syncing events: {err}"
 REPLAY_ERROR = "replay event {event_id}: {err}"
+INVALID_EVENT_ID_ERROR = "sync_events returned event {event_id} whose id {problem}; cursor pinned before it"
+LOCAL_STORAGE_ERROR = "{phase}: local storage: {err}"
+UNEXPECTED_ERROR = "{phase}: unexpected {kind}: {err}"
 # Why the usage phase failed: only logged (READ_SIGNAL_FAILED_LOG), the poll still succeeds.
 READ_SIGNAL_REFUSED_ERROR = "peer sync_read_signal refused: {err}"
 READ_SIGNAL_PARSE_ERROR = "parsing sync_read_signal response: {err}"
 READ_SIGNAL_NOT_ROWS_ERROR = "parsing sync_read_signal response: not an array of objects"
+# The live (Rust) build's checks of a usage page, with its texts; a page that fails one is refused whole.
+READ_SIGNAL_TOO_MANY_ERROR = "peer returned too many usage rows"
+READ_SIGNAL_OWNERSHIP_ERROR = "peer returned usage rows with invalid ownership or cursor"
 
 # Log lines (federation.md §3.5, §3.6, §3.9); names go through go_quote because Go formats them with %q.
 PAGE_LOG = "[sync] peer {name}: page {page}, {applied} events applied, cursor {cursor}"
@@ -81,6 +89,7 @@ READ_SIGNAL_FAILED_LOG = "[federation] peer {name}: read-signal sync failed (eve
 LOAD_HEALTH_FAILED_LOG = "[federation] peer {name}: could not load prior health: {err}"
 PERSIST_HEALTH_FAILED_LOG = "[federation] peer {name}: could not persist health: {err}"
 RECORD_FAILED_LOG = "[federation] peer {name}: could not record {key}: {err}"
+READ_FAILED_LOG = "[federation] peer {name}: could not read {key}: {err}"
 
 
 class SyncContext(NamedTuple):
@@ -94,13 +103,16 @@ class SyncContext(NamedTuple):
 
 
 class SyncOptions(NamedTuple):
-    """What a run may do: bounds on time and events, the page size, proxy opt-in."""
+    """What a run may do: bounds on time and events, the page size, proxy opt-in, trust in event ids."""
 
-    timeout: float = 30.0
+    timeout: float = 30.0  # per request: connect, TLS, headers and body together
     max_duration: float | None = None
     max_events: int | None = None
     page_size: int = PAGE_SIZE
     use_proxy_env: bool = False
+    # How far in the future (by this host's clock) an event id may be dated and still be stored.
+    max_future_skew: float = 600.0
+    jobs: int = 4  # peers polled at once
 
 
 class PollError(NoemafedError):
@@ -116,11 +128,12 @@ class PollError(NoemafedError):
         event_id: str = "",
         trace_id: str = "",
     ) -> None:
-        super().__init__(message)
+        # Messages quote what a peer sent: they are kept to one printable line wherever they end up.
+        super().__init__(one_line(message))
         self.phase = phase
         self.outcome = classify.outcome(phase, cause)
-        self.event_id = event_id
-        self.trace_id = trace_id
+        self.event_id = scrub(event_id)
+        self.trace_id = scrub(trace_id)
 
 
 class PollResult(NamedTuple):
@@ -169,6 +182,7 @@ class _Progress:
     """What a poll has done so far; kept when it fails halfway, so the result can still say it."""
 
     def __init__(self, cursor: str) -> None:
+        self.phase = Phase.CONNECT  # where the poll is, so an unexpected failure can still say it
         self.peer_version = ""
         self.peer_cortex_id = ""
         self.cursor = cursor
@@ -216,7 +230,7 @@ class PeerPoller:
     def poll(self, deadline: Deadline) -> PollResult:
         """One poll and its health record; never raises for a peer's failure."""
         started = time.monotonic()
-        progress = _Progress(cursor=self._get(state.LAST_EVENT))
+        progress = _Progress(cursor=self._get_or(state.LAST_EVENT, ""))
         cursor_before = progress.cursor
         failure: PollError | None = None
         try:
@@ -224,13 +238,16 @@ class PeerPoller:
             result = PollResult(self.peer.name, self.peer.endpoint, ok=True, caught_up=progress.caught_up)
         except PollError as exc:
             failure = exc
-            result = PollResult.failed(self.peer, exc, classify.categorize_error(exc))
+        except Exception as exc:  # anything else a peer or this host's disk can cause: named, never a crash
+            failure = _unexpected_failure(exc, progress.phase)
+        if failure is not None:
+            result = PollResult.failed(self.peer, failure, classify.categorize_error(failure))
         result = result._replace(
             events_applied=progress.applied,
             pages=progress.pages,
             usage_rows=progress.usage_rows,
             cursor_before=cursor_before,
-            cursor_after=self._get(state.LAST_EVENT),
+            cursor_after=self._get_or(state.LAST_EVENT, progress.cursor),
             peer_version=progress.peer_version,
             peer_cortex_id=progress.peer_cortex_id,
             seconds=time.monotonic() - started,
@@ -256,8 +273,8 @@ class PeerPoller:
             health = previous.after_failure(now, peer_version, error)
         try:
             state.set_health(self.conn, self.peer.name, health)
-        except NoemafedError as exc:
-            self.log.warning(PERSIST_HEALTH_FAILED_LOG.format(name=quoted, err=exc))
+        except (NoemafedError, sqlite3.Error, ValueError) as exc:
+            self.log.warning(PERSIST_HEALTH_FAILED_LOG.format(name=quoted, err=one_line(str(exc))))
 
     # ---- the poll, step by step ---------------------------------------------------------------------
 
@@ -265,8 +282,11 @@ class PeerPoller:
         try:
             session = McpSession(self.target, deadline)
         except WireError as exc:
-            raise PollError(CLIENT_ERROR.format(err=exc), Phase.CONNECT, Reason.NETWORK_TLS) from exc
+            # A peer entry that cannot become a request (a missing or empty CA file, a bad endpoint) is no
+            # network failure: `other`, as Go says for a missing CA; the connect phase makes it an operator's.
+            raise PollError(CLIENT_ERROR.format(err=exc), Phase.CONNECT, Reason.OTHER) from exc
         try:
+            progress.phase = Phase.INITIALIZE
             try:
                 server = session.initialize()
             except WireError as exc:
@@ -274,11 +294,14 @@ class PeerPoller:
                     INITIALIZE_ERROR.format(err=exc), Phase.INITIALIZE, classify.classify_network_error(exc)
                 ) from exc
             progress.peer_version = server.version
+            progress.phase = Phase.IDENTITY
             progress.peer_cortex_id = self._handshake(session)
             if self.cortex.manifest.federation_mode == "publish":
                 self._set(state.LAST_SEEN, rfc3339_now())
                 return
+            progress.phase = Phase.EVENTS
             self._pull_events(session, deadline, progress)
+            progress.phase = Phase.USAGE
             self._pull_usage(session, progress)
             self._set(state.LAST_SEEN, rfc3339_now())
         finally:
@@ -334,17 +357,23 @@ class PeerPoller:
                 except EventFormatError as exc:
                     raise PollError(EVENTS_PARSE_ERROR.format(err=exc), Phase.EVENTS, Reason.OTHER) from exc
                 del text  # the page's text is not needed once parsed; only one page ahead is kept
-                _check_page(events, progress.cursor, limit)
-                full = len(events) == limit
+                refused = _first_refused_id(events, self.options.max_future_skew)
+                trusted = events if refused is None else events[: refused[0]]
+                _check_page(events, len(trusted), progress.cursor, limit)
+                full = len(events) == limit and refused is None
                 if full and not self._max_reached(progress, len(events)):
                     next_page = _events_arguments(events[-1].id, limit)
                     ahead = _PageAhead(
                         functools.partial(self._call_events, session, next_page), self.peer.name
                     )
-                for start in range(0, len(events), REPLAY_BATCH):
+                for start in range(0, len(trusted), REPLAY_BATCH):
                     if self._should_stop(deadline, progress):
                         return
-                    self._replay_batch(events[start : start + REPLAY_BATCH], progress)
+                    self._replay_batch(trusted[start : start + REPLAY_BATCH], progress)
+                if refused is not None:
+                    bad = events[refused[0]]
+                    message = INVALID_EVENT_ID_ERROR.format(event_id=bad.id, problem=refused[1])
+                    raise PollError(message, Phase.EVENTS, Reason.INVALID_EVENT_ID, bad.id, bad.trace_id)
                 self.log.info(
                     PAGE_LOG.format(
                         name=go_quote(self.peer.name),
@@ -393,7 +422,9 @@ class PeerPoller:
         """One transaction for a batch; the cursor commits with the events before any failure."""
         if self.options.max_events is not None:
             events = events[: self.options.max_events - progress.applied]
+        progress.phase = Phase.REPLAY
         result = self.replayer.apply_page(events, cursor_peer=self.peer.name)
+        progress.phase = Phase.EVENTS
         if result.outcomes:
             progress.cursor = result.outcomes[-1].event_id
             progress.applied += len(result.outcomes)
@@ -404,9 +435,9 @@ class PeerPoller:
             REPLAY_FAILED_LOG.format(
                 name=go_quote(self.peer.name),
                 event_id=event.id,
-                action=event.action,
-                trace_id=event.trace_id,
-                err=error,
+                action=one_line(event.action),
+                trace_id=one_line(event.trace_id),
+                err=one_line(str(error)),
             )
         )
         # The link itself is healthy: last_seen moves even though the poll fails.
@@ -436,29 +467,81 @@ class PeerPoller:
                 return
             try:
                 rows = json.loads(text)
-            except ValueError as exc:
+            except (ValueError, RecursionError) as exc:
                 raise WireError(READ_SIGNAL_PARSE_ERROR.format(err=exc)) from exc
             if not isinstance(rows, list) or not all(isinstance(row, dict) for row in rows):
                 raise WireError(READ_SIGNAL_NOT_ROWS_ERROR)
             if not rows:
                 return
+            if len(rows) > USAGE_LIMIT:
+                raise WireError(READ_SIGNAL_TOO_MANY_ERROR)
+            # A peer speaks only for its own reads: a row attributed to another cortex (or with no cursor)
+            # would plant counters in a third cortex's name.
+            if any(
+                row.get("peer_cortex_id") != progress.peer_cortex_id or not row.get("updated_at")
+                for row in rows
+            ):
+                raise WireError(READ_SIGNAL_OWNERSHIP_ERROR)
             progress.usage_rows = self.replayer.merge_usage(rows)
             last = rows[-1].get("updated_at")
             if isinstance(last, str) and last:
                 self._set(state.LAST_USAGE, last)
-        except NoemafedError as exc:
-            self.log.warning(READ_SIGNAL_FAILED_LOG.format(name=go_quote(self.peer.name), err=exc))
+        except (NoemafedError, ValueError, TypeError, RecursionError) as exc:
+            # Best effort, as in noema: a bad usage answer never fails a poll whose events are applied.
+            self.log.warning(
+                READ_SIGNAL_FAILED_LOG.format(name=go_quote(self.peer.name), err=one_line(str(exc)))
+            )
 
     # ---- state helpers -------------------------------------------------------------------------------
 
     def _get(self, suffix: str) -> str:
         return state.get(self.conn, state.peer_key(self.peer.name, suffix))
 
+    def _get_or(self, suffix: str, fallback: str) -> str:
+        """For the report's bookkeeping: a database too locked to read must not turn a result into a crash."""
+        try:
+            return self._get(suffix)
+        except NoemafedError as exc:
+            self.log.warning(READ_FAILED_LOG.format(name=go_quote(self.peer.name), key=suffix, err=exc))
+            return fallback
+
     def _set(self, suffix: str, value: str) -> None:
         try:
             state.put(self.conn, state.peer_key(self.peer.name, suffix), value)
         except NoemafedError as exc:
             self.log.warning(RECORD_FAILED_LOG.format(name=go_quote(self.peer.name), key=suffix, err=exc))
+
+
+def _first_refused_id(events: Sequence[Event], max_future_skew: float) -> tuple[int, str] | None:
+    """The index of the first event whose id must not be stored (and why), or None when all are fine."""
+    from noemafed.cortex.events import event_id_problem  # noqa: PLC0415 (loaded with the page, as parse_page is)
+
+    now_millis = time.time_ns() // 1_000_000
+    skew_millis = int(max_future_skew * 1000)
+    for index, event in enumerate(events):
+        problem = event_id_problem(event.id, now_millis, skew_millis)
+        if problem is not None:
+            return index, problem
+    return None
+
+
+def _unexpected_failure(exc: Exception, phase: Phase) -> PollError:
+    """A failure no step named itself: this host's storage, or whatever a peer's answer provoked."""
+    if classify.is_local_storage_failure(exc):
+        # A locked database between batches, a full or read-only disk: the peer is not at fault.
+        failure = PollError(LOCAL_STORAGE_ERROR.format(phase=phase, err=exc), phase, Reason.LOCAL_STORAGE)
+    elif isinstance(exc, (OSError, WireError)):
+        failure = PollError(
+            UNEXPECTED_ERROR.format(phase=phase, kind=type(exc).__name__, err=exc),
+            phase,
+            classify.classify_network_error(exc),
+        )
+    else:
+        # RecursionError from JSON nested past the stack, a TypeError from a field of the wrong shape, ...
+        message = UNEXPECTED_ERROR.format(phase=phase, kind=type(exc).__name__, err=exc)
+        failure = PollError(message, phase, Reason.OTHER)
+    failure.__cause__ = exc
+    return failure
 
 
 def _events_arguments(since: str, limit: int) -> dict[str, Any]:
@@ -502,13 +585,14 @@ class _PageAhead:
         return not self._thread.is_alive()
 
 
-def _check_page(events: Sequence[Any], cursor: str, limit: int) -> None:
-    """Rust's client checks: no more than asked for, and ids strictly advancing past the cursor."""
+def _check_page(events: Sequence[Any], trusted: int, cursor: str, limit: int) -> None:
+    """Rust's client checks: no more than asked for, and ids strictly advancing past the cursor (up to the
+    first id refused outright: ids are compared as ULIDs only once they are known to be ULIDs)."""
     if len(events) > limit:
         message = EVENTS_OVER_LIMIT_ERROR.format(count=len(events), limit=limit)
         raise PollError(message, Phase.EVENTS, Reason.OTHER)
     previous = cursor
-    for event in events:
+    for event in events[:trusted]:
         if previous and event.id <= previous:
             message = EVENTS_NOT_ADVANCING_ERROR.format(event_id=event.id, previous=previous)
             raise PollError(message, Phase.EVENTS, Reason.OTHER)

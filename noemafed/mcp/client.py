@@ -56,6 +56,7 @@ UNSUPPORTED_VERSION = "peer answered unsupported MCP protocol version {version!r
 TRANSPORT_FAILED = "{method} {url}: {reason}"
 TOO_LARGE = "{what} response too large (over {budget} bytes, max {budget})"
 READ_FAILED = "reading {what} response: {reason}"
+TRUNCATED = "reading {what} response: unexpected EOF ({short} bytes short of its Content-Length)"
 STREAM_ENDED = "{what}: the event stream ended without an answer"
 NOT_JSON = "{what}: the peer's answer is not JSON: {error}"
 NOT_JSONRPC = "{what}: the peer's answer is not a JSON-RPC object"
@@ -472,6 +473,11 @@ def _read_bounded(response: Any, budget: int, deadline: Deadline, what: str) -> 
         deadline.check()
         chunk = _read_chunk(response, what)
         if not chunk:
+            short = getattr(response, "length", None)  # http.client: what the Content-Length still promised
+            if short:
+                raise WireError(TRUNCATED.format(what=what, short=short)) from http.client.IncompleteRead(
+                    b"", short
+                )
             return b"".join(chunks)
         total += len(chunk)
         if total > budget:

@@ -26,11 +26,14 @@ Answer = Callable[[socket.socket, "Forwarded"], None]
 class Forwarded:
     """What the honest peer would have answered; an `answer` may send it, bend it or ignore it."""
 
-    def __init__(self, status: int, reason: str, headers: list[tuple[str, str]], body: bytes) -> None:
+    def __init__(
+        self, status: int, reason: str, headers: list[tuple[str, str]], body: bytes, request: bytes = b""
+    ) -> None:
         self.status = status
         self.reason = reason
         self.headers = headers
         self.body = body
+        self.request = request  # the client's request body, so an answer can echo its JSON-RPC id
 
     def head(self, body_length: int | None = None) -> bytes:
         """Status line and headers as the honest peer sent them, with a Content-Length for `body_length`."""
@@ -51,14 +54,16 @@ class HostilePeer(PeerAddress):
 
     tls = None
 
-    def __init__(self, backend: StdlibPeer, on: str, answer: Answer, times: int | None = None) -> None:
+    def __init__(
+        self, backend: StdlibPeer, on: str, answer: Answer, times: int | None = None, port: int = 0
+    ) -> None:
         self.backend = backend
         self.on = on
         self.answer = answer
         self.times = times  # misbehave this many times, then behave (None: always)
         self.connections = 0
         self.misbehaved = 0
-        self._listener = socket.create_server(("127.0.0.1", 0))
+        self._listener = socket.create_server(("127.0.0.1", port))
         self._stopping = threading.Event()
         self._threads: list[threading.Thread] = []
 
@@ -96,6 +101,7 @@ class HostilePeer(PeerAddress):
             except (OSError, ValueError):
                 return
             forwarded = self._forward(method, path, headers, body)
+            forwarded.request = body
             if _target(method, body) == self.on and (self.times is None or self.misbehaved < self.times):
                 self.misbehaved += 1
                 with contextlib.suppress(OSError):  # the client hung up, as a client under attack should
@@ -266,5 +272,20 @@ def encoded(body: bytes, encoding: str = "gzip") -> Answer:
             b"\r\n\r\n", f"\r\nContent-Encoding: {encoding}\r\n\r\n".encode()
         )
         client.sendall(head + body)
+
+    return answer
+
+
+def tool_text(text: str) -> Answer:
+    """A well-formed tool result (the request's own id) whose text is `text`: crafted content, honest framing."""
+
+    def answer(client: socket.socket, forwarded: Forwarded) -> None:
+        request_id = json.loads(forwarded.request).get("id")
+        envelope = {
+            "jsonrpc": "2.0",
+            "id": request_id,
+            "result": {"content": [{"type": "text", "text": text}]},
+        }
+        with_body(json.dumps(envelope).encode())(client, forwarded)
 
     return answer
