@@ -14,7 +14,7 @@ import json
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from peers.stdlib_peer import StdlibPeer
@@ -54,14 +54,16 @@ class HostilePeer(PeerAddress):
 
     tls = None
 
-    def __init__(self, backend: StdlibPeer, on: str, answer: Answer, times: int | None = None) -> None:
+    def __init__(
+        self, backend: StdlibPeer, on: str, answer: Answer, times: int | None = None, port: int = 0
+    ) -> None:
         self.backend = backend
         self.on = on
         self.answer = answer
         self.times = times  # misbehave this many times, then behave (None: always)
         self.connections = 0
         self.misbehaved = 0
-        self._listener = socket.create_server(("127.0.0.1", 0))
+        self._listener = socket.create_server(("127.0.0.1", port))
         self._stopping = threading.Event()
         self._threads: list[threading.Thread] = []
 
@@ -221,6 +223,55 @@ def with_body(body: bytes, content_type: str = "application/json") -> Answer:
         if session:
             head += f"Mcp-Session-Id: {session}\r\n"
         client.sendall(head.encode("latin-1") + b"\r\n" + body)
+
+    return answer
+
+
+def bent(change: Callable[[Any], Any]) -> Answer:
+    """The honest JSON answer (a Go-flavoured backend answers JSON), decoded, changed, encoded again.
+
+    `change` gets the decoded JSON-RPC message and returns the new one, or bytes to send as the body verbatim.
+    Lone surrogates survive: `json.dumps` escapes them as `\\udXXX`, as a hostile encoder may.
+    """
+
+    def answer(client: socket.socket, forwarded: Forwarded) -> None:
+        changed = change(json.loads(forwarded.body))
+        body = changed if isinstance(changed, bytes) else json.dumps(changed).encode("ascii")
+        client.sendall(forwarded.head(len(body)) + body)
+
+    return answer
+
+
+def with_headers(extra: Iterable[bytes]) -> Answer:
+    """The honest answer with these header lines added after the status line (each without its CRLF)."""
+
+    def answer(client: socket.socket, forwarded: Forwarded) -> None:
+        status, _, rest = forwarded.head().partition(b"\r\n")
+        client.sendall(status + b"\r\n" + b"".join(line + b"\r\n" for line in extra) + rest + forwarded.body)
+
+    return answer
+
+
+def endless_body(chunk: bytes = b"[" * 65536, seconds: float = 60.0) -> Answer:
+    """A 200 JSON answer without a length that streams `chunk` as fast as the client reads, until it hangs up."""
+
+    def answer(client: socket.socket, forwarded: Forwarded) -> None:
+        client.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n\r\n")
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            client.sendall(chunk)
+
+    return answer
+
+
+def encoded(body: bytes, encoding: str = "gzip") -> Answer:
+    """The honest status and headers around `body` sent with a Content-Encoding nobody asked for."""
+
+    def answer(client: socket.socket, forwarded: Forwarded) -> None:
+        head = forwarded.head(len(body)).replace(
+            b"\r\n\r\n", f"\r\nContent-Encoding: {encoding}\r\n\r\n".encode()
+        )
+        client.sendall(head + body)
 
     return answer
 
