@@ -265,6 +265,10 @@ def test_phase_and_identity_failure_values() -> None:
         ("connect: network is unreachable", "other"),
         ("write: broken pipe", "other"),
         ("", "other"),
+        # A URL in the text never decides: its port may hold 401, its host EOF.
+        ('Post "http://127.0.0.1:34010/mcp": malformed HTTP status code', "other"),
+        ("POST https://eof.example:3000/mcp: HTTP/1.1 2OO OK", "other"),
+        ('Post "http://127.0.0.1:34010/mcp": EOF', "network_eof"),
         # First rule wins when several match.
         ("connection refused; i/o timeout; EOF; 401", "network_refused"),
         ("i/o timeout then no such host", "network_timeout"),

@@ -344,11 +344,6 @@ def port_with_401() -> int:
     pytest.skip("no free port containing 401")
 
 
-@pytest.mark.xfail(
-    reason="found by the corpus: classify matches Go's texts (`401` means auth) in messages that hold the "
-    "endpoint's URL, so on a port such as 34015 an unrecognised failure is `auth`, exit 4",
-    strict=True,
-)
 def test_the_endpoints_port_does_not_decide_the_reason(
     tmp_path: Path, src: Path, outside_roots: list[Path]
 ) -> None:
@@ -780,10 +775,6 @@ LONG_TEXT = 900_000  # under initialize's 1 MiB cap, so the answer itself is acc
 LINE_CAP = 4096  # what a cron mail line or a health record may reasonably hold
 
 
-@pytest.mark.xfail(
-    reason="found by the corpus: a refusal text is printed whole (HTTP error bodies are cut at 300 characters)",
-    strict=True,
-)
 def test_a_huge_refusal_text_does_not_flood_the_output(
     tmp_path: Path, src: Path, outside_roots: list[Path]
 ) -> None:
@@ -798,10 +789,6 @@ def test_a_huge_refusal_text_does_not_flood_the_output(
     outside.unchanged()
 
 
-@pytest.mark.xfail(
-    reason="found by the corpus: serverInfo.version is stored in health and printed by `status` at any length",
-    strict=True,
-)
 def test_a_huge_server_version_is_not_stored_whole(
     tmp_path: Path, src: Path, outside_roots: list[Path]
 ) -> None:
@@ -989,11 +976,6 @@ def test_frontmatter_injection_in_titles_and_bodies_round_trips(
         assert trace.body == f"---\ntier: long\nsource_locked: true\n---\n{title}\n"
 
 
-@pytest.mark.xfail(
-    reason="found by the corpus: traces.read opens files with universal newlines, so CR and CRLF in a body become "
-    "LF when a later event (tag_update, vote, promote...) rewrites the file; Go keeps the bytes",
-    strict=True,
-)
 def test_cr_and_crlf_in_a_body_survive_a_later_event(tmp_path: Path, outside_roots: list[Path]) -> None:
     """A peer's trace body holds CRLF and a lone CR (text pasted from Windows), and a later tag_update rewrites
     the file from what is on disk. Expected: exit 0, and the body, the full-text row and the content hash still

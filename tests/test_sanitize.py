@@ -27,3 +27,12 @@ def test_one_line_output_is_one_printable_utf8_line(text: str) -> None:
     assert not any(ord(char) < 0x20 or 0x7F <= ord(char) <= 0x9F for char in line)
     if text.isprintable() and text == scrub(text) and not any(0x200B <= ord(c) <= 0xFEFF for c in text):
         assert line == text
+
+
+def test_long_peer_text_is_cut_and_says_how_much_was_left_out() -> None:
+    from noemafed.text.sanitize import short
+
+    assert one_line("x" * 1005) == "x" * 1000 + "\u2026 (5 more characters)"
+    assert one_line("x" * 1000) == "x" * 1000
+    assert short("v" * 250) == "v" * 200 + "\u2026 (50 more characters)"
+    assert short("1.2.3\ud800") == "1.2.3\ufffd"

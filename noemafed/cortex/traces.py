@@ -336,7 +336,10 @@ def validate(trace: Trace) -> None:
 
 def read(path: Path) -> Trace:
     """Read and parse one trace file."""
-    return parse_trace(path.read_text(encoding="utf-8"))
+    # newline="": CR and CRLF in a body are content (Go's os.ReadFile keeps them); universal newlines would
+    # turn them into LF on the next rewrite, breaking the content hash and the FTS row.
+    with open(path, encoding="utf-8", newline="") as handle:
+        return parse_trace(handle.read())
 
 
 def write_atomic(path: Path, text: str, *, durable: bool = False) -> None:

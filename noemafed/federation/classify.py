@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import errno
 import http.client
+import re
 import socket
 import sqlite3
 import ssl
@@ -204,7 +205,13 @@ _NETWORK_TEXT_RULES: tuple[tuple[tuple[str, ...], Reason], ...] = (
 )
 
 
+# A URL quoted in a message (ours and Go's: `Post "http://host:34010/mcp": ...`): its port or host name must not
+# match a rule (port 34010 holds `401`, a host may hold `EOF`), so the rules read the text without it.
+_URL = re.compile(r"https?://[^\s\"']*")
+
+
 def _network_reason_from_text(text: str) -> Reason:
+    text = _URL.sub("<url>", text)
     for needles, reason in _NETWORK_TEXT_RULES:
         if any(needle in text for needle in needles):
             return reason

@@ -31,7 +31,7 @@ from noemafed.mcp.client import (
     WireError,
 )
 from noemafed.text.gotext import go_quote, rfc3339_now
-from noemafed.text.sanitize import one_line, scrub
+from noemafed.text.sanitize import one_line, short
 
 if TYPE_CHECKING:
     from noemafed.cortex.events import Event
@@ -132,8 +132,8 @@ class PollError(NoemafedError):
         super().__init__(one_line(message))
         self.phase = phase
         self.outcome = classify.outcome(phase, cause)
-        self.event_id = scrub(event_id)
-        self.trace_id = scrub(trace_id)
+        self.event_id = short(event_id)
+        self.trace_id = short(trace_id)
 
 
 class PollResult(NamedTuple):

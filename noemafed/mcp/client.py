@@ -31,7 +31,7 @@ from noemafed.mcp.protocol import (
     TOOLS_CALL,
 )
 from noemafed.mcp.sse import SseParser
-from noemafed.text.sanitize import scrub
+from noemafed.text.sanitize import scrub, short
 
 CLIENT_NAME = "noemafed"
 ACCEPT = f"{JSON_TYPE}, {SSE_TYPE}"
@@ -307,8 +307,8 @@ class McpSession:
         self.protocol_version = str(answered)
         self.server = ServerInfo(
             self.protocol_version,
-            scrub(str(info.get("name") or "")),
-            scrub(str(info.get("version") or "")),
+            short(str(info.get("name") or "")),
+            short(str(info.get("version") or "")),  # stored in health and printed by status: kept short
         )
         self._notify(INITIALIZED)
         return self.server

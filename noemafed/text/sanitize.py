@@ -26,7 +26,20 @@ def _escape(match: re.Match[str]) -> str:
     return f"\\x{code:02x}" if code <= 0xFF else f"\\u{code:04x}"
 
 
-def one_line(text: str) -> str:
-    """Peer text fit for a log or report line: scrubbed, with line breaks and terminal controls escaped."""
+# Longer peer text is cut: one cron mail line per peer, one health record per peer, whatever a peer sends.
+MAX_LINE = 1000
+CUT_MARK = "… ({count} more characters)"
+
+
+def one_line(text: str, limit: int = MAX_LINE) -> str:
+    """Peer text fit for a log or report line: scrubbed, with line breaks and terminal controls escaped, and
+    cut after `limit` characters."""
+    if len(text) > limit:
+        text = text[:limit] + CUT_MARK.format(count=len(text) - limit)
     text = scrub(text)
     return _UNPRINTABLE.sub(_escape, text) if _UNPRINTABLE.search(text) else text
+
+
+def short(text: str, limit: int = 200) -> str:
+    """A short field from a peer (a version, a name) as stored: scrubbed and cut, never a page of text."""
+    return scrub(text if len(text) <= limit else text[:limit] + CUT_MARK.format(count=len(text) - limit))
