@@ -469,7 +469,7 @@ def _run_daemon(
 @click.option(
     "--max-per-address",
     type=click.IntRange(1, 10_000),
-    default=8,
+    default=32,
     show_default=True,
     metavar="N",
     help="Connections open at once from one address (an IPv6 /64 is one); more are refused at once.",

@@ -230,7 +230,7 @@ def test_an_answer_the_client_does_not_read_is_dropped_at_its_deadline(
 def test_one_address_gets_its_share_and_is_refused_at_once_beyond_it(tmp_path: Path) -> None:
     """Bug: no per-address limit, so one host's 80 idle connections take every slot from everyone else."""
     cortex = source(tmp_path, count=1)
-    with served(cortex, workers=2, queue=78, timeout=5.0) as server:
+    with served(cortex, workers=2, queue=78, timeout=5.0, max_per_address=8) as server:
         held = [connect(server) for _ in range(80)]
         started = time.monotonic()
         answers = [read_all(sock, 1.0) if i >= 8 else b"" for i, sock in enumerate(held)]

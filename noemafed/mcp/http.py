@@ -132,10 +132,11 @@ class ServeConfig:
     # Connections open beyond the workers (being read, waiting for a worker, being answered); past
     # workers + queue a new connection is turned away at once. An open connection costs a socket, not a thread.
     queue: int = 240
-    # Connections open at once from one address (an IPv6 /64 counts as one): a host polling us needs one or two
-    # (a request and the next page); eight leave room for a few cortexes behind one address, and no single host
-    # can occupy more than half of the default workers.
-    max_per_address: int = 8
+    # Connections open at once from one address (an IPv6 /64 counts as one). A cortex polling us uses one or two
+    # (a request and the next page), and each closed one can hold its slot a moment longer while it drains; a
+    # host with several cortexes (or a NAT) needs more. 32 still leaves most of the 256 open connections to
+    # others, and the workers are never held by an open connection, only by a complete request.
+    max_per_address: int = 32
     # The whole request, TLS handshake, request line, headers and body together, in seconds; writing the
     # answer gets as long again.
     timeout: float = 15.0
