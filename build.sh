@@ -25,6 +25,20 @@ mkdir -p "$work/wheels" dist
 mkdir -p "$work/src"
 cp -r pyproject.toml README.md noemafed "$work/src/"
 find "$work/src" -name '__pycache__' -prune -exec rm -rf {} +
+#    The commit goes into that copy's __init__.py, so `--version` names it ("+dirty": uncommitted changes
+#    to tracked files; no git: "unknown"). Same commit, same text: the build stays reproducible.
+commit="$(git -C "$here" rev-parse --short=12 HEAD 2>/dev/null || true)"
+if [ -n "$commit" ] && ! git -C "$here" diff --quiet HEAD -- 2>/dev/null; then
+  commit="$commit+dirty"
+fi
+"$PYTHON" - "$work/src/noemafed/__init__.py" "$commit" <<'PY'
+import sys
+path, commit = sys.argv[1], sys.argv[2]
+text = open(path, encoding="utf-8").read()
+marker = '__commit__ = ""\n'
+assert marker in text, f"{path} has no {marker!r} for build.sh to fill in"
+open(path, "w", encoding="utf-8").write(text.replace(marker, f"__commit__ = {commit!r}\n", 1))
+PY
 "$PYTHON" -m pip wheel --quiet --no-deps --wheel-dir "$work/wheels" "$work/src"
 
 # 2. The runtime dependencies, exactly the pinned wheels (pure Python, so any platform).

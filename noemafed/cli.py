@@ -6,20 +6,22 @@ import atexit
 import os
 import sys
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, NoReturn, TextIO
+from typing import TYPE_CHECKING, NoReturn, TextIO, TypeVar
 
 import click
 
 from noemafed import __version__
-from noemafed.errors import ExitCode, InternalError, NoemafedError
+from noemafed.errors import ArgumentError, ConfirmationRequiredError, ExitCode, InternalError, NoemafedError
 
 if TYPE_CHECKING:
     from noemafed.cortex.manifest import Manifest
     from noemafed.federation.syncer import SyncOptions
     from noemafed.logs import Log
-    from noemafed.reports import ResetPlan
+    from noemafed.reports import RemovePlan, ResetPlan
+
+    Plan = TypeVar("Plan", ResetPlan, RemovePlan)
 
 # `sync --once` without --max-duration: long enough for a backlog of several hundred thousand events, short
 # enough that a hostile or wedged peer cannot keep a cron run (and so every later one) alive for ever.
@@ -42,6 +44,7 @@ class Environment:
         stdin: TextIO | None = None,
         stdout: TextIO | None = None,
         stderr: TextIO | None = None,
+        stdin_isatty: bool | None = None,
         stdout_isatty: bool | None = None,
         stderr_isatty: bool | None = None,
         environ: Mapping[str, str] | None = None,
@@ -49,6 +52,7 @@ class Environment:
         self.stdin = sys.stdin if stdin is None else stdin
         self.stdout = sys.stdout if stdout is None else stdout
         self.stderr = sys.stderr if stderr is None else stderr
+        self.stdin_isatty = _isatty(self.stdin) if stdin_isatty is None else stdin_isatty
         self.stdout_isatty = _isatty(self.stdout) if stdout_isatty is None else stdout_isatty
         self.stderr_isatty = _isatty(self.stderr) if stderr_isatty is None else stderr_isatty
         self.environ = os.environ if environ is None else environ
@@ -114,13 +118,89 @@ class CliContext:
         sys.exit(int(exc.exit_code))
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(__version__, "--version", prog_name="noemafed", message="%(prog)s %(version)s")
+# Commands that take no cortex, so no `--cortex` after them either.
+_NO_CORTEX = frozenset({"init", "completion"})
+CORTEX_HELP = "Cortex directory or registered name (else NOEMA_CORTEX, the noema registry default, the cwd)."
+
+
+def _cortex_after_command(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
+    """`noemafed status --cortex X` as `noemafed --cortex X status`; given in both places, the later one wins."""
+    obj = ctx.find_object(CliContext)
+    if value is not None and obj is not None:
+        obj.cortex_option = value
+
+
+class CortexGroup(click.Group):
+    """A group whose commands also accept `--cortex` after their name, where operators tend to type it."""
+
+    group_class = type  # subgroups (`key`) are CortexGroups too
+
+    def add_command(self, cmd: click.Command, name: str | None = None) -> None:
+        if not isinstance(cmd, click.Group) and (name or cmd.name) not in _NO_CORTEX:
+            cmd.params.append(
+                click.Option(
+                    ["--cortex", "cortex_after_command"],
+                    metavar="PATH|NAME",
+                    expose_value=False,
+                    callback=_cortex_after_command,
+                    help=CORTEX_HELP,
+                )
+            )
+        super().add_command(cmd, name)
+
+
+def _show_version(ctx: click.Context, param: click.Parameter, value: bool) -> None:
+    """noemafed's version and build commit, and the Python and SQLite it runs on: what a bug report needs."""
+    if not value or ctx.resilient_parsing:
+        return
+    import platform
+    import sqlite3
+
+    from noemafed import __commit__, render
+    from noemafed.reports import VersionReport
+
+    report = VersionReport(__version__, __commit__, platform.python_version(), sqlite3.sqlite_version)
+    obj = ctx.find_object(CliContext)
+    click.echo(render.human(report), file=obj.env.stdout if obj else None, nl=False)
+    ctx.exit()
+
+
+def _complete_peers(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[str]:
+    """Peer names from the cortex the command line names so far; nothing at all if that fails."""
+    from noemafed.cortex.manifest import read_manifest
+    from noemafed.cortex.open import resolve_cortex
+
+    obj = ctx.find_object(CliContext)
+    environ = obj.env.environ if obj else os.environ
+    option = (obj.cortex_option if obj else None) or ctx.find_root().params.get("cortex_option")
+    try:
+        names = [peer.name for peer in read_manifest(resolve_cortex(option, environ, Path.cwd())).peers]
+    except Exception:  # a completion must never fail in the operator's shell
+        return []
+    return [name for name in names if name.startswith(incomplete)]
+
+
+def _complete_from(choices: tuple[str, ...]) -> Callable[[click.Context, click.Parameter, str], list[str]]:
+    def complete(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[str]:
+        return [choice for choice in choices if choice.startswith(incomplete)]
+
+    return complete
+
+
+@click.group(cls=CortexGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--version",
+    is_flag=True,
+    expose_value=False,
+    is_eager=True,
+    callback=_show_version,
+    help="Show noemafed's version and build commit, Python's and SQLite's, and exit.",
+)
 @click.option(
     "--cortex",
     "cortex_option",
     metavar="PATH|NAME",
-    help="Cortex directory or registered name (else NOEMA_CORTEX, the noema registry default, the cwd).",
+    help=CORTEX_HELP + " Also accepted after the command.",
 )
 @click.option("--quiet", "-q", is_flag=True, help="Log only warnings and errors, as under cron.")
 @click.option(
@@ -177,31 +257,93 @@ def status(obj: CliContext, as_json: bool) -> None:
 
 
 @cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document (docs/peers.schema.json).")
 @click.pass_obj
-def peers(obj: CliContext) -> None:
-    """List the peers configured in cortex.md.
+def peers(obj: CliContext, as_json: bool) -> None:
+    """List the peers configured in cortex.md: endpoint, mode and the cortex id each one is pinned to.
 
-    Example: noemafed peers
+    Example: noemafed peers --json | jq -r '.peers[] | select(.mode == "paused") | .name'
     """
     from noemafed import render
     from noemafed.commands.peers import peers
+    from noemafed.reports import PeersReport
 
-    obj.emit(render.human(peers(obj.cortex_dir())))
+    if as_json:
+        obj.json_schema = PeersReport.SCHEMA_VERSION
+    report = peers(obj.cortex_dir())
+    obj.emit(render.json(report) if as_json else render.human(report))
 
 
 @cli.command("add-peer")
 @click.argument("name")
 @click.argument("endpoint")
+@click.option(
+    "--ca",
+    type=click.Path(),  # any path, so the command's own check says what is wrong with it
+    metavar="FILE",
+    help="PEM file of the CA that signed the peer's certificate (stored as an absolute path).",
+)
+@click.option("--pubkey", metavar="KEY", help="Hard-pin the peer's signing key (ed25519:<base64>).")
 @click.pass_obj
-def add_peer(obj: CliContext, name: str, endpoint: str) -> None:
-    """Add a peer (a local label and its base URL) to cortex.md.
+def add_peer(obj: CliContext, name: str, endpoint: str, ca: str | None, pubkey: str | None) -> None:
+    """Add a peer (a local label and its base URL; noemafed appends /mcp) to cortex.md.
 
-    Example: noemafed add-peer laptop https://laptop.lan:3000
+    Everything is checked before cortex.md is written: the label, the URL (http:// or https://, a host, no
+    user or password, no query), the CA file and the key.
+
+    Example: noemafed add-peer laptop https://laptop.lan:3000 --ca ~/tls/laptop-ca.pem
     """
     from noemafed import render
     from noemafed.commands.peers import add_peer
 
-    obj.emit(render.human(add_peer(obj.cortex_dir(), name, endpoint)))
+    obj.emit(render.human(add_peer(obj.cortex_dir, name, endpoint, ca or "", pubkey or "")))
+
+
+@cli.command("set-peer")
+@click.argument("name", shell_complete=_complete_peers)
+@click.option("--endpoint", metavar="URL", help="New base URL (noemafed appends /mcp).")
+@click.option(
+    "--ca",
+    type=click.Path(),  # any path, so the command's own check says what is wrong with it
+    metavar="FILE",
+    help="PEM file of the CA that signed the peer's certificate (stored as an absolute path).",
+)
+@click.option("--no-ca", is_flag=True, help="Trust only the system's CAs for this peer.")
+@click.option("--pubkey", metavar="KEY", help="Hard-pin the peer's signing key (ed25519:<base64>).")
+@click.option("--no-pubkey", is_flag=True, help="Drop the hard pin (the key pinned on first contact stays).")
+@click.option("--rename", metavar="NEW", help="New label; the peer's cursor, pins and health move with it.")
+@click.pass_obj
+def set_peer(
+    obj: CliContext,
+    name: str,
+    endpoint: str | None,
+    ca: str | None,
+    no_ca: bool,
+    pubkey: str | None,
+    no_pubkey: bool,
+    rename: str | None,
+) -> None:
+    """Change a peer's endpoint, CA file, signing-key pin or label in cortex.md.
+
+    Each value is checked as add-peer checks it; a rename moves the peer's federation state to the new
+    label in the same act. Nothing is written when nothing changes.
+
+    Example: noemafed set-peer laptop --endpoint https://laptop.vpn:3000 --no-ca
+    """
+    from noemafed import render
+    from noemafed.commands.peers import PeerChanges, set_peer
+
+    if ca is not None and no_ca:
+        raise ArgumentError("--ca and --no-ca exclude each other", "pass one of them")
+    if pubkey is not None and no_pubkey:
+        raise ArgumentError("--pubkey and --no-pubkey exclude each other", "pass one of them")
+    changes = PeerChanges(
+        endpoint=endpoint,
+        ca="" if no_ca else ca,
+        pubkey="" if no_pubkey else pubkey,
+        rename=rename,
+    )
+    obj.emit(render.human(set_peer(obj.cortex_dir, name, changes)))
 
 
 def _confirmed(stdin: TextIO) -> bool:
@@ -210,9 +352,33 @@ def _confirmed(stdin: TextIO) -> bool:
     return bool(tokens) and tokens[0] in ("y", "Y", "yes")
 
 
+NO_TERMINAL = "{command} asks before it changes anything, and stdin is not a terminal"
+NO_TERMINAL_HINT = "pass --yes to {action} without asking"
+
+
+def _confirmation(obj: CliContext, yes: bool, command: str, action: str) -> Callable[[Plan], bool]:
+    """Show the plan and ask on the terminal; without one, refuse (exit 2) rather than read a pipe or cron's
+    /dev/null as the answer."""
+    from noemafed import render
+
+    def confirm(plan: Plan) -> bool:
+        if not yes and not obj.env.stdin_isatty:
+            raise ConfirmationRequiredError(
+                NO_TERMINAL.format(command=command), NO_TERMINAL_HINT.format(action=action)
+            )
+        obj.emit(render.human(plan))
+        if yes:
+            return True
+        obj.emit(render.RESET_PROMPT)
+        obj.env.stdout.flush()
+        return _confirmed(obj.env.stdin)
+
+    return confirm
+
+
 @cli.command("reset-peer")
-@click.argument("names", nargs=-1, required=True)
-@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+@click.argument("names", nargs=-1, required=True, shell_complete=_complete_peers)
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation (needed without a terminal).")
 @click.pass_obj
 def reset_peer(obj: CliContext, names: tuple[str, ...], yes: bool) -> None:
     """Forget a peer's pinned identity, cursors and health so the next sync re-pins it.
@@ -222,22 +388,42 @@ def reset_peer(obj: CliContext, names: tuple[str, ...], yes: bool) -> None:
     from noemafed import render
     from noemafed.commands.reset import reset_peers
 
-    def confirm(plan: ResetPlan) -> bool:
-        obj.emit(render.human(plan))
-        if yes:
-            return True
-        obj.emit(render.RESET_PROMPT)
-        obj.env.stdout.flush()
-        return _confirmed(obj.env.stdin)
-
+    confirm = _confirmation(obj, yes, "reset-peer", "reset")
     obj.emit(render.human(reset_peers(obj.cortex_dir(), names, confirm)))
 
 
+@cli.command("remove-peer")
+@click.argument("names", nargs=-1, required=True, shell_complete=_complete_peers)
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation (needed without a terminal).")
+@click.option(
+    "--keep-state",
+    is_flag=True,
+    help="Keep the peers' cursors, pins and health (a peer re-added under the name resumes from them).",
+)
+@click.pass_obj
+def remove_peer(obj: CliContext, names: tuple[str, ...], yes: bool, keep_state: bool) -> None:
+    """Remove peers from cortex.md and, in the same act, their federation state.
+
+    The state is each peer's cursor, usage cursor, pinned cortex id and signing key, health and rank, and
+    the pinned id's vector-clock bucket, as reset-peer clears them.
+
+    Example: noemafed remove-peer old-laptop --yes
+    """
+    from noemafed import render
+    from noemafed.commands.peers import remove_peers
+
+    confirm = _confirmation(obj, yes, "remove-peer", "remove")
+    obj.emit(render.human(remove_peers(obj.cortex_dir, names, keep_state, confirm)))
+
+
 @cli.command("set-mode")
-@click.argument("mode")
+@click.argument(
+    "mode", metavar="sync|publish|subscribe", shell_complete=_complete_from(("sync", "publish", "subscribe"))
+)
 @click.pass_obj
 def set_mode(obj: CliContext, mode: str) -> None:
-    """Set the cortex-wide federation mode: sync, publish or subscribe.
+    """Set the cortex-wide federation mode: sync (pull and serve), publish (serve only) or subscribe (pull
+    only).
 
     Example: noemafed set-mode publish
     """
@@ -245,6 +431,35 @@ def set_mode(obj: CliContext, mode: str) -> None:
     from noemafed.commands.modes import set_mode
 
     obj.emit(render.human(set_mode(mode, obj.cortex_dir)))
+
+
+@cli.command("set-interval")
+@click.argument("duration")
+@click.pass_obj
+def set_interval(obj: CliContext, duration: str) -> None:
+    """Set how often the daemon polls each peer, as a Go duration (30s, 5m, 1h30m; the default is 30s).
+
+    Example: noemafed set-interval 5m
+    """
+    from noemafed import render
+    from noemafed.commands.settings import set_interval
+
+    obj.emit(render.human(set_interval(obj.cortex_dir, duration)))
+
+
+@cli.command("set-verify")
+@click.argument("mode", metavar="off|warn|enforce", shell_complete=_complete_from(("off", "warn", "enforce")))
+@click.pass_obj
+def set_verify(obj: CliContext, mode: str) -> None:
+    """Set how replay checks event signatures: off (the default), warn (log a bad or missing signature and
+    apply the event anyway) or enforce (refuse the event).
+
+    Example: noemafed set-verify enforce
+    """
+    from noemafed import render
+    from noemafed.commands.settings import set_verify
+
+    obj.emit(render.human(set_verify(obj.cortex_dir, mode)))
 
 
 def _peer_mode_command(obj: CliContext, name: str, paused: bool) -> None:
@@ -255,7 +470,7 @@ def _peer_mode_command(obj: CliContext, name: str, paused: bool) -> None:
 
 
 @cli.command("pause-peer")
-@click.argument("name")
+@click.argument("name", shell_complete=_complete_peers)
 @click.pass_obj
 def pause_peer(obj: CliContext, name: str) -> None:
     """Stop syncing with a peer without forgetting its cursor or pin.
@@ -266,7 +481,7 @@ def pause_peer(obj: CliContext, name: str) -> None:
 
 
 @cli.command("resume-peer")
-@click.argument("name")
+@click.argument("name", shell_complete=_complete_peers)
 @click.pass_obj
 def resume_peer(obj: CliContext, name: str) -> None:
     """Resume syncing with a paused peer.
@@ -295,6 +510,81 @@ def key_fingerprint(obj: CliContext) -> None:
     from noemafed.commands.key import key_fingerprint
 
     obj.emit(render.human(key_fingerprint(obj.cortex_dir(), obj.env.environ)))
+
+
+# Where noemafed's completion scripts differ from click's: they run noemafed the way `completion` was run (a
+# pyz under its Python, which no `$+commands` or `$1` would find behind an alias) and complete every name it
+# goes by. Each edit must apply, so a click upgrade that moves a line fails the completion tests, not a shell.
+_COMPLETION_EDITS: dict[str, tuple[tuple[str, str], ...]] = {
+    "bash": (
+        ("%(complete_var)s=bash_complete $1)", "%(complete_var)s=bash_complete %(run)s)"),
+        ("-F %(complete_func)s %(prog_name)s", "-F %(complete_func)s %(names)s"),
+    ),
+    "zsh": (
+        ("#compdef %(prog_name)s", "#compdef %(names)s"),
+        ("(( ! $+commands[%(prog_name)s] )) && return 1\n", ""),
+        ("%(complete_var)s=zsh_complete %(prog_name)s)", "%(complete_var)s=zsh_complete %(run)s)"),
+        ("compdef %(complete_func)s %(prog_name)s", "compdef %(complete_func)s %(names)s"),
+    ),
+    "fish": (
+        ("COMP_CWORD=(commandline -t) %(prog_name)s)", "COMP_CWORD=(commandline -t) %(run)s)"),
+        ("--command %(prog_name)s", "%(fish_commands)s"),
+    ),
+}
+
+
+def _invocation(argv0: str) -> tuple[list[str], list[str]]:
+    """How this process was started (the argv that runs noemafed again) and the command names to complete."""
+    import zipfile
+
+    if argv0 and os.path.isfile(argv0) and zipfile.is_zipfile(argv0):
+        path = os.path.abspath(argv0)  # the pyz, run as `python3 noemafed.pyz` or as an executable
+        return [sys.executable, path], list(dict.fromkeys(["noemafed", os.path.basename(path)]))
+    if os.path.basename(argv0) == "__main__.py":
+        return [sys.executable, "-m", "noemafed"], ["noemafed"]
+    if argv0 and os.path.isfile(argv0):  # a console script: this very one, even if it is not on PATH
+        path = os.path.abspath(argv0)
+        return [path], list(dict.fromkeys(["noemafed", os.path.basename(path)]))
+    return ["noemafed"], ["noemafed"]
+
+
+def completion_script(shell: str, argv0: str) -> str:
+    """click's completion script for `shell`, calling noemafed as `argv0` was called."""
+    import shlex
+
+    from click.shell_completion import get_completion_class
+
+    cls = get_completion_class(shell)
+    if cls is None or shell not in _COMPLETION_EDITS:
+        raise click.UsageError(f"no completion for {shell}")
+    template = cls.source_template
+    for old, new in _COMPLETION_EDITS[shell]:
+        if old not in template:
+            raise RuntimeError(f"click's {shell} completion script changed: {old!r} is gone")
+        template = template.replace(old, new, 1)
+    run, names = _invocation(argv0)
+    variables = cls(cli, {}, "noemafed", "_NOEMAFED_COMPLETE").source_vars()
+    return template % {
+        **variables,
+        "run": shlex.join(run),
+        "names": " ".join(shlex.quote(name) for name in names),
+        "fish_commands": " ".join(f"--command {shlex.quote(name)}" for name in names),
+    }
+
+
+@cli.command()
+@click.argument("shell", type=click.Choice(["bash", "zsh", "fish"]))
+@click.pass_obj
+def completion(obj: CliContext, shell: str) -> None:
+    """Print the shell completion script for commands, options and peer names.
+
+    The script runs noemafed the way this command was run, so generate it the way you run noemafed:
+    `noemafed completion bash` for a `noemafed` on PATH, `python3 /opt/noemafed.pyz completion bash` with
+    `alias noemafed='python3 /opt/noemafed.pyz'` (README.md, "Shell completion").
+
+    Example: noemafed completion bash > ~/.local/share/bash-completion/completions/noemafed
+    """
+    obj.emit(completion_script(shell, sys.argv[0] if sys.argv else ""))
 
 
 @cli.command()

@@ -10,7 +10,7 @@ class ExitCode(IntEnum):
 
     OK = 0
     ERROR = 1  # a command refused or failed (Go noema exits 1 for every error)
-    USAGE = 2  # click usage errors: unknown option, wrong argument count
+    USAGE = 2  # usage errors: unknown option, wrong argument count, a bad argument value, --yes missing
     PEER_TRANSIENT = 3  # sync: a peer failed for a reason that may heal by itself
     PEER_NEEDS_OPERATOR = 4  # sync: a peer failed in a way only an operator can fix
     CORTEX_NOT_FOUND = 66  # EX_NOINPUT: no cortex could be resolved
@@ -38,6 +38,20 @@ class CommandError(NoemafedError):
     """A command refused its input (unknown peer, aborted prompt, duplicate name)."""
 
     code = "command_failed"
+
+
+class ArgumentError(NoemafedError):
+    """A command-line value is wrong in itself (a bad endpoint, peer name, CA file, key, mode or interval): fix
+    the command, not the cortex. Checked before anything is written."""
+
+    code = "bad_argument"
+    exit_code = ExitCode.USAGE
+
+
+class ConfirmationRequiredError(ArgumentError):
+    """A command that asks before it changes anything, run without a terminal to ask on and without --yes."""
+
+    code = "confirmation_required"
 
 
 class ManifestError(NoemafedError):

@@ -17,11 +17,18 @@ from noemafed.reports import (
     PeerModeChange,
     PeersReport,
     PeerStatus,
+    PeerUpdate,
+    RemovePlan,
+    RemoveResult,
     ResetPlan,
     ResetResult,
+    ResetTarget,
+    SettingChange,
     StatusReport,
     SyncReport,
+    VersionReport,
 )
+from noemafed.text.endpoints import redact
 from noemafed.text.gotext import format_rfc3339, go_quote
 
 if TYPE_CHECKING:  # value types only; sync's modules stay unloaded for the other commands
@@ -40,11 +47,18 @@ Report = (
     | PeerModeChange
     | KeyReport
     | SyncReport
+    | PeerUpdate
+    | RemovePlan
+    | RemoveResult
+    | SettingChange
+    | VersionReport
 )
-JsonReport = StatusReport | SyncReport | ErrorReport
+JsonReport = StatusReport | SyncReport | PeersReport | ErrorReport
 
 NOT_CONFIGURED = "Federation: not configured (no peers in cortex.md)"
 RESTART_HINT = "Restart `noema serve` for the change to take effect."
+# For noemafed's own configuration commands, which know a noemafed daemon may be what is running.
+APPLY_HINT = "Restart a running `noemafed sync` daemon or `noema serve` to apply it; `sync --once` reads cortex.md each run."
 HEALTH_INDENT = " " * 16
 
 _MODE_BEHAVIOR = {
@@ -113,10 +127,10 @@ def _health_lines(health: PeerHealth, hint: str | None) -> list[str]:
 def _peer_lines(peer: PeerStatus) -> list[str]:
     config, peer_state = peer.config, peer.state
     if peer_state is None:
-        return [f"  {config.name} ({config.endpoint}): error loading state"]
+        return [f"  {config.name} ({redact(config.endpoint)}): error loading state"]
     return [
         f"  {config.name}",
-        f"    endpoint:   {config.endpoint}",
+        f"    endpoint:   {redact(config.endpoint)}",
         f"    mode:       {config.effective_mode}",
         f"    version:    {_or(peer_state.health.version, '(not yet observed)')}",
         f"    rank:       {_format_rank(peer.rank) if peer.rank else '(none)'}",
@@ -183,7 +197,7 @@ def _peer_json(peer: PeerStatus) -> dict[str, Any]:
     config, peer_state = peer.config, peer.state
     doc: dict[str, Any] = {
         "name": config.name,
-        "endpoint": config.endpoint,
+        "endpoint": redact(config.endpoint),
         "mode": config.effective_mode,
         "state_error": peer_state is None,
     }
@@ -238,13 +252,121 @@ def _status_json(report: StatusReport) -> str:
 
 
 def _peers(report: PeersReport) -> str:
+    """Aligned columns: noema's `  <name>  <endpoint>` with the mode and the pinned id after them."""
     if not report.peers:
         return "No peers configured. Add peers to cortex.md under the federation section.\n"
-    return _lines([f"  {peer.name}  {peer.endpoint}" for peer in report.peers])
+    rows = [("NAME", "ENDPOINT", "MODE", "PINNED CORTEX ID")]
+    rows += [
+        (e.config.name, redact(e.config.endpoint), e.config.effective_mode, _or(e.pinned_id, "(none)"))
+        for e in report.peers
+    ]
+    widths = [max(len(row[column]) for row in rows) for column in range(3)]
+    return _lines(
+        [
+            "  " + "  ".join([*(cell.ljust(width) for cell, width in zip(row, widths, strict=False)), row[3]])
+            for row in rows
+        ]
+    )
+
+
+def _peers_json(report: PeersReport) -> str:
+    """docs/peers.schema.json; unset values are null."""
+    doc = {
+        "schema_version": report.SCHEMA_VERSION,
+        "cortex": {"id": report.cortex_id, "name": report.cortex_name, "path": str(report.cortex_path)},
+        "peers": [
+            {
+                "name": entry.config.name,
+                "endpoint": redact(entry.config.endpoint),
+                "mode": entry.config.effective_mode,
+                "ca": entry.config.ca or None,
+                "pubkey": entry.config.pubkey or None,
+                "cortex_id": entry.pinned_id or None,
+            }
+            for entry in report.peers
+        ],
+    }
+    return _dumps(doc)
 
 
 def _added_peer(added: AddedPeer) -> str:
-    return f"Added peer {go_quote(added.name)} ({added.endpoint}) to cortex.md\n"
+    lines = [f"Added peer {go_quote(added.name)} ({added.endpoint}) to cortex.md"]
+    if added.ca:
+        lines.append(f"  ca:     {added.ca}")
+    if added.pubkey:
+        lines.append(f"  pubkey: {added.pubkey}")
+    return _lines(lines)
+
+
+def _peer_update(update: PeerUpdate) -> str:
+    if not update.changes:
+        return f"Peer {go_quote(update.name)} already has these settings — no change.\n"
+    lines = [f"Peer {go_quote(update.name)} updated in cortex.md:"]
+    for change in update.changes:
+        shown = redact if change.key == "endpoint" else str
+        line = (
+            f"  {change.key + ':':<10}{_or(shown(change.before), '(none)')} -> {_or(change.after, '(none)')}"
+        )
+        if change.key == "name" and update.state_moved:
+            line += " (its federation state moved with it)"
+        lines.append(line)
+    lines.append(APPLY_HINT)
+    return _lines(lines)
+
+
+def _target_lines(target: ResetTarget, with_state: bool) -> list[str]:
+    lines = [f"  {target.name} ({redact(target.endpoint)})"]
+    if with_state:
+        lines += [
+            f"    pinned cortex_id: {_or(target.pinned_id, '(none)')}",
+            f"    last_event:       {_or(target.last_event, '(none)')}",
+            f"    last_seen:        {_or(target.last_seen, '(none)')}",
+        ]
+    return lines
+
+
+def _remove_plan(plan: RemovePlan) -> str:
+    lines = [f"About to remove {len(plan.targets)} peer(s) from cortex {go_quote(plan.cortex_name)}:"]
+    for target in plan.targets:
+        lines += _target_lines(target, not plan.keep_state)
+    if plan.keep_state:
+        lines.append("Their federation state is kept (--keep-state): a peer added later under the same name")
+        lines.append("resumes from its cursor and keeps its pinned identity.")
+    else:
+        lines.append("Their federation state goes with them: cursor, pinned identity and key, health,")
+        lines.append("usage cursor and rank.")
+    return _lines(lines)
+
+
+def _remove_result(result: RemoveResult) -> str:
+    lines = ["", "Removed from cortex.md:"]
+    for target in result.targets:
+        if result.keep_state:
+            lines.append(f"  {target.name}: state kept")
+        elif target.had_state:
+            lines.append(f"  {target.name}: state cleared")
+        else:
+            lines.append(f"  {target.name}: nothing to clear (peer had no stored state)")
+    if result.buckets_dropped:
+        lines.append(f"  vector-clock buckets dropped: {result.buckets_dropped}")
+    lines.append(APPLY_HINT)
+    return _lines(lines)
+
+
+_SETTING_LABELS = {"interval": "Federation interval", "verify": "Signature verification"}
+
+
+def _setting_change(change: SettingChange) -> str:
+    label = _SETTING_LABELS[change.setting]
+    if not change.changed:
+        return f"{label} is already {go_quote(change.current)} — no change.\n"
+    previous = change.previous or "(not set: 30s)"
+    return _lines([f"{label}: {previous} -> {change.current}", APPLY_HINT])
+
+
+def _version(report: VersionReport) -> str:
+    commit = report.commit or "unknown"
+    return f"noemafed {report.version} (commit {commit}) on Python {report.python}, SQLite {report.sqlite}\n"
 
 
 def _reset_plan(plan: ResetPlan) -> str:
@@ -252,12 +374,7 @@ def _reset_plan(plan: ResetPlan) -> str:
         f"About to reset federation state for {len(plan.targets)} peer(s) in cortex {go_quote(plan.cortex_name)}:"
     ]
     for target in plan.targets:
-        lines += [
-            f"  {target.name} ({target.endpoint})",
-            f"    pinned cortex_id: {_or(target.pinned_id, '(none)')}",
-            f"    last_event:       {_or(target.last_event, '(none)')}",
-            f"    last_seen:        {_or(target.last_seen, '(none)')}",
-        ]
+        lines += _target_lines(target, with_state=True)
     lines += [
         "After reset, the next sync will re-pin the peer's current cortex_id",
         "and replay events from the beginning of its log.",
@@ -341,7 +458,7 @@ def _sync_human(report: SyncReport) -> str:
 def _poll_json(result: PollResult) -> dict[str, Any]:
     return {
         "name": result.peer,
-        "endpoint": result.endpoint,
+        "endpoint": redact(result.endpoint),
         "status": "ok" if result.ok else "failed",
         "reason": result.reason or None,
         "needs_operator": result.needs_operator,
@@ -416,6 +533,16 @@ def human(report: Report) -> str:
             return _key_fingerprint(report)
         case SyncReport():
             return _sync_human(report)
+        case PeerUpdate():
+            return _peer_update(report)
+        case RemovePlan():
+            return _remove_plan(report)
+        case RemoveResult():
+            return _remove_result(report)
+        case SettingChange():
+            return _setting_change(report)
+        case VersionReport():
+            return _version(report)
 
 
 def json(report: JsonReport) -> str:
@@ -425,5 +552,7 @@ def json(report: JsonReport) -> str:
             return _status_json(report)
         case SyncReport():
             return _sync_json(report)
+        case PeersReport():
+            return _peers_json(report)
         case ErrorReport():
             return _error_json(report)

@@ -62,14 +62,27 @@ class StatusReport:
         return self.federation is not None and bool(self.federation.peers)
 
 
-# ---- peers and add-peer ---------------------------------------------------------------------------
+# ---- peers, add-peer, set-peer, remove-peer --------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PeerEntry:
+    """One configured peer and the cortex id pinned for it ("" when none is)."""
+
+    config: PeerConfig
+    pinned_id: str
 
 
 @dataclass(frozen=True)
 class PeersReport:
-    """The peers configured in cortex.md, in file order."""
+    """The peers configured in cortex.md, in file order, with their pins."""
 
-    peers: tuple[PeerConfig, ...]
+    SCHEMA_VERSION: ClassVar[int] = 1  # docs/peers.schema.json
+
+    cortex_path: Path
+    cortex_id: str
+    cortex_name: str
+    peers: tuple[PeerEntry, ...]
 
 
 @dataclass(frozen=True)
@@ -78,6 +91,44 @@ class AddedPeer:
 
     name: str
     endpoint: str
+    ca: str = ""
+    pubkey: str = ""
+
+
+@dataclass(frozen=True)
+class FieldChange:
+    """One key of a peer entry before and after set-peer ("" is unset)."""
+
+    key: str
+    before: str
+    after: str
+
+
+@dataclass(frozen=True)
+class PeerUpdate:
+    """What set-peer changed; no changes means nothing was written. `state_moved`: a rename carried state."""
+
+    name: str
+    changes: tuple[FieldChange, ...]
+    state_moved: bool = False
+
+
+@dataclass(frozen=True)
+class RemovePlan:
+    """What remove-peer will take out of cortex.md (and of federation_state unless `keep_state`)."""
+
+    cortex_name: str
+    targets: tuple[ResetTarget, ...]
+    keep_state: bool
+
+
+@dataclass(frozen=True)
+class RemoveResult:
+    """What remove-peer did."""
+
+    targets: tuple[ResetTarget, ...]
+    keep_state: bool
+    buckets_dropped: int
 
 
 # ---- reset-peer -----------------------------------------------------------------------------------
@@ -143,6 +194,22 @@ class PeerModeChange:
         return self.previous != self.current
 
 
+# ---- set-interval, set-verify ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SettingChange:
+    """A cortex-wide federation setting before and after; `previous == current` means nothing was written."""
+
+    setting: str  # "interval" or "verify"
+    previous: str  # the raw text, "" when unset
+    current: str
+
+    @property
+    def changed(self) -> bool:
+        return self.previous != self.current
+
+
 # ---- key fingerprint ------------------------------------------------------------------------------
 
 
@@ -152,6 +219,19 @@ class KeyReport:
 
     cortex_name: str
     access: AccessKey
+
+
+# ---- --version ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class VersionReport:
+    """What `--version` shows: enough to tell builds apart in a bug report."""
+
+    version: str
+    commit: str  # "" outside a build made by build.sh
+    python: str
+    sqlite: str
 
 
 # ---- sync -----------------------------------------------------------------------------------------

@@ -572,7 +572,9 @@ def add_peers(cortex_dir: Path, peers: dict[str, str]) -> None:
     from noemafed.commands.peers import add_peer
 
     for name, endpoint in peers.items():
-        add_peer(cortex_dir, name, endpoint)
+        add_peer(
+            lambda: cortex_dir, name, endpoint
+        )  # add_peer checks its values before it locates the cortex
 
 
 def sync_report(measured: dict[str, Any]) -> dict[str, Any]:

@@ -14,19 +14,25 @@ from http.server import BaseHTTPRequestHandler
 
 from noemafed import cli
 
-# click calls every command function through its group.
+# click calls every command function through its group, and looks up a group's class attributes.
 _CLICK_COMMANDS = (
+    cli.CortexGroup.group_class,
     cli.cli,
     cli.init,
     cli.status,
     cli.peers,
     cli.add_peer,
+    cli.set_peer,
     cli.reset_peer,
+    cli.remove_peer,
     cli.set_mode,
+    cli.set_interval,
+    cli.set_verify,
     cli.pause_peer,
     cli.resume_peer,
     cli.key,
     cli.key_fingerprint,
+    cli.completion,
     cli.sync,
     cli.serve,
 )

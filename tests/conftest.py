@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import platform
 import sqlite3
 import sys
 from collections.abc import Iterator
@@ -45,7 +46,8 @@ def run_cli(
     args: list[str], stdin: str | None = None, env: dict[str, str] | None = None, tty: tuple[str, ...] = ()
 ) -> Result:
     """Run noemafed's real entry point in-process, with the error boundary and exit codes of main(); `tty`
-    names the streams that play a terminal ("stdout", "stderr"), as if run by hand rather than by cron."""
+    names the streams that play a terminal ("stdin", "stdout", "stderr"), as if run by hand rather than by
+    cron."""
     runner = CliRunner()
     with runner.isolation(input=stdin, env=env) as streams:
         try:
@@ -55,6 +57,16 @@ def run_cli(
             code = exc.code if isinstance(exc.code, int) else 1
         stdout, stderr = streams[0].getvalue(), streams[1].getvalue()
     return Result(code, stdout.decode(), stderr.decode())
+
+
+def version_line(commit: str = "unknown") -> str:
+    """What `--version` prints: a checkout's commit is unknown, a pyz built by build.sh names its own."""
+    from noemafed import __version__
+
+    return (
+        f"noemafed {__version__} (commit {commit}) on Python {platform.python_version()}, "
+        f"SQLite {sqlite3.sqlite_version}\n"
+    )
 
 
 def make_cortex(

@@ -7,9 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from conftest import make_cortex, put_state, run_cli, set_federation, state_rows
+from conftest import make_cortex, put_state, run_cli, set_federation, state_rows, version_line
 
-from noemafed import __version__
 from noemafed.cortex.access import key_fingerprint
 
 PINNED_B = "01PEERBETA0000000000000000"
@@ -44,7 +43,7 @@ def test_TestFederationResetPeer_ClearsAllState(tmp_path: Path) -> None:
             f"cortexkey:{PINNED_B}": "ed25519:0EqyMnQrtKs6E2i9RhXk5tAiSrcaAWuvhSCjMsl3hzc=",
         },
     )
-    result = run_cli(["--cortex", str(path), "reset-peer", "beta"], stdin="y\n")
+    result = run_cli(["--cortex", str(path), "reset-peer", "beta"], stdin="y\n", tty=("stdin",))
     assert result.exit_code == 0, result.stderr
     rows = state_rows(path)
     assert "peer:beta:cortex_id" not in rows
@@ -112,7 +111,7 @@ def test_TestFederationResetPeer_AbortLeavesStateIntact(tmp_path: Path) -> None:
     path = two_peer_cortex(tmp_path)
     put_state(path, **{"peer:beta:cortex_id": PINNED_B, "peer:beta:last_event": CURSOR})
     for answer in ("n\n", "", "\n", "YES\n", "nope y\n"):
-        result = run_cli(["--cortex", str(path), "reset-peer", "beta"], stdin=answer)
+        result = run_cli(["--cortex", str(path), "reset-peer", "beta"], stdin=answer, tty=("stdin",))
         assert result.exit_code == 1
         assert result.stderr == "Error: aborted by user\n"
         assert result.stdout.endswith("Proceed? [y/N]: ")
@@ -125,7 +124,7 @@ def test_reset_peer_accepts_y_Y_and_yes(tmp_path: Path) -> None:
     path = two_peer_cortex(tmp_path)
     for answer in ("y\n", "Y\n", "yes\n", "  yes  more\n"):
         put_state(path, **{"peer:beta:cortex_id": PINNED_B})
-        result = run_cli(["--cortex", str(path), "reset-peer", "beta"], stdin=answer)
+        result = run_cli(["--cortex", str(path), "reset-peer", "beta"], stdin=answer, tty=("stdin",))
         assert result.exit_code == 0, answer
         assert "peer:beta:cortex_id" not in state_rows(path)
 
@@ -346,8 +345,15 @@ def test_peers_lists_or_says_none(tmp_path: Path) -> None:
     set_federation(
         path, [{"name": "beta", "endpoint": "https://b:1"}, {"name": "no", "endpoint": "https://n:2"}]
     )
+    put_state(path, **{"peer:no:cortex_id": PINNED_B})
+    run_cli(["--cortex", str(path), "pause-peer", "beta"])
     result = run_cli(["--cortex", str(path), "peers"])
-    assert result.stdout == "  beta  https://b:1\n  no  https://n:2\n"
+    # noema's `  <name>  <endpoint>`, in aligned columns, with the mode and the pin (docs/compatibility.md).
+    assert result.stdout == (
+        "  NAME  ENDPOINT     MODE    PINNED CORTEX ID\n"
+        "  beta  https://b:1  paused  (none)\n"
+        f"  no    https://n:2  sync    {PINNED_B}\n"
+    )
 
 
 def test_add_peer_trims_slashes_and_writes_go_order(tmp_path: Path) -> None:
@@ -372,8 +378,8 @@ def test_add_peer_trims_slashes_and_writes_go_order(tmp_path: Path) -> None:
 def test_set_mode_outputs(tmp_path: Path) -> None:
     path = make_cortex(tmp_path, "alpha")
     bad = run_cli(["--cortex", str(tmp_path / "missing"), "set-mode", "mirror"])
-    # The mode is checked before the cortex is resolved.
-    assert bad.exit_code == 1
+    # The mode is checked before the cortex is resolved; a bad argument exits 2 (noema: 1).
+    assert bad.exit_code == 2
     assert bad.stderr == 'Error: invalid mode "mirror"; use sync, publish, or subscribe\n'
     same = run_cli(["--cortex", str(path), "set-mode", "sync"])
     assert same.stdout == 'Federation mode is already "sync" — no change.\n'
@@ -435,7 +441,7 @@ def _entry(code: str, *args: str) -> subprocess.CompletedProcess[str]:
 
 def test_the_entry_point_keeps_exit_codes_and_flushes_output(tmp_path: Path) -> None:
     done = _entry("", "--version")
-    assert (done.returncode, done.stdout, done.stderr) == (0, f"noemafed {__version__}\n", "")
+    assert (done.returncode, done.stdout, done.stderr) == (0, version_line(), "")
     done = _entry("", "--cortex", str(tmp_path / "nowhere"), "status")
     assert done.returncode == 66
     assert done.stderr.startswith("Error: ")
@@ -445,7 +451,7 @@ def test_the_entry_point_keeps_exit_codes_and_flushes_output(tmp_path: Path) -> 
 
 def test_the_entry_point_runs_atexit_handlers() -> None:
     done = _entry("import atexit; atexit.register(print, 'atexit ran')", "--version")
-    assert (done.returncode, done.stdout) == (0, f"noemafed {__version__}\natexit ran\n")
+    assert (done.returncode, done.stdout) == (0, version_line() + "atexit ran\n")
 
 
 def test_the_entry_point_waits_for_a_live_non_daemon_thread() -> None:
@@ -454,4 +460,4 @@ def test_the_entry_point_waits_for_a_live_non_daemon_thread() -> None:
         "threading.Thread(target=lambda: (time.sleep(0.3), print('thread done', flush=True))).start()"
     )
     done = _entry(code, "--version")
-    assert (done.returncode, done.stdout) == (0, f"noemafed {__version__}\nthread done\n")
+    assert (done.returncode, done.stdout) == (0, version_line() + "thread done\n")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 import pytest
-from conftest import REPO, run_cli
+from conftest import REPO, run_cli, version_line
 
 from noemafed.cli import cli
 
@@ -36,7 +36,5 @@ def test_every_command_is_in_the_readme(name: str) -> None:
 
 
 def test_version_flag() -> None:
-    from noemafed import __version__
-
     result = run_cli(["--version"])
-    assert result.stdout == f"noemafed {__version__}\n"
+    assert (result.exit_code, result.stdout, result.stderr) == (0, version_line(), "")

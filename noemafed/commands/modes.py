@@ -14,7 +14,7 @@ from noemafed.cortex.manifest import (
     with_peer_mode,
     write_manifest_raw,
 )
-from noemafed.errors import CommandError
+from noemafed.errors import ArgumentError, CommandError
 from noemafed.reports import ModeChange, PeerModeChange
 from noemafed.text.gotext import go_quote
 
@@ -22,7 +22,8 @@ from noemafed.text.gotext import go_quote
 def set_mode(mode: str, locate: Callable[[], Path]) -> ModeChange:
     """Set the cortex-wide mode, checked before the cortex is located (as in noema); a no-op writes nothing."""
     if mode not in FEDERATION_MODES:
-        raise CommandError(f"invalid mode {go_quote(mode)}; use sync, publish, or subscribe")
+        # noema's text (federation.md §6.5); exit 2 rather than noema's 1, as for any bad argument.
+        raise ArgumentError(f"invalid mode {go_quote(mode)}; use sync, publish, or subscribe")
     manifest = read_manifest(locate())
     previous = manifest.federation_mode
     if previous != mode:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 
@@ -13,9 +14,10 @@ from noemafed.text.gotext import go_quote
 
 ABORTED = "aborted by user"
 
-# Keys reset-peer removes. Go stops at the first three; noemafed also clears health, the usage
-# cursor and the rank, which otherwise describe the old identity (docs/compatibility.md).
-_RESET_SUFFIXES = (
+# A peer's keys: reset-peer and remove-peer delete them, a rename moves them. Go's reset stops at the first
+# three; noemafed also clears health, the usage cursor and the rank, which otherwise describe the old identity
+# (docs/compatibility.md).
+PEER_STATE_SUFFIXES = (
     state.CORTEX_ID,
     state.LAST_EVENT,
     state.LAST_SEEN,
@@ -64,21 +66,28 @@ def apply_reset(cortex: Cortex, plan: ResetPlan) -> ResetResult:
     conn = cortex.conn
     conn.execute("BEGIN IMMEDIATE")
     try:
-        clock = state.get_clock(conn)
-        dropped = 0
-        for target in plan.targets:
-            for suffix in _RESET_SUFFIXES:
-                state.delete(conn, state.peer_key(target.name, suffix))
-            # Only a pinned id says which bucket was this peer's; unpinned peers drop nothing.
-            if target.pinned_id:
-                if target.pinned_id in clock:
-                    del clock[target.pinned_id]
-                    dropped += 1
-                state.delete(conn, state.cortex_key(target.pinned_id))
-        if dropped:
-            state.set_clock(conn, clock)
+        dropped = clear_state(conn, plan.targets)
         conn.execute("COMMIT")
     except BaseException:
         conn.execute("ROLLBACK")
         raise
     return ResetResult(plan.targets, dropped)
+
+
+def clear_state(conn: sqlite3.Connection, targets: tuple[ResetTarget, ...]) -> int:
+    """Delete the peers' keys, their pinned ids' key pins and clock buckets (counted) inside the caller's
+    transaction."""
+    clock = state.get_clock(conn)
+    dropped = 0
+    for target in targets:
+        for suffix in PEER_STATE_SUFFIXES:
+            state.delete(conn, state.peer_key(target.name, suffix))
+        # Only a pinned id says which bucket was this peer's; unpinned peers drop nothing.
+        if target.pinned_id:
+            if target.pinned_id in clock:
+                del clock[target.pinned_id]
+                dropped += 1
+            state.delete(conn, state.cortex_key(target.pinned_id))
+    if dropped:
+        state.set_clock(conn, clock)
+    return dropped

@@ -238,7 +238,11 @@ def read_manifest(cortex_dir: Path) -> Manifest:
 
 def write_manifest_raw(path: Path, raw: dict[str, Any], body: str) -> None:
     """Rewrite cortex.md atomically (temp file in the same folder, then rename), keeping its mode."""
-    text = frontmatter.join_manifest(frontmatter.dumps(raw), body)
+    write_manifest_text(path, frontmatter.join_manifest(frontmatter.dumps(raw), body))
+
+
+def write_manifest_text(path: Path, text: str) -> None:
+    """Replace cortex.md with `text` atomically, keeping its mode; also puts back a saved copy byte for byte."""
     try:
         mode = path.stat().st_mode & 0o777
     except FileNotFoundError:
@@ -275,22 +279,34 @@ def _set_or_clear(block: dict[str, Any], key: str, value: str) -> None:
 
 def with_federation_mode(manifest: Manifest, mode: str) -> dict[str, Any]:
     """A copy of the raw manifest with `federation.mode` set (sync, the default, is omitted)."""
+    return with_federation_setting(manifest, "mode", "" if mode == "sync" else mode)
+
+
+def with_federation_setting(manifest: Manifest, key: str, value: str) -> dict[str, Any]:
+    """A copy of the raw manifest with one `federation` key set, or removed when `value` is empty."""
     raw = dict(manifest.raw)
     block = dict(_block(raw, "federation"))
-    _set_or_clear(block, "mode", "" if mode == "sync" else mode)
+    _set_or_clear(block, key, value)
     raw["federation"] = _ordered(block, _FEDERATION_KEY_ORDER)
     return raw
 
 
 def with_peer_mode(manifest: Manifest, peer_name: str, mode: str) -> dict[str, Any]:
     """A copy of the raw manifest with one peer's `mode` set (sync, the default, is omitted)."""
+    return with_peer_fields(manifest, peer_name, {"mode": "" if mode == PEER_MODE_SYNC else mode})
+
+
+def with_peer_fields(manifest: Manifest, peer_name: str, fields: dict[str, str]) -> dict[str, Any]:
+    """A copy of the raw manifest with some of one peer's keys set (`name` renames it); an empty value
+    removes the key. The peer's other keys, known or not, stay as they are."""
     raw = dict(manifest.raw)
     block = dict(_block(raw, "federation"))
     peers = []
     for item in block.get("peers") or []:
         entry = dict(item)
         if _text(entry.get("name"), "name") == peer_name:
-            _set_or_clear(entry, "mode", "" if mode == PEER_MODE_SYNC else mode)
+            for key, value in fields.items():
+                _set_or_clear(entry, key, value)
             entry = _ordered(entry, _PEER_KEY_ORDER)
         peers.append(entry)
     block["peers"] = peers
@@ -298,12 +314,35 @@ def with_peer_mode(manifest: Manifest, peer_name: str, mode: str) -> dict[str, A
     return raw
 
 
-def with_added_peer(manifest: Manifest, name: str, endpoint: str) -> dict[str, Any]:
-    """A copy of the raw manifest with a `{name, endpoint}` peer appended, creating the block if needed."""
+def with_removed_peers(manifest: Manifest, names: tuple[str, ...]) -> dict[str, Any]:
+    """A copy of the raw manifest without these peers; an empty `peers` (and then an empty `federation`) is
+    dropped, as Go omits empty fields."""
+    raw = dict(manifest.raw)
+    block = dict(_block(raw, "federation"))
+    peers = [item for item in block.get("peers") or [] if _text(item.get("name"), "name") not in names]
+    if peers:
+        block["peers"] = peers
+    else:
+        block.pop("peers", None)
+    if block:
+        raw["federation"] = _ordered(block, _FEDERATION_KEY_ORDER)
+    else:
+        raw.pop("federation", None)  # nothing left to configure: as if federation had never been set up
+    return raw
+
+
+def with_added_peer(
+    manifest: Manifest, name: str, endpoint: str, ca: str = "", pubkey: str = ""
+) -> dict[str, Any]:
+    """A copy of the raw manifest with a `{name, endpoint[, ca][, pubkey]}` peer appended, creating the block
+    if needed."""
     raw = dict(manifest.raw)
     block = dict(_block(raw, "federation"))
     peers = list(block.get("peers") or [])
-    peers.append({"name": name, "endpoint": endpoint})
+    entry = {"name": name, "endpoint": endpoint}
+    _set_or_clear(entry, "ca", ca)
+    _set_or_clear(entry, "pubkey", pubkey)
+    peers.append(entry)
     block["peers"] = peers
     raw["federation"] = _ordered(block, _FEDERATION_KEY_ORDER)
     return raw
