@@ -31,6 +31,7 @@ from noemafed.mcp.protocol import (
     TOOLS_CALL,
 )
 from noemafed.mcp.sse import SseParser
+from noemafed.text.endpoints import REDACTED, redact
 from noemafed.text.sanitize import scrub, short
 
 CLIENT_NAME = "noemafed"
@@ -273,7 +274,7 @@ class McpSession:
     def __init__(self, target: PeerTarget, deadline: Deadline | None = None) -> None:
         if not target.url.startswith(("http://", "https://")):
             # Only http(s) ever reaches urllib, which would otherwise also open file: and ftp: URLs.
-            raise WireError(NOT_HTTP_URL.format(peer=target.name, endpoint=target.endpoint))
+            raise WireError(NOT_HTTP_URL.format(peer=target.name, endpoint=redact(target.endpoint)))
         self.target = target
         self.deadline = deadline or Deadline(None)
         handlers: list[urllib.request.BaseHandler] = [_RefuseRedirects()]
@@ -357,6 +358,14 @@ class McpSession:
 
     # ---- plumbing ---------------------------------------------------------------------------------
 
+    def _hide(self, text: str) -> str:
+        """A transport error's text without the credentials a hand-edited endpoint may carry."""
+        shown = redact(self.target.endpoint)
+        if shown == self.target.endpoint:
+            return text
+        secret = self.target.endpoint.split("//", 1)[-1].split("@", 1)[0]
+        return text.replace(secret, REDACTED)
+
     @contextlib.contextmanager
     def _watched(self, what: str, seconds: float) -> Iterator[float]:
         """Run one request under a whole-request deadline; yields the per-read timeout to use inside it."""
@@ -405,7 +414,9 @@ class McpSession:
         except (urllib.error.URLError, OSError, ValueError, http.client.HTTPException) as exc:
             raise WireError(
                 TRANSPORT_FAILED.format(
-                    method=request.get_method(), url=self.target.url, reason=_describe(exc)
+                    method=request.get_method(),
+                    url=redact(self.target.url),
+                    reason=self._hide(_describe(exc)),
                 )
             ) from exc
 
