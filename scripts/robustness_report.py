@@ -171,6 +171,20 @@ def _function_section(cases: list[Case]) -> list[str]:
     return [*lines, ""]
 
 
+# What is still not defended, whatever the run says; kept here so the generated page cannot lose it.
+KNOWN_GAPS = (
+    "`serve`: more than 256 attacking addresses can fill the total of open connections for up to the request "
+    "deadline (the per-address cap does not help against many addresses, and the total has no option yet).",
+    "`serve`: a client sending about 64 MiB every 15 s can keep the request read buffer full (others then get 503).",
+    "`serve`: a peer on a slow link must take an answer within `--request-timeout` (15 s by default).",
+    "`sync`: memory is not yet bounded by the page cap: a 95 MiB page took about 8x its size (issue 11, memory).",
+    "`sync`: mutation testing of the boundary modules (wire, sse, events, replay, serve, identity, classify, "
+    "syncer) is not yet at the 90 % target (docs/testing.md).",
+    "Peers that are honest but wrong (a cloned cortex id, clocks far apart) are reported, not prevented "
+    "(`noemafed doctor` is issue 14).",
+)
+
+
 def render(cases: list[Case], seconds: float, command: str) -> str:
     modules = {case.module: case.module_doc for case in cases}
     groups = _group(cases)
@@ -217,7 +231,9 @@ def render(cases: list[Case], seconds: float, command: str) -> str:
             outcome = OUTCOME_TEXT.get(case.outcome, case.outcome)
             lines.append(f"| `{_md(name)}` | {_md(what)} | {_md(why)} | {outcome} |")
     else:
-        lines.append("Nothing: every case passed.")
+        lines.append("Every case of the corpus passed.")
+    lines += ["", "Known gaps no case covers yet (each is a limit, not a failure of a case above):", ""]
+    lines += [f"- {gap}" for gap in KNOWN_GAPS]
     lines.append("")
     for module, doc in modules.items():
         lines += [f"## {module.removeprefix('test_').replace('_', ' ').capitalize()}", ""]
