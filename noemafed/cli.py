@@ -153,13 +153,13 @@ def _show_version(ctx: click.Context, param: click.Parameter, value: bool) -> No
     """noemafed's version and build commit, and the Python and SQLite it runs on: what a bug report needs."""
     if not value or ctx.resilient_parsing:
         return
-    import platform
     import sqlite3
 
     from noemafed import __commit__, render
     from noemafed.reports import VersionReport
 
-    report = VersionReport(__version__, __commit__, platform.python_version(), sqlite3.sqlite_version)
+    python = "{}.{}.{}".format(*sys.version_info[:3])  # platform.python_version() without importing platform
+    report = VersionReport(__version__, __commit__, python, sqlite3.sqlite_version)
     obj = ctx.find_object(CliContext)
     click.echo(render.human(report), file=obj.env.stdout if obj else None, nl=False)
     ctx.exit()
@@ -246,12 +246,11 @@ def status(obj: CliContext, as_json: bool) -> None:
 
     Example: noemafed status --json | jq '.peers[].health'
     """
-    from noemafed import render
+    from noemafed import render, reports
     from noemafed.commands.status import status
-    from noemafed.reports import StatusReport
 
     if as_json:
-        obj.json_schema = StatusReport.SCHEMA_VERSION
+        obj.json_schema = reports.STATUS_SCHEMA_VERSION
     report = status(obj.cortex_dir(), obj.env.environ)
     obj.emit(render.json(report) if as_json else render.human(report))
 
@@ -264,12 +263,11 @@ def peers(obj: CliContext, as_json: bool) -> None:
 
     Example: noemafed peers --json | jq -r '.peers[] | select(.mode == "paused") | .name'
     """
-    from noemafed import render
+    from noemafed import render, reports
     from noemafed.commands.peers import peers
-    from noemafed.reports import PeersReport
 
     if as_json:
-        obj.json_schema = PeersReport.SCHEMA_VERSION
+        obj.json_schema = reports.PEERS_SCHEMA_VERSION
     report = peers(obj.cortex_dir())
     obj.emit(render.json(report) if as_json else render.human(report))
 
@@ -667,12 +665,12 @@ def sync(
 
     Example: noemafed sync --once --max-duration 300
     """
+    from noemafed import reports
     from noemafed.cortex.manifest import read_manifest
     from noemafed.federation.syncer import SyncOptions
-    from noemafed.reports import SyncReport
 
     if as_json:
-        obj.json_schema = SyncReport.SCHEMA_VERSION
+        obj.json_schema = reports.SYNC_SCHEMA_VERSION
     if obj.quiet and verbose:
         raise click.UsageError("--quiet and --verbose exclude each other")
     obj.verbosity += verbose

@@ -6,8 +6,7 @@ from __future__ import annotations
 import json as _json
 from typing import TYPE_CHECKING, Any
 
-from ulid import ULID
-
+from noemafed import reports
 from noemafed.reports import (
     AddedPeer,
     ErrorReport,
@@ -163,6 +162,8 @@ def _status_human(report: StatusReport) -> str:
 
 def _ulid_time(value: str) -> str | None:
     """The RFC3339 time encoded in a ULID cursor, or None when it is not a ULID."""
+    from ulid import ULID  # noqa: PLC0415 (lazy: --version and the other texts need no ULID parser)
+
     try:
         return format_rfc3339(ULID.from_str(value).datetime)
     except ValueError:
@@ -223,7 +224,7 @@ def _status_json(report: StatusReport) -> str:
     federation = report.federation
     access = report.access
     doc = {
-        "schema_version": report.SCHEMA_VERSION,
+        "schema_version": reports.STATUS_SCHEMA_VERSION,
         "generated_at": report.generated_at,
         "noemafed_version": report.noemafed_version,
         "sqlite_version": report.sqlite_version,
@@ -272,7 +273,7 @@ def _peers(report: PeersReport) -> str:
 def _peers_json(report: PeersReport) -> str:
     """docs/peers.schema.json; unset values are null."""
     doc = {
-        "schema_version": report.SCHEMA_VERSION,
+        "schema_version": reports.PEERS_SCHEMA_VERSION,
         "cortex": {"id": report.cortex_id, "name": report.cortex_name, "path": str(report.cortex_path)},
         "peers": [
             {
@@ -481,7 +482,7 @@ def _poll_json(result: PollResult) -> dict[str, Any]:
 def _sync_json(report: SyncReport) -> str:
     """The run as one document (docs/sync.schema.json)."""
     doc = {
-        "schema_version": report.SCHEMA_VERSION,
+        "schema_version": reports.SYNC_SCHEMA_VERSION,
         "started_at": report.started_at,
         "seconds": round(report.seconds, 3),
         "exit_code": int(report.exit_code),

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, NamedTuple
 
 from noemafed.errors import ExitCode, NoemafedError
 
@@ -16,8 +15,13 @@ if TYPE_CHECKING:  # value types only; importing them for real would load sync's
     from noemafed.federation.syncer import PollResult
 
 
-@dataclass(frozen=True)
-class InitReport:
+# The `schema_version` of each JSON document (docs/*.schema.json).
+STATUS_SCHEMA_VERSION = 1  # docs/status.schema.json
+PEERS_SCHEMA_VERSION = 1  # docs/peers.schema.json
+SYNC_SCHEMA_VERSION = 1  # docs/sync.schema.json
+
+
+class InitReport(NamedTuple):
     """The cortex `init` created."""
 
     path: Path
@@ -28,8 +32,7 @@ class InitReport:
 # ---- status ---------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class PeerStatus:
+class PeerStatus(NamedTuple):
     """One peer as status shows it; `state` is None when reading it failed at the database level."""
 
     config: PeerConfig
@@ -38,11 +41,8 @@ class PeerStatus:
     hint: str | None
 
 
-@dataclass(frozen=True)
-class StatusReport:
+class StatusReport(NamedTuple):
     """Everything `status` prints, gathered once so the human and JSON renderers agree."""
-
-    SCHEMA_VERSION: ClassVar[int] = 1  # docs/status.schema.json
 
     generated_at: str
     noemafed_version: str
@@ -65,19 +65,15 @@ class StatusReport:
 # ---- peers, add-peer, set-peer, remove-peer --------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class PeerEntry:
+class PeerEntry(NamedTuple):
     """One configured peer and the cortex id pinned for it ("" when none is)."""
 
     config: PeerConfig
     pinned_id: str
 
 
-@dataclass(frozen=True)
-class PeersReport:
+class PeersReport(NamedTuple):
     """The peers configured in cortex.md, in file order, with their pins."""
-
-    SCHEMA_VERSION: ClassVar[int] = 1  # docs/peers.schema.json
 
     cortex_path: Path
     cortex_id: str
@@ -85,8 +81,7 @@ class PeersReport:
     peers: tuple[PeerEntry, ...]
 
 
-@dataclass(frozen=True)
-class AddedPeer:
+class AddedPeer(NamedTuple):
     """The peer add-peer wrote, with its endpoint as written (trailing slashes trimmed)."""
 
     name: str
@@ -95,8 +90,7 @@ class AddedPeer:
     pubkey: str = ""
 
 
-@dataclass(frozen=True)
-class FieldChange:
+class FieldChange(NamedTuple):
     """One key of a peer entry before and after set-peer ("" is unset)."""
 
     key: str
@@ -104,8 +98,7 @@ class FieldChange:
     after: str
 
 
-@dataclass(frozen=True)
-class PeerUpdate:
+class PeerUpdate(NamedTuple):
     """What set-peer changed; no changes means nothing was written. `state_moved`: a rename carried state."""
 
     name: str
@@ -113,8 +106,7 @@ class PeerUpdate:
     state_moved: bool = False
 
 
-@dataclass(frozen=True)
-class RemovePlan:
+class RemovePlan(NamedTuple):
     """What remove-peer will take out of cortex.md (and of federation_state unless `keep_state`)."""
 
     cortex_name: str
@@ -122,8 +114,7 @@ class RemovePlan:
     keep_state: bool
 
 
-@dataclass(frozen=True)
-class RemoveResult:
+class RemoveResult(NamedTuple):
     """What remove-peer did."""
 
     targets: tuple[ResetTarget, ...]
@@ -134,8 +125,7 @@ class RemoveResult:
 # ---- reset-peer -----------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class ResetTarget:
+class ResetTarget(NamedTuple):
     """A peer about to be reset, with the state snapshot shown before the prompt."""
 
     name: str
@@ -150,16 +140,14 @@ class ResetTarget:
         return bool(self.pinned_id or self.last_event or self.last_seen)
 
 
-@dataclass(frozen=True)
-class ResetPlan:
+class ResetPlan(NamedTuple):
     """What reset-peer will clear, shown before it asks."""
 
     cortex_name: str
     targets: tuple[ResetTarget, ...]
 
 
-@dataclass(frozen=True)
-class ResetResult:
+class ResetResult(NamedTuple):
     """What reset-peer cleared."""
 
     targets: tuple[ResetTarget, ...]
@@ -169,8 +157,7 @@ class ResetResult:
 # ---- set-mode, pause-peer, resume-peer ------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class ModeChange:
+class ModeChange(NamedTuple):
     """The outcome of set-mode: `previous == current` means nothing changed."""
 
     previous: str
@@ -181,8 +168,7 @@ class ModeChange:
         return self.previous != self.current
 
 
-@dataclass(frozen=True)
-class PeerModeChange:
+class PeerModeChange(NamedTuple):
     """The outcome of pause-peer or resume-peer: `previous == current` means nothing changed."""
 
     peer: str
@@ -197,8 +183,7 @@ class PeerModeChange:
 # ---- set-interval, set-verify ---------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class SettingChange:
+class SettingChange(NamedTuple):
     """A cortex-wide federation setting before and after; `previous == current` means nothing was written."""
 
     setting: str  # "interval" or "verify"
@@ -213,8 +198,7 @@ class SettingChange:
 # ---- key fingerprint ------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class KeyReport:
+class KeyReport(NamedTuple):
     """Where the shared key comes from; `access` carries its fingerprint, never shown in full."""
 
     cortex_name: str
@@ -224,8 +208,7 @@ class KeyReport:
 # ---- --version ------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class VersionReport:
+class VersionReport(NamedTuple):
     """What `--version` shows: enough to tell builds apart in a bug report."""
 
     version: str
@@ -237,11 +220,8 @@ class VersionReport:
 # ---- sync -----------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class SyncReport:
+class SyncReport(NamedTuple):
     """One `sync --once` run: a result per visited peer, the peers skipped, and the exit code it implies."""
-
-    SCHEMA_VERSION: ClassVar[int] = 1  # docs/sync.schema.json
 
     started_at: str
     seconds: float
@@ -261,8 +241,7 @@ class SyncReport:
 # ---- errors ---------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class ErrorReport:
+class ErrorReport(NamedTuple):
     """A failed command as a `--json` caller sees it: the error's stable code, its texts and the exit code."""
 
     schema_version: int  # the document the command would have printed (status or sync)
