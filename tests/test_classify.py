@@ -395,6 +395,18 @@ def test_cycles_terminate() -> None:
     assert classify.classify_network_error(self_loop) == "other"
 
 
+def test_an_exception_met_twice_is_skipped_and_the_walk_goes_on() -> None:
+    """Mutation survivor (`continue` -> `break` in _chain): a cause shared by two members of a group is seen
+    twice; the walk must go on to the members after them, where the typed reason is."""
+    shared = NoemafedError("shared cause")
+    first, second = NoemafedError("first"), NoemafedError("second")
+    first.__cause__ = second.__cause__ = shared
+    group = ExceptionGroup("all failed", [first, second, ConnectionRefusedError(111, "Connection refused")])
+    assert classify.classify_network_error(group) == "network_refused"
+    group = ExceptionGroup("all failed", [first, second, InvalidTraceIDError("bad id")])
+    assert classify.classify_replay_error(group) == "invalid_trace_id"
+
+
 # ----- network classifier: real sockets -----------------------------------------------------------------
 
 

@@ -388,3 +388,118 @@ def test_event_ids_are_canonical_ulids_not_far_in_the_future() -> None:
     )
     assert events_module.event_id_problem(ahead, now, 600_001) is None
     assert events_module.event_id_problem("7ZZZZZZZZZZZZZZZZZZZZZZZZZ", now, 600_000) is not None
+
+
+# Tests written for mutants that survived tests/test_events.py (docs/testing.md): the error texts of the general
+# parser, the edges of the compact path, and the columns of a row.
+
+_A = '{"id":"01JQH4HPD0B8E9WCXGFN1A33VE","action":"create"'
+_B = '{"id":"01JQH4HPD0B8E9WCXGFN1A33VF","action":"create"'
+_AT = "malformed sync_events page at offset {}: "
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("x", _AT.format(0) + "expected a JSON array, found 'x'"),
+        ("nullx", _AT.format(0) + "expected a JSON array, found 'n'"),
+        # Ends like a compact page but does not start like one: the fast path must not take it.
+        ('{x"id":"A","action":"b"}]', _AT.format(0) + "expected a JSON array, found '{'"),
+        ("[1]", _AT.format(1) + "event 0 is not a JSON object"),
+        ("[ {} ]", "event 0: missing id"),
+        ("[{1:2}]", _AT.format(2) + "expected an object key, found '1'"),
+        ('[{"id" "x"}]', _AT.format(7) + "expected ':', found '\"'"),
+        ('[{"id": x}]', _AT.format(8) + "event 0, field 'id': Expecting value: line 1 column 9 (char 8)"),
+        ('[{"id":"x" "y"}]', _AT.format(11) + "expected ',' or '}', found '\"'"),
+        ('[{"id":"x"', _AT.format(10) + "expected ',' or '}', found 'end of text'"),
+        ('[{"i\td":"x"}]', _AT.format(2) + "Invalid control character at: line 1 column 5 (char 4)"),
+        (f'[{_A},"x\ty":1}}]', _AT.format(54) + "Invalid control character at: line 1 column 57 (char 56)"),
+        ('[ {"id": 1} ]', "event 0: id must be a string, not int"),
+        ('[{"id":1}]', "event 0: id must be a string, not int"),
+        (f"[{_A}}} {_B}}}]", _AT.format(55) + "expected ',' or ']', found '{'"),
+        (f"[{_A}}}x{_B}}}]", _AT.format(54) + "expected ',' or ']', found 'x'"),
+        (f"[{_A}}}]x", _AT.format(55) + "extra text after the array"),
+        ("[]x", _AT.format(2) + "extra text after the array"),
+        (f'[{_A},"vclock":[1]}}]', "event 01JQH4HPD0B8E9WCXGFN1A33VE: vclock must be a JSON object"),
+        (
+            f'[{_A},"vclock":{{"k":-1}}}}]',
+            "event 01JQH4HPD0B8E9WCXGFN1A33VE: vclock['k'] is not a uint64: -1",
+        ),
+        (f'[{_A},"data":{{"x":NaN}}}}]', _AT.format(61) + "event 0, field 'data': invalid JSON constant NaN"),
+        (f'[{_A},"data":[1]}}]', "event 0: data must be a JSON object or null"),
+    ],
+)
+def test_a_malformed_page_says_where_and_what(text: str, message: str) -> None:
+    """The operator reads this text in `sync` output: the offset and the expectation must be right."""
+    with pytest.raises(EventFormatError) as info:
+        parse_page(text)
+    assert str(info.value) == message
+
+
+def test_a_page_parses_into_every_field() -> None:
+    text = (
+        '[{"id":"01JQH4HPD0B8E9WCXGFN1A33VE","action":"create","trace_id":"20250329-x","cortex_id":"C",'
+        '"origin":"research","timestamp":"2025-03-29T14:23:00Z","data":{"a":1},"vclock":{"C":18446744073709551615},'
+        '"signature":"ed25519:s","pubkey":"ed25519:p"}]'
+    )
+    expected = Event(
+        "01JQH4HPD0B8E9WCXGFN1A33VE",
+        "create",
+        "20250329-x",
+        "C",
+        "research",
+        "2025-03-29T14:23:00Z",
+        '{"a":1}',
+        {"C": 2**64 - 1},  # the largest uint64 is a valid count
+        "ed25519:s",
+        "ed25519:p",
+    )
+    for page in (text, text.replace(",", ", ")):  # the fast path and the general parser
+        [event] = parse_page(page)
+        assert event == expected
+        assert event.payload() is event.payload()  # the value parse_page had at hand, not parsed again
+
+
+@pytest.mark.parametrize("escape", ["\\ud800", "\\uD800"], ids=["lower", "upper"])
+def test_a_lone_surrogate_in_either_case_is_scrubbed(escape: str) -> None:
+    data = '{"title":"x' + escape + '"}'
+    page = (
+        '[{"id":"01J0000000000000000000000A","action":"create","trace_id":"t'
+        + escape
+        + '","data":'
+        + data
+        + "}]"
+    )
+    [event] = parse_page(page)
+    assert (event.data, event.payload(), event.trace_id) == (data, {"title": "x\ufffd"}, "t\ufffd")
+
+
+@pytest.mark.parametrize("space", [" ", "\t", "\n", "\r"], ids=["space", "tab", "lf", "cr"])
+@pytest.mark.parametrize("quote", ["", '\\"'], ids=["plain", "escaped-quote"])
+def test_whitespace_between_tokens_goes_even_next_to_an_escaped_quote(space: str, quote: str) -> None:
+    raw = '{"a":"x' + quote + 'y",' + space + '"b":1}'
+    (event,) = parse_page("[" + ev(raw) + "]")
+    assert event.data == '{"a":"x' + quote + 'y","b":1}'
+
+
+def test_a_row_with_null_columns_and_its_payload() -> None:
+    event = event_from_row(("01A", "archive", "t", None, "ts", None, None, None, None, None))
+    assert event == Event("01A", "archive", "t", "", "", "ts", "{}", None)
+    for clock in ("", " ", "null", " null "):
+        assert event_from_row(("01A", "archive", "t", "o", "ts", "{}", clock, "c", "", "")).vclock is None
+    with pytest.raises(EventFormatError) as info:
+        event_from_row(("01A", "archive", "t", "o", "ts", "[1]", "null", "c", "", "")).payload()
+    assert str(info.value) == "event 01A: data is not a JSON object"
+    assert replace(event, data="").payload() == {}
+
+
+def test_a_page_as_served_never_reaches_the_general_parser(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The compact layout Go and `serve` write takes the fast path; the general parser is for anything else."""
+    text = page_json(parse_page((DATA / "spec_examples.json").read_text()))
+
+    def general(page: str, scrub: bool) -> list[Event]:
+        raise AssertionError("the general parser ran on a compact page")
+
+    expected = parse_page(text)
+    monkeypatch.setattr(events_module, "_parse_page", general)
+    assert parse_page(text) == expected

@@ -733,3 +733,78 @@ def test_an_update_that_dominates_every_concurrent_version_resolves_them(
     merged = _update("01JQH4HPD0B8E9WCXGFN1A33W7", {A_ID: 3, X_ID: 1}, "merged\n")
     assert apply_one(replayer, merged).effect == "updated"
     assert _body(cortex) == "\nmerged\n"
+
+
+# Tiers: the create fold and the long-term purge (tests for seeded bugs, docs/testing.md)
+
+
+def _replicate(source: Cortex, replayer: Replayer, first: list[str] | None = None) -> None:
+    """Replay every event of `source`; the actions named in `first` arrive before the others (gossip order)."""
+    log = all_events(source.conn)
+    early = [e for e in log if e.action in (first or [])]
+    for item in early + [e for e in log if e not in early]:
+        apply_one(replayer, item, cursor_peer="p")
+
+
+def _tier_and_file(cortex: Cortex, trace_id: str) -> tuple[object, str]:
+    [(tier,)] = rows(cortex.conn, "SELECT tier FROM traces WHERE id = ?", trace_id)
+    return tier, (cortex.path / "traces" / f"{trace_id}.md").read_text()
+
+
+@pytest.mark.parametrize(
+    ("created", "steps", "expected"),
+    [
+        ("short", [("promote", "mid"), ("promote", "long"), ("consolidate", "")], "long"),
+        ("long", [("consolidate", "")], "long"),
+        ("mid", [("consolidate", "")], "mid"),
+        ("short", [("consolidate", "")], "mid"),
+        ("short", [("consolidate", ""), ("demote", "short")], "short"),
+    ],
+)
+def test_the_create_fold_never_lowers_a_long_trace_to_mid(
+    source: Cortex,
+    replica: tuple[Cortex, Replayer],
+    created: str,
+    steps: list[tuple[str, str]],
+    expected: str,
+) -> None:
+    """Bug f: the create fold setting `mid` from `long`. A consolidate only turns `short` into `mid` (cortex.md
+    §6.2), in the fold over tier events that arrived before their create as much as when replayed in order."""
+    cortex, replayer = replica
+    tid, _ = authoring.create_trace(
+        source, "Distilled", "note", "b\n", tier=created, now="2025-01-01T00:00:00Z"
+    )
+    for action, to in steps:
+        if action == "consolidate":
+            authoring.consolidate(source, tid, ["20241231-x"])
+        else:
+            getattr(authoring, action)(source, tid, to)
+    _replicate(source, replayer, first=["promote", "demote", "consolidate"])
+    assert _tier_and_file(source, tid)[0] == expected
+    assert _tier_and_file(cortex, tid) == _tier_and_file(source, tid)
+
+
+@pytest.mark.parametrize("archived", [True, False], ids=["archived", "active"])
+def test_purge_long_term_removes_the_archived_file(
+    source: Cortex, replica: tuple[Cortex, Replayer], archived: bool
+) -> None:
+    """Bug e: purge_long_term leaving the archived file. The tombstone row stays; the active and the archived
+    file both go (cortex.md §6.2), or `noema sync` would re-index the purged content from archive/."""
+    cortex, replayer = replica
+    tid, _ = authoring.create_trace(source, "Secret", "note", "b\n", tier="long", now="2025-01-01T00:00:00Z")
+    if archived:
+        authoring.archive(source, tid)
+    purge = authoring.purge_long_term(source, tid, "gdpr request")
+    log = all_events(source.conn)
+    for item in log[:-1]:
+        apply_one(replayer, item, cursor_peer="p")
+    folder = "archive/traces" if archived else "traces"
+    assert [p.relative_to(cortex.path).as_posix() for p in cortex.path.rglob(f"{tid}.md")] == [
+        f"{folder}/{tid}.md"
+    ]
+    assert apply_one(replayer, log[-1], cursor_peer="p").effect == "purged-long-term"
+    assert list(cortex.path.rglob(f"{tid}.md")) == list(source.path.rglob(f"{tid}.md")) == []
+    assert rows(cortex.conn, "SELECT tier, purged_at, purge_reason FROM traces") == [
+        ("long", purge.timestamp, "gdpr request")
+    ]
+    assert rows(cortex.conn, "SELECT body FROM traces_fts") == [("[purged: gdpr request]",)]

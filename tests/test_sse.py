@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -75,3 +76,54 @@ def test_any_chunking_gives_the_same_events(payloads: list[str], newline: bytes,
     assert got == whole
     # A payload with LF inside travels as several data lines and comes back joined with LF.
     assert [event.data for event in whole] == payloads
+
+
+# Tests written for mutants that survived tests/test_sse.py (docs/testing.md).
+
+
+def feed_chunks(*chunks: bytes) -> list[SseEvent]:
+    parser = SseParser()
+    events: list[SseEvent] = []
+    for chunk in chunks:
+        events += parser.feed(chunk)
+    return [*events, *parser.close()]
+
+
+def test_invalid_utf8_becomes_the_replacement_character() -> None:
+    """A peer's stray byte decodes to U+FFFD, as Go's and the WHATWG decoders do; it never raises."""
+    assert parse_all(b"data: a\xffb\n\n") == [SseEvent("a\ufffdb")]
+    # Split inside a multi-byte character: the decoder holds the first byte for the next chunk.
+    assert feed_chunks("data: é\n".encode()[:7], "data: é\n\n".encode()[7:]) == [SseEvent("é")]
+
+
+def test_crlf_inside_an_event_is_one_line_end() -> None:
+    assert parse_all(b"data: a\r\ndata: b\r\n\r\n") == [SseEvent("a\nb")]
+
+
+@pytest.mark.parametrize(
+    "chunks",
+    [
+        (b"data: a\r", b"\ndata: b\r\n\r\n"),  # CR | LF: the pair is split across chunks
+        (b"data: a\r\n", b"data: b\r\n\r\n"),  # CRLF at the very end of a chunk
+        (b"data: a\r", b"\n", b"data: b\r", b"\n\r", b"\n"),  # every pair split
+    ],
+)
+def test_a_crlf_split_across_chunks_is_one_line_end(chunks: tuple[bytes, ...]) -> None:
+    assert feed_chunks(*chunks) == [SseEvent("a\nb")]
+
+
+def test_a_held_cr_pairs_with_one_lf_only() -> None:
+    """After a CR held back at the end of a chunk, only the next chunk's first LF is eaten, not later ones."""
+    assert feed_chunks(b"data: a\r", b"\n", b"\n", b"data: b\n\n") == [SseEvent("a"), SseEvent("b")]
+
+
+def test_the_event_field_names_the_event() -> None:
+    body = b"event: endpoint\ndata: x\n\ndata: y\n\n"
+    assert parse_all(body) == [SseEvent("x", "endpoint"), SseEvent("y", "message")]
+
+
+def test_an_id_with_nul_is_ignored() -> None:
+    assert parse_all(b"id: 7\ndata: x\n\nid: a\x00b\ndata: y\n\n") == [
+        SseEvent("x", id="7"),
+        SseEvent("y", id="7"),
+    ]
