@@ -27,6 +27,10 @@ if TYPE_CHECKING:
 # enough that a hostile or wedged peer cannot keep a cron run (and so every later one) alive for ever.
 ONCE_MAX_DURATION = 600.0
 
+SERVE_MODE_LOG = "[serve] federation mode: {mode}"
+SERVE_LISTENING_LOG = "[serve] listening on {scheme}://{host}:{port}/mcp (access: {access})"
+SERVE_STOPPED_LOG = "[serve] stopped"
+
 
 def _isatty(stream: TextIO | None) -> bool:
     try:
@@ -817,9 +821,11 @@ def serve(
     server = make_server(config, log)
     scheme = "https" if config.tls_cert else "http"
     bound_port = server.server_address[1]
-    log.info(f"[serve] federation mode: {manifest.federation_mode}")
+    log.info(SERVE_MODE_LOG.format(mode=manifest.federation_mode))
     log.info(
-        f"[serve] listening on {scheme}://{host}:{bound_port}/mcp (access: {'keyed' if access.keyed else 'open'})"
+        SERVE_LISTENING_LOG.format(
+            scheme=scheme, host=host, port=bound_port, access="keyed" if access.keyed else "open"
+        )
     )
 
     def on_signal(signum: int, frame: object) -> None:
@@ -831,7 +837,7 @@ def serve(
         server.serve_forever(poll_interval=0.2)
     finally:
         server.server_close()
-    log.info("[serve] stopped")
+    log.info(SERVE_STOPPED_LOG)
 
 
 def run() -> NoReturn:

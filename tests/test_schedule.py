@@ -10,7 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import db
+from conftest import db, make_cortex, run_cli
 from peers.stdlib_peer import StdlibPeer
 from sync_helpers import source, state_value, target_with
 
@@ -189,3 +189,25 @@ def test_a_poll_cut_short_by_shutdown_records_no_failure(tmp_path: Path) -> None
     assert state_value(target, "peer:src:health") == ""
     assert state_value(target, "peer:src:cortex_id")  # the poll did run, up to the page
     assert not friendly(logs)
+
+
+def test_the_daemon_with_nothing_to_poll_says_so_and_exits_0(tmp_path: Path) -> None:
+    """A daemon that idles for ever with no peer looks healthy to systemd while doing nothing."""
+    alone = make_cortex(tmp_path, "alone")
+    result = run_cli(["--cortex", str(alone), "sync"])
+    assert result.exit_code == 0
+    assert result.stderr.endswith(" " + schedule.NO_PEERS_LOG + "\n")
+    paused = make_cortex(
+        tmp_path, "paused", peers=[{"name": "p", "endpoint": closed_endpoint(), "mode": "paused"}]
+    )
+    result = run_cli(["--cortex", str(paused), "sync"])
+    assert result.exit_code == 0
+    assert result.stderr.endswith(" " + schedule.ALL_PAUSED_LOG + "\n")
+
+
+def test_the_daemon_says_when_it_stops(tmp_path: Path) -> None:
+    target = make_cortex(tmp_path, "target", peers=[{"name": "p", "endpoint": closed_endpoint()}])
+    logs = run_daemon_until(
+        target, lambda logs: any(line.startswith("Federation syncer started") for line in logs)
+    )
+    assert logs[-1] == schedule.STOPPED_LOG

@@ -70,6 +70,10 @@ def poll_once(ctx: SyncContext, peers: Sequence[PeerConfig]) -> list[PollResult]
 # Log lines (federation.md §3.1, §4.4). Names go through go_quote because Go formats them with %q.
 PAUSED_LOG = "[federation] peer {name} is paused, skipping"
 STARTED_LOG = "Federation syncer started ({count} peers, interval {interval})"
+# noemafed's own lines: the daemon never idles without saying why, and says when it stops.
+NO_PEERS_LOG = "[federation] no peers configured in cortex.md; nothing to sync, exiting"
+ALL_PAUSED_LOG = "[federation] every peer is paused; nothing to sync, exiting"
+STOPPED_LOG = "Federation syncer stopped"
 # A failure in a new category gets the friendly block; the same category again, the brief line.
 FRIENDLY_HEADER_LOG = "[federation] cannot reach peer {name} at {endpoint}:"
 FRIENDLY_LINE_LOG = "    {text}"
@@ -156,6 +160,10 @@ def run_daemon(ctx: SyncContext, stop: threading.Event) -> None:
             target=_peer_loop, args=(ctx, peer, interval, stop), name=f"peer-{peer.name}", daemon=True
         )
         threads.append(thread)
+    if not threads:
+        # Nothing to poll: a daemon that waits for ever would look healthy to systemd while doing nothing.
+        ctx.log.warning(NO_PEERS_LOG if not ctx.manifest.peers else ALL_PAUSED_LOG)
+        return
     ctx.log.info(STARTED_LOG.format(count=len(ctx.manifest.peers), interval=format_go_duration(interval)))
     for thread in threads:
         thread.start()
@@ -163,6 +171,7 @@ def run_daemon(ctx: SyncContext, stop: threading.Event) -> None:
     for thread in threads:
         # In-flight requests are abandoned: threads are daemons, and an uncommitted event rolls back.
         thread.join(timeout=0.5)
+    ctx.log.info(STOPPED_LOG)
 
 
 def _peer_loop(ctx: SyncContext, peer: PeerConfig, interval: float, stop: threading.Event) -> None:
