@@ -211,3 +211,11 @@ def test_sync_once_logs_and_prints_by_terminal_or_cron(
     lines = _log_lines(result.stderr)
     assert (lines[:1] == [_pin_line(src)]) if logged else lines == []
     assert result.stdout.startswith("a: ok, ") if printed else result.stdout == ""
+
+
+def test_a_folder_without_cortex_md_is_no_cortex_exit_66(tmp_path: Path) -> None:
+    """docs/exit-codes.md once said 78 for a missing cortex.md; what runs says 66 (no cortex there)."""
+    (tmp_path / "db").mkdir()
+    result = run_cli(["--cortex", str(tmp_path), "status"])
+    assert result.exit_code == 66
+    assert result.stderr.startswith(f"Error: no cortex at --cortex '{tmp_path}': ")
