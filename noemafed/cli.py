@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import atexit
+import contextlib
+import errno
 import os
+import sqlite3
 import sys
 import threading
 from collections.abc import Callable, Mapping
@@ -13,7 +16,14 @@ from typing import TYPE_CHECKING, NoReturn, TextIO, TypeVar
 import click
 
 from noemafed import __version__
-from noemafed.errors import ArgumentError, ConfirmationRequiredError, ExitCode, InternalError, NoemafedError
+from noemafed.errors import (
+    ArgumentError,
+    ConfirmationRequiredError,
+    ExitCode,
+    HostError,
+    InternalError,
+    NoemafedError,
+)
 
 if TYPE_CHECKING:
     from noemafed.cortex.manifest import Manifest
@@ -26,6 +36,20 @@ if TYPE_CHECKING:
 # `sync --once` without --max-duration: long enough for a backlog of several hundred thousand events, short
 # enough that a hostile or wedged peer cannot keep a cron run (and so every later one) alive for ever.
 ONCE_MAX_DURATION = 600.0
+
+# What the host refused (docs/exit-codes.md: 73, 74, 77); never a traceback.
+PERMISSION_DENIED = "permission denied{where}"
+PERMISSION_HINT = (
+    "check the owner and mode of the file and its folder; the command runs as the user who started it"
+)
+CANNOT_CREATE = "cannot create{where}: {reason}"
+CREATE_HINT = "choose a folder this user can write to (not a read-only file system)"
+IO_FAILED = "i/o error{where}: {reason}"
+IO_HINT = "check the disk: free space, quota, errors in the system log"
+DATABASE_DENIED = "permission denied by the database: {error}"
+DATABASE_FAILED = "database error: {error}"
+STDOUT_ERROR = "writing standard output: {error}"
+STDOUT_FAILED = "Error: " + STDOUT_ERROR + "\n"
 
 SERVE_MODE_LOG = "[serve] federation mode: {mode}"
 SERVE_LISTENING_LOG = "[serve] listening on {scheme}://{host}:{port}/mcp (access: {access})"
@@ -80,7 +104,12 @@ class CliContext:
         return resolve_cortex(self.cortex_option, self.env.environ, Path.cwd())
 
     def emit(self, text: str) -> None:
-        click.echo(text, file=self.env.stdout, nl=False)
+        try:
+            click.echo(text, file=self.env.stdout, nl=False)
+            self.env.stdout.flush()  # a full disk or a closed pipe is reported here, by the command, not at exit
+        except OSError as exc:
+            message = STDOUT_ERROR.format(error=exc.strerror or exc)
+            raise HostError(message, ExitCode.IO_ERROR, IO_HINT) from exc
 
     def log(self, *, progress: bool) -> Log:
         """The one logger setup: warnings always reach stderr (cron mails them); info with -v or `progress`."""
@@ -118,7 +147,8 @@ class CliContext:
             from noemafed import render
             from noemafed.reports import ErrorReport
 
-            self.emit(render.json(ErrorReport.of(exc, self.json_schema)))
+            with contextlib.suppress(HostError):  # stdout itself may be what failed: stderr said it already
+                self.emit(render.json(ErrorReport.of(exc, self.json_schema)))
         sys.exit(int(exc.exit_code))
 
 
@@ -165,7 +195,10 @@ def _show_version(ctx: click.Context, param: click.Parameter, value: bool) -> No
     python = "{}.{}.{}".format(*sys.version_info[:3])  # platform.python_version() without importing platform
     report = VersionReport(__version__, __commit__, python, sqlite3.sqlite_version)
     obj = ctx.find_object(CliContext)
-    click.echo(render.human(report), file=obj.env.stdout if obj else None, nl=False)
+    if obj is None:
+        click.echo(render.human(report), nl=False)
+    else:
+        obj.emit(render.human(report))
     ctx.exit()
 
 
@@ -861,8 +894,13 @@ def run() -> NoReturn:
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()
-        except (OSError, ValueError):
-            status = status or 120  # what Python exits with when it cannot flush stdout at exit
+        except (OSError, ValueError) as exc:
+            # stdout on a full disk (or a closed pipe): said once, never a traceback; Python would exit 120.
+            if status == 0 and stream is sys.stdout:
+                with contextlib.suppress(OSError, ValueError):
+                    sys.stderr.write(STDOUT_FAILED.format(error=getattr(exc, "strerror", None) or exc))
+                    sys.stderr.flush()
+            status = status or int(ExitCode.IO_ERROR)
     os._exit(status)
 
 
@@ -895,8 +933,28 @@ def main(argv: list[str] | None = None, env: Environment | None = None) -> None:
     except click.ClickException as exc:
         exc.show(file=obj.env.stderr)
         sys.exit(int(ExitCode.USAGE))
+    except (OSError, sqlite3.Error) as exc:
+        if obj.traceback:
+            raise
+        obj.fail(host_error(exc))
     except Exception as exc:
         if obj.traceback:
             raise
         obj.fail(InternalError(exc))
     sys.exit(int(ExitCode.OK))
+
+
+def host_error(exc: OSError | sqlite3.Error) -> HostError:
+    """What the host refused, with the exit code of its kind: 77 permission, 73 cannot create, 74 I/O."""
+    if isinstance(exc, sqlite3.Error):
+        text = str(exc)
+        if "readonly" in text or "unable to open" in text:
+            return HostError(DATABASE_DENIED.format(error=text), ExitCode.NO_PERMISSION, PERMISSION_HINT)
+        return HostError(DATABASE_FAILED.format(error=text), ExitCode.IO_ERROR, IO_HINT)
+    where = f": {exc.filename}" if exc.filename else ""
+    reason = (exc.strerror or str(exc)).lower()
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        return HostError(PERMISSION_DENIED.format(where=where), ExitCode.NO_PERMISSION, PERMISSION_HINT)
+    if exc.errno in (errno.EROFS, errno.EEXIST, errno.ENOENT, errno.ENOTDIR):
+        return HostError(CANNOT_CREATE.format(reason=reason, where=where), ExitCode.CANT_CREATE, CREATE_HINT)
+    return HostError(IO_FAILED.format(reason=reason, where=where), ExitCode.IO_ERROR, IO_HINT)

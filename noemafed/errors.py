@@ -15,7 +15,10 @@ class ExitCode(IntEnum):
     PEER_NEEDS_OPERATOR = 4  # sync: a peer failed in a way only an operator can fix
     CORTEX_NOT_FOUND = 66  # EX_NOINPUT: no cortex could be resolved
     CORTEX_UNAVAILABLE = 69  # EX_UNAVAILABLE: the cortex exists but is unsafe to open now
+    CANT_CREATE = 73  # EX_CANTCREAT: a file or folder cannot be created (a read-only file system)
+    IO_ERROR = 74  # EX_IOERR: reading or writing failed (disk full, an I/O error, a full stdout)
     LOCKED = 75  # EX_TEMPFAIL: another noemafed sync holds this cortex
+    NO_PERMISSION = 77  # EX_NOPERM: the user may not read or write what the command needs
     CONFIG = 78  # EX_CONFIG: cortex.md or the access key is invalid
 
 
@@ -148,3 +151,13 @@ class InternalError(NoemafedError):
 
     def __init__(self, exc: Exception) -> None:
         super().__init__(f"internal error: {type(exc).__name__}: {exc}", INTERNAL_ERROR_HINT)
+
+
+class HostError(NoemafedError):
+    """The host refused a file or database operation no command handles itself: named, never a traceback."""
+
+    code = "host_error"
+
+    def __init__(self, message: str, exit_code: ExitCode, hint: str) -> None:
+        super().__init__(message, hint)
+        self.exit_code = exit_code

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import re
 from pathlib import Path
 from typing import Any
@@ -219,3 +220,37 @@ def test_a_folder_without_cortex_md_is_no_cortex_exit_66(tmp_path: Path) -> None
     result = run_cli(["--cortex", str(tmp_path), "status"])
     assert result.exit_code == 66
     assert result.stderr.startswith(f"Error: no cortex at --cortex '{tmp_path}': ")
+
+
+@pytest.mark.parametrize("command", [["status"], ["status", "--json"], ["peers", "--json"], ["--version"]])
+def test_a_full_stdout_is_an_error_line_and_exit_74_not_a_traceback(
+    tmp_path: Path, command: list[str]
+) -> None:
+    """Bug: `status > /dev/full` ended in a Python traceback."""
+    import subprocess
+    import sys
+
+    from conftest import REPO, make_cortex
+
+    cortex = make_cortex(tmp_path)
+    with open("/dev/full", "w") as full:
+        result = subprocess.run(
+            [sys.executable, "-m", "noemafed", "--cortex", str(cortex), *command],
+            stdout=full,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ, "PYTHONPATH": str(REPO)},
+            check=False,
+        )
+    assert result.returncode == 74
+    assert result.stderr.startswith("Error: writing standard output: No space left on device\nHint: ")
+
+
+def test_a_file_in_the_way_of_init_is_exit_73(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("not a folder\n")
+    result = run_cli(["init", str(tmp_path / "file" / "cortex")])
+    assert result.exit_code == 73
+    assert result.stderr.startswith(
+        f"Error: cannot create: {tmp_path / 'file' / 'cortex'}: not a directory\n"
+    )
+    assert "Traceback" not in result.stderr
