@@ -444,14 +444,14 @@ class McpSession:
                     if _media_type(response.headers) == SSE_TYPE:
                         message = _read_sse_response(response, request_id, budget, self.deadline, what)
                     else:
-                        message = _parse_json(_read_bounded(response, budget, self.deadline, what), what)
+                        message = _parse_body(_read_bounded(response, budget, self.deadline, what), what)
         if forgotten:
             # The peer forgot our session (restart, idle expiry): one fresh initialize, one retry.
             self.initialize()
             return self._request(method, params, budget, retry_on_404=False, label=label)
         return _unwrap(message, request_id, what)
 
-    def _status_error(self, response: Any, status: int, body: bytes) -> HttpStatusError:
+    def _status_error(self, response: Any, status: int, body: bytes | bytearray) -> HttpStatusError:
         text = body.decode("utf-8", errors="replace").strip()[:300]
         error = HttpStatusError(status, getattr(response, "reason", "") or "", text)
         if isinstance(response, urllib.error.HTTPError):
@@ -465,10 +465,13 @@ def _describe(exc: BaseException) -> str:
     return str(exc) or type(exc).__name__
 
 
-def _read_bounded(response: Any, budget: int, deadline: Deadline, what: str) -> bytes:
+def _read_bounded(response: Any, budget: int, deadline: Deadline, what: str) -> bytearray:
     """Read a whole body, never more than `budget` bytes, never past the deadline."""
-    chunks: list[bytes] = []
-    total = 0
+    # One buffer, not chunks joined at the end (which held the body twice): sized once by the Content-Length
+    # when it is within the budget, else grown as the body comes (realloc; a large one is remapped, not copied).
+    promised = getattr(response, "length", None)
+    body = bytearray(promised if isinstance(promised, int) and 0 < promised <= budget else 0)
+    size = 0
     while True:
         deadline.check()
         chunk = _read_chunk(response, what)
@@ -478,11 +481,12 @@ def _read_bounded(response: Any, budget: int, deadline: Deadline, what: str) -> 
                 raise WireError(TRUNCATED.format(what=what, short=short)) from http.client.IncompleteRead(
                     b"", short
                 )
-            return b"".join(chunks)
-        total += len(chunk)
-        if total > budget:
+            del body[size:]  # nothing, unless the body ended short of a length http.client did not check
+            return body
+        if size + len(chunk) > budget:
             raise ResponseTooLarge(TOO_LARGE.format(what=what, budget=budget))
-        chunks.append(chunk)
+        body[size : size + len(chunk)] = chunk  # within the buffer a copy in place; past its end it grows
+        size += len(chunk)
 
 
 def _read_chunk(response: Any, what: str) -> bytes:
@@ -509,7 +513,7 @@ def _read_sse_response(response: Any, request_id: int, budget: int, deadline: De
         for event in events:
             if not event.data.strip():
                 continue  # rmcp's priming event
-            message = _parse_json(event.data.encode("utf-8"), what)
+            message = _parse_event_data(event.data, what)
             if (
                 isinstance(message, dict)
                 and message.get("id") == request_id
@@ -520,7 +524,31 @@ def _read_sse_response(response: Any, request_id: int, budget: int, deadline: De
             raise WireError(STREAM_ENDED.format(what=what))
 
 
-def _parse_json(body: bytes, what: str) -> Any:
+def _parse_body(body: bytearray, what: str) -> Any:
+    """json.loads(body), without holding the body's bytes while the JSON is parsed."""
+    try:
+        # Exactly what json.loads does with bytes (UTF-8, -16 or -32, a UTF-8 BOM dropped), done here so the
+        # buffer can be emptied first: the parser then holds one copy of the body (the str), not two.
+        text = body.decode(json.detect_encoding(body), "surrogatepass")
+    except ValueError as exc:
+        raise WireError(NOT_JSON.format(what=what, error=exc)) from exc
+    finally:
+        body.clear()  # the caller's buffer too: nothing else needs it
+    return _parse_json(text, what)
+
+
+def _parse_event_data(data: str, what: str) -> Any:
+    """json.loads(data.encode()), without making those bytes (the data may be a whole page).
+
+    The same result and the same errors: json.loads guesses the encoding of bytes, and the UTF-8 of a str
+    can only look like something else when it starts with a BOM or has a NUL in its first two characters.
+    """
+    if data.startswith("\ufeff") or "\x00" in data[:2]:
+        return _parse_json(data.encode("utf-8"), what)
+    return _parse_json(data, what)
+
+
+def _parse_json(body: bytes | str, what: str) -> Any:
     try:
         return json.loads(body)
     except (ValueError, RecursionError) as exc:  # RecursionError: nesting deeper than the parser's stack
