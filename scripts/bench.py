@@ -1095,7 +1095,9 @@ class MemoryCase:
     label: str
     pages: int  # full pages of 1,000 events served in a row (2: the second one is fetched ahead)
     mib: float  # the aimed-for size of each answer body
-    flavor: str = "go"  # go: one JSON body with a Content-Length; rust: a chunked SSE stream
+    # go: one JSON body with a Content-Length; go-chunked: the same body chunked, as Go's net/http sends a large
+    # one; rust: a chunked SSE stream
+    flavor: str = "go"
     # One such character per body: Python then holds a text as 2 ("\u2014") or 4 ("\U0001f600") bytes a character.
     wide: str = ""
 
@@ -1175,7 +1177,13 @@ def memory_run(case: MemoryCase, root: Path, code: Path, timeout: float) -> dict
     env["XDG_CONFIG_HOME"] = str(root / "config")
     out, err = root / "sync.out", root / "sync.err"
     argv = [sys.executable, "-m", "noemafed", "--cortex", str(target), "sync", "--once", "--json"]
-    with StdlibPeer(source, flavor=case.flavor, page_override=pages) as peer:
+    flavor = "rust" if case.flavor == "rust" else "go"
+    with contextlib.ExitStack() as stack:
+        peer: Any = stack.enter_context(StdlibPeer(source, flavor=flavor, page_override=pages))
+        if case.flavor == "go-chunked":
+            from peers.hostile_peer import HostilePeer  # a socket-level proxy that re-frames one answer
+
+            peer = stack.enter_context(HostilePeer(peer, "sync_events", chunked_answer))
         add_peers(target, {"source": peer.endpoint})
         wrapper = subprocess.Popen(
             [sys.executable, "-c", SPAWN_AND_WAIT, str(out), str(err), str(timeout), *argv],
@@ -1205,6 +1213,20 @@ def memory_run(case: MemoryCase, root: Path, code: Path, timeout: float) -> dict
     }
 
 
+def chunked_answer(sock: Any, forwarded: Any) -> None:
+    """The honest answer with `Transfer-Encoding: chunked` (chunks of 32 KiB) instead of a Content-Length."""
+    body = forwarded.body
+    sock.sendall(
+        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n"
+        b"Connection: close\r\n\r\n"
+    )
+    step = 32 * 1024
+    for at in range(0, len(body), step):
+        piece = body[at : at + step]
+        sock.sendall(b"%x\r\n%s\r\n" % (len(piece), piece))
+    sock.sendall(b"0\r\n\r\n")
+
+
 MEMORY_CASES = {
     "normal": MemoryCase("1 page, 1,000 x 1.7 KiB events (a normal page)", 1, 1.7),
     "25": MemoryCase("1 page of 25 MiB", 1, 25),
@@ -1212,6 +1234,7 @@ MEMORY_CASES = {
     "95": MemoryCase("1 page of 95 MiB", 1, 95),
     "2x50": MemoryCase("2 full pages of 50 MiB in a row", 2, 50),
     "2x95": MemoryCase("2 full pages of 95 MiB in a row", 2, 95),
+    "95-chunked": MemoryCase("1 page of 95 MiB, chunked (no Content-Length)", 1, 95, flavor="go-chunked"),
     "95-sse": MemoryCase("1 page of 95 MiB as SSE (a Rust peer)", 1, 95, flavor="rust"),
     "95-bmp": MemoryCase("1 page of 95 MiB, one '\u2014' per event", 1, 95, wide="\u2014"),
     "95-emoji": MemoryCase("1 page of 95 MiB, one '\U0001f600' per event", 1, 95, wide="\U0001f600"),
@@ -1252,12 +1275,14 @@ def memory_command(args: argparse.Namespace) -> int:
                 print(f"{case.label:56s} FAILED: {one_line_error(exc)}")
                 failed = True
                 continue
+            ratios = sorted((r["peak"] - r["idle_hwm"]) * 1024 / r["wire"] for r in runs)
             run = sorted(runs, key=lambda r: r["peak"] - r["idle_hwm"])[len(runs) // 2]
             delta = (run["peak"] - run["idle_hwm"]) * 1024
+            spread = f"; {len(runs)} runs, ratio {ratios[0]:.2f}-{ratios[-1]:.2f}" if len(runs) > 1 else ""
             print(
                 f"{case.label:56s} body {run['wire'] / MIB:6.1f} MiB  idle {mib(run['idle_hwm'])}  "
                 f"peak {mib(run['peak'])}  delta {delta / MIB:6.1f} MiB  ratio {delta / run['wire']:5.2f}  "
-                f"({run['seconds']:.1f} s)"
+                f"({run['seconds']:.1f} s{spread})"
             )
     return 1 if failed else 0
 
