@@ -1235,6 +1235,7 @@ MEMORY_CASES = {
     "2x50": MemoryCase("2 full pages of 50 MiB in a row", 2, 50),
     "2x95": MemoryCase("2 full pages of 95 MiB in a row", 2, 95),
     "95-chunked": MemoryCase("1 page of 95 MiB, chunked (no Content-Length)", 1, 95, flavor="go-chunked"),
+    "2x95-chunked": MemoryCase("2 full pages of 95 MiB in a row, chunked", 2, 95, flavor="go-chunked"),
     "95-sse": MemoryCase("1 page of 95 MiB as SSE (a Rust peer)", 1, 95, flavor="rust"),
     "95-bmp": MemoryCase("1 page of 95 MiB, one '\u2014' per event", 1, 95, wide="\u2014"),
     "95-emoji": MemoryCase("1 page of 95 MiB, one '\U0001f600' per event", 1, 95, wide="\U0001f600"),

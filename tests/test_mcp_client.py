@@ -156,6 +156,7 @@ def _loads_outcome(parse: Any, body: Any) -> tuple[str, str]:
     )
 )
 @example(b"\xef\xbb\xbf[1]")
+@example(b"\xef\xbb\xbf\xef\xbb\xbf[1]")  # a BOM left after decoding: json.loads(bytes) does not name it
 @example(b'"\xed\xa0\x80"')  # an encoded lone surrogate: json.loads lets it through (surrogatepass)
 @example(b"[\xff]")
 def test_a_body_parses_as_json_loads_parses_its_bytes(body: bytes) -> None:

@@ -467,11 +467,9 @@ def _describe(exc: BaseException) -> str:
 
 def _read_bounded(response: Any, budget: int, deadline: Deadline, what: str) -> bytearray:
     """Read a whole body, never more than `budget` bytes, never past the deadline."""
-    # One buffer, not chunks joined at the end (which held the body twice): sized once by the Content-Length
-    # when it is within the budget, else grown as the body comes (realloc; a large one is remapped, not copied).
-    promised = getattr(response, "length", None)
-    body = bytearray(promised if isinstance(promised, int) and 0 < promised <= budget else 0)
-    size = 0
+    # One growing buffer, not chunks joined at the end (which held the body twice). Sizing it from the
+    # Content-Length measured no better (bench.py memory) and would commit the promised size before a byte came.
+    body = bytearray()
     while True:
         deadline.check()
         chunk = _read_chunk(response, what)
@@ -481,12 +479,10 @@ def _read_bounded(response: Any, budget: int, deadline: Deadline, what: str) -> 
                 raise WireError(TRUNCATED.format(what=what, short=short)) from http.client.IncompleteRead(
                     b"", short
                 )
-            del body[size:]  # nothing, unless the body ended short of a length http.client did not check
             return body
-        if size + len(chunk) > budget:
+        if len(body) + len(chunk) > budget:
             raise ResponseTooLarge(TOO_LARGE.format(what=what, budget=budget))
-        body[size : size + len(chunk)] = chunk  # within the buffer a copy in place; past its end it grows
-        size += len(chunk)
+        body += chunk
 
 
 def _read_chunk(response: Any, what: str) -> bytes:
@@ -524,17 +520,24 @@ def _read_sse_response(response: Any, request_id: int, budget: int, deadline: De
             raise WireError(STREAM_ENDED.format(what=what))
 
 
+_DECODER = json.JSONDecoder()  # what json.loads uses when given no options
+
+
 def _parse_body(body: bytearray, what: str) -> Any:
     """json.loads(body), without holding the body's bytes while the JSON is parsed."""
+    # Exactly what json.loads does with bytes (UTF-8, -16 or -32, a UTF-8 BOM dropped, then its decoder, which
+    # unlike json.loads of a str does not name a BOM left over), done here so the buffer can be emptied first:
+    # the parser then holds one copy of the body (the str), not two.
     try:
-        # Exactly what json.loads does with bytes (UTF-8, -16 or -32, a UTF-8 BOM dropped), done here so the
-        # buffer can be emptied first: the parser then holds one copy of the body (the str), not two.
         text = body.decode(json.detect_encoding(body), "surrogatepass")
     except ValueError as exc:
         raise WireError(NOT_JSON.format(what=what, error=exc)) from exc
     finally:
         body.clear()  # the caller's buffer too: nothing else needs it
-    return _parse_json(text, what)
+    try:
+        return _DECODER.decode(text)
+    except (ValueError, RecursionError) as exc:  # RecursionError: nesting deeper than the parser's stack
+        raise WireError(NOT_JSON.format(what=what, error=exc)) from exc
 
 
 def _parse_event_data(data: str, what: str) -> Any:
