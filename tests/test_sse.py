@@ -113,3 +113,11 @@ def test_a_long_line_in_many_chunks_is_one_value() -> None:
     for at in range(0, len(body), 1000):
         got += parser.feed(body[at : at + 1000])
     assert got == [SseEvent(value, "message", "1/0")]
+
+
+def test_a_cr_before_more_text_in_the_same_chunk_ends_its_line_alone() -> None:
+    """The next chunk's LF then ends the following line; it is not the second half of a CRLF."""
+    body = b"data: a\rdata: b\n\n"
+    parser = SseParser()
+    got = [*parser.feed(body[:15]), *parser.feed(body[15:]), *parser.close()]
+    assert got == parse_all(body) == [SseEvent("a\nb")]

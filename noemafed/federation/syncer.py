@@ -509,7 +509,7 @@ class PeerPoller:
 
 def _first_refused_id(events: Sequence[EventHead], max_future_skew: float) -> tuple[int, str] | None:
     """The index of the first event whose id must not be stored (and why), or None when all are fine."""
-    from noemafed.cortex.events import event_id_problem  # noqa: PLC0415 (loaded with the page, as parse_page is)
+    from noemafed.cortex.events import event_id_problem  # noqa: PLC0415 (loaded with the page, as read_page is)
 
     now_millis = time.time_ns() // 1_000_000
     skew_millis = int(max_future_skew * 1000)

@@ -46,11 +46,10 @@ class SseParser:
         text = self._raw.decode("utf-8", "replace")
         self._raw = bytearray(chunk[end:])
         yield from self._consume(text)
-        if self._pending_cr and self._raw:
-            # The text ended in a CR and the chunk goes on: it decides now whether that CR began a CRLF.
+        if self._raw:
+            # The chunk went on after its last line end without an LF there: a CR that ended the text was a
+            # line end of its own, and whatever comes next continues the line in `_raw`.
             self._pending_cr = False
-            if self._raw.startswith(b"\n"):
-                del self._raw[:1]
 
     def close(self) -> Iterator[SseEvent]:
         """End of stream: a final line without terminator counts; an undispatched event is dropped."""
