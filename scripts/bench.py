@@ -68,7 +68,7 @@ BODY = ("Lorem ipsum dolor sit amet, consectetur adipiscing elit; the index & ev
 ] + "\n"
 
 
-def page_text(start: int, stop: int) -> str:
+def page_text(start: int, stop: int, text: str = BODY) -> str:
     """One page of realistic `create` events numbered start..stop-1, as a Go peer serves them.
 
     The payloads are built by the product's own encoder; only ids differ between calls (fresh ULIDs).
@@ -76,7 +76,7 @@ def page_text(start: int, stop: int) -> str:
     events = []
     for n in range(start, stop):
         trace_id = f"20250401-benchmark-trace-{n}"
-        body = f"{n}: {BODY}"
+        body = f"{n}: {text}"
         snapshot = traces.Trace(
             id=trace_id,
             title=f"Benchmark trace {n}",
@@ -1083,6 +1083,223 @@ def load_command(args: argparse.Namespace) -> int:
     return 0 if ok else 1
 
 
+# ---- memory -------------------------------------------------------------------------------------------------
+
+MIB = 1024 * 1024
+# A markdown-ish body line: plain ASCII (Go escapes none of it) and a newline (2 bytes in the page, 3 in the
+# envelope), so the body on the wire is close to the page text in size.
+BIG_LINE = (
+    "Lorem ipsum dolor sit amet, consectetur adipiscing elit, sed do eiusmod tempor incididunt ut labore.\n"
+)
+
+
+@dataclass(frozen=True)
+class MemoryCase:
+    label: str
+    pages: int  # full pages of 1,000 events served in a row (2: the second one is fetched ahead)
+    mib: float  # the aimed-for size of each answer body
+    # go: one JSON body with a Content-Length; go-chunked: the same body chunked, as Go's net/http sends a large
+    # one; rust: a chunked SSE stream
+    flavor: str = "go"
+    # One such character per body: Python then holds a text as 2 ("\u2014") or 4 ("\U0001f600") bytes a character.
+    wide: str = ""
+
+
+def big_pages(case: MemoryCase) -> list[str]:
+    """`case.pages` pages of PAGE create events whose answers are each about `case.mib` MiB on the wire."""
+    per_event = int(case.mib * MIB / PAGE)
+    probe = page_text(0, 1, "")
+    # The event without body, as it sits in the envelope (each '"' gains a backslash), plus the separator.
+    overhead = len(json.dumps(probe, ensure_ascii=False)) + 1
+    length = max(per_event - overhead, 1)
+    line_wire = len(BIG_LINE) + 2  # the newline is `\n` in the page and `\\n` in the envelope
+    text = BIG_LINE * (length // line_wire)
+    if case.wide:
+        text = case.wide + text[len(case.wide.encode()) :]  # the size on the wire is unchanged
+    return [page_text(n * PAGE, (n + 1) * PAGE, text) for n in range(case.pages)]
+
+
+def proc_status_kib(pid: int, field: str) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(f"{field}:"):
+            return int(line.split()[1])
+    raise RuntimeError(f"no {field} for process {pid}")
+
+
+class PagesByCursor:
+    """A StdlibPeer page_override serving `texts` by cursor; at the first ask it reads the syncing process's
+    memory, which is then everything a sync holds before any page: interpreter, imports, session, handshake."""
+
+    def __init__(self, texts: list[str], ids: list[tuple[str, str]]) -> None:
+        self.texts, self.ids = texts, ids
+        self.pid = 0
+        self.idle_hwm = self.idle_rss = 0
+
+    def __call__(self, since: str, limit: int) -> str:
+        if not since and self.pid:
+            # The child is blocked on this answer, so its memory is not moving.
+            self.idle_hwm = proc_status_kib(self.pid, "VmHWM")
+            self.idle_rss = proc_status_kib(self.pid, "VmRSS")
+        for text, (_, last) in zip(self.texts, self.ids, strict=True):
+            if last > since:
+                return text
+        return "null"
+
+
+# Starts the sync and reports its pid, then its exit status and its own peak RSS. The sync must not be spawned
+# by the benchmark itself: a spawned child's ru_maxrss starts from its parent's resident size at exec (Linux
+# records the old image's high-water mark), and the benchmark holds the pages it serves. This wrapper is small.
+SPAWN_AND_WAIT = """
+import json, os, subprocess, sys, threading
+out, err, timeout = sys.argv[1], sys.argv[2], float(sys.argv[3])
+with open(out, "wb") as stdout, open(err, "wb") as stderr:
+    child = subprocess.Popen(sys.argv[4:], stdout=stdout, stderr=stderr)
+print(child.pid, flush=True)
+killer = threading.Timer(timeout, child.kill)
+killer.start()
+_, status, usage = os.wait4(child.pid, 0)
+killer.cancel()
+print(json.dumps({"returncode": os.waitstatus_to_exitcode(status), "peak_rss_kib": usage.ru_maxrss}))
+"""
+
+
+def memory_run(case: MemoryCase, root: Path, code: Path, timeout: float) -> dict[str, Any]:
+    """One cold `sync --once` of `case` in its own process: its peak RSS above its RSS before the first page."""
+    sys.path.insert(0, str(REPO / "tests"))
+    from peers.stdlib_peer import StdlibPeer  # a Go- or Rust-flavoured test peer, real HTTP on 127.0.0.1
+
+    texts = big_pages(case)
+    ids = [(parse_page(t)[0].id, parse_page(t)[-1].id) for t in texts]
+    wire = [len(json.dumps(t, ensure_ascii=False).encode()) for t in texts]
+    source, target = root / "source", root / "target"
+    init_cortex(source, "source")
+    init_cortex(target, "target")
+    pages = PagesByCursor(texts, ids)
+    env = {k: v for k, v in os.environ.items() if k not in ("NOEMA_MCP_KEY", "NOEMA_CORTEX")}
+    env["PYTHONPATH"] = str(code)
+    env["XDG_CONFIG_HOME"] = str(root / "config")
+    out, err = root / "sync.out", root / "sync.err"
+    argv = [sys.executable, "-m", "noemafed", "--cortex", str(target), "sync", "--once", "--json"]
+    flavor = "rust" if case.flavor == "rust" else "go"
+    with contextlib.ExitStack() as stack:
+        peer: Any = stack.enter_context(StdlibPeer(source, flavor=flavor, page_override=pages))
+        if case.flavor == "go-chunked":
+            from peers.hostile_peer import HostilePeer  # a socket-level proxy that re-frames one answer
+
+            peer = stack.enter_context(HostilePeer(peer, "sync_events", chunked_answer))
+        add_peers(target, {"source": peer.endpoint})
+        wrapper = subprocess.Popen(
+            [sys.executable, "-c", SPAWN_AND_WAIT, str(out), str(err), str(timeout), *argv],
+            stdout=subprocess.PIPE,
+            text=True,
+            env=env,
+            cwd=root,  # not this checkout: `-m` puts the working directory first on sys.path
+        )
+        assert wrapper.stdout is not None
+        pages.pid = int(wrapper.stdout.readline())
+        measured: dict[str, Any] = json.loads(wrapper.communicate(timeout=timeout + 30)[0])
+    measured["stdout"], measured["stderr"] = out.read_text(), err.read_text()
+    peer_report = sync_report(measured)["peers"][0]
+    if peer_report["status"] != "ok" or peer_report["events_applied"] != PAGE * case.pages:
+        raise RuntimeError(f"sync did not apply {PAGE * case.pages} events: {peer_report}")
+    if not pages.idle_hwm:
+        raise RuntimeError("the peer never saw the first sync_events request")
+    shutil.rmtree(source)
+    shutil.rmtree(target)
+    return {
+        "wire": max(wire),
+        "text": max(len(t) for t in texts),
+        "idle_rss": pages.idle_rss,
+        "idle_hwm": pages.idle_hwm,
+        "peak": measured["peak_rss_kib"],
+        "seconds": peer_report["seconds"],
+    }
+
+
+def chunked_answer(sock: Any, forwarded: Any) -> None:
+    """The honest answer with `Transfer-Encoding: chunked` (chunks of 32 KiB) instead of a Content-Length."""
+    body = forwarded.body
+    sock.sendall(
+        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n"
+        b"Connection: close\r\n\r\n"
+    )
+    step = 32 * 1024
+    for at in range(0, len(body), step):
+        piece = body[at : at + step]
+        sock.sendall(b"%x\r\n%s\r\n" % (len(piece), piece))
+    sock.sendall(b"0\r\n\r\n")
+
+
+MEMORY_CASES = {
+    "normal": MemoryCase("1 page, 1,000 x 1.7 KiB events (a normal page)", 1, 1.7),
+    "25": MemoryCase("1 page of 25 MiB", 1, 25),
+    "50": MemoryCase("1 page of 50 MiB", 1, 50),
+    "95": MemoryCase("1 page of 95 MiB", 1, 95),
+    "2x50": MemoryCase("2 full pages of 50 MiB in a row", 2, 50),
+    "2x95": MemoryCase("2 full pages of 95 MiB in a row", 2, 95),
+    "95-chunked": MemoryCase("1 page of 95 MiB, chunked (no Content-Length)", 1, 95, flavor="go-chunked"),
+    "2x95-chunked": MemoryCase("2 full pages of 95 MiB in a row, chunked", 2, 95, flavor="go-chunked"),
+    "95-sse": MemoryCase("1 page of 95 MiB as SSE (a Rust peer)", 1, 95, flavor="rust"),
+    "95-bmp": MemoryCase("1 page of 95 MiB, one '\u2014' per event", 1, 95, wide="\u2014"),
+    "95-emoji": MemoryCase("1 page of 95 MiB, one '\U0001f600' per event", 1, 95, wide="\U0001f600"),
+}
+
+
+def memory_command(args: argparse.Namespace) -> int:
+    """Peak RSS of `sync --once` above its RSS before the first page, for pages up to the 100 MiB cap."""
+    print(f"machine: {machine()}")
+    code = args.code.resolve()
+    probe = subprocess.run(
+        [sys.executable, "-c", "import noemafed; print(noemafed.__file__)"],
+        env={**os.environ, "PYTHONPATH": str(code)},
+        cwd=tempfile.gettempdir(),  # not this checkout: `-c` and `-m` put the working directory first
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    if not probe.startswith(str(code)):
+        raise RuntimeError(f"the child would run {probe}, not the code under {code}")
+    print(f"code: {code} (python -m noemafed)")
+    print(
+        "delta = the child's peak RSS (wait4 ru_maxrss) minus its VmHWM when its first sync_events request "
+        "reached the peer; ratio = delta / the answer's body size"
+    )
+    failed = False
+    with tempfile.TemporaryDirectory(prefix="noemafed-bench-") as tmp:
+        for name in args.cases:
+            case = MEMORY_CASES[name]
+            runs = []
+            try:
+                for number in range(args.repeat):
+                    root = Path(tmp) / f"{name}-{number}"
+                    root.mkdir()
+                    runs.append(memory_run(case, root, code, args.timeout))
+                    shutil.rmtree(root)
+            except RuntimeError as exc:  # a sync that failed: say how, and go on with the other cases
+                print(f"{case.label:56s} FAILED: {one_line_error(exc)}")
+                failed = True
+                continue
+            ratios = sorted((r["peak"] - r["idle_hwm"]) * 1024 / r["wire"] for r in runs)
+            run = sorted(runs, key=lambda r: r["peak"] - r["idle_hwm"])[len(runs) // 2]
+            delta = (run["peak"] - run["idle_hwm"]) * 1024
+            spread = f"; {len(runs)} runs, ratio {ratios[0]:.2f}-{ratios[-1]:.2f}" if len(runs) > 1 else ""
+            print(
+                f"{case.label:56s} body {run['wire'] / MIB:6.1f} MiB  idle {mib(run['idle_hwm'])}  "
+                f"peak {mib(run['peak'])}  delta {delta / MIB:6.1f} MiB  ratio {delta / run['wire']:5.2f}  "
+                f"({run['seconds']:.1f} s{spread})"
+            )
+    return 1 if failed else 0
+
+
+def one_line_error(exc: Exception) -> str:
+    """A failed sync's reason and message from its --json report, or the exception's first line."""
+    text = str(exc)
+    with contextlib.suppress(ValueError):
+        peer = json.JSONDecoder().raw_decode(text, text.index("{"))[0]["peers"][0]
+        return f"{peer.get('reason')}: {peer.get('message')} ({peer.get('seconds', 0):.1f} s)"
+    return text.splitlines()[0]
+
+
 def add_pyz_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--pyz", type=Path, default=DEFAULT_PYZ, help="the built zipapp (default: dist/noemafed.pyz)"
@@ -1128,6 +1345,22 @@ def main(argv: list[str] | None = None) -> int:
     load.add_argument("--limit", type=int, default=1000)
     load.add_argument("--timeout", type=float, default=600.0, help="wall-clock bound of the whole load")
     add_pyz_options(load)
+    memory = sub.add_parser(
+        "memory", help="peak RSS of `sync --once` above idle, for pages up to the 100 MiB cap"
+    )
+    memory.add_argument(
+        "--cases", nargs="+", choices=list(MEMORY_CASES), default=["normal", "25", "50", "95", "2x50", "2x95"]
+    )
+    memory.add_argument("--repeat", type=int, default=1, help="runs per case (the median delta is shown)")
+    memory.add_argument(
+        "--timeout", type=float, default=600.0, help="seconds a sync may take before it is killed"
+    )
+    memory.add_argument(
+        "--code",
+        type=Path,
+        default=REPO,
+        help="the tree whose noemafed package the sync runs (default: this one)",
+    )
     hidden = sub.add_parser("_child")
     hidden.add_argument("kind", choices=["floor", "replay"])
     hidden.add_argument("events", type=int)
@@ -1151,6 +1384,7 @@ def main(argv: list[str] | None = None) -> int:
         "startup": startup_command,
         "serve": serve_command,
         "load": load_command,
+        "memory": memory_command,
     }
     return commands[args.command](args)
 

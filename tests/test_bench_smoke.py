@@ -67,3 +67,13 @@ def test_bench_load_smoke() -> None:
     assert "errors 0, dropped 0, duplicated 0, not identical to the source's id sequence 0" in out, out
     assert "the run ended by itself: yes" in out, out
     assert "verdict : no error, no dropped and no duplicated event" in out, out
+
+
+def test_bench_memory_smoke() -> None:
+    out = bench("memory", "--cases", "normal")
+    assert re.search(
+        r"^1 page, 1,000 x 1\.7 KiB events \(a normal page\) +body +\d+\.\d MiB  idle \d+\.\d MiB  "
+        r"peak \d+\.\d MiB  delta +-?\d+\.\d MiB  ratio +-?\d+\.\d\d ",
+        out,
+        re.MULTILINE,
+    ), out

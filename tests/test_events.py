@@ -20,6 +20,7 @@ from noemafed.cortex.events import (
     event_row,
     page_json,
     parse_page,
+    read_page,
 )
 
 DATA = Path(__file__).resolve().parent / "data"
@@ -340,6 +341,43 @@ def test_pages_as_served_take_the_fast_path(served: list[Event]) -> None:
     fast = events_module._parse_compact_page(text, False)
     assert fast is not None
     assert fast == events_module._parse_page(text, False)
+
+
+def _read_lazily(text: str) -> object:
+    """read_page as it reads a large page, whatever the size of this one."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(events_module, "LARGE_PAGE_CHARS", -1)
+        try:
+            page = read_page(text)
+        except EventFormatError as exc:
+            return ("error", str(exc))
+    assert page.large
+    whole = page.events()
+    # In ranges, as replay asks for them, the same events; no parsed payload is kept beside them.
+    for cut in range(len(page) + 1):
+        assert page.events(0, cut) + page.events(cut) == whole
+    assert page.heads == [(event.id, event.trace_id) for event in whole]
+    assert all(event._parsed is None for event in whole)
+    return ("events", whole, [event.data for event in whole])
+
+
+@settings(max_examples=600, deadline=None)
+@given(_page())
+@example("[" + _compact_ev('{"a":1},"data":null') + "]")  # a later null `data` wins over an object
+@example("[" + _compact_ev('{"a":1},"data":{"b":2}') + "]")
+@example("[" + ev('{"a" : [1, {"b": " x "}]}') + "," + ev("null") + "]")  # whitespace: the general parser
+def test_a_large_page_is_read_lazily_into_the_same_events(text: str) -> None:
+    assert _read_lazily(text) == _outcome(parse_page, text)
+
+
+def test_a_normal_page_keeps_its_parsed_payloads_and_not_its_text() -> None:
+    page = read_page("[" + ev('{"a":1}') + "," + ev("null") + "]")
+    assert not page.large
+    first, second = page.events()
+    assert first._parsed is not None
+    assert first.payload() is first.payload()
+    assert second.data == "null"
+    assert page._text == ""
 
 
 def _compact_reference(span: str) -> str:

@@ -127,3 +127,49 @@ def test_an_id_with_nul_is_ignored() -> None:
         SseEvent("x", id="7"),
         SseEvent("y", id="7"),
     ]
+
+
+@given(
+    lines=st.lists(st.binary(max_size=30).filter(lambda b: b"\r" not in b and b"\n" not in b), max_size=5),
+    cuts=st.lists(st.integers(min_value=0, max_value=250), max_size=8),
+)
+def test_any_bytes_decode_as_utf8_with_replacement_however_chunked(
+    lines: list[bytes], cuts: list[int]
+) -> None:
+    """Lines are found in the bytes and decoded whole, so a character cut by a chunk is never broken."""
+    body = b"".join(b"data: " + line + b"\n\n" for line in lines)
+    parser = SseParser()
+    got: list[SseEvent] = []
+    start = 0
+    for cut in sorted({c for c in cuts if c < len(body)}):
+        got += parser.feed(body[start:cut])
+        start = cut
+    got += parser.feed(body[start:])
+    got += parser.close()
+    assert got == parse_all(body)
+    assert [event.data for event in got] == [line.decode("utf-8", "replace") for line in lines]
+
+
+def test_a_crlf_split_by_an_empty_chunk_is_still_one_line_end() -> None:
+    parser = SseParser()
+    got = [*parser.feed(b"data: a\r"), *parser.feed(b""), *parser.feed(b"\ndata: b\r\n\r\n"), *parser.close()]
+    assert got == [SseEvent("a\nb")]
+
+
+def test_a_long_line_in_many_chunks_is_one_value() -> None:
+    """A whole page is one `data:` line; it arrives in thousands of reads and is decoded once."""
+    value = "[" + "é" * 300_000 + "]"
+    body = b"event: message\ndata: " + value.encode() + b"\nid: 1/0\n\n"
+    parser = SseParser()
+    got: list[SseEvent] = []
+    for at in range(0, len(body), 1000):
+        got += parser.feed(body[at : at + 1000])
+    assert got == [SseEvent(value, "message", "1/0")]
+
+
+def test_a_cr_before_more_text_in_the_same_chunk_ends_its_line_alone() -> None:
+    """The next chunk's LF then ends the following line; it is not the second half of a CRLF."""
+    body = b"data: a\rdata: b\n\n"
+    parser = SseParser()
+    got = [*parser.feed(body[:15]), *parser.feed(body[15:]), *parser.close()]
+    assert got == parse_all(body) == [SseEvent("a\nb")]

@@ -755,6 +755,35 @@ def test_the_next_page_is_requested_while_this_one_is_replayed(tmp_path: Path) -
     assert cursor_when_asked[ids[size - 1]] in ("", ids[249])
 
 
+def test_after_a_large_page_the_next_is_requested_once_it_is_replayed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from noemafed.cortex import events as events_module
+
+    # Every page counts as large here; the rule is the same at 8 MiB (bench.py memory measures it there).
+    monkeypatch.setattr(events_module, "LARGE_PAGE_CHARS", 100)
+    src = source(tmp_path, count=200)
+    page = _source_events(src)
+    size = 260
+    cursor_when_asked: dict[str, str] = {}
+
+    def look(since: str) -> None:
+        cursor_when_asked[since] = state_value(target, "peer:src:last_event")
+
+    pages = _PagesFromList(page, look)
+    with StdlibPeer(src, flavor="go", page_override=pages) as peer:
+        target = target_with(tmp_path, [{"name": "src", "endpoint": peer.endpoint}])
+        result = _paged_sync(target, size)
+    assert result.ok, result
+    assert events(target) == events(src)
+    ids = [event.id for event in page]
+    # The same requests as with a page fetched ahead...
+    assert pages.asked == ["", *ids[size - 1 :: size]][: len(pages.asked)]
+    assert len(pages.asked) == len(page) // size + 1
+    # ...but each one only once the page before it was committed whole.
+    assert all(cursor_when_asked[since] == since for since in pages.asked[1:])
+
+
 def test_a_page_fetched_ahead_is_dropped_when_replay_fails(tmp_path: Path) -> None:
     src = source(tmp_path, count=5)
     rows = events(src)

@@ -34,7 +34,7 @@ from noemafed.text.gotext import go_quote, rfc3339_now
 from noemafed.text.sanitize import one_line, short
 
 if TYPE_CHECKING:
-    from noemafed.cortex.events import Event
+    from noemafed.cortex.events import Event, EventHead
     from noemafed.federation.replay import Replayer
 
 PAGE_SIZE = 1000  # the server maximum: fewer round trips than Go's 100, same cursor semantics
@@ -339,6 +339,10 @@ class PeerPoller:
         page's last event, which is where the cursor stands once the page is replayed. The wire and the peer
         then work during the replay instead of before it. A page fetched ahead is simply dropped when the
         poll stops early (a failure, --max-events, the deadline, a stop signal).
+
+        Not after a large page (events.LARGE_PAGE_CHARS): the next one is asked for once this one is
+        replayed and freed. Two large pages at once would hold three times a page or more (bench.py memory),
+        and for a page that large the transfer takes about as long as its replay anyway.
         """
         limit = self.options.page_size
         text = self._call_events(session, _events_arguments(progress.cursor, limit))
@@ -350,28 +354,29 @@ class PeerPoller:
                     progress.caught_up = True
                     return
                 # Lazy: a caught-up poll, the common cron case, never loads the event model.
-                from noemafed.cortex.events import EventFormatError, parse_page  # noqa: PLC0415
+                from noemafed.cortex.events import EventFormatError, read_page  # noqa: PLC0415
 
                 try:
-                    events = parse_page(text)
+                    page = read_page(text)
                 except EventFormatError as exc:
                     raise PollError(EVENTS_PARSE_ERROR.format(err=exc), Phase.EVENTS, Reason.OTHER) from exc
-                del text  # the page's text is not needed once parsed; only one page ahead is kept
-                refused = _first_refused_id(events, self.options.max_future_skew)
-                trusted = events if refused is None else events[: refused[0]]
-                _check_page(events, len(trusted), progress.cursor, limit)
-                full = len(events) == limit and refused is None
-                if full and not self._max_reached(progress, len(events)):
-                    next_page = _events_arguments(events[-1].id, limit)
-                    ahead = _PageAhead(
-                        functools.partial(self._call_events, session, next_page), self.peer.name
-                    )
-                for start in range(0, len(trusted), REPLAY_BATCH):
+                del text  # a large page keeps it (page); a normal one is done with it
+                heads = page.heads
+                refused = _first_refused_id(heads, self.options.max_future_skew)
+                trusted = len(heads) if refused is None else refused[0]
+                _check_page(heads, trusted, progress.cursor, limit)
+                full = len(heads) == limit and refused is None
+                more = full and not self._max_reached(progress, len(heads))
+                next_page = _events_arguments(heads[-1].id, limit) if more else {}
+                if more and not page.large:
+                    fetch = functools.partial(self._call_events, session, next_page)
+                    ahead = _PageAhead(fetch, self.peer.name)
+                for start in range(0, trusted, REPLAY_BATCH):
                     if self._should_stop(deadline, progress):
                         return
-                    self._replay_batch(trusted[start : start + REPLAY_BATCH], progress)
+                    self._replay_batch(page.events(start, min(start + REPLAY_BATCH, trusted)), progress)
                 if refused is not None:
-                    bad = events[refused[0]]
+                    bad = heads[refused[0]]
                     message = INVALID_EVENT_ID_ERROR.format(event_id=bad.id, problem=refused[1])
                     raise PollError(message, Phase.EVENTS, Reason.INVALID_EVENT_ID, bad.id, bad.trace_id)
                 self.log.info(
@@ -384,10 +389,14 @@ class PeerPoller:
                 )
                 if self._max_reached(progress):
                     return
-                if ahead is None:
+                if not more:
                     progress.caught_up = not full
                     return
-                text, ahead = ahead.result(), None
+                del page, heads  # replayed: freed before the next page arrives, not once it is parsed
+                if ahead is None:
+                    text = self._call_events(session, next_page)
+                else:
+                    text, ahead = ahead.result(), None
         finally:
             if ahead is not None and not ahead.settle(0.0 if self.stop.is_set() else AHEAD_GRACE_SECONDS):
                 # Still in flight: the session is not ours to end while another thread uses it. The peer
@@ -512,9 +521,9 @@ class PeerPoller:
             self.log.warning(RECORD_FAILED_LOG.format(name=go_quote(self.peer.name), key=suffix, err=exc))
 
 
-def _first_refused_id(events: Sequence[Event], max_future_skew: float) -> tuple[int, str] | None:
+def _first_refused_id(events: Sequence[EventHead], max_future_skew: float) -> tuple[int, str] | None:
     """The index of the first event whose id must not be stored (and why), or None when all are fine."""
-    from noemafed.cortex.events import event_id_problem  # noqa: PLC0415 (loaded with the page, as parse_page is)
+    from noemafed.cortex.events import event_id_problem  # noqa: PLC0415 (loaded with the page, as read_page is)
 
     now_millis = time.time_ns() // 1_000_000
     skew_millis = int(max_future_skew * 1000)

@@ -455,14 +455,14 @@ class McpSession:
                     if _media_type(response.headers) == SSE_TYPE:
                         message = _read_sse_response(response, request_id, budget, self.deadline, what)
                     else:
-                        message = _parse_json(_read_bounded(response, budget, self.deadline, what), what)
+                        message = _parse_body(_read_bounded(response, budget, self.deadline, what), what)
         if forgotten:
             # The peer forgot our session (restart, idle expiry): one fresh initialize, one retry.
             self.initialize()
             return self._request(method, params, budget, retry_on_404=False, label=label)
         return _unwrap(message, request_id, what)
 
-    def _status_error(self, response: Any, status: int, body: bytes) -> HttpStatusError:
+    def _status_error(self, response: Any, status: int, body: bytes | bytearray) -> HttpStatusError:
         text = body.decode("utf-8", errors="replace").strip()[:300]
         error = HttpStatusError(status, getattr(response, "reason", "") or "", text)
         if isinstance(response, urllib.error.HTTPError):
@@ -476,10 +476,11 @@ def _describe(exc: BaseException) -> str:
     return str(exc) or type(exc).__name__
 
 
-def _read_bounded(response: Any, budget: int, deadline: Deadline, what: str) -> bytes:
+def _read_bounded(response: Any, budget: int, deadline: Deadline, what: str) -> bytearray:
     """Read a whole body, never more than `budget` bytes, never past the deadline."""
-    chunks: list[bytes] = []
-    total = 0
+    # One growing buffer, not chunks joined at the end (which held the body twice). Sizing it from the
+    # Content-Length measured no better (bench.py memory) and would commit the promised size before a byte came.
+    body = bytearray()
     while True:
         deadline.check()
         chunk = _read_chunk(response, what)
@@ -489,11 +490,10 @@ def _read_bounded(response: Any, budget: int, deadline: Deadline, what: str) -> 
                 raise WireError(TRUNCATED.format(what=what, short=short)) from http.client.IncompleteRead(
                     b"", short
                 )
-            return b"".join(chunks)
-        total += len(chunk)
-        if total > budget:
+            return body
+        if len(body) + len(chunk) > budget:
             raise ResponseTooLarge(TOO_LARGE.format(what=what, budget=budget))
-        chunks.append(chunk)
+        body += chunk
 
 
 def _read_chunk(response: Any, what: str) -> bytes:
@@ -520,7 +520,7 @@ def _read_sse_response(response: Any, request_id: int, budget: int, deadline: De
         for event in events:
             if not event.data.strip():
                 continue  # rmcp's priming event
-            message = _parse_json(event.data.encode("utf-8"), what)
+            message = _parse_event_data(event.data, what)
             if (
                 isinstance(message, dict)
                 and message.get("id") == request_id
@@ -531,7 +531,38 @@ def _read_sse_response(response: Any, request_id: int, budget: int, deadline: De
             raise WireError(STREAM_ENDED.format(what=what))
 
 
-def _parse_json(body: bytes, what: str) -> Any:
+_DECODER = json.JSONDecoder()  # what json.loads uses when given no options
+
+
+def _parse_body(body: bytearray, what: str) -> Any:
+    """json.loads(body), without holding the body's bytes while the JSON is parsed."""
+    # Exactly what json.loads does with bytes (UTF-8, -16 or -32, a UTF-8 BOM dropped, then its decoder, which
+    # unlike json.loads of a str does not name a BOM left over), done here so the buffer can be emptied first:
+    # the parser then holds one copy of the body (the str), not two.
+    try:
+        text = body.decode(json.detect_encoding(body), "surrogatepass")
+    except ValueError as exc:
+        raise WireError(NOT_JSON.format(what=what, error=exc)) from exc
+    finally:
+        body.clear()  # the caller's buffer too: nothing else needs it
+    try:
+        return _DECODER.decode(text)
+    except (ValueError, RecursionError) as exc:  # RecursionError: nesting deeper than the parser's stack
+        raise WireError(NOT_JSON.format(what=what, error=exc)) from exc
+
+
+def _parse_event_data(data: str, what: str) -> Any:
+    """json.loads(data.encode()), without making those bytes (the data may be a whole page).
+
+    The same result and the same errors: json.loads guesses the encoding of bytes, and the UTF-8 of a str
+    can only look like something else when it starts with a BOM or has a NUL in its first two characters.
+    """
+    if data.startswith("\ufeff") or "\x00" in data[:2]:
+        return _parse_json(data.encode("utf-8"), what)
+    return _parse_json(data, what)
+
+
+def _parse_json(body: bytes | str, what: str) -> Any:
     try:
         return json.loads(body)
     except (ValueError, RecursionError) as exc:  # RecursionError: nesting deeper than the parser's stack

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import codecs
 from collections.abc import Iterator
 from typing import NamedTuple
 
@@ -23,40 +22,52 @@ class SseParser:
     """
 
     def __init__(self) -> None:
-        self._buffer = ""
-        # A multi-byte character may be split between two chunks.
-        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        # Bytes after the last line end seen, kept undecoded: a long line (a whole page of events is one `data:`
+        # line) is decoded once, when it ends, not re-joined with every chunk (quadratic in its length).
+        self._raw = bytearray()
         self._pending_cr = False
         self._data: list[str] = []
         self._event = ""
         self._id: str | None = None
 
     def feed(self, chunk: bytes) -> Iterator[SseEvent]:
-        text = self._decoder.decode(chunk)
-        if self._pending_cr:
+        if self._pending_cr and chunk:
             self._pending_cr = False
-            if text.startswith("\n"):
-                text = text[1:]
-        yield from self._consume(self._buffer + text)
+            if chunk.startswith(b"\n"):
+                chunk = chunk[1:]
+        # CR and LF bytes only ever stand for themselves in UTF-8, so lines can be found before decoding.
+        end = max(chunk.rfind(b"\n"), chunk.rfind(b"\r")) + 1
+        if not end:
+            self._raw += chunk
+            return
+        self._raw += chunk[:end]
+        # Whole lines: they end in a CR or LF, so no multi-byte character is cut here. (An incremental
+        # decoder would copy the bytes first.)
+        text = self._raw.decode("utf-8", "replace")
+        self._raw = bytearray(chunk[end:])
+        yield from self._consume(text)
+        if self._raw:
+            # The chunk went on after its last line end without an LF there: a CR that ended the text was a
+            # line end of its own, and whatever comes next continues the line in `_raw`.
+            self._pending_cr = False
 
     def close(self) -> Iterator[SseEvent]:
         """End of stream: a final line without terminator counts; an undispatched event is dropped."""
-        self._buffer += self._decoder.decode(b"", final=True)
-        if self._buffer:
-            self._line(self._buffer)
-            self._buffer = ""
+        rest = self._raw.decode("utf-8", "replace")
+        self._raw = bytearray()
+        if rest:
+            self._line(rest, 0, len(rest))
         return iter(())
 
     def _consume(self, text: str) -> Iterator[SseEvent]:
+        """Every line of `text`, which ends with a line end."""
         start = 0
         length = len(text)
-        while True:
+        while start < length:
             cr = text.find("\r", start)
             lf = text.find("\n", start)
-            if cr == -1 and lf == -1:
-                break
             end = min(p for p in (cr, lf) if p != -1)
-            line = text[start:end]
+            line_start = start
             if text[end] == "\r":
                 if end + 1 < length:
                     start = end + 2 if text[end + 1] == "\n" else end + 1
@@ -65,19 +76,23 @@ class SseParser:
                     start = end + 1
             else:
                 start = end + 1
-            event = self._line(line)
+            event = self._line(text, line_start, end)
             if event is not None:
                 yield event
-        self._buffer = text[start:]
 
-    def _line(self, line: str) -> SseEvent | None:
-        if line == "":
+    def _line(self, text: str, start: int, end: int) -> SseEvent | None:
+        """The line text[start:end]; only its value is copied out (a `data:` line may be a whole page)."""
+        if start == end:
             return self._dispatch()
-        if line.startswith(":"):
+        if text[start] == ":":
             return None  # a comment: rmcp's keep-alives
-        field, _, value = line.partition(":")
-        if value.startswith(" "):
-            value = value[1:]
+        colon = text.find(":", start, end)
+        if colon == -1:
+            field, value = text[start:end], ""
+        else:
+            field = text[start:colon]
+            begin = colon + 2 if text.startswith(" ", colon + 1, end) else colon + 1
+            value = text[begin:end]
         if field == "data":
             self._data.append(value)
         elif field == "event":
