@@ -39,10 +39,9 @@ _SSE_CHECK = (
     "        for event in events:\n"
 )
 _JSON_CHECK = (
-    "        total += len(chunk)\n"
-    "        if total > budget:\n"
+    "        if len(body) + len(chunk) > budget:\n"
     "            raise ResponseTooLarge(TOO_LARGE.format(what=what, budget=budget))\n"
-    "        chunks.append(chunk)\n"
+    "        body += chunk\n"
 )
 _LATE = "        if total > budget:\n            raise ResponseTooLarge(TOO_LARGE.format(what=what, budget=budget))\n"
 
@@ -66,7 +65,7 @@ PLANTS = (
         "the JSON byte budget is checked one chunk late",
         "noemafed/mcp/client.py",
         _JSON_CHECK,
-        _LATE + "        total += len(chunk)\n        chunks.append(chunk)\n",
+        _JSON_CHECK.replace("len(body) + len(chunk) > budget", "len(body) > budget"),
         (f"{WIRE}::test_the_budget_edges",),
     ),
     Plant(
@@ -82,7 +81,7 @@ PLANTS = (
         "a JSON body of exactly the budget is refused",
         "noemafed/mcp/client.py",
         _JSON_CHECK,
-        _JSON_CHECK.replace("total > budget", "total >= budget"),
+        _JSON_CHECK.replace("> budget", ">= budget"),
         (f"{WIRE}::test_the_budget_edges",),
     ),
     Plant(
@@ -108,8 +107,8 @@ PLANTS = (
         "c-cursor",
         "a page is only checked within itself, not against the cursor",
         "noemafed/federation/syncer.py",
-        "    previous = cursor\n    for event in events:",
-        '    previous = ""\n    for event in events:',
+        "    previous = cursor\n    for event in events[:trusted]:",
+        '    previous = ""\n    for event in events[:trusted]:',
         (f"{PAGES}::test_a_page_that_repeats_the_cursors_id_is_refused",),
     ),
     Plant(
@@ -186,6 +185,8 @@ def with_plant(plant: Plant, args: list[str], show: bool) -> int:
     text = original.decode()
     if text.count(plant.old) != 1:
         raise SystemExit(f"plant {plant.name}: the code to change is not in {plant.path} exactly once")
+    if plant.new == plant.old:
+        raise SystemExit(f"plant {plant.name}: plants nothing (its new code is its old code)")
     try:
         path.write_text(text.replace(plant.old, plant.new), encoding="utf-8")
         return pytest(args, show)
