@@ -177,7 +177,9 @@ KNOWN_GAPS = (
     "deadline (the per-address cap does not help against many addresses, and the total has no option yet).",
     "`serve`: a client sending about 64 MiB every 15 s can keep the request read buffer full (others then get 503).",
     "`serve`: a peer on a slow link must take an answer within `--request-timeout` (15 s by default).",
-    "`sync`: memory is not yet bounded by the page cap: a 95 MiB page took about 8x its size (issue 11, memory).",
+    "`sync`: memory is bounded at 2x a page of ASCII text (2.3x for two pages in a row), but a page of non-ASCII "
+    "text still peaks at 4x (`\u2014`) to 8x (emoji) its size: Python holds such a page as 2 or 4 bytes a "
+    "character (docs/performance.md, memory).",
     "`sync`: mutation testing of the boundary modules (wire, sse, events, replay, serve, identity, classify, "
     "syncer) is not yet at the 90 % target (docs/testing.md).",
     "Peers that are honest but wrong (a cloned cortex id, clocks far apart) are reported, not prevented "
