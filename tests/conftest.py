@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from hypothesis import settings
 
 from noemafed.cli import Environment, main
 from noemafed.cortex import frontmatter
@@ -21,6 +22,10 @@ REPO = Path(__file__).resolve().parent.parent
 PYZ = REPO / "dist" / "noemafed.pyz"
 # scripts/seed.py is how tests make realistic data, the same way the demo and the benchmarks do.
 sys.path.insert(0, str(REPO / "scripts"))
+
+# `pytest --hypothesis-profile=deep tests/test_convergence.py`: the convergence property (which otherwise runs
+# a CI budget) with many more and longer runs; other property tests keep their own settings where they set them.
+settings.register_profile("deep", max_examples=1000, stateful_step_count=60, deadline=None)
 
 
 @pytest.fixture(autouse=True)
