@@ -809,11 +809,9 @@ def either(*predicates: Predicate) -> Predicate:
 
 # Cases today's replay rules do not converge: events that arrive out of causal order (cursor skipping and
 # relays make that common) are applied without looking at what already happened after them. Issue 12
-# changes the first in main; the others are reported there. When a rule lands, delete its entry: the
+# made updates converge (an update is applied only when it dominates the current version); the others remain. When a rule lands, delete its entry: the
 # matching strict xfail example at the end of this file then passes and must lose its mark.
 KNOWN_TODAY: dict[str, tuple[Predicate, tuple[str, ...]]] = {
-    "stale edit applied": (late(["update"], ["update"]), ("trace",)),
-    "edits out of id order": (edits_out_of_id_order, ("trace", "divergence")),
     "create after its update": (late(["create"], ["update"]), ("trace",)),
     "removal before create": (late(EDITS, REMOVALS), ("trace",)),
     "vote before create": (late(["create"], ["vote"]), ("tier_votes",)),
@@ -1137,7 +1135,6 @@ def test_a_page_abandoned_mid_way_then_resumed_converges(
 # Examples of the KNOWN_TODAY cases: each fails today (strict xfail) and passes once its rule converges.
 
 
-@pytest.mark.xfail(raises=AssertionError, strict=True, reason="issue 12: stale edit applied")
 def test_an_edit_that_arrives_after_the_edit_that_supersedes_it_is_not_applied(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -1284,7 +1281,6 @@ def test_a_tag_change_with_an_id_below_its_create_is_folded_into_it(monkeypatch:
         state.sync(pulls=[(1, 0, 50)])  # r1 -> r2
 
 
-@pytest.mark.xfail(raises=AssertionError, strict=True, reason="issue 12: edits out of id order")
 def test_concurrent_edits_with_ids_below_the_create_are_detected(monkeypatch: pytest.MonkeyPatch) -> None:
     """r0 and r2 run 40 s behind r1 and edit r1's trace concurrently; both edits have smaller ids than the
     create. Each compares the other's edit with the last create/update *by id*, the create, which both
