@@ -25,7 +25,7 @@ sys.path.insert(0, str(REPO / "scripts"))
 
 # `pytest --hypothesis-profile=deep tests/test_convergence.py`: the convergence property (which otherwise runs
 # a CI budget) with many more and longer runs; other property tests keep their own settings where they set them.
-settings.register_profile("deep", max_examples=1000, stateful_step_count=60, deadline=None)
+settings.register_profile("deep", max_examples=5000, stateful_step_count=60, deadline=None)
 
 
 @pytest.fixture(autouse=True)
