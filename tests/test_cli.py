@@ -51,6 +51,8 @@ JSON_ERRORS = [
     (["sync", "--once", "--json"], "bad-manifest", "manifest_invalid", 78),
     (["sync", "--once", "--json", "--peer", "zz"], "ok", "command_failed", 1),
     (["sync", "--once", "--json"], "locked", "locked", 75),
+    (["status", "--json"], "no-database", "cortex_unavailable", 69),
+    (["sync", "--once", "--json"], "no-database", "cortex_unavailable", 69),
 ]
 
 
@@ -71,6 +73,8 @@ def test_a_json_commands_error_is_a_document_on_stdout_and_the_error_on_stderr(
         (path / "cortex.md").write_text(text.replace("federation:\n", "federation:\n    mode: mirror\n"))
     elif breakage == "locked":
         lock.acquire()
+    elif breakage == "no-database":
+        (path / "db" / "noema.db").unlink()
     try:
         result = run_cli(["--cortex", str(path), *args])
     finally:
