@@ -21,7 +21,7 @@ from noemafed.errors import (
     ReplayError,
 )
 from noemafed.federation import classify
-from noemafed.federation.classify import IdentityFailure, Phase, Reason
+from noemafed.federation.classify import IdentityFailure, Phase, Reason, TlsFailure
 
 # ----- Go test twins: TestClassifyReplayError -----------------------------------------------------------
 
@@ -164,6 +164,10 @@ OUTCOMES = [
     (Phase.CONNECT, Reason.OTHER, "other", True, 4),
     *[(Phase.INITIALIZE, cause, reason, False, 3) for cause, reason in NETWORK],
     (Phase.INITIALIZE, Reason.AUTH, "auth", True, 4),
+    # A certificate the configured trust rejects: noema's reason, an operator's to fix (issue 13).
+    (Phase.INITIALIZE, TlsFailure.UNTRUSTED, "network_tls", True, 4),
+    (Phase.IDENTITY, TlsFailure.UNTRUSTED, "network_tls", True, 4),
+    (Phase.EVENTS, TlsFailure.UNTRUSTED, "network_tls", True, 4),
     (Phase.INITIALIZE, Reason.OTHER, "other", False, 3),
     *[(Phase.IDENTITY, cause, reason, False, 3) for cause, reason in NETWORK],
     (Phase.IDENTITY, Reason.AUTH, "auth", True, 4),
@@ -200,7 +204,7 @@ OUTCOMES = [
 
 @pytest.mark.parametrize(("phase", "cause", "reason", "needs_operator", "exit_code"), OUTCOMES)
 def test_outcome(
-    phase: Phase, cause: Reason | IdentityFailure, reason: str, needs_operator: bool, exit_code: int
+    phase: Phase, cause: Reason | IdentityFailure | TlsFailure, reason: str, needs_operator: bool, exit_code: int
 ) -> None:
     result = classify.outcome(phase, cause)
     assert result == (reason, needs_operator, exit_code)

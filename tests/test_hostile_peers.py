@@ -1111,13 +1111,14 @@ def test_tls_failures_are_network_tls(
     tmp_path: Path, src: Path, outside_roots: list[Path], make: Any
 ) -> None:
     """The peer's certificate is signed by a CA we were not given, has expired, or names another host.
-    Expected: exit 3, reason `network_tls`, in the initialize phase, no request body sent, nothing stored."""
+    Expected: exit 4 (a certificate the configured trust rejects is an operator's to fix), reason `network_tls`,
+    in the initialize phase, no request body sent, nothing stored."""
     tls, ca = make(tmp_path)
     with StdlibPeer(src, flavor="go", tls=tls) as peer:
         target, outside = through(peer, tmp_path, outside_roots, ca=str(ca))
         run = sync(target)
         assert peer.requests == []
-    assert_aftermath(run, outside, code=3, reason="network_tls", cursor="")
+    assert_aftermath(run, outside, code=4, reason="network_tls", cursor="")
     assert run.report["phase"] == "initialize"
 
 

@@ -365,12 +365,13 @@ def test_subscribe_mode_peer_refuses_events(tmp_path: Path) -> None:
 
 
 def test_tls_without_the_ca_is_network_tls(tmp_path: Path) -> None:
+    """A certificate the configured trust rejects keeps noema's reason and needs an operator (exit 4)."""
     src = source(tmp_path, count=1)
     with StdlibPeer(src, flavor="go", tls=True) as peer:
         target = target_with(tmp_path, [{"name": "src", "endpoint": peer.endpoint}])
         code, doc = sync_json(target)
-    assert code == 3
-    assert doc["peers"][0]["reason"] == "network_tls"
+    assert code == 4
+    assert (doc["peers"][0]["reason"], doc["peers"][0]["needs_operator"]) == ("network_tls", True)
 
 
 def test_missing_ca_file_is_reported(tmp_path: Path) -> None:

@@ -23,12 +23,14 @@ __all__ = [
     "Outcome",
     "Phase",
     "Reason",
+    "TlsFailure",
     "categorize_error",
     "classify_network_error",
     "classify_replay_error",
     "health_hint",
     "is_local_storage_failure",
     "is_schema_widening",
+    "network_cause",
     "outcome",
 ]
 
@@ -84,6 +86,12 @@ class IdentityFailure(StrEnum):
     DB = "db"
 
 
+class TlsFailure(StrEnum):
+    """A TLS failure the transport reasons do not tell apart from a flaky handshake."""
+
+    UNTRUSTED = "untrusted"  # the peer's certificate fails verification against the configured trust
+
+
 _IDENTITY_REASONS: dict[IdentityFailure, Reason] = {
     IdentityFailure.REFUSED: Reason.OTHER,
     IdentityFailure.EMPTY: Reason.IDENTITY_MISSING,
@@ -118,11 +126,16 @@ class Outcome(NamedTuple):
     exit_code: ExitCode
 
 
-def outcome(phase: Phase, cause: Reason | IdentityFailure) -> Outcome:
+def outcome(phase: Phase, cause: Reason | IdentityFailure | TlsFailure) -> Outcome:
     """The one rule for a failure: its health reason, and exit 4 when only an operator can fix it, else 3."""
-    reason = _IDENTITY_REASONS[cause] if isinstance(cause, IdentityFailure) else cause
+    if isinstance(cause, TlsFailure):
+        reason = Reason.NETWORK_TLS  # noema's reason; what makes it an operator's is the rejected certificate
+    else:
+        reason = _IDENTITY_REASONS[cause] if isinstance(cause, IdentityFailure) else cause
     needs_operator = (
         reason in _OPERATOR_REASONS
+        # A certificate the configured trust rejects (unknown CA, wrong name, expired) never heals by waiting.
+        or cause is TlsFailure.UNTRUSTED
         # The peer's entry in cortex.md cannot even become a request: waiting never fixes a configuration.
         or phase is Phase.CONNECT
         # A too-old peer manifest: its operator must migrate it. In replay the same reason is one bad trace.
@@ -216,6 +229,13 @@ def _network_reason_from_text(text: str) -> Reason:
         if any(needle in text for needle in needles):
             return reason
     return Reason.OTHER
+
+
+def network_cause(err: BaseException) -> Reason | TlsFailure:
+    """classify_network_error, except that a certificate the configured trust rejects is told apart."""
+    if any(isinstance(exc, ssl.SSLCertVerificationError) for exc in _chain(err)):
+        return TlsFailure.UNTRUSTED
+    return classify_network_error(err)
 
 
 def classify_network_error(err: BaseException | str) -> Reason:

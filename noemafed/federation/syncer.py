@@ -17,7 +17,7 @@ from noemafed.cortex.manifest import Manifest, PeerConfig
 from noemafed.cortex.open import Cortex
 from noemafed.errors import ExitCode, NoemafedError
 from noemafed.federation import classify
-from noemafed.federation.classify import IdentityFailure, Phase, Reason
+from noemafed.federation.classify import IdentityFailure, Phase, Reason, TlsFailure
 from noemafed.federation.identity import IdentityError, parse_identity, verify_identity
 from noemafed.logs import Log
 from noemafed.mcp.client import (
@@ -124,7 +124,7 @@ class PollError(NoemafedError):
         self,
         message: str,
         phase: Phase,
-        cause: Reason | IdentityFailure,
+        cause: Reason | IdentityFailure | TlsFailure,
         event_id: str = "",
         trace_id: str = "",
     ) -> None:
@@ -291,7 +291,7 @@ class PeerPoller:
                 server = session.initialize()
             except WireError as exc:
                 raise PollError(
-                    INITIALIZE_ERROR.format(err=exc), Phase.INITIALIZE, classify.classify_network_error(exc)
+                    INITIALIZE_ERROR.format(err=exc), Phase.INITIALIZE, classify.network_cause(exc)
                 ) from exc
             progress.peer_version = server.version
             progress.phase = Phase.IDENTITY
@@ -316,7 +316,7 @@ class PeerPoller:
         except WireError as exc:
             # Go classifies this as "other"; a network failure here is a network failure (compatibility.md).
             raise PollError(
-                IDENTITY_CALL_ERROR.format(err=exc), Phase.IDENTITY, classify.classify_network_error(exc)
+                IDENTITY_CALL_ERROR.format(err=exc), Phase.IDENTITY, classify.network_cause(exc)
             ) from exc
         try:
             identity = parse_identity(self.peer.name, text)
@@ -410,7 +410,7 @@ class PeerPoller:
             raise PollError(EVENTS_REFUSED_ERROR.format(err=exc), Phase.EVENTS, Reason.OTHER) from exc
         except WireError as exc:
             raise PollError(
-                EVENTS_CALL_ERROR.format(err=exc), Phase.EVENTS, classify.classify_network_error(exc)
+                EVENTS_CALL_ERROR.format(err=exc), Phase.EVENTS, classify.network_cause(exc)
             ) from exc
 
     def _should_stop(self, deadline: Deadline, progress: _Progress) -> bool:
