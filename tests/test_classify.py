@@ -204,7 +204,11 @@ OUTCOMES = [
 
 @pytest.mark.parametrize(("phase", "cause", "reason", "needs_operator", "exit_code"), OUTCOMES)
 def test_outcome(
-    phase: Phase, cause: Reason | IdentityFailure | TlsFailure, reason: str, needs_operator: bool, exit_code: int
+    phase: Phase,
+    cause: Reason | IdentityFailure | TlsFailure,
+    reason: str,
+    needs_operator: bool,
+    exit_code: int,
 ) -> None:
     result = classify.outcome(phase, cause)
     assert result == (reason, needs_operator, exit_code)
