@@ -703,7 +703,7 @@ def sync(
     Example: noemafed sync --once --max-duration 300
     """
     from noemafed import reports
-    from noemafed.cortex.manifest import read_manifest
+    from noemafed.cortex.manifest import check_ready_for_federation, read_manifest
     from noemafed.federation.syncer import SyncOptions
 
     if as_json:
@@ -713,6 +713,7 @@ def sync(
     obj.verbosity += verbose
     cortex_dir = obj.cortex_dir()
     manifest = read_manifest(cortex_dir)
+    check_ready_for_federation(manifest)
     if once and max_duration is None:
         max_duration = ONCE_MAX_DURATION  # a cron run always ends, whatever its peers do
     options = SyncOptions(

@@ -258,3 +258,42 @@ def test_a_file_in_the_way_of_init_is_exit_73(tmp_path: Path) -> None:
         f"Error: cannot create: {tmp_path / 'file' / 'cortex'}: not a directory\n"
     )
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("edit", "first_line"),
+    [
+        (lambda text: text.replace("\nid: ", "\nold_id: "), "Error: cortex.md has no id: peers pin it"),
+        (
+            lambda text: text.replace("\nname: ", "\nold_name: "),
+            "Error: cortex.md has no name: events and logs carry it",
+        ),
+        (
+            lambda text: text.replace("\nversion: 2", "\nversion: 1"),
+            "Error: cortex.md version 1 is older than 2, the first with a cortex id for federation",
+        ),
+        (
+            lambda text: text.replace("federation:\n", "federation:\n    interval: abc\n"),
+            'Error: federation.interval "abc" is not a duration (such as 30s, 5m, 1h30m)',
+        ),
+    ],
+    ids=["no-id", "no-name", "old-version", "bad-interval"],
+)
+def test_status_and_sync_refuse_a_manifest_they_cannot_trust(
+    tmp_path: Path, edit: Any, first_line: str
+) -> None:
+    """Bug: `status` printed `"id": ""` for a manifest without an id, and `interval: abc` silently meant 30 s."""
+    from sync_helpers import target_with
+
+    cortex = target_with(tmp_path, [{"name": "a", "endpoint": "http://127.0.0.1:1"}])
+    manifest = cortex / "cortex.md"
+    manifest.write_text(edit(manifest.read_text()))
+    before = manifest.read_bytes()
+    for command in (["status"], ["status", "--json"], ["sync", "--once"]):
+        result = run_cli(["--cortex", str(cortex), *command])
+        assert result.exit_code == 78, (command, result.stderr)
+        assert result.stderr.split("\n", 1)[0] == first_line
+    assert (
+        run_cli(["--cortex", str(cortex), "peers"]).exit_code == 0
+    )  # the configuration commands still read it
+    assert manifest.read_bytes() == before

@@ -9,7 +9,7 @@ from pathlib import Path
 from noemafed import __version__
 from noemafed.cortex import state
 from noemafed.cortex.access import AccessKey, load_access_key
-from noemafed.cortex.manifest import PeerConfig
+from noemafed.cortex.manifest import PeerConfig, check_ready_for_federation, read_manifest
 from noemafed.cortex.open import open_cortex
 from noemafed.cortex.state import RankEntry
 from noemafed.errors import AccessKeyError, NoemafedError
@@ -35,6 +35,7 @@ def _peer_status(conn: sqlite3.Connection, peer: PeerConfig) -> PeerStatus:
 
 def status(cortex_dir: Path, environ: Mapping[str, str]) -> StatusReport:
     """Gather the federation status of a cortex; a bad access key is reported, not fatal (as in Go)."""
+    check_ready_for_federation(read_manifest(cortex_dir))  # before the database is touched
     cortex = open_cortex(cortex_dir)
     try:
         manifest = cortex.manifest

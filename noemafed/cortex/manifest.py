@@ -187,6 +187,41 @@ def validate(federation: FederationConfig | None) -> None:
                 ) from None
 
 
+# What `status` and `sync` need before they trust a manifest (the configuration commands still read it, so an
+# operator can repair it with them).
+MISSING_FIELD_ERROR = "cortex.md has no {field}: {why}"
+MISSING_FIELD_HINT = "restore it from a backup of cortex.md; noema writes it when the cortex is created"
+OLD_VERSION_ERROR = (
+    "cortex.md version {version} is older than {minimum}, the first with a cortex id for federation"
+)
+OLD_VERSION_HINT = "open the cortex once with a current noema, which migrates cortex.md"
+BAD_INTERVAL_ERROR = "federation.interval {interval} is not a duration (such as 30s, 5m, 1h30m)"
+BAD_INTERVAL_HINT = "set it with `noemafed set-interval 5m`"
+
+
+def check_ready_for_federation(manifest: Manifest) -> None:
+    """Refuse what noema would silently work around: no id or name (peers pin the id), an old version, an
+    interval that is not a duration (Go falls back to 30 s while status prints the bad text)."""
+    if not manifest.id:
+        raise ManifestError(
+            MISSING_FIELD_ERROR.format(field="id", why="peers pin it"), hint=MISSING_FIELD_HINT
+        )
+    if not manifest.name:
+        raise ManifestError(
+            MISSING_FIELD_ERROR.format(field="name", why="events and logs carry it"), hint=MISSING_FIELD_HINT
+        )
+    if manifest.version < MANIFEST_VERSION:
+        raise ManifestError(
+            OLD_VERSION_ERROR.format(version=manifest.version, minimum=MANIFEST_VERSION),
+            hint=OLD_VERSION_HINT,
+        )
+    federation = manifest.federation
+    if federation is not None and federation.interval and parse_go_duration(federation.interval) is None:
+        raise ManifestError(
+            BAD_INTERVAL_ERROR.format(interval=go_quote(federation.interval)), hint=BAD_INTERVAL_HINT
+        )
+
+
 def parse_manifest(text: str, path: Path) -> Manifest:
     """Parse and validate cortex.md text; every failure is a ManifestError with noema's wording."""
     yaml_text, body = frontmatter.split_manifest(text)
