@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from noemafed.text.endpoints import EndpointError, check_endpoint, redact
+from noemafed.text.endpoints import EndpointError, check_endpoint, redact, user_info
 
 GOOD = [
     ("https://beta.lan:3000", "https://beta.lan:3000"),
@@ -177,3 +177,11 @@ def test_no_text_ever_shows_a_password(scheme: str, secret: str, host: str, rest
         check_endpoint(endpoint)
     assert secret not in caught.value.message
     assert secret not in caught.value.hint
+
+
+def test_user_info_is_everything_before_the_authoritys_last_at() -> None:
+    """What `redact` hides and transport errors are scrubbed of: a password may itself hold `@`."""
+    assert user_info("http://admin:p@ss@host:3000/x@y") == "admin:p@ss"
+    assert redact("http://admin:p@ss@host:3000/x@y") == "http://***@host:3000/x@y"
+    assert user_info("https://host:3000") == ""
+    assert redact("https://host:3000") == "https://host:3000"

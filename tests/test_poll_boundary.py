@@ -238,7 +238,14 @@ def test_a_usage_page_that_fails_a_check_is_refused_whole_and_only_logged(
     conn.close()
 
 
-@pytest.mark.parametrize("endpoint", ["http://admin:s3cret@127.0.0.1:1", "ftp://admin:s3cret@127.0.0.1:1"])
+@pytest.mark.parametrize(
+    "endpoint",
+    [
+        "http://admin:s3cret@127.0.0.1:1",
+        "ftp://admin:s3cret@127.0.0.1:1",
+        "http://admin:p@s3cret@127.0.0.1:1",
+    ],
+)
 def test_credentials_in_a_hand_edited_endpoint_never_reach_the_output(tmp_path: Path, endpoint: str) -> None:
     """`add-peer` refuses them; a hand edit must not print the password in cron mail or store it in health."""
     target = target_with(tmp_path, [{"name": "src", "endpoint": endpoint}])

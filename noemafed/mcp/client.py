@@ -31,7 +31,7 @@ from noemafed.mcp.protocol import (
     TOOLS_CALL,
 )
 from noemafed.mcp.sse import SseParser
-from noemafed.text.endpoints import REDACTED, redact
+from noemafed.text.endpoints import REDACTED, redact, user_info
 from noemafed.text.sanitize import scrub, short
 
 CLIENT_NAME = "noemafed"
@@ -360,11 +360,8 @@ class McpSession:
 
     def _hide(self, text: str) -> str:
         """A transport error's text without the credentials a hand-edited endpoint may carry."""
-        shown = redact(self.target.endpoint)
-        if shown == self.target.endpoint:
-            return text
-        secret = self.target.endpoint.split("//", 1)[-1].split("@", 1)[0]
-        return text.replace(secret, REDACTED)
+        secret = user_info(self.target.endpoint)
+        return text.replace(secret, REDACTED) if secret else text
 
     @contextlib.contextmanager
     def _watched(self, what: str, seconds: float) -> Iterator[float]:

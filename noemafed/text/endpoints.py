@@ -75,18 +75,26 @@ def _authority_span(text: str) -> tuple[int, int]:
     return start, end
 
 
+def _user_info_span(endpoint: str) -> tuple[int, int]:
+    """The start of the authority and its last `@` (-1 when there is none): the user info lies between."""
+    start, end = _authority_span(endpoint)
+    return start, endpoint.rfind("@", start, end)
+
+
+def user_info(endpoint: str) -> str:
+    """The user info of an endpoint (`user:password`), or "" when it has none."""
+    start, at = _user_info_span(endpoint)
+    return endpoint[start:at] if at >= 0 else ""
+
+
 def redact(endpoint: str) -> str:
     """The endpoint with any user info replaced by `***`, so a password in a hand-edited URL is never shown."""
-    start, end = _authority_span(endpoint)
-    at = endpoint.rfind("@", start, end)
-    if at < 0:
-        return endpoint
-    return endpoint[:start] + REDACTED + endpoint[at:]
+    start, at = _user_info_span(endpoint)
+    return endpoint if at < 0 else endpoint[:start] + REDACTED + endpoint[at:]
 
 
 def _without_credentials(endpoint: str) -> str:
-    start, end = _authority_span(endpoint)
-    at = endpoint.rfind("@", start, end)
+    start, at = _user_info_span(endpoint)
     return endpoint if at < 0 else endpoint[:start] + endpoint[at + 1 :]
 
 
