@@ -34,9 +34,7 @@ CUT_MARK = "… ({count} more characters)"
 def one_line(text: str, limit: int = MAX_LINE) -> str:
     """Peer text fit for a log or report line: scrubbed, with line breaks and terminal controls escaped, and
     cut after `limit` characters."""
-    if len(text) > limit:
-        text = text[:limit] + CUT_MARK.format(count=len(text) - limit)
-    text = scrub(text)
+    text = short(text, limit)
     return _UNPRINTABLE.sub(_escape, text) if _UNPRINTABLE.search(text) else text
 
 
