@@ -808,3 +808,15 @@ def test_purge_long_term_removes_the_archived_file(
         ("long", purge.timestamp, "gdpr request")
     ]
     assert rows(cortex.conn, "SELECT body FROM traces_fts") == [("[purged: gdpr request]",)]
+
+
+@pytest.mark.parametrize("order", [(OLDER, NEWER), (NEWER, OLDER)], ids=["in order", "newer first"])
+def test_updates_in_one_page_are_compared_with_what_the_page_stored_before_them(
+    replica: tuple[Cortex, Replayer], order: tuple[Event, Event]
+) -> None:
+    """The current version is kept for the transaction: an update stored earlier in the same page counts."""
+    cortex, replayer = replica
+    result = replayer.apply_page([create_event(), *order])
+    assert result.failed is None
+    assert _body(cortex) == "\nnewer\n"
+    assert _divergences(cortex) == 0

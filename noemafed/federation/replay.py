@@ -241,6 +241,9 @@ class Replayer:
         # row ends up holding the same text as with a read and a write per event.
         self._clock: vclock.VClock | None = None
         self._clock_dirty = False
+        # Per trace, the clocks of its current version (see _against_current), kept for one transaction so a
+        # trace updated a thousand times is not re-read a thousand times; events stored meanwhile join it.
+        self._versions: dict[str, list[vclock.VClock]] = {}
 
     @cached_property
     def _emitter(self) -> Emitter:
@@ -280,6 +283,7 @@ class Replayer:
         conn = self.conn
         outcomes: list[ReplayOutcome] = []
         self._clock, self._clock_dirty = None, False
+        self._versions.clear()  # what a rolled-back attempt stored is gone from the rows too
         conn.execute("BEGIN IMMEDIATE")
         try:
             for event in events:
@@ -438,7 +442,11 @@ class Replayer:
     # Helpers
 
     def _store(self, event: Event) -> bool:
-        return rows.insert_event(self.conn, event)
+        stored = rows.insert_event(self.conn, event)
+        versions = self._versions.get(event.trace_id)
+        if stored and versions is not None and event.action in _SNAPSHOT_ACTIONS:
+            _add_version(versions, vclock.keep_cortex_id_keys(event.vclock or {}))
+        return stored
 
     def _store_only(self, event: Event, effect: str = STORED_ONLY) -> ReplayOutcome:
         stored = self._store(event)
@@ -610,15 +618,16 @@ class Replayer:
         incoming = vclock.keep_cortex_id_keys(event.vclock or {})
         if not incoming:
             return _Relation.APPLY  # nothing to compare with: Go and Rust apply it
-        current: list[vclock.VClock] = []
-        for (text,) in self.conn.execute(
-            "SELECT vclock FROM events WHERE trace_id = ? AND action IN ('create', 'update') ORDER BY id",
-            (event.trace_id,),
-        ):
-            clock = vclock.keep_cortex_id_keys(vclock.decode(text))  # null or unreadable: none
-            if clock and not any(_covers(kept, clock) for kept in current):
-                current = [kept for kept in current if not _covers(clock, kept)]
-                current.append(clock)
+        current = self._versions.get(event.trace_id)
+        if current is None:
+            current = self._versions[event.trace_id] = []
+            for (text,) in self.conn.execute(
+                "SELECT vclock FROM events WHERE trace_id = ? AND action IN ('create', 'update') ORDER BY id",
+                (event.trace_id,),
+            ):
+                _add_version(
+                    current, vclock.keep_cortex_id_keys(vclock.decode(text))
+                )  # null or unreadable: none
         if not current:
             return _Relation.APPLY
         if any(_covers(kept, incoming) for kept in current):
@@ -818,6 +827,17 @@ class _Relation(Enum):
     APPLY = "apply"  # it dominates every current version, or there is no clock to compare
     STALE = "stale"  # a current version dominates or equals it: stored only
     CONCURRENT = "concurrent"  # neither: a divergence
+
+
+_SNAPSHOT_ACTIONS = ("create", "update")
+
+
+def _add_version(current: list[vclock.VClock], clock: vclock.VClock) -> None:
+    """Count a stored snapshot's clock into a trace's current version: unless one already there dominates or
+    equals it, it joins and drops those it dominates."""
+    if clock and not any(_covers(kept, clock) for kept in current):
+        current[:] = [kept for kept in current if not _covers(clock, kept)]
+        current.append(clock)
 
 
 def _covers(a: vclock.VClock, b: vclock.VClock) -> bool:
