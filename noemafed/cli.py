@@ -801,6 +801,14 @@ def _run_daemon(
     help="Connections open at once from one address (an IPv6 /64 is one); more are refused at once.",
 )
 @click.option(
+    "--max-connections",
+    type=click.IntRange(1, 100_000),
+    default=256,
+    show_default=True,
+    metavar="N",
+    help="Connections open at once in all (at least --workers); more are refused at once.",
+)
+@click.option(
     "--insecure-allow-expired",
     is_flag=True,
     help="Start even with an expired or not yet valid TLS certificate (briefly, to rotate it in place).",
@@ -816,6 +824,7 @@ def serve(
     workers: int,
     request_timeout: float,
     max_per_address: int,
+    max_connections: int,
     insecure_allow_expired: bool,
 ) -> None:
     """Serve this cortex's event log to peers (MCP at /mcp and /mcp/federation) until SIGTERM.
@@ -831,6 +840,10 @@ def serve(
     from noemafed.cortex.manifest import read_manifest
     from noemafed.mcp.http import ServeConfig, make_server
 
+    if max_connections < workers:
+        raise click.BadParameter(
+            f"{max_connections} is fewer than --workers ({workers}).", param_hint="'--max-connections'"
+        )
     cortex_dir = obj.cortex_dir()
     manifest = read_manifest(cortex_dir)
     access = load_access_key(cortex_dir, manifest.access, os.environ)
@@ -847,6 +860,7 @@ def serve(
         access=access,
         extra_hosts=allow_hosts,
         workers=workers,
+        queue=max_connections - workers,
         max_per_address=max_per_address,
         timeout=request_timeout,
         allow_expired=insecure_allow_expired,

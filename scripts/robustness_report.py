@@ -173,8 +173,8 @@ def _function_section(cases: list[Case]) -> list[str]:
 
 # What is still not defended, whatever the run says; kept here so the generated page cannot lose it.
 KNOWN_GAPS = (
-    "`serve`: more than 256 attacking addresses can fill the total of open connections for up to the request "
-    "deadline (the per-address cap does not help against many addresses, and the total has no option yet).",
+    "`serve`: more attacking addresses than `--max-connections` (256) can fill the total of open connections for "
+    "up to the request deadline (the per-address cap does not help against many addresses).",
     "`serve`: a client sending about 64 MiB every 15 s can keep the request read buffer full (others then get 503).",
     "`serve`: a peer on a slow link must take an answer within `--request-timeout` (15 s by default).",
     "`sync`: memory is bounded at 2x a page of ASCII text (2.3x for two pages in a row), but a page of non-ASCII "

@@ -525,8 +525,9 @@ def test_a_client_without_the_key_cannot_make_the_server_buffer_a_body(tmp_path:
     assert waited < 2.0  # at once, not at the deadline
 
 
-def test_the_serve_command_passes_its_limits_on(tmp_path: Path) -> None:
-    """Bug: `--request-timeout` or `--max-per-address` parsed but never reach the server."""
+@contextlib.contextmanager
+def serve_command(cortex: Path, *options: str) -> Iterator[int]:
+    """`noemafed serve` as an operator starts it, on a free port; yields the port it listens on."""
     import os
     import re
     import subprocess
@@ -534,18 +535,7 @@ def test_the_serve_command_passes_its_limits_on(tmp_path: Path) -> None:
 
     from conftest import REPO
 
-    cortex = source(tmp_path, count=1)
-    argv = [
-        "--cortex",
-        str(cortex),
-        "serve",
-        "--port",
-        "0",
-        "--request-timeout",
-        "1",
-        "--max-per-address",
-        "1",
-    ]
+    argv = ["--cortex", str(cortex), "serve", "--port", "0", *options]
     proc = subprocess.Popen(
         [sys.executable, "-m", "noemafed", *argv],
         stderr=subprocess.PIPE,
@@ -560,12 +550,55 @@ def test_the_serve_command_passes_its_limits_on(tmp_path: Path) -> None:
             assert line, "noemafed serve did not start"
             if match := re.search(r"listening on http://127\.0\.0\.1:(\d+)/mcp", line):
                 port = int(match.group(1))
-        with socket.create_connection(("127.0.0.1", port)) as first:
-            with socket.create_connection(("127.0.0.1", port)) as second:
-                assert read_all(second) == mcp_http.BUSY_RESPONSE
-            started = time.monotonic()
-            assert read_all(first) == mcp_http.TIMEOUT_RESPONSE
-            assert time.monotonic() - started < 2.0
+        yield port
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+def test_the_serve_command_passes_its_limits_on(tmp_path: Path) -> None:
+    """Bug: `--request-timeout` or `--max-per-address` parsed but never reach the server."""
+    cortex = source(tmp_path, count=1)
+    options = ("--request-timeout", "1", "--max-per-address", "1")
+    with serve_command(cortex, *options) as port, socket.create_connection(("127.0.0.1", port)) as first:
+        with socket.create_connection(("127.0.0.1", port)) as second:
+            assert read_all(second) == mcp_http.BUSY_RESPONSE
+        started = time.monotonic()
+        assert read_all(first) == mcp_http.TIMEOUT_RESPONSE
+        assert time.monotonic() - started < 2.0
+
+
+def test_the_serve_command_caps_open_connections_in_all(tmp_path: Path) -> None:
+    """Bug: `--max-connections` parsed but the server keeps its built-in total (workers + 240)."""
+    cortex = source(tmp_path, count=1)
+    options = (
+        "--workers",
+        "1",
+        "--max-connections",
+        "3",
+        "--max-per-address",
+        "100",
+        "--request-timeout",
+        "5",
+    )
+    with serve_command(cortex, *options) as port:
+        held = [socket.create_connection(("127.0.0.1", port)) for _ in range(3)]
+        try:
+            time.sleep(0.2)  # the server has accepted all three before the fourth arrives
+            with socket.create_connection(("127.0.0.1", port)) as refused:
+                started = time.monotonic()
+                assert read_all(refused) == mcp_http.BUSY_RESPONSE
+                assert time.monotonic() - started < 2.0  # at once, not at the request deadline
+        finally:
+            for sock in held:
+                sock.close()
+
+
+def test_max_connections_below_workers_is_refused(tmp_path: Path) -> None:
+    """Bug: a total below the workers leaves a negative queue and a server that refuses everyone."""
+    from conftest import run_cli
+
+    cortex = source(tmp_path, count=1)
+    result = run_cli(["--cortex", str(cortex), "serve", "--workers", "4", "--max-connections", "2"])
+    assert result.exit_code == 2
+    assert "Invalid value for '--max-connections': 2 is fewer than --workers (4)." in result.stderr
