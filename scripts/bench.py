@@ -905,6 +905,21 @@ class RawClient:
         if status not in (200, 202):
             raise ClientError(f"notifications/initialized: HTTP {status}: {body[:200]!r}")
 
+    def pull_raw(self, limit: int, cursors: list[str]) -> list[bytes]:
+        """The answer bodies for these cursors, read whole but not parsed (the same request id each time, so
+        the answers of two passes are byte-identical): what serving costs, without the client's JSON work."""
+        bodies = []
+        for since in cursors:
+            arguments: dict[str, Any] = {"limit": limit, "since": since} if since else {"limit": limit}
+            params = {"name": "sync_events", "arguments": arguments}
+            status, _, body = self._post(
+                {"jsonrpc": "2.0", "id": 0, "method": "tools/call", "params": params}
+            )
+            if status != 200:
+                raise ClientError(f"sync_events: HTTP {status}: {body[:200]!r}")
+            bodies.append(body)
+        return bodies
+
     def pull(self, limit: int, max_pages: int, deadline: float) -> list[str]:
         """Every event id the server holds, page by page; bounded by `max_pages` and `deadline`."""
         ids: list[str] = []
@@ -975,21 +990,24 @@ def serve_command(args: argparse.Namespace) -> int:
         source = root / "source"
         build_source(pyz, source, total)
         expected = event_ids(source)
-        floors = [serving_floor(source, limit) for _ in range(args.passes)]
-        passes = []
+        floors, passes = [], []
         with pyz.serve(source, "serve") as server:
             client = RawClient(server.port, timeout=60)
             client.initialize()
-            client.pull(limit, max_pages, time.monotonic() + 600)  # warm the page cache and the worker
-            for _ in range(args.passes):
-                client.parse_seconds = 0.0
+            # The warm-up pass is parsed and checked; the timed passes must return the same bytes.
+            if client.pull(limit, max_pages, time.monotonic() + 600) != expected:
+                raise RuntimeError("the warm-up pass did not return the source's events in order")
+            cursors = ["", *expected[limit - 1 :: limit]]
+            reference = client.pull_raw(limit, cursors)
+            for _ in range(args.passes):  # floor and serve alternate, so load from elsewhere falls on both
+                floors.append(serving_floor(source, limit))
                 start = time.perf_counter()
-                ids = client.pull(limit, max_pages, time.monotonic() + 600)
-                passes.append((time.perf_counter() - start, client.parse_seconds))
-                if ids != expected:
-                    raise RuntimeError("a pass did not return the source's events in order")
+                bodies = client.pull_raw(limit, cursors)
+                passes.append(time.perf_counter() - start)
+                if bodies != reference:
+                    raise RuntimeError("a pass did not return the same answers as the checked one")
             hwm = server.status_kib("VmHWM")
-    seconds, parse = sorted(passes)[len(passes) // 2]
+    seconds = statistics.median(passes)
     rate = total / seconds
     floor_rate = total / statistics.median(floors)
     print(
@@ -997,11 +1015,10 @@ def serve_command(args: argparse.Namespace) -> int:
     )
     print(f"floor : {floor_rate:10.0f} events/s  (in-process SELECT + JSON text, no HTTP; median pass)")
     print(
-        f"serve : {rate:10.0f} events/s  ({seconds:.2f} s median pass, one client, of which {parse:.2f} s "
-        f"client-side JSON parsing)  serve peak RSS {mib(hwm)}"
+        f"serve : {rate:10.0f} events/s  ({seconds:.2f} s median pass, one client reading every answer "
+        f"whole, parsing none)  serve peak RSS {mib(hwm)}"
     )
-    print(f"server side only: {total / (seconds - parse):10.0f} events/s (pass time minus client parsing)")
-    print(f"ratio : {rate / floor_rate:.2f} (serve rate / floor rate)")
+    print(f"ratio : {rate / floor_rate:.2f} (serve rate / floor rate; target >= 0.50)")
     print(f"target: >= 5000 events/s: {'met' if rate >= 5000 else 'MISSED'}")
     return 0
 

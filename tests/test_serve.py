@@ -225,8 +225,8 @@ def test_an_event_relayed_after_the_cursor_passed_its_id_is_never_served_on(tmp_
         since = into.conn.execute(
             "SELECT value FROM federation_state WHERE key = ?", (f"peer:{peer}:last_event",)
         ).fetchone()
-        text, _ = CortexReader(source.path).events_page(since[0] if since else "", 1000)
-        page = parse_page(text)
+        pieces, _ = CortexReader(source.path).events_page(since[0] if since else "", 1000)
+        page = parse_page("".join(pieces))
         result = Replayer(into).apply_page(page, cursor_peer=peer)
         assert result.error is None
         return [event.id for event in page]

@@ -283,7 +283,7 @@ class Handler(BaseHTTPRequestHandler):
     def _send(
         self,
         status: int,
-        body: bytes = b"",
+        body: bytes | tuple[bytes, ...] = b"",
         content_type: str | None = None,
         extra: dict[str, str] | None = None,
         note: str = "",
@@ -295,11 +295,14 @@ class Handler(BaseHTTPRequestHandler):
             self.send_header("Content-Type", content_type)
         for name, value in (extra or {}).items():
             self.send_header(name, value)
-        self.send_header("Content-Length", str(len(body)))
+        pieces = (body,) if isinstance(body, bytes) else body
+        self.send_header("Content-Length", str(sum(map(len, pieces))))
         self.send_header("Connection", "close")
         self.end_headers()
-        if body and self.command != "HEAD":
-            self.wfile.write(body)
+        if self.command != "HEAD":
+            for piece in pieces:
+                if piece:
+                    self.wfile.write(piece)
         self.close_connection = True
 
     def _guard(self) -> str | None:
@@ -381,10 +384,10 @@ class Handler(BaseHTTPRequestHandler):
     def _answer(self, reply: Reply) -> None:
         extra = {SESSION_HEADER: reply.session} if reply.session else {}
         if self._wants_sse():
-            body = f"event: message\ndata: {reply.message}\n\n".encode()
+            body = (b"event: message\ndata: ", *reply.encoded(), b"\n\n")
             self._send(reply.status, body, SSE_TYPE, {**extra, "Cache-Control": "no-cache"}, reply.note)
         else:
-            self._send(reply.status, reply.message.encode() + b"\n", JSON_TYPE, extra, reply.note)
+            self._send(reply.status, (*reply.encoded(), b"\n"), JSON_TYPE, extra, reply.note)
 
 
 def _media_type(content_type: str | None) -> str:

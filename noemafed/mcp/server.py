@@ -12,12 +12,13 @@ import time
 import uuid
 from collections import OrderedDict
 from dataclasses import dataclass, replace
+from json.encoder import encode_basestring
 from pathlib import Path
 from typing import Any
 
 from noemafed import __version__
 from noemafed.cortex import state
-from noemafed.cortex.events import EVENT_COLUMNS, event_from_row, event_json
+from noemafed.cortex.events import EVENT_COLUMNS, served_event_json
 from noemafed.cortex.manifest import Manifest, read_manifest
 from noemafed.cortex.open import DB_FILE, connect, database_dir
 from noemafed.errors import NoemafedError
@@ -47,6 +48,10 @@ MAX_LIMIT = 1000
 # A page stops growing past this many bytes (rmcp clients cap one SSE event at 16 MiB); the client then
 # sees a short page and carries on at its next poll.
 MAX_PAGE_BYTES = 8 * 1024 * 1024
+# A page is built, escaped into its answer and encoded in pieces of about this many characters: a request holds
+# its page about once (as the bytes it sends), not as rows, text, answer and bytes at once.
+PIECE_CHARS = 64 * 1024
+READER_CACHE_KIB = 256
 SESSION_IDLE_SECONDS = 30 * 60
 MAX_SESSIONS = 10_000
 
@@ -113,6 +118,18 @@ class Reply:
     streamable: bool = False  # a result may travel as an SSE event; errors always go as plain JSON
     session: str = ""  # a session this message opened: the transport returns it as Mcp-Session-Id
     note: str = ""  # for the access log
+    # A long answer already encoded, in pieces whose concatenation is the UTF-8 of the message (which is then
+    # empty): the transport writes them in turn and the answer never exists as one text.
+    pieces: tuple[bytes, ...] = ()
+
+    def encoded(self) -> tuple[bytes, ...]:
+        """The message as the UTF-8 pieces to send."""
+        return self.pieces or (self.message.encode(),)
+
+
+class TextPieces(list[str]):
+    """A long text held as consecutive pieces (a sync_events page, a run of whole events each), so that its
+    answer can be escaped and encoded piece by piece."""
 
 
 class _Refusal(Exception):
@@ -175,6 +192,9 @@ class CortexReader:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
         if conn is None:
             conn = connect(self.db_path)
+            # Pages are read once, in id order: the OS caches the file, and a 2 MiB SQLite cache in each of
+            # 16 workers would only add to serve's memory under load.
+            conn.execute(f"PRAGMA cache_size=-{READER_CACHE_KIB}")
             self._local.conn = conn
         return conn
 
@@ -202,25 +222,32 @@ class CortexReader:
             payload["rank"] = {"cortex_id": manifest.id, "rank": rank.rank, "observed_at": rank.observed_at}
         return go_json_dumps(payload)
 
-    def events_page(self, since: str, limit: int) -> tuple[str, int]:
-        """A page of stored events with `data`, `signature` and `pubkey` exactly as stored."""
-        rows = (
-            self.conn()
-            .execute(
-                f"SELECT {', '.join(EVENT_COLUMNS)} FROM events WHERE id > ? ORDER BY id LIMIT ?",
-                (since, limit),
-            )
-            .fetchall()  # fetch all: the implicit read transaction ends here, no lock outlives the request
+    def events_page(self, since: str, limit: int) -> tuple[TextPieces, int]:
+        """A page of stored events with `data`, `signature` and `pubkey` exactly as stored, in pieces."""
+        cursor = self.conn().execute(
+            f"SELECT {', '.join(EVENT_COLUMNS)} FROM events WHERE id > ? ORDER BY id LIMIT ?", (since, limit)
         )
-        parts: list[str] = []
-        size = 2
-        for row in rows:
-            text = event_json(event_from_row(row))
-            if parts and size + len(text) + 1 > MAX_PAGE_BYTES:
-                break
-            parts.append(text)
-            size += len(text) + 1
-        return "[" + ",".join(parts) + "]", len(parts)
+        pieces, piece, piece_chars = TextPieces(), ["["], 1
+        size, count = 2, 0
+        try:
+            for row in cursor:
+                text = served_event_json(row)
+                if count and size + len(text) + 1 > MAX_PAGE_BYTES:
+                    break
+                if count:
+                    piece.append(",")
+                piece.append(text)
+                piece_chars += len(text) + 1
+                size += len(text) + 1
+                count += 1
+                if piece_chars >= PIECE_CHARS:
+                    pieces.append("".join(piece))
+                    piece, piece_chars = [], 0
+        finally:
+            cursor.close()  # the read transaction ends here, also when the page stops early: no lock outlives it
+        piece.append("]")
+        pieces.append("".join(piece))
+        return pieces, count
 
     def usage_page(self, since: str, limit: int) -> tuple[str, int]:
         own = self.manifest().id
@@ -292,12 +319,29 @@ def _request_id(value: Any) -> Any:
 
 
 def _result(request_id: Any, result: dict[str, Any], note: str) -> Reply:
+    content = result.get("content")
+    if content and isinstance(content[0]["text"], TextPieces):
+        return _pieced_result(request_id, result, content[0]["text"], note)
     message = json.dumps(
         {"jsonrpc": JSONRPC_VERSION, "id": request_id, "result": result},
         ensure_ascii=False,
         separators=(",", ":"),
     )
     return Reply(200, message, streamable=True, note=note)
+
+
+def _pieced_result(request_id: Any, result: dict[str, Any], text: TextPieces, note: str) -> Reply:
+    """_result's answer, byte for byte, for a text in pieces: each is escaped as json.dumps escapes a string
+    (escaping is per character, so pieces escape to the pieces of the escaped whole) and encoded in turn."""
+    shell = _result(request_id, {**result, "content": [{"type": "text", "text": ""}]}, note).message
+    # The text is the last string of the answer: only `}],"isError":...}}` follows it.
+    head, _, tail = shell.rpartition('"text":""')
+    encoded = [f'{head}"text":"'.encode()]
+    for index, piece in enumerate(text):
+        encoded.append(encode_basestring(piece)[1:-1].encode())
+        text[index] = ""  # freed once encoded
+    encoded.append(f'"{tail}'.encode())
+    return Reply(200, streamable=True, note=note, pieces=tuple(encoded))
 
 
 def _error(request_id: Any, code: int, text: str, status: int) -> Reply:
@@ -387,7 +431,7 @@ class McpApp:
             return {"content": [{"type": "text", "text": text}], "isError": False}, note
         raise _RpcError(METHOD_NOT_FOUND, UNKNOWN_METHOD.format(method=method))
 
-    def tool(self, name: str, arguments: dict[str, Any]) -> tuple[str, str]:
+    def tool(self, name: str, arguments: dict[str, Any]) -> tuple[str | TextPieces, str]:
         if name == CORTEX_IDENTITY:
             return self.reader.identity(), name
         if name == SYNC_EVENTS:
@@ -396,11 +440,11 @@ class McpApp:
             since = _since(arguments)
             if since and not _ULID.match(since):
                 raise _Refusal(BAD_SINCE)
-            text, count = self.reader.events_page(since, _limit(arguments.get("limit")))
-            return text, NOTE_EVENTS.format(tool=name, count=count)
+            page, count = self.reader.events_page(since, _limit(arguments.get("limit")))
+            return page, NOTE_EVENTS.format(tool=name, count=count)
         if name == SYNC_READ_SIGNAL:
             if self.reader.manifest().federation_mode == "subscribe":
                 raise _Refusal(SUBSCRIBE_READ_SIGNAL)
-            text, count = self.reader.usage_page(_since(arguments), _limit(arguments.get("limit")))
-            return text, NOTE_ROWS.format(tool=name, count=count)
+            rows, count = self.reader.usage_page(_since(arguments), _limit(arguments.get("limit")))
+            return rows, NOTE_ROWS.format(tool=name, count=count)
         raise _RpcError(INVALID_PARAMS, UNKNOWN_TOOL.format(name=name))
