@@ -602,3 +602,21 @@ def test_max_connections_below_workers_is_refused(tmp_path: Path) -> None:
     result = run_cli(["--cortex", str(cortex), "serve", "--workers", "4", "--max-connections", "2"])
     assert result.exit_code == 2
     assert "Invalid value for '--max-connections': 2 is fewer than --workers (4)." in result.stderr
+
+
+def test_a_port_in_use_is_named_with_a_hint_not_an_internal_error(tmp_path: Path) -> None:
+    """Bug: binding a port another program holds ended in `internal error: AttributeError` (exit 1): the server
+    was closed before the parts its close stops existed."""
+    from conftest import run_cli
+
+    cortex = source(tmp_path, count=1)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = run_cli(["--cortex", str(cortex), "serve", "--port", str(port)])
+    assert result.exit_code == 78
+    assert result.stderr.splitlines() == [
+        f"Error: listening on 127.0.0.1:{port}: Address already in use",
+        f"Hint: {mcp_http.PORT_IN_USE_HINT}",
+    ]

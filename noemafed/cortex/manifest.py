@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 import os
+import stat
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -282,9 +284,15 @@ def write_manifest_text(path: Path, text: str) -> None:
         mode = path.stat().st_mode & 0o777
     except FileNotFoundError:
         mode = 0o644
+    if not mode & stat.S_IWUSR:
+        # Replacing it by rename would succeed all the same: a file its owner made read-only is refused instead.
+        raise PermissionError(errno.EACCES, f"read-only (mode {mode:04o})", str(path))
     import tempfile  # noqa: PLC0415 (lazy: only commands that rewrite cortex.md pay for it, never cron)
 
-    fd, tmp = tempfile.mkstemp(prefix=".cortex.md.", suffix=".tmp", dir=path.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=".cortex.md.", suffix=".tmp", dir=path.parent)
+    except PermissionError as exc:  # name the folder the user cannot write, not a random temp name
+        raise PermissionError(exc.errno, exc.strerror, str(path.parent)) from None
     try:
         with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
             handle.write(text)

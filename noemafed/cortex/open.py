@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import sqlite3
 from collections.abc import Mapping
@@ -201,6 +202,8 @@ def open_database(cortex_dir: Path, environ: Mapping[str, str] | None = None) ->
         conn = connect(db_path, factory=_LockedConnection)
     except sqlite3.DatabaseError as exc:
         lock.release()
+        if _denied(exc, db_path):
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(db_path)) from None
         raise CortexUnavailableError(f"{db_path} is not a usable noema database: {exc}") from None
     conn.storage_lock = lock  # type: ignore[attr-defined]
     try:
@@ -209,6 +212,15 @@ def open_database(cortex_dir: Path, environ: Mapping[str, str] | None = None) ->
         conn.close()
         raise
     return conn
+
+
+def _denied(exc: sqlite3.DatabaseError, db_path: Path) -> bool:
+    """SQLite could not open or write the database because this user may not: a permission, not a broken file.
+    (A WAL database needs its file and its folder writable even to be read.)"""
+    name = getattr(exc, "sqlite_errorname", "")
+    if not name.startswith(("SQLITE_READONLY", "SQLITE_CANTOPEN", "SQLITE_PERM")):
+        return False
+    return not os.access(db_path, os.R_OK | os.W_OK) or not os.access(db_path.parent, os.W_OK | os.X_OK)
 
 
 class Cortex:

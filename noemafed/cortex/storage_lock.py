@@ -77,9 +77,12 @@ def acquire_shared(cortex_dir: Path, wait_seconds: float, environ: Mapping[str, 
 
 def _open_lock_file(path: Path, private_parent: bool) -> int | None:
     """The lock file opened for flock, created if missing; None where it cannot exist (a read-only cortex:
-    no compaction can run there either)."""
-    if path.is_symlink():
-        raise CortexUnavailableError(SYMLINK_ERROR.format(path=path))
+    no compaction can run there either) or this user cannot open it."""
+    try:
+        if path.is_symlink():
+            raise CortexUnavailableError(SYMLINK_ERROR.format(path=path))
+    except PermissionError:
+        return None  # in a folder this user may not search: see below
     if private_parent:
         try:
             path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -92,7 +95,10 @@ def _open_lock_file(path: Path, private_parent: bool) -> int | None:
             raise
     try:
         return os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)  # flock needs no write access
-    except FileNotFoundError:
+    except (FileNotFoundError, PermissionError):
+        # Missing, or out of this user's reach: the runtime folder under a shared /tmp is private to the user
+        # who made it first (0700), as noema makes it. Nothing this user runs can take a lock there; the cortex's own lock file
+        # is what coordinates between users.
         return None
 
 

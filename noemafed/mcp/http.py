@@ -110,6 +110,7 @@ KEYED_PLAIN_HTTP_HINT = (
 )
 TLS_UNLOADABLE = "loading TLS certificate {cert} and key {key}: {error}"
 CANNOT_LISTEN = "listening on {host}:{port}: {error}"
+PORT_IN_USE_HINT = "another program listens there (another `noemafed serve` or `noema serve`?): stop it, or choose another --port"
 
 # The blank line that ends a request head, as http.client's header reader sees it (lines end at "\n").
 _HEAD_END = re.compile(rb"\r?\n\r?\n")
@@ -769,10 +770,17 @@ class NoemafedHTTPServer(HTTPServer):
         self._per_address: dict[str, int] = {}
         self._refusing = 0
         self._refusals: dict[str, tuple[float, int]] = {}
-        super().__init__((config.host, config.port), Handler)
+        super().__init__((config.host, config.port), Handler, bind_and_activate=False)
         self._pool = ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="serve")
         self.answering = _Budget(MAX_ANSWERING)
         self._io = _IOLoop(self)
+        # Bound only once everything server_close() stops exists: a port in use must not end in an AttributeError.
+        try:
+            self.server_bind()
+            self.server_activate()
+        except BaseException:
+            self.server_close()
+            raise
 
     def authorized(self, header: str | None) -> bool:
         """Constant-time comparison of digests, so neither the key nor its length leaks through timing."""
@@ -933,5 +941,6 @@ def make_server(config: ServeConfig, log: Log) -> NoemafedHTTPServer:
         return NoemafedHTTPServer(config, McpApp(CortexReader(config.cortex_dir)), log, tls)
     except OSError as exc:
         raise ServeError(
-            CANNOT_LISTEN.format(host=config.host, port=config.port, error=exc.strerror or exc)
+            CANNOT_LISTEN.format(host=config.host, port=config.port, error=exc.strerror or exc),
+            hint=PORT_IN_USE_HINT if exc.errno == errno.EADDRINUSE else None,
         ) from exc
