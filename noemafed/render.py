@@ -33,6 +33,7 @@ from noemafed.text.gotext import format_rfc3339, go_quote
 if TYPE_CHECKING:  # value types only; sync's modules stay unloaded for the other commands
     from noemafed.cortex.access import AccessKey
     from noemafed.cortex.state import PeerHealth, RankEntry
+    from noemafed.federation.lock import LockHolder
     from noemafed.federation.syncer import PollResult
 
 Report = (
@@ -55,9 +56,15 @@ Report = (
 JsonReport = StatusReport | SyncReport | PeersReport | ErrorReport
 
 NOT_CONFIGURED = "Federation: not configured (no peers in cortex.md)"
+# After a change to cortex.md, what must be restarted, named from the sync lock's holder (commands fill
+# `running`): a noemafed daemon read cortex.md when it started; a `sync --once` run reads it on each run; noema
+# serve holds no lock of ours, so it is named (in noema's words where noema has them) when no daemon of ours is.
 RESTART_HINT = "Restart `noema serve` for the change to take effect."
-# For noemafed's own configuration commands, which know a noemafed daemon may be what is running.
-APPLY_HINT = "Restart a running `noemafed sync` daemon or `noema serve` to apply it; `sync --once` reads cortex.md each run."
+APPLY_HINT = "Restart `noema serve` if it serves this cortex; the next `noemafed sync` reads cortex.md."
+DAEMON_RESTART_HINT = "Restart the `noemafed sync` daemon{pid} for the change to take effect."
+ONCE_RUNNING_HINT = (
+    "A `noemafed sync --once` run{pid} is under way with the previous settings; the next run reads cortex.md."
+)
 HEALTH_INDENT = " " * 16
 
 _MODE_BEHAVIOR = {
@@ -82,6 +89,19 @@ _MODE_BEHAVIOR = {
 
 def _lines(lines: list[str]) -> str:
     return "\n".join(lines) + "\n"
+
+
+def _apply_hints(running: LockHolder | None, otherwise: str) -> list[str]:
+    """What to restart for a change to take effect: the noemafed daemon if one holds the cortex, else
+    `otherwise` (noema serve), after a note on a `sync --once` run that is under way."""
+    if running is None:
+        return [otherwise]
+    pid = f" (pid {running.pid})" if running.pid else ""
+    if running.restart_needed:
+        return [DAEMON_RESTART_HINT.format(pid=pid)]
+    if running.run_under_way:
+        return [ONCE_RUNNING_HINT.format(pid=pid), otherwise]
+    return [otherwise]
 
 
 def _or(value: str, placeholder: str) -> str:
@@ -296,6 +316,8 @@ def _added_peer(added: AddedPeer) -> str:
         lines.append(f"  ca:     {added.ca}")
     if added.pubkey:
         lines.append(f"  pubkey: {added.pubkey}")
+    if added.running is not None:  # noema says nothing here; a noemafed sync running must be told
+        lines += _apply_hints(added.running, APPLY_HINT)
     return _lines(lines)
 
 
@@ -311,7 +333,7 @@ def _peer_update(update: PeerUpdate) -> str:
         if change.key == "name" and update.state_moved:
             line += " (its federation state moved with it)"
         lines.append(line)
-    lines.append(APPLY_HINT)
+    lines += _apply_hints(update.running, APPLY_HINT)
     return _lines(lines)
 
 
@@ -350,7 +372,7 @@ def _remove_result(result: RemoveResult) -> str:
             lines.append(f"  {target.name}: nothing to clear (peer had no stored state)")
     if result.buckets_dropped:
         lines.append(f"  vector-clock buckets dropped: {result.buckets_dropped}")
-    lines.append(APPLY_HINT)
+    lines += _apply_hints(result.running, APPLY_HINT)
     return _lines(lines)
 
 
@@ -362,7 +384,7 @@ def _setting_change(change: SettingChange) -> str:
     if not change.changed:
         return f"{label} is already {go_quote(change.current)} — no change.\n"
     previous = change.previous or "(not set: 30s)"
-    return _lines([f"{label}: {previous} -> {change.current}", APPLY_HINT])
+    return _lines([f"{label}: {previous} -> {change.current}", *_apply_hints(change.running, APPLY_HINT)])
 
 
 def _version(report: VersionReport) -> str:
@@ -403,14 +425,15 @@ def _mode_change(change: ModeChange) -> str:
     if not change.changed:
         return f"Federation mode is already {go_quote(change.current)} — no change.\n"
     lines = [f"Federation mode changed: {change.previous} -> {change.current}", "", "Behavior:"]
-    lines += [*_MODE_BEHAVIOR[change.current], "", RESTART_HINT]
+    lines += [*_MODE_BEHAVIOR[change.current], "", *_apply_hints(change.running, RESTART_HINT)]
     return _lines(lines)
 
 
 def _peer_mode_change(change: PeerModeChange) -> str:
     if not change.changed:
         return f"Peer {go_quote(change.peer)} is already {change.current} — no change.\n"
-    return _lines([f"Peer {go_quote(change.peer)}: {change.previous} -> {change.current}", RESTART_HINT])
+    lines = [f"Peer {go_quote(change.peer)}: {change.previous} -> {change.current}"]
+    return _lines([*lines, *_apply_hints(change.running, RESTART_HINT)])
 
 
 def _key_fingerprint(report: KeyReport) -> str:

@@ -12,6 +12,7 @@ if TYPE_CHECKING:  # value types only; importing them for real would load sync's
     from noemafed.cortex.manifest import FederationConfig, PeerConfig
     from noemafed.cortex.state import PeerState, RankEntry
     from noemafed.cortex.vclock import VClock
+    from noemafed.federation.lock import LockHolder
     from noemafed.federation.syncer import PollResult
 
 
@@ -88,6 +89,7 @@ class AddedPeer(NamedTuple):
     endpoint: str
     ca: str = ""
     pubkey: str = ""
+    running: LockHolder | None = None  # the noemafed sync that read cortex.md before this change
 
 
 class FieldChange(NamedTuple):
@@ -104,6 +106,7 @@ class PeerUpdate(NamedTuple):
     name: str
     changes: tuple[FieldChange, ...]
     state_moved: bool = False
+    running: LockHolder | None = None
 
 
 class RemovePlan(NamedTuple):
@@ -120,6 +123,7 @@ class RemoveResult(NamedTuple):
     targets: tuple[ResetTarget, ...]
     keep_state: bool
     buckets_dropped: int
+    running: LockHolder | None = None  # --keep-state takes no lock: a sync may be running
 
 
 # ---- reset-peer -----------------------------------------------------------------------------------
@@ -162,6 +166,7 @@ class ModeChange(NamedTuple):
 
     previous: str
     current: str
+    running: LockHolder | None = None
 
     @property
     def changed(self) -> bool:
@@ -174,6 +179,7 @@ class PeerModeChange(NamedTuple):
     peer: str
     previous: str
     current: str
+    running: LockHolder | None = None
 
     @property
     def changed(self) -> bool:
@@ -189,6 +195,7 @@ class SettingChange(NamedTuple):
     setting: str  # "interval" or "verify"
     previous: str  # the raw text, "" when unset
     current: str
+    running: LockHolder | None = None
 
     @property
     def changed(self) -> bool:
