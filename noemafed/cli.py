@@ -547,6 +547,26 @@ def key_fingerprint(obj: CliContext) -> None:
     obj.emit(render.human(key_fingerprint(obj.cortex_dir(), obj.env.environ)))
 
 
+@cli.command()
+@click.option(
+    "--force", is_flag=True, help="Replace an existing signing key (its seed file and cortex.md entries)."
+)
+@click.pass_obj
+def keygen(obj: CliContext, force: bool) -> None:
+    """Create this cortex's Ed25519 event-signing key, as `noema keygen` does.
+
+    The seed goes to signing.private_key_file (default noema-signing.key in the cortex folder), mode 0600;
+    cortex.md gets signing.public_key and signing.private_key_file. Prints the public key and its
+    fingerprint, never the seed. An existing key is kept unless --force is given.
+
+    Example: noemafed keygen && noemafed set-verify warn
+    """
+    from noemafed import render
+    from noemafed.commands.keygen import keygen
+
+    obj.emit(render.human(keygen(obj.cortex_dir, force)))
+
+
 # Where noemafed's completion scripts differ from click's: they run noemafed the way `completion` was run (a
 # pyz under its Python, which no `$+commands` or `$1` would find behind an alias) and complete every name it
 # goes by. Each edit must apply, so a click upgrade that moves a line fails the completion tests, not a shell.

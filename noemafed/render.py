@@ -11,6 +11,7 @@ from noemafed.reports import (
     AddedPeer,
     ErrorReport,
     InitReport,
+    KeygenReport,
     KeyReport,
     ModeChange,
     PeerModeChange,
@@ -52,6 +53,7 @@ Report = (
     | RemoveResult
     | SettingChange
     | VersionReport
+    | KeygenReport
 )
 JsonReport = StatusReport | SyncReport | PeersReport | ErrorReport
 
@@ -451,6 +453,27 @@ def _key_fingerprint(report: KeyReport) -> str:
     return _lines(lines)
 
 
+KEY_REPLACED = "{label:<13}{fingerprint}"
+KEY_REPLACED_NOTE = (
+    "Peers that pinned the replaced key refuse this cortex until each runs `noemafed reset-peer <name>` "
+    "(or `noema federation reset-peer <name>`) for it."
+)
+
+
+def _keygen(report: KeygenReport) -> str:
+    """The public key and its fingerprint; the seed never leaves its file."""
+    lines = [
+        f"Signing key written to {report.seed_path} (mode 0600)",
+        f"{'Public key:':<13}{report.public_key}",
+        f"{'Fingerprint:':<13}{report.fingerprint}",
+        f"cortex.md: signing.public_key set, signing.private_key_file: {report.key_file}",
+    ]
+    if report.replaced:
+        lines += [KEY_REPLACED.format(label="Replaced:", fingerprint=report.replaced), KEY_REPLACED_NOTE]
+    lines += _apply_hints(report.running, APPLY_HINT)
+    return _lines(lines)
+
+
 def _initialized(report: InitReport) -> str:
     return _lines([f"Initialized cortex {go_quote(report.name)} ({report.cortex_id}) at {report.path}"])
 
@@ -567,6 +590,8 @@ def human(report: Report) -> str:
             return _setting_change(report)
         case VersionReport():
             return _version(report)
+        case KeygenReport():
+            return _keygen(report)
 
 
 def json(report: JsonReport) -> str:

@@ -212,6 +212,20 @@ class KeyReport(NamedTuple):
     access: AccessKey
 
 
+# ---- keygen ---------------------------------------------------------------------------------------
+
+
+class KeygenReport(NamedTuple):
+    """The signing key keygen made: where its seed is, its public key and fingerprint (never the seed)."""
+
+    seed_path: Path
+    key_file: str  # signing.private_key_file as written in cortex.md
+    public_key: str
+    fingerprint: str
+    replaced: str  # the fingerprint of the key --force replaced, "" when there was none
+    running: LockHolder | None = None
+
+
 # ---- --version ------------------------------------------------------------------------------------
 
 
