@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 from noemafed import reports
 from noemafed.reports import (
     AddedPeer,
+    DoctorReport,
     ErrorReport,
     InitReport,
     KeygenReport,
@@ -54,8 +55,9 @@ Report = (
     | SettingChange
     | VersionReport
     | KeygenReport
+    | DoctorReport
 )
-JsonReport = StatusReport | SyncReport | PeersReport | ErrorReport
+JsonReport = StatusReport | SyncReport | PeersReport | ErrorReport | DoctorReport
 
 NOT_CONFIGURED = "Federation: not configured (no peers in cortex.md)"
 # After a change to cortex.md, what must be restarted, named from the sync lock's holder (commands fill
@@ -539,6 +541,51 @@ def _sync_json(report: SyncReport) -> str:
     return _dumps(doc)
 
 
+# ---- doctor ---------------------------------------------------------------------------------------------
+
+DOCTOR_CLEAN = "No problems found."
+DOCTOR_SUMMARY = "{errors} error(s), {warnings} warning(s), {infos} note(s)"
+
+
+def _doctor_human(report: DoctorReport) -> str:
+    """One block per finding, errors first: severity and subject, what is wrong, then the fix."""
+    lines = []
+    for finding in report.findings:
+        lines += [
+            f"{finding.severity.upper()}: {finding.subject}",
+            f"  {finding.message}",
+            f"  fix: {finding.fix}",
+        ]
+    counts = DOCTOR_SUMMARY.format(
+        errors=report.count("error"), warnings=report.count("warning"), infos=report.count("info")
+    )
+    lines.append(counts if report.exit_code else f"{DOCTOR_CLEAN} ({counts})")
+    return _lines(lines)
+
+
+def _doctor_json(report: DoctorReport) -> str:
+    """docs/doctor.schema.json."""
+    doc = {
+        "schema_version": reports.DOCTOR_SCHEMA_VERSION,
+        "generated_at": report.generated_at,
+        "cortex": {"id": report.cortex_id or None, "path": str(report.cortex_path)},
+        "online": report.online,
+        "exit_code": report.exit_code,
+        "counts": {severity: report.count(severity) for severity in ("error", "warning", "info")},
+        "findings": [
+            {
+                "severity": str(finding.severity),
+                "code": finding.code,
+                "subject": finding.subject,
+                "message": finding.message,
+                "fix": finding.fix,
+            }
+            for finding in report.findings
+        ],
+    }
+    return _dumps(doc)
+
+
 # ---- errors and dispatch ------------------------------------------------------------------------------
 
 
@@ -592,6 +639,8 @@ def human(report: Report) -> str:
             return _version(report)
         case KeygenReport():
             return _keygen(report)
+        case DoctorReport():
+            return _doctor_human(report)
 
 
 def json(report: JsonReport) -> str:
@@ -605,3 +654,5 @@ def json(report: JsonReport) -> str:
             return _peers_json(report)
         case ErrorReport():
             return _error_json(report)
+        case DoctorReport():
+            return _doctor_json(report)

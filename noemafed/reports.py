@@ -12,6 +12,7 @@ if TYPE_CHECKING:  # value types only; importing them for real would load sync's
     from noemafed.cortex.manifest import FederationConfig, PeerConfig
     from noemafed.cortex.state import PeerState, RankEntry
     from noemafed.cortex.vclock import VClock
+    from noemafed.federation.doctor import Finding
     from noemafed.federation.lock import LockHolder
     from noemafed.federation.syncer import PollResult
 
@@ -20,6 +21,7 @@ if TYPE_CHECKING:  # value types only; importing them for real would load sync's
 STATUS_SCHEMA_VERSION = 1  # docs/status.schema.json
 PEERS_SCHEMA_VERSION = 1  # docs/peers.schema.json
 SYNC_SCHEMA_VERSION = 1  # docs/sync.schema.json
+DOCTOR_SCHEMA_VERSION = 1  # docs/doctor.schema.json
 
 
 class InitReport(NamedTuple):
@@ -224,6 +226,27 @@ class KeygenReport(NamedTuple):
     fingerprint: str
     replaced: str  # the fingerprint of the key --force replaced, "" when there was none
     running: LockHolder | None = None
+
+
+# ---- doctor ---------------------------------------------------------------------------------------
+
+
+class DoctorReport(NamedTuple):
+    """Every finding of one doctor run, errors first; its exit code says the worst severity."""
+
+    generated_at: str
+    cortex_path: Path
+    cortex_id: str  # "" when cortex.md could not be read
+    online: bool
+    findings: tuple[Finding, ...]
+
+    def count(self, severity: str) -> int:
+        return sum(1 for finding in self.findings if finding.severity == severity)
+
+    @property
+    def exit_code(self) -> int:
+        """0 with no error or warning, 1 with warnings, 2 with errors (docs/exit-codes.md, `doctor`)."""
+        return 2 if self.count("error") else 1 if self.count("warning") else 0
 
 
 # ---- --version ------------------------------------------------------------------------------------
