@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from noemafed.cortex.manifest import Manifest
     from noemafed.federation.syncer import SyncOptions
     from noemafed.logs import Log
-    from noemafed.reports import RemovePlan, ResetPlan
+    from noemafed.reports import RemovePlan, ResetPlan, SyncReport
 
     Plan = TypeVar("Plan", ResetPlan, RemovePlan)
 
@@ -96,6 +96,7 @@ class CliContext:
         self.verbosity = 0
         self.traceback = False
         self.json_schema: int | None = None  # set by a --json command: its errors become JSON documents too
+        self.log_format = "text"  # sync --log-format: text (noema's lines) or json (one object per line)
 
     def cortex_dir(self) -> Path:
         """The --cortex value resolved lazily, so `init` needs none."""
@@ -128,13 +129,22 @@ class CliContext:
             threshold = Level.WARNING
         lock = threading.Lock()  # peers log from their own threads; keep each message whole
         stderr = self.env.stderr
+        as_json = self.log_format == "json"
 
         def sink(level: Level, message: str) -> None:
             if level < threshold:
                 return
-            stamp = time.strftime("%Y/%m/%d %H:%M:%S")
+            if as_json:  # one object per line, a multi-line message included
+                import json
+
+                from noemafed.federation.logfields import log_record
+                from noemafed.text.gotext import rfc3339_now
+
+                line = json.dumps(log_record(rfc3339_now(), level.name.lower(), message), ensure_ascii=False)
+            else:
+                line = f"{time.strftime('%Y/%m/%d %H:%M:%S')} {message}"  # Go's log package, as noema
             with lock:
-                click.echo(f"{stamp} {message}", file=stderr)
+                click.echo(line, file=stderr)
 
         return Log(sink)
 
@@ -547,6 +557,61 @@ def key_fingerprint(obj: CliContext) -> None:
     obj.emit(render.human(key_fingerprint(obj.cortex_dir(), obj.env.environ)))
 
 
+@cli.command()
+@click.option(
+    "--force", is_flag=True, help="Replace an existing signing key (its seed file and cortex.md entries)."
+)
+@click.pass_obj
+def keygen(obj: CliContext, force: bool) -> None:
+    """Create this cortex's Ed25519 event-signing key, as `noema keygen` does.
+
+    The seed goes to signing.private_key_file (default noema-signing.key in the cortex folder), mode 0600;
+    cortex.md gets signing.public_key and signing.private_key_file. Prints the public key and its
+    fingerprint, never the seed. An existing key is kept unless --force is given.
+
+    Example: noemafed keygen && noemafed set-verify warn
+    """
+    from noemafed import render
+    from noemafed.commands.keygen import keygen
+
+    obj.emit(render.human(keygen(obj.cortex_dir, force)))
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document (docs/doctor.schema.json).")
+@click.option(
+    "--online/--offline",
+    default=None,
+    help="Contact the peers (clocks, certificates, reported ids) [default: online on a terminal, else offline].",
+)
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=5.0,
+    show_default=True,
+    metavar="S",
+    help="Per peer, for its whole answer.",
+)
+@click.pass_obj
+def doctor(obj: CliContext, as_json: bool, online: bool | None, timeout: float) -> None:
+    """Check the cortex, this host and (online) the peers; each finding says how to fix it.
+
+    Exit codes: 0 nothing to fix, 1 warnings, 2 errors (docs/exit-codes.md).
+
+    Example: noemafed doctor --online --json | jq '.findings[] | select(.severity == "error")'
+    """
+    from noemafed import render, reports
+    from noemafed.commands.doctor import doctor
+
+    if as_json:
+        obj.json_schema = reports.DOCTOR_SCHEMA_VERSION
+    contact = obj.env.stdout_isatty if online is None else online
+    report = doctor(obj.cortex_dir(), obj.env.environ, online=contact, timeout=timeout)
+    obj.emit(render.json(report) if as_json else render.human(report))
+    if report.exit_code:
+        sys.exit(report.exit_code)
+
+
 # Where noemafed's completion scripts differ from click's: they run noemafed the way `completion` was run (a
 # pyz under its Python, which no `$+commands` or `$1` would find behind an alias) and complete every name it
 # goes by. Each edit must apply, so a click upgrade that moves a line fails the completion tests, not a shell.
@@ -680,6 +745,13 @@ def completion(obj: CliContext, shell: str) -> None:
 @click.option(
     "--use-proxy-env", is_flag=True, help="Honour *_proxy environment variables (ignored by default)."
 )
+@click.option(
+    "--log-format",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    help="Log lines on stderr as noema's text, or as one JSON object per line (time, level, peer, event, reason).",
+)
 @click.pass_obj
 def sync(
     obj: CliContext,
@@ -694,6 +766,7 @@ def sync(
     as_json: bool,
     verbose: int,
     use_proxy_env: bool,
+    log_format: str,
 ) -> None:
     """Pull and replay peers' events: once for cron, or as a foreground daemon for systemd.
 
@@ -711,6 +784,7 @@ def sync(
     if obj.quiet and verbose:
         raise click.UsageError("--quiet and --verbose exclude each other")
     obj.verbosity += verbose
+    obj.log_format = log_format
     cortex_dir = obj.cortex_dir()
     manifest = read_manifest(cortex_dir)
     check_ready_for_federation(manifest)
@@ -733,6 +807,8 @@ def sync(
 
     log = obj.log(progress=obj.env.stderr_isatty)
     report = sync_once(SyncRun(cortex_dir, manifest, options, obj.env.environ, log, wait_seconds), peer_names)
+    if log_format == "json":
+        _log_results(log, report)
     # Under cron (no terminal) or --quiet, a clean run prints nothing: cron mails only what went wrong. It then
     # never loads the renderer either (start-up time: docs/performance.md).
     if as_json:
@@ -745,6 +821,22 @@ def sync(
         obj.emit(render.human(report))
     if report.exit_code != ExitCode.OK:
         sys.exit(int(report.exit_code))
+
+
+def _log_results(log: Log, report: SyncReport) -> None:
+    """Each peer's outcome as a log event too, so a JSON log pipeline sees failures without reading stdout."""
+    from noemafed.federation.logfields import RESULT_LOG
+    from noemafed.text.gotext import go_quote
+
+    for result in report.results:
+        line = RESULT_LOG.format(
+            name=go_quote(result.peer),
+            status="ok" if result.ok else "failed",
+            reason=result.reason or "",
+            applied=result.events_applied,
+            cursor=result.cursor_after or "(none)",
+        )
+        (log.info if result.ok else log.warning)(line)
 
 
 def _run_daemon(

@@ -9,8 +9,10 @@ from typing import TYPE_CHECKING, Any
 from noemafed import reports
 from noemafed.reports import (
     AddedPeer,
+    DoctorReport,
     ErrorReport,
     InitReport,
+    KeygenReport,
     KeyReport,
     ModeChange,
     PeerModeChange,
@@ -33,6 +35,7 @@ from noemafed.text.gotext import format_rfc3339, go_quote
 if TYPE_CHECKING:  # value types only; sync's modules stay unloaded for the other commands
     from noemafed.cortex.access import AccessKey
     from noemafed.cortex.state import PeerHealth, RankEntry
+    from noemafed.federation.lock import LockHolder
     from noemafed.federation.syncer import PollResult
 
 Report = (
@@ -51,13 +54,21 @@ Report = (
     | RemoveResult
     | SettingChange
     | VersionReport
+    | KeygenReport
+    | DoctorReport
 )
-JsonReport = StatusReport | SyncReport | PeersReport | ErrorReport
+JsonReport = StatusReport | SyncReport | PeersReport | ErrorReport | DoctorReport
 
 NOT_CONFIGURED = "Federation: not configured (no peers in cortex.md)"
+# After a change to cortex.md, what must be restarted, named from the sync lock's holder (commands fill
+# `running`): a noemafed daemon read cortex.md when it started; a `sync --once` run reads it on each run; noema
+# serve holds no lock of ours, so it is named (in noema's words where noema has them) when no daemon of ours is.
 RESTART_HINT = "Restart `noema serve` for the change to take effect."
-# For noemafed's own configuration commands, which know a noemafed daemon may be what is running.
-APPLY_HINT = "Restart a running `noemafed sync` daemon or `noema serve` to apply it; `sync --once` reads cortex.md each run."
+APPLY_HINT = "Restart `noema serve` if it serves this cortex; the next `noemafed sync` reads cortex.md."
+DAEMON_RESTART_HINT = "Restart the `noemafed sync` daemon{pid} for the change to take effect."
+ONCE_RUNNING_HINT = (
+    "A `noemafed sync --once` run{pid} is under way with the previous settings; the next run reads cortex.md."
+)
 HEALTH_INDENT = " " * 16
 
 _MODE_BEHAVIOR = {
@@ -82,6 +93,19 @@ _MODE_BEHAVIOR = {
 
 def _lines(lines: list[str]) -> str:
     return "\n".join(lines) + "\n"
+
+
+def _apply_hints(running: LockHolder | None, otherwise: str) -> list[str]:
+    """What to restart for a change to take effect: the noemafed daemon if one holds the cortex, else
+    `otherwise` (noema serve), after a note on a `sync --once` run that is under way."""
+    if running is None:
+        return [otherwise]
+    pid = f" (pid {running.pid})" if running.pid else ""
+    if running.restart_needed:
+        return [DAEMON_RESTART_HINT.format(pid=pid)]
+    if running.run_under_way:
+        return [ONCE_RUNNING_HINT.format(pid=pid), otherwise]
+    return [otherwise]
 
 
 def _or(value: str, placeholder: str) -> str:
@@ -296,6 +320,8 @@ def _added_peer(added: AddedPeer) -> str:
         lines.append(f"  ca:     {added.ca}")
     if added.pubkey:
         lines.append(f"  pubkey: {added.pubkey}")
+    if added.running is not None:  # noema says nothing here; a noemafed sync running must be told
+        lines += _apply_hints(added.running, APPLY_HINT)
     return _lines(lines)
 
 
@@ -311,7 +337,7 @@ def _peer_update(update: PeerUpdate) -> str:
         if change.key == "name" and update.state_moved:
             line += " (its federation state moved with it)"
         lines.append(line)
-    lines.append(APPLY_HINT)
+    lines += _apply_hints(update.running, APPLY_HINT)
     return _lines(lines)
 
 
@@ -350,7 +376,7 @@ def _remove_result(result: RemoveResult) -> str:
             lines.append(f"  {target.name}: nothing to clear (peer had no stored state)")
     if result.buckets_dropped:
         lines.append(f"  vector-clock buckets dropped: {result.buckets_dropped}")
-    lines.append(APPLY_HINT)
+    lines += _apply_hints(result.running, APPLY_HINT)
     return _lines(lines)
 
 
@@ -362,7 +388,7 @@ def _setting_change(change: SettingChange) -> str:
     if not change.changed:
         return f"{label} is already {go_quote(change.current)} — no change.\n"
     previous = change.previous or "(not set: 30s)"
-    return _lines([f"{label}: {previous} -> {change.current}", APPLY_HINT])
+    return _lines([f"{label}: {previous} -> {change.current}", *_apply_hints(change.running, APPLY_HINT)])
 
 
 def _version(report: VersionReport) -> str:
@@ -403,14 +429,15 @@ def _mode_change(change: ModeChange) -> str:
     if not change.changed:
         return f"Federation mode is already {go_quote(change.current)} — no change.\n"
     lines = [f"Federation mode changed: {change.previous} -> {change.current}", "", "Behavior:"]
-    lines += [*_MODE_BEHAVIOR[change.current], "", RESTART_HINT]
+    lines += [*_MODE_BEHAVIOR[change.current], "", *_apply_hints(change.running, RESTART_HINT)]
     return _lines(lines)
 
 
 def _peer_mode_change(change: PeerModeChange) -> str:
     if not change.changed:
         return f"Peer {go_quote(change.peer)} is already {change.current} — no change.\n"
-    return _lines([f"Peer {go_quote(change.peer)}: {change.previous} -> {change.current}", RESTART_HINT])
+    lines = [f"Peer {go_quote(change.peer)}: {change.previous} -> {change.current}"]
+    return _lines([*lines, *_apply_hints(change.running, RESTART_HINT)])
 
 
 def _key_fingerprint(report: KeyReport) -> str:
@@ -425,6 +452,27 @@ def _key_fingerprint(report: KeyReport) -> str:
     lines.append(f"{'Fingerprint:':<13}{access.fingerprint}")
     if access.env_override:
         lines.append(f"{'Note:':<13}NOEMA_MCP_KEY is overriding access.shared_key_file")
+    return _lines(lines)
+
+
+KEY_REPLACED = "{label:<13}{fingerprint}"
+KEY_REPLACED_NOTE = (
+    "Peers that pinned the replaced key refuse this cortex until each runs `noemafed reset-peer <name>` "
+    "(or `noema federation reset-peer <name>`) for it."
+)
+
+
+def _keygen(report: KeygenReport) -> str:
+    """The public key and its fingerprint; the seed never leaves its file."""
+    lines = [
+        f"Signing key written to {report.seed_path} (mode 0600)",
+        f"{'Public key:':<13}{report.public_key}",
+        f"{'Fingerprint:':<13}{report.fingerprint}",
+        f"cortex.md: signing.public_key set, signing.private_key_file: {report.key_file}",
+    ]
+    if report.replaced:
+        lines += [KEY_REPLACED.format(label="Replaced:", fingerprint=report.replaced), KEY_REPLACED_NOTE]
+    lines += _apply_hints(report.running, APPLY_HINT)
     return _lines(lines)
 
 
@@ -493,6 +541,51 @@ def _sync_json(report: SyncReport) -> str:
     return _dumps(doc)
 
 
+# ---- doctor ---------------------------------------------------------------------------------------------
+
+DOCTOR_CLEAN = "No problems found."
+DOCTOR_SUMMARY = "{errors} error(s), {warnings} warning(s), {infos} note(s)"
+
+
+def _doctor_human(report: DoctorReport) -> str:
+    """One block per finding, errors first: severity and subject, what is wrong, then the fix."""
+    lines = []
+    for finding in report.findings:
+        lines += [
+            f"{finding.severity.upper()}: {finding.subject}",
+            f"  {finding.message}",
+            f"  fix: {finding.fix}",
+        ]
+    counts = DOCTOR_SUMMARY.format(
+        errors=report.count("error"), warnings=report.count("warning"), infos=report.count("info")
+    )
+    lines.append(counts if report.exit_code else f"{DOCTOR_CLEAN} ({counts})")
+    return _lines(lines)
+
+
+def _doctor_json(report: DoctorReport) -> str:
+    """docs/doctor.schema.json."""
+    doc = {
+        "schema_version": reports.DOCTOR_SCHEMA_VERSION,
+        "generated_at": report.generated_at,
+        "cortex": {"id": report.cortex_id or None, "path": str(report.cortex_path)},
+        "online": report.online,
+        "exit_code": report.exit_code,
+        "counts": {severity: report.count(severity) for severity in ("error", "warning", "info")},
+        "findings": [
+            {
+                "severity": str(finding.severity),
+                "code": finding.code,
+                "subject": finding.subject,
+                "message": finding.message,
+                "fix": finding.fix,
+            }
+            for finding in report.findings
+        ],
+    }
+    return _dumps(doc)
+
+
 # ---- errors and dispatch ------------------------------------------------------------------------------
 
 
@@ -544,6 +637,10 @@ def human(report: Report) -> str:
             return _setting_change(report)
         case VersionReport():
             return _version(report)
+        case KeygenReport():
+            return _keygen(report)
+        case DoctorReport():
+            return _doctor_human(report)
 
 
 def json(report: JsonReport) -> str:
@@ -557,3 +654,5 @@ def json(report: JsonReport) -> str:
             return _peers_json(report)
         case ErrorReport():
             return _error_json(report)
+        case DoctorReport():
+            return _doctor_json(report)

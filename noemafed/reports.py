@@ -12,6 +12,8 @@ if TYPE_CHECKING:  # value types only; importing them for real would load sync's
     from noemafed.cortex.manifest import FederationConfig, PeerConfig
     from noemafed.cortex.state import PeerState, RankEntry
     from noemafed.cortex.vclock import VClock
+    from noemafed.federation.doctor import Finding
+    from noemafed.federation.lock import LockHolder
     from noemafed.federation.syncer import PollResult
 
 
@@ -19,6 +21,7 @@ if TYPE_CHECKING:  # value types only; importing them for real would load sync's
 STATUS_SCHEMA_VERSION = 1  # docs/status.schema.json
 PEERS_SCHEMA_VERSION = 1  # docs/peers.schema.json
 SYNC_SCHEMA_VERSION = 1  # docs/sync.schema.json
+DOCTOR_SCHEMA_VERSION = 1  # docs/doctor.schema.json
 
 
 class InitReport(NamedTuple):
@@ -88,6 +91,7 @@ class AddedPeer(NamedTuple):
     endpoint: str
     ca: str = ""
     pubkey: str = ""
+    running: LockHolder | None = None  # the noemafed sync that read cortex.md before this change
 
 
 class FieldChange(NamedTuple):
@@ -104,6 +108,7 @@ class PeerUpdate(NamedTuple):
     name: str
     changes: tuple[FieldChange, ...]
     state_moved: bool = False
+    running: LockHolder | None = None
 
 
 class RemovePlan(NamedTuple):
@@ -120,6 +125,7 @@ class RemoveResult(NamedTuple):
     targets: tuple[ResetTarget, ...]
     keep_state: bool
     buckets_dropped: int
+    running: LockHolder | None = None  # --keep-state takes no lock: a sync may be running
 
 
 # ---- reset-peer -----------------------------------------------------------------------------------
@@ -162,6 +168,7 @@ class ModeChange(NamedTuple):
 
     previous: str
     current: str
+    running: LockHolder | None = None
 
     @property
     def changed(self) -> bool:
@@ -174,6 +181,7 @@ class PeerModeChange(NamedTuple):
     peer: str
     previous: str
     current: str
+    running: LockHolder | None = None
 
     @property
     def changed(self) -> bool:
@@ -189,6 +197,7 @@ class SettingChange(NamedTuple):
     setting: str  # "interval" or "verify"
     previous: str  # the raw text, "" when unset
     current: str
+    running: LockHolder | None = None
 
     @property
     def changed(self) -> bool:
@@ -203,6 +212,41 @@ class KeyReport(NamedTuple):
 
     cortex_name: str
     access: AccessKey
+
+
+# ---- keygen ---------------------------------------------------------------------------------------
+
+
+class KeygenReport(NamedTuple):
+    """The signing key keygen made: where its seed is, its public key and fingerprint (never the seed)."""
+
+    seed_path: Path
+    key_file: str  # signing.private_key_file as written in cortex.md
+    public_key: str
+    fingerprint: str
+    replaced: str  # the fingerprint of the key --force replaced, "" when there was none
+    running: LockHolder | None = None
+
+
+# ---- doctor ---------------------------------------------------------------------------------------
+
+
+class DoctorReport(NamedTuple):
+    """Every finding of one doctor run, errors first; its exit code says the worst severity."""
+
+    generated_at: str
+    cortex_path: Path
+    cortex_id: str  # "" when cortex.md could not be read
+    online: bool
+    findings: tuple[Finding, ...]
+
+    def count(self, severity: str) -> int:
+        return sum(1 for finding in self.findings if finding.severity == severity)
+
+    @property
+    def exit_code(self) -> int:
+        """0 with no error or warning, 1 with warnings, 2 with errors (docs/exit-codes.md, `doctor`)."""
+        return 2 if self.count("error") else 1 if self.count("warning") else 0
 
 
 # ---- --version ------------------------------------------------------------------------------------

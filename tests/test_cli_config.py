@@ -31,10 +31,7 @@ PINNED_C = "01PEERGAMMA000000000000000"
 OTHER = "01OTHERCORTEX0000000000000"
 CURSOR = "01JQH4HPD0B8E9WCXGFN1A33VE"
 KEY = "ed25519:0EqyMnQrtKs6E2i9RhXk5tAiSrcaAWuvhSCjMsl3hzc="
-APPLY = (
-    "Restart a running `noemafed sync` daemon or `noema serve` to apply it; `sync --once` reads cortex.md "
-    "each run.\n"
-)
+APPLY = "Restart `noema serve` if it serves this cortex; the next `noemafed sync` reads cortex.md.\n"
 BETA_STATE = {
     "peer:beta:cortex_id": PINNED_B,
     "peer:beta:last_event": CURSOR,

@@ -15,6 +15,7 @@ from noemafed.cortex.manifest import (
     write_manifest_raw,
 )
 from noemafed.errors import ArgumentError, CommandError
+from noemafed.federation.lock import sync_running
 from noemafed.reports import ModeChange, PeerModeChange
 from noemafed.text.gotext import go_quote
 
@@ -24,11 +25,13 @@ def set_mode(mode: str, locate: Callable[[], Path]) -> ModeChange:
     if mode not in FEDERATION_MODES:
         # noema's text (federation.md §6.5); exit 2 rather than noema's 1, as for any bad argument.
         raise ArgumentError(f"invalid mode {go_quote(mode)}; use sync, publish, or subscribe")
-    manifest = read_manifest(locate())
+    cortex_dir = locate()
+    manifest = read_manifest(cortex_dir)
     previous = manifest.federation_mode
-    if previous != mode:
-        write_manifest_raw(manifest.path, with_federation_mode(manifest, mode), manifest.body)
-    return ModeChange(previous, mode)
+    if previous == mode:
+        return ModeChange(previous, mode)
+    write_manifest_raw(manifest.path, with_federation_mode(manifest, mode), manifest.body)
+    return ModeChange(previous, mode, sync_running(cortex_dir))
 
 
 def set_peer_mode(cortex_dir: Path, name: str, paused: bool) -> PeerModeChange:
@@ -43,6 +46,7 @@ def set_peer_mode(cortex_dir: Path, name: str, paused: bool) -> PeerModeChange:
         raise CommandError(f"peer {go_quote(name)} is not configured in cortex.md (known: {known})")
     target = PEER_MODE_PAUSED if paused else PEER_MODE_SYNC
     previous = peer.effective_mode
-    if previous != target:
-        write_manifest_raw(manifest.path, with_peer_mode(manifest, name, target), manifest.body)
-    return PeerModeChange(name, previous, target)
+    if previous == target:
+        return PeerModeChange(name, previous, target)
+    write_manifest_raw(manifest.path, with_peer_mode(manifest, name, target), manifest.body)
+    return PeerModeChange(name, previous, target, sync_running(cortex_dir))

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NamedTuple, TypeVar
 
-from noemafed.commands.reset import PEER_STATE_SUFFIXES, clear_state, plan_reset
+from noemafed.commands.reset import PEER_STATE_SUFFIXES, clear_state, no_sync_running, plan_reset
 from noemafed.cortex import state
 from noemafed.cortex.manifest import (
     Manifest,
@@ -21,6 +21,7 @@ from noemafed.cortex.manifest import (
 )
 from noemafed.cortex.open import Cortex, open_cortex
 from noemafed.errors import ArgumentError, CommandError, NoemafedError, StateError
+from noemafed.federation.lock import sync_running
 from noemafed.reports import (
     AddedPeer,
     FieldChange,
@@ -168,10 +169,11 @@ def add_peer(
     endpoint = check_endpoint_argument(endpoint)
     ca = check_ca(ca) if ca else ""
     pubkey = check_pubkey(pubkey) if pubkey else ""
-    manifest = read_manifest(locate())
+    cortex_dir = locate()
+    manifest = read_manifest(cortex_dir)
     _check_new_label(manifest, name)
     write_manifest_raw(manifest.path, with_added_peer(manifest, name, endpoint, ca, pubkey), manifest.body)
-    return AddedPeer(name, endpoint, ca, pubkey)
+    return AddedPeer(name, endpoint, ca, pubkey, sync_running(cortex_dir))
 
 
 class PeerChanges(NamedTuple):
@@ -216,13 +218,14 @@ def set_peer(locate: Callable[[], Path], name: str, changes: PeerChanges) -> Pee
     raw = with_peer_fields(manifest, name, wanted)
     if "name" not in wanted:
         write_manifest_raw(manifest.path, raw, manifest.body)
-        return update
-    cortex = open_cortex(cortex_dir)
-    try:
-        _rewrite_in_transaction(cortex, raw, lambda conn: _move_state(conn, name, wanted["name"]))
-    finally:
-        cortex.close()
-    return PeerUpdate(update.name, update.changes, state_moved=True)
+        return update._replace(running=sync_running(cortex_dir))
+    with no_sync_running(cortex_dir, "set-peer --rename"):  # a sync would write state under the old name
+        cortex = open_cortex(cortex_dir)
+        try:
+            _rewrite_in_transaction(cortex, raw, lambda conn: _move_state(conn, name, wanted["name"]))
+        finally:
+            cortex.close()
+    return update._replace(state_moved=True)
 
 
 def _move_state(conn: sqlite3.Connection, old: str, new: str) -> None:
@@ -244,7 +247,7 @@ def remove_peers(
     """Plan, let `confirm` show the plan and decide, then remove the entries and (unless kept) their state."""
     names = tuple(dict.fromkeys(names))
     cortex_dir = locate()
-    if keep_state:  # the database is never opened: only cortex.md changes
+    if keep_state:  # the database is never opened and the lock not taken: only cortex.md changes
         manifest = read_manifest(cortex_dir)
         _known(manifest, names)
         targets = tuple(
@@ -254,19 +257,23 @@ def remove_peers(
         if not confirm(plan):
             raise CommandError(ABORTED)
         write_manifest_raw(manifest.path, with_removed_peers(manifest, names), manifest.body)
-        return RemoveResult(plan.targets, keep_state=True, buckets_dropped=0)
-    cortex = open_cortex(cortex_dir)
-    try:
-        _known(cortex.manifest, names)
-        reset = plan_reset(cortex, names)
-        plan = RemovePlan(reset.cortex_name, reset.targets, keep_state=False)
-        if not confirm(plan):
-            raise CommandError(ABORTED)
-        raw = with_removed_peers(cortex.manifest, names)
-        dropped = _rewrite_in_transaction(cortex, raw, lambda conn: clear_state(conn, plan.targets))
-        return RemoveResult(plan.targets, keep_state=False, buckets_dropped=dropped)
-    finally:
-        cortex.close()
+        return RemoveResult(
+            plan.targets, keep_state=True, buckets_dropped=0, running=sync_running(cortex_dir)
+        )
+    # Under the sync lock from plan to commit: a sync would write back the state being cleared.
+    with no_sync_running(cortex_dir, "remove-peer"):
+        cortex = open_cortex(cortex_dir)
+        try:
+            _known(cortex.manifest, names)
+            reset = plan_reset(cortex, names)
+            plan = RemovePlan(reset.cortex_name, reset.targets, keep_state=False)
+            if not confirm(plan):
+                raise CommandError(ABORTED)
+            raw = with_removed_peers(cortex.manifest, names)
+            dropped = _rewrite_in_transaction(cortex, raw, lambda conn: clear_state(conn, plan.targets))
+            return RemoveResult(plan.targets, keep_state=False, buckets_dropped=dropped)
+        finally:
+            cortex.close()
 
 
 def _in_order(targets: tuple[ResetTarget, ...], names: tuple[str, ...]) -> tuple[ResetTarget, ...]:

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from noemafed.cortex import state
-from noemafed.cortex.open import Cortex, open_cortex
+from noemafed.cortex.open import Cortex, database_dir, open_cortex
 from noemafed.errors import CommandError, NoemafedError
+from noemafed.federation.lock import ROLE_CONFIG, ROLE_DAEMON, ROLE_ONCE, LockHeldError, LockHolder, SyncLock
 from noemafed.reports import ResetPlan, ResetResult, ResetTarget
 from noemafed.text.gotext import go_quote
 
@@ -27,10 +29,54 @@ PEER_STATE_SUFFIXES = (
 )
 
 
+# What to do when a sync holds the lock: these commands have no --wait, and a daemon never lets go by itself.
+LOCKED_BY_DAEMON_HINT = (
+    "stop the `noemafed sync` daemon (pid {pid}) first (under systemd: systemctl stop <its unit>), "
+    "run {command} again, then start the daemon"
+)
+LOCKED_BY_ONCE_HINT = "wait for that `noemafed sync --once` (pid {pid}) to end (at most its --max-duration), then run {command} again"
+LOCKED_BY_CONFIG_HINT = (
+    "another remove-peer or reset-peer (pid {pid}) is changing this cortex; run {command} again"
+)
+LOCKED_HINT = "wait for that sync to end, or stop the `noemafed sync` daemon, then run {command} again"
+_LOCKED_HINTS = {
+    ROLE_DAEMON: LOCKED_BY_DAEMON_HINT,
+    ROLE_ONCE: LOCKED_BY_ONCE_HINT,
+    ROLE_CONFIG: LOCKED_BY_CONFIG_HINT,
+}
+
+
+def locked_hint(holder: LockHolder | None, command: str) -> str:
+    """The hint for a configuration command refused by the sync lock, naming what holds it."""
+    if holder is None:
+        return LOCKED_HINT.format(command=command)
+    return _LOCKED_HINTS.get(holder.role, LOCKED_HINT).format(pid=holder.pid, command=command)
+
+
+@contextmanager
+def no_sync_running(cortex_dir: Path, command: str) -> Iterator[None]:
+    """Hold the sync lock while `command` reads and changes a peer's state, so no sync writes it meanwhile
+    (a sync running would otherwise write back the cursor or pin just cleared). Refused at once, exit 75."""
+    with SyncLock(database_dir(cortex_dir), ROLE_CONFIG) as lock:
+        try:
+            lock.acquire()
+        except LockHeldError as exc:
+            raise LockHeldError(exc.message, locked_hint(exc.holder, command), exc.holder) from None
+        yield
+
+
 def reset_peers(
     cortex_dir: Path, names: tuple[str, ...], confirm: Callable[[ResetPlan], bool]
 ) -> ResetResult:
-    """Plan, let `confirm` show the plan and decide, then clear: the one open cortex spans all three."""
+    """Plan, let `confirm` show the plan and decide, then clear: the one open cortex spans all three, and the
+    sync lock is held throughout."""
+    with no_sync_running(cortex_dir, "reset-peer"):
+        return _reset_peers(cortex_dir, names, confirm)
+
+
+def _reset_peers(
+    cortex_dir: Path, names: tuple[str, ...], confirm: Callable[[ResetPlan], bool]
+) -> ResetResult:
     cortex = open_cortex(cortex_dir)
     try:
         plan = plan_reset(cortex, names)

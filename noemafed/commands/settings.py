@@ -7,6 +7,7 @@ from pathlib import Path
 
 from noemafed.cortex.manifest import VERIFY_MODES, read_manifest, with_federation_setting, write_manifest_raw
 from noemafed.errors import ArgumentError
+from noemafed.federation.lock import sync_running
 from noemafed.reports import SettingChange
 from noemafed.text.durations import parse_go_duration
 from noemafed.text.gotext import go_quote
@@ -22,14 +23,15 @@ VERIFY_INVALID = "invalid verify mode {value}; use off, warn, or enforce"
 
 def _set(locate: Callable[[], Path], key: str, value: str, default: str = "") -> SettingChange:
     """Write `federation.<key>` unless it already holds `value`; `default` is written by removing the key."""
-    manifest = read_manifest(locate())
+    cortex_dir = locate()
+    manifest = read_manifest(cortex_dir)
     federation = manifest.federation
     previous = getattr(federation, key) if federation else ""
     if (previous or default) == value:
         return SettingChange(key, previous or default, value)
     raw = with_federation_setting(manifest, key, "" if value == default else value)
     write_manifest_raw(manifest.path, raw, manifest.body)
-    return SettingChange(key, previous or default, value)
+    return SettingChange(key, previous or default, value, sync_running(cortex_dir))
 
 
 def set_interval(locate: Callable[[], Path], value: str) -> SettingChange:

@@ -14,7 +14,7 @@ from noemafed.cortex.manifest import Manifest, PeerConfig
 from noemafed.cortex.open import TEMP_PREFIX, TEMP_SUFFIX, TRACE_FOLDERS, database_dir, open_database
 from noemafed.cortex.storage_lock import StorageBusyError
 from noemafed.errors import CommandError
-from noemafed.federation.lock import SyncLock
+from noemafed.federation.lock import ROLE_DAEMON, ROLE_ONCE, SyncLock
 from noemafed.federation.schedule import poll_once, run_daemon
 from noemafed.federation.syncer import SyncContext, SyncOptions
 from noemafed.logs import Log
@@ -55,12 +55,13 @@ class SyncRun(NamedTuple):
 
 
 @contextmanager
-def _locked(run: SyncRun) -> Iterator[SyncContext]:
-    """The key loaded and the database checked before the lock is taken, then the lock held throughout."""
+def _locked(run: SyncRun, role: str = ROLE_ONCE) -> Iterator[SyncContext]:
+    """The key loaded and the database checked before the lock is taken, then the lock held throughout; `role`
+    is written into the lock so configuration commands can name what is running."""
     access = load_access_key(run.cortex_dir, run.manifest.access, run.environ)
     with suppress(StorageBusyError):  # busy storage fails each peer (exit 3, in its health), not the run
         open_database(run.cortex_dir).close()  # refuse an unusable cortex before taking the lock
-    with SyncLock(database_dir(run.cortex_dir)) as lock:
+    with SyncLock(database_dir(run.cortex_dir), role) as lock:
         lock.acquire(run.wait_seconds)
         remove_stale_temp_files(run.cortex_dir)
         yield SyncContext(run.cortex_dir, run.manifest, access, run.options, run.log)
@@ -85,5 +86,5 @@ def sync_once(run: SyncRun, names: tuple[str, ...]) -> SyncReport:
 
 def sync_daemon(run: SyncRun, stop: threading.Event) -> None:
     """The foreground daemon for systemd: holds the sync lock until stopped; it reports only through `log`."""
-    with _locked(run) as ctx:
+    with _locked(run, ROLE_DAEMON) as ctx:
         run_daemon(ctx, stop)

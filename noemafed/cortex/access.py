@@ -43,9 +43,14 @@ class AccessKey(NamedTuple):
 
 def key_fingerprint(key: str) -> str:
     """`SHA256:` and the digest as 32 lowercase hex pairs joined by `:`; safe to show."""
+    return fingerprint_of(key.encode("utf-8"))
+
+
+def fingerprint_of(data: bytes) -> str:
+    """noema's fingerprint format over any bytes: `SHA256:` and 32 lowercase hex pairs joined by `:`."""
     import hashlib  # noqa: PLC0415 (lazy: see AccessKey.fingerprint)
 
-    digest = hashlib.sha256(key.encode("utf-8")).hexdigest()
+    digest = hashlib.sha256(data).hexdigest()
     return "SHA256:" + ":".join(digest[i : i + 2] for i in range(0, len(digest), 2))
 
 

@@ -27,6 +27,7 @@ PEER_MODES = (PEER_MODE_SYNC, PEER_MODE_PAUSED)
 # Go's output order for the blocks noemafed writes (federation.md §1.1).
 _FEDERATION_KEY_ORDER = ("mode", "peers", "interval", "verify")
 _PEER_KEY_ORDER = ("name", "endpoint", "ca", "mode", "pubkey")
+_SIGNING_KEY_ORDER = ("public_key", "private_key_file")
 
 
 class PeerConfig(NamedTuple):
@@ -388,4 +389,15 @@ def with_added_peer(
     peers.append(entry)
     block["peers"] = peers
     raw["federation"] = _ordered(block, _FEDERATION_KEY_ORDER)
+    return raw
+
+
+def with_signing_key(manifest: Manifest, public_key: str, private_key_file: str) -> dict[str, Any]:
+    """A copy of the raw manifest with `signing.public_key` and `signing.private_key_file` set, as `noema
+    keygen` records them; other keys of the block stay."""
+    raw = dict(manifest.raw)
+    block = dict(_block(raw, "signing"))
+    block["public_key"] = public_key
+    block["private_key_file"] = private_key_file
+    raw["signing"] = _ordered(block, _SIGNING_KEY_ORDER)
     return raw

@@ -344,3 +344,14 @@ HEALTH_HINTS: dict[str, str] = {
 def health_hint(reason: str) -> str | None:
     """The status line that tells an operator what to check; None for reset, eof, other and unknown."""
     return HEALTH_HINTS.get(reason)
+
+
+_CERT_HAS_EXPIRED = 10  # OpenSSL's X509_V_ERR_CERT_HAS_EXPIRED
+
+
+def certificate_expired(err: BaseException) -> bool:
+    """The peer's certificate failed verification because it has expired (doctor says so by name)."""
+    return any(
+        isinstance(exc, ssl.SSLCertVerificationError) and exc.verify_code == _CERT_HAS_EXPIRED
+        for exc in _chain(err)
+    )

@@ -84,6 +84,11 @@ def read_validity(path: str) -> Validity:
         raise CertificateRefused(CANNOT_READ.format(error=error)) from None
 
 
+def der_validity(der: bytes) -> Validity:
+    """NotBefore and NotAfter of a DER certificate (a peer's, as its TLS handshake presented it)."""
+    return _validity(der)
+
+
 def _element(der: bytes, position: int) -> tuple[int, int, int]:
     """(tag, start of content, end of content) of the DER element at `position`."""
     tag, length = der[position], der[position + 1]

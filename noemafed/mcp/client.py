@@ -222,6 +222,7 @@ class _WatchedConnections:
 
     def __init__(self) -> None:
         self.watch: _RequestWatch | None = None
+        self.peer_certificate: bytes | None = None  # DER of the last TLS handshake's peer certificate
 
     def _create_connection(
         self,
@@ -240,6 +241,16 @@ class _WatchedConnections:
         def make(*args: Any, **kwargs: Any) -> http.client.HTTPConnection:
             connection = base(*args, **kwargs)
             connection._create_connection = watched._create_connection  # type: ignore[attr-defined]
+            if isinstance(connection, http.client.HTTPSConnection):
+                connect = connection.connect
+
+                def connect_noting_certificate() -> None:
+                    # Read here: urllib drops the connection's socket once the response has begun.
+                    connect()
+                    if isinstance(connection.sock, ssl.SSLSocket):
+                        watched.peer_certificate = connection.sock.getpeercert(binary_form=True)
+
+                connection.connect = connect_noting_certificate  # type: ignore[method-assign]
             return connection
 
         return make
@@ -288,6 +299,7 @@ class McpSession:
         self.session_id: str | None = None
         self.protocol_version: str | None = None
         self.server: ServerInfo | None = None
+        self.date: str | None = None  # the HTTP Date header of the initialize answer (doctor's clock check)
 
     # ---- public calls -----------------------------------------------------------------------------
 
@@ -349,6 +361,11 @@ class McpSession:
     def abandon(self) -> None:
         """Leave the session without a DELETE (another thread may still be in a call); close() then does nothing."""
         self.session_id = None
+
+    @property
+    def peer_certificate(self) -> bytes | None:
+        """The DER certificate the peer presented (https only), for doctor's expiry check."""
+        return self._connections.peer_certificate
 
     def __enter__(self) -> McpSession:
         return self
@@ -449,6 +466,7 @@ class McpSession:
                     if method == INITIALIZE:
                         session = response.headers.get(SESSION_HEADER)
                         self.session_id = session.strip() if session else None
+                        self.date = response.headers.get("Date")
                     if _media_type(response.headers) == SSE_TYPE:
                         message = _read_sse_response(response, request_id, budget, self.deadline, what)
                     else:
