@@ -43,7 +43,6 @@ _SIGNATURES: dict[str, tuple[Any, list[Any]]] = {
     "EVP_MD_CTX_free": (None, [_P]),
     "EVP_DigestVerifyInit": (ctypes.c_int, [_P, _P, _P, _P, _P]),
     "EVP_DigestVerify": (ctypes.c_int, [_P, ctypes.c_char_p, ctypes.c_size_t, ctypes.c_char_p, ctypes.c_size_t]),
-    "ERR_clear_error": (None, []),
 }
 
 
@@ -70,7 +69,6 @@ class OpenSslEd25519:
         kept = self._keys.get(public)
         pkey = kept or fn["EVP_PKEY_new_raw_public_key"](EVP_PKEY_ED25519, None, public, 32)
         if not pkey:
-            fn["ERR_clear_error"]()
             return None
         ctx = fn["EVP_MD_CTX_new"]()
         result = -1
@@ -79,10 +77,6 @@ class OpenSslEd25519:
                 result = fn["EVP_DigestVerify"](ctx, signature, 64, message, len(message))
         finally:
             fn["EVP_MD_CTX_free"](ctx)  # NULL is a no-op
-            if result != 1:
-                # A failed call may leave entries on this thread's OpenSSL error queue, where `ssl` would read
-                # them as the cause of its next failure.
-                fn["ERR_clear_error"]()
             if not kept and not (result == 1 and self._keep(public, pkey)):
                 fn["EVP_PKEY_free"](pkey)
         return None if result < 0 else result == 1
