@@ -94,7 +94,8 @@ def test_every_non_canonical_or_out_of_range_input_is_decided_before_openssl() -
             settled += 1
         else:
             assert verifier.decided_by_go_rules(public, message, signature) is None, flags
-    assert settled == 496  # CCTV: 490 with a non-canonical A or R; speccheck: 6 (S >= L, non-canonical R or A)
+    # CCTV: 490 with a non-canonical A or R; speccheck: 6 (S >= L, non-canonical R or A).
+    assert settled == 496
     # The other half of the rule: what "-0" and y >= p mean for each point.
     minus_zero = (1 | 1 << 255).to_bytes(32, "little")
     assert verifier.decided_by_go_rules(minus_zero, b"", bytes(64)) is not None
@@ -127,7 +128,9 @@ def signed_and_corrupted(draw: st.DrawFn) -> tuple[bytes, bytes, bytes, str]:
     seed = draw(st.sampled_from(SEEDS) | st.binary(min_size=32, max_size=32))
     message = draw(st.binary(max_size=300))
     public, signature = ed25519.public_key(seed), ed25519.sign(seed, message)
-    corruption = draw(st.sampled_from(["none", "signature", "key", "message", "random key", "random signature"]))
+    corruption = draw(
+        st.sampled_from(["none", "signature", "key", "message", "random key", "random signature"])
+    )
     bit = draw(st.integers(min_value=0, max_value=511))
     if corruption == "signature":
         signature = flip(signature, bit)
@@ -145,7 +148,9 @@ def signed_and_corrupted(draw: st.DrawFn) -> tuple[bytes, bytes, bytes, str]:
 @needs_openssl
 @settings(max_examples=300, deadline=None)
 @given(case=signed_and_corrupted())
-def test_openssl_agrees_with_python_on_signatures_and_corruptions(case: tuple[bytes, bytes, bytes, str]) -> None:
+def test_openssl_agrees_with_python_on_signatures_and_corruptions(
+    case: tuple[bytes, bytes, bytes, str],
+) -> None:
     public, message, signature, corruption = case
     expected = ed25519.verify(public, message, signature)
     assert expected is (corruption == "none")  # a flipped bit never leaves a valid signature (odds 2^-128)
@@ -160,7 +165,9 @@ def test_openssl_agrees_with_python_on_signatures_and_corruptions(case: tuple[by
     s=st.sampled_from(SPECIAL_S) | st.integers(min_value=0, max_value=2**256 - 1),
     message=st.binary(max_size=40),
 )
-def test_openssl_agrees_with_python_on_edge_encodings(public: bytes, r: bytes, s: int, message: bytes) -> None:
+def test_openssl_agrees_with_python_on_edge_encodings(
+    public: bytes, r: bytes, s: int, message: bytes
+) -> None:
     signature = r + s.to_bytes(32, "little")
     assert openssl().verify(public, message, signature) is ed25519.verify(public, message, signature)
 
@@ -179,7 +186,9 @@ def test_small_order_keys_verify_under_gos_rules() -> None:
 
 @settings(max_examples=60, deadline=None)
 @given(case=signed_and_corrupted())
-def test_a_keys_table_gives_the_verdict_of_the_first_verification(case: tuple[bytes, bytes, bytes, str]) -> None:
+def test_a_keys_table_gives_the_verdict_of_the_first_verification(
+    case: tuple[bytes, bytes, bytes, str],
+) -> None:
     """The pure-Python verifier multiplies a new key by doubling and keeps a comb table for a key that verified;
     both paths must agree on every input."""
     public, message, signature, _ = case
@@ -287,7 +296,12 @@ def choose(env_value: str | None, prelude: str = "") -> str:
         env[verifier.ENV] = env_value
     env["PYTHONPATH"] = str(REPO)
     done = subprocess.run(
-        [sys.executable, "-c", prelude + CHOICE], capture_output=True, text=True, env=env, timeout=60, check=True
+        [sys.executable, "-c", prelude + CHOICE],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        check=True,
     )
     return done.stdout.strip()
 
@@ -308,3 +322,21 @@ def test_without_ssl_the_pure_python_verifier_runs() -> None:
     assert choose("openssl", no_ssl) == (
         "python | pure Python (OpenSSL not used: no _ssl module (import of _ssl halted; None in sys.modules)) | True"
     )
+
+
+def test_status_and_version_say_which_verifier_runs(tmp_path: Path) -> None:
+    from conftest import make_cortex
+
+    path = make_cortex(tmp_path, "alpha")
+    expected = {"python": ("python", "pure Python")}
+    if not isinstance(LOADED, str):
+        expected[""] = ("openssl", LOADED.label)
+    for value, (name, label) in expected.items():
+        env = {**os.environ, verifier.ENV: value, "PYTHONPATH": str(REPO)}
+        run = [sys.executable, "-m", "noemafed"]
+        status = subprocess.run(
+            [*run, "--cortex", str(path), "status", "--json"], capture_output=True, env=env, check=True
+        )
+        assert json.loads(status.stdout)["federation"]["verifier"] == name
+        version = subprocess.run([*run, "--version"], capture_output=True, text=True, env=env, check=True)
+        assert version.stdout.endswith(f", Ed25519: {label}\n")

@@ -42,7 +42,10 @@ _SIGNATURES: dict[str, tuple[Any, list[Any]]] = {
     "EVP_MD_CTX_new": (_P, []),
     "EVP_MD_CTX_free": (None, [_P]),
     "EVP_DigestVerifyInit": (ctypes.c_int, [_P, _P, _P, _P, _P]),
-    "EVP_DigestVerify": (ctypes.c_int, [_P, ctypes.c_char_p, ctypes.c_size_t, ctypes.c_char_p, ctypes.c_size_t]),
+    "EVP_DigestVerify": (
+        ctypes.c_int,
+        [_P, ctypes.c_char_p, ctypes.c_size_t, ctypes.c_char_p, ctypes.c_size_t],
+    ),
 }
 
 
@@ -93,7 +96,7 @@ class OpenSslEd25519:
 def load() -> OpenSslEd25519 | str:
     """The verifier of the libcrypto that `_ssl` links, or why it cannot be used."""
     try:
-        import _ssl
+        import _ssl  # noqa: PLC0415 (inside the try: a Python without OpenSSL has no _ssl)
     except ImportError as exc:
         return f"no _ssl module ({exc})"
     path = getattr(_ssl, "__file__", None)  # None when _ssl is built into the interpreter
@@ -102,7 +105,9 @@ def load() -> OpenSslEd25519 | str:
     except (OSError, AttributeError) as exc:
         return f"libcrypto of {path or 'the interpreter'} not usable ({exc})"
     if verifier.version_number != _ssl.OPENSSL_VERSION_NUMBER:
-        return f"found {verifier.version} ({verifier.version_number:#x}), but _ssl runs {_ssl.OPENSSL_VERSION}"
+        return (
+            f"found {verifier.version} ({verifier.version_number:#x}), but _ssl runs {_ssl.OPENSSL_VERSION}"
+        )
     if verifier.version_number < MIN_VERSION:
         return f"{verifier.version} is older than 1.1.1"
     bad = _CHECK_SIGNATURE[:63] + bytes([_CHECK_SIGNATURE[63] ^ 1])

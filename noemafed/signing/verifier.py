@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from noemafed.signing import ed25519
 
@@ -28,8 +28,7 @@ PYTHON, OPENSSL = "python", "openssl"
 _X_IS_ZERO = (1, ed25519.P - 1)  # the only y with x = 0: the identity and the point of order 2
 
 
-@dataclass(frozen=True)
-class Verifier:
+class Verifier(NamedTuple):
     name: str  # "openssl" or "python": the `verifier` field of `status --json`
     label: str  # what `--version` shows: "OpenSSL 3.0.19", "pure Python"
     verify: Callable[[bytes, bytes, bytes], bool]
@@ -65,7 +64,7 @@ def python() -> Verifier:
 def openssl() -> Verifier | str:
     """The OpenSSL verifier with Go's rules in front, or why OpenSSL cannot be used."""
     try:
-        from noemafed.signing import libcrypto
+        from noemafed.signing import libcrypto  # noqa: PLC0415 (ctypes is loaded only when a signature is checked)
     except ImportError as exc:  # no ctypes in this Python
         return f"no ctypes ({exc})"
     library = libcrypto.load()
