@@ -189,14 +189,16 @@ def test_small_order_keys_verify_under_gos_rules() -> None:
 def test_a_keys_table_gives_the_verdict_of_the_first_verification(
     case: tuple[bytes, bytes, bytes, str],
 ) -> None:
-    """The pure-Python verifier multiplies a new key by doubling and keeps a comb table for a key that verified;
-    both paths must agree on every input."""
+    """The pure-Python verifier multiplies a new key by doubling and keeps a comb table for a key that verified
+    twice; both paths must agree on every input."""
     public, message, signature, _ = case
     ed25519._key_tables.pop(public, None)
-    cold = ed25519.verify(public, message, signature)  # no table: doubling (and a table if it verified)
+    ed25519._verified_once.pop(public, None)
+    cold = ed25519.verify(public, message, signature)  # no table: doubling
     for seed in SEEDS:
-        if public not in ed25519._key_tables and ed25519.public_key(seed) == public:
-            assert ed25519.verify(public, b"warm", ed25519.sign(seed, b"warm"))
+        if ed25519.public_key(seed) == public:
+            for text in (b"warm", b"warmer"):
+                assert ed25519.verify(public, text, ed25519.sign(seed, text))
     if public in ed25519._key_tables:
         assert ed25519.verify(public, message, signature) is cold
 
@@ -204,11 +206,16 @@ def test_a_keys_table_gives_the_verdict_of_the_first_verification(
 def test_key_tables_are_kept_only_for_keys_that_verified_and_are_bounded() -> None:
     ed25519._key_tables.clear()
     junk = ed25519.public_key(b"\x09" * 32)
-    assert not ed25519.verify(junk, b"m", bytes(64))
+    for _ in range(3):
+        assert not ed25519.verify(junk, b"m", bytes(64))
     assert junk not in ed25519._key_tables
+    once = ed25519.public_key(b"\x0a" * 32)
+    assert ed25519.verify(once, b"m", ed25519.sign(b"\x0a" * 32, b"m"))
+    assert once not in ed25519._key_tables  # one signature: no table yet
     for n in range(ed25519._KEY_TABLES_MAX + 3):
         seed = n.to_bytes(32, "little")
-        assert ed25519.verify(ed25519.public_key(seed), b"m", ed25519.sign(seed, b"m"))
+        for text in (b"m", b"n"):
+            assert ed25519.verify(ed25519.public_key(seed), text, ed25519.sign(seed, text))
     assert len(ed25519._key_tables) == ed25519._KEY_TABLES_MAX
     newest = ed25519.public_key((ed25519._KEY_TABLES_MAX + 2).to_bytes(32, "little"))
     assert newest in ed25519._key_tables
