@@ -201,9 +201,10 @@ def _show_version(ctx: click.Context, param: click.Parameter, value: bool) -> No
 
     from noemafed import __commit__, render
     from noemafed.reports import VersionReport
+    from noemafed.signing import verifier
 
     python = "{}.{}.{}".format(*sys.version_info[:3])  # platform.python_version() without importing platform
-    report = VersionReport(__version__, __commit__, python, sqlite3.sqlite_version)
+    report = VersionReport(__version__, __commit__, python, sqlite3.sqlite_version, verifier.current().label)
     obj = ctx.find_object(CliContext)
     if obj is None:
         click.echo(render.human(report), nl=False)

@@ -265,6 +265,7 @@ def _status_json(report: StatusReport) -> str:
             "interval": federation.interval or None if federation else None,
             "interval_seconds": federation.interval_seconds if federation else 30.0,
             "verify": federation.effective_verify if federation else "off",
+            "verifier": report.verifier,
         },
         "consolidation_rank": _rank_json(report.local_rank),
         "peers": [_peer_json(peer) for peer in report.peers],
@@ -393,7 +394,10 @@ def _setting_change(change: SettingChange) -> str:
 
 def _version(report: VersionReport) -> str:
     commit = report.commit or "unknown"
-    return f"noemafed {report.version} (commit {commit}) on Python {report.python}, SQLite {report.sqlite}\n"
+    return (
+        f"noemafed {report.version} (commit {commit}) on Python {report.python}, SQLite {report.sqlite}, "
+        f"Ed25519: {report.ed25519}\n"
+    )
 
 
 def _reset_plan(plan: ResetPlan) -> str:

@@ -59,6 +59,7 @@ class StatusReport(NamedTuple):
     local_rank: RankEntry | None  # None when reading it failed
     peers: tuple[PeerStatus, ...]
     vclock: VClock
+    verifier: str  # the Ed25519 verifier `sync` uses on this host: "openssl" or "python" (signing.verifier)
 
     @property
     def configured(self) -> bool:
@@ -259,6 +260,7 @@ class VersionReport(NamedTuple):
     commit: str  # "" outside a build made by build.sh
     python: str
     sqlite: str
+    ed25519: str  # the Ed25519 verifier: "OpenSSL 3.0.19", "pure Python" (signing.verifier)
 
 
 # ---- sync -----------------------------------------------------------------------------------------

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Benchmarks: `bench.py replay|sync|startup|serve|load` (docs/performance.md has the figures and verdicts).
+"""Benchmarks: `bench.py replay|sync|startup|serve|load|memory|verify` (docs/performance.md has the figures and verdicts).
 
 `bench.py replay --events N`: replay N `create` events beside a plain-sqlite3 floor.
 
@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import cProfile
+import hashlib
 import http.client
 import io
 import json
@@ -59,9 +60,12 @@ from noemafed.cortex.events import EVENT_COLUMNS, Event, event_from_row, page_js
 from noemafed.cortex.open import connect, init_cortex, open_cortex
 from noemafed.federation.replay import Replayer
 from noemafed.logs import SILENT
+from noemafed.signing import ed25519, eventsig, verifier
 
 PAGE = 1000
 SOURCE_ID = "01JQ7X2B9C4D5E6F7G8H9JKMNP"
+SIGNING_SEED = b"\x11" * 32  # the author of `bench.py verify`'s signed events
+SIGNING_KEY = "ed25519:0EqyMnQrtKs6E2i9RhXk5tAiSrcaAWuvhSCjMsl3hzc="  # its public key (cortex.md's demo key)
 PEER = "research"
 BODY = ("Lorem ipsum dolor sit amet, consectetur adipiscing elit; the index & event log <stay> small. " * 11)[
     :1023
@@ -405,7 +409,7 @@ class Pyz:
         env = {
             name: value
             for name, value in os.environ.items()
-            if name not in ("NOEMA_MCP_KEY", "NOEMA_CORTEX", "SHIV_ROOT")
+            if name not in ("NOEMA_MCP_KEY", "NOEMA_CORTEX", "SHIV_ROOT", verifier.ENV)
             and not name.lower().endswith("_proxy")
         }
         if bytecode:
@@ -437,14 +441,14 @@ class Pyz:
             )
         return done
 
-    def measure(self, args: list[str], timeout: float) -> dict[str, Any]:
+    def measure(self, args: list[str], timeout: float, env: dict[str, str] | None = None) -> dict[str, Any]:
         """Run `noemafed ARGS` under the RUSAGE_CHILDREN wrapper: wall seconds, peak RSS, stdout, stderr."""
         out, err = self.root / "measured.out", self.root / "measured.err"
         done = subprocess.run(
             [sys.executable, "-c", MEASURE, str(out), str(err), str(timeout), *self.argv(*args)],
             capture_output=True,
             text=True,
-            env=self.env,
+            env={**self.env, **(env or {})},
             timeout=timeout + 30,
             check=True,
         )
@@ -499,7 +503,9 @@ class Server:
         return 0
 
 
-def build_source(pyz: Pyz, path: Path, total: int, replay_of: Path | None = None) -> dict[str, Any]:
+def build_source(
+    pyz: Pyz, path: Path, total: int, replay_of: Path | None = None, signed: bool = False
+) -> dict[str, Any]:
     """Replay `total` realistic create events into a new cortex at `path`, in a child process.
 
     The child runs the pyz's own noemafed code and times parse + apply_page of each page of 1,000 exactly as
@@ -510,13 +516,15 @@ def build_source(pyz: Pyz, path: Path, total: int, replay_of: Path | None = None
     argv = [sys.executable, __file__, "_source", str(path), str(total)]
     if replay_of is not None:
         argv += ["--replay-of", str(replay_of)]
+    if signed:
+        argv.append("--signed")
     done = subprocess.run(
         argv,
         env={**pyz.env, "NOEMAFED_BENCH_PATH": str(pyz.site_packages)},
         check=True,
         capture_output=True,
         text=True,
-        timeout=120 + total * 0.05,
+        timeout=120 + total * (0.1 if signed else 0.05),
     )
     result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
     if not str(result["replay_module"]).startswith(str(pyz.site_packages)):
@@ -542,11 +550,18 @@ def stored_pages(cortex_dir: Path) -> Iterator[str]:
         conn.close()
 
 
-def load_source(path: Path, total: int, replay_of: Path | None) -> None:
+def signed_pages(total: int) -> Iterator[str]:
+    """The pages of `pages`, every event signed by SIGNING_SEED as its author would."""
+    for text in pages(total):
+        yield page_json(eventsig.sign_event(event, SIGNING_SEED) for event in parse_page(text))
+
+
+def load_source(path: Path, total: int, replay_of: Path | None, signed: bool = False) -> None:
     cortex = open_cortex(path)
     replayer = Replayer(cortex, log=SILENT)
     elapsed = 0.0
-    for text in pages(total) if replay_of is None else stored_pages(replay_of):
+    generated = signed_pages(total) if signed else pages(total)
+    for text in generated if replay_of is None else stored_pages(replay_of):
         start = time.perf_counter()
         result = replayer.apply_page(parse_page(text), cursor_peer=PEER)
         elapsed += time.perf_counter() - start
@@ -558,6 +573,17 @@ def load_source(path: Path, total: int, replay_of: Path | None) -> None:
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     module = sys.modules[Replayer.__module__].__file__
     print(json.dumps({"seconds": elapsed, "peak_rss_kib": peak, "replay_module": module}))
+
+
+def pinned_key(cortex_dir: Path) -> str:
+    """The key a cortex pinned for the benchmark's author (TOFU on its first verified event), or ""."""
+    from noemafed.cortex.state import get_cortex_pubkey
+
+    conn = connect(cortex_dir / "db" / "noema.db")
+    try:
+        return get_cortex_pubkey(conn, SOURCE_ID)
+    finally:
+        conn.close()
 
 
 def event_ids(cortex_dir: Path) -> list[str]:
@@ -593,20 +619,39 @@ def mib(kib: float) -> str:
 # ---- sync ---------------------------------------------------------------------------------------------------
 
 
-def sync_round(pyz: Pyz, server: Server, source: Path, work: Path, total: int) -> dict[str, Any]:
+def sync_round(  # noqa: PLR0913 (the keyword-only verify mode and environment of `bench.py verify`)
+    pyz: Pyz,
+    server: Server,
+    source: Path,
+    work: Path,
+    total: int,
+    *,
+    verify: str = "off",
+    env: dict[str, str] | None = None,
+) -> dict[str, Any]:
     """One cold `sync --once` of the whole source into a new cortex, from the pyz, under the RSS wrapper."""
+    from noemafed.commands.settings import set_verify
+
     target = work / "target"
     init_cortex(target, "target")
     add_peers(target, {"source": server.endpoint})
+    if verify != "off":
+        set_verify(lambda: target, verify)
     timeout = 120 + total * 0.02
     measured = pyz.measure(
-        ["--cortex", str(target), "sync", "--once", "--json", "--max-duration", str(timeout)], timeout + 10
+        ["--cortex", str(target), "sync", "--once", "--json", "--max-duration", str(timeout)],
+        timeout + 10,
+        env,
     )
     peer = sync_report(measured)["peers"][0]
     if peer["status"] != "ok" or peer["events_applied"] != total:
         raise RuntimeError(f"sync did not apply {total} events: {peer}")
     if event_ids(target) != event_ids(source):
         raise RuntimeError("the target's event log differs from the source's")
+    if verify != "off" and pinned_key(target) != SIGNING_KEY:
+        raise RuntimeError(
+            f"verify={verify}: the target did not pin the signing key, so nothing was verified"
+        )
     shutil.rmtree(target)
     return {
         "seconds": float(measured["seconds"]),
@@ -693,6 +738,196 @@ def sync_command(args: argparse.Namespace) -> int:
         )
     print(f"load average {os.getloadavg()[0]:.2f} at the end")
     return 0
+
+
+# ---- verify ---------------------------------------------------------------------------------------------------
+
+
+class OldEd25519:
+    """The pure-Python verifier noemafed shipped before issue 15 (double-and-add, two scalar multiplications,
+    RFC 8032 decoding of A), kept here only as the baseline of `verify`."""
+
+    P = 2**255 - 19
+    L = 2**252 + 27742317777372353535851937790883648493
+    D = -121665 * pow(121666, P - 2, P) % P
+    SQRT_M1 = pow(2, (P - 1) // 4, P)
+    Point = tuple[int, int, int, int]
+
+    @classmethod
+    def add(cls, p: Point, q: Point) -> Point:
+        P = cls.P
+        a = (p[1] - p[0]) * (q[1] - q[0]) % P
+        b = (p[1] + p[0]) * (q[1] + q[0]) % P
+        c = 2 * p[3] * q[3] * cls.D % P
+        d = 2 * p[2] * q[2] % P
+        e, f, g, h = b - a, d - c, d + c, b + a
+        return (e * f % P, g * h % P, f * g % P, e * h % P)
+
+    @classmethod
+    def multiply(cls, scalar: int, point: Point) -> Point:
+        result: OldEd25519.Point = (0, 1, 1, 0)
+        while scalar:
+            if scalar & 1:
+                result = cls.add(result, point)
+            point = cls.add(point, point)
+            scalar >>= 1
+        return result
+
+    @classmethod
+    def recover_x(cls, y: int, sign: int) -> int | None:
+        P = cls.P
+        if y >= P:
+            return None
+        x2 = (y * y - 1) * pow(cls.D * y * y + 1, P - 2, P) % P
+        if x2 == 0:
+            return None if sign else 0
+        x = pow(x2, (P + 3) // 8, P)
+        if (x * x - x2) % P:
+            x = x * cls.SQRT_M1 % P
+        if (x * x - x2) % P:
+            return None
+        return P - x if (x & 1) != sign else x
+
+    @classmethod
+    def compress(cls, point: Point) -> bytes:
+        z_inv = pow(point[2], cls.P - 2, cls.P)
+        x, y = point[0] * z_inv % cls.P, point[1] * z_inv % cls.P
+        return int.to_bytes(y | ((x & 1) << 255), 32, "little")
+
+    @classmethod
+    def verify(cls, public: bytes, message: bytes, signature: bytes) -> bool:
+        P = cls.P
+        y = int.from_bytes(public, "little")
+        x = cls.recover_x(y & ((1 << 255) - 1), y >> 255)
+        if x is None:
+            return False
+        y &= (1 << 255) - 1
+        s = int.from_bytes(signature[32:], "little")
+        if s >= cls.L:
+            return False
+        digest = hashlib.sha512(signature[:32] + public + message).digest()
+        k = int.from_bytes(digest, "little") % cls.L
+        gy = 4 * pow(5, P - 2, P) % P
+        gx = cls.recover_x(gy, 0)
+        assert gx is not None
+        base = (gx, gy, 1, gx * gy % P)
+        minus_a = ((P - x) % P, y, 1, (P - x * y % P) % P)
+        check = cls.add(cls.multiply(s, base), cls.multiply(k, minus_a))
+        return cls.compress(check) == signature[:32]
+
+
+def verify_rates(count: int, rounds: int) -> dict[str, list[float]]:
+    """Verifications per second of each verifier on `count` signatures of event-sized messages, the verifiers
+    alternating round by round. "warm": one key, as in a ring (the first verification of a key is not timed);
+    "cold": a new key for every signature (every verification pays for the key)."""
+    loaded = verifier.openssl()
+    if isinstance(loaded, str):
+        raise RuntimeError(f"OpenSSL is not loadable here: {loaded}")
+    messages = [os.urandom(240) for _ in range(count)]  # an event preimage is about 240 bytes
+    signatures = [ed25519.sign(SIGNING_SEED, message) for message in messages]
+    public = ed25519.public_key(SIGNING_SEED)
+    cold_count = max(count // 10, 10)
+    cold_seeds = [os.urandom(32) for _ in range(cold_count * rounds)]
+    cold = [(ed25519.public_key(seed), ed25519.sign(seed, b"m")) for seed in cold_seeds]
+    old_count = max(count // 5, 10)  # the old code is slow: a fifth of the signatures
+    checks: dict[str, Any] = {
+        "openssl": lambda: [
+            loaded.verify(public, m, sig) for m, sig in zip(messages, signatures, strict=True)
+        ],
+        "python, warm key": lambda: [
+            ed25519.verify(public, m, sig) for m, sig in zip(messages, signatures, strict=True)
+        ],
+        "python before issue 15": lambda: [
+            OldEd25519.verify(public, m, sig)
+            for m, sig in zip(messages[:old_count], signatures, strict=False)
+        ],
+    }
+    sizes = {"openssl": count, "python, warm key": count, "python before issue 15": old_count}
+    rates: dict[str, list[float]] = {name: [] for name in [*checks, "python, cold keys"]}
+    assert ed25519.verify(public, b"warm", ed25519.sign(SIGNING_SEED, b"warm"))  # the key's table, untimed
+    for number in range(rounds):
+        names = list(checks) if number % 2 == 0 else list(reversed(checks))
+        for name in names:
+            start = time.perf_counter()
+            verdicts = checks[name]()
+            rates[name].append(sizes[name] / (time.perf_counter() - start))
+            if not all(verdicts):
+                raise RuntimeError(f"{name} rejected a valid signature")
+        batch = cold[number * cold_count : (number + 1) * cold_count]
+        start = time.perf_counter()
+        if not all(ed25519.verify(key, b"m", sig) for key, sig in batch):
+            raise RuntimeError("python rejected a valid signature of a new key")
+        rates["python, cold keys"].append(cold_count / (time.perf_counter() - start))
+    return rates
+
+
+PYTHON_VERIFIER = "python"  # NOEMAFED_ED25519's value that forces the pure-Python verifier
+
+
+def add_verify_parser(sub: Any) -> None:
+    verify = sub.add_parser(
+        "verify", help="Ed25519 verifications/s, and cold syncs of signed events with verify off and enforce"
+    )
+    verify.add_argument("--signatures", type=int, default=2000)
+    verify.add_argument("--rounds", type=int, default=3, help="rounds of the verifiers, alternating")
+    verify.add_argument("--events", type=int, nargs="*", default=[3000], help="signed events per cold sync")
+    verify.add_argument("--sync-rounds", type=int, default=3, help="syncs per mode and size, alternating")
+    add_pyz_options(verify)
+
+
+def verify_command(args: argparse.Namespace) -> int:
+    print(f"machine: {machine()}")
+    rates = verify_rates(args.signatures, args.rounds)
+    old = statistics.median(rates["python before issue 15"])
+    print(
+        f"verifications/s on {args.signatures} signatures of 240-byte messages, {args.rounds} rounds alternating; medians (min-max)"
+    )
+    for name, values in rates.items():
+        rate = statistics.median(values)
+        print(f"{name:<24}: {rate:9.0f} /s  ({spread(values)})  {rate / old:6.1f}x before")
+    with tempfile.TemporaryDirectory(prefix="noemafed-bench-") as tmp:
+        pyz = Pyz(args.pyz, Path(tmp), bytecode=not args.no_bytecode)
+        for value in ("", PYTHON_VERIFIER):
+            env = {**pyz.env, verifier.ENV: value}
+            done = subprocess.run(
+                pyz.argv("--version"), capture_output=True, text=True, env=env, timeout=60, check=True
+            )
+            print(f"pyz --version ({verifier.ENV}={value}): {done.stdout.strip()}")
+        for total in args.events:
+            verify_sync_size(pyz, Path(tmp), total, args.sync_rounds)
+    print(f"load average {os.getloadavg()[0]:.2f} at the end")
+    return 0
+
+
+def verify_sync_size(pyz: Pyz, root: Path, total: int, rounds: int) -> None:
+    """Cold syncs of `total` signed events: verify off, enforce with OpenSSL, enforce in pure Python."""
+    work = root / f"signed{total}"
+    work.mkdir()
+    source = work / "source"
+    build_source(pyz, source, total, signed=True)
+    modes = {
+        "verify: off": ("off", None),
+        "enforce, OpenSSL": ("enforce", None),
+        "enforce, python": ("enforce", {verifier.ENV: PYTHON_VERIFIER}),
+    }
+    seconds: dict[str, list[float]] = {name: [] for name in modes}
+    with pyz.serve(source, f"verify-{total}") as server:
+        for number in range(rounds):
+            names = list(modes) if number % 2 == 0 else list(reversed(modes))
+            for name in names:
+                verify, env = modes[name]
+                seconds[name].append(
+                    sync_round(pyz, server, source, work, total, verify=verify, env=env)["seconds"]
+                )
+    shutil.rmtree(work)
+    off = total / statistics.median(seconds["verify: off"])
+    print(
+        f"cold sync of {total} signed events (pyz against serve), {rounds} rounds alternating; medians (min-max)"
+    )
+    for name, values in seconds.items():
+        rate = total / statistics.median(values)
+        rates = [total / value for value in values]
+        print(f"{name:<24}: {rate:9.0f} events/s  ({spread(rates)})  ratio to off {rate / off:.2f}")
 
 
 # ---- startup ------------------------------------------------------------------------------------------------
@@ -1378,6 +1613,7 @@ def main(argv: list[str] | None = None) -> int:
         default=REPO,
         help="the tree whose noemafed package the sync runs (default: this one)",
     )
+    add_verify_parser(sub)
     hidden = sub.add_parser("_child")
     hidden.add_argument("kind", choices=["floor", "replay"])
     hidden.add_argument("events", type=int)
@@ -1388,12 +1624,13 @@ def main(argv: list[str] | None = None) -> int:
     source.add_argument("path", type=Path)
     source.add_argument("events", type=int)
     source.add_argument("--replay-of", type=Path)
+    source.add_argument("--signed", action="store_true")
     args = parser.parse_args(argv)
     if args.command == "_child":
         child(args.kind, args.events, args.root, args.durable, args.profile)
         return 0
     if args.command == "_source":
-        load_source(args.path, args.events, args.replay_of)
+        load_source(args.path, args.events, args.replay_of, args.signed)
         return 0
     commands = {
         "replay": replay_command,
@@ -1402,6 +1639,7 @@ def main(argv: list[str] | None = None) -> int:
         "serve": serve_command,
         "load": load_command,
         "memory": memory_command,
+        "verify": verify_command,
     }
     return commands[args.command](args)
 

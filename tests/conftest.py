@@ -67,10 +67,11 @@ def run_cli(
 def version_line(commit: str = "unknown") -> str:
     """What `--version` prints: a checkout's commit is unknown, a pyz built by build.sh names its own."""
     from noemafed import __version__
+    from noemafed.signing import verifier
 
     return (
         f"noemafed {__version__} (commit {commit}) on Python {platform.python_version()}, "
-        f"SQLite {sqlite3.sqlite_version}\n"
+        f"SQLite {sqlite3.sqlite_version}, Ed25519: {verifier.current().label}\n"
     )
 
 

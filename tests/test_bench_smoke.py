@@ -77,3 +77,15 @@ def test_bench_memory_smoke() -> None:
         out,
         re.MULTILINE,
     ), out
+
+
+@pytest.mark.zipapp
+def test_bench_verify_smoke() -> None:
+    out = bench_pyz("verify", "--signatures", "40", "--rounds", "1", "--events", "120", "--sync-rounds", "1")
+    for name in ("openssl", "python, warm key", "python before issue 15", "python, cold keys"):
+        assert re.search(rf"^{name} +: +\d+ /s .* +\d+\.\dx before$", out, re.MULTILINE), out
+    assert re.search(
+        r"^pyz --version \(NOEMAFED_ED25519=python\): .*, Ed25519: pure Python$", out, re.MULTILINE
+    )
+    for mode in ("verify: off", "enforce, OpenSSL", "enforce, python"):
+        assert re.search(rf"^{mode} +: +\d+ events/s .* ratio to off \d+\.\d\d$", out, re.MULTILINE), out

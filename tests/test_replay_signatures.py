@@ -64,7 +64,7 @@ def test_verify_rejects_malformed_inputs() -> None:
     assert not ed25519.verify(public[:31], b"m", signature)
     assert not ed25519.verify(public, b"m", signature[:63])
     # s >= L is refused (malleability), as Go does.
-    high_s = signature[:32] + (int.from_bytes(signature[32:], "little") + ed25519._L).to_bytes(32, "little")
+    high_s = signature[:32] + (int.from_bytes(signature[32:], "little") + ed25519.L).to_bytes(32, "little")
     assert not ed25519.verify(public, b"m", high_s)
 
 

@@ -8,7 +8,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from noemafed.text.keys import KeyFormatError, parse_public_key, parse_signature, public_keys_equal
+from noemafed.text.keys import (
+    KeyFormatError,
+    _decode_scheme,
+    parse_public_key,
+    parse_signature,
+    public_keys_equal,
+)
 
 KEY = "ed25519:0EqyMnQrtKs6E2i9RhXk5tAiSrcaAWuvhSCjMsl3hzc="
 
@@ -37,12 +43,22 @@ def test_valid_key() -> None:
         ("ed25519:AA-A", "base64: illegal base64 data at input byte 2"),
         ("ed25519:AA A", "base64: illegal base64 data at input byte 2"),
         ("ed25519:AAAé", "base64: illegal base64 data at input byte 3"),
+        (KEY + "=", "base64: illegal base64 data at input byte 44"),
     ],
 )
 def test_malformed_keys_name_the_problem_like_go(text: str, detail: str) -> None:
     with pytest.raises(KeyFormatError) as err:
         parse_public_key(text)
     assert str(err.value) == f"eventsig: malformed public key: {detail}"
+
+
+def test_the_c_fast_path_decodes_only_what_go_decodes() -> None:
+    """Python's strict base64 accepts padding after a whole quantum ("sFg4==" -> 3 bytes), which Go refuses;
+    keys (32 bytes) and signatures (64) never end on a whole quantum, so the length check that keeps the fast
+    path to the canonical length is seen only at a length that does."""
+    with pytest.raises(KeyFormatError, match="illegal base64 data at input byte 4"):
+        _decode_scheme("ed25519:sFg4==", 3)
+    assert _decode_scheme("ed25519:sFg4", 3) == b"\xb0X8"
 
 
 def test_signature_length() -> None:

@@ -15,6 +15,7 @@ from noemafed.cortex.state import RankEntry
 from noemafed.errors import AccessKeyError, NoemafedError
 from noemafed.federation.classify import health_hint
 from noemafed.reports import PeerStatus, StatusReport
+from noemafed.signing import verifier
 from noemafed.text.gotext import rfc3339_now
 
 
@@ -61,6 +62,7 @@ def status(cortex_dir: Path, environ: Mapping[str, str]) -> StatusReport:
             local_rank=local_rank,
             peers=tuple(_peer_status(cortex.conn, peer) for peer in manifest.peers),
             vclock=state.get_clock(cortex.conn),
+            verifier=verifier.current().name,
         )
     finally:
         cortex.close()

@@ -8,7 +8,7 @@ import struct
 from dataclasses import replace
 
 from noemafed.cortex.events import EMPTY_DATA, NULL_DATA, Event
-from noemafed.signing import ed25519
+from noemafed.signing import ed25519, verifier
 from noemafed.text.keys import KEY_PREFIX, KeyFormatError, parse_public_key, parse_signature
 
 __all__ = ["PREIMAGE_PREFIX", "preimage", "sign_event", "verify_event"]
@@ -53,7 +53,7 @@ def verify_event(event: Event, pubkey: str) -> bool:
         signature = parse_signature(event.signature)
     except KeyFormatError:
         return False
-    return ed25519.verify(public, preimage(event), signature)
+    return verifier.verify(public, preimage(event), signature)
 
 
 def sign_event(event: Event, seed: bytes) -> Event:
