@@ -352,7 +352,9 @@ class Page:
     def _data(self, start: int, end: int) -> str:
         data = _compact(self._text[start:end])
         if self._utf8 and not data.isascii():
-            data = data.encode("latin-1").decode("utf-8")  # only whitespace was removed: still whole characters
+            data = data.encode("latin-1").decode(
+                "utf-8"
+            )  # only whitespace was removed: still whole characters
         return data
 
 

@@ -17,6 +17,7 @@ from typing import Any, NamedTuple
 
 from noemafed import __version__
 from noemafed.errors import NoemafedError
+from noemafed.mcp.large_answer import read_large_answer
 from noemafed.mcp.protocol import (
     ENDPOINT_PATH,
     INITIALIZE,
@@ -30,7 +31,6 @@ from noemafed.mcp.protocol import (
     SUPPORTED_PROTOCOL_VERSIONS,
     TOOLS_CALL,
 )
-from noemafed.mcp.large_answer import read_large_answer
 from noemafed.mcp.sse import SseParser
 from noemafed.text.endpoints import REDACTED, redact, user_info
 from noemafed.text.sanitize import scrub, short

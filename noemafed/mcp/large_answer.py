@@ -31,12 +31,11 @@ _TEXT_MEMBER = re.compile(rb'"text"[ \t\n\r]*:[ \t\n\r]*"')
 _MAX_CANDIDATES = 16
 # The rest of a JSON string token after its opening quote (any escape: validated when unescaped).
 _STRING_REST = re.compile(rb'(?:[^"\\]++|\\.)*+"', re.DOTALL)
-# A run of string content whose unescaping only yields bytes as they are or ASCII: raw bytes other than '"', '\'
-# and controls, the short escapes, and \u escapes below U+0080. It stops before any other \u escape (decoded one
-# at a time below) and before anything that is not valid inside a JSON string.
-_NARROW_RUN = re.compile(rb'(?:[^"\\\x00-\x1f]++|\\["\\/bfnrt]|\\u00[0-7][0-9a-fA-F])*+')
+# A run of string content whose unescaping only yields bytes as they are or ASCII: anything but '"' and '\', and
+# every escape but \u escapes of U+0080 and above (decoded one at a time below), before which it stops. The C
+# scanner then checks the run as it checks any string (no raw control character, no unknown escape).
+_NARROW_RUN = re.compile(rb'(?:[^"\\]++|\\[^u]|\\u00[0-7][0-9a-fA-F])*+')
 _WIDE_ESCAPE = re.compile(rb"\\u([0-9a-fA-F]{4})")
-_ESCAPE_START = b"\\u"
 # Three bytes that encode a surrogate (what `surrogatepass` lets through); the client makes each U+FFFD.
 _ENCODED_SURROGATE = re.compile(rb"\xed[\xa0-\xbf][\x80-\xbf]")
 _REPLACEMENT = "\ufffd".encode()
@@ -118,10 +117,9 @@ def _unescaped(content: memoryview, errors: str) -> bytearray | None:
             stop = run.end() if run else position  # the pattern always matches, possibly empty
             if stop > position:
                 # Latin-1 keeps every byte as one character, and the C scanner undoes the escapes, which here
-                # only yield ASCII: encoding back to Latin-1 gives the run's bytes, unescaped.
-                text, after = scanstring(str(content[position:stop], "latin-1") + '"', 0, True)
-                if after != stop - position + 1:
-                    return None
+                # only yield ASCII: encoding back to Latin-1 gives the run's bytes, unescaped. The run holds no
+                # unescaped quote, so the scanner ends at the one added.
+                text = scanstring(str(content[position:stop], "latin-1") + '"', 0, True)[0]
                 piece = text.encode("latin-1")
                 position = stop
             else:
@@ -132,7 +130,7 @@ def _unescaped(content: memoryview, errors: str) -> bytearray | None:
             check.decode(piece)
             unescaped += piece
         check.decode(b"", True)
-    except UnicodeDecodeError:
+    except ValueError:  # UnicodeDecodeError; or the scanner's own refusal, not reached after _NARROW_RUN
         return None
     return unescaped
 
@@ -141,18 +139,16 @@ def _wide_escape(content: memoryview, position: int) -> tuple[bytes, int] | None
     """The UTF-8 of the \\u escape at `position` (a surrogate pair: both escapes) and the offset after it.
 
     As the C scanner reads it: a high surrogate pairs with a \\u escape right after it when that is a low one;
-    an escape right after a high surrogate must be four hex digits even when it does not pair.
+    a surrogate that does not pair is U+FFFD, as the client scrubs it.
     """
     first = _WIDE_ESCAPE.match(content, position)
     if first is None:
         return None
     code, after = int(first.group(1), 16), first.end()
-    if 0xD800 <= code <= 0xDBFF and content[after : after + 2] == _ESCAPE_START:
+    if 0xD800 <= code <= 0xDBFF:
         second = _WIDE_ESCAPE.match(content, after)
-        if second is None:
-            return None
-        low = int(second.group(1), 16)
-        if 0xDC00 <= low <= 0xDFFF:
+        low = int(second.group(1), 16) if second else 0
+        if second and 0xDC00 <= low <= 0xDFFF:
             return chr(0x10000 + ((code - 0xD800) << 10) + (low - 0xDC00)).encode(), second.end()
     if 0xD800 <= code <= 0xDFFF:
         return _REPLACEMENT, after

@@ -125,7 +125,9 @@ class SseParser:
             data = "\n".join(part for part in self._data if isinstance(part, str))
         else:
             # Parts decoded with replacement encode back to valid UTF-8 that decodes to themselves again.
-            data = bytearray(b"\n").join(part if isinstance(part, bytearray) else part.encode() for part in self._data)
+            data = bytearray(b"\n").join(
+                part if isinstance(part, bytearray) else part.encode() for part in self._data
+            )
         event = SseEvent(data, self._event or "message", self._id)
         self._data = []
         self._event = ""

@@ -1,0 +1,217 @@
+"""A large answer read with its page as UTF-8 bytes (mcp/large_answer.py) reads exactly as the whole answer decoded
+and parsed: the same message, the same page text (scrubbed as the client scrubs it), the same errors.
+
+LARGE_BODY_BYTES is set below every answer here, so small answers take the large path; nothing else is changed.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
+from peers.stdlib_peer import StdlibPeer
+from sync_helpers import source
+
+from noemafed.cortex.events import parse_page, read_page
+from noemafed.mcp import client
+from noemafed.mcp import large_answer as large_module
+from noemafed.mcp.client import McpSession, PeerTarget, WireError
+from noemafed.mcp.large_answer import read_large_answer
+from noemafed.mcp.sse import SseParser
+from noemafed.text.sanitize import scrub
+
+_SHORT_ESCAPES = {
+    '"': '\\"',
+    "\\": "\\\\",
+    "/": "\\/",
+    "\b": "\\b",
+    "\f": "\\f",
+    "\n": "\\n",
+    "\r": "\\r",
+    "\t": "\\t",
+}
+
+# Page text: anything a str can hold, lone surrogates included, with the characters escapes are made of.
+_TEXT = st.text(
+    st.characters(blacklist_categories=())
+    | st.sampled_from(['"', "\\", "/", "\n", "\x00", "\x1f", "\x7f", "é", "\u2014", "\u2028", "😀"])
+    | st.sampled_from(["\ud83d", "\ude00", "\udbff", "\udc00"]),
+    max_size=12,
+)
+
+
+@st.composite
+def _json_string(draw: st.DrawFn, text: str) -> str:
+    """`text` as a JSON string token, each character written raw or escaped in any way JSON allows."""
+    out = ['"']
+    for char in text:
+        how = draw(st.sampled_from(["raw", "short", "u", "U"]))
+        code = ord(char)
+        if how == "short" and char in _SHORT_ESCAPES:
+            out.append(_SHORT_ESCAPES[char])
+        elif how in ("u", "U") or char in '"\\' or code < 0x20:
+            units = [code] if code < 0x10000 else [0xD800 + ((code - 0x10000) >> 10), 0xDC00 + (code & 0x3FF)]
+            out.extend(f"\\u{unit:04x}" if how != "U" else f"\\u{unit:04X}" for unit in units)
+        else:
+            out.append(char)
+    out.append('"')
+    return "".join(out)
+
+
+@st.composite
+def _answer(draw: st.DrawFn) -> bytes:
+    """A tool answer as some peer might write it, then maybe edited, in any encoding json.loads reads."""
+    page = draw(_TEXT)
+    text = draw(_json_string(page))
+    items = [f'{{"type":"text","text":{text}}}']
+    shape = draw(st.sampled_from(["plain", "two items", "other first", "duplicate text", "error", "dumps"]))
+    if shape == "two items":
+        items.append('{"type":"text","text":"second"}')
+    elif shape == "other first":
+        items.insert(0, '{"type":"image","text":"not this"}')
+    elif shape == "duplicate text":
+        items[0] = f'{{"type":"text","text":{text},"text":"later"}}'
+    is_error = draw(st.sampled_from(["false", "true"]))
+    space = draw(st.sampled_from(["", " ", "\n\t"]))
+    result = f'{{"content":{space}[{",".join(items)}],{space}"isError":{is_error}}}'
+    answer = f'{{"jsonrpc":"2.0","id":{space}1,"result":{result}}}'
+    if shape == "error":
+        answer = f'{{"jsonrpc":"2.0","id":1,"error":{{"code":-1,"message":{text}}}}}'
+    elif shape == "dumps":
+        envelope = {"jsonrpc": "2.0", "id": 1, "result": {"content": [{"type": "text", "text": page}]}}
+        answer = json.dumps(
+            envelope, ensure_ascii=draw(st.booleans()), indent=draw(st.sampled_from([None, 1]))
+        )
+    encoding = draw(st.sampled_from(["utf-8"] * 6 + ["utf-8-sig", "utf-16", "utf-16-le", "utf-32-be"]))
+    body = answer.encode(encoding, "surrogatepass")
+    edit = draw(st.sampled_from(["none"] * 4 + ["truncate", "insert", "delete"]))
+    if edit != "none" and body:
+        at = draw(st.integers(min_value=0, max_value=len(body) - 1))
+        if edit == "truncate":
+            body = body[:at]
+        elif edit == "insert":
+            byte = draw(
+                st.sampled_from([b"\\", b'"', b"\xff", b"\x80", b"\xc3", b"\xed\xa0\x80", b"\x00", b"x"])
+            )
+            body = body[:at] + byte + body[at:]
+        else:
+            body = body[:at] + body[at + 1 :]
+    return body
+
+
+def _outcome(message: Any) -> str:
+    """What the client makes of a message: its repr, with every result text as call_tool returns it."""
+    result = message.get("result") if isinstance(message, dict) else None
+    content = result.get("content") if isinstance(result, dict) else None
+    for item in content if isinstance(content, list) else []:
+        if isinstance(item, dict) and isinstance(item.get("text"), (str, bytearray)):
+            text = item["text"]
+            item["text"] = text.decode("utf-8") if isinstance(text, bytearray) else scrub(text)
+    return repr(message)
+
+
+def _parsed(parse: Any, body: Any) -> tuple[str, str]:
+    try:
+        return ("message", _outcome(parse(body)))
+    except WireError as exc:
+        return ("error", str(exc))
+
+
+def _parse_as_large(body: bytes) -> Any:
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(client, "LARGE_BODY_BYTES", -1)
+        return client._parse_body(bytearray(body), "x")
+
+
+@settings(max_examples=1500, deadline=None)
+@given(_answer())
+@example(b'{"jsonrpc":"2.0","id":1,"result":{"content":[{"type":"text","text":"a\\ud83d\\ude00b"}]}}')
+@example(b'{"jsonrpc":"2.0","id":1,"result":{"content":[{"type":"text","text":"\\ud83d\\u0041\\ude00"}]}}')
+@example(b'{"jsonrpc":"2.0","id":1,"result":{"content":[{"type":"text","text":"\\ud83d\\u00zz"}]}}')
+@example(b'{"jsonrpc":"2.0","id":1,"result":{"content":[{"type":"text","text":"\xed\xa0\xbd\xed\xb8\x80"}]}}')
+@example(b'{"jsonrpc":"2.0","id":1,"result":{"content":[{"type":"text","text":"\xc3\\u00e9"}]}}')
+@example(b'{"jsonrpc":"2.0","id":1,"result":{"content":[{"type":"text","text":"\\u00e9\\u2014\\\\u2014"}]}}')
+@example(b'{"jsonrpc":"2.0","id":1,"result":{"content":[{"type":"text","text":"x\\\\"}]}}')
+@example(b'{"jsonrpc":"2.0","id":1,"result":{"content":[{"type":"text","text":"\x01"}]}}')
+@example(b'{"jsonrpc":"2.0","id":1,"result":{"content":[{"type":"text","text":"\\x"}]}}')
+@example(b'{"jsonrpc":"2.0","id":1,"result":{"content":[{"type":"text","text":"\\u12"}]}')
+@example(b'{"jsonrpc":"2.0","id":1,"result":{"content":[{"type":"text","text":"a"}]}} x')
+def test_a_large_answer_reads_as_the_whole_answer_parsed(body: bytes) -> None:
+    expected = _parsed(lambda raw: client._parse_json(raw, "x"), body)
+    assert _parsed(_parse_as_large, body) == expected
+
+
+def _sse_message(data: str | bytearray) -> tuple[str, str]:
+    """What the client makes of an SSE event's data, handed over as the parser's bytes or as its str."""
+    return _parsed(lambda raw: client._event_message(raw, "x"), data)
+
+
+@settings(max_examples=800, deadline=None)
+@given(_answer())
+@example(b"\xef\xbb\xbf{}")  # a BOM: json.loads reads the data's bytes then
+@example(b"   ")  # blank: skipped, as rmcp's priming event
+@example(b'{"jsonrpc":"2.0","id":1,"result":{"content":[{"type":"text","text":"\xed\xa0\x80"}]}}')
+def test_large_sse_data_reads_as_its_decoding_with_replacement(body: bytes) -> None:
+    """The SSE parser decodes with replacement; bytes it left undecoded must read the same."""
+    expected = _sse_message(body.decode("utf-8", "replace"))
+    assert _sse_message(bytearray(body)) == expected
+
+
+def test_a_valid_answer_takes_the_byte_path_and_empties_the_body() -> None:
+    """The equivalence above would also hold if the large path always gave up: here it must not."""
+    page = '[{"id":"x","data":{"b":"\u2014 😀 \\"q\\" \\\\n"}}]'
+    for ensure_ascii in (False, True):
+        body = bytearray(
+            json.dumps(
+                {"id": 1, "result": {"content": [{"type": "text", "text": page}]}}, ensure_ascii=ensure_ascii
+            ).encode()
+        )
+        message = read_large_answer(body, "surrogatepass")
+        assert message["result"]["content"][0]["text"] == bytearray(page.encode())
+        assert body == bytearray()
+
+
+def test_an_answer_over_many_steps_is_unescaped_whole(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Steps of 7 bytes cut escapes and characters everywhere; the page comes out whole."""
+    monkeypatch.setattr(large_module, "_STEP", 7)
+    page = "".join(f'{{"n":{n},"t":"é\u2014😀\\u00e9\\ud83d\\ude00\\n\\\\"}}' for n in range(50))
+    for ensure_ascii in (False, True):
+        body = json.dumps(
+            {"result": {"content": [{"type": "text", "text": page}]}}, ensure_ascii=ensure_ascii
+        )
+        message = read_large_answer(bytearray(body.encode()), "surrogatepass")
+        assert message["result"]["content"][0]["text"] == bytearray(page.encode())
+
+
+@pytest.mark.parametrize("flavor", ["go", "rust"])
+def test_a_page_from_a_real_peer_comes_as_bytes_that_read_as_its_text(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, flavor: str
+) -> None:
+    """Over HTTP, as JSON (Go) and as SSE (Rust): the page's bytes, and the events read from them."""
+    src = source(tmp_path, count=30)
+    arguments = {"limit": 1000}
+    with StdlibPeer(src, flavor) as peer:
+        session = McpSession(PeerTarget("p", peer.endpoint))
+        session.initialize()
+        expected = session.call_page_tool("sync_events", arguments, client.SYNC_EVENTS_BUDGET)
+        monkeypatch.setattr(client, "LARGE_BODY_BYTES", 1000)
+        got = session.call_page_tool("sync_events", arguments, client.SYNC_EVENTS_BUDGET)
+        text = session.call_tool("sync_events", arguments, client.SYNC_EVENTS_BUDGET)
+    assert isinstance(expected, str)
+    assert isinstance(got, bytearray)
+    assert got.decode("utf-8") == expected == text
+    assert read_page(got).events() == parse_page(expected)
+
+
+def test_a_large_data_line_is_left_as_bytes_that_decode_as_the_line() -> None:
+    value = b'{"a":"\xc3\xa9\xff"}'
+    stream = b"event: message\ndata: " + value + b"\ndata: two\n\ndata: " + value + b"\n\n"
+    small, large = SseParser(), SseParser(large_data=5)
+    events = [*large.feed(stream), *large.close()]
+    assert [type(event.data) for event in events] == [bytearray, bytearray]
+    decoded = [event._replace(data=bytes(event.data).decode("utf-8", "replace")) for event in events]
+    assert decoded == [*small.feed(stream), *small.close()]
