@@ -13,15 +13,16 @@ from typing import Any
 import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
+from peers import hostile_peer
 from peers.stdlib_peer import StdlibPeer
 from sync_helpers import source
 
 from noemafed.cortex.events import parse_page, read_page
 from noemafed.mcp import client
 from noemafed.mcp import large_answer as large_module
-from noemafed.mcp.client import McpSession, PeerTarget, WireError
+from noemafed.mcp.client import McpSession, PeerTarget, ToolRefusal, WireError
 from noemafed.mcp.large_answer import read_large_answer
-from noemafed.mcp.sse import SseParser
+from noemafed.mcp.sse import SseEvent, SseParser
 from noemafed.text.sanitize import scrub
 
 _SHORT_ESCAPES = {
@@ -207,6 +208,36 @@ def test_a_page_from_a_real_peer_comes_as_bytes_that_read_as_its_text(
     assert read_page(got).events() == parse_page(expected)
 
 
+def _refusing(text: str) -> hostile_peer.Answer:
+    def change(message: Any) -> Any:
+        message["result"] = {"content": [{"type": "text", "text": text}], "isError": True}
+        return json.dumps(message, ensure_ascii=False).encode("utf-8", "surrogatepass")
+
+    return hostile_peer.bent(change)
+
+
+def test_a_large_refusal_is_its_text(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    text = "no — 😀 \ud800 " * 20
+    monkeypatch.setattr(client, "LARGE_BODY_BYTES", 100)
+    with (
+        StdlibPeer(source(tmp_path, count=2)) as backend,
+        hostile_peer.HostilePeer(backend, "sync_events", _refusing(text)) as peer,
+    ):
+        session = McpSession(PeerTarget("p", peer.endpoint))
+        session.initialize()
+        with pytest.raises(ToolRefusal) as refused:
+            session.call_page_tool("sync_events", {"limit": 10})
+    assert str(refused.value) == scrub(text)
+
+
+def test_a_body_just_over_the_limit_gives_bytes(monkeypatch: pytest.MonkeyPatch) -> None:
+    body = b'{"jsonrpc":"2.0","id":1,"result":{"content":[{"type":"text","text":"\xc3\xa9"}]}}'
+    monkeypatch.setattr(client, "LARGE_BODY_BYTES", len(body))
+    assert client._parse_body(bytearray(body), "x")["result"]["content"][0]["text"] == "\xe9"
+    monkeypatch.setattr(client, "LARGE_BODY_BYTES", len(body) - 1)
+    assert client._parse_body(bytearray(body), "x")["result"]["content"][0]["text"] == bytearray(b"\xc3\xa9")
+
+
 def test_a_large_data_line_is_left_as_bytes_that_decode_as_the_line() -> None:
     value = b'{"a":"\xc3\xa9\xff"}'
     stream = b"event: message\ndata: " + value + b"\ndata: two\n\ndata: " + value + b"\n\n"
@@ -215,3 +246,46 @@ def test_a_large_data_line_is_left_as_bytes_that_decode_as_the_line() -> None:
     assert [type(event.data) for event in events] == [bytearray, bytearray]
     decoded = [event._replace(data=bytes(event.data).decode("utf-8", "replace")) for event in events]
     assert decoded == [*small.feed(stream), *small.close()]
+
+
+_SSE_LINE = st.one_of(
+    st.builds(lambda value: b"data: " + value, st.binary(max_size=12)),
+    st.builds(lambda value: b"data:" + value, st.binary(max_size=12)),
+    st.sampled_from([b"", b"", b":keep-alive", b"event: message", b"id: 7", b"data", b"retry: 3"]),
+).filter(lambda line: b"\r" not in line and b"\n" not in line)
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    lines=st.lists(_SSE_LINE, max_size=10),
+    newline=st.sampled_from([b"\n", b"\r\n", b"\r"]),
+    cuts=st.lists(st.integers(min_value=0, max_value=200), max_size=8),
+    large_data=st.integers(min_value=0, max_value=8),
+)
+def test_data_left_as_bytes_decodes_to_the_events_however_chunked(
+    lines: list[bytes], newline: bytes, cuts: list[int], large_data: int
+) -> None:
+    """Data lines over `large_data` bytes stay bytes; decoded with replacement, the events are the usual ones."""
+    body = b"".join(line + newline for line in lines)
+    usual = SseParser()
+    expected = [*usual.feed(body), *usual.close()]
+    parser = SseParser(large_data=large_data)
+    got: list[Any] = []
+    start = 0
+    for cut in sorted({c for c in cuts if c < len(body)}):
+        got += parser.feed(body[start:cut])
+        start = cut
+    got += [*parser.feed(body[start:]), *parser.close()]
+    decoded = [
+        event._replace(data=event.data.decode("utf-8", "replace"))
+        if isinstance(event.data, bytearray)
+        else event
+        for event in got
+    ]
+    assert decoded == expected
+
+
+def test_only_data_longer_than_the_limit_stays_bytes() -> None:
+    parser = SseParser(large_data=5)
+    events = [*parser.feed(b"data: 12345\n\ndata: 123456\n\nevent: 1234567\ndata: x\n\n"), *parser.close()]
+    assert events == [SseEvent("12345"), SseEvent(bytearray(b"123456")), SseEvent("x", "1234567")]
