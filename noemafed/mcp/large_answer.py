@@ -57,7 +57,7 @@ def read_large_answer(body: bytearray, errors: str) -> Any:
         return None
     start, end = token
     marker = secrets.token_hex(16)  # unguessable, so no other string in the answer can equal it
-    rest = bytes(body[:start]) + f'"{marker}"'.encode() + bytes(body[end:])
+    rest = body[:start] + f'"{marker}"'.encode() + body[end:]
     try:
         message = _DECODER.decode(rest.decode("utf-8", errors))
     except (ValueError, RecursionError):
