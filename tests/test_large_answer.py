@@ -122,10 +122,17 @@ def _parsed(parse: Any, body: Any) -> tuple[str, str]:
         return ("error", str(exc))
 
 
-def _parse_as_large(body: bytes) -> Any:
+def _parse_as_large(body: bytes, step: int = 1024 * 1024) -> Any:
+    """client._parse_body with every body large, in steps of `step` bytes (small ones cut escapes and
+    characters everywhere)."""
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(client, "LARGE_BODY_BYTES", -1)
-        return client._parse_body(bytearray(body), "x")
+        patch.setattr(large_module, "_STEP", step)
+        buffer = bytearray(body)
+        try:
+            return client._parse_body(buffer, "x")
+        finally:
+            assert buffer == bytearray()  # emptied whatever the outcome: the caller's buffer is freed too
 
 
 @settings(max_examples=1500, deadline=None)
@@ -146,6 +153,15 @@ def test_a_large_answer_reads_as_the_whole_answer_parsed(body: bytes) -> None:
     assert _parsed(_parse_as_large, body) == expected
 
 
+@settings(max_examples=800, deadline=None)
+@given(_answer(), st.integers(min_value=1, max_value=9))
+@example(b"[1,\xc3x]", 3)  # a character cut by a step, bad in the next one
+@example(b"[1,\xc3", 3)  # cut at the very end
+def test_a_large_answer_read_in_small_steps_reads_the_same(body: bytes, step: int) -> None:
+    expected = _parsed(lambda raw: client._parse_json(raw, "x"), body)
+    assert _parsed(lambda raw: _parse_as_large(raw, step), body) == expected
+
+
 def _sse_message(data: str | bytearray) -> tuple[str, str]:
     """What the client makes of an SSE event's data, handed over as the parser's bytes or as its str."""
     return _parsed(lambda raw: client._event_message(raw, "x"), data)
@@ -155,6 +171,9 @@ def _sse_message(data: str | bytearray) -> tuple[str, str]:
 @given(_answer())
 @example(b"\xef\xbb\xbf{}")  # a BOM: json.loads reads the data's bytes then
 @example(b"   ")  # blank: skipped, as rmcp's priming event
+@example(b"\x1c \xe3\x80\x80\xc2\x85")  # blank too, as str.strip() sees it: Unicode spaces
+@example(b"\x1c{]")  # not JSON after an ASCII space str.strip() removes
+@example(b"{]\xff")  # not JSON, and not UTF-8: the replacement character is what is not JSON
 @example(b'{"jsonrpc":"2.0","id":1,"result":{"content":[{"type":"text","text":"\xed\xa0\x80"}]}}')
 def test_large_sse_data_reads_as_its_decoding_with_replacement(body: bytes) -> None:
     """The SSE parser decodes with replacement; bytes it left undecoded must read the same."""

@@ -390,12 +390,15 @@ def _read_utf8_page(page: bytes | bytearray) -> Page:
     latin = page.decode("latin-1")
     scrub_strings = _may_hold_surrogates(latin)
     spans: _Spans = []
+    events: list[Event] | None
     try:
         events = _parse_compact_page(latin, scrub_strings, spans, utf8=True)
         if events is None:
             spans = []  # the fast path may have stopped halfway
             events = _parse_page(latin, scrub_strings, spans, utf8=True)
     except EventFormatError:
+        events = None  # out of the handler first: the error's traceback holds the Latin-1 text
+    if events is None:
         del latin, spans
         return read_page(page.decode("utf-8"))
     return Page(events, latin, spans, utf8=True)

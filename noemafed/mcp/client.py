@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import http.client
 import json
+import re
 import socket
 import ssl
 import threading
@@ -17,7 +18,7 @@ from typing import Any, NamedTuple
 
 from noemafed import __version__
 from noemafed.errors import NoemafedError
-from noemafed.mcp.large_answer import read_large_answer
+from noemafed.mcp.large_answer import large_answer_error, read_large_answer
 from noemafed.mcp.protocol import (
     ENDPOINT_PATH,
     INITIALIZE,
@@ -552,6 +553,9 @@ def _parse_body(body: bytearray, what: str) -> Any:
         message = read_large_answer(body, "surrogatepass")
         if message is not None:
             return message
+        error = large_answer_error(body, "surrogatepass")  # a refusal worded as below, without one wide str
+        if error is not None:
+            raise WireError(NOT_JSON.format(what=what, error=error))
     # Exactly what json.loads does with bytes (UTF-8, -16 or -32, a UTF-8 BOM dropped, then its decoder, which
     # unlike json.loads of a str does not name a BOM left over), done here so the buffer can be emptied first:
     # the parser then holds one copy of the body (the str), not two.
@@ -568,6 +572,8 @@ def _parse_body(body: bytearray, what: str) -> Any:
 
 
 _BLANK = None  # what an SSE event without JSON (rmcp's priming event) reads as: never an answer
+# The ASCII characters str.strip() removes.
+_LEADING_SPACE = re.compile(rb"[ \t\n\r\x0b\x0c\x1c-\x1f]*+")
 
 
 def _event_message(data: str | bytearray, what: str) -> Any:
@@ -577,6 +583,13 @@ def _event_message(data: str | bytearray, what: str) -> Any:
         message = read_large_answer(data, "strict")
         if message is not None:
             return message
+        first = _LEADING_SPACE.match(data)
+        if (
+            first and first.end() < len(data) and data[first.end()] < 0x80
+        ):  # not blank, as str.strip() sees it
+            error = large_answer_error(data, "strict")
+            if error is not None:
+                raise WireError(NOT_JSON.format(what=what, error=error))
         data = data.decode("utf-8", "replace")
     if not data.strip():
         return _BLANK

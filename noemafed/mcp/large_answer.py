@@ -20,7 +20,7 @@ import secrets
 from json.decoder import scanstring  # type: ignore[attr-defined]  # C-accelerated; untyped in typeshed
 from typing import Any
 
-__all__ = ["read_large_answer"]
+__all__ = ["large_answer_error", "read_large_answer"]
 
 _DECODER = json.JSONDecoder()  # what json.loads uses when given no options
 
@@ -153,3 +153,88 @@ def _wide_escape(content: memoryview, position: int) -> tuple[bytes, int] | None
     if 0xD800 <= code <= 0xDFFF:
         return _REPLACEMENT, after
     return chr(code).encode(), after
+
+
+def large_answer_error(body: bytearray, errors: str) -> str | None:
+    """The text of the error json.loads(body) raises, found without a str as wide as the body; None when it
+    would not raise, or for an encoding other than plain UTF-8 (the usual parse then runs as it would).
+
+    For an answer read_large_answer could not read: one that is refused anyway would otherwise be held decoded, at
+    up to 4 bytes a character, and again in the part parsed before the error. `errors` as for read_large_answer:
+    under "strict" (SSE data, decoded with replacement) a body that is not UTF-8 is left to the usual parse. The
+    body is emptied when this returns an error; it is left as it was otherwise.
+    """
+    if json.detect_encoding(body) != "utf-8":
+        return None
+    bad = _first_bad_step(body, errors)
+    if bad is not None:
+        if errors == "strict":
+            return None
+        error = _decoding_error(body, bad)
+        body.clear()
+        return error
+    # Valid UTF-8 read as Latin-1: the same JSON structure, every character one byte, so the scanner fails where
+    # (and as) it fails on the decoded text, at a byte offset turned into a character offset below.
+    latin = body.decode("latin-1")
+    body.clear()
+    try:
+        _DECODER.decode(latin)
+    except json.JSONDecodeError as exc:
+        return _json_error(latin, exc)
+    except RecursionError as exc:  # nesting deeper than the parser's stack: its text names no offset
+        return str(exc)
+    body += latin.encode("latin-1")  # valid JSON the large path did not read: back for the usual parse
+    return None
+
+
+def _first_bad_step(body: bytearray, errors: str) -> int | None:
+    """Where decoding the body first fails, to within a step of _STEP bytes: the offset of the step's first
+    character (a character the step before cut begins there), or None if it does not fail."""
+    check = codecs.getincrementaldecoder("utf-8")(errors)
+    with memoryview(body) as view:
+        for start in range(0, len(body), _STEP):
+            pending = len(check.getstate()[0])  # the start of a character the step before cut
+            try:
+                check.decode(view[start : start + _STEP], start + _STEP >= len(body))
+            except UnicodeDecodeError:
+                return start - pending
+    return None
+
+
+def _decoding_error(body: bytearray, start: int) -> str:
+    """The text of the UnicodeDecodeError body.decode() raises, whose first error is in the step at `start`."""
+    window = bytes(
+        body[start : start + _STEP + 8]
+    )  # the step, what it continued, and enough to end the error
+    try:
+        window.decode("utf-8", "surrogatepass")
+    except UnicodeDecodeError as exc:
+        first, end = start + exc.start, start + exc.end
+        # UnicodeDecodeError's own wording (Objects/exceptions.c), at the body's offsets.
+        if end == first + 1:
+            return f"'utf-8' codec can't decode byte 0x{body[first]:02x} in position {first}: {exc.reason}"
+        return f"'utf-8' codec can't decode bytes in position {first}-{end - 1}: {exc.reason}"
+    raise AssertionError("the step decoded this time")  # pragma: no cover (bytes do not change)
+
+
+_CONTINUATION = bytes(range(0x80, 0xC0))
+_NOT_CONTINUATION = bytes(set(range(256)) - set(_CONTINUATION))
+
+
+def _characters_before(latin: str, offset: int) -> int:
+    """How many characters the UTF-8 bytes before `offset` decode to: bytes minus continuation bytes."""
+    count = 0
+    for start in range(0, offset, _STEP):
+        count += len(
+            latin[start : min(start + _STEP, offset)].encode("latin-1").translate(None, _NOT_CONTINUATION)
+        )
+    return offset - count
+
+
+def _json_error(latin: str, exc: json.JSONDecodeError) -> str:
+    """The JSONDecodeError's text as the decoded body would give it: line, column and offset in characters."""
+    position = _characters_before(latin, exc.pos)
+    newline = latin.rfind("\n", 0, exc.pos)
+    column = position - (_characters_before(latin, newline) if newline != -1 else -1)
+    line = latin.count("\n", 0, exc.pos) + 1
+    return f"{exc.msg}: line {line} column {column} (char {position})"
