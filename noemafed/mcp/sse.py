@@ -138,4 +138,6 @@ _CR, _LF, _COLON = ord("\r"), ord("\n"), ord(":")
 
 
 def _decoded(raw: bytearray, start: int, end: int) -> str:
-    return raw[start:end].decode("utf-8", "replace")
+    # Through a view: a slice of the bytearray would be one more copy (of a whole page, for a page's line).
+    with memoryview(raw) as view:
+        return str(view[start:end], "utf-8", "replace")
