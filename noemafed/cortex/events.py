@@ -352,9 +352,8 @@ class Page:
     def _data(self, start: int, end: int) -> str:
         data = _compact(self._text[start:end])
         if self._utf8 and not data.isascii():
-            data = data.encode("latin-1").decode(
-                "utf-8"
-            )  # only whitespace was removed: still whole characters
+            # _compact only removed whitespace between tokens, so the bytes are still whole characters.
+            data = data.encode("latin-1").decode("utf-8")
         return data
 
 

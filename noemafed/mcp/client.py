@@ -584,9 +584,8 @@ def _event_message(data: str | bytearray, what: str) -> Any:
         if message is not None:
             return message
         first = _LEADING_SPACE.match(data)
-        if (
-            first and first.end() < len(data) and data[first.end()] < 0x80
-        ):  # not blank, as str.strip() sees it
+        # Not blank as str.strip() sees it (a non-ASCII first character might be a space: the usual path decides).
+        if first and first.end() < len(data) and data[first.end()] < 0x80:
             error = large_answer_error(data, "strict")
             if error is not None:
                 raise WireError(NOT_JSON.format(what=what, error=error))
