@@ -15,8 +15,10 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from peers import hostile_peer
 from peers.stdlib_peer import StdlibPeer
-from sync_helpers import source
+from conftest import make_cortex, run_cli
+from sync_helpers import comparable_trace_files, events, seed, source, target_with
 
+from noemafed.cortex import events as events_module
 from noemafed.cortex.events import parse_page, read_page
 from noemafed.mcp import client
 from noemafed.mcp import large_answer as large_module
@@ -308,3 +310,31 @@ def test_only_data_longer_than_the_limit_stays_bytes() -> None:
     parser = SseParser(large_data=5)
     events = [*parser.feed(b"data: 12345\n\ndata: 123456\n\nevent: 1234567\ndata: x\n\n"), *parser.close()]
     assert events == [SseEvent("12345"), SseEvent(bytearray(b"123456")), SseEvent("x", "1234567")]
+
+
+@pytest.mark.parametrize("flavor", ["go", "rust"])
+def test_a_sync_of_pages_read_as_bytes_stores_what_a_normal_sync_stores(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, flavor: str
+) -> None:
+    """The whole way through `sync --once`: client, page in bytes, replay; traces titled with wide characters."""
+    src = make_cortex(tmp_path, "source")
+    seed(src, 30, prefix="\u2014\U0001f600 é")
+    read_as_bytes: list[int] = []
+    utf8_page = events_module._read_utf8_page
+
+    def counted(page: bytes | bytearray) -> events_module.Page:
+        read_as_bytes.append(len(page))
+        return utf8_page(page)
+
+    with StdlibPeer(src, flavor) as peer:
+        normal = target_with(tmp_path, [{"name": "src", "endpoint": peer.endpoint}], name="normal")
+        assert run_cli(["--cortex", str(normal), "sync", "--once"]).exit_code == 0
+        monkeypatch.setattr(client, "LARGE_BODY_BYTES", 1000)
+        monkeypatch.setattr(events_module, "LARGE_PAGE_CHARS", 1000)
+        monkeypatch.setattr(events_module, "_read_utf8_page", counted)
+        large = target_with(tmp_path, [{"name": "src", "endpoint": peer.endpoint}], name="large")
+        assert run_cli(["--cortex", str(large), "sync", "--once"]).exit_code == 0
+    assert read_as_bytes  # the page did come as bytes
+    assert events(large) == events(normal) == events(src)
+    assert comparable_trace_files(large) == comparable_trace_files(normal)
+    assert any("\U0001f600" in text for text in comparable_trace_files(large).values())
