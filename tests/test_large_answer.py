@@ -11,11 +11,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import make_cortex, run_cli
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from peers import hostile_peer
 from peers.stdlib_peer import StdlibPeer
-from conftest import make_cortex, run_cli
 from sync_helpers import comparable_trace_files, events, seed, source, target_with
 
 from noemafed.cortex import events as events_module
