@@ -1494,6 +1494,12 @@ MEMORY_CASES = {
     "95-sse": MemoryCase("1 page of 95 MiB as SSE (a Rust peer)", 1, 95, flavor="rust"),
     "95-bmp": MemoryCase("1 page of 95 MiB, one '\u2014' per event", 1, 95, wide="\u2014"),
     "95-emoji": MemoryCase("1 page of 95 MiB, one '\U0001f600' per event", 1, 95, wide="\U0001f600"),
+    "95-sse-bmp": MemoryCase(
+        "1 page of 95 MiB as SSE, one '\u2014' per event", 1, 95, flavor="rust", wide="\u2014"
+    ),
+    "95-sse-emoji": MemoryCase(
+        "1 page of 95 MiB as SSE, one '\U0001f600' per event", 1, 95, flavor="rust", wide="\U0001f600"
+    ),
 }
 
 

@@ -177,9 +177,10 @@ KNOWN_GAPS = (
     "up to the request deadline (the per-address cap does not help against many addresses).",
     "`serve`: a client sending about 64 MiB every 15 s can keep the request read buffer full (others then get 503).",
     "`serve`: a peer on a slow link must take an answer within `--request-timeout` (15 s by default).",
-    "`sync`: memory is bounded at 2x a page of ASCII text (2.3x for two pages in a row), but a page of non-ASCII "
-    "text still peaks at 4x (`\u2014`) to 8x (emoji) its size: Python holds such a page as 2 or 4 bytes a "
-    "character (docs/performance.md, memory).",
+    "`sync`: memory is bounded at 2.0x-2.3x a page over 8 MiB, whatever its characters, when its answer is UTF-8 "
+    "with the page as a tool result's text; an answer framed otherwise (UTF-16 or -32, a byte-order mark, SSE data "
+    "that is not UTF-8) is still held decoded, up to 4x (`\u2014`) or 8x (emoji) its size, and so is a malformed "
+    "page (refused) while its error is worded: 3x or 5x (docs/performance.md, memory).",
     "`sync`: mutation testing of the boundary modules (wire, sse, events, replay, serve, identity, classify, "
     "syncer) is not yet at the 90 % target (docs/testing.md).",
     "Peers that are honest but wrong (a cloned cortex id, clocks far apart) are reported, not prevented "

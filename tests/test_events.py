@@ -343,7 +343,7 @@ def test_pages_as_served_take_the_fast_path(served: list[Event]) -> None:
     assert fast == events_module._parse_page(text, False)
 
 
-def _read_lazily(text: str) -> object:
+def _read_lazily(text: str | bytes) -> object:
     """read_page as it reads a large page, whatever the size of this one."""
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(events_module, "LARGE_PAGE_CHARS", -1)
@@ -368,6 +368,73 @@ def _read_lazily(text: str) -> object:
 @example("[" + ev('{"a" : [1, {"b": " x "}]}') + "," + ev("null") + "]")  # whitespace: the general parser
 def test_a_large_page_is_read_lazily_into_the_same_events(text: str) -> None:
     assert _read_lazily(text) == _outcome(parse_page, text)
+
+
+# Characters of every width in every place a field is read from, and in the ones that are ignored.
+_WIDE = "é—😀\\u00e9\\ud83d\\ude00\\u2014\\ud800"
+_WIDE_EVENT = (
+    '{"id":"01JQH4HPD0B8E9WCXGFN1A33VE","action":"créate","trace_id":"t—😀","cortex_id":"ç","origin":"ö",'
+    '"timestamp":"⏰","signature":"s😀","pubkey":"p—","vclock":{"nœud":1,"😀":2},"extra":"ê😀",'
+    f'"data":{{"body":"{_WIDE}", "n" : [1, "—"]}}}}'
+)
+
+
+@settings(max_examples=600, deadline=None)
+@given(_page())
+@example("[" + _WIDE_EVENT + "]")
+@example("[" + _WIDE_EVENT + "," + _WIDE_EVENT.replace(":", " : ") + "]")  # the general parser too
+@example("[" + _WIDE_EVENT + ",]")  # malformed after a wide event: the error counts characters, not bytes
+@example('[{"id":"é","action":"x","data":{"a":1}} "é"]')
+def test_a_large_page_in_bytes_reads_as_its_text(text: str) -> None:
+    """read_page of a page's UTF-8 bytes, parsed over their Latin-1 reading, gives what the text gives."""
+    assert _read_lazily(text.encode("utf-8")) == _outcome(parse_page, text)
+
+
+@pytest.mark.parametrize(
+    "raw", [b'[{"id":"\xff"}]', b'[{"id":"\xc3"}]', b'[{"id":"\xed\xa0\x80"}]', b"[\xe2\x80]", b"\xc3"]
+)
+@pytest.mark.parametrize("step", [2, 1024 * 1024])
+def test_a_large_page_that_is_not_utf8_raises_what_decoding_raises(raw: bytes, step: int) -> None:
+    """Checked a step at a time (steps of 2 bytes cut characters and find every bad byte), worded as decoding."""
+    with pytest.raises(UnicodeDecodeError) as decoding:
+        raw.decode("utf-8")
+    page = '[{"id":"é😀","action":"—","data":{}}]'.encode()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(events_module, "LARGE_PAGE_CHARS", -1)
+        patch.setattr(events_module, "_UTF8_STEP", step)
+        with pytest.raises(UnicodeDecodeError) as reading:
+            read_page(raw)
+        assert read_page(page).events() == parse_page(page.decode())
+    assert str(reading.value) == str(decoding.value)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(_event, min_size=1, max_size=3))
+def test_pages_as_served_take_the_fast_path_in_bytes(served: list[Event]) -> None:
+    """Wide characters in a page as Go lays it out do not send it to the general parser."""
+    text = page_json(served)
+    latin = text.encode().decode("latin-1")
+    spans: list[tuple[int, int] | None] = []
+    fast = events_module._parse_compact_page(
+        latin, events_module._may_hold_surrogates(text), spans, utf8=True
+    )
+    assert fast is not None
+    as_text = events_module._parse_compact_page(text, events_module._may_hold_surrogates(text), [])
+    assert fast == as_text
+
+
+def test_a_large_page_in_bytes_keeps_one_byte_a_character() -> None:
+    """The page is held as its Latin-1 reading (as many characters as bytes), never as a wide str."""
+    raw = ("[" + _WIDE_EVENT + "]").encode()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(events_module, "LARGE_PAGE_CHARS", -1)
+        page = read_page(raw)
+    assert len(page._text) == len(raw)
+    assert page._text.isascii() or max(page._text) <= "\xff"
+    (event,) = page.events()
+    assert event.vclock == {"nœud": 1, "😀": 2}
+    assert (event.action, event.trace_id, event.signature) == ("créate", "t—😀", "s😀")
+    assert json.loads(event.data)["body"] == "é—😀é😀—\ud800"  # data as received: its lone surrogate too
 
 
 def test_a_normal_page_keeps_its_parsed_payloads_and_not_its_text() -> None:

@@ -7,6 +7,7 @@ insignificant whitespace outside strings. Everything else about an event is plai
 
 from __future__ import annotations
 
+import codecs
 import json
 import re
 from collections.abc import Iterable, Sequence
@@ -202,12 +203,13 @@ def _expect(text: str, position: int, char: str, what: str) -> None:
 _Spans = list[tuple[int, int] | None]
 
 
-def _parse_event(
-    text: str, start: int, index: int, scrub_strings: bool, spans: _Spans | None
+def _parse_event(  # noqa: PLR0913, PLR0917 (the parser's state, passed down as _parse_page has it)
+    text: str, start: int, index: int, scrub_strings: bool, spans: _Spans | None, utf8: bool = False
 ) -> tuple[Event, int]:
     """One event object starting at `start` (a `{`); returns the event and the offset after its `}`.
 
-    With `spans`, the event's `data` is left out (a placeholder) and its span appended there instead.
+    With `spans`, the event's `data` is left out (a placeholder) and its span appended there instead. With
+    `utf8`, `text` is the Latin-1 reading of a page's UTF-8 bytes (see _read_utf8_page).
     """
     fields: dict[str, Any] = {}
     data, parsed, span = EMPTY_DATA, None, None
@@ -240,7 +242,7 @@ def _parse_event(
                     data = _compact(text[position:end])
                     parsed = (data, value)
             else:
-                fields[key] = value
+                fields[key] = _recoded(text, position, end, key, value) if utf8 else value
             position = _skip_ws(text, end)
             char = text[position : position + 1]
             if char == ",":
@@ -319,15 +321,20 @@ class Page:
     once, not twice: about 7 % of its time). A large page (`large`, over LARGE_PAGE_CHARS) keeps its text and
     where each `data` sits in it, and cuts the `data` texts of a range of events only when that range is
     asked for: the page is then held about once during its replay, not three times (the text, every `data`
-    text and every parsed payload), and what a range held is freed with it (bench.py memory).
+    text and every parsed payload), and what a range held is freed with it (bench.py memory). A large page read
+    from bytes keeps their Latin-1 reading (`utf8`), one byte a character whatever the page holds, and decodes
+    each `data` it cuts.
     """
 
-    __slots__ = ("_events", "_spans", "_text", "heads", "large")
+    __slots__ = ("_events", "_spans", "_text", "_utf8", "heads", "large")
 
-    def __init__(self, events: list[Event], text: str = "", spans: _Spans | None = None) -> None:
+    def __init__(
+        self, events: list[Event], text: str = "", spans: _Spans | None = None, utf8: bool = False
+    ) -> None:
         self._events = events
         self._text = text
         self._spans = spans
+        self._utf8 = utf8
         self.large = spans is not None
         self.heads = [EventHead(event.id, event.trace_id) for event in events]
 
@@ -339,18 +346,29 @@ class Page:
         chosen = self._events[start:stop]
         if self._spans is None:
             return chosen
-        text = self._text
         return [
-            event if span is None else replace(event, data=_compact(text[span[0] : span[1]]))
+            event if span is None else replace(event, data=self._data(*span))
             for event, span in zip(chosen, self._spans[start:stop], strict=True)
         ]
 
+    def _data(self, start: int, end: int) -> str:
+        data = _compact(self._text[start:end])
+        if self._utf8 and not data.isascii():
+            # _compact only removed whitespace between tokens, so the bytes are still whole characters.
+            data = data.encode("latin-1").decode("utf-8")
+        return data
 
-def read_page(text: str) -> Page:
+
+def read_page(text: str | bytes | bytearray) -> Page:
     """A sync_events text as a Page: a JSON array of events; "", "null" and "[]" are an empty page.
 
-    The same events and the same errors as parse_page, whatever the page's size.
+    The same events and the same errors as parse_page, whatever the page's size. Bytes read as their UTF-8
+    decoding would (invalid UTF-8 raises what decoding raises); a large page in bytes is never decoded whole.
     """
+    if not isinstance(text, str):
+        if len(text) > LARGE_PAGE_CHARS:
+            return _read_utf8_page(text)
+        text = text.decode("utf-8")
     scrub_strings = _may_hold_surrogates(text)
     large = len(text) > LARGE_PAGE_CHARS
     spans: _Spans | None = [] if large else None
@@ -359,6 +377,60 @@ def read_page(text: str) -> Page:
         spans = [] if large else None  # the fast path may have stopped halfway
         events = _parse_page(text, scrub_strings, spans)
     return Page(events, text, spans) if spans is not None else Page(events)
+
+
+def _read_utf8_page(page: bytes | bytearray) -> Page:
+    """read_page(page.decode()) for a large page, without a str as wide as the page's widest character.
+
+    The page is parsed over its Latin-1 reading: one character a byte, so the structure (all ASCII) is found
+    where it is, and every non-ASCII byte sits inside a string. The fields replay reads are decoded from their
+    own bytes, each `data` when its range is asked for (Page). A page this cannot read, a malformed one, is read
+    the usual way, which words its error (and holds it decoded while it does).
+    """
+    _check_utf8(page)
+    latin = page.decode("latin-1")
+    scrub_strings = _may_hold_surrogates(latin)
+    spans: _Spans = []
+    events: list[Event] | None
+    try:
+        events = _parse_compact_page(latin, scrub_strings, spans, utf8=True)
+        if events is None:
+            spans = []  # the fast path may have stopped halfway
+            events = _parse_page(latin, scrub_strings, spans, utf8=True)
+    except EventFormatError:
+        events = None  # out of the handler first: the error's traceback holds the Latin-1 text
+    if events is None:
+        del latin, spans
+        return read_page(page.decode("utf-8"))
+    return Page(events, latin, spans, utf8=True)
+
+
+_UTF8_STEP = 1024 * 1024
+
+
+def _check_utf8(page: bytes | bytearray) -> None:
+    """Raise what page.decode("utf-8") raises, without keeping a decoded copy of the page."""
+    check = codecs.getincrementaldecoder("utf-8")()
+    try:
+        with memoryview(page) as view:
+            for start in range(0, len(page), _UTF8_STEP):
+                check.decode(view[start : start + _UTF8_STEP])
+        check.decode(b"", True)
+    except UnicodeDecodeError:
+        page.decode("utf-8")  # the same error, worded with the page's own offsets
+        raise  # not reached: the page is not UTF-8
+
+
+# The fields an event is built from; any other field is ignored, so its value needs no decoding.
+_READ_FIELDS = frozenset((*_STRING_FIELDS, "vclock"))
+_NON_ASCII = re.compile("[^\x00-\x7f]")
+
+
+def _recoded(text: str, start: int, end: int, key: str, value: Any) -> Any:
+    """The value at text[start:end] of a Latin-1 read page as its UTF-8 bytes decode, where it is read."""
+    if key not in _READ_FIELDS or not _NON_ASCII.search(text, start, end):
+        return value
+    return _raw_decode(text[start:end].encode("latin-1").decode("utf-8"))[0]
 
 
 def parse_page(text: str) -> list[Event]:
@@ -370,7 +442,9 @@ def parse_page(text: str) -> list[Event]:
 _scan_once = _DECODER.scan_once  # type: ignore[attr-defined]
 
 
-def _parse_compact_page(text: str, scrub_strings: bool, spans: _Spans | None = None) -> list[Event] | None:
+def _parse_compact_page(
+    text: str, scrub_strings: bool, spans: _Spans | None = None, utf8: bool = False
+) -> list[Event] | None:
     """parse_page for the layout Go and `serve` write (no whitespace between tokens), or None.
 
     None hands the page to the general parser, which also words every error: this path only ever returns
@@ -404,7 +478,7 @@ def _parse_compact_page(text: str, scrub_strings: bool, spans: _Spans | None = N
                         data = _compact(text[position + 1 : end])
                         parsed = (data, value)
                 else:
-                    fields[key] = value
+                    fields[key] = _recoded(text, position + 1, end, key, value) if utf8 else value
                 char = text[end]
                 position = end + 1
                 if char == "}":
@@ -424,7 +498,9 @@ def _parse_compact_page(text: str, scrub_strings: bool, spans: _Spans | None = N
         return None
 
 
-def _parse_page(text: str, scrub_strings: bool, spans: _Spans | None = None) -> list[Event]:
+def _parse_page(
+    text: str, scrub_strings: bool, spans: _Spans | None = None, utf8: bool = False
+) -> list[Event]:
     """The general parser: any JSON whitespace, and a precise error for a malformed page."""
     length = len(text)
     position = _skip_ws(text, 0)
@@ -441,7 +517,7 @@ def _parse_page(text: str, scrub_strings: bool, spans: _Spans | None = None) -> 
         while True:
             if text[position : position + 1] != "{":
                 raise _fail(f"event {len(events)} is not a JSON object", position)
-            event, position = _parse_event(text, position, len(events), scrub_strings, spans)
+            event, position = _parse_event(text, position, len(events), scrub_strings, spans, utf8)
             events.append(event)
             position = _skip_ws(text, position)
             char = text[position : position + 1]

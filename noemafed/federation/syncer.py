@@ -403,9 +403,10 @@ class PeerPoller:
                 # expires it as it does any session a client leaves behind.
                 session.abandon()
 
-    def _call_events(self, session: McpSession, arguments: dict[str, Any]) -> str:
+    def _call_events(self, session: McpSession, arguments: dict[str, Any]) -> str | bytearray:
         try:
-            return session.call_tool("sync_events", arguments, SYNC_EVENTS_BUDGET)
+            # A large page comes as UTF-8 bytes, which read_page reads without a str as wide as the page.
+            return session.call_page_tool("sync_events", arguments, SYNC_EVENTS_BUDGET)
         except ToolRefusal as exc:
             raise PollError(EVENTS_REFUSED_ERROR.format(err=exc), Phase.EVENTS, Reason.OTHER) from exc
         except WireError as exc:
@@ -567,9 +568,9 @@ class _PageAhead:
     taken this page (`result`) or seen the call end (`settle`).
     """
 
-    def __init__(self, fetch: Callable[[], str], peer: str) -> None:
+    def __init__(self, fetch: Callable[[], str | bytearray], peer: str) -> None:
         self._fetch = fetch
-        self._text = ""
+        self._text: str | bytearray = ""
         self._error: BaseException | None = None
         # A daemon thread: a peer that hangs on the page nobody will read must not keep the process alive.
         self._thread = threading.Thread(target=self._run, name=f"peer-{peer}-ahead", daemon=True)
@@ -581,7 +582,7 @@ class _PageAhead:
         except BaseException as exc:  # handed to the poll thread, which raises it where the call would have
             self._error = exc
 
-    def result(self) -> str:
+    def result(self) -> str | bytearray:
         """The page's text, or the PollError the call raised, as if it had been made right now."""
         self._thread.join()
         if self._error is not None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import http.client
 import json
+import re
 import socket
 import ssl
 import threading
@@ -17,6 +18,7 @@ from typing import Any, NamedTuple
 
 from noemafed import __version__
 from noemafed.errors import NoemafedError
+from noemafed.mcp.large_answer import large_answer_error, read_large_answer
 from noemafed.mcp.protocol import (
     ENDPOINT_PATH,
     INITIALIZE,
@@ -45,6 +47,9 @@ SYNC_EVENTS_BUDGET = 100 * 1024 * 1024
 READ_SIGNAL_BUDGET = 16 * 1024 * 1024
 DEFAULT_BUDGET = 1024 * 1024
 _CHUNK = 64 * 1024
+# An answer larger than this has its result text read as UTF-8 bytes (large_answer), not as one str of the
+# whole answer: a str is as wide as its widest character, so one emoji makes it four times the bytes.
+LARGE_BODY_BYTES = 8 * 1024 * 1024
 
 # What a failed call says; the classifier and operators read these texts.
 HTTP_STATUS = "{status} {reason}{detail}"
@@ -328,19 +333,28 @@ class McpSession:
 
     def call_tool(self, name: str, arguments: dict[str, Any], budget: int = DEFAULT_BUDGET) -> str:
         """The text of the first text item of a tool result; a refusal raises ToolRefusal."""
+        text = self.call_page_tool(name, arguments, budget)
+        return text if isinstance(text, str) else text.decode("utf-8")
+
+    def call_page_tool(
+        self, name: str, arguments: dict[str, Any], budget: int = DEFAULT_BUDGET
+    ) -> str | bytearray:
+        """call_tool for a tool that answers a page of events: the text of an answer over LARGE_BODY_BYTES comes
+        back as its UTF-8 bytes (cortex.events.read_page reads either), never having been one wide str."""
         result = self._request(TOOLS_CALL, {"name": name, "arguments": arguments}, budget, label=name)
-        text = ""
+        text: str | bytearray = ""
         content = result.get("content") or []
         if not isinstance(content, list):
             raise WireError(CONTENT_NOT_A_LIST.format(what=name))
         for item in content:
             if isinstance(item, dict) and item.get("type") == "text":
-                # A lone surrogate escaped in the envelope decodes to U+FFFD, as in Go; the page's own
-                # escapes are left for the event parser.
-                text = scrub(str(item.get("text") or ""))
+                value = item.get("text")
+                # A lone surrogate escaped in the envelope decodes to U+FFFD, as in Go (bytes from
+                # large_answer already have it); the page's own escapes are left for the event parser.
+                text = value if isinstance(value, bytearray) else scrub(str(value or ""))
                 break
         if result.get("isError") is True:
-            raise ToolRefusal(text)
+            raise ToolRefusal(text if isinstance(text, str) else text.decode("utf-8"))
         return text
 
     def close(self) -> None:
@@ -523,7 +537,7 @@ def _read_chunk(response: Any, what: str) -> bytes:
 
 def _read_sse_response(response: Any, request_id: int, budget: int, deadline: Deadline, what: str) -> Any:
     """Read SSE events until the JSON-RPC answer to `request_id`; skip priming, keep-alives, notifications."""
-    parser = SseParser()
+    parser = SseParser(large_data=LARGE_BODY_BYTES)
     total = 0
     while True:
         deadline.check()
@@ -533,9 +547,7 @@ def _read_sse_response(response: Any, request_id: int, budget: int, deadline: De
         if total > budget:
             raise ResponseTooLarge(TOO_LARGE.format(what=what, budget=budget))
         for event in events:
-            if not event.data.strip():
-                continue  # rmcp's priming event
-            message = _parse_event_data(event.data, what)
+            message = _event_message(event.data, what)
             if (
                 isinstance(message, dict)
                 and message.get("id") == request_id
@@ -550,7 +562,18 @@ _DECODER = json.JSONDecoder()  # what json.loads uses when given no options
 
 
 def _parse_body(body: bytearray, what: str) -> Any:
-    """json.loads(body), without holding the body's bytes while the JSON is parsed."""
+    """json.loads(body), without holding the body's bytes while the JSON is parsed.
+
+    A body over LARGE_BODY_BYTES comes back with its result text as UTF-8 bytes where large_answer can read it
+    so (the same message otherwise).
+    """
+    if len(body) > LARGE_BODY_BYTES:
+        message = read_large_answer(body, "surrogatepass")
+        if message is not None:
+            return message
+        error = large_answer_error(body, "surrogatepass")  # a refusal worded as below, without one wide str
+        if error is not None:
+            raise WireError(NOT_JSON.format(what=what, error=error))
     # Exactly what json.loads does with bytes (UTF-8, -16 or -32, a UTF-8 BOM dropped, then its decoder, which
     # unlike json.loads of a str does not name a BOM left over), done here so the buffer can be emptied first:
     # the parser then holds one copy of the body (the str), not two.
@@ -564,6 +587,30 @@ def _parse_body(body: bytearray, what: str) -> Any:
         return _DECODER.decode(text)
     except (ValueError, RecursionError) as exc:  # RecursionError: nesting deeper than the parser's stack
         raise WireError(NOT_JSON.format(what=what, error=exc)) from exc
+
+
+_BLANK = None  # what an SSE event without JSON (rmcp's priming event) reads as: never an answer
+# The ASCII characters str.strip() removes.
+_LEADING_SPACE = re.compile(rb"[ \t\n\r\x0b\x0c\x1c-\x1f]*+")
+
+
+def _event_message(data: str | bytearray, what: str) -> Any:
+    """The JSON-RPC message an SSE event's data holds, or _BLANK; data the parser left as bytes (a large line)
+    reads exactly as its decoding with replacement would."""
+    if isinstance(data, bytearray):
+        message = read_large_answer(data, "strict")
+        if message is not None:
+            return message
+        first = _LEADING_SPACE.match(data)
+        # Not blank as str.strip() sees it (a non-ASCII first character might be a space: the usual path decides).
+        if first and first.end() < len(data) and data[first.end()] < 0x80:
+            error = large_answer_error(data, "strict")
+            if error is not None:
+                raise WireError(NOT_JSON.format(what=what, error=error))
+        data = data.decode("utf-8", "replace")
+    if not data.strip():
+        return _BLANK
+    return _parse_event_data(data, what)
 
 
 def _parse_event_data(data: str, what: str) -> Any:
