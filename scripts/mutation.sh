@@ -6,6 +6,8 @@
 #   MUTATION_DIR   where the copies go (default /tmp/noemafed-mutation); per module: run.log, results.txt (every
 #                  mutant that was not killed, with its status), survivors.diff (the diff of each) and score.txt
 #   MUTATION_JOBS  mutants run at once (default 2); the runs are niced
+#   MUTATION_TIMEOUT_MULTIPLIER  a mutant is stopped (and counted killed, as a timeout) after this many times its
+#                  tests' clean run time plus a second (default mutmut's 15; lower ends endless loops sooner)
 # Needs mutmut 3.8.1 in the venv (${NOEMAFED_VENV:-.venv}): `pip install mutmut==3.8.1`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,6 +15,7 @@ REPO="$PWD"
 BIN="$(cd "${NOEMAFED_VENV:-.venv}/bin" && pwd)"
 OUT="${MUTATION_DIR:-/tmp/noemafed-mutation}"
 JOBS="${MUTATION_JOBS:-2}"
+TIMEOUT_MULTIPLIER="${MUTATION_TIMEOUT_MULTIPLIER:-15}"
 
 # module name -> "path/to/module.py tests/test_a.py tests/test_b.py ..." (the module, then the tests that guard it)
 declare -A MODULES=(
@@ -22,7 +25,7 @@ declare -A MODULES=(
   [events]="noemafed/cortex/events.py tests/test_events.py"
   [replay]="noemafed/federation/replay.py tests/test_replay.py tests/test_replay_corpus.py tests/test_replay_signatures.py"
   [server]="noemafed/mcp/server.py tests/test_serve.py tests/test_serve_limits.py"
-  [identity]="noemafed/federation/identity.py tests/test_syncer.py tests/test_go_twins_sync.py tests/test_identity_signing.py"
+  [identity]="noemafed/federation/identity.py tests/test_identity.py tests/test_syncer.py tests/test_go_twins_sync.py tests/test_identity_signing.py"
   [syncer]="noemafed/federation/syncer.py tests/test_syncer.py tests/test_sync.py tests/test_sync_cursors.py"
 )
 ORDER=(classify sse client events replay server identity syncer)
@@ -63,6 +66,7 @@ run_module() {
     echo "pytest_add_cli_args_test_selection ="
     printf '    %s\n' "${parts[@]:1}"
     echo "use_git_change_detection = false"
+    echo "timeout_multiplier = $TIMEOUT_MULTIPLIER"
   } >"$work/setup.cfg"
   echo "== $name: $module against ${parts[*]:1}"
   (
