@@ -213,13 +213,14 @@ class CortexReader:
             .fetchall()  # fetch all: the implicit read transaction ends here, no lock outlives the request
         )
         parts: list[str] = []
-        size = 2
+        size = 2  # the brackets
         for row in rows:
             text = event_json(event_from_row(row))
-            if parts and size + len(text) + 1 > MAX_PAGE_BYTES:
-                break
+            grown = size + len(text) + (1 if parts else 0)  # a comma before every event but the first
+            if parts and grown > MAX_PAGE_BYTES:
+                break  # the first event always goes, however large: the reader must be able to advance
             parts.append(text)
-            size += len(text) + 1
+            size = grown
         return "[" + ",".join(parts) + "]", len(parts)
 
     def usage_page(self, since: str, limit: int) -> tuple[str, int]:
