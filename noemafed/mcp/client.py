@@ -361,7 +361,13 @@ class McpSession:
     def _hide(self, text: str) -> str:
         """A transport error's text without the credentials a hand-edited endpoint may carry."""
         secret = user_info(self.target.endpoint)
-        return text.replace(secret, REDACTED) if secret else text
+        if not secret:
+            return text
+        # http.client splits `user:password@host` at its last colon, so without a port it fails with the
+        # password's tail as the port ("nonnumeric port: 'password@host'"), not the whole user info.
+        tail = secret.rpartition(":")[2]
+        text = text.replace(secret, REDACTED)
+        return text.replace(tail + "@", REDACTED + "@") if tail else text
 
     @contextlib.contextmanager
     def _watched(self, what: str, seconds: float) -> Iterator[float]:
