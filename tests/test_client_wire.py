@@ -585,3 +585,39 @@ def reset_mid_body(sock: socket.socket, forwarded: hostile_peer.Forwarded) -> No
 def test_a_connection_reset_mid_body_is_a_read_failure(cortex: Path) -> None:
     error = failure(cortex, reset_mid_body, tool="cortex_identity")
     assert str(error) == "reading cortex_identity response: [Errno 104] Connection reset by peer"
+
+
+def test_a_ca_file_with_text_that_is_not_ascii_around_the_certificate_still_loads(
+    cortex: Path, tmp_path: Path
+) -> None:
+    tls = make_tls()
+    ca = tmp_path / "ca.pem"
+    ca.write_bytes("# the ring's CA, made by Zoë \u2014 keep it safe\n".encode() + tls.ca.cert_pem.bytes())
+    with StdlibPeer(cortex, "go", tls=tls) as peer:
+        assert McpSession(PeerTarget("p", peer.endpoint, ca_file=str(ca))).initialize().name == "noema"
+
+
+def test_a_peer_that_stops_answering_trips_the_read_timeout_first(cortex: Path) -> None:
+    """The socket timeout names the read it hung in; the whole-request watch is for peers that keep each read
+    short."""
+    with StdlibPeer(cortex, "go", hang_seconds=10, misbehave_on="cortex_identity") as peer:
+        session = McpSession(PeerTarget("p", peer.endpoint, timeout=0.5))
+        session.initialize()
+        with pytest.raises(WireError) as info:
+            session.call_tool("cortex_identity", {})
+    assert (type(info.value), str(info.value)) == (WireError, f"POST {peer.endpoint}/mcp: timed out")
+
+
+def test_a_peer_that_closes_without_an_answer_is_named(cortex: Path) -> None:
+    error = initialize_fails(cortex, close_without_answer=True)
+    assert str(error).endswith("/mcp: Remote end closed connection without response")
+
+
+def test_the_session_id_is_taken_without_surrounding_blanks(cortex: Path) -> None:
+    padded = hostile_peer.with_headers([b"Mcp-Session-Id:   padded-id   "])
+    with StdlibPeer(cortex, "go") as backend, hostile_peer.HostilePeer(backend, "initialize", padded) as peer:
+        session = McpSession(PeerTarget("p", peer.endpoint))
+        with pytest.raises(HttpStatusError):  # the backend never opened that session
+            session.initialize()
+        sent = backend.requests[-1]
+    assert (sent.target, sent.header("Mcp-Session-Id")) == ("notifications/initialized", "padded-id")

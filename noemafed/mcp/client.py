@@ -138,7 +138,9 @@ def tls_context(target: PeerTarget) -> ssl.SSLContext:
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     if target.ca_file:
         try:
-            with open(target.ca_file, encoding="ascii", errors="replace") as handle:
+            # Text around the PEM blocks may be anything, a comment in the operator's language say, as for Go;
+            # ssl takes only ASCII, and the blocks themselves are ASCII.
+            with open(target.ca_file, encoding="ascii", errors="ignore") as handle:
                 pem = handle.read()
         except OSError as exc:
             reason = (exc.strerror or str(exc)).lower()
