@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -227,3 +228,52 @@ def test_a_page_stops_at_the_first_event_that_would_take_it_past_the_cap(
         assert page_under_cap(cortex, len(page) - 1, monkeypatch) == shorter
     # A first event larger than the cap still goes alone: a reader must always be able to move on.
     assert page_under_cap(cortex, 10, monkeypatch) == pages[0]
+
+
+# ---- requests and their refusals ------------------------------------------------------------------------
+
+
+def error_reply(request_id: int, code: int, text: str) -> Reply:
+    message = f'{{"jsonrpc": "2.0", "id": {request_id}, "error": {{"code": {code}, "message": "{text}"}}}}'
+    return Reply(200, message, note=f"error {code}")
+
+
+@pytest.mark.parametrize("params", [{"name": 5, "arguments": {}}, {"name": "sync_events", "arguments": [1]}])
+def test_tools_call_params_of_the_wrong_shape_are_invalid_params(
+    cortex: Path, params: dict[str, Any]
+) -> None:
+    client = Client(McpApp(CortexReader(cortex)))
+    reply = client.post({"method": "tools/call", "params": params}, client.session)
+    assert reply == error_reply(2, -32602, "invalid tools/call params")
+
+
+def test_a_list_of_tools_and_a_ping_are_logged_by_their_method(cortex: Path) -> None:
+    client = Client(McpApp(CortexReader(cortex)))
+    assert client.post({"method": "tools/list"}, client.session).note == "tools/list"
+    assert client.post({"method": "ping"}, client.session).note == "ping"
+
+
+def test_a_null_since_is_no_cursor_and_any_other_non_text_is_refused(cortex: Path) -> None:
+    own = read_manifest(cortex).id
+    add_usage(cortex, [("t-a", own, 1, 0, None, "2026-08-15T03:00:00Z", 0)])
+    client = Client(McpApp(CortexReader(cortex)))
+    assert client.tool("sync_events", since=None) == client.tool("sync_events")
+    assert len(json.loads(client.tool("sync_events", since=None)[0])) == len(events(cortex))
+    assert json.loads(client.tool("sync_read_signal", since=None)[0])[0]["trace_id"] == "t-a"
+    bad_since = ("since must be a valid ULID cursor (26-char Crockford base32)", True)
+    for tool in ("sync_events", "sync_read_signal"):
+        assert client.tool(tool, since=5) == bad_since
+        assert client.tool(tool, since=["x"]) == bad_since
+
+
+def test_one_database_connection_per_worker_thread(cortex: Path) -> None:
+    """Opened on a thread's first request and kept for the next ones: not one per request."""
+    reader = CortexReader(cortex)
+    mine = reader.conn()
+    assert reader.conn() is mine
+    theirs: list[Any] = []
+    worker = threading.Thread(target=lambda: theirs.extend([reader.conn(), reader.conn()]))
+    worker.start()
+    worker.join()
+    assert theirs[0] is theirs[1]
+    assert theirs[0] is not mine

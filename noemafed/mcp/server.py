@@ -259,7 +259,7 @@ def _limit(value: Any) -> int:
 
 
 def _since(arguments: dict[str, Any]) -> str:
-    value = arguments.get("since", "")
+    value = arguments.get("since")  # missing and null both mean no cursor
     if value is None:
         return ""
     if not isinstance(value, str):
