@@ -6,6 +6,7 @@ that the rest of the suite let through (docs/testing.md)."""
 from __future__ import annotations
 
 import json
+import re
 import socket
 import ssl
 import struct
@@ -446,30 +447,30 @@ def test_the_run_deadline_shortens_the_request_timeout(cortex: Path) -> None:
         StdlibPeer(cortex, "go") as backend,
         hostile_peer.HostilePeer(backend, "initialize", hostile_peer.drip(0.05, 4)) as peer,
     ):
-        # 0.44 s left when the session is made: some 0.4 s when the request starts, however busy the host.
         session = McpSession(PeerTarget("p", peer.endpoint, timeout=30.0), Deadline(0.44))
         with pytest.raises(RequestTimedOut) as info:
             session.initialize()
-    assert str(info.value) == "initialize: no complete answer within 0.4s (i/o timeout)"
+    # What was left of the 0.44 s when the request started, to a tenth: less on a busy host.
+    assert re.fullmatch(r"initialize: no complete answer within 0\.[1-4]s \(i/o timeout\)", str(info.value))
 
 
 def test_a_slow_answer_within_its_time_is_read_whole(cortex: Path) -> None:
     """The watch is stopped when the request ends: a later request on the same session is not cut off."""
     with (
         StdlibPeer(cortex, "go") as backend,
-        hostile_peer.HostilePeer(backend, "cortex_identity", hostile_peer.drip(0.0005, 4)) as peer,
+        hostile_peer.HostilePeer(backend, "cortex_identity", hostile_peer.drip(0.0, 4)) as peer,
     ):
         session = McpSession(PeerTarget("p", peer.endpoint, timeout=0.5))
         session.initialize()
         assert json.loads(session.call_tool("cortex_identity", {}))["name"] == "source"
-        time.sleep(0.5 + client.WATCH_GRACE_SECONDS)
+        time.sleep(0.5 + client.WATCH_GRACE_SECONDS + 0.1)
         assert json.loads(session.call_tool("cortex_identity", {}))["name"] == "source"
 
 
 def slow_body(sock: socket.socket, forwarded: hostile_peer.Forwarded) -> None:
     """The head at once, then a body of one byte every 10 ms: every read succeeds."""
     sock.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 100000\r\n\r\n")
-    for _ in range(300):
+    for _ in range(400):
         sock.sendall(b" ")
         time.sleep(0.01)
 
@@ -480,12 +481,14 @@ def test_the_run_deadline_is_checked_between_reads(cortex: Path) -> None:
         StdlibPeer(cortex, "go") as backend,
         hostile_peer.HostilePeer(backend, "sync_events", slow_body) as peer,
     ):
-        session = McpSession(PeerTarget("p", peer.endpoint, timeout=30.0), Deadline(0.4))
+        deadline = Deadline(2.0)
+        session = McpSession(PeerTarget("p", peer.endpoint, timeout=30.0), deadline)
         session.initialize()
+        left = deadline.remaining() or 0.0
         started = time.monotonic()
         with pytest.raises(DeadlineExceeded):
             session.call_tool("sync_events", {}, client.SYNC_EVENTS_BUDGET)
-        assert time.monotonic() - started < 0.4 + client.WATCH_GRACE_SECONDS
+        assert time.monotonic() - started < left + client.WATCH_GRACE_SECONDS
 
 
 # ---- the CA file and proxies ------------------------------------------------------------------------------
