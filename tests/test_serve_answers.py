@@ -277,3 +277,34 @@ def test_one_database_connection_per_worker_thread(cortex: Path) -> None:
     worker.join()
     assert theirs[0] is theirs[1]
     assert theirs[0] is not mine
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        [],
+        {"jsonrpc": "1.0", "id": 1, "method": "ping"},
+        {"id": 1, "method": "ping"},
+        {"jsonrpc": "2.0", "id": 1, "method": 5},
+        {"jsonrpc": "2.0", "id": 1},
+    ],
+)
+def test_a_message_that_is_not_a_jsonrpc_request_is_an_invalid_request(cortex: Path, message: Any) -> None:
+    reply = McpApp(CortexReader(cortex)).post("/mcp", json.dumps(message).encode(), None, None)
+    assert reply == Reply(
+        400,
+        '{"jsonrpc": "2.0", "id": null, "error": {"code": -32600, "message": '
+        '"Invalid Request (batches are not supported)"}}',
+        note="error -32600",
+    )
+
+
+def test_results_go_out_in_utf8_not_escaped(cortex: Path) -> None:
+    """Compact UTF-8, as Go's encoder writes them: a peer's byte budget counts these bytes."""
+    own = read_manifest(cortex).id
+    add_usage(cortex, [("t-\u00e9\u65e5", own, 1, 0, None, "2026-08-15T03:00:00Z", 0)])
+    client = Client(McpApp(CortexReader(cortex)))
+    reply = client.post(
+        {"method": "tools/call", "params": {"name": "sync_read_signal", "arguments": {}}}, client.session
+    )
+    assert '\\"trace_id\\":\\"t-\u00e9\u65e5\\"' in reply.message
