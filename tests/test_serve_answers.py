@@ -308,3 +308,17 @@ def test_results_go_out_in_utf8_not_escaped(cortex: Path) -> None:
         {"method": "tools/call", "params": {"name": "sync_read_signal", "arguments": {}}}, client.session
     )
     assert '\\"trace_id\\":\\"t-\u00e9\u65e5\\"' in reply.message
+
+
+def test_a_database_failure_is_an_internal_error_with_its_text(cortex: Path) -> None:
+    """A real SQLite failure under a tool call (the events table gone): JSON-RPC -32603 with SQLite's words, HTTP
+    200 as for any JSON-RPC error, and the session stays usable."""
+    client = Client(McpApp(CortexReader(cortex)))
+    conn = db(cortex)
+    conn.execute("DROP TABLE events")
+    conn.close()
+    reply = client.post(
+        {"method": "tools/call", "params": {"name": "sync_events", "arguments": {}}}, client.session
+    )
+    assert reply == error_reply(2, -32603, "no such table: events")
+    assert client.post({"method": "ping"}, client.session).status == 200
