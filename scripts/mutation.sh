@@ -24,7 +24,8 @@ TIMEOUT_MULTIPLIER="${MUTATION_TIMEOUT_MULTIPLIER:-15}"
 declare -A MODULES=(
   [classify]="noemafed/federation/classify.py tests/test_classify.py"
   [sse]="noemafed/mcp/sse.py tests/test_sse.py"
-  [client]="noemafed/mcp/client.py tests/test_mcp_client.py tests/test_wire_budgets.py tests/test_sync.py"
+  # the wire against real peers; not test_sync.py, whose whole runs of `sync` belong to the syncer (a minute each)
+  [client]="noemafed/mcp/client.py tests/test_client_wire.py tests/test_mcp_client.py tests/test_wire_budgets.py"
   [events]="noemafed/cortex/events.py tests/test_events.py"
   [replay]="noemafed/federation/replay.py tests/test_replay.py tests/test_replay_corpus.py tests/test_replay_signatures.py"
   # serve: its JSON-RPC side and the HTTP tests that reach it, not the slow flood, SDK and deadline tests
