@@ -624,3 +624,56 @@ def test_the_session_id_is_taken_without_surrounding_blanks(cortex: Path) -> Non
             session.initialize()
         sent = backend.requests[-1]
     assert (sent.target, sent.header("Mcp-Session-Id")) == ("notifications/initialized", "padded-id")
+
+
+def test_a_redirect_with_a_body_names_the_body(cortex: Path) -> None:
+    moved = b"HTTP/1.1 302 Found\r\nLocation: http://elsewhere.example/mcp\r\nContent-Length: 5\r\n\r\nmoved"
+    error = failure(cortex, hostile_peer.raw(moved), tool="cortex_identity")
+    assert (type(error), str(error)) == (
+        HttpStatusError,
+        "302 redirect to http://elsewhere.example/mcp refused: moved",
+    )
+
+
+def test_a_status_line_without_a_reason_phrase(cortex: Path) -> None:
+    error = failure(cortex, hostile_peer.raw(b"HTTP/1.1 500 \r\nContent-Length: 4\r\n\r\nsick"))
+    assert (type(error), str(error)) == (HttpStatusError, "500 : sick")
+
+
+def test_a_delete_answered_without_end_is_read_no_further_than_its_budget(cortex: Path) -> None:
+    with (
+        StdlibPeer(cortex, "go") as backend,
+        hostile_peer.HostilePeer(backend, "DELETE", hostile_peer.endless_body(seconds=10)) as peer,
+    ):
+        session = McpSession(PeerTarget("p", peer.endpoint))
+        session.initialize()
+        started = time.monotonic()
+        session.close()
+        assert time.monotonic() - started < 2.0  # not until the DELETE's own 5 s are up
+
+
+def test_an_abandoned_session_has_no_id(cortex: Path) -> None:
+    with StdlibPeer(cortex, "go") as peer:
+        session = McpSession(PeerTarget("p", peer.endpoint))
+        session.initialize()
+        session.abandon()
+    assert session.session_id is None
+
+
+@pytest.mark.parametrize(
+    ("credentials", "reason"),
+    [
+        ("admin:s3cret", "nonnumeric port: '***@127.0.0.1'"),
+        ("admin:", "nonnumeric port: '@127.0.0.1'"),  # an empty password: nothing to hide but the user info
+    ],
+)
+def test_the_user_info_of_an_endpoint_without_a_port_is_hidden_exactly(credentials: str, reason: str) -> None:
+    with pytest.raises(WireError) as info:
+        McpSession(PeerTarget("p", f"http://{credentials}@127.0.0.1")).initialize()
+    assert str(info.value) == f"POST http://***@127.0.0.1/mcp: {reason}"
+
+
+def test_an_sse_stream_that_breaks_its_chunked_framing_is_a_read_failure(cortex: Path) -> None:
+    head = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
+    error = failure(cortex, hostile_peer.raw(head + b"6\r\n: ping\r\nzz\r\n"))
+    assert str(error) == "reading sync_events response: IncompleteRead: IncompleteRead(0 bytes read)"

@@ -469,7 +469,8 @@ class McpSession:
 
     def _status_error(self, response: Any, status: int, body: bytes | bytearray) -> HttpStatusError:
         text = body.decode("utf-8", errors="replace").strip()[:300]
-        error = HttpStatusError(status, getattr(response, "reason", "") or "", text)
+        # `response` is an HTTPResponse or an HTTPError: both have a reason, "" when the status line has none.
+        error = HttpStatusError(status, response.reason, text)
         if isinstance(response, urllib.error.HTTPError):
             error.__cause__ = response  # lets the classifier see a real HTTP 401
         return error
