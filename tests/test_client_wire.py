@@ -677,3 +677,22 @@ def test_an_sse_stream_that_breaks_its_chunked_framing_is_a_read_failure(cortex:
     head = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
     error = failure(cortex, hostile_peer.raw(head + b"6\r\n: ping\r\nzz\r\n"))
     assert str(error) == "reading sync_events response: IncompleteRead: IncompleteRead(0 bytes read)"
+
+
+def test_a_notification_is_bounded_in_time_like_a_request(cortex: Path) -> None:
+    """A peer that stops answering trips the read timeout; one that drips trips the request's watch."""
+    with (
+        StdlibPeer(cortex, "go", hang_seconds=10, misbehave_on="notifications/initialized") as peer,
+        pytest.raises(WireError) as hung,
+    ):
+        McpSession(PeerTarget("p", peer.endpoint, timeout=0.5)).initialize()
+    assert (type(hung.value), str(hung.value)) == (WireError, f"POST {peer.endpoint}/mcp: timed out")
+    with (
+        StdlibPeer(cortex, "go") as backend,
+        hostile_peer.HostilePeer(
+            backend, "notifications/initialized", hostile_peer.drip(0.05, 4)
+        ) as dripping,
+        pytest.raises(RequestTimedOut) as dripped,
+    ):
+        McpSession(PeerTarget("p", dripping.endpoint, timeout=0.5)).initialize()
+    assert str(dripped.value) == "notifications/initialized: no complete answer within 0.5s (i/o timeout)"

@@ -13,7 +13,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from email.message import Message
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, NoReturn
 
 from noemafed import __version__
 from noemafed.errors import NoemafedError
@@ -384,12 +384,15 @@ class McpSession:
         except Exception as exc:
             if watch.expired:
                 # Whatever the cut-off read raised (EOF, a truncated body) is the watch's doing.
-                timed_out = TimeoutError(REQUEST_TIMED_OUT.format(what=what, seconds=round(seconds, 1)))
-                raise RequestTimedOut(str(timed_out)) from timed_out
+                _timed_out(what, seconds)
             raise exc from exc.__cause__
         finally:
             self._connections.watch = None
             watch.stop()
+        if watch.expired:
+            # Cut off, and what had come still read as an answer (a status line cut short reads as a whole one,
+            # a notification's answer has no body): the peer did not answer within its time all the same.
+            _timed_out(what, seconds)
 
     def _headers(self) -> dict[str, str]:
         headers = {
@@ -429,7 +432,7 @@ class McpSession:
         with self._watched(method, self.target.timeout) as timeout:
             response = self._open(self._post({"jsonrpc": JSONRPC_VERSION, "method": method}), timeout)
             with response:
-                status = response.status if hasattr(response, "status") else response.code
+                status = response.status  # an HTTPResponse, or an HTTPError (which has it since 3.9)
                 body = _read_bounded(response, DEFAULT_BUDGET, self.deadline, method)
         if status not in (200, 202):
             raise self._status_error(response, status, body)
@@ -445,7 +448,7 @@ class McpSession:
         with self._watched(what, self.target.timeout) as timeout:
             response = self._open(body, timeout)
             with response:
-                status = response.status if hasattr(response, "status") else response.code
+                status = response.status  # an HTTPResponse, or an HTTPError (which has it since 3.9)
                 forgotten = status == 404 and retry_on_404 and self.session_id
                 if forgotten:
                     _read_bounded(response, DEFAULT_BUDGET, self.deadline, what)
@@ -474,6 +477,12 @@ class McpSession:
         if isinstance(response, urllib.error.HTTPError):
             error.__cause__ = response  # lets the classifier see a real HTTP 401
         return error
+
+
+def _timed_out(what: str, seconds: float) -> NoReturn:
+    """Fail a request its watch cut off; the cause is a TimeoutError, so it classifies as a timeout."""
+    timed_out = TimeoutError(REQUEST_TIMED_OUT.format(what=what, seconds=round(seconds, 1)))
+    raise RequestTimedOut(str(timed_out)) from timed_out
 
 
 def _describe(exc: BaseException) -> str:
