@@ -513,7 +513,7 @@ def _read_bounded(response: Any, budget: int, deadline: Deadline, what: str) -> 
 
 def _read_chunk(response: Any, what: str) -> bytes:
     try:
-        data: bytes = response.read1(_CHUNK) if hasattr(response, "read1") else response.read(_CHUNK)
+        data: bytes = response.read1(_CHUNK)  # an HTTPError hands read1 on to the response it wraps
     except (OSError, ValueError) as exc:
         raise WireError(READ_FAILED.format(what=what, reason=_describe(exc))) from exc
     except Exception as exc:  # http.client.IncompleteRead and friends are not OSErrors
