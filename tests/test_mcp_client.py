@@ -111,9 +111,15 @@ def _reencoded(how: str) -> hostile_peer.Answer:
     return answer
 
 
+@pytest.fixture(scope="module")
+def hundred(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A page of some 90 kB: several reads, and many chunks when chunked. Made once: it takes a second."""
+    return source(tmp_path_factory.mktemp("hundred"), count=100)
+
+
 @pytest.mark.parametrize("how", ["chunked", "utf-8-sig", "utf-16", "utf-16-le", "utf-32-be"])
-def test_an_answer_reads_the_same_however_it_is_framed_or_encoded(tmp_path: Path, how: str) -> None:
-    src = source(tmp_path, count=100)  # a page of some 90 kB: several reads, and many chunks when chunked
+def test_an_answer_reads_the_same_however_it_is_framed_or_encoded(hundred: Path, how: str) -> None:
+    src = hundred
     arguments = {"limit": 1000}
     with StdlibPeer(src) as backend:
         honest = McpSession(PeerTarget("p", backend.endpoint))

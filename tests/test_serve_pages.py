@@ -132,10 +132,11 @@ def plain_answer(cortex: Path, since: str, limit: int, request_id: Any) -> bytes
     size = 2
     for row in rows:
         text = event_json(event_from_row(row))
-        if texts and size + len(text) + 1 > mcp_server.MAX_PAGE_BYTES:
+        grown = size + len(text) + (1 if texts else 0)
+        if texts and grown > mcp_server.MAX_PAGE_BYTES:
             break
         texts.append(text)
-        size += len(text) + 1
+        size = grown
     result = {"content": [{"type": "text", "text": "[" + ",".join(texts) + "]"}], "isError": False}
     message = {"jsonrpc": "2.0", "id": request_id, "result": result}
     return json.dumps(message, ensure_ascii=False, separators=(",", ":")).encode()

@@ -173,3 +173,18 @@ def test_a_cr_before_more_text_in_the_same_chunk_ends_its_line_alone() -> None:
     parser = SseParser()
     got = [*parser.feed(body[:15]), *parser.feed(body[15:]), *parser.close()]
     assert got == parse_all(body) == [SseEvent("a\nb")]
+
+
+def test_a_field_name_alone_is_that_field_with_an_empty_value() -> None:
+    """WHATWG: a line without a colon is a field name with the empty string as its value. The colon is looked
+    for in that line only, never in the lines after it."""
+    assert parse_all(b"data\n\n") == [SseEvent("")]
+    assert parse_all(b"data\ndata\n\n") == [SseEvent("\n")]
+    assert parse_all(b"data\nfoo: bar\ndata: x\n\n") == [SseEvent("\nx")]
+    assert parse_all(b"event\ndata: x\n\n") == [SseEvent("x", "message")]
+
+
+def test_a_last_line_without_terminator_is_dropped_whatever_its_bytes() -> None:
+    """The stream ends: an event not yet dispatched is dropped, and bytes that are not UTF-8 do not raise."""
+    parser = SseParser()
+    assert [*parser.feed(b"data: a\n\ndata: b\n\xff\xfe"), *parser.close()] == [SseEvent("a")]

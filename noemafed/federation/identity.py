@@ -95,7 +95,7 @@ class PeerIdentity(NamedTuple):
 
 
 def _field(obj: dict[str, Any], key: str, kind: type, default: Any) -> Any:
-    value = obj.get(key, default)
+    value = obj.get(key)  # missing and null both mean the default
     if value is None:
         return default
     # bool is an int in Python but not in Go's decoder.

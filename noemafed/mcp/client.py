@@ -14,7 +14,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from email.message import Message
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, NoReturn
 
 from noemafed import __version__
 from noemafed.errors import NoemafedError
@@ -143,7 +143,9 @@ def tls_context(target: PeerTarget) -> ssl.SSLContext:
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     if target.ca_file:
         try:
-            with open(target.ca_file, encoding="ascii", errors="replace") as handle:
+            # Text around the PEM blocks may be anything, a comment in the operator's language say, as for Go;
+            # ssl takes only ASCII, and the blocks themselves are ASCII.
+            with open(target.ca_file, encoding="ascii", errors="ignore") as handle:
                 pem = handle.read()
         except OSError as exc:
             reason = (exc.strerror or str(exc)).lower()
@@ -392,7 +394,13 @@ class McpSession:
     def _hide(self, text: str) -> str:
         """A transport error's text without the credentials a hand-edited endpoint may carry."""
         secret = user_info(self.target.endpoint)
-        return text.replace(secret, REDACTED) if secret else text
+        if not secret:
+            return text
+        # http.client splits `user:password@host` at its last colon, so without a port it fails with the
+        # password's tail as the port ("nonnumeric port: 'password@host'"), not the whole user info.
+        tail = secret.rpartition(":")[2]
+        text = text.replace(secret, REDACTED)
+        return text.replace(tail + "@", REDACTED + "@") if tail else text
 
     @contextlib.contextmanager
     def _watched(self, what: str, seconds: float) -> Iterator[float]:
@@ -407,12 +415,15 @@ class McpSession:
         except Exception as exc:
             if watch.expired:
                 # Whatever the cut-off read raised (EOF, a truncated body) is the watch's doing.
-                timed_out = TimeoutError(REQUEST_TIMED_OUT.format(what=what, seconds=round(seconds, 1)))
-                raise RequestTimedOut(str(timed_out)) from timed_out
+                _timed_out(what, seconds)
             raise exc from exc.__cause__
         finally:
             self._connections.watch = None
             watch.stop()
+        if watch.expired:
+            # Cut off, and what had come still read as an answer (a status line cut short reads as a whole one,
+            # a notification's answer has no body): the peer did not answer within its time all the same.
+            _timed_out(what, seconds)
 
     def _headers(self) -> dict[str, str]:
         headers = {
@@ -452,7 +463,7 @@ class McpSession:
         with self._watched(method, self.target.timeout) as timeout:
             response = self._open(self._post({"jsonrpc": JSONRPC_VERSION, "method": method}), timeout)
             with response:
-                status = response.status if hasattr(response, "status") else response.code
+                status = response.status  # an HTTPResponse, or an HTTPError (which has it since 3.9)
                 body = _read_bounded(response, DEFAULT_BUDGET, self.deadline, method)
         if status not in (200, 202):
             raise self._status_error(response, status, body)
@@ -468,7 +479,7 @@ class McpSession:
         with self._watched(what, self.target.timeout) as timeout:
             response = self._open(body, timeout)
             with response:
-                status = response.status if hasattr(response, "status") else response.code
+                status = response.status  # an HTTPResponse, or an HTTPError (which has it since 3.9)
                 forgotten = status == 404 and retry_on_404 and self.session_id
                 if forgotten:
                     _read_bounded(response, DEFAULT_BUDGET, self.deadline, what)
@@ -493,10 +504,17 @@ class McpSession:
 
     def _status_error(self, response: Any, status: int, body: bytes | bytearray) -> HttpStatusError:
         text = body.decode("utf-8", errors="replace").strip()[:300]
-        error = HttpStatusError(status, getattr(response, "reason", "") or "", text)
+        # `response` is an HTTPResponse or an HTTPError: both have a reason, "" when the status line has none.
+        error = HttpStatusError(status, response.reason, text)
         if isinstance(response, urllib.error.HTTPError):
             error.__cause__ = response  # lets the classifier see a real HTTP 401
         return error
+
+
+def _timed_out(what: str, seconds: float) -> NoReturn:
+    """Fail a request its watch cut off; the cause is a TimeoutError, so it classifies as a timeout."""
+    timed_out = TimeoutError(REQUEST_TIMED_OUT.format(what=what, seconds=round(seconds, 1)))
+    raise RequestTimedOut(str(timed_out)) from timed_out
 
 
 def _describe(exc: BaseException) -> str:
@@ -527,7 +545,7 @@ def _read_bounded(response: Any, budget: int, deadline: Deadline, what: str) -> 
 
 def _read_chunk(response: Any, what: str) -> bytes:
     try:
-        data: bytes = response.read1(_CHUNK) if hasattr(response, "read1") else response.read(_CHUNK)
+        data: bytes = response.read1(_CHUNK)  # an HTTPError hands read1 on to the response it wraps
     except (OSError, ValueError) as exc:
         raise WireError(READ_FAILED.format(what=what, reason=_describe(exc))) from exc
     except Exception as exc:  # http.client.IncompleteRead and friends are not OSErrors

@@ -228,17 +228,18 @@ class CortexReader:
             f"SELECT {', '.join(EVENT_COLUMNS)} FROM events WHERE id > ? ORDER BY id LIMIT ?", (since, limit)
         )
         pieces, piece, piece_chars = TextPieces(), ["["], 1
-        size, count = 2, 0
+        size, count = 2, 0  # the brackets
         try:
             for row in cursor:
                 text = served_event_json(row)
-                if count and size + len(text) + 1 > MAX_PAGE_BYTES:
-                    break
+                grown = size + len(text) + (1 if count else 0)  # a comma before every event but the first
+                if count and grown > MAX_PAGE_BYTES:
+                    break  # the first event always goes, however large: the reader must be able to advance
                 if count:
                     piece.append(",")
                 piece.append(text)
                 piece_chars += len(text) + 1
-                size += len(text) + 1
+                size = grown
                 count += 1
                 if piece_chars >= PIECE_CHARS:
                     pieces.append("".join(piece))
@@ -285,7 +286,7 @@ def _limit(value: Any) -> int:
 
 
 def _since(arguments: dict[str, Any]) -> str:
-    value = arguments.get("since", "")
+    value = arguments.get("since")  # missing and null both mean no cursor
     if value is None:
         return ""
     if not isinstance(value, str):

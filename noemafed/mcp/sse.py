@@ -58,11 +58,8 @@ class SseParser:
             self._pending_cr = False
 
     def close(self) -> Iterator[SseEvent]:
-        """End of stream: a final line without terminator counts; an undispatched event is dropped."""
-        rest = self._raw
-        self._raw = bytearray()
-        if rest:
-            self._line(rest, 0, len(rest))
+        """End of stream: nothing more is dispatched. An undispatched event is dropped (WHATWG), and so is a
+        last line without terminator: only an empty line dispatches, and an empty line has a terminator."""
         return iter(())
 
     def _consume(self, raw: bytearray) -> Iterator[SseEvent]:
