@@ -39,7 +39,8 @@ from ulid import ULID
 
 from noemafed.cortex import emit, state, traces, vclock
 from noemafed.cortex.events import EVENT_COLUMNS, event_from_row
-from noemafed.cortex.open import Cortex, open_cortex
+from noemafed.cortex.file_undo import UNDO_DIR
+from noemafed.cortex.open import Cortex, database_dir, open_cortex
 from noemafed.cortex.rows import allowed_for, get_row
 from noemafed.federation.replay import Replayer
 from noemafed.logs import SILENT
@@ -569,6 +570,7 @@ def snapshot(replica: Replica) -> Snapshot:
         "SELECT id, title, body, tags FROM traces_fts ORDER BY 1, 2, 3, 4"
     ):
         fts.setdefault(trace_id, []).append((title, body, tag_text))
+    assert not (database_dir(replica.path) / UNDO_DIR / "journal").exists(), f"{replica.name}: undo log left"
     files: dict[str, list[tuple[str, str]]] = {}
     for folder in traces.FOLDERS:
         for path in sorted((replica.path / folder).iterdir()):
@@ -1006,16 +1008,6 @@ def check_divergences(history: History, lost: set[str], skips: dict[str, set[str
                     )
 
 
-def retried_on_a_later_day(snap: Snapshot, trace_id: str, found: list[tuple[str, str]]) -> bool:
-    """The known limit of docs/replay.md: a divergence interrupted by a crash and retried on a later UTC day
-    gets a new id (the date is today's), and the first attempt's file stays behind without a row."""
-    recorded = {
-        record for record, original in divergence_originals(snap).items() if record[:8] > trace_id[:8]
-    }
-    originals = {match.group(1) for _, text in found for match in [TRACE_LINE.search(text)] if match}
-    return len(originals) == 1 and any(divergence_originals(snap)[r] in originals for r in recorded)
-
-
 def divergence_originals(snap: Snapshot) -> dict[str, str]:
     """Divergence record id -> the trace it records, from the record's FTS body."""
     out = {}
@@ -1032,7 +1024,7 @@ def check_local_consistency(
     snap: Snapshot, history: History, skips: dict[str, set[str]], report: Report
 ) -> None:
     """One file per trace, in the folder its row names (a soft-purged tombstone keeps at most a trash file);
-    no file without a row except the divergence orphan a crash can leave (docs/replay.md, known limit)."""
+    no file without a row: the files a crashed page wrote go back before the next page (FileUndo)."""
     for trace_id, row in snap.rows.items():
         if "local" in skips[trace_id]:
             continue
@@ -1051,9 +1043,6 @@ def check_local_consistency(
             )
     for trace_id, found in snap.files.items():
         if trace_id in snap.rows:
-            continue
-        if snap.ever_crashed and retried_on_a_later_day(snap, trace_id, found):
-            report.excluded.add("orphan divergence file after a crash")
             continue
         report.violations.append(f"{snap.name}: file without a row: {trace_id} in {[f for f, _ in found]}")
 
@@ -1164,6 +1153,31 @@ def test_a_page_abandoned_mid_way_then_resumed_converges(
         state.purge(r=0, pick=0)
         state.concurrent_update(r1=0, r2=1, pick=0)  # r0 and r2 edit r0's trace: r2 records a divergence
         state.sync_and_crash(src=0, dst=1, page=page, crash_at=crash_at)  # r0 -> r2, killed mid-way
+        assert state.replicas[2].ever_crashed
+
+
+def test_a_divergence_written_by_a_crashed_page_leaves_no_file_when_the_retry_records_none(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Shrunk by hypothesis. r2's pull from r0 is killed after it wrote a divergence record's file; before it
+    pulls from r0 again, other events (r1's purge among them) reach it, so the retry records no divergence.
+    The record's file stayed in traces/ without a row until files a crashed page wrote were put back
+    (FileUndo) before the next page."""
+    with example(monkeypatch) as state:
+        state.init(n=3, skews=[0] * MAX_REPLICAS)
+        state.create_same_title(r1=0, r2=0)
+        state.create_same_title(r1=0, r2=0)
+        state.sync_and_crash(src=0, dst=0, page=50, crash_at=8)
+        state.create_same_title(r1=0, r2=0)
+        state.create_same_title(r1=0, r2=1)
+        state.sync_and_crash(src=1, dst=0, page=50, crash_at=20)
+        state.concurrent_update(r1=1, r2=0, pick=3)
+        state.move(r=1, pick=3, action="trash")
+        state.sync_and_crash(src=1, dst=0, page=50, crash_at=1)
+        state.create_same_title(r1=0, r2=0)
+        state.create_same_title(r1=0, r2=0)
+        state.purge(r=1, pick=0)
+        state.sync_and_crash(src=0, dst=1, page=50, crash_at=13)  # r0 -> r2, killed after the record's file
         assert state.replicas[2].ever_crashed
 
 

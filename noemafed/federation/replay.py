@@ -26,7 +26,8 @@ from typing import Any
 from noemafed.cortex import rows, state, traces, vclock
 from noemafed.cortex.emit import Emitter, TraceDraft, now_text
 from noemafed.cortex.events import COORDINATION_ACTIONS, Event, EventFormatError
-from noemafed.cortex.open import Cortex
+from noemafed.cortex.file_undo import FileUndo
+from noemafed.cortex.open import Cortex, database_dir
 from noemafed.cortex.rows import TraceRow
 from noemafed.cortex.schema import LONG_TERM_IMMUTABLE_TRIGGER
 from noemafed.errors import (
@@ -244,6 +245,8 @@ class Replayer:
         # Per trace, the clocks of its current version (see _against_current), kept for one transaction so a
         # trace updated a thousand times is not re-read a thousand times; events stored meanwhile join it.
         self._versions: dict[str, list[vclock.VClock]] = {}
+        # The trace files a transaction touches are saved first and put back if it does not commit.
+        self._undo = FileUndo(self.dir, database_dir(self.dir), durable=durable)
 
     @cached_property
     def _emitter(self) -> Emitter:
@@ -284,6 +287,8 @@ class Replayer:
         outcomes: list[ReplayOutcome] = []
         self._clock, self._clock_dirty = None, False
         self._versions.clear()  # what a rolled-back attempt stored is gone from the rows too
+        # Files a crashed transaction changed go back first: its retry may not get the same events.
+        self._undo.recover(conn)
         conn.execute("BEGIN IMMEDIATE")
         try:
             for event in events:
@@ -292,6 +297,7 @@ class Replayer:
                     self._merge_clock(event)
                 except Exception as exc:
                     conn.rollback()
+                    self._undo.restore()
                     return outcomes, event, _as_replay_error(event, exc)
                 self._step("event")
             self._flush_clock()
@@ -300,10 +306,13 @@ class Replayer:
             self._step("commit")
             conn.execute("COMMIT")
         except BaseException:
+            # A kill: the log stays on disk and the next transaction's recover puts the files back.
+            self._undo.abandon()
             if conn.in_transaction:
                 conn.rollback()
             raise
         self._step("committed")
+        self._undo.discard()
         return outcomes, None, None
 
     def merge_usage(self, usage: list[dict[str, Any]]) -> int:
@@ -443,6 +452,8 @@ class Replayer:
 
     def _store(self, event: Event) -> bool:
         stored = rows.insert_event(self.conn, event)
+        if stored:
+            self._undo.event(event.id)
         versions = self._versions.get(event.trace_id)
         if stored and versions is not None and event.action in _SNAPSHOT_ACTIONS:
             _add_version(versions, vclock.keep_cortex_id_keys(event.vclock or {}))
@@ -470,6 +481,7 @@ class Replayer:
         return rows.current_trace(self.conn, self.dir, row)
 
     def _write(self, folder: str, trace: traces.Trace) -> None:
+        self._undo.save(trace.id)
         traces.write_in(self.dir, folder, trace, durable=self.durable)
         self._step("file")
 
@@ -675,7 +687,7 @@ class Replayer:
             with_content_hash=False,
         )
         # A second conflict on the same UTC day gets `-2`, `-3` ... (Go collides, cortex.md §9.17).
-        self._emitter.create(draft, self.now(), durable=self.durable)
+        self._emitter.create(draft, self.now(), durable=self.durable, before_write=self._undo.save)
         self._step("file")
         return ReplayOutcome(event.id, event.action, stored, DIVERGED)
 
@@ -722,6 +734,7 @@ class Replayer:
             # crash. Rebuild it where this event puts it; the purge, replayed next, removes it again.
             self._write(target, rows.rebuild_from_db(self.conn, row))
             return outcome
+        self._undo.save(row.id)
         traces.move(self.dir, row.id, row.folder, target, durable=self.durable)
         self._step("file")
         return outcome
@@ -737,6 +750,7 @@ class Replayer:
         self.conn.execute("DELETE FROM traces WHERE id = ?", (event.trace_id,))
         self.conn.execute("DELETE FROM traces_fts WHERE id = ?", (event.trace_id,))
         outcome = self._done(event, PURGED)
+        self._undo.save(event.trace_id)
         traces.remove(self.dir, event.trace_id)
         self._step("file")
         return outcome
@@ -760,6 +774,7 @@ class Replayer:
         self.conn.execute("DELETE FROM trace_tags WHERE trace_id = ?", (row.id,))
         rows.replace_fts(self.conn, row.id, "", f"[purged: {reason}]", ())
         outcome = self._done(event, PURGED_LONG_TERM)
+        self._undo.save(row.id)
         traces.remove(self.dir, row.id, (traces.ACTIVE, traces.ARCHIVE))
         self._step("file")
         return outcome
@@ -772,6 +787,7 @@ class Replayer:
         outcome = self._done(event, PURGED_HARD)
         # Go deletes the files after COMMIT; here before it, so a crash in between cannot leave files that
         # `noema sync` would resurrect while the event already counts as applied.
+        self._undo.save(row.id)
         traces.remove(self.dir, row.id)
         self._step("file")
         return outcome
