@@ -568,7 +568,9 @@ def snapshot(replica: Replica) -> Snapshot:
         "SELECT id, title, body, tags FROM traces_fts ORDER BY 1, 2, 3, 4"
     ):
         fts.setdefault(trace_id, []).append((title, body, tag_text))
-    assert not (database_dir(replica.path) / UNDO_DIR / "journal").exists(), f"{replica.name}: undo log left"
+    assert not any((database_dir(replica.path) / UNDO_DIR).glob("*/journal")), (
+        f"{replica.name}: undo log left"
+    )
     files: dict[str, list[tuple[str, str]]] = {}
     for folder in traces.FOLDERS:
         for path in sorted((replica.path / folder).iterdir()):

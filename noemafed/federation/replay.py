@@ -294,17 +294,18 @@ class Replayer:
         outcomes: list[ReplayOutcome] = []
         self._clock, self._clock_dirty = None, False
         self._versions.clear()  # what a rolled-back attempt stored is gone from the rows too
-        # Files a crashed transaction changed go back first: its retry may not get the same events.
-        self._undo.recover(conn)
         conn.execute("BEGIN IMMEDIATE")
         try:
+            # Files a crashed transaction changed go back first (under the write lock: no other replayer is
+            # inside a transaction): its retry may not get the same events.
+            self._undo.recover(conn)
             for event in events:
                 try:
                     outcomes.append(self._apply_one(event))
                     self._merge_clock(event)
                 except Exception as exc:
+                    self._undo.restore()  # before the rollback releases the lock
                     conn.rollback()
-                    self._undo.restore()
                     return outcomes, event, _as_replay_error(event, exc)
                 self._step("event")
             self._flush_clock()
