@@ -265,6 +265,8 @@ class Model:
         a, tid = e.action, e.trace_id
         row = self.rows.get(tid)
         if a == "purge":
+            if row is not None and row["tier"] == "long":
+                return  # issue 12: stored only, never a cursor pinned for good
             self.rows.pop(tid, None)
             self.tags.pop(tid, None)
             self.lineage.pop(tid, None)
@@ -416,8 +418,6 @@ class Model:
                 row = self.rows.get(tid)
                 if row is None:
                     break
-                if ev["action"] == "purge" and row["tier"] == "long":
-                    continue  # it would abort on the trigger (the protocol limit of docs/replay.md)
                 self.change(Event(**{k: ev[k] for k in EVENT_FIELDS}), json.loads(ev["data"]))
 
     def update(self, e: Event, p: dict[str, Any], row: dict[str, Any]) -> None:

@@ -102,6 +102,10 @@ UNSIGNED = "event is unsigned"
 BAD_SIGNATURE = "signature does not verify"
 
 WARN_APPLIED_LOG = "[federation] {rejected} (verify=warn, applying anyway)"
+LONG_PURGE_LOG = (
+    "[federation] purge event {event_id} of long-term trace {trace_id} stored, not applied "
+    "(long-term traces are removed by purge_long_term or purge_hard)"
+)
 MERGE_CLOCK_LOG = "[federation] merge clock: {err}"
 
 # Outcome effects: short, stable words for logs, tests and reports.
@@ -596,9 +600,7 @@ class Replayer:
         """A new row: apply the stored events of the trace that arrived before it (stored only then).
 
         Each goes through its handler with the rules above, so a change that a later stored one replaced is
-        skipped, and a removal the new row's snapshot never saw removes it again. A plain purge of a trace that
-        is long by now is skipped: it aborts on the trigger, and would pin the cursor on this create (the purge
-        itself was stored long ago).
+        skipped, and a removal the new row's snapshot never saw removes it again.
         """
         found = self.conn.execute(
             f"SELECT {_EVENT_SELECT} FROM events WHERE trace_id = ? AND action IN ({_FOLDED_MARKS}) ORDER BY id",
@@ -608,11 +610,8 @@ class Replayer:
         try:
             for values in found:
                 stored = event_from_row(values)
-                row = self._row(trace_id)
-                if row is None:
+                if self._row(trace_id) is None:
                     return
-                if stored.action == "purge" and row.tier == "long":
-                    continue
                 _HANDLERS[stored.action](self, stored)
         finally:
             self._refolding = False
@@ -925,10 +924,16 @@ class Replayer:
     # Deletion
 
     def _purge(self, event: Event) -> ReplayOutcome:
-        # The DELETE runs first: a long row aborts it through the trigger before any file is touched
-        # (Go deletes the trash file first). Unlike Go, the FTS row and the file in whichever folder it
-        # is go too: Go leaves an active or archived file behind as an orphan that `noema sync` re-indexes,
-        # and a search hit for a trace that no longer exists (cortex.md §9.9).
+        row = self._row(event.trace_id)
+        if row is not None and row.tier == "long":
+            # Promoted to long here while its author purged it (or before the purge reached us): Go and Rust
+            # abort on the trigger and pin the cursor for good, so nothing that peer serves after it ever
+            # arrives. Long-term traces are removed by purge_long_term and purge_hard; this one stays.
+            self.log.warning(LONG_PURGE_LOG.format(event_id=event.id, trace_id=event.trace_id))
+            return self._store_only(event)
+        # Unlike Go, the FTS row and the file in whichever folder it is go too: Go leaves an active or
+        # archived file behind as an orphan that `noema sync` re-indexes, and a search hit for a trace that
+        # no longer exists (cortex.md §9.9).
         self.conn.execute("DELETE FROM traces WHERE id = ?", (event.trace_id,))
         self.conn.execute("DELETE FROM traces_fts WHERE id = ?", (event.trace_id,))
         outcome = self._done(event, PURGED)
