@@ -507,21 +507,23 @@ class Replayer:
     def _versions_of(self, trace_id: str, aspect: str) -> list[_Version]:
         """The stored changes of one aspect of a trace that no other stored change of it has seen.
 
-        Kept for one transaction, and joined by every event stored meanwhile, so a trace updated a thousand
-        times in one page is read once, not a thousand times.
+        Every aspect of the trace is read in one query, kept for one transaction, and joined by every event
+        stored meanwhile, so a trace updated a thousand times in one page is read once, not a thousand times.
         """
-        key = (trace_id, aspect)
-        found = self._versions.get(key)
+        found = self._versions.get((trace_id, aspect))
         if found is None:
-            found = self._versions[key] = []
-            actions = _ASPECTS[aspect]
-            marks = ",".join("?" * len(actions))
-            for event_id, text in self.conn.execute(
-                f"SELECT id, vclock FROM events WHERE trace_id = ? AND action IN ({marks}) ORDER BY id",
-                (trace_id, *actions),
+            by_aspect = {name: self._versions.setdefault((trace_id, name), []) for name in _ASPECTS}
+            for event_id, action, text in self.conn.execute(
+                f"SELECT id, action, vclock FROM events WHERE trace_id = ? AND action IN ({_ASPECT_MARKS}) "
+                "ORDER BY id",
+                (trace_id, *_ASPECT_ACTIONS),
             ):
                 # A null or unreadable clock counts as none.
-                _add_version(found, vclock.keep_cortex_id_keys(vclock.decode(text)), event_id)
+                clock = vclock.keep_cortex_id_keys(vclock.decode(text))
+                for name, actions in _ASPECTS.items():
+                    if action in actions:
+                        _add_version(by_aspect[name], clock, event_id)
+            found = by_aspect[aspect]
         return found
 
     def _superseded(self, event: Event, aspect: str) -> bool:
@@ -1054,6 +1056,8 @@ _ASPECTS: dict[str, tuple[str, ...]] = {
     "visibility": ("archive", "unarchive", "trash", "recover"),
     "tier": ("promote", "demote"),
 }
+_ASPECT_ACTIONS = tuple(sorted({action for actions in _ASPECTS.values() for action in actions}))
+_ASPECT_MARKS = ",".join("?" * len(_ASPECT_ACTIONS))
 # What a new row takes from events of its trace that arrived before it.
 _FOLDED = (
     "tag_update",
@@ -1078,14 +1082,27 @@ _Version = tuple[vclock.VClock, str]  # a stored change: its clock (cortex-id ke
 def _add_version(current: list[_Version], clock: vclock.VClock, event_id: str) -> None:
     """Count a stored change into an aspect's newest changes: unless one already there dominates or equals
     it, it joins and drops those it dominates. A change without a clock cannot be placed: it is left out."""
-    if clock and not any(_covers(kept, clock) for kept, _ in current):
+    if not clock:
+        return
+    if len(current) == 1:  # the usual case, while changes are ordered: kept, replaced or joined
+        kept = current[0][0]
+        if not _covers(kept, clock):
+            if _covers(clock, kept):
+                current[0] = (clock, event_id)
+            else:
+                current.append((clock, event_id))
+        return
+    if not any(_covers(kept, clock) for kept, _ in current):
         current[:] = [(kept, kept_id) for kept, kept_id in current if not _covers(clock, kept)]
         current.append((clock, event_id))
 
 
 def _covers(a: vclock.VClock, b: vclock.VClock) -> bool:
     """a >= b at every key (a missing key counts 0): a dominates or equals b."""
-    return all(a.get(key, 0) >= count for key, count in b.items())
+    for key, count in b.items():
+        if a.get(key, 0) < count:
+            return False
+    return True
 
 
 def _consolidate_target(payload: dict[str, Any], trace_id: str) -> str:
