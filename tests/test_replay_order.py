@@ -166,3 +166,26 @@ def test_a_change_concurrent_with_a_soft_purge_writes_no_file_for_the_tombstone(
     state = replay(template, tmp_path / "r", [create, promote, purge, *late])
     assert state["files"] == {}
     assert state["trace_tags"] == []
+
+
+def test_a_stale_update_of_a_trace_removed_without_an_event_brings_back_the_newest_content(
+    template: Path, tmp_path: Path
+) -> None:
+    """`noema remove --force` deletes a trace and emits no event (cortex.md §9.10). An older update that
+    arrives later makes the row again, from the newest snapshot the log holds, not from its own."""
+    create, older, newer = chain(
+        ("update", snapshot({"body": "older\n"})), ("update", snapshot({"body": "newer\n"}))
+    )
+    target = tmp_path / "r"
+    shutil.copytree(template, target)
+    cortex, replayer = open_replica(target)
+    for one in (create, newer):
+        apply_one(replayer, one, cursor_peer="p")
+    cortex.conn.execute("DELETE FROM traces_fts WHERE id = ?", (T,))
+    cortex.conn.execute("DELETE FROM traces WHERE id = ?", (T,))
+    (target / "traces" / f"{T}.md").unlink()
+    assert apply_one(replayer, older, cursor_peer="q").effect == "created"
+    cortex.close()
+    state = end_state(target)
+    assert state["files"][f"traces/{T}.md"].endswith("\nnewer\n")  # type: ignore[index]
+    assert [row["updated_at"] for row in state["traces"]] == [newer.timestamp]  # type: ignore[index]

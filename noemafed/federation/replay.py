@@ -637,13 +637,15 @@ class Replayer:
             "SELECT 1 FROM events WHERE trace_id = ? LIMIT 1", (event.trace_id,)
         ).fetchone()
         outcome = self._done(event, CREATED)
+        source = event  # the event whose snapshot makes the row
         created, cortex_id = event.timestamp, event.cortex_id
         if earlier is not None:
             # Events of this trace arrived before this one: the row is made from the snapshot no stored
             # snapshot has seen, dated by the trace's create, at the tier its events give it.
             if self._superseded(event, "content"):
                 newest = max(self._versions_of(event.trace_id, "content"), key=lambda version: version[1])
-                event, snap = self._newest_snapshot(newest[1])
+                source = self._stored_event(newest[1])
+                snap = _snapshot(source)
             found = self.conn.execute(
                 "SELECT timestamp, cortex_id FROM events WHERE trace_id = ? AND action = 'create' ORDER BY id "
                 "LIMIT 1",
@@ -652,7 +654,7 @@ class Replayer:
             if found is not None:
                 created, cortex_id = found
             tier = self._derived_tier(event.trace_id)
-        locked = snap.source_locked and event.cortex_id != self.own_id
+        locked = snap.source_locked and source.cortex_id != self.own_id
         trace = traces.Trace(
             id=event.trace_id,
             title=snap.title,
@@ -666,7 +668,7 @@ class Replayer:
             created=created,
             # The event timestamp, not the local replay time Go stamps (cortex.md §9.4): every peer then
             # holds the same file as the emitter.
-            updated=event.timestamp,
+            updated=source.timestamp,
             content_hash=snap.content_hash,
             source_hash=snap.source_hash,
             source_locked=locked,
@@ -678,10 +680,6 @@ class Replayer:
         if earlier is not None:
             self._fold_stored(event.trace_id)
         return outcome
-
-    def _newest_snapshot(self, event_id: str) -> tuple[Event, _Snapshot]:
-        stored = self._stored_event(event_id)
-        return stored, _snapshot(stored)
 
     def _create_of_a_held_trace(self, event: Event, row: TraceRow) -> ReplayOutcome:
         """A create for a row that exists: stored only (the Rust rule), except the trace's own create arriving
@@ -703,11 +701,11 @@ class Replayer:
                 (event.timestamp, event.cortex_id, row.id),
             )
         tier = self._derived_tier(row.id)
+        if tier != row.tier:
+            self.conn.execute("UPDATE traces SET tier = ? WHERE id = ?", (tier, row.id))
         if row.purged_at is None:
             current = self._file(row)
             self._write(row.folder, replace(current, created=event.timestamp, tier=tier))
-        if tier != row.tier:
-            self.conn.execute("UPDATE traces SET tier = ? WHERE id = ?", (tier, row.id))
         return ReplayOutcome(event.id, event.action, True, UPDATED)
 
     def _update(self, event: Event) -> ReplayOutcome:
