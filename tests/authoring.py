@@ -286,7 +286,9 @@ def purge_long_term(
         replace_fts(conn, trace_id, row.title, f"[purged: {reason}]", ())
         data = _purge_payload(row, reason, actor, False)
         event = emitter(cortex).emit("purge_long_term", trace_id, data, moment)
-        traces.remove(cortex.path, trace_id, (traces.ACTIVE, traces.ARCHIVE))
+        # Every folder, as the live (Rust) build does; Go v0.9.1 keeps a trash copy, which no peer can
+        # reproduce when the purge reaches it before the trash (docs/compatibility.md).
+        traces.remove(cortex.path, trace_id)
     return event
 
 

@@ -9,11 +9,13 @@ appears here.
 
 from __future__ import annotations
 
+import itertools
 import json
 import shutil
 import sys
 import tempfile
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -29,11 +31,14 @@ from replay_helpers import (
     set_manifest_id,
 )
 from replay_model import expected_state
+from ulid import ULID
 
+from noemafed.cortex import traces
 from noemafed.cortex.events import Event, page_json
 from noemafed.cortex.open import Cortex, init_cortex, open_cortex
 from noemafed.federation.replay import Replayer
 from noemafed.logs import SILENT
+from noemafed.text.gotext import go_json_dumps
 
 A_ID = "01JQ7X2B9C4D5E6F7G8H9JKMNP"
 B_ID = "01JQ9A3C5E7G9J1K3M5N7P9R2T"
@@ -263,6 +268,156 @@ def out_of_order(root: Path) -> list[tuple[str, str]]:
     # The replica's cursor for laptop is already past the create (cortex.md §9.2): tier and tag events
     # arrive before the create they belong to.
     return [("laptop", page(b, after=create_event.id)), ("research", page(a))]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Issue 12: the same events in different arrival orders. Each delivery is a page from its own "relay" (its
+# own cursor), so a stream can hand the replica any order; the model computes each end state on its own.
+
+
+def relayed(events: list[Event]) -> list[tuple[str, str]]:
+    """One page per event, each from its own relay: the replica receives them in exactly this order."""
+    return [(f"relay{n}", page_json([event])) for n, event in enumerate(events, 1)]
+
+
+def twin_of(event: Event, body: str, twin_id: str) -> Event:
+    """Another update with the same clock and a different body (no noema build makes one; a peer could)."""
+    payload = json.loads(event.data)
+    payload.update(body=body, content_hash=traces.content_hash(body))
+    return replace(event, id=twin_id, data=go_json_dumps(payload))
+
+
+def _update_events(root: Path) -> dict[str, Event]:
+    a = source(root, "research", A_ID)
+    b = source(root, "laptop", B_ID)
+    t = Clock()
+    tid, created = authoring.create_trace(a, "Ordered", "fact", "v0\n", ["t"], now=t())
+    sync(b, a, "research", REPLICA_NOW)
+    u1 = authoring.update_trace(a, tid, body="v1\n", now=t())
+    u2 = authoring.update_trace(a, tid, body="v2\n", tags=["t", "newer"], now=t())
+    concurrent = authoring.update_trace(b, tid, body="laptop's v1\n", now=t())
+    twin = twin_of(u2, "v2, twin\n", _next_id(u2.id))
+    return {"create": created, "u1": u1, "u2": u2, "twin": twin, "concurrent": concurrent}
+
+
+def _next_id(event_id: str) -> str:
+    """The ULID one after `event_id` (same millisecond): an id that sorts right after it."""
+    return str(ULID.from_int(int(ULID.from_str(event_id)) + 1))
+
+
+def _ordered(names: tuple[str, ...]) -> Builder:
+    def builder(root: Path) -> list[tuple[str, str]]:
+        events = _update_events(root)
+        return relayed([events["create"], *(events[name] for name in names)])
+
+    return builder
+
+
+# Stale, equal and concurrent updates in every arrival order: u1 < u2 by clock, `twin` has u2's clock,
+# `concurrent` is laptop's edit that saw neither.
+for _order in itertools.permutations(("u1", "u2", "twin")):
+    STREAMS["updates_" + "_".join(_order)] = _ordered(_order)
+for _order in itertools.permutations(("u1", "concurrent")):
+    STREAMS["updates_" + "_".join(_order)] = _ordered(_order)
+
+
+@stream
+def before_create(root: Path) -> list[tuple[str, str]]:
+    """Laptop's vote, tags, promote and trash of research's trace arrive before the create."""
+    a = source(root, "research", A_ID)
+    b = source(root, "laptop", B_ID)
+    t = Clock()
+    tid, _ = authoring.create_trace(a, "Arrives late", "fact", "late\n", ["first"], now=t())
+    sync(b, a, "research", REPLICA_NOW)
+    later = [
+        authoring.vote(b, tid, 1, now=t()),
+        authoring.set_tags(b, tid, ["retagged"], now=t()),
+        authoring.promote(b, tid, "mid", now=t()),
+        authoring.trash(b, tid, now=t()),
+    ]
+    return [*relayed(later), ("research", page(a))]
+
+
+@stream
+def removal_before_create(root: Path) -> list[tuple[str, str]]:
+    """A hard purge, then the create and an older edit: the trace must not come back."""
+    a = source(root, "research", A_ID)
+    t = Clock()
+    tid, created = authoring.create_trace(a, "Purged early", "note", "x\n", now=t())
+    edit = authoring.update_trace(a, tid, body="edited\n", now=t())
+    gone = authoring.purge_hard(a, tid, "wrong", now=t())
+    return relayed([gone, created, edit])
+
+
+@stream
+def create_after_update(root: Path) -> list[tuple[str, str]]:
+    """Laptop's edit reaches the replica before research's create: the create still dates the row."""
+    a = source(root, "research", A_ID)
+    b = source(root, "laptop", B_ID)
+    t = Clock()
+    tid, _ = authoring.create_trace(a, "Edited first", "decision", "v0\n", now=t())
+    authoring.promote(a, tid, "mid", now=t())
+    sync(b, a, "research", REPLICA_NOW)
+    edit = authoring.update_trace(b, tid, body="laptop's edit\n", now=t())
+    return [*relayed([edit]), ("research", page(a))]
+
+
+@stream
+def stale_changes(root: Path) -> list[tuple[str, str]]:
+    """Tag, tier and visibility changes of one trace, each pair delivered newest first."""
+    a = source(root, "research", A_ID)
+    t = Clock()
+    tid, created = authoring.create_trace(a, "Changed often", "note", "n\n", ["a"], now=t())
+    tags1 = authoring.set_tags(a, tid, ["b"], now=t())
+    tags2 = authoring.set_tags(a, tid, ["c"], now=t())
+    up = authoring.promote(a, tid, "mid", now=t())
+    down = authoring.demote(a, tid, "short", now=t())
+    distilled = authoring.consolidate(a, tid, [], model_name="m", now=t())
+    archived = authoring.archive(a, tid, now=t())
+    back = authoring.unarchive(a, tid, now=t())
+    edit = authoring.update_trace(a, tid, body="edited\n", now=t())
+    retag = authoring.set_tags(a, tid, ["d"], now=t())
+    # A second trace: trashed, recovered, archived; the archive arrives while the replica still has it trashed.
+    other, other_created = authoring.create_trace(a, "Moved often", "note", "m\n", now=t())
+    trashed = authoring.trash(a, other, now=t())
+    recovered = authoring.recover(a, other, now=t())
+    archived_again = authoring.archive(a, other, now=t())
+    first = [created, tags2, tags1, distilled, down, up, back, archived, retag, edit]
+    return relayed([*first, other_created, trashed, archived_again, recovered])
+
+
+@stream
+def soft_purge_late(root: Path) -> list[tuple[str, str]]:
+    """The soft purge arrives first, then the changes made before it: the tombstone gets no file back."""
+    a = source(root, "research", A_ID)
+    t = Clock()
+    tid, created = authoring.create_trace(a, "Soft purged", "decision", "s\n", ["k"], now=t())
+    edit = authoring.update_trace(a, tid, title="Soft purged, edited", body="s2\n", now=t())
+    tags = authoring.set_tags(a, tid, ["k", "l"], now=t())
+    mid = authoring.promote(a, tid, "mid", now=t())
+    long = authoring.promote(a, tid, "long", now=t())
+    trashed = authoring.trash(a, tid, now=t())
+    gone = authoring.purge_long_term(a, tid, "superseded", now=t())
+    return relayed([created, gone, trashed, tags, edit, long, mid])
+
+
+@stream
+def invalid_consolidate(root: Path) -> list[tuple[str, str]]:
+    """Consolidates whose distilled_id is not a valid id, names a missing trace, or is not a string."""
+    a, t, tid = one(root)
+    base = authoring.consolidate(a, tid, [], model_name="m", now=t())
+    bad = [
+        ("NOT A VALID ID", "01M890PG8Z0000000000000001"),
+        ("20250401-never-seen-here", "01M890PG8Z0000000000000002"),
+        (7, "01M890PG8Z0000000000000003"),
+    ]
+    crafted = []
+    for target, event_id in bad:
+        payload = json.loads(base.data) | {"distilled_id": target}
+        crafted.append(replace(base, id=event_id, data=go_json_dumps(payload)))
+    # The first event creates the trace; the valid consolidate comes last, after the crafted ones.
+    first = [e for e in all_events(a.conn) if e.action == "create"]
+    return relayed([*first, *crafted[:2], base, crafted[2]])
 
 
 def build(names: list[str]) -> None:

@@ -19,6 +19,31 @@ from noemafed.cortex.events import Event, parse_page
 ACTIVE, ARCHIVE, TRASH = "traces", "archive/traces", "trash/traces"
 ID_RE = re.compile(r"[0-9]{8}-[a-z0-9][a-z0-9-]{0,99}")
 COORD = ("consolidation_claim", "consolidation_success", "consolidation_fail")
+VISIBILITY = ("archive", "unarchive", "trash", "recover")
+TAG_SETTERS = ("create", "update", "tag_update", "purge_long_term")
+CHANGES = (
+    "tag_update",
+    *VISIBILITY,
+    "promote",
+    "demote",
+    "consolidate",
+    "vote",
+    "purge",
+    "purge_hard",
+    "purge_long_term",
+)
+EVENT_FIELDS = (
+    "id",
+    "action",
+    "trace_id",
+    "cortex_id",
+    "origin",
+    "timestamp",
+    "data",
+    "vclock",
+    "signature",
+    "pubkey",
+)
 KEY_ORDER = (
     "id",
     "title",
@@ -62,6 +87,10 @@ def cmp(a: dict[str, int], b: dict[str, int]) -> int:
 def same(a: dict[str, int], b: dict[str, int]) -> bool:
     """Equal clocks: a key one of them lacks counts 0."""
     return all(a.get(k, 0) == b.get(k, 0) for k in set(a) | set(b))
+
+
+def above_or_same(a: dict[str, int], b: dict[str, int]) -> bool:
+    return cmp(a, b) == 1 or same(a, b)
 
 
 def only26(clock: dict[str, int]) -> dict[str, int]:
@@ -112,12 +141,62 @@ class Model:
             "pubkey": e.pubkey,
         }
 
-    def later(self, trace_id: str, after: str, actions: tuple[str, ...]) -> list[dict[str, Any]]:
+    def of(self, tid: str, actions: tuple[str, ...]) -> list[dict[str, Any]]:
+        """Stored events of a trace with one of `actions`, in id order."""
         return [
-            ev
-            for key, ev in sorted(self.events.items())
-            if ev["trace_id"] == trace_id and key > after and ev["action"] in actions
+            ev for _, ev in sorted(self.events.items()) if ev["trace_id"] == tid and ev["action"] in actions
         ]
+
+    def seen_by_another(self, e: Event, actions: tuple[str, ...]) -> bool:
+        """Issue 12: some other stored event of `actions` on the trace has a clock strictly above e's."""
+        mine = only26(e.vclock or {})
+        return bool(mine) and any(
+            ev["id"] != e.id and cmp(only26(ev["vclock"] or {}), mine) == 1
+            for ev in self.of(e.trace_id, actions)
+        )
+
+    def above_all(self, e: Event, actions: tuple[str, ...]) -> bool:
+        """e's clock is strictly above every other stored event of `actions` that has a clock."""
+        mine = only26(e.vclock or {})
+        others = [only26(ev["vclock"] or {}) for ev in self.of(e.trace_id, actions) if ev["id"] != e.id]
+        return bool(mine) and all(cmp(mine, c) == 1 for c in others if c)
+
+    def tier_of(self, tid: str) -> str:
+        """Issue 12: the tier from the stored events: first snapshot's tier, newest promote/demote, consolidate."""
+        snaps = self.of(tid, ("create",)) or self.of(tid, ("update",))
+        tier = (json.loads(snaps[0]["data"]).get("tier") if snaps else None) or "short"
+        changes = [ev for ev in self.of(tid, ("promote", "demote")) if only26(ev["vclock"] or {})]
+        newest = [
+            ev
+            for ev in changes
+            if not any(cmp(only26(o["vclock"]), only26(ev["vclock"])) == 1 for o in changes)
+            # equal clocks: the first (by id) stands for all
+            and not any(
+                same(only26(o["vclock"]), only26(ev["vclock"])) and o["id"] < ev["id"] for o in changes
+            )
+        ]
+        last: dict[str, int] = {}
+        if newest:
+            chosen = max(newest, key=lambda ev: ev["id"])
+            tier, last = json.loads(chosen["data"])["to"], only26(chosen["vclock"])
+        if tier == "short":
+            for ev in self.of(tid, ("consolidate",)):
+                target = json.loads(ev["data"]).get("distilled_id")
+                if isinstance(target, str) and target and target != tid:
+                    continue
+                clock = only26(ev["vclock"] or {})
+                if not (last and clock and above_or_same(last, clock)):
+                    return "mid"
+        return tier
+
+    def put_tier(self, tid: str, tier: str) -> None:
+        row = self.rows[tid]
+        if row["tier"] == tier:
+            return
+        row["tier"] = tier
+        if row["purged_at"] is None:
+            folder, doc = self.docs[tid]
+            self.docs[tid] = (folder, {**doc, "tier": tier})
 
     def set_fts(self, tid: str, title: str, body: str, tags: list[str]) -> None:
         self.fts = [r for r in self.fts if r[0] != tid] + [[tid, title, body, " ".join(tags)]]
@@ -175,21 +254,55 @@ class Model:
             self.create(e, p)
         elif a == "update":
             self.update(e, p, row)
-        elif a == "tag_update":
+        elif a in CHANGES:
             self.store(e)
-            if row is not None:
+            self.change(e, p)
+        else:
+            raise AssertionError(f"unknown action {a}")
+
+    def change(self, e: Event, p: dict[str, Any]) -> None:
+        """Every action but create and update, once stored (also when a new row takes in earlier events)."""
+        a, tid = e.action, e.trace_id
+        row = self.rows.get(tid)
+        if a == "purge":
+            if row is not None and row["tier"] == "long":
+                return  # issue 12: stored only, never a cursor pinned for good
+            self.rows.pop(tid, None)
+            self.tags.pop(tid, None)
+            self.lineage.pop(tid, None)
+            self.docs.pop(tid, None)
+            self.fts = [r for r in self.fts if r[0] != tid]
+            return
+        if a == "consolidate":
+            target = p.get("distilled_id")
+            target = target if isinstance(target, str) and target else tid
+            r = self.rows.get(target)
+            if r is None:
+                return
+            if target == tid and only26(e.vclock or {}):
+                self.put_tier(tid, self.tier_of(tid))
+            elif r["tier"] == "short":
+                self.put_tier(target, "mid")
+            return
+        if row is None:
+            return  # applied when a row is made (create)
+        if a == "tag_update":
+            if row["purged_at"] is None and not self.seen_by_another(e, TAG_SETTERS):
                 tags = uniq(p.get("tags") or [])
                 self.tags[tid] = tags
                 folder, doc = self.docs[tid]
                 doc = {**doc, "tags": tags, "tier": row["tier"], "content_hash": row["content_hash"] or ""}
                 self.docs[tid] = (folder, doc)
                 self.set_fts(tid, row["title"], doc["body"], tags)
-        elif a in ("archive", "unarchive", "trash", "recover"):
-            self.store(e)
-            if row is None:
+        elif a in VISIBILITY:
+            if self.seen_by_another(e, VISIBILITY):
                 return
             arch, trash = row["archived_at"] is not None, row["trashed_at"] is not None
-            if a == "archive" and not arch and not trash:
+            if self.above_all(e, VISIBILITY):
+                # The newest visibility change leaves its whole state.
+                row["archived_at"] = e.timestamp if a == "archive" else None
+                row["trashed_at"] = e.timestamp if a == "trash" else None
+            elif a == "archive" and not arch and not trash:
                 row["archived_at"] = e.timestamp
             elif a == "unarchive" and arch and not trash:
                 row["archived_at"] = None
@@ -199,83 +312,82 @@ class Model:
                 row["trashed_at"] = None
             else:
                 return
-            self.docs[tid] = (self.folder(row), self.docs[tid][1])
-        elif a == "purge":
-            self.store(e)
-            self.rows.pop(tid, None)
+            if tid in self.docs:
+                self.docs[tid] = (self.folder(row), self.docs[tid][1])
+        elif a in ("promote", "demote"):
+            self.put_tier(tid, self.tier_of(tid) if only26(e.vclock or {}) else p["to"])
+        elif a == "vote":
+            d = p.get("delta", 0)
+            row["tier_votes"] += (d > 0) - (d < 0)
+        elif a == "purge_long_term":
+            reason = p.get("reason") or "remote purge"
+            row.update(purged_at=e.timestamp, updated_at=e.timestamp, purge_reason=reason)
+            self.tags.pop(tid, None)
+            self.set_fts(tid, "", f"[purged: {reason}]", [])
+            self.docs.pop(tid, None)  # every folder, the trash copy too
+        elif a == "purge_hard":
+            self.rows.pop(tid)
             self.tags.pop(tid, None)
             self.lineage.pop(tid, None)
+            for parents in self.lineage.values():
+                if tid in parents:
+                    parents.remove(tid)
             self.docs.pop(tid, None)
             self.fts = [r for r in self.fts if r[0] != tid]
-        elif a in ("promote", "demote"):
-            self.store(e)
-            if row is not None:
-                row["tier"] = p["to"]
-                folder, doc = self.docs[tid]
-                self.docs[tid] = (folder, {**doc, "tier": p["to"]})
-        elif a == "vote":
-            self.store(e)
-            if row is not None:
-                d = p.get("delta", 0)
-                row["tier_votes"] += (d > 0) - (d < 0)
-        elif a == "consolidate":
-            self.store(e)
-            target = p.get("distilled_id")
-            target = target if isinstance(target, str) and target else tid
-            r = self.rows.get(target)
-            if r is not None and r["tier"] == "short":
-                r["tier"] = "mid"
-                folder, doc = self.docs[target]
-                self.docs[target] = (folder, {**doc, "tier": "mid"})
-        elif a == "purge_long_term":
-            self.store(e)
-            if row is not None:
-                reason = p.get("reason") or "remote purge"
-                row.update(purged_at=e.timestamp, updated_at=e.timestamp, purge_reason=reason)
-                self.tags.pop(tid, None)
-                self.set_fts(tid, "", f"[purged: {reason}]", [])
-                if self.docs.get(tid, (TRASH,))[0] != TRASH:
-                    self.docs.pop(tid, None)
-        elif a == "purge_hard":
-            self.store(e)
-            if row is not None:
-                self.rows.pop(tid)
-                self.tags.pop(tid, None)
-                self.lineage.pop(tid, None)
-                for parents in self.lineage.values():
-                    if tid in parents:
-                        parents.remove(tid)
-                self.docs.pop(tid, None)
-                self.fts = [r for r in self.fts if r[0] != tid]
-        else:
-            raise AssertionError(f"unknown action {a}")
+
+    def heads(self, tid: str) -> list[dict[str, Any]]:
+        """Stored snapshots (create, update) with a clock no other one is >= to (of equal ones, the first)."""
+        snaps = [ev for ev in self.of(tid, ("create", "update")) if only26(ev["vclock"] or {})]
+        return [
+            ev
+            for i, ev in enumerate(snaps)
+            if not any(
+                cmp(only26(o["vclock"]), only26(ev["vclock"])) == 1
+                or (same(only26(o["vclock"]), only26(ev["vclock"])) and j < i)
+                for j, o in enumerate(snaps)
+                if j != i
+            )
+        ]
 
     def create(self, e: Event, p: dict[str, Any]) -> None:
         tid = e.trace_id
-        tier = p.get("tier") or "short"
-        tags = uniq(p.get("tags") or [])
-        for ev in self.later(tid, e.id, ("promote", "demote", "consolidate", "tag_update")):
-            q = json.loads(ev["data"])
-            if ev["action"] == "consolidate":
-                tier = "mid" if tier == "short" else tier
-            elif ev["action"] == "tag_update":
-                tags = uniq(q.get("tags") or [])
-            else:
-                tier = q["to"]
-        self.store(e)
         if tid in self.rows:
+            own = not [ev for ev in self.of(tid, ("create",)) if ev["id"] != e.id] and self.seen_by_another(
+                e, ("create", "update")
+            )
+            self.store(e)
+            if own:
+                # The trace's own create, after an update made the row: it dates it and names its owner.
+                row = self.rows[tid]
+                row.update(created_at=e.timestamp, cortex_id=e.cortex_id)
+                if tid in self.docs:
+                    folder, doc = self.docs[tid]
+                    self.docs[tid] = (folder, {**doc, "created": e.timestamp})
+                self.put_tier(tid, self.tier_of(tid))
             return
+        earlier = any(ev["trace_id"] == tid for ev in self.events.values())
+        self.store(e)
+        created, owner, tier = e.timestamp, e.cortex_id, p.get("tier") or "short"
+        if earlier:
+            if self.seen_by_another(e, ("create", "update")):
+                newest = max(self.heads(tid), key=lambda ev: ev["id"])
+                e = Event(**{k: newest[k] for k in EVENT_FIELDS})
+                p = json.loads(e.data)
+            creates = self.of(tid, ("create",))
+            if creates:
+                created, owner = creates[0]["timestamp"], creates[0]["cortex_id"]
+            tier = self.tier_of(tid)
         locked = bool(p.get("source_locked")) and e.cortex_id != self.own_id
-        parents = uniq(p.get("derived_from") or [])
+        parents, tags = uniq(p.get("derived_from") or []), uniq(p.get("tags") or [])
         self.new_row(
             tid,
             title=p["title"],
             type=p["type"],
             author=p.get("author", ""),
-            created_at=e.timestamp,
+            created_at=created,
             updated_at=e.timestamp,
             origin=p.get("origin", ""),
-            cortex_id=e.cortex_id,
+            cortex_id=owner,
             content_hash=p.get("content_hash", ""),
             source_locked=int(locked),
             source_hash=p.get("source_hash") or None,
@@ -292,7 +404,7 @@ class Model:
             "tags": tags,
             "derived_from": parents,
             "origin": p.get("origin", ""),
-            "created": e.timestamp,
+            "created": created,
             "updated": e.timestamp,
             "content_hash": p.get("content_hash", ""),
             "source_hash": p.get("source_hash", ""),
@@ -300,6 +412,13 @@ class Model:
             "body": p["body"],
         }
         self.docs[tid] = (ACTIVE, doc)
+        if earlier:
+            # Events of the trace that arrived before its row: taken in now, in id order.
+            for ev in self.of(tid, CHANGES):
+                row = self.rows.get(tid)
+                if row is None:
+                    break
+                self.change(Event(**{k: ev[k] for k in EVENT_FIELDS}), json.loads(ev["data"]))
 
     def update(self, e: Event, p: dict[str, Any], row: dict[str, Any]) -> None:
         tid = e.trace_id
@@ -325,9 +444,17 @@ class Model:
                 self.diverge(e, p, row)
                 return
         self.store(e)
-        if row["tier"] == "long" and not any(
-            json.loads(ev["data"]).get("to") == "long" for ev in self.later(tid, e.id, ("promote",))
-        ):
+        mine = only26(e.vclock or {})
+        promoted_after = [
+            ev
+            for ev in self.of(tid, ("promote",))
+            if json.loads(ev["data"]).get("to") == "long"
+            and (
+                ev["id"] > e.id
+                or (mine and only26(ev["vclock"] or {}) and above_or_same(only26(ev["vclock"]), mine))
+            )
+        ]
+        if row["tier"] == "long" and not promoted_after:
             return
         locked = bool(p.get("source_locked")) and e.cortex_id != self.own_id
         row.update(
@@ -335,13 +462,19 @@ class Model:
             type=p["type"],
             author=p.get("author", ""),
             origin=p.get("origin", ""),
-            updated_at=e.timestamp,
             content_hash=p.get("content_hash", ""),
             source_locked=int(locked),
             source_hash=p.get("source_hash") or None,
         )
-        tags, parents = uniq(p.get("tags") or []), uniq(p.get("derived_from") or [])
-        self.tags[tid], self.lineage[tid] = list(tags), list(parents)
+        parents = uniq(p.get("derived_from") or [])
+        self.lineage[tid] = list(parents)
+        if row["purged_at"] is not None:
+            return  # a tombstone keeps its time, tags, text and (no) file
+        row["updated_at"] = e.timestamp
+        tags = uniq(p.get("tags") or [])
+        if self.seen_by_another(e, TAG_SETTERS):
+            tags = list(self.docs[tid][1]["tags"])  # newer tags are in: the edit's content, those tags
+        self.tags[tid] = list(tags)
         self.set_fts(tid, p["title"], p["body"], tags)
         folder, old = self.docs[tid]
         self.docs[tid] = (

@@ -7,8 +7,9 @@ with the cursor committed in each page), and crashes (a page abandoned at a rand
 open). At the end every replica pulls from every other until nothing moves, and `check` compares them.
 
 What cannot converge is named, not ignored: `PROTOCOL_LIMITS` are cases noema's protocol itself cannot converge
-(docs/replay.md, "Convergence"); `KNOWN_TODAY` are cases today's replay rules do not converge, each pinned by a
-strict xfail example at the end of this file.
+(docs/replay.md, "Convergence"). `OUT_OF_ORDER` names the arrival orders that replay's rules exist for (events
+before their create, stale changes, changes to a tombstone): they are counted, never excluded, and each has a
+plain example at the end of this file.
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ import os
 import re
 import shutil
 import sqlite3
-import sys
 import tempfile
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager, suppress
@@ -39,7 +39,8 @@ from ulid import ULID
 
 from noemafed.cortex import emit, state, traces, vclock
 from noemafed.cortex.events import EVENT_COLUMNS, event_from_row
-from noemafed.cortex.open import Cortex, open_cortex
+from noemafed.cortex.file_undo import UNDO_DIR
+from noemafed.cortex.open import Cortex, database_dir, open_cortex
 from noemafed.cortex.rows import allowed_for, get_row
 from noemafed.federation.replay import Replayer
 from noemafed.logs import SILENT
@@ -156,10 +157,6 @@ def choose(items: Sequence[Any], pick: int) -> Any:
 
 class ConvergenceMachine(RuleBasedStateMachine):
     """Random local activity, pulls and crashes on 3 to 5 replicas; `finish` settles them and checks."""
-
-    # The KNOWN_TODAY cases excluded from the property: None is all of them (the property test); an example
-    # at the end of this file leaves its own case out, so it checks that case.
-    known_today: frozenset[str] | None = None
 
     def __init__(self) -> None:
         super().__init__()
@@ -510,9 +507,11 @@ class ConvergenceMachine(RuleBasedStateMachine):
     def finish(self) -> None:
         self.settle()
         snaps = {replica.name: snapshot(replica) for replica in self.replicas}
-        self.report = check(snaps, known_today=self.known_today)
+        self.report = check(snaps)
         for name in sorted(self.report.excluded):
             note(f"excluded: {name}")
+        for name in sorted(self.report.exercised):
+            note(f"exercised: {name}")
         assert not self.report.violations, "\n\n".join(self.report.violations)
 
 
@@ -569,6 +568,9 @@ def snapshot(replica: Replica) -> Snapshot:
         "SELECT id, title, body, tags FROM traces_fts ORDER BY 1, 2, 3, 4"
     ):
         fts.setdefault(trace_id, []).append((title, body, tag_text))
+    assert not any((database_dir(replica.path) / UNDO_DIR).glob("*/journal")), (
+        f"{replica.name}: undo log left"
+    )
     files: dict[str, list[tuple[str, str]]] = {}
     for folder in traces.FOLDERS:
         for path in sorted((replica.path / folder).iterdir()):
@@ -776,7 +778,7 @@ PROTOCOL_LIMITS: dict[str, tuple[Predicate, tuple[str, ...]]] = {
 
 def late(late_actions: Sequence[str], after_actions: Sequence[str]) -> Predicate:
     """Causal order broken on arrival: some replica stored an event of `late_actions` after an event of
-    `after_actions` that happened after it, and today's rule applies it anyway (or drops the later one)."""
+    `after_actions` that happened after it."""
 
     def predicate(history: History, trace_id: str) -> list[str]:
         return history.late(trace_id, late_actions, after_actions)
@@ -785,17 +787,14 @@ def late(late_actions: Sequence[str], after_actions: Sequence[str]) -> Predicate
 
 
 def edits_out_of_id_order(history: History, trace_id: str) -> list[str]:
-    """The conflict check compares an incoming update with the last create/update *by id*; with a skewed
-    clock that is not the latest edit, so a concurrent edit goes undetected (no divergence record) and a
-    stale one looks new."""
+    """Edits whose id order is not their causal order (a skewed clock): comparing with the last edit *by id*
+    missed concurrent edits and let stale ones through."""
     edits = history.of_trace(trace_id, EDITS)
     return [f"{a.id} before {b.id}" for a in edits for b in edits if before(a, b) and a.id > b.id]
 
 
 def change_after_soft_purge(history: History, trace_id: str) -> list[str]:
-    """A late edit (applied under a later promote to long), tag, tier or visibility change that reaches a
-    soft-purged tombstone writes its file again (rebuilt from the DB where the file is gone, the fallback for
-    a file a crash removed): the purged trace is back on disk."""
+    """An edit, tag, tier or visibility change that reaches a soft-purged tombstone after the purge."""
     return history.arrived_after(
         trace_id, ["update", "tag_update", *TIERING, *VISIBILITY], ["purge_long_term"]
     )
@@ -808,25 +807,23 @@ def either(*predicates: Predicate) -> Predicate:
     return predicate
 
 
-# Cases today's replay rules do not converge: events that arrive out of causal order (cursor skipping and
-# relays make that common) are applied without looking at what already happened after them. Issue 12
-# made updates converge (an update is applied only when it dominates the current version); the others remain. When a rule lands, delete its entry: the
-# matching strict xfail example at the end of this file then passes and must lose its mark.
-KNOWN_TODAY: dict[str, tuple[Predicate, tuple[str, ...]]] = {
-    "create after its update": (late(["create"], ["update"]), ("trace",)),
-    "removal before create": (late(EDITS, REMOVALS), ("trace",)),
-    "vote before create": (late(["create"], ["vote"]), ("tier_votes",)),
-    "visibility before create": (late(["create"], VISIBILITY), ("trace",)),
-    "stale tags applied": (
-        either(late(["tag_update"], TAGGING), late(["update"], ["tag_update"])),
-        ("trace",),
-    ),
-    "stale tier applied": (late(TIERING, TIERING), ("trace",)),
-    "stale visibility applied": (late(VISIBILITY, VISIBILITY), ("trace",)),
-    "stale removal applied": (late(REMOVALS, (*EDITS, *CHANGES)), ("trace",)),
-    "tier change before create": (late(["create"], TIERING), ("trace",)),
-    "tags before create": (late(["create"], ["tag_update"]), ("trace",)),
-    "change to a soft-purged trace": (change_after_soft_purge, ("trace", "local")),
+# Arrival orders that replay's rules (docs/replay.md, "Convergence") exist for. Before issue 12 each of these
+# ended with replicas that disagree; now they are part of the property: counted (`--hypothesis-show-statistics`
+# lists them as "exercised: ..."), never excluded. Each has a plain example at the end of this file.
+OUT_OF_ORDER: dict[str, Predicate] = {
+    "stale edit": late(["update"], EDITS),
+    "edits out of id order": edits_out_of_id_order,
+    "create after its update": late(["create"], ["update"]),
+    "removal before create": late(EDITS, REMOVALS),
+    "vote before create": late(["create"], ["vote"]),
+    "visibility before create": late(["create"], VISIBILITY),
+    "stale tags": either(late(["tag_update"], TAGGING), late(["update"], ["tag_update"])),
+    "stale tier": late(TIERING, TIERING),
+    "stale visibility": late(VISIBILITY, VISIBILITY),
+    "stale removal": late(REMOVALS, (*EDITS, *CHANGES)),
+    "tier change before create": late(["create"], TIERING),
+    "tags before create": late(["create"], ["tag_update"]),
+    "change to a soft-purged trace": change_after_soft_purge,
 }
 
 
@@ -834,9 +831,10 @@ KNOWN_TODAY: dict[str, tuple[Predicate, tuple[str, ...]]] = {
 class Report:
     violations: list[str] = field(default_factory=list)
     excluded: set[str] = field(default_factory=set)
+    exercised: set[str] = field(default_factory=set)
 
 
-def check(snaps: dict[str, Snapshot], *, known_today: Iterable[str] | None = None) -> Report:
+def check(snaps: dict[str, Snapshot]) -> Report:
     """The convergence property over settled replicas; the named cases are excluded, everything else must agree."""
     report = Report()
     history = History.of(snaps)
@@ -846,12 +844,14 @@ def check(snaps: dict[str, Snapshot], *, known_today: Iterable[str] | None = Non
         clocks = {name: snaps[name].clock for name in names}
         if len(set(clocks.values())) != 1:
             report.violations.append(f"vector clocks differ: {clocks}")
-    limits = dict(PROTOCOL_LIMITS)
-    limits.update({name: KNOWN_TODAY[name] for name in (KNOWN_TODAY if known_today is None else known_today)})
+    for trace_id in history.by_trace:
+        report.exercised.update(
+            name for name, predicate in OUT_OF_ORDER.items() if predicate(history, trace_id)
+        )
     skips: dict[str, set[str]] = {}
     for trace_id in sorted({t for s in snaps.values() for t in (*s.rows, *s.files)}):
         skip = skips[trace_id] = set()
-        for name, (predicate, aspects) in limits.items():
+        for name, (predicate, aspects) in PROTOCOL_LIMITS.items():
             if predicate(history, trace_id):
                 report.excluded.add(name)
                 skip.update(aspects)
@@ -868,23 +868,13 @@ def check(snaps: dict[str, Snapshot], *, known_today: Iterable[str] | None = Non
     return report
 
 
-def pinned_by_long_purge(action: str, error: str) -> bool:
-    """A plain `purge` of a trace that is `long` here (promoted concurrently elsewhere): the trigger aborts
-    it and the cursor is pinned before it for good, as in Go (docs/compatibility.md)."""
-    return action == "purge" and "long-term trace is immutable" in error
-
-
 def check_events(history: History, report: Report) -> set[str]:
     """Identical logs, byte for byte; returns the traces of events that cannot arrive: lost to cursor
     skipping (cortex.md §9.2) or stuck behind a cursor pinned for good."""
     lost: set[str] = set()
     for snap in history.snaps.values():
-        for source, (event_id, action, error) in snap.pins.items():
-            if pinned_by_long_purge(action, error):
-                report.excluded.add("pinned by a purge of a long trace")
-                lost.add(history.events[event_id].trace_id)
-            else:
-                report.violations.append(f"{snap.name}: replay from {source} fails at {event_id}: {error}")
+        for source, (event_id, _, error) in snap.pins.items():
+            report.violations.append(f"{snap.name}: replay from {source} fails at {event_id}: {error}")
     for event_id, event in sorted(history.events.items()):
         holders = [s for s in history.snaps.values() if event_id in s.events]
         values = {s.events[event_id] for s in holders}
@@ -1006,16 +996,6 @@ def check_divergences(history: History, lost: set[str], skips: dict[str, set[str
                     )
 
 
-def retried_on_a_later_day(snap: Snapshot, trace_id: str, found: list[tuple[str, str]]) -> bool:
-    """The known limit of docs/replay.md: a divergence interrupted by a crash and retried on a later UTC day
-    gets a new id (the date is today's), and the first attempt's file stays behind without a row."""
-    recorded = {
-        record for record, original in divergence_originals(snap).items() if record[:8] > trace_id[:8]
-    }
-    originals = {match.group(1) for _, text in found for match in [TRACE_LINE.search(text)] if match}
-    return len(originals) == 1 and any(divergence_originals(snap)[r] in originals for r in recorded)
-
-
 def divergence_originals(snap: Snapshot) -> dict[str, str]:
     """Divergence record id -> the trace it records, from the record's FTS body."""
     out = {}
@@ -1032,7 +1012,7 @@ def check_local_consistency(
     snap: Snapshot, history: History, skips: dict[str, set[str]], report: Report
 ) -> None:
     """One file per trace, in the folder its row names (a soft-purged tombstone keeps at most a trash file);
-    no file without a row except the divergence orphan a crash can leave (docs/replay.md, known limit)."""
+    no file without a row: the files a crashed page wrote go back before the next page (FileUndo)."""
     for trace_id, row in snap.rows.items():
         if "local" in skips[trace_id]:
             continue
@@ -1051,9 +1031,6 @@ def check_local_consistency(
             )
     for trace_id, found in snap.files.items():
         if trace_id in snap.rows:
-            continue
-        if snap.ever_crashed and retried_on_a_later_day(snap, trace_id, found):
-            report.excluded.add("orphan divergence file after a crash")
             continue
         report.violations.append(f"{snap.name}: file without a row: {trace_id} in {[f for f, _ in found]}")
 
@@ -1076,17 +1053,11 @@ TestReplicasConverge = ConvergenceMachine.TestCase
 TestReplicasConverge.settings = _settings()
 
 
-# test_each_example_fails_for_its_own_case sets this: the examples then exclude their own case too.
-EXAMPLES_EXCLUDE_THEIR_CASE = False
-
-
 @contextmanager
-def example(monkeypatch: pytest.MonkeyPatch, case: str = "") -> Iterator[ConvergenceMachine]:
-    """A run written out step by step (a shrunk example), then settled and checked; `case` names the
-    KNOWN_TODAY entry it is about, which its check does not exclude."""
+def example(monkeypatch: pytest.MonkeyPatch) -> Iterator[ConvergenceMachine]:
+    """A run written out step by step (a shrunk example), then settled and checked."""
     monkeypatch.setattr(emit, "new_ulid", emit.new_ulid)
     state = ConvergenceMachine()
-    state.known_today = frozenset(KNOWN_TODAY) - ({case} if not EXAMPLES_EXCLUDE_THEIR_CASE else set())
     try:
         yield state
         state.finish()
@@ -1129,14 +1100,29 @@ def test_an_edit_made_on_a_clock_ahead_of_delivery_is_named(monkeypatch: pytest.
         state.update(r=0, pick=2, tags=None, retitle=False)  # r0 edits r2's trace
         state.settle()
         assert divergence_records(state) == [[], [], []]
+        # Decided (docs/compatibility.md, "a clock ahead of delivery"): hidden, not lost. r2's edit is in every
+        # log, so an operator can bring it back, and its text is in no file.
+        (hidden,) = [
+            row
+            for row in state.replicas[2].conn.execute("SELECT id, data FROM events WHERE action = 'update'")
+            if "edit" in row[1] and "by r2" in row[1]
+        ]
+        for replica in state.replicas:
+            assert replica.conn.execute("SELECT 1 FROM events WHERE id = ?", (hidden[0],)).fetchone()
+            texts = [
+                path.read_text() for folder in traces.FOLDERS for path in (replica.path / folder).iterdir()
+            ]
+            assert not [text for text in texts if "by r2" in text and "edit" in text]
     assert "clock ahead of delivery" in state.report.excluded
 
 
-def test_a_purge_concurrent_with_a_promotion_to_long_pins_the_cursor_for_good(
+def test_a_purge_concurrent_with_a_promotion_to_long_is_stored_and_nothing_is_pinned(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """r0 trashes and purges its trace while r1 promotes it to long: on r1 the purge aborts on the trigger,
-    and r1's cursors on r0 and r2 stay before it (as in Go): named, and the rest still converges."""
+    """r0 trashes and purges its trace while r1 promotes it to long. Go and Rust abort the purge on r1's
+    trigger and pin r1's cursors on r0 and r2 before it for good (this example named that case until issue
+    12 decided it, docs/compatibility.md). Now r1 stores the purge and keeps the long trace: no cursor is
+    pinned, every event reaches every replica, and only the trace is a protocol limit (concurrent removal)."""
     with example(monkeypatch) as state:
         state.init(n=3, skews=[0] * MAX_REPLICAS)
         state.sync(pulls=[(0, 0, 50)])  # r0 -> r1
@@ -1144,8 +1130,9 @@ def test_a_purge_concurrent_with_a_promotion_to_long_pins_the_cursor_for_good(
         state.purge(r=0, pick=0)
         state.tier(r=1, pick=0, change=("promote", "short", "mid"))  # r0's trace
         state.tier(r=1, pick=0, change=("promote", "mid", "long"))
-    assert "pinned by a purge of a long trace" in state.report.excluded
-    assert set(state.replicas[1].pins) == {"r0", "r2"}
+    assert "concurrent removal" in state.report.excluded
+    assert state.replicas[1].pins == {}
+    assert "cursor skipped an event" not in state.report.excluded
 
 
 @pytest.mark.parametrize("crash_at", range(1, 23, 2))
@@ -1167,16 +1154,42 @@ def test_a_page_abandoned_mid_way_then_resumed_converges(
         assert state.replicas[2].ever_crashed
 
 
+def test_a_divergence_written_by_a_crashed_page_leaves_no_file_when_the_retry_records_none(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Shrunk by hypothesis. r2's pull from r0 is killed after it wrote a divergence record's file; before it
+    pulls from r0 again, other events (r1's purge among them) reach it, so the retry records no divergence.
+    The record's file stayed in traces/ without a row until files a crashed page wrote were put back
+    (FileUndo) before the next page."""
+    with example(monkeypatch) as state:
+        state.init(n=3, skews=[0] * MAX_REPLICAS)
+        state.create_same_title(r1=0, r2=0)
+        state.create_same_title(r1=0, r2=0)
+        state.sync_and_crash(src=0, dst=0, page=50, crash_at=8)
+        state.create_same_title(r1=0, r2=0)
+        state.create_same_title(r1=0, r2=1)
+        state.sync_and_crash(src=1, dst=0, page=50, crash_at=20)
+        state.concurrent_update(r1=1, r2=0, pick=3)
+        state.move(r=1, pick=3, action="trash")
+        state.sync_and_crash(src=1, dst=0, page=50, crash_at=1)
+        state.create_same_title(r1=0, r2=0)
+        state.create_same_title(r1=0, r2=0)
+        state.purge(r=1, pick=0)
+        state.sync_and_crash(src=0, dst=1, page=50, crash_at=13)  # r0 -> r2, killed after the record's file
+        assert state.replicas[2].ever_crashed
+
+
 # ----------------------------------------------------------------------------------------------------------
-# Examples of the KNOWN_TODAY cases: each fails today (strict xfail) and passes once its rule converges.
+# Examples of the OUT_OF_ORDER cases (issue 12): before its rule landed each ended with replicas that disagree
+# (a strict xfail); now each converges, and asserts the case occurred.
 
 
 def test_an_edit_that_arrives_after_the_edit_that_supersedes_it_is_not_applied(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """r0 edits its trace twice (u1, u2). r2's cursor on r1 is past u1 when r1 gets both, so r2 receives u2
-    from r1 and only then u1 from r0: today u1 (dominated by u2) is applied again, and r2 ends with u1."""
-    with example(monkeypatch, "stale edit applied") as state:
+    from r1 and only then u1 from r0: u1 (dominated by u2) was applied again, and r2 ended with u1."""
+    with example(monkeypatch) as state:
         state.init(n=3, skews=[0] * MAX_REPLICAS)
         state.sync(pulls=[(0, 0, 50), (0, 1, 50)])  # r0 -> r1, r0 -> r2
         state.update(r=0, pick=0, tags=None, retitle=False)  # u1
@@ -1184,62 +1197,62 @@ def test_an_edit_that_arrives_after_the_edit_that_supersedes_it_is_not_applied(
         state.sync(pulls=[(1, 0, 50)])  # r1 -> r2: r2's cursor on r1 passes u1's id
         state.update(r=0, pick=0, tags=None, retitle=False)  # u2
         state.sync(pulls=[(0, 0, 50), (1, 0, 50), (0, 1, 50)])  # r0 -> r1, r1 -> r2 (u2), r0 -> r2 (u1)
+    assert "stale edit" in state.report.exercised
 
 
-@pytest.mark.xfail(raises=AssertionError, strict=True, reason="issue 12: create after its update")
 def test_a_create_that_arrives_after_its_update_keeps_the_trace_s_identity(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Shrunk by hypothesis. r1's cursor on r0 passes r2's create (r0 does not hold it yet); r0 then relays
-    r2's create and update, and r1 gets only the update from r0: the row is made from it (`created` is the
-    update's time), and the create that arrives next from r2 is stored only."""
-    with example(monkeypatch, "create after its update") as state:
+    r2's create and update, and r1 gets only the update from r0: the row is made from it (`created` was the
+    update's time), and the create that arrived next from r2 was stored only; now it dates the row."""
+    with example(monkeypatch) as state:
         state.init(n=3, skews=[0] * MAX_REPLICAS)
         state.update(r=0, pick=0, tags=None, retitle=False)
         state.sync(pulls=[(0, 0, 50)])  # r0 -> r1
         state.update(r=2, pick=0, tags=None, retitle=False)
+    assert "create after its update" in state.report.exercised
 
 
-@pytest.mark.xfail(raises=AssertionError, strict=True, reason="issue 12: removal before create")
 def test_a_create_that_arrives_after_the_hard_purge_does_not_bring_the_trace_back(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """The shape of the example above, with r2 hard-purging its trace: r1 stores the purge (no row yet),
-    then the create arrives from r2 and makes the trace again, on r1 only."""
-    with example(monkeypatch, "removal before create") as state:
+    then the create arrived from r2 and made the trace again, on r1 only; now the row folds the purge in."""
+    with example(monkeypatch) as state:
         state.init(n=3, skews=[0] * MAX_REPLICAS)
         state.update(r=0, pick=0, tags=None, retitle=False)
         state.sync(pulls=[(0, 0, 50)])  # r0 -> r1
         state.purge_hard(r=2, pick=0)
+    assert "removal before create" in state.report.exercised
 
 
-@pytest.mark.xfail(raises=AssertionError, strict=True, reason="issue 12: vote before create")
 def test_a_vote_that_arrives_before_its_create_is_counted(monkeypatch: pytest.MonkeyPatch) -> None:
     """Shrunk by hypothesis; the same shape: r1 stores r2's vote before the trace exists (store only), and
-    the create does not fold it in (it folds tier and tag events only), so r1's tier_votes stays 0."""
-    with example(monkeypatch, "vote before create") as state:
+    the create did not fold it in (it folded tier and tag events only), so r1's tier_votes stayed 0."""
+    with example(monkeypatch) as state:
         state.init(n=3, skews=[0] * MAX_REPLICAS)
         state.consolidate(r=0, pick=0, sources=1)
         state.sync(pulls=[(0, 0, 50)])  # r0 -> r1
         state.vote(r=2, pick=0, delta=1)
+    assert "vote before create" in state.report.exercised
 
 
-@pytest.mark.xfail(raises=AssertionError, strict=True, reason="issue 12: visibility before create")
 def test_a_trash_that_arrives_before_its_create_is_applied(monkeypatch: pytest.MonkeyPatch) -> None:
     """Shrunk by hypothesis; the same shape: r1 stores r2's trash before the trace exists, and the create
-    does not fold it in, so the trace is active on r1 and trashed elsewhere."""
-    with example(monkeypatch, "visibility before create") as state:
+    did not fold it in, so the trace was active on r1 and trashed elsewhere."""
+    with example(monkeypatch) as state:
         state.init(n=3, skews=[0] * MAX_REPLICAS)
         state.consolidate(r=0, pick=0, sources=1)
         state.sync(pulls=[(0, 0, 50)])  # r0 -> r1
         state.move(r=2, pick=0, action="trash")
+    assert "visibility before create" in state.report.exercised
 
 
-@pytest.mark.xfail(raises=AssertionError, strict=True, reason="issue 12: stale visibility applied")
 def test_an_archive_that_arrives_after_the_unarchive_is_not_applied(monkeypatch: pytest.MonkeyPatch) -> None:
     """The shape of the stale edit example with a move: r2 gets r0's unarchive (from r1) before its archive
-    (from r0), stores the unarchive (the trace is active) and applies the archive: archived on r2 only."""
-    with example(monkeypatch, "stale visibility applied") as state:
+    (from r0), stored the unarchive (the trace is active) and applied the archive: archived on r2 only."""
+    with example(monkeypatch) as state:
         state.init(n=3, skews=[0] * MAX_REPLICAS)
         state.sync(pulls=[(0, 0, 50), (0, 1, 50)])  # r0 -> r1, r0 -> r2
         state.move(r=0, pick=0, action="archive")
@@ -1247,13 +1260,13 @@ def test_an_archive_that_arrives_after_the_unarchive_is_not_applied(monkeypatch:
         state.sync(pulls=[(1, 0, 50)])  # r1 -> r2
         state.move(r=0, pick=0, action="unarchive")
         state.sync(pulls=[(0, 0, 50), (1, 0, 50), (0, 1, 50)])  # r0 -> r1, r1 -> r2, r0 -> r2
+    assert "stale visibility" in state.report.exercised
 
 
-@pytest.mark.xfail(raises=AssertionError, strict=True, reason="issue 12: stale tier applied")
 def test_a_tier_change_that_arrives_after_a_later_one_is_not_applied(monkeypatch: pytest.MonkeyPatch) -> None:
     """Shrunk by hypothesis. r0's clock runs 40 s ahead: r1's promote, made after r0's promote and demote,
-    has the smaller id, so r2 receives it first and ends at `short`; everyone else at `mid`."""
-    with example(monkeypatch, "stale tier applied") as state:
+    has the smaller id, so r2 received it first and ended at `short`; everyone else at `mid`."""
+    with example(monkeypatch) as state:
         state.init(n=3, skews=[40, 0, 0, 0, 0])
         state.next_day()
         state.tier(r=0, pick=0, change=("promote", "short", "mid"))
@@ -1261,16 +1274,17 @@ def test_a_tier_change_that_arrives_after_a_later_one_is_not_applied(monkeypatch
         state.sync_and_crash(src=0, dst=0, page=50, crash_at=1)
         state.sync(pulls=[(0, 0, 50)])  # r0 -> r1
         state.tier(r=1, pick=0, change=("promote", "short", "mid"))
+    assert "stale tier" in state.report.exercised
 
 
-@pytest.mark.xfail(raises=AssertionError, strict=True, reason="issue 12: stale removal applied")
-def test_a_hard_purge_that_arrives_after_a_later_edit_does_not_delete_it(
+def test_a_hard_purge_that_arrives_after_an_edit_that_claims_it_still_removes_the_trace(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """r2 hard-purges its trace. r0's cursor on r1 passes the purge before r1 holds it, then r0 gets r2's
     next event from r1: r0's clock now claims the purge, and r0's edit of the trace dominates it. r1 and r2
-    turn that edit into a create (no row); r0 applies the purge when it finally arrives and deletes it."""
-    with example(monkeypatch, "stale removal applied") as state:
+    turned that edit into a new row (no row), and r0 deleted its row when the purge arrived. A removal is
+    applied whenever it finds the row, and a row made later folds it in again: the trace is gone everywhere."""
+    with example(monkeypatch) as state:
         state.init(n=3, skews=[0] * MAX_REPLICAS)
         state.sync(pulls=[(2, 0, 50)])  # r2 -> r0
         state.purge_hard(r=2, pick=0)
@@ -1279,62 +1293,63 @@ def test_a_hard_purge_that_arrives_after_a_later_edit_does_not_delete_it(
         state.create(r=2, tags=[], parent=None)
         state.sync(pulls=[(2, 1, 50), (1, 1, 50)])  # r2 -> r1, r1 -> r0 (r2's create, not the purge)
         state.update(r=0, pick=2, tags=None, retitle=False)  # r0 edits r2's trace
+    assert "stale removal" in state.report.exercised
 
 
-@pytest.mark.xfail(raises=AssertionError, strict=True, reason="issue 12: stale tags applied")
 def test_an_edit_that_arrives_after_a_later_tag_change_keeps_the_new_tags(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Shrunk by hypothesis. r2 gets r1's tag change before r1's earlier edit, whose snapshot then puts the
-    old tags back: r2 ends without the tag."""
-    with example(monkeypatch, "stale tags applied") as state:
+    old tags back: r2 ended without the tag."""
+    with example(monkeypatch) as state:
         state.init(n=3, skews=[0] * MAX_REPLICAS)
         state.update(r=1, pick=0, tags=None, retitle=False)
         state.create_same_title(r1=0, r2=0)
         state.sync_and_crash(src=1, dst=0, page=1, crash_at=5)  # r1 -> r2, killed mid-way
         state.sync(pulls=[(0, 1, 50)])  # r0 -> r2
         state.tag(r=1, pick=0, tags=["alpha"])
+    assert "stale tags" in state.report.exercised
 
 
-@pytest.mark.xfail(raises=AssertionError, strict=True, reason="issue 12: tier change before create")
 def test_a_promote_with_an_id_below_its_create_is_folded_into_it(monkeypatch: pytest.MonkeyPatch) -> None:
     """r1's clock runs a day behind: its promote of r0's trace has a smaller id than the create, so r1 serves
-    it first. r2 stores it (no row yet), and the create folds only tier events with a *larger* id."""
-    with example(monkeypatch, "tier change before create") as state:
+    it first. r2 stores it (no row yet), and the create folded only tier events with a *larger* id."""
+    with example(monkeypatch) as state:
         state.init(n=3, skews=[0, -86400, 0, 0, 0])
         state.sync(pulls=[(0, 0, 50)])  # r0 -> r1
         state.tier(r=1, pick=1, change=("promote", "short", "mid"))  # r0's trace (r1's own sorts first)
         state.sync(pulls=[(1, 0, 50)])  # r1 -> r2
+    assert "tier change before create" in state.report.exercised
 
 
-@pytest.mark.xfail(raises=AssertionError, strict=True, reason="issue 12: tags before create")
 def test_a_tag_change_with_an_id_below_its_create_is_folded_into_it(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The example above with a tag change: folded only when its id is larger than the create's."""
-    with example(monkeypatch, "tags before create") as state:
+    """The example above with a tag change: folded only when its id was larger than the create's."""
+    with example(monkeypatch) as state:
         state.init(n=3, skews=[0, -86400, 0, 0, 0])
         state.sync(pulls=[(0, 0, 50)])  # r0 -> r1
         state.tag(r=1, pick=1, tags=["alpha"])
         state.sync(pulls=[(1, 0, 50)])  # r1 -> r2
+    assert "tags before create" in state.report.exercised
 
 
 def test_concurrent_edits_with_ids_below_the_create_are_detected(monkeypatch: pytest.MonkeyPatch) -> None:
     """r0 and r2 run 40 s behind r1 and edit r1's trace concurrently; both edits have smaller ids than the
     create. Each compares the other's edit with the last create/update *by id*, the create, which both
     dominate: each applies the other's edit, no replica records a divergence, and r0 and r2 swap contents."""
-    with example(monkeypatch, "edits out of id order") as state:
+    with example(monkeypatch) as state:
         state.init(n=3, skews=[-40, 0, -40, 0, 0])
         state.sync(pulls=[(1, 1, 50), (1, 0, 50)])  # r1 -> r0, r1 -> r2
         state.concurrent_update(r1=0, r2=1, pick=1)  # r0 and r2 edit r1's trace
+    assert "edits out of id order" in state.report.exercised
 
 
-@pytest.mark.xfail(raises=AssertionError, strict=True, reason="issue 12: change to a soft-purged trace")
 def test_a_promote_that_arrives_after_the_soft_purge_does_not_rewrite_the_file(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Shrunk by hypothesis. r1 promotes r0's trace to long and soft-purges it; r2 gets the purge first
-    (applied: the tier is not checked), then the promotes, which rebuild the file from the DB and write it
+    (applied: the tier is not checked), then the promotes, which rebuilt the file from the DB and wrote it
     again: a `traces/` file with the body `[purged: test]`, on r2 only."""
-    with example(monkeypatch, "change to a soft-purged trace") as state:
+    with example(monkeypatch) as state:
         state.init(n=3, skews=[0] * MAX_REPLICAS)
         state.sync(pulls=[(0, 0, 50)])  # r0 -> r1
         state.tier(r=1, pick=0, change=("promote", "short", "mid"))
@@ -1342,29 +1357,17 @@ def test_a_promote_that_arrives_after_the_soft_purge_does_not_rewrite_the_file(
         state.create_same_title(r1=0, r2=0)
         state.sync(pulls=[(0, 1, 50)])  # r0 -> r2
         state.purge_long_term(r=1, pick=0)
+    assert "change to a soft-purged trace" in state.report.exercised
 
 
 # ----------------------------------------------------------------------------------------------------------
 # Drift guards for the named cases
 
-KNOWN_TODAY_EXAMPLES = {
-    mark.kwargs["reason"].removeprefix("issue 12: "): test
-    for name, test in dict(globals()).items()
-    if name.startswith("test_")
-    for mark in getattr(test, "pytestmark", [])
-    if mark.name == "xfail"
-}
 
-
-def test_every_known_today_case_has_an_example() -> None:
-    assert set(KNOWN_TODAY_EXAMPLES) == set(KNOWN_TODAY)
-
-
-@pytest.mark.parametrize("case", sorted(KNOWN_TODAY_EXAMPLES))
-def test_each_example_fails_for_its_own_case(monkeypatch: pytest.MonkeyPatch, case: str) -> None:
-    """With its own case excluded too, an example converges: it fails for that case and nothing else."""
-    monkeypatch.setattr(sys.modules[__name__], "EXAMPLES_EXCLUDE_THEIR_CASE", True)
-    KNOWN_TODAY_EXAMPLES[case](monkeypatch)
+def test_every_out_of_order_case_has_an_example() -> None:
+    source = Path(__file__).read_text(encoding="utf-8")
+    missing = [name for name in OUT_OF_ORDER if f'assert "{name}" in state.report.exercised' not in source]
+    assert not missing, f"write an example that shows each case converges: {missing}"
 
 
 def test_every_protocol_limit_is_explained_in_docs() -> None:

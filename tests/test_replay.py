@@ -497,15 +497,39 @@ def test_move_after_a_later_purge_ran_ahead_of_the_commit(replica: tuple[Cortex,
     assert rows(cortex.conn, "SELECT count(*) FROM traces") == [(0,)]
 
 
-def test_purge_of_a_long_trace_fails_before_touching_files(replica: tuple[Cortex, Replayer]) -> None:
-    cortex, replayer = replica
-    apply_one(replayer, create_event())
-    apply_one(
-        replayer, event("promote", data={"from": "short", "to": "long"}, id="01JQH4HPD0B8E9WCXGFN1A33W1")
-    )
-    with pytest.raises(ReplayError, match="long-term trace is immutable"):
-        apply_one(replayer, event("purge", id="01JQH4HPD0B8E9WCXGFN1A33W2"))
+def test_a_purge_of_a_trace_promoted_to_long_here_is_stored_not_a_cursor_pinned_for_good(
+    tmp_path: Path,
+) -> None:
+    """Go and Rust abort the DELETE on the long-term trigger and pin the cursor before the purge for good: no
+    later event of that peer ever arrives. Here the purge is stored, not applied (the long trace stays), with
+    a warning, and the page goes on."""
+    cortex, _ = open_replica(make_replica(tmp_path / "dst"))
+    logs: list[tuple[Level, str]] = []
+    replayer = Replayer(cortex, log=Log(lambda level, line: logs.append((level, line))))
+    promote = event("promote", data={"from": "short", "to": "long"}, id="01JQH4HPD0B8E9WCXGFN1A33W1")
+    purge = event("purge", id="01JQH4HPD0B8E9WCXGFN1A33W2")
+    after = create_event("20250101-b", id="01JQH4HPD0B8E9WCXGFN1A33W3")
+    result = replayer.apply_page([create_event(), promote, purge, after], "p")
+    assert result.failed is None
+    assert [outcome.effect for outcome in result.outcomes] == [
+        "created",
+        "tier-changed",
+        "stored-only",
+        "created",
+    ]
     assert (cortex.path / "traces" / "20250101-a.md").exists()
+    assert rows(cortex.conn, "SELECT id, tier FROM traces ORDER BY id") == [
+        ("20250101-a", "long"),
+        ("20250101-b", "short"),
+    ]
+    assert logs == [
+        (
+            Level.WARNING,
+            "[federation] purge event 01JQH4HPD0B8E9WCXGFN1A33W2 of long-term trace 20250101-a stored, not "
+            "applied (long-term traces are removed by purge_long_term or purge_hard)",
+        )
+    ]
+    cortex.close()
 
 
 def test_archive_of_a_trashed_trace_is_stored_only(replica: tuple[Cortex, Replayer]) -> None:

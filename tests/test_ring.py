@@ -132,3 +132,93 @@ def test_full_mesh_converges_with_a_divergence(tmp_path: Path) -> None:
     assert len(clocks["alpha"]) == 3
     for path in cortexes.values():
         check_db(path)
+
+
+def edit(path: Path, trace_id: str, **change: object) -> None:
+    cortex = open_cortex(path)
+    try:
+        if "archive" in change:
+            authoring.archive(cortex, trace_id)
+        elif "tags" in change and len(change) == 1:
+            authoring.set_tags(cortex, trace_id, change["tags"])  # type: ignore[arg-type]
+        else:
+            authoring.update_trace(cortex, trace_id, **change)  # type: ignore[arg-type]
+    finally:
+        cortex.close()
+
+
+def pull(cortexes: dict[str, Path], target: str, source: str) -> None:
+    result = run_cli(["--cortex", str(cortexes[target]), "sync", "--once", "--peer", source])
+    assert result.exit_code == 0, f"{target} <- {source}: {result.stdout}{result.stderr}"
+
+
+def arrival(path: Path) -> list[str]:
+    """Event ids in the order this cortex stored them."""
+    conn = db(path)
+    ids = [row[0] for row in conn.execute("SELECT id FROM events ORDER BY rowid")]
+    conn.close()
+    return ids
+
+
+def trace_rows(path: Path) -> list[tuple[object, ...]]:
+    """Every trace row, without the local usage counters (they travel as usage rows, not events)."""
+    conn = db(path)
+    conn.row_factory = None
+    cursor = conn.execute("SELECT * FROM traces ORDER BY id")
+    names = [column[0] for column in cursor.description]
+    local = {names.index(name) for name in ("read_count", "modify_count", "last_read_at")}
+    rows = [tuple(v for i, v in enumerate(row) if i not in local) for row in cursor.fetchall()]
+    conn.close()
+    return rows
+
+
+def test_the_same_updates_in_different_orders_end_identical(tmp_path: Path) -> None:
+    """alpha edits, retags and archives one trace; gamma's cursor on beta passes alpha's first edit before
+    beta holds it, so gamma receives the later edit and the archive (from beta) before the first edit and
+    tag change (from alpha). The stale edit and tag change must be stored, not applied: all three end with
+    the same files, rows and log (before issue 12 gamma ended with the older tags)."""
+    cortexes = {name: make_cortex(tmp_path, name) for name in NAMES}
+    cortex = open_cortex(cortexes["alpha"])
+    try:
+        trace_id, _ = authoring.create_trace(cortex, "Ordered plan", "decision", "v1\n", tags=("plan",))
+    finally:
+        cortex.close()
+    with ExitStack() as stack:
+        endpoints = {name: stack.enter_context(serve_process(path)) for name, path in cortexes.items()}
+        for name, path in cortexes.items():
+            set_federation(
+                path, [{"name": peer, "endpoint": endpoints[peer]} for peer in NAMES if peer != name]
+            )
+        sync_round(cortexes)
+        edit(cortexes["alpha"], trace_id, body="v2\n")
+        edit(cortexes["alpha"], trace_id, tags=["plan", "old"])
+        first = arrival(cortexes["alpha"])[-2:]
+        cortex = open_cortex(cortexes["beta"])
+        try:
+            authoring.create_trace(cortex, "Beta's note", "note", "b\n")  # an id after alpha's two events
+        finally:
+            cortex.close()
+        pull(cortexes, "gamma", "beta")  # gamma's cursor on beta passes alpha's two events
+        pull(cortexes, "beta", "alpha")
+        edit(cortexes["alpha"], trace_id, body="v3\n", tags=["plan", "new"])
+        edit(cortexes["alpha"], trace_id, archive=True)
+        later = arrival(cortexes["alpha"])[-2:]
+        pull(cortexes, "beta", "alpha")
+        pull(cortexes, "gamma", "beta")  # the later edit and the archive, not the first two
+        pull(cortexes, "gamma", "alpha")  # now the first two
+        for _ in range(2):
+            sync_round(cortexes)
+
+    order = {name: arrival(path) for name, path in cortexes.items()}
+    assert all(order["gamma"].index(e) > order["gamma"].index(x) for e in first for x in later)
+    assert all(order["beta"].index(e) < order["beta"].index(x) for e in first for x in later)
+    logs = {name: events(path) for name, path in cortexes.items()}
+    assert logs["alpha"] == logs["beta"] == logs["gamma"]
+    files = {name: trace_files(path) for name, path in cortexes.items()}
+    assert files["alpha"] == files["beta"] == files["gamma"]
+    assert files["gamma"][f"archive/traces/{trace_id}.md"].endswith("\nv3\n")
+    assert "    - new\n" in files["gamma"][f"archive/traces/{trace_id}.md"]
+    rows = {name: trace_rows(path) for name, path in cortexes.items()}
+    assert rows["alpha"] == rows["beta"] == rows["gamma"]
+    for path in cortexes.values():
+        check_db(path)

@@ -128,8 +128,18 @@ class Emitter:
         insert_event(conn, event)
         return event
 
-    def create(self, draft: TraceDraft, now: str, *, durable: bool = False) -> tuple[str, Event]:
-        """A new active trace with an always-valid id (Rust slug rules), its rows, file and `create` event."""
+    def create(
+        self,
+        draft: TraceDraft,
+        now: str,
+        *,
+        durable: bool = False,
+        before_write: Callable[[str], None] | None = None,
+    ) -> tuple[str, Event]:
+        """A new active trace with an always-valid id (Rust slug rules), its rows, file and `create` event.
+
+        `before_write` gets the new id before the file is written (replay saves the folders' state there).
+        """
         if draft.type not in traces.TRACE_TYPES:
             raise InvalidTraceFrontmatterError(
                 f"invalid trace frontmatter: type {draft.type!r} is not one of the recognized types"
@@ -158,5 +168,7 @@ class Emitter:
         )
         insert_trace_row(conn, trace, cortex_id=manifest.id, content_hash=digest or None, tier=draft.tier)
         event = self.emit("create", trace_id, snapshot_data(trace), now)
+        if before_write is not None:
+            before_write(trace_id)
         traces.write_in(self.cortex.path, traces.ACTIVE, trace, durable=durable)
         return trace_id, event

@@ -34,6 +34,7 @@ __all__ = [
     "check_trace_id",
     "content_hash",
     "format_trace",
+    "fsync_dir",
     "is_valid_trace_id",
     "locate",
     "move",
@@ -392,7 +393,7 @@ def _write_atomic(path: str, temp: str, folder: str | Path, text: str, durable: 
             os.unlink(temp)
         raise
     if durable:
-        _fsync_dir(folder)
+        fsync_dir(folder)
 
 
 def _write_all(fd: int, data: bytes) -> None:
@@ -402,7 +403,7 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[written:]
 
 
-def _fsync_dir(folder: str | Path) -> None:
+def fsync_dir(folder: str | Path) -> None:
     fd = os.open(folder, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -435,8 +436,8 @@ def move(cortex_dir: Path, trace_id: str, source: str, target: str, *, durable: 
     if found != destination:
         os.replace(found, destination)
         if durable:
-            _fsync_dir(found.parent)
-            _fsync_dir(destination.parent)
+            fsync_dir(found.parent)
+            fsync_dir(destination.parent)
     remove(cortex_dir, trace_id, [folder for folder in FOLDERS if folder != target])
 
 

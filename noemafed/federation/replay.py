@@ -25,8 +25,15 @@ from typing import Any
 
 from noemafed.cortex import rows, state, traces, vclock
 from noemafed.cortex.emit import Emitter, TraceDraft, now_text
-from noemafed.cortex.events import COORDINATION_ACTIONS, Event, EventFormatError
-from noemafed.cortex.open import Cortex
+from noemafed.cortex.events import (
+    COORDINATION_ACTIONS,
+    EVENT_COLUMNS,
+    Event,
+    EventFormatError,
+    event_from_row,
+)
+from noemafed.cortex.file_undo import FileUndo
+from noemafed.cortex.open import Cortex, database_dir
 from noemafed.cortex.rows import TraceRow
 from noemafed.cortex.schema import LONG_TERM_IMMUTABLE_TRIGGER
 from noemafed.errors import (
@@ -95,6 +102,10 @@ UNSIGNED = "event is unsigned"
 BAD_SIGNATURE = "signature does not verify"
 
 WARN_APPLIED_LOG = "[federation] {rejected} (verify=warn, applying anyway)"
+LONG_PURGE_LOG = (
+    "[federation] purge event {event_id} of long-term trace {trace_id} stored, not applied "
+    "(long-term traces are removed by purge_long_term or purge_hard)"
+)
 MERGE_CLOCK_LOG = "[federation] merge clock: {err}"
 
 # Outcome effects: short, stable words for logs, tests and reports.
@@ -243,7 +254,10 @@ class Replayer:
         self._clock_dirty = False
         # Per trace, the clocks of its current version (see _against_current), kept for one transaction so a
         # trace updated a thousand times is not re-read a thousand times; events stored meanwhile join it.
-        self._versions: dict[str, list[vclock.VClock]] = {}
+        self._versions: dict[tuple[str, str], list[_Version]] = {}
+        self._refolding = False  # _fold_stored runs handlers for events the log holds already
+        # The trace files a transaction touches are saved first and put back if it does not commit.
+        self._undo = FileUndo(self.dir, database_dir(self.dir), durable=durable)
 
     @cached_property
     def _emitter(self) -> Emitter:
@@ -286,11 +300,15 @@ class Replayer:
         self._versions.clear()  # what a rolled-back attempt stored is gone from the rows too
         conn.execute("BEGIN IMMEDIATE")
         try:
+            # Files a crashed transaction changed go back first (under the write lock: no other replayer is
+            # inside a transaction): its retry may not get the same events.
+            self._undo.recover(conn)
             for event in events:
                 try:
                     outcomes.append(self._apply_one(event))
                     self._merge_clock(event)
                 except Exception as exc:
+                    self._undo.restore()  # before the rollback releases the lock
                     conn.rollback()
                     return outcomes, event, _as_replay_error(event, exc)
                 self._step("event")
@@ -300,10 +318,13 @@ class Replayer:
             self._step("commit")
             conn.execute("COMMIT")
         except BaseException:
+            # A kill: the log stays on disk and the next transaction's recover puts the files back.
+            self._undo.abandon()
             if conn.in_transaction:
                 conn.rollback()
             raise
         self._step("committed")
+        self._undo.discard()
         return outcomes, None, None
 
     def merge_usage(self, usage: list[dict[str, Any]]) -> int:
@@ -442,10 +463,16 @@ class Replayer:
     # Helpers
 
     def _store(self, event: Event) -> bool:
+        if self._refolding:
+            return True  # an event folded into a new row is in the log already
         stored = rows.insert_event(self.conn, event)
-        versions = self._versions.get(event.trace_id)
-        if stored and versions is not None and event.action in _SNAPSHOT_ACTIONS:
-            _add_version(versions, vclock.keep_cortex_id_keys(event.vclock or {}))
+        if stored:
+            self._undo.event(event.id)
+            clock = vclock.keep_cortex_id_keys(event.vclock or {})
+            for aspect, actions in _ASPECTS.items():
+                versions = self._versions.get((event.trace_id, aspect))
+                if versions is not None and event.action in actions:
+                    _add_version(versions, clock, event.id)
         return stored
 
     def _store_only(self, event: Event, effect: str = STORED_ONLY) -> ReplayOutcome:
@@ -470,51 +497,164 @@ class Replayer:
         return rows.current_trace(self.conn, self.dir, row)
 
     def _write(self, folder: str, trace: traces.Trace) -> None:
+        self._undo.save(trace.id)
         traces.write_in(self.dir, folder, trace, durable=self.durable)
         self._step("file")
 
-    def _later_events(self, trace_id: str, after_id: str, actions: Sequence[str]) -> list[tuple[str, str]]:
-        marks = ",".join("?" * len(actions))
-        return self.conn.execute(
-            f"SELECT action, data FROM events WHERE trace_id = ? AND id > ? AND action IN ({marks}) ORDER BY id",
-            (trace_id, after_id, *actions),
+    # ------------------------------------------------------------------------------------------------------
+    # What the stored log says about a trace (docs/replay.md, "Convergence")
+
+    def _versions_of(self, trace_id: str, aspect: str) -> list[_Version]:
+        """The stored changes of one aspect of a trace that no other stored change of it has seen.
+
+        Every aspect of the trace is read in one query, kept for one transaction, and joined by every event
+        stored meanwhile, so a trace updated a thousand times in one page is read once, not a thousand times.
+        """
+        found = self._versions.get((trace_id, aspect))
+        if found is None:
+            by_aspect = {name: self._versions.setdefault((trace_id, name), []) for name in _ASPECTS}
+            for event_id, action, text in self.conn.execute(
+                f"SELECT id, action, vclock FROM events WHERE trace_id = ? AND action IN ({_ASPECT_MARKS}) "
+                "ORDER BY id",
+                (trace_id, *_ASPECT_ACTIONS),
+            ):
+                # A null or unreadable clock counts as none.
+                clock = vclock.keep_cortex_id_keys(vclock.decode(text))
+                for name, actions in _ASPECTS.items():
+                    if action in actions:
+                        _add_version(by_aspect[name], clock, event_id)
+            found = by_aspect[aspect]
+        return found
+
+    def _superseded(self, event: Event, aspect: str) -> bool:
+        """Some other stored change of `aspect` has seen this event: its clock dominates the event's.
+
+        Gossip delivers events out of causal order (relays, cursors that skip), so a change can arrive after
+        the change that replaced it; applying it would put the older state back on this replica only. An event
+        without a clock is never superseded: there is nothing to compare, and Go and Rust apply it. Equal
+        clocks do not count (unlike an update's: the Rust rule): every noema event bumps its author's clock,
+        so two changes with one clock carry no order, and arrival order decides as before.
+        """
+        incoming = vclock.keep_cortex_id_keys(event.vclock or {})
+        if not incoming:
+            return False
+        return any(
+            kept_id != event.id and kept != incoming and _covers(kept, incoming)
+            for kept, kept_id in self._versions_of(event.trace_id, aspect)
+        )
+
+    def _newest(self, event: Event, aspect: str) -> bool:
+        """The event has seen every other stored change of `aspect` (its clock dominates each of them)."""
+        incoming = vclock.keep_cortex_id_keys(event.vclock or {})
+        return bool(incoming) and all(
+            kept != incoming and _covers(incoming, kept)
+            for kept, kept_id in self._versions_of(event.trace_id, aspect)
+            if kept_id != event.id
+        )
+
+    def _stored_event(self, event_id: str) -> Event:
+        found = self.conn.execute(f"SELECT {_EVENT_SELECT} FROM events WHERE id = ?", (event_id,)).fetchone()
+        return event_from_row(found)
+
+    def _derived_tier(self, trace_id: str) -> str:
+        """The tier the trace's stored events give it, whatever order they arrived in.
+
+        The base is the tier of its first snapshot (its create, else the first update: a row an update made).
+        The last promote or demote (by clock; of concurrent ones, the highest id) sets it. A consolidate lifts
+        `short` to `mid`, so it counts only when no promote or demote came after it.
+        """
+        found = self.conn.execute(
+            "SELECT data FROM events WHERE trace_id = ? AND action IN ('create', 'update') "
+            "ORDER BY action = 'create' DESC, id LIMIT 1",
+            (trace_id,),
+        ).fetchone()
+        base = _loads_object(found[0]).get("tier") if found else None
+        tier = base if isinstance(base, str) and base in traces.TIERS else "short"
+        last: vclock.VClock = {}
+        changes = self._versions_of(trace_id, "tier")
+        if changes:
+            last, last_id = max(changes, key=lambda version: version[1])
+            to = _loads_object(self._stored_event(last_id).data).get("to")
+            if isinstance(to, str) and to in traces.TIERS:
+                tier = to
+        if tier != "short":
+            return tier
+        for text, data in self.conn.execute(
+            "SELECT vclock, data FROM events WHERE trace_id = ? AND action = 'consolidate'", (trace_id,)
+        ):
+            if _consolidate_target(_loads_object(data), trace_id) != trace_id:
+                continue
+            clock = vclock.keep_cortex_id_keys(vclock.decode(text))
+            if not (last and clock and _covers(last, clock)):
+                return "mid"
+        return tier
+
+    def _set_tier(self, row: TraceRow, tier: str) -> None:
+        """Give the row (and its file, unless a tombstone) the tier; nothing when it already has it."""
+        if tier == row.tier:
+            return
+        self.conn.execute("UPDATE traces SET tier = ? WHERE id = ?", (tier, row.id))
+        if row.purged_at is None:
+            current = self._file(row)
+            self._write(row.folder, replace(current, tier=tier))
+
+    def _fold_stored(self, trace_id: str) -> None:
+        """A new row: apply the stored events of the trace that arrived before it (stored only then).
+
+        Each goes through its handler with the rules above, so a change that a later stored one replaced is
+        skipped, and a removal the new row's snapshot never saw removes it again.
+        """
+        found = self.conn.execute(
+            f"SELECT {_EVENT_SELECT} FROM events WHERE trace_id = ? AND action IN ({_FOLDED_MARKS}) ORDER BY id",
+            (trace_id, *_FOLDED),
         ).fetchall()
+        self._refolding = True
+        try:
+            for values in found:
+                stored = event_from_row(values)
+                if self._row(trace_id) is None:
+                    return
+                _HANDLERS[stored.action](self, stored)
+        finally:
+            self._refolding = False
 
     # ------------------------------------------------------------------------------------------------------
     # create / update / tag_update
 
     def _create(self, event: Event, snap: _Snapshot | None = None) -> ReplayOutcome:
+        """A create, or an update of a trace this cortex does not hold (yet, or any more)."""
         snap = snap or _snapshot(event)
         tier = snap.tier or "short"
         if tier not in traces.TIERS:
             raise ReplayError(
                 INVALID_TIER_ERROR.format(action=event.action, event_id=event.id, tier=go_quote(tier))
             )
-        tags = snap.tags
-        # Tier and tag events can arrive before their create (gossip order is not causal order): fold the
-        # ones already in the log. Go folds tiers only; tag_update on a missing trace is stored here instead
-        # of pinning the cursor, so it is folded too.
-        for action, data in self._later_events(
-            event.trace_id, event.id, ("promote", "demote", "consolidate", "tag_update")
-        ):
-            payload = _loads_object(data)
-            if action == "consolidate":
-                tier = "mid" if tier == "short" else tier
-            elif action == "tag_update":
-                value = payload.get("tags")
-                if isinstance(value, list) and all(isinstance(t, str) for t in value):
-                    tags = rows.dedupe(value)
-            else:
-                to = payload.get("to")
-                if isinstance(to, str) and to in traces.TIERS:
-                    tier = to
         _check_hash(event, snap)
-        if self._row(event.trace_id) is not None:
-            # The Rust rule: an existing row (the other side's same-day divergence trace, a backfilled
-            # create) is kept as is and the event is stored. Go overwrites the file, then swallows the
-            # UNIQUE error without storing the event (cortex.md §9.3).
-            return self._store_only(event)
-        locked = snap.source_locked and event.cortex_id != self.own_id
+        row = self._row(event.trace_id)
+        if row is not None:
+            return self._create_of_a_held_trace(event, row)
+        earlier = self.conn.execute(
+            "SELECT 1 FROM events WHERE trace_id = ? LIMIT 1", (event.trace_id,)
+        ).fetchone()
+        outcome = self._done(event, CREATED)
+        source = event  # the event whose snapshot makes the row
+        created, cortex_id = event.timestamp, event.cortex_id
+        if earlier is not None:
+            # Events of this trace arrived before this one: the row is made from the snapshot no stored
+            # snapshot has seen, dated by the trace's create, at the tier its events give it.
+            if self._superseded(event, "content"):
+                newest = max(self._versions_of(event.trace_id, "content"), key=lambda version: version[1])
+                source = self._stored_event(newest[1])
+                snap = _snapshot(source)
+            found = self.conn.execute(
+                "SELECT timestamp, cortex_id FROM events WHERE trace_id = ? AND action = 'create' ORDER BY id "
+                "LIMIT 1",
+                (event.trace_id,),
+            ).fetchone()
+            if found is not None:
+                created, cortex_id = found
+            tier = self._derived_tier(event.trace_id)
+        locked = snap.source_locked and source.cortex_id != self.own_id
         trace = traces.Trace(
             id=event.trace_id,
             title=snap.title,
@@ -522,23 +662,51 @@ class Replayer:
             body=snap.body,
             tier=tier,
             author=snap.author,
-            tags=tags,
+            tags=snap.tags,
             derived_from=snap.derived_from,
             origin=snap.origin,
-            created=event.timestamp,
+            created=created,
             # The event timestamp, not the local replay time Go stamps (cortex.md §9.4): every peer then
             # holds the same file as the emitter.
-            updated=event.timestamp,
+            updated=source.timestamp,
             content_hash=snap.content_hash,
             source_hash=snap.source_hash,
             source_locked=locked,
         )
         rows.insert_trace_row(
-            self.conn, trace, cortex_id=event.cortex_id, content_hash=snap.content_hash, tier=tier
+            self.conn, trace, cortex_id=cortex_id, content_hash=snap.content_hash, tier=tier
         )
-        outcome = self._done(event, CREATED)
         self._write(traces.ACTIVE, trace)
+        if earlier is not None:
+            self._fold_stored(event.trace_id)
         return outcome
+
+    def _create_of_a_held_trace(self, event: Event, row: TraceRow) -> ReplayOutcome:
+        """A create for a row that exists: stored only (the Rust rule), except the trace's own create arriving
+        after an update made the row: it dates the row and gives it its owner.
+
+        The Rust rule keeps an existing row (the other side's same-day divergence trace, a backfilled create)
+        as is; Go overwrites the file, then swallows the UNIQUE error without storing the event (cortex.md
+        §9.3). A backfilled create has a fresh clock that no stored update has seen, so it stays stored only.
+        """
+        own = self.conn.execute(
+            "SELECT 1 FROM events WHERE trace_id = ? AND action = 'create' LIMIT 1", (row.id,)
+        ).fetchone() is None and self._superseded(event, "content")
+        outcome = self._store_only(event)
+        if not own or not outcome.stored:
+            return outcome
+        with rows.triggers_dropped(self.conn, (LONG_TERM_IMMUTABLE_TRIGGER,)):
+            self.conn.execute(
+                "UPDATE traces SET created_at = ?, cortex_id = ? WHERE id = ?",
+                (event.timestamp, event.cortex_id, row.id),
+            )
+        tier = self._derived_tier(row.id)
+        if tier != row.tier:
+            self.conn.execute("UPDATE traces SET tier = ? WHERE id = ?", (tier, row.id))
+        if row.purged_at is None:
+            current = self._file(row)
+            self._write(row.folder, replace(current, created=event.timestamp, tier=tier))
+        return ReplayOutcome(event.id, event.action, True, UPDATED)
 
     def _update(self, event: Event) -> ReplayOutcome:
         snap = _snapshot(event)
@@ -559,11 +727,10 @@ class Replayer:
             # put `long` back, inside the transaction (the immutability trigger only guards long -> long).
             self.conn.execute("UPDATE traces SET tier = 'mid' WHERE id = ?", (row.id,))
             restore_long = True
-        try:
-            current = rows.read_file_for(self.dir, row)
-        except (InvalidTraceFrontmatterError, OSError, UnicodeDecodeError):
-            current = None  # an update rewrites the whole file; only unknown keys would have been kept
         locked = snap.source_locked and event.cortex_id != self.own_id
+        # A tombstone (purge_long_term) keeps its row's columns, not its time, tags, text or file: an edit made
+        # before the purge that arrives after it changes only what the purge kept.
+        updated_at = event.timestamp if row.purged_at is None else row.updated_at
         self.conn.execute(
             "UPDATE traces SET title = ?, type = ?, author = ?, origin = ?, updated_at = ?, content_hash = ?, "
             "source_locked = ?, source_hash = ? WHERE id = ?",
@@ -572,7 +739,7 @@ class Replayer:
                 snap.type,
                 snap.author,
                 snap.origin,
-                event.timestamp,
+                updated_at,
                 snap.content_hash,
                 int(locked),
                 snap.source_hash or None,
@@ -581,9 +748,19 @@ class Replayer:
         )
         if restore_long:
             self.conn.execute("UPDATE traces SET tier = 'long' WHERE id = ?", (row.id,))
-        rows.replace_tags(self.conn, row.id, snap.tags)
         rows.replace_lineage(self.conn, row.id, snap.derived_from)
-        rows.replace_fts(self.conn, row.id, snap.title, snap.body, snap.tags)
+        if row.purged_at is not None:
+            return self._done(event, UPDATED)
+        try:
+            current = rows.read_file_for(self.dir, row)
+        except (InvalidTraceFrontmatterError, OSError, UnicodeDecodeError):
+            current = None  # an update rewrites the whole file; only unknown keys would have been kept
+        tags = snap.tags
+        if self._superseded(event, "tags"):
+            # A tag change made after this edit is in already: the edit's content, the newer tags.
+            tags = current.tags if current is not None else rows.rebuild_from_db(self.conn, row).tags
+        rows.replace_tags(self.conn, row.id, tags)
+        rows.replace_fts(self.conn, row.id, snap.title, snap.body, tags)
         outcome = self._done(event, UPDATED)
         trace = traces.Trace(
             id=row.id,
@@ -592,7 +769,7 @@ class Replayer:
             body=snap.body,
             tier=row.tier,
             author=snap.author,
-            tags=snap.tags,
+            tags=tags,
             derived_from=snap.derived_from,
             origin=snap.origin,
             created=row.created_at,
@@ -618,16 +795,7 @@ class Replayer:
         incoming = vclock.keep_cortex_id_keys(event.vclock or {})
         if not incoming:
             return _Relation.APPLY  # nothing to compare with: Go and Rust apply it
-        current = self._versions.get(event.trace_id)
-        if current is None:
-            current = self._versions[event.trace_id] = []
-            for (text,) in self.conn.execute(
-                "SELECT vclock FROM events WHERE trace_id = ? AND action IN ('create', 'update') ORDER BY id",
-                (event.trace_id,),
-            ):
-                _add_version(
-                    current, vclock.keep_cortex_id_keys(vclock.decode(text))
-                )  # null or unreadable: none
+        current = [clock for clock, _ in self._versions_of(event.trace_id, "content")]
         if not current:
             return _Relation.APPLY
         if any(_covers(kept, incoming) for kept in current):
@@ -637,8 +805,16 @@ class Replayer:
         return _Relation.CONCURRENT
 
     def _promoted_to_long_after(self, event: Event) -> bool:
-        for _, data in self._later_events(event.trace_id, event.id, ("promote",)):
-            if _loads_object(data).get("to") == "long":
+        """A stored promote to `long` came after this update: by clock (it has seen the update), or by id as Go
+        decides (which also covers a promote concurrent with the update, a protocol limit)."""
+        incoming = vclock.keep_cortex_id_keys(event.vclock or {})
+        for promote_id, text, data in self.conn.execute(
+            "SELECT id, vclock, data FROM events WHERE trace_id = ? AND action = 'promote'", (event.trace_id,)
+        ):
+            if _loads_object(data).get("to") != "long":
+                continue
+            clock = vclock.keep_cortex_id_keys(vclock.decode(text))
+            if promote_id > event.id or (incoming and clock and _covers(clock, incoming)):
                 return True
         return False
 
@@ -675,7 +851,7 @@ class Replayer:
             with_content_hash=False,
         )
         # A second conflict on the same UTC day gets `-2`, `-3` ... (Go collides, cortex.md §9.17).
-        self._emitter.create(draft, self.now(), durable=self.durable)
+        self._emitter.create(draft, self.now(), durable=self.durable, before_write=self._undo.save)
         self._step("file")
         return ReplayOutcome(event.id, event.action, stored, DIVERGED)
 
@@ -684,7 +860,10 @@ class Replayer:
         tags = rows.dedupe(_str_list(payload, "tags", event))
         row = self._row(event.trace_id)
         if row is None:
-            # Go fails here and pins the cursor for good (cortex.md §9.8); a later create folds this event.
+            # Go fails here and pins the cursor for good (cortex.md §9.8); the create folds it in later.
+            return self._store_only(event)
+        if row.purged_at is not None or self._superseded(event, "tags"):
+            # A later edit, tag change or soft purge set the tags since: this change is history.
             return self._store_only(event)
         current = self._file(row)
         rows.replace_tags(self.conn, row.id, tags)
@@ -706,22 +885,37 @@ class Replayer:
     # Visibility
 
     def _visibility(self, event: Event) -> ReplayOutcome:
-        """archive / unarchive / trash / recover: one row update and one rename, or store only."""
+        """archive / unarchive / trash / recover: the state the newest of them gives, or store only.
+
+        Each leaves one whole visibility (trash clears `archived_at`, so a recover leaves an active trace), so
+        the newest by clock decides, in any arrival order; an older one that arrives after it is stored only.
+        A change that is neither (concurrent with another, or without a clock) applies where it makes sense
+        for the row's state: Go renames an archive of a trashed trace from traces/ and pins the cursor on the
+        missing file; here it is stored only.
+        """
         row = self._row(event.trace_id)
-        # Go renames an archive of a trashed trace from traces/ and pins the cursor on the missing file;
-        # here any action that does not apply to the row's state (that one included) is only stored.
-        if row is None or not rows.allowed_for(row, event.action):
+        if row is None or self._superseded(event, "visibility"):
             return self._store_only(event)
-        sets, target = rows.VISIBILITY[event.action]
+        if self._newest(event, "visibility"):
+            # It has seen every other visibility change stored here: it sets the whole state, whatever state
+            # the row is in (a change between them may still be on its way).
+            sets, target = _WHOLE_VISIBILITY[event.action]
+        elif rows.allowed_for(row, event.action):
+            sets, target = rows.VISIBILITY[event.action]
+        else:
+            return self._store_only(event)
         effect = _VISIBILITY_EFFECTS[event.action]
         params = (event.timestamp, row.id) if "?" in sets else (row.id,)
         self.conn.execute(f"UPDATE traces SET {sets} WHERE id = ?", params)
         outcome = self._done(event, effect)
+        if row.purged_at is not None:
+            return outcome  # a tombstone has no file to move
         if traces.locate(self.dir, row.id, (row.folder,)) is None:
             # Gone from every folder: a later event of an interrupted page (a purge) removed it before the
             # crash. Rebuild it where this event puts it; the purge, replayed next, removes it again.
             self._write(target, rows.rebuild_from_db(self.conn, row))
             return outcome
+        self._undo.save(row.id)
         traces.move(self.dir, row.id, row.folder, target, durable=self.durable)
         self._step("file")
         return outcome
@@ -730,13 +924,20 @@ class Replayer:
     # Deletion
 
     def _purge(self, event: Event) -> ReplayOutcome:
-        # The DELETE runs first: a long row aborts it through the trigger before any file is touched
-        # (Go deletes the trash file first). Unlike Go, the FTS row and the file in whichever folder it
-        # is go too: Go leaves an active or archived file behind as an orphan that `noema sync` re-indexes,
-        # and a search hit for a trace that no longer exists (cortex.md §9.9).
+        row = self._row(event.trace_id)
+        if row is not None and row.tier == "long":
+            # Promoted to long here while its author purged it (or before the purge reached us): Go and Rust
+            # abort on the trigger and pin the cursor for good, so nothing that peer serves after it ever
+            # arrives. Long-term traces are removed by purge_long_term and purge_hard; this one stays.
+            self.log.warning(LONG_PURGE_LOG.format(event_id=event.id, trace_id=event.trace_id))
+            return self._store_only(event)
+        # Unlike Go, the FTS row and the file in whichever folder it is go too: Go leaves an active or
+        # archived file behind as an orphan that `noema sync` re-indexes, and a search hit for a trace that
+        # no longer exists (cortex.md §9.9).
         self.conn.execute("DELETE FROM traces WHERE id = ?", (event.trace_id,))
         self.conn.execute("DELETE FROM traces_fts WHERE id = ?", (event.trace_id,))
         outcome = self._done(event, PURGED)
+        self._undo.save(event.trace_id)
         traces.remove(self.dir, event.trace_id)
         self._step("file")
         return outcome
@@ -750,7 +951,7 @@ class Replayer:
     def _purge_long_term(self, event: Event) -> ReplayOutcome:
         row = self._row(event.trace_id)
         if row is None:
-            return self._store_only(event)
+            return self._store_only(event)  # applied when the create arrives (_fold_stored)
         reason = _purge_reason(event)
         with rows.triggers_dropped(self.conn, (LONG_TERM_IMMUTABLE_TRIGGER,)):
             self.conn.execute(
@@ -760,18 +961,22 @@ class Replayer:
         self.conn.execute("DELETE FROM trace_tags WHERE trace_id = ?", (row.id,))
         rows.replace_fts(self.conn, row.id, "", f"[purged: {reason}]", ())
         outcome = self._done(event, PURGED_LONG_TERM)
-        traces.remove(self.dir, row.id, (traces.ACTIVE, traces.ARCHIVE))
+        # Every folder, as the live build does (Go: active and archive): a tombstone has no file, so a change
+        # made before the purge that arrives after it has no file to bring back.
+        self._undo.save(row.id)
+        traces.remove(self.dir, row.id)
         self._step("file")
         return outcome
 
     def _purge_hard(self, event: Event) -> ReplayOutcome:
         row = self._row(event.trace_id)
         if row is None:
-            return self._store_only(event)
+            return self._store_only(event)  # applied when the create arrives (_fold_stored)
         rows.delete_everywhere(self.conn, row.id)
         outcome = self._done(event, PURGED_HARD)
         # Go deletes the files after COMMIT; here before it, so a crash in between cannot leave files that
         # `noema sync` would resurrect while the event already counts as applied.
+        self._undo.save(row.id)
         traces.remove(self.dir, row.id)
         self._step("file")
         return outcome
@@ -786,11 +991,13 @@ class Replayer:
         row = self._row(event.trace_id)
         if row is None:
             return self._store_only(event)
-        # The CHECK constraint rejects an unknown tier before the file is touched.
-        self.conn.execute("UPDATE traces SET tier = ? WHERE id = ?", (to, row.id))
-        current = self._file(row)
+        if to not in traces.TIERS:
+            # The CHECK constraint refuses it (the text Go gives) before any file is touched.
+            self.conn.execute("UPDATE traces SET tier = ? WHERE id = ?", (to, row.id))
         outcome = self._done(event, TIER_CHANGED)
-        self._write(row.folder, replace(current, tier=to))
+        # Without a clock the event cannot be placed among the others: it sets the tier, as in Go.
+        tier = self._derived_tier(row.id) if vclock.keep_cortex_id_keys(event.vclock or {}) else to
+        self._set_tier(row, tier)
         return outcome
 
     def _vote(self, event: Event) -> ReplayOutcome:
@@ -801,23 +1008,30 @@ class Replayer:
         clamped = (delta > 0) - (delta < 0)  # Go clamps to the sign (cortex.md §9.7)
         row = self._row(event.trace_id)
         if row is None:
-            return self._store_only(event)
+            return self._store_only(event)  # counted when the create arrives (_fold_stored)
         self.conn.execute("UPDATE traces SET tier_votes = tier_votes + ? WHERE id = ?", (clamped, row.id))
         return self._done(event, VOTED)
 
     def _consolidate(self, event: Event) -> ReplayOutcome:
         # As the live (Rust) build: a distilled_id that is not a string reads as absent (the event's own trace),
         # and one that names no trace we can hold is a missing target: stored, not applied, never a pinned cursor.
-        target = _payload(event).get("distilled_id")
-        if not isinstance(target, str) or not target:
-            target = event.trace_id
+        target = _consolidate_target(_payload(event), event.trace_id)
         row = self._row(target) if traces.is_valid_trace_id(target) else None
-        if row is None or row.tier != "short":
+        if row is None:
             return self._store_only(event)
-        self.conn.execute("UPDATE traces SET tier = 'mid' WHERE id = ?", (row.id,))
-        current = self._file(row)
+        if target == event.trace_id and vclock.keep_cortex_id_keys(event.vclock or {}):
+            # On its own trace, placed among the tier changes by clock (_derived_tier).
+            stored = self._store(event)
+            tier = self._derived_tier(row.id)
+            if tier == row.tier:
+                return ReplayOutcome(event.id, event.action, stored, STORED_ONLY)
+            self._step("db")
+            self._set_tier(row, tier)
+            return ReplayOutcome(event.id, event.action, stored, CONSOLIDATED)
+        if row.tier != "short":
+            return self._store_only(event)
         outcome = self._done(event, CONSOLIDATED)
-        self._write(row.folder, replace(current, tier="mid"))
+        self._set_tier(row, "mid")
         return outcome
 
 
@@ -829,20 +1043,66 @@ class _Relation(Enum):
     CONCURRENT = "concurrent"  # neither: a divergence
 
 
-_SNAPSHOT_ACTIONS = ("create", "update")
+# The aspects of a trace and the actions that set each (docs/replay.md, "Convergence"). A change is applied
+# only while no stored change of its aspect has seen it. Tiers are derived from their events as a whole
+# (_derived_tier), since a consolidate is no setter. Removals are not an aspect: one is applied whenever it
+# finds the row, and a row made after it folds it in again (_fold_stored), so the trace ends removed in any
+# arrival order.
+_ASPECTS: dict[str, tuple[str, ...]] = {
+    "content": ("create", "update"),
+    "tags": ("create", "update", "tag_update", "purge_long_term"),
+    "visibility": ("archive", "unarchive", "trash", "recover"),
+    "tier": ("promote", "demote"),
+}
+_ASPECT_ACTIONS = tuple(sorted({action for actions in _ASPECTS.values() for action in actions}))
+_ASPECT_MARKS = ",".join("?" * len(_ASPECT_ACTIONS))
+# What a new row takes from events of its trace that arrived before it.
+_FOLDED = (
+    "tag_update",
+    "archive",
+    "unarchive",
+    "trash",
+    "recover",
+    "promote",
+    "demote",
+    "consolidate",
+    "vote",
+    "purge",
+    "purge_hard",
+    "purge_long_term",
+)
+_FOLDED_MARKS = ",".join("?" * len(_FOLDED))
+_EVENT_SELECT = ", ".join(EVENT_COLUMNS)
+
+_Version = tuple[vclock.VClock, str]  # a stored change: its clock (cortex-id keys) and its event id
 
 
-def _add_version(current: list[vclock.VClock], clock: vclock.VClock) -> None:
-    """Count a stored snapshot's clock into a trace's current version: unless one already there dominates or
-    equals it, it joins and drops those it dominates."""
-    if clock and not any(_covers(kept, clock) for kept in current):
-        current[:] = [kept for kept in current if not _covers(clock, kept)]
-        current.append(clock)
+def _add_version(current: list[_Version], clock: vclock.VClock, event_id: str) -> None:
+    """Count a stored change into an aspect's newest changes: unless one already there dominates or equals
+    it, it joins and drops those it dominates. A change without a clock cannot be placed: it is left out."""
+    if not clock:
+        return
+    if len(current) == 1:  # the usual case, while changes are ordered: kept, replaced or joined
+        kept = current[0][0]
+        if not _covers(kept, clock):
+            if _covers(clock, kept):
+                current[0] = (clock, event_id)
+            else:
+                current.append((clock, event_id))
+        return
+    if not any(_covers(kept, clock) for kept, _ in current):
+        current[:] = [(kept, kept_id) for kept, kept_id in current if not _covers(clock, kept)]
+        current.append((clock, event_id))
 
 
 def _covers(a: vclock.VClock, b: vclock.VClock) -> bool:
     """a >= b at every key (a missing key counts 0): a dominates or equals b."""
     return all(a.get(key, 0) >= count for key, count in b.items())
+
+
+def _consolidate_target(payload: dict[str, Any], trace_id: str) -> str:
+    target = payload.get("distilled_id")
+    return target if isinstance(target, str) and target else trace_id
 
 
 _Handler = Callable[[Replayer, Event], ReplayOutcome]
@@ -866,6 +1126,13 @@ _HANDLERS: dict[str, _Handler] = {
 }
 
 
+# The state a visibility change leaves, whatever the state before (the newest change sets all of it).
+_WHOLE_VISIBILITY = {
+    "archive": ("archived_at = ?, trashed_at = NULL", traces.ARCHIVE),
+    "unarchive": ("archived_at = NULL, trashed_at = NULL", traces.ACTIVE),
+    "trash": ("trashed_at = ?, archived_at = NULL", traces.TRASH),
+    "recover": ("trashed_at = NULL, archived_at = NULL", traces.ACTIVE),
+}
 _VISIBILITY_EFFECTS = {"archive": ARCHIVED, "unarchive": UNARCHIVED, "trash": TRASHED, "recover": RECOVERED}
 
 
