@@ -47,7 +47,7 @@ class Client:
             {"method": "tools/call", "params": {"name": name, "arguments": arguments}}, self.session
         )
         assert reply.status == 200, reply
-        result = json.loads(reply.message)["result"]
+        result = json.loads(b"".join(reply.encoded()))["result"]
         return result["content"][0]["text"], result["isError"]
 
 
@@ -119,7 +119,7 @@ def test_events_after_the_cursor_with_the_note_that_counts_them(cortex: Path) ->
         {"method": "tools/call", "params": {"name": "sync_events", "arguments": {"since": ids[-1]}}},
         client.session,
     )
-    assert (json.loads(reply.message)["result"]["content"][0]["text"], reply.note) == (
+    assert (json.loads(b"".join(reply.encoded()))["result"]["content"][0]["text"], reply.note) == (
         "[]",
         "sync_events 0 events",
     )
@@ -212,7 +212,8 @@ def test_a_session_used_on_another_endpoint_ends() -> None:
 
 def page_under_cap(cortex: Path, cap: int, monkeypatch: pytest.MonkeyPatch) -> str:
     monkeypatch.setattr(mcp_server, "MAX_PAGE_BYTES", cap)
-    text, count = CortexReader(cortex).events_page("", 1000)
+    pieces, count = CortexReader(cortex).events_page("", 1000)
+    text = "".join(pieces)
     assert count == len(json.loads(text))
     return text
 
@@ -222,7 +223,7 @@ def test_a_page_stops_at_the_first_event_that_would_take_it_past_the_cap(
 ) -> None:
     reader = CortexReader(cortex)
     count = len(events(cortex))
-    pages = [reader.events_page("", limit)[0] for limit in range(1, count + 1)]  # 1 event, 2 events, ...
+    pages = ["".join(reader.events_page("", limit)[0]) for limit in range(1, count + 1)]  # 1 event, 2, ...
     for shorter, page in itertools.pairwise(pages):
         assert page_under_cap(cortex, len(page), monkeypatch) == page  # exactly the cap: it fits
         assert page_under_cap(cortex, len(page) - 1, monkeypatch) == shorter
