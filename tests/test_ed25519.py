@@ -102,6 +102,15 @@ def test_every_non_canonical_or_out_of_range_input_is_decided_before_openssl() -
     assert verifier.decided_by_go_rules(bytes(32), b"", minus_zero + bytes(32)) is False
 
 
+def test_the_written_out_constants() -> None:
+    p = ed25519.P
+    assert ed25519._D == -121665 * pow(121666, -1, p) % p
+    assert ed25519._SQRT_M1 == pow(2, (p - 1) // 4, p)
+    assert ed25519._BASE_Y == 4 * pow(5, -1, p) % p
+    assert ed25519._BASE_X % 2 == 0
+    assert ed25519._decompress(ed25519._BASE_Y.to_bytes(32, "little")) == ed25519._BASE_POINT
+
+
 # ---- generated inputs, the pure-Python verifier as the oracle -------------------------------------------
 
 SEEDS = [bytes([n]) * 32 for n in range(4)]  # a few keys seen again and again, as in a ring
