@@ -367,8 +367,9 @@ DEFAULT_PYZ = REPO / "dist" / "noemafed.pyz"
 LISTENING = re.compile(r"listening on (http://127\.0\.0\.1:(\d+))/mcp")
 GO_PAGE, GO_INTERVAL = 100, 30.0  # Go noema's syncer: one page of 100 events per 30 s interval
 
-# Runs one command and reports its wall time and peak RSS. RUSAGE_CHILDREN of this small wrapper covers
-# only the command (shiv runs the app in the same process), never the benchmark's other children.
+# Runs one command and reports its wall time, peak RSS and CPU time (user + system). RUSAGE_CHILDREN of this
+# small wrapper covers only the command (shiv runs the app in the same process), never the benchmark's other
+# children.
 MEASURE = """
 import json, resource, subprocess, sys, time
 out, err, timeout = sys.argv[1], sys.argv[2], float(sys.argv[3])
@@ -376,8 +377,9 @@ with open(out, "wb") as stdout, open(err, "wb") as stderr:
     start = time.perf_counter()
     code = subprocess.run(sys.argv[4:], stdout=stdout, stderr=stderr, timeout=timeout, check=False).returncode
     seconds = time.perf_counter() - start
-rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-print(json.dumps({"returncode": code, "seconds": seconds, "peak_rss_kib": rss}))
+usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+cpu = usage.ru_utime + usage.ru_stime
+print(json.dumps({"returncode": code, "seconds": seconds, "peak_rss_kib": usage.ru_maxrss, "cpu_seconds": cpu}))
 """
 
 
@@ -657,6 +659,7 @@ def sync_round(  # noqa: PLR0913 (the keyword-only verify mode and environment o
         "seconds": float(measured["seconds"]),
         "inside": float(peer["seconds"]),
         "rss": measured["peak_rss_kib"],
+        "cpu": float(measured["cpu_seconds"]),
     }
 
 
@@ -910,24 +913,28 @@ def verify_sync_size(pyz: Pyz, root: Path, total: int, rounds: int) -> None:
         "enforce, OpenSSL": ("enforce", None),
         "enforce, python": ("enforce", {verifier.ENV: PYTHON_VERIFIER}),
     }
-    seconds: dict[str, list[float]] = {name: [] for name in modes}
+    runs: dict[str, list[dict[str, Any]]] = {name: [] for name in modes}
     with pyz.serve(source, f"verify-{total}") as server:
         for number in range(rounds):
             names = list(modes) if number % 2 == 0 else list(reversed(modes))
             for name in names:
                 verify, env = modes[name]
-                seconds[name].append(
-                    sync_round(pyz, server, source, work, total, verify=verify, env=env)["seconds"]
-                )
+                runs[name].append(sync_round(pyz, server, source, work, total, verify=verify, env=env))
     shutil.rmtree(work)
-    off = total / statistics.median(seconds["verify: off"])
+    off = total / statistics.median(run["seconds"] for run in runs["verify: off"])
+    off_cpu = statistics.median(run["cpu"] for run in runs["verify: off"])
     print(
-        f"cold sync of {total} signed events (pyz against serve), {rounds} rounds alternating; medians (min-max)"
+        f"cold sync of {total} signed events (pyz against serve), {rounds} rounds alternating; medians (min-max); "
+        "cpu: user + system time of the sync process"
     )
-    for name, values in seconds.items():
-        rate = total / statistics.median(values)
-        rates = [total / value for value in values]
-        print(f"{name:<24}: {rate:9.0f} events/s  ({spread(rates)})  ratio to off {rate / off:.2f}")
+    for name, measured in runs.items():
+        rates = [total / run["seconds"] for run in measured]
+        rate = statistics.median(rates)
+        cpu = statistics.median(run["cpu"] for run in measured)
+        print(
+            f"{name:<24}: {rate:9.0f} events/s  ({spread(rates)})  ratio to off {rate / off:.2f}  "
+            f"cpu {1e6 * cpu / total:5.0f} us/event, ratio to off {off_cpu / cpu:.2f}"
+        )
 
 
 # ---- startup ------------------------------------------------------------------------------------------------

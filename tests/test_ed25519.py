@@ -12,6 +12,7 @@ from __future__ import annotations
 import ctypes
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -100,6 +101,14 @@ def test_every_non_canonical_or_out_of_range_input_is_decided_before_openssl() -
     minus_zero = (1 | 1 << 255).to_bytes(32, "little")
     assert verifier.decided_by_go_rules(minus_zero, b"", bytes(64)) is not None
     assert verifier.decided_by_go_rules(bytes(32), b"", minus_zero + bytes(32)) is False
+
+
+def test_the_written_out_constants() -> None:
+    p = ed25519.P
+    d, sqrt_m1, base_y = -121665 * pow(121666, -1, p) % p, pow(2, (p - 1) // 4, p), 4 * pow(5, -1, p) % p
+    assert (d, sqrt_m1, base_y) == (ed25519._D, ed25519._SQRT_M1, ed25519._BASE_Y)
+    assert ed25519._BASE_X % 2 == 0
+    assert ed25519._decompress(ed25519._BASE_Y.to_bytes(32, "little")) == ed25519._BASE_POINT
 
 
 # ---- generated inputs, the pure-Python verifier as the oracle -------------------------------------------
@@ -225,7 +234,9 @@ def test_key_tables_are_kept_only_for_keys_that_verified_and_are_bounded() -> No
 
 
 @needs_openssl
-@pytest.mark.skipif(not Path("/proc/self/maps").exists(), reason="needs /proc")
+@pytest.mark.skipif(
+    not Path("/proc/self/maps").exists() or not shutil.which("ldd"), reason="needs /proc and ldd"
+)
 def test_the_library_is_the_libcrypto_that_ssl_links() -> None:
     import _ssl
 

@@ -20,16 +20,19 @@ Nothing here is constant-time (Python integers are not): signing uses a local se
 
 from __future__ import annotations
 
-import hashlib
 import threading
 
 __all__ = ["L", "P", "public_key", "sign", "verify"]
 
 P = 2**255 - 19
 L = 2**252 + 27742317777372353535851937790883648493
-_D = -121665 * pow(121666, P - 2, P) % P
+# Written out, not computed at import (`--version` and `status` import this module): d = -121665/121666,
+# sqrt(-1) = 2^((p-1)/4), and B = (x, 4/5) with x even, all mod p; tests/test_ed25519.py recomputes them.
+_D = 37095705934669439343138083508754565189542113879843219016388785533085940283555
 _D2 = 2 * _D % P
-_SQRT_M1 = pow(2, (P - 1) // 4, P)
+_SQRT_M1 = 19681161376707505956807079304988542015446066515923890162744021073123829784752
+_BASE_X = 15112221349535400772501151409588531511454012693041857206046113283949847762202
+_BASE_Y = 46316835694926478169428394003475163141307993866256225615783033603165251855960
 
 # A point in extended homogeneous coordinates (X, Y, Z, T): x = X/Z, y = Y/Z, x*y = T/Z.
 _Point = tuple[int, int, int, int]
@@ -119,7 +122,7 @@ def _comb_table(point: _Point) -> list[_Cached]:
 
 
 def _radix16(scalar: int) -> list[int]:
-    """64 signed digits in -8..8 with scalar = sum(digit * 16^i), for 0 <= scalar < 2^253."""
+    """64 signed digits in -8..7 with scalar = sum(digit * 16^i), for 0 <= scalar < 2^253."""
     digits = []
     carry = 0
     for _ in range(64):
@@ -158,7 +161,7 @@ def _naf(scalar: int) -> list[int]:
 
 def _naf_sum(q: _Point, point: _Point, scalar: int, negate: bool = False) -> _Point:
     """q + [scalar]point (or minus) by doubling and adding odd multiples 1..15 of point: for a key with no table
-    yet, about a third of the cost of building one."""
+    yet, cheaper than building one (252 doublings and about 50 additions, against 512 points to make)."""
     twice = _cached(_double(point))
     odd = [point]
     for _ in range(7):
@@ -203,10 +206,7 @@ def _decompress(data: bytes) -> _Point | None:
     return (x, y, 1, x * y % P)
 
 
-_GY = 4 * pow(5, P - 2, P) % P
-_BASE = _decompress(int.to_bytes(_GY, 32, "little"))
-assert _BASE is not None  # noqa: S101 - the base point is a constant; this documents the invariant
-_BASE_POINT: _Point = _BASE
+_BASE_POINT: _Point = (_BASE_X, _BASE_Y, 1, _BASE_X * _BASE_Y % P)
 _base_table: list[_Cached] = []
 _key_tables: dict[bytes, list[_Cached]] = {}
 _verified_once: dict[bytes, None] = {}  # keys that verified one signature, oldest first
@@ -216,7 +216,10 @@ _key_tables_lock = threading.Lock()
 def _base_multiple(scalar: int) -> _Point:
     """[scalar]B for 0 <= scalar < L."""
     if not _base_table:  # built on first use (a few ms), not at import: most commands never sign or verify
-        _base_table.extend(_comb_table(_BASE_POINT))
+        table = _comb_table(_BASE_POINT)
+        with _key_tables_lock:
+            if not _base_table:  # another thread may have built it meanwhile
+                _base_table.extend(table)
     return _comb_sum(_IDENTITY, _base_table, scalar)
 
 
@@ -239,14 +242,20 @@ def _remember_key(public: bytes, point: _Point) -> None:
         _key_tables[public] = table
 
 
+def _sha512(data: bytes) -> bytes:
+    import hashlib  # noqa: PLC0415 (about 2 ms: only when signing or verifying, not for --version or status)
+
+    return hashlib.sha512(data).digest()
+
+
 def _sha512_int(*parts: bytes) -> int:
-    return int.from_bytes(hashlib.sha512(b"".join(parts)).digest(), "little")
+    return int.from_bytes(_sha512(b"".join(parts)), "little")
 
 
 def _expand_seed(seed: bytes) -> tuple[int, bytes]:
     if len(seed) != 32:
         raise ValueError("an Ed25519 seed is 32 bytes")
-    digest = hashlib.sha512(seed).digest()
+    digest = _sha512(seed)
     scalar = int.from_bytes(digest[:32], "little")
     scalar &= (1 << 254) - 8
     scalar |= 1 << 254
