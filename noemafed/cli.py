@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from noemafed.federation.syncer import SyncOptions
     from noemafed.logs import Log
     from noemafed.reports import RemovePlan, ResetPlan
+    from noemafed.text.clock import Clock
 
     Plan = TypeVar("Plan", ResetPlan, RemovePlan)
 
@@ -138,6 +139,15 @@ class CliContext:
 
         return Log(sink)
 
+    def clock(self) -> Clock:
+        """The real clock, or the fixed "now" of the NOEMAFED_TEST_NOW test hook (docs/testing.md)."""
+        from noemafed.text.clock import clock_from
+
+        try:
+            return clock_from(self.env.environ)
+        except ValueError as exc:
+            raise ArgumentError(str(exc), "unset it: it is a test hook") from None
+
     def fail(self, exc: NoemafedError) -> NoReturn:
         """The single place an error is shown: on stderr, and as a JSON document too for a --json command."""
         click.echo(f"Error: {exc.message}", file=self.env.stderr)
@@ -215,6 +225,22 @@ def _complete_peers(ctx: click.Context, param: click.Parameter, incomplete: str)
     except Exception:  # a completion must never fail in the operator's shell
         return []
     return [name for name in names if name.startswith(incomplete)]
+
+
+def _duration(ctx: click.Context, param: click.Parameter, value: str | None) -> float | None:
+    """A Go duration (90s, 5m, 1h30m) as seconds; it must be positive."""
+    if value is None:
+        return None
+    from noemafed.text.durations import parse_go_duration
+
+    seconds = parse_go_duration(value)
+    if seconds is None or seconds <= 0:
+        raise click.BadParameter(f"{value!r} is not a positive duration such as 90s, 30m or 1h")
+    return seconds
+
+
+# How long a peer may go without a success before its verdict is `stale` (status, status --check, metrics).
+MAX_AGE_DEFAULT = "1h"
 
 
 def _complete_from(choices: tuple[str, ...]) -> Callable[[click.Context, click.Parameter, str], list[str]]:
@@ -425,6 +451,20 @@ def reset_peer(obj: CliContext, names: tuple[str, ...], yes: bool) -> None:
 
     confirm = _confirmation(obj, yes, "reset-peer", "reset")
     obj.emit(render.human(reset_peers(obj.cortex_dir(), names, confirm)))
+
+
+@cli.command("retry-now")
+@click.argument("names", nargs=-1, required=True, shell_complete=_complete_peers)
+@click.pass_obj
+def retry_now(obj: CliContext, names: tuple[str, ...]) -> None:
+    """End peers' backoff: the next `sync --once` contacts them at once (their health stays as it is).
+
+    Example: noemafed retry-now laptop
+    """
+    from noemafed import render
+    from noemafed.commands.retry import retry_now
+
+    obj.emit(render.human(retry_now(obj.cortex_dir(), names)))
 
 
 @cli.command("remove-peer")
@@ -680,6 +720,17 @@ def completion(obj: CliContext, shell: str) -> None:
 @click.option(
     "--use-proxy-env", is_flag=True, help="Honour *_proxy environment variables (ignored by default)."
 )
+@click.option(
+    "--max-backoff",
+    callback=_duration,
+    metavar="DURATION",
+    default="1h",
+    show_default=True,
+    help="With --once: the longest a failing peer is left alone between attempts (Retry-After included).",
+)
+@click.option(
+    "--ignore-backoff", is_flag=True, help="With --once: contact every chosen peer now and clear its backoff."
+)
 @click.pass_obj
 def sync(
     obj: CliContext,
@@ -694,11 +745,17 @@ def sync(
     as_json: bool,
     verbose: int,
     use_proxy_env: bool,
+    max_backoff: float,
+    ignore_backoff: bool,
 ) -> None:
     """Pull and replay peers' events: once for cron, or as a foreground daemon for systemd.
 
-    Exit codes: 0 all peers synced, 3 a peer failed but may recover, 4 a peer needs an operator,
-    75 another sync holds the cortex, 78 cortex.md is invalid (docs/exit-codes.md).
+    With --once, a peer that keeps failing is left alone for a while (the manifest's interval, doubled per
+    failure, up to --max-backoff, or what its Retry-After asks): such a peer is reported `deferred`, which
+    is not a failure. `retry-now NAME` or --ignore-backoff ends the wait.
+
+    Exit codes: 0 all peers synced (or deferred), 3 a peer failed but may recover, 4 a peer needs an
+    operator, 75 another sync holds the cortex, 78 cortex.md is invalid (docs/exit-codes.md).
 
     Example: noemafed sync --once --max-duration 300
     """
@@ -723,16 +780,18 @@ def sync(
         use_proxy_env=use_proxy_env,
         max_future_skew=max_future_skew,
         jobs=jobs,
+        max_backoff=max_backoff,
     )
     if not once:
-        if as_json or peer_names or max_events:
-            raise click.UsageError("--json, --peer and --max-events need --once")
+        if as_json or peer_names or max_events or ignore_backoff:
+            raise click.UsageError("--json, --peer, --max-events and --ignore-backoff need --once")
         _run_daemon(obj, cortex_dir, manifest, options, wait_seconds)
         return
     from noemafed.commands.sync import SyncRun, sync_once
 
     log = obj.log(progress=obj.env.stderr_isatty)
-    report = sync_once(SyncRun(cortex_dir, manifest, options, obj.env.environ, log, wait_seconds), peer_names)
+    run = SyncRun(cortex_dir, manifest, options, obj.env.environ, log, wait_seconds, obj.clock())
+    report = sync_once(run, peer_names, ignore_backoff)
     # Under cron (no terminal) or --quiet, a clean run prints nothing: cron mails only what went wrong. It then
     # never loads the renderer either (start-up time: docs/performance.md).
     if as_json:
@@ -762,9 +821,10 @@ def _run_daemon(
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    sync_daemon(
-        SyncRun(cortex_dir, manifest, options, obj.env.environ, obj.log(progress=True), wait_seconds), stop
+    run = SyncRun(
+        cortex_dir, manifest, options, obj.env.environ, obj.log(progress=True), wait_seconds, obj.clock()
     )
+    sync_daemon(run, stop)
 
 
 @cli.command()

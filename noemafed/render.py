@@ -22,6 +22,7 @@ from noemafed.reports import (
     ResetPlan,
     ResetResult,
     ResetTarget,
+    RetryNowReport,
     SettingChange,
     StatusReport,
     SyncReport,
@@ -33,6 +34,7 @@ from noemafed.text.gotext import format_rfc3339, go_quote
 if TYPE_CHECKING:  # value types only; sync's modules stay unloaded for the other commands
     from noemafed.cortex.access import AccessKey
     from noemafed.cortex.state import PeerHealth, RankEntry
+    from noemafed.federation.schedule import DeferredPeer
     from noemafed.federation.syncer import PollResult
 
 Report = (
@@ -51,6 +53,7 @@ Report = (
     | RemoveResult
     | SettingChange
     | VersionReport
+    | RetryNowReport
 )
 JsonReport = StatusReport | SyncReport | PeersReport | ErrorReport
 
@@ -399,6 +402,19 @@ def _reset_result(result: ResetResult) -> str:
     return _lines(lines)
 
 
+RETRY_CLEARED = "{name}: backoff cleared; the next `sync --once` contacts it"
+RETRY_NOTHING = "{name}: not in backoff; the next `sync --once` contacts it anyway"
+
+
+def _retry_now(report: RetryNowReport) -> str:
+    return _lines(
+        [
+            (RETRY_CLEARED if name in report.cleared else RETRY_NOTHING).format(name=name)
+            for name in report.names
+        ]
+    )
+
+
 def _mode_change(change: ModeChange) -> str:
     if not change.changed:
         return f"Federation mode is already {go_quote(change.current)} — no change.\n"
@@ -447,9 +463,24 @@ def _poll_line(result: PollResult) -> str:
     )
 
 
+DEFERRED_LINE = (
+    "{name}: deferred, not contacted until {next_attempt_at} ({failures} consecutive failures since {since})"
+)
+
+
+def _deferred_line(peer: DeferredPeer) -> str:
+    return DEFERRED_LINE.format(
+        name=peer.name,
+        next_attempt_at=peer.next_attempt_at,
+        failures=peer.failures,
+        since=_or(peer.failing_since, "(unknown)"),
+    )
+
+
 def _sync_human(report: SyncReport) -> str:
-    """One line per visited peer, then the paused ones."""
+    """One line per visited peer, then the deferred and the paused ones."""
     lines = [_poll_line(result) for result in report.results]
+    lines += [_deferred_line(peer) for peer in report.deferred]
     lines += [f"{name}: paused, skipped" for name in report.paused]
     if not lines:
         lines = [NOT_CONFIGURED]
@@ -488,6 +519,16 @@ def _sync_json(report: SyncReport) -> str:
         "exit_code": int(report.exit_code),
         "cortex": {"id": report.cortex_id, "name": report.cortex_name, "path": str(report.cortex_path)},
         "peers": [_poll_json(result) for result in report.results],
+        "deferred": [
+            {
+                "name": peer.name,
+                "endpoint": redact(peer.endpoint),
+                "next_attempt_at": peer.next_attempt_at or None,
+                "consecutive_failures": peer.failures,
+                "failing_since": peer.failing_since or None,
+            }
+            for peer in report.deferred
+        ],
         "paused": list(report.paused),
     }
     return _dumps(doc)
@@ -544,6 +585,8 @@ def human(report: Report) -> str:
             return _setting_change(report)
         case VersionReport():
             return _version(report)
+        case RetryNowReport():
+            return _retry_now(report)
 
 
 def json(report: JsonReport) -> str:

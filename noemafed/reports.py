@@ -12,13 +12,14 @@ if TYPE_CHECKING:  # value types only; importing them for real would load sync's
     from noemafed.cortex.manifest import FederationConfig, PeerConfig
     from noemafed.cortex.state import PeerState, RankEntry
     from noemafed.cortex.vclock import VClock
+    from noemafed.federation.schedule import DeferredPeer
     from noemafed.federation.syncer import PollResult
 
 
 # The `schema_version` of each JSON document (docs/*.schema.json).
 STATUS_SCHEMA_VERSION = 1  # docs/status.schema.json
 PEERS_SCHEMA_VERSION = 1  # docs/peers.schema.json
-SYNC_SCHEMA_VERSION = 1  # docs/sync.schema.json
+SYNC_SCHEMA_VERSION = 2  # docs/sync.schema.json
 
 
 class InitReport(NamedTuple):
@@ -154,6 +155,16 @@ class ResetResult(NamedTuple):
     buckets_dropped: int
 
 
+# ---- retry-now ------------------------------------------------------------------------------------
+
+
+class RetryNowReport(NamedTuple):
+    """The peers retry-now was given, and those of them that were in a backoff it ended."""
+
+    names: tuple[str, ...]
+    cleared: tuple[str, ...]
+
+
 # ---- set-mode, pause-peer, resume-peer ------------------------------------------------------------
 
 
@@ -230,10 +241,12 @@ class SyncReport(NamedTuple):
     cortex_name: str
     results: tuple[PollResult, ...]
     paused: tuple[str, ...]
+    deferred: tuple[DeferredPeer, ...] = ()  # left alone until their backoff runs out: not failures
 
     @property
     def exit_code(self) -> ExitCode:
-        """0 all good; 4 if any peer needs an operator (wins); 3 if any failed otherwise."""
+        """0 all good; 4 if any peer needs an operator (wins); 3 if any failed otherwise; deferred peers count
+        for nothing."""
         # The codes are ordered by severity, so the worst result is the largest.
         return max((result.exit_code for result in self.results), default=ExitCode.OK)
 

@@ -45,6 +45,8 @@ SYNC_EVENTS_BUDGET = 100 * 1024 * 1024
 READ_SIGNAL_BUDGET = 16 * 1024 * 1024
 DEFAULT_BUDGET = 1024 * 1024
 _CHUNK = 64 * 1024
+# Statuses whose Retry-After a client should honour (RFC 9110 §10.2.3): too many requests, unavailable.
+RETRY_AFTER_STATUSES = (429, 503)
 
 # What a failed call says; the classifier and operators read these texts.
 HTTP_STATUS = "{status} {reason}{detail}"
@@ -76,10 +78,13 @@ class WireError(NoemafedError):
 class HttpStatusError(WireError):
     """The peer answered with an HTTP status we cannot use (401, 403, 404 after a retry, 5xx ...)."""
 
-    def __init__(self, status: int, reason: str, body: str) -> None:
+    def __init__(self, status: int, reason: str, body: str, retry_after: str = "") -> None:
         super().__init__(HTTP_STATUS.format(status=status, reason=reason, detail=f": {body}" if body else ""))
         self.status = status
         self.body = body
+        # The raw Retry-After of a 429 or 503 (seconds or an HTTP-date); the scheduler, which knows what time
+        # it is, turns it into a wait.
+        self.retry_after = retry_after
 
 
 class ToolRefusal(WireError):
@@ -461,7 +466,10 @@ class McpSession:
 
     def _status_error(self, response: Any, status: int, body: bytes | bytearray) -> HttpStatusError:
         text = body.decode("utf-8", errors="replace").strip()[:300]
-        error = HttpStatusError(status, getattr(response, "reason", "") or "", text)
+        retry_after = ""
+        if status in RETRY_AFTER_STATUSES:
+            retry_after = short(str(response.headers.get("Retry-After") or "").strip())
+        error = HttpStatusError(status, getattr(response, "reason", "") or "", text, retry_after)
         if isinstance(response, urllib.error.HTTPError):
             error.__cause__ = response  # lets the classifier see a real HTTP 401
         return error
