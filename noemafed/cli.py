@@ -303,18 +303,26 @@ def init(obj: CliContext, directory: Path, name: str | None) -> None:
 
 @cli.command()
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document (docs/status.schema.json).")
+@click.option(
+    "--max-age",
+    callback=_duration,
+    metavar="DURATION",
+    default=MAX_AGE_DEFAULT,
+    show_default=True,
+    help="A peer without a success for longer than this is `stale`.",
+)
 @click.pass_obj
-def status(obj: CliContext, as_json: bool) -> None:
-    """Show access mode, peers, cursors, health and the vector clock.
+def status(obj: CliContext, as_json: bool, max_age: float) -> None:
+    """Show access mode, peers, cursors, health, the vector clock and a verdict per peer.
 
-    Example: noemafed status --json | jq '.peers[].health'
+    Example: noemafed status --json | jq '.peers[] | {name, verdict, lag_seconds}'
     """
     from noemafed import render, reports
     from noemafed.commands.status import status
 
     if as_json:
         obj.json_schema = reports.STATUS_SCHEMA_VERSION
-    report = status(obj.cortex_dir(), obj.env.environ)
+    report = status(obj.cortex_dir(), obj.env.environ, max_age, obj.clock())
     obj.emit(render.json(report) if as_json else render.human(report))
 
 

@@ -28,6 +28,7 @@ from noemafed.reports import (
     SyncReport,
     VersionReport,
 )
+from noemafed.text.durations import format_go_duration
 from noemafed.text.endpoints import redact
 from noemafed.text.gotext import format_rfc3339, go_quote
 
@@ -36,6 +37,7 @@ if TYPE_CHECKING:  # value types only; sync's modules stay unloaded for the othe
     from noemafed.cortex.state import PeerHealth, RankEntry
     from noemafed.federation.schedule import DeferredPeer
     from noemafed.federation.syncer import PollResult
+    from noemafed.federation.verdict import Judgement
 
 Report = (
     InitReport
@@ -160,7 +162,30 @@ def _status_human(report: StatusReport) -> str:
     if report.vclock:
         lines += ["", "Vector Clock:"]
         lines += [f"  {key}: {report.vclock[key]}" for key in sorted(report.vclock)]
+    # noemafed's own section, after every line of noema's layout, so a reader of noema's text is not disturbed.
+    lines += ["", VERDICTS_HEADER.format(max_age=format_go_duration(report.max_age))]
+    lines += [_verdict_line(peer) for peer in report.peers]
     return _lines(lines)
+
+
+VERDICTS_HEADER = "Verdicts (stale after {max_age} without a success):"
+VERDICT_UNKNOWN = "  {name}: (error loading state)"
+
+
+def _verdict_line(peer: PeerStatus) -> str:
+    """`  <name>: <verdict>`, then what stands beside it, each part after "; "."""
+    judged = peer.judgement
+    if judged is None:
+        return VERDICT_UNKNOWN.format(name=peer.config.name)
+    parts = [f"  {peer.config.name}: {judged.verdict}"]
+    if judged.consecutive_failures:
+        since = f" since {judged.failing_since}" if judged.failing_since else ""
+        parts.append(f"{judged.consecutive_failures} consecutive failures{since}")
+    if judged.next_attempt_at:
+        parts.append(f"next attempt {judged.next_attempt_at}")
+    if judged.lag_seconds is not None:
+        parts.append(f"lag {format_go_duration(judged.lag_seconds)}")
+    return "; ".join(parts)
 
 
 def _ulid_time(value: str) -> str | None:
@@ -219,7 +244,21 @@ def _peer_json(peer: PeerStatus) -> dict[str, Any]:
             "hint": peer.hint,
         }
     )
+    if peer.judgement is not None:
+        doc.update(_judgement_json(peer.judgement))
     return doc
+
+
+def _judgement_json(judged: Judgement) -> dict[str, Any]:
+    return {
+        "verdict": str(judged.verdict),
+        "consecutive_failures": judged.consecutive_failures,
+        "failing_since": judged.failing_since or None,
+        "next_attempt_at": judged.next_attempt_at or None,
+        "caught_up": judged.caught_up,
+        "lag_seconds": judged.lag_seconds,
+        "events_applied_total": judged.events_applied_total,
+    }
 
 
 def _status_json(report: StatusReport) -> str:
@@ -246,6 +285,7 @@ def _status_json(report: StatusReport) -> str:
             "verify": federation.effective_verify if federation else "off",
         },
         "consolidation_rank": _rank_json(report.local_rank),
+        "max_age_seconds": report.max_age,
         "peers": [_peer_json(peer) for peer in report.peers],
         "vclock": {key: report.vclock[key] for key in sorted(report.vclock)},
     }

@@ -14,10 +14,11 @@ if TYPE_CHECKING:  # value types only; importing them for real would load sync's
     from noemafed.cortex.vclock import VClock
     from noemafed.federation.schedule import DeferredPeer
     from noemafed.federation.syncer import PollResult
+    from noemafed.federation.verdict import Judgement
 
 
 # The `schema_version` of each JSON document (docs/*.schema.json).
-STATUS_SCHEMA_VERSION = 1  # docs/status.schema.json
+STATUS_SCHEMA_VERSION = 2  # docs/status.schema.json
 PEERS_SCHEMA_VERSION = 1  # docs/peers.schema.json
 SYNC_SCHEMA_VERSION = 2  # docs/sync.schema.json
 
@@ -40,6 +41,7 @@ class PeerStatus(NamedTuple):
     state: PeerState | None
     rank: RankEntry | None  # None: no usable stored rank, shown as "(none)"
     hint: str | None
+    judgement: Judgement | None = None  # None with `state`: the records could not be read
 
 
 class StatusReport(NamedTuple):
@@ -57,6 +59,7 @@ class StatusReport(NamedTuple):
     local_rank: RankEntry | None  # None when reading it failed
     peers: tuple[PeerStatus, ...]
     vclock: VClock
+    max_age: float = 3600.0  # seconds without a success before a peer is `stale`
 
     @property
     def configured(self) -> bool:

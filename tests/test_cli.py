@@ -30,7 +30,7 @@ GO_LOG_LINE = re.compile(r"^\d{4}/\d{2}/\d{2} \d{2}:\d{2}:\d{2} (.*)$")
 
 
 # The schema_version of each --json command's documents, its error document included.
-SCHEMA_VERSIONS = {"status": 1, "sync": 2}
+SCHEMA_VERSIONS = {"status": 2, "sync": 2}
 
 
 def _error_document(

@@ -14,13 +14,25 @@ from noemafed.cortex.open import open_cortex
 from noemafed.cortex.state import RankEntry
 from noemafed.errors import AccessKeyError, NoemafedError
 from noemafed.federation.classify import health_hint
+from noemafed.federation.verdict import DEFAULT_MAX_AGE_SECONDS, Judgement, PeerRecords, judge
 from noemafed.reports import PeerStatus, StatusReport
-from noemafed.text.gotext import rfc3339_now
+from noemafed.text.clock import REAL_CLOCK, Clock
 
 
-def _peer_status(conn: sqlite3.Connection, peer: PeerConfig) -> PeerStatus:
+def _judgement(
+    conn: sqlite3.Connection, peer: PeerConfig, peer_state: state.PeerState, now: float, max_age: float
+) -> Judgement:
+    """The peer's verdict from its records; noemafed's own are read here, noema's came with the peer state."""
+    records = PeerRecords(
+        peer.paused, peer_state, state.get_backoff(conn, peer.name), state.get_run(conn, peer.name)
+    )
+    return judge(records, now, max_age)
+
+
+def _peer_status(conn: sqlite3.Connection, peer: PeerConfig, now: float, max_age: float) -> PeerStatus:
     try:
         peer_state = state.get_peer_state(conn, peer.name, peer.endpoint)
+        judgement = _judgement(conn, peer, peer_state, now, max_age)
     except NoemafedError:
         return PeerStatus(peer, None, None, None)
     try:
@@ -30,11 +42,17 @@ def _peer_status(conn: sqlite3.Connection, peer: PeerConfig) -> PeerStatus:
     if rank is not None and not rank.observed_at:
         rank = None
     error = peer_state.health.last_error
-    return PeerStatus(peer, peer_state, rank, health_hint(error.reason) if error else None)
+    return PeerStatus(peer, peer_state, rank, health_hint(error.reason) if error else None, judgement)
 
 
-def status(cortex_dir: Path, environ: Mapping[str, str]) -> StatusReport:
-    """Gather the federation status of a cortex; a bad access key is reported, not fatal (as in Go)."""
+def status(
+    cortex_dir: Path,
+    environ: Mapping[str, str],
+    max_age: float = DEFAULT_MAX_AGE_SECONDS,
+    clock: Clock = REAL_CLOCK,
+) -> StatusReport:
+    """Gather the federation status of a cortex, judged at the clock's now; a bad access key is reported, not
+    fatal (as in Go)."""
     check_ready_for_federation(read_manifest(cortex_dir))  # before the database is touched
     cortex = open_cortex(cortex_dir)
     try:
@@ -48,8 +66,9 @@ def status(cortex_dir: Path, environ: Mapping[str, str]) -> StatusReport:
             local_rank: RankEntry | None = state.get_local_rank(cortex.conn)
         except NoemafedError:
             local_rank = None
+        now = clock.now()
         return StatusReport(
-            generated_at=rfc3339_now(),
+            generated_at=clock.rfc3339(),
             noemafed_version=__version__,
             sqlite_version=sqlite3.sqlite_version,
             cortex_path=cortex.path,
@@ -59,8 +78,9 @@ def status(cortex_dir: Path, environ: Mapping[str, str]) -> StatusReport:
             access_error=access_error,
             federation=manifest.federation,
             local_rank=local_rank,
-            peers=tuple(_peer_status(cortex.conn, peer) for peer in manifest.peers),
+            peers=tuple(_peer_status(cortex.conn, peer, now, max_age) for peer in manifest.peers),
             vclock=state.get_clock(cortex.conn),
+            max_age=max_age,
         )
     finally:
         cortex.close()

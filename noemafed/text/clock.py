@@ -34,11 +34,14 @@ class Clock(NamedTuple):
         return format_epoch(self.now())
 
 
+REAL_CLOCK = Clock()
+
+
 def clock_from(environ: Mapping[str, str]) -> Clock:
     """The real clock, unless the test hook is set; a malformed value raises ValueError (never ignored)."""
     value = environ.get(TEST_NOW_VARIABLE)
     if not value:
-        return Clock()
+        return REAL_CLOCK
     seconds = parse_rfc3339(value)
     if seconds is None:
         raise ValueError(BAD_TEST_NOW.format(value=value))
