@@ -311,19 +311,54 @@ def init(obj: CliContext, directory: Path, name: str | None) -> None:
     show_default=True,
     help="A peer without a success for longer than this is `stale`.",
 )
+@click.option(
+    "--check",
+    is_flag=True,
+    help="Print one monitoring-plugin line (NOEMAFED OK|WARNING|CRITICAL|UNKNOWN) and exit 0, 1, 2 or 3.",
+)
+@click.option("--peer", "peer_names", multiple=True, metavar="NAME", help="With --check: only these peers.")
 @click.pass_obj
-def status(obj: CliContext, as_json: bool, max_age: float) -> None:
+def status(obj: CliContext, as_json: bool, max_age: float, check: bool, peer_names: tuple[str, ...]) -> None:
     """Show access mode, peers, cursors, health, the vector clock and a verdict per peer.
+
+    With --check, print one line for Nagios or Icinga instead: OK (exit 0), WARNING (1: a peer failing,
+    deferred or behind), CRITICAL (2: a peer that needs an operator or is stale), UNKNOWN (3: the cortex
+    cannot be read). docs/operations.md has the details.
 
     Example: noemafed status --json | jq '.peers[] | {name, verdict, lag_seconds}'
     """
     from noemafed import render, reports
     from noemafed.commands.status import status
 
+    if check:
+        if as_json:
+            raise click.UsageError("--check and --json exclude each other")
+        _status_check(obj, max_age, peer_names)
+    if peer_names:
+        raise click.UsageError("--peer needs --check")
     if as_json:
         obj.json_schema = reports.STATUS_SCHEMA_VERSION
     report = status(obj.cortex_dir(), obj.env.environ, max_age, obj.clock())
     obj.emit(render.json(report) if as_json else render.human(report))
+
+
+def _status_check(obj: CliContext, max_age: float, names: tuple[str, ...]) -> NoReturn:
+    """The plugin line and its exit code; whatever stops the cortex being read is UNKNOWN, never a traceback."""
+    from noemafed import render
+    from noemafed.commands.status import check, status
+    from noemafed.federation.verdict import CheckState
+    from noemafed.reports import CheckReport
+
+    try:
+        report = check(status(obj.cortex_dir(), obj.env.environ, max_age, obj.clock()), names)
+    except NoemafedError as exc:
+        report = CheckReport(CheckState.UNKNOWN, error=exc.message)
+    except (OSError, sqlite3.Error) as exc:
+        report = CheckReport(CheckState.UNKNOWN, error=host_error(exc).message)
+    except Exception as exc:  # a bug: still the plugin's line, so the monitoring shows it
+        report = CheckReport(CheckState.UNKNOWN, error=InternalError(exc).message)
+    obj.emit(render.check_line(report))
+    sys.exit(int(report.state))
 
 
 @cli.command()

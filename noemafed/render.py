@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 from noemafed import reports
 from noemafed.reports import (
     AddedPeer,
+    CheckReport,
     ErrorReport,
     InitReport,
     KeyReport,
@@ -290,6 +291,47 @@ def _status_json(report: StatusReport) -> str:
         "vclock": {key: report.vclock[key] for key in sorted(report.vclock)},
     }
     return _dumps(doc)
+
+
+# ---- status --check ------------------------------------------------------------------------------
+
+
+CHECK_LINE = "NOEMAFED {state} - {summary}"
+NO_PEERS_SUMMARY = "no peers configured"
+
+
+def check_line(report: CheckReport) -> str:
+    """The monitoring-plugin line: `NOEMAFED <STATE> - <summary> | <perfdata>` (the monitoring-plugins
+    development guidelines); the exit code is the state's value."""
+    if report.error:
+        return CHECK_LINE.format(state=report.state.name, summary=_plugin_text(report.error)) + "\n"
+    if not report.peers:
+        return CHECK_LINE.format(state=report.state.name, summary=NO_PEERS_SUMMARY) + "\n"
+    problems = ", ".join(
+        f"{peer.config.name} {peer.judgement.verdict if peer.judgement else 'unreadable'}"
+        for peer in report.problems
+    )
+    total = len(report.peers)
+    counts = ", ".join(f"{count} {verdict}" for verdict, count in report.counts)
+    summary = f"{total} peer{'s' if total != 1 else ''}: {counts}"
+    if problems:
+        summary = f"{problems}; {summary}"
+    line = CHECK_LINE.format(state=report.state.name, summary=_plugin_text(summary))
+    return f"{line} | {' '.join(_perfdata(peer) for peer in report.peers)}\n"
+
+
+def _plugin_text(text: str) -> str:
+    """One line without `|`, which would start the perfdata."""
+    return " ".join(text.replace("|", "/").split())
+
+
+def _perfdata(peer: PeerStatus) -> str:
+    """`'<name>_lag'=<seconds>s '<name>_failures'=<n>`; U where the value is not known."""
+    label = peer.config.name.replace("'", "''").replace("=", "_")  # a quote doubled; `=` never in a label
+    judged = peer.judgement
+    lag = "U" if judged is None or judged.lag_seconds is None else f"{judged.lag_seconds}s"
+    failures = "U" if judged is None else str(judged.consecutive_failures)
+    return f"'{label}_lag'={lag} '{label}_failures'={failures}"
 
 
 # ---- the other federation commands ----------------------------------------------------------------

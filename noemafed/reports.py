@@ -14,7 +14,7 @@ if TYPE_CHECKING:  # value types only; importing them for real would load sync's
     from noemafed.cortex.vclock import VClock
     from noemafed.federation.schedule import DeferredPeer
     from noemafed.federation.syncer import PollResult
-    from noemafed.federation.verdict import Judgement
+    from noemafed.federation.verdict import CheckState, Judgement
 
 
 # The `schema_version` of each JSON document (docs/*.schema.json).
@@ -64,6 +64,19 @@ class StatusReport(NamedTuple):
     @property
     def configured(self) -> bool:
         return self.federation is not None and bool(self.federation.peers)
+
+
+class CheckReport(NamedTuple):
+    """`status --check`: the monitoring-plugin state and what its line says; with `error` (why the cortex could
+    not be read) the state is UNKNOWN and nothing else is known."""
+
+    state: CheckState
+    peers: tuple[PeerStatus, ...] = ()  # the peers judged, in manifest order (perfdata)
+    problems: tuple[PeerStatus, ...] = ()  # those not OK, worst first
+    counts: tuple[
+        tuple[str, int], ...
+    ] = ()  # peers per verdict ("unreadable" for a state error), in enum order
+    error: str = ""
 
 
 # ---- peers, add-peer, set-peer, remove-peer --------------------------------------------------------

@@ -4,6 +4,7 @@ syncs and the fake clock (NOEMAFED_TEST_NOW); the figures beside it; the precede
 from __future__ import annotations
 
 import json
+import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +38,16 @@ def peer_doc(target: Path, offset: float, name: str, *args: str) -> dict[str, An
     return peer
 
 
+def check(target: Path, offset: float, *args: str) -> tuple[int, str]:
+    """`status --check`: its exit code and its one line (nothing on stderr)."""
+    result = run_cli(
+        ["--cortex", str(target), "status", "--check", *args], env={"NOEMAFED_TEST_NOW": at(offset)}
+    )
+    assert result.stderr == ""
+    assert result.stdout.count("\n") == 1
+    return result.exit_code, result.stdout
+
+
 def figures(peer: dict[str, Any]) -> dict[str, Any]:
     keys = ("verdict", "consecutive_failures", "failing_since", "next_attempt_at", "caught_up")
     return {key: peer[key] for key in keys}
@@ -53,6 +64,7 @@ def test_never_synced(tmp_path: Path) -> None:
         "caught_up": None,
     }
     assert (peer["lag_seconds"], peer["events_applied_total"]) == (None, 0)
+    assert check(target, 0) == (0, "NOEMAFED OK - 1 peer: 1 never_synced | 'new_lag'=U 'new_failures'=0\n")
 
 
 def test_ok_then_stale_when_no_success_for_longer_than_max_age(tmp_path: Path) -> None:
@@ -76,6 +88,16 @@ def test_ok_then_stale_when_no_success_for_longer_than_max_age(tmp_path: Path) -
     # No failure at all, but no success either for longer than --max-age (cron stopped): stale.
     assert peer_doc(target, 3600, "live")["verdict"] == "ok"
     assert peer_doc(target, 3601, "live")["verdict"] == "stale"
+    minted = ulid_seconds(cursor)
+    assert check(target, 60) == (
+        0,
+        f"NOEMAFED OK - 1 peer: 1 ok | 'live_lag'={int(T0 + 60 - minted)}s 'live_failures'=0\n",
+    )
+    assert check(target, 3601) == (
+        2,
+        f"NOEMAFED CRITICAL - live stale; 1 peer: 1 stale | 'live_lag'={int(T0 + 3601 - minted)}s 'live_failures'=0\n",
+    )
+    assert check(target, 3601, "--max-age", "2h")[0] == 0
     assert peer_doc(target, 3601, "live", "--max-age", "2h")["verdict"] == "ok"
     assert status_json(target, 0, "--max-age", "2h")["max_age_seconds"] == 7200
 
@@ -87,6 +109,10 @@ def test_behind_when_the_last_run_stopped_with_more_to_pull(tmp_path: Path) -> N
         assert sync(target, 0, "--max-events", "2")[0] == 0
         peer = peer_doc(target, 10, "live")
         assert (peer["verdict"], peer["caught_up"], peer["events_applied_total"]) == ("behind", False, 2)
+        assert check(target, 10) == (
+            1,
+            f"NOEMAFED WARNING - live behind; 1 peer: 1 behind | 'live_lag'={peer['lag_seconds']}s 'live_failures'=0\n",
+        )
         assert sync(target, 20)[0] == 0
         assert peer_doc(target, 30, "live")["verdict"] == "ok"
 
@@ -107,6 +133,10 @@ def test_failing_deferred_then_stale_for_a_dead_peer(tmp_path: Path) -> None:
     assert peer_doc(target, 150, "dead")["verdict"] == "failing"  # 2 minutes +-20 % later: due again
     # Never synced, failing for longer than --max-age: stale (critical), not merely failing.
     assert peer_doc(target, 3601, "dead")["verdict"] == "stale"
+    perf = "'dead_lag'=U 'dead_failures'=1"
+    assert check(target, 1) == (1, f"NOEMAFED WARNING - dead deferred; 1 peer: 1 deferred | {perf}\n")
+    assert check(target, 150) == (1, f"NOEMAFED WARNING - dead failing; 1 peer: 1 failing | {perf}\n")
+    assert check(target, 3601) == (2, f"NOEMAFED CRITICAL - dead stale; 1 peer: 1 stale | {perf}\n")
 
 
 def test_needs_operator_for_an_exit_4_reason(tmp_path: Path) -> None:
@@ -129,6 +159,10 @@ def test_needs_operator_for_an_exit_4_reason(tmp_path: Path) -> None:
     )
     # Only an operator fixes it, however long it lasts.
     assert peer_doc(target, 86400, "p")["verdict"] == "needs_operator"
+    assert check(target, 10) == (
+        2,
+        "NOEMAFED CRITICAL - p needs_operator; 1 peer: 1 needs_operator | 'p_lag'=U 'p_failures'=1\n",
+    )
 
 
 def test_paused_whatever_its_records_say(tmp_path: Path) -> None:
@@ -137,6 +171,7 @@ def test_paused_whatever_its_records_say(tmp_path: Path) -> None:
         assert sync(target, 0)[0] == 3
     assert run_cli(["--cortex", str(target), "pause-peer", "dead"]).exit_code == 0
     assert peer_doc(target, 86400, "dead")["verdict"] == "paused"
+    assert check(target, 86400) == (0, "NOEMAFED OK - 1 peer: 1 paused | 'dead_lag'=U 'dead_failures'=1\n")
 
 
 def test_the_text_layout_ends_with_a_verdict_per_peer(tmp_path: Path) -> None:
@@ -226,3 +261,88 @@ def test_a_record_noemafed_cannot_read_is_no_crash(tmp_path: Path) -> None:
     target = target_with(tmp_path, [{"name": "p", "endpoint": "http://127.0.0.1:1"}])
     put_state(target, **{"noemafed:backoff:p": "{not json", "noemafed:run:p": '{"events_applied_total":"x"}'})
     assert peer_doc(target, 0, "p")["verdict"] == "never_synced"
+
+
+# ---- status --check over several peers, and when the cortex cannot be read ---------------------------------
+
+
+def test_check_names_the_worst_peers_first_and_can_be_limited_to_some(tmp_path: Path) -> None:
+    with CountingPeer() as dead:
+        target = target_with(
+            tmp_path,
+            [
+                {"name": "new", "endpoint": "http://127.0.0.1:1"},
+                {"name": "it's=odd|name", "endpoint": dead.endpoint},
+                {"name": "gone", "endpoint": dead.endpoint},
+            ],
+            interval="1m",
+        )
+        assert sync(target, -7200, "--peer", "gone")[0] == 3
+        assert sync(target, 0, "--peer", "it's=odd|name")[0] == 3
+    perf = "'new_lag'=U 'new_failures'=0 'it''s_odd|name_lag'=U 'it''s_odd|name_failures'=1 'gone_lag'=U 'gone_failures'=1"
+    assert check(target, 1) == (
+        2,
+        "NOEMAFED CRITICAL - gone stale, it's=odd/name deferred; 3 peers: 1 deferred, 1 never_synced, 1 stale"
+        f" | {perf}\n",
+    )
+    assert check(target, 1, "--peer", "new", "--peer", "new") == (
+        0,
+        "NOEMAFED OK - 1 peer: 1 never_synced | 'new_lag'=U 'new_failures'=0\n",
+    )
+    assert check(target, 1, "--peer", "it's=odd|name")[0] == 1
+
+
+def test_check_with_no_peers_is_ok(tmp_path: Path) -> None:
+    target = target_with(tmp_path, [])
+    assert check(target, 0) == (0, "NOEMAFED OK - no peers configured\n")
+
+
+@pytest.mark.parametrize(
+    ("breakage", "summary"),
+    [
+        ("missing", "no cortex at --cortex"),
+        ("bad-manifest", 'federation.mode "mirror" is not valid'),
+        ("no-database", "noema.db does not exist"),
+        ("old-schema", "schema"),
+        ("unknown-peer", 'peer "zz" is not configured in cortex.md (known: a)'),
+        ("bad-test-now", "NOEMAFED_TEST_NOW='yesterday' is not an RFC3339 time"),
+    ],
+)
+def test_check_says_unknown_with_exit_3_when_the_cortex_cannot_be_read(
+    tmp_path: Path, breakage: str, summary: str
+) -> None:
+    target = target_with(tmp_path, [{"name": "a", "endpoint": "http://127.0.0.1:1"}])
+    args, env = ["--cortex", str(target), "status", "--check"], {"NOEMAFED_TEST_NOW": at(0)}
+    if breakage == "missing":
+        args[1] = str(tmp_path / "missing")
+    elif breakage == "bad-manifest":
+        text = (target / "cortex.md").read_text()
+        (target / "cortex.md").write_text(text.replace("federation:\n", "federation:\n    mode: mirror\n"))
+    elif breakage == "no-database":
+        (target / "db" / "noema.db").unlink()
+    elif breakage == "old-schema":
+        conn = sqlite3.connect(target / "db" / "noema.db")
+        conn.execute("DELETE FROM schema_migrations WHERE version >= 19")
+        conn.commit()
+        conn.close()
+    elif breakage == "unknown-peer":
+        args += ["--peer", "zz"]
+    elif breakage == "bad-test-now":
+        env = {"NOEMAFED_TEST_NOW": "yesterday"}
+    result = run_cli(args, env=env)
+    assert (result.exit_code, result.stderr) == (3, "")
+    assert result.stdout.startswith("NOEMAFED UNKNOWN - ")
+    assert summary in result.stdout
+    assert "internal error" not in result.stdout  # named as the error it is, not as a bug
+    assert result.stdout.count("\n") == 1
+    assert "|" not in result.stdout
+
+
+def test_check_says_unknown_for_a_bug_too(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def boom(*_: object) -> None:
+        raise ValueError("boom")
+
+    monkeypatch.setattr("noemafed.commands.status.status", boom)
+    target = target_with(tmp_path, [{"name": "a", "endpoint": "http://127.0.0.1:1"}])
+    result = run_cli(["--cortex", str(target), "status", "--check"])
+    assert (result.exit_code, result.stdout) == (3, "NOEMAFED UNKNOWN - internal error: ValueError: boom\n")

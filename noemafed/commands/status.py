@@ -12,11 +12,22 @@ from noemafed.cortex.access import AccessKey, load_access_key
 from noemafed.cortex.manifest import PeerConfig, check_ready_for_federation, read_manifest
 from noemafed.cortex.open import open_cortex
 from noemafed.cortex.state import RankEntry
-from noemafed.errors import AccessKeyError, NoemafedError
+from noemafed.errors import AccessKeyError, CommandError, NoemafedError
 from noemafed.federation.classify import health_hint
-from noemafed.federation.verdict import DEFAULT_MAX_AGE_SECONDS, Judgement, PeerRecords, judge
-from noemafed.reports import PeerStatus, StatusReport
+from noemafed.federation.verdict import (
+    DEFAULT_MAX_AGE_SECONDS,
+    SEVERITY,
+    WORSE,
+    CheckState,
+    Judgement,
+    PeerRecords,
+    Verdict,
+    judge,
+    worst,
+)
+from noemafed.reports import CheckReport, PeerStatus, StatusReport
 from noemafed.text.clock import REAL_CLOCK, Clock
+from noemafed.text.gotext import go_quote
 
 
 def _judgement(
@@ -84,3 +95,34 @@ def status(
         )
     finally:
         cortex.close()
+
+
+UNKNOWN_PEER = "peer {name} is not configured in cortex.md (known: {known})"
+UNREADABLE = "unreadable"  # a peer whose records could not be read
+
+
+def check(report: StatusReport, names: tuple[str, ...]) -> CheckReport:
+    """`status --check`: the worst state of the chosen peers (all when none are named); an unknown name is
+    refused like every other command refuses it."""
+    by_name = {peer.config.name: peer for peer in report.peers}
+    for name in names:
+        if name not in by_name:
+            known = ", ".join(by_name)
+            raise CommandError(UNKNOWN_PEER.format(name=go_quote(name), known=known))
+    chosen = tuple(by_name[name] for name in dict.fromkeys(names)) if names else report.peers
+    states = [_state(peer) for peer in chosen]
+    problems = sorted(
+        (peer for peer, peer_state in zip(chosen, states, strict=True) if peer_state is not CheckState.OK),
+        key=lambda peer: -WORSE.index(_state(peer)),  # sorted() is stable: manifest order within a state
+    )
+    verdicts = [UNREADABLE if peer.judgement is None else str(peer.judgement.verdict) for peer in chosen]
+    counts = tuple(
+        (verdict, verdicts.count(verdict))
+        for verdict in (*(str(v) for v in Verdict), UNREADABLE)
+        if verdict in verdicts
+    )
+    return CheckReport(worst(states), chosen, tuple(problems), counts)
+
+
+def _state(peer: PeerStatus) -> CheckState:
+    return CheckState.UNKNOWN if peer.judgement is None else SEVERITY[peer.judgement.verdict]

@@ -57,6 +57,15 @@ SEVERITY: dict[Verdict, CheckState] = {
 }
 
 
+# How states combine over peers: the worst wins, and a CRITICAL peer outweighs one whose state is UNKNOWN.
+WORSE = (CheckState.OK, CheckState.WARNING, CheckState.UNKNOWN, CheckState.CRITICAL)
+
+
+def worst(states: list[CheckState]) -> CheckState:
+    """The state of a check over several peers (OK for none)."""
+    return max(states, key=WORSE.index, default=CheckState.OK)
+
+
 class Judgement(NamedTuple):
     """A peer's verdict and the figures beside it ("" and None: not known)."""
 
