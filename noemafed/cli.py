@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from noemafed.cortex.manifest import Manifest
     from noemafed.federation.syncer import SyncOptions
     from noemafed.logs import Log
-    from noemafed.reports import RemovePlan, ResetPlan
+    from noemafed.reports import RemovePlan, ResetPlan, StatusReport, SyncReport
     from noemafed.text.clock import Clock
 
     Plan = TypeVar("Plan", ResetPlan, RemovePlan)
@@ -241,6 +241,7 @@ def _duration(ctx: click.Context, param: click.Parameter, value: str | None) -> 
 
 # How long a peer may go without a success before its verdict is `stale` (status, status --check, metrics).
 MAX_AGE_DEFAULT = "1h"
+METRICS_HELP = "Also write Prometheus metrics to PATH, atomically (for node_exporter's textfile collector)."
 
 
 def _complete_from(choices: tuple[str, ...]) -> Callable[[click.Context, click.Parameter, str], list[str]]:
@@ -317,8 +318,18 @@ def init(obj: CliContext, directory: Path, name: str | None) -> None:
     help="Print one monitoring-plugin line (NOEMAFED OK|WARNING|CRITICAL|UNKNOWN) and exit 0, 1, 2 or 3.",
 )
 @click.option("--peer", "peer_names", multiple=True, metavar="NAME", help="With --check: only these peers.")
+@click.option(
+    "--metrics-file", type=click.Path(dir_okay=False, path_type=Path), metavar="PATH", help=METRICS_HELP
+)
 @click.pass_obj
-def status(obj: CliContext, as_json: bool, max_age: float, check: bool, peer_names: tuple[str, ...]) -> None:
+def status(
+    obj: CliContext,
+    as_json: bool,
+    max_age: float,
+    check: bool,
+    peer_names: tuple[str, ...],
+    metrics_file: Path | None,
+) -> None:
     """Show access mode, peers, cursors, health, the vector clock and a verdict per peer.
 
     With --check, print one line for Nagios or Icinga instead: OK (exit 0), WARNING (1: a peer failing,
@@ -333,16 +344,29 @@ def status(obj: CliContext, as_json: bool, max_age: float, check: bool, peer_nam
     if check:
         if as_json:
             raise click.UsageError("--check and --json exclude each other")
-        _status_check(obj, max_age, peer_names)
+        _status_check(obj, max_age, peer_names, metrics_file)
     if peer_names:
         raise click.UsageError("--peer needs --check")
     if as_json:
         obj.json_schema = reports.STATUS_SCHEMA_VERSION
     report = status(obj.cortex_dir(), obj.env.environ, max_age, obj.clock())
+    if metrics_file is not None:
+        _write_metrics(metrics_file, report, None)
     obj.emit(render.json(report) if as_json else render.human(report))
 
 
-def _status_check(obj: CliContext, max_age: float, names: tuple[str, ...]) -> NoReturn:
+def _write_metrics(path: Path, status: StatusReport, run: SyncReport | None) -> None:
+    """The metrics file of a status (the last run as it recorded itself) or of the run that just ended."""
+    from noemafed import render
+    from noemafed.commands import metrics
+
+    report = metrics.from_status(status) if run is None else metrics.after_sync(status, run)
+    metrics.write_file(path, render.metrics(report))
+
+
+def _status_check(
+    obj: CliContext, max_age: float, names: tuple[str, ...], metrics_file: Path | None
+) -> NoReturn:
     """The plugin line and its exit code; whatever stops the cortex being read is UNKNOWN, never a traceback."""
     from noemafed import render
     from noemafed.commands.status import check, status
@@ -350,7 +374,10 @@ def _status_check(obj: CliContext, max_age: float, names: tuple[str, ...]) -> No
     from noemafed.reports import CheckReport
 
     try:
-        report = check(status(obj.cortex_dir(), obj.env.environ, max_age, obj.clock()), names)
+        status_report = status(obj.cortex_dir(), obj.env.environ, max_age, obj.clock())
+        report = check(status_report, names)
+        if metrics_file is not None:
+            _write_metrics(metrics_file, status_report, None)
     except NoemafedError as exc:
         report = CheckReport(CheckState.UNKNOWN, error=exc.message)
     except (OSError, sqlite3.Error) as exc:
@@ -774,6 +801,17 @@ def completion(obj: CliContext, shell: str) -> None:
 @click.option(
     "--ignore-backoff", is_flag=True, help="With --once: contact every chosen peer now and clear its backoff."
 )
+@click.option(
+    "--metrics-file", type=click.Path(dir_okay=False, path_type=Path), metavar="PATH", help=METRICS_HELP
+)
+@click.option(
+    "--max-age",
+    callback=_duration,
+    metavar="DURATION",
+    default=MAX_AGE_DEFAULT,
+    show_default=True,
+    help="With --metrics-file: a peer without a success for longer than this is `stale`.",
+)
 @click.pass_obj
 def sync(
     obj: CliContext,
@@ -790,6 +828,8 @@ def sync(
     use_proxy_env: bool,
     max_backoff: float,
     ignore_backoff: bool,
+    metrics_file: Path | None,
+    max_age: float,
 ) -> None:
     """Pull and replay peers' events: once for cron, or as a foreground daemon for systemd.
 
@@ -826,8 +866,10 @@ def sync(
         max_backoff=max_backoff,
     )
     if not once:
-        if as_json or peer_names or max_events or ignore_backoff:
-            raise click.UsageError("--json, --peer, --max-events and --ignore-backoff need --once")
+        if as_json or peer_names or max_events or ignore_backoff or metrics_file:
+            raise click.UsageError(
+                "--json, --peer, --max-events, --ignore-backoff and --metrics-file need --once"
+            )
         _run_daemon(obj, cortex_dir, manifest, options, wait_seconds)
         return
     from noemafed.commands.sync import SyncRun, sync_once
@@ -835,6 +877,10 @@ def sync(
     log = obj.log(progress=obj.env.stderr_isatty)
     run = SyncRun(cortex_dir, manifest, options, obj.env.environ, log, wait_seconds, obj.clock())
     report = sync_once(run, peer_names, ignore_backoff)
+    if metrics_file is not None:
+        from noemafed.commands.status import status
+
+        _write_metrics(metrics_file, status(cortex_dir, obj.env.environ, max_age, run.clock), report)
     # Under cron (no terminal) or --quiet, a clean run prints nothing: cron mails only what went wrong. It then
     # never loads the renderer either (start-up time: docs/performance.md).
     if as_json:

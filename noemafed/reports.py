@@ -10,7 +10,7 @@ from noemafed.errors import ExitCode, NoemafedError
 if TYPE_CHECKING:  # value types only; importing them for real would load sync's modules for every command
     from noemafed.cortex.access import AccessKey
     from noemafed.cortex.manifest import FederationConfig, PeerConfig
-    from noemafed.cortex.state import PeerState, RankEntry
+    from noemafed.cortex.state import LastSync, PeerState, RankEntry
     from noemafed.cortex.vclock import VClock
     from noemafed.federation.schedule import DeferredPeer
     from noemafed.federation.syncer import PollResult
@@ -60,10 +60,19 @@ class StatusReport(NamedTuple):
     peers: tuple[PeerStatus, ...]
     vclock: VClock
     max_age: float = 3600.0  # seconds without a success before a peer is `stale`
+    last_sync: LastSync | None = None  # the last `sync --once` run, as it recorded itself
 
     @property
     def configured(self) -> bool:
         return self.federation is not None and bool(self.federation.peers)
+
+
+class MetricsReport(NamedTuple):
+    """What a metrics file says: every peer as status judged it, and the sync run it follows (None: none
+    recorded)."""
+
+    status: StatusReport
+    last_sync: LastSync | None
 
 
 class CheckReport(NamedTuple):

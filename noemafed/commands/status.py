@@ -56,6 +56,13 @@ def _peer_status(conn: sqlite3.Connection, peer: PeerConfig, now: float, max_age
     return PeerStatus(peer, peer_state, rank, health_hint(error.reason) if error else None, judgement)
 
 
+def _last_sync(conn: sqlite3.Connection) -> state.LastSync | None:
+    try:
+        return state.get_last_sync(conn)
+    except NoemafedError:
+        return None
+
+
 def status(
     cortex_dir: Path,
     environ: Mapping[str, str],
@@ -92,6 +99,7 @@ def status(
             peers=tuple(_peer_status(cortex.conn, peer, now, max_age) for peer in manifest.peers),
             vclock=state.get_clock(cortex.conn),
             max_age=max_age,
+            last_sync=_last_sync(cortex.conn),
         )
     finally:
         cortex.close()
