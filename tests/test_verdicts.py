@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import time
 from pathlib import Path
 from typing import Any
 
@@ -69,12 +70,14 @@ def test_never_synced(tmp_path: Path) -> None:
 
 def test_ok_then_stale_when_no_success_for_longer_than_max_age(tmp_path: Path) -> None:
     src = source(tmp_path, count=3)
+    # The fake clock starts just after the source minted its events, so the lag is a real figure.
+    o = int(time.time() - T0) + 5
     with StdlibPeer(src) as live:
         target = target_with(tmp_path, [{"name": "live", "endpoint": live.endpoint}])
-        code, doc = sync(target, 0)
+        code, doc = sync(target, o)
     assert code == 0
     applied = doc["peers"][0]["events_applied"]
-    peer = peer_doc(target, 60, "live")
+    peer = peer_doc(target, o + 60, "live")
     assert figures(peer) == {
         "verdict": "ok",
         "consecutive_failures": 0,
@@ -82,24 +85,24 @@ def test_ok_then_stale_when_no_success_for_longer_than_max_age(tmp_path: Path) -
         "next_attempt_at": None,
         "caught_up": True,
     }
-    cursor = peer["last_event"]
-    assert peer["lag_seconds"] == int(T0 + 60 - ulid_seconds(cursor))
+    minted = ulid_seconds(peer["last_event"])
+    assert peer["lag_seconds"] == int(T0 + o + 60 - minted) >= 60
     assert peer["events_applied_total"] == applied
     # No failure at all, but no success either for longer than --max-age (cron stopped): stale.
-    assert peer_doc(target, 3600, "live")["verdict"] == "ok"
-    assert peer_doc(target, 3601, "live")["verdict"] == "stale"
-    minted = ulid_seconds(cursor)
-    assert check(target, 60) == (
+    assert peer_doc(target, o + 3600, "live")["verdict"] == "ok"
+    assert peer_doc(target, o + 3601, "live")["verdict"] == "stale"
+    assert check(target, o + 60) == (
         0,
-        f"NOEMAFED OK - 1 peer: 1 ok | 'live_lag'={int(T0 + 60 - minted)}s 'live_failures'=0\n",
+        f"NOEMAFED OK - 1 peer: 1 ok | 'live_lag'={int(T0 + o + 60 - minted)}s 'live_failures'=0\n",
     )
-    assert check(target, 3601) == (
+    assert check(target, o + 3601) == (
         2,
-        f"NOEMAFED CRITICAL - live stale; 1 peer: 1 stale | 'live_lag'={int(T0 + 3601 - minted)}s 'live_failures'=0\n",
+        f"NOEMAFED CRITICAL - live stale; 1 peer: 1 stale | 'live_lag'={int(T0 + o + 3601 - minted)}s"
+        " 'live_failures'=0\n",
     )
-    assert check(target, 3601, "--max-age", "2h")[0] == 0
-    assert peer_doc(target, 3601, "live", "--max-age", "2h")["verdict"] == "ok"
-    assert status_json(target, 0, "--max-age", "2h")["max_age_seconds"] == 7200
+    assert check(target, o + 3601, "--max-age", "2h")[0] == 0
+    assert peer_doc(target, o + 3601, "live", "--max-age", "2h")["verdict"] == "ok"
+    assert status_json(target, o, "--max-age", "2h")["max_age_seconds"] == 7200
 
 
 def test_behind_when_the_last_run_stopped_with_more_to_pull(tmp_path: Path) -> None:
