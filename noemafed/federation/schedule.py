@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import random
 import sqlite3
 import threading
 from collections.abc import Callable, Sequence
@@ -46,10 +45,15 @@ def backoff_delay(
     failures: int,
     interval: float,
     max_backoff: float,
-    uniform: Callable[[float, float], float] = random.uniform,
+    uniform: Callable[[float, float], float] | None = None,
 ) -> float:
     """The wait after the `failures`-th failure in a row: the interval doubled once per failure (the first
-    already waits 2x, as noema's daemon does), times a jitter factor in [0.8, 1.2], never over `max_backoff`."""
+    already waits 2x, as noema's daemon does), times a jitter factor in [0.8, 1.2] (`uniform`, random's by
+    default), never over `max_backoff`."""
+    if uniform is None:
+        import random  # noqa: PLC0415 (only a failure needs it: a caught-up run never loads random)
+
+        uniform = random.uniform  # jitter, not a secret
     base = max(interval, MIN_BACKOFF_BASE_SECONDS) * 2.0 ** min(failures, 64)
     return min(base * uniform(1 - JITTER, 1 + JITTER), max_backoff)
 
