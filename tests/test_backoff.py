@@ -313,3 +313,18 @@ def test_a_failure_that_needs_an_operator_is_recorded_but_retried_on_the_next_ru
         code, doc = sync(target, 1)
         assert code == 0, doc
         assert streak(target, "p") is None
+
+
+def test_a_deferred_peer_has_its_own_line_and_a_clean_cron_run_prints_nothing(tmp_path: Path) -> None:
+    with CountingPeer() as dead:
+        target = _failing_twice(tmp_path, dead)
+        recorded = streak(target, "dead")
+        args, env = ["--cortex", str(target), "sync", "--once"], {"NOEMAFED_TEST_NOW": at(3)}
+        on_a_terminal = run_cli(args, env=env, tty=("stdout",))
+        under_cron = run_cli(args, env=env)
+    assert (on_a_terminal.exit_code, on_a_terminal.stdout) == (
+        0,
+        f"dead: deferred, not contacted until {recorded['next_attempt_at']} (1 consecutive failures since {at(0)})\n",
+    )
+    assert (under_cron.exit_code, under_cron.stdout, under_cron.stderr) == (0, "", "")
+    assert dead.count() == 1
