@@ -892,10 +892,33 @@ def defer_every_peer(cortex_dir: Path, names: list[str]) -> None:
         conn.close()
 
 
+def two_sync_targets(
+    pyz: Pyz, root: Path, traces: int, stack: contextlib.ExitStack
+) -> tuple[Path, Path, dict[str, str]]:
+    """A caught-up target and a deferring one (every peer in backoff for a day), against the same 3 live peers."""
+    from seed import seed
+
+    endpoints = {}
+    for index, name in enumerate(("alpha", "beta", "gamma")):
+        init_cortex(root / name, name)
+        cortex = open_cortex(root / name)
+        try:
+            seed(cortex, traces, rng_seed=index, label=name)
+        finally:
+            cortex.close()
+        endpoints[name] = stack.enter_context(pyz.serve(root / name, name)).endpoint
+    caught_up, deferring = root / "caught-up", root / "deferring"
+    for target in (caught_up, deferring):
+        init_cortex(target, target.name)
+        add_peers(target, endpoints)
+        pyz.run("--cortex", str(target), "sync", "--once", timeout=120)
+    defer_every_peer(deferring, list(endpoints))
+    return caught_up, deferring, endpoints
+
+
 def status_command(args: argparse.Namespace) -> int:
     """`status --json` and `status --check` on a cortex of N events and 20 judged peers, beside the start-up
     floor; then `sync --once` that defers every peer beside one against the same peers caught up."""
-    from seed import seed
 
     print(f"machine: {machine()}")
     with tempfile.TemporaryDirectory(prefix="noemafed-bench-") as tmp, contextlib.ExitStack() as stack:
@@ -915,23 +938,7 @@ def status_command(args: argparse.Namespace) -> int:
         print(f"cortex: {args.events} events (built in {built['seconds']:.0f} s), {STATUS_PEERS} peers")
         print(f"status --check (exit {check.returncode}): {check.stdout.strip()[:150]}...")
 
-        # A caught-up target and a deferring one, against the same 3 live peers.
-        endpoints = {}
-        for index, name in enumerate(("alpha", "beta", "gamma")):
-            init_cortex(root / name, name)
-            cortex = open_cortex(root / name)
-            try:
-                seed(cortex, args.traces, rng_seed=index, label=name)
-            finally:
-                cortex.close()
-            endpoints[name] = stack.enter_context(pyz.serve(root / name, name)).endpoint
-        caught_up, deferring = root / "caught-up", root / "deferring"
-        for target in (caught_up, deferring):
-            init_cortex(target, target.name)
-            add_peers(target, endpoints)
-            pyz.run("--cortex", str(target), "sync", "--once", timeout=120)
-        defer_every_peer(deferring, list(endpoints))
-
+        caught_up, deferring, endpoints = two_sync_targets(pyz, root, args.traces, stack)
         series: dict[str, list[str]] = {
             "floor": [python, "-c", FLOOR_CODE],
             "json": pyz.argv("--cortex", str(big), "status", "--json"),
@@ -939,17 +946,33 @@ def status_command(args: argparse.Namespace) -> int:
             "caught-up": pyz.argv("--cortex", str(caught_up), "sync", "--once"),
             "deferred": pyz.argv("--cortex", str(deferring), "sync", "--once"),
         }
+        envs = dict.fromkeys(series, pyz.env)
+        for number, other_path in enumerate(args.compare):
+            # Another build's `status --json` on the same cortex (it ignores records it does not know).
+            other = Pyz(other_path, root / f"compare-{number}", bytecode=not args.no_bytecode, python=python)
+            series[f"compare-{number}"] = other.argv("--cortex", str(big), "status", "--json")
+            envs[f"compare-{number}"] = other.env
+
+        cpu: dict[str, list[float]] = {name: [] for name in series}
 
         def run_once(name: str, argv: list[str]) -> float:
+            """Wall seconds; the CPU seconds (user + system) of the child go to `cpu`: on a machine shared
+            with other work, they hardly move while wall time follows the load."""
+            before = resource.getrusage(resource.RUSAGE_CHILDREN)
             start = time.perf_counter()
-            done = subprocess.run(argv, capture_output=True, text=True, env=pyz.env, timeout=60, check=False)
+            done = subprocess.run(
+                argv, capture_output=True, text=True, env=envs[name], timeout=60, check=False
+            )
             seconds = time.perf_counter() - start
+            after = resource.getrusage(resource.RUSAGE_CHILDREN)
+            cpu[name].append(after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime)
             if done.returncode not in ((0, 1, 2) if name == "check" else (0,)):
                 raise RuntimeError(f"{argv} exited {done.returncode}: {done.stdout}{done.stderr}")
             return seconds
 
         for name, argv in series.items():  # warm the page cache; not counted
             run_once(name, argv)
+            cpu[name].clear()
         samples: dict[str, list[float]] = {name: [] for name in series}
         for _ in range(args.repeat):
             for name, argv in series.items():
@@ -959,7 +982,8 @@ def status_command(args: argparse.Namespace) -> int:
         if deferred_doc["peers"] or len(deferred_doc["deferred"]) != len(endpoints):
             raise RuntimeError(f"the deferring target contacted a peer: {deferred_doc}")
     median = {name: statistics.median(values) for name, values in samples.items()}
-    print(f"runs : {args.repeat}, interleaved; medians (min-max)")
+    cpu_median = {name: statistics.median(values) for name, values in cpu.items()}
+    print(f"runs : {args.repeat}, interleaved; medians (min-max) of wall time, then the median CPU time")
     labels = [
         (f"floor: python -c '{FLOOR_CODE}'", "floor"),
         (f"status --json, {STATUS_PEERS} peers", "json"),
@@ -967,19 +991,22 @@ def status_command(args: argparse.Namespace) -> int:
         ("sync --once, 3 caught-up peers", "caught-up"),
         ("sync --once, 3 deferred peers", "deferred"),
     ]
+    labels += [
+        (f"{path.name} status --json (--compare)", f"compare-{n}") for n, path in enumerate(args.compare)
+    ]
     for label, key in labels:
         values = samples[key]
         print(
             f"{label:46s} {median[key] * 1000:7.0f} ms  ({min(values) * 1000:.0f}-{max(values) * 1000:.0f})"
-            f"  {median[key] / median['floor']:.2f}x floor"
+            f"  {median[key] / median['floor']:.2f}x floor;  CPU {cpu_median[key] * 1000:5.0f} ms"
+            f"  {cpu_median[key] / cpu_median['floor']:.2f}x floor"
         )
-    print(
-        f"ratio: status --json {median['json'] / median['floor']:.2f}, "
-        f"status --check {median['check'] / median['floor']:.2f} (/ floor; target <= 1.30)"
-    )
-    print(
-        f"ratio: deferred / caught-up sync --once {median['deferred'] / median['caught-up']:.2f} (target <= 1.00)"
-    )
+    for what, table in (("wall", median), ("CPU", cpu_median)):
+        print(
+            f"ratio ({what}): status --json {table['json'] / table['floor']:.2f}, status --check "
+            f"{table['check'] / table['floor']:.2f} (/ floor; target <= 1.30); deferred / caught-up sync --once "
+            f"{table['deferred'] / table['caught-up']:.2f} (target <= 1.00)"
+        )
     return 0
 
 
@@ -1462,6 +1489,14 @@ def add_status_parser(sub: Any) -> None:
     status.add_argument("--events", type=int, default=100_000)
     status.add_argument("--repeat", type=int, default=20)
     status.add_argument("--traces", type=int, default=20, help="seeded traces per live peer")
+    status.add_argument(
+        "--compare",
+        type=Path,
+        nargs="*",
+        default=[],
+        metavar="PYZ",
+        help="other builds' status --json beside",
+    )
     add_pyz_options(status)
 
 
