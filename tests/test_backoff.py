@@ -328,3 +328,33 @@ def test_a_deferred_peer_has_its_own_line_and_a_clean_cron_run_prints_nothing(tm
     )
     assert (under_cron.exit_code, under_cron.stdout, under_cron.stderr) == (0, "", "")
     assert dead.count() == 1
+
+
+def test_a_poll_the_runs_deadline_cut_short_after_progress_is_behind_and_ends_the_streak(
+    tmp_path: Path,
+) -> None:
+    """Health counts it as a failure (noema's record, exit 3), but the peer answered and gave events: its
+    backoff must not grow, or a backlog pulled in --max-duration slices would be pulled ever more rarely."""
+    from noemafed.cortex.open import Cortex, open_database
+    from noemafed.federation.syncer import PeerPoller, PollResult
+
+    target = target_with(tmp_path, [{"name": "p", "endpoint": "http://127.0.0.1:1"}])
+    manifest = read_manifest(target)
+    ctx = SyncContext(target, manifest, AccessKey(), SyncOptions(), SILENT, Clock(T0))
+    poller = PeerPoller(Cortex(target, manifest, open_database(target)), manifest.peers[0], ctx)
+    delay = schedule.once_delay(ctx)
+    try:
+        failed = PollResult("p", "http://127.0.0.1:1", ok=False, exit_code=3)
+        schedule.record_outcome(poller, failed, T0, delay)
+        assert streak(target, "p")["failures"] == 1
+        cut_short = failed._replace(out_of_time=True, events_applied=250)
+        schedule.record_outcome(poller, cut_short, T0 + 1, delay)
+        assert streak(target, "p") is None
+        run = json.loads(state_rows(target)["noemafed:run:p"])
+        assert (run["outcome"], run["events_applied_total"], run["progressed_at"]) == ("behind", 250, at(1))
+        # Out of time before anything was applied: a failure like any other.
+        schedule.record_outcome(poller, failed._replace(out_of_time=True), T0 + 2, delay)
+        assert streak(target, "p")["failures"] == 1
+        assert json.loads(state_rows(target)["noemafed:run:p"])["outcome"] == "failed"
+    finally:
+        poller.cortex.close()

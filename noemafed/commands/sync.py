@@ -21,7 +21,7 @@ from noemafed.federation.schedule import plan_once, poll_once, run_daemon
 from noemafed.federation.syncer import SyncContext, SyncOptions
 from noemafed.logs import Log
 from noemafed.reports import SyncReport
-from noemafed.text.clock import Clock
+from noemafed.text.clock import REAL_CLOCK, Clock
 from noemafed.text.gotext import go_quote
 
 LAST_SYNC_FAILED_LOG = "[federation] could not record the run: {err}"
@@ -57,7 +57,7 @@ class SyncRun(NamedTuple):
     environ: Mapping[str, str]
     log: Log
     wait_seconds: float = 0.0  # how long to wait for another sync's lock
-    clock: Clock = Clock()  # NOEMAFED_TEST_NOW's fixed time, else the real one
+    clock: Clock = REAL_CLOCK  # NOEMAFED_TEST_NOW's fixed time, else the real one
 
 
 @contextmanager

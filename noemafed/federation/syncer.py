@@ -31,7 +31,7 @@ from noemafed.mcp.client import (
     ToolRefusal,
     WireError,
 )
-from noemafed.text.clock import Clock
+from noemafed.text.clock import REAL_CLOCK, Clock
 from noemafed.text.gotext import go_quote
 from noemafed.text.sanitize import one_line, short
 
@@ -102,7 +102,7 @@ class SyncContext(NamedTuple):
     access: AccessKey
     options: SyncOptions
     log: Log
-    clock: Clock = Clock()  # what time it is for the times a poll records (the test hook may fix it)
+    clock: Clock = REAL_CLOCK  # what time it is for the times a poll records (the test hook may fix it)
 
 
 class SyncOptions(NamedTuple):
