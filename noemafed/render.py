@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json as _json
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from noemafed import reports
@@ -30,7 +31,7 @@ from noemafed.reports import (
     SyncReport,
     VersionReport,
 )
-from noemafed.text.clock import parse_rfc3339
+from noemafed.text.clock import parse_rfc3339, ulid_seconds
 from noemafed.text.durations import format_go_duration
 from noemafed.text.endpoints import redact
 from noemafed.text.gotext import format_rfc3339, go_quote
@@ -193,11 +194,10 @@ def _verdict_line(peer: PeerStatus) -> str:
 
 def _ulid_time(value: str) -> str | None:
     """The RFC3339 time encoded in a ULID cursor, or None when it is not a ULID."""
-    from ulid import ULID  # noqa: PLC0415 (lazy: --version and the other texts need no ULID parser)
-
+    seconds = ulid_seconds(value)
     try:
-        return format_rfc3339(ULID.from_str(value).datetime)
-    except ValueError:
+        return None if seconds is None else format_rfc3339(datetime.fromtimestamp(seconds, UTC))
+    except (ValueError, OverflowError):  # a ULID dated past the year 9999
         return None
 
 
