@@ -29,7 +29,8 @@ if TYPE_CHECKING:
     from noemafed.cortex.manifest import Manifest
     from noemafed.federation.syncer import SyncOptions
     from noemafed.logs import Log
-    from noemafed.reports import RemovePlan, ResetPlan, SyncReport
+    from noemafed.reports import RemovePlan, ResetPlan, StatusReport, SyncReport
+    from noemafed.text.clock import Clock
 
     Plan = TypeVar("Plan", ResetPlan, RemovePlan)
 
@@ -148,6 +149,15 @@ class CliContext:
 
         return Log(sink)
 
+    def clock(self) -> Clock:
+        """The real clock, or the fixed "now" of the NOEMAFED_TEST_NOW test hook (docs/testing.md)."""
+        from noemafed.text.clock import clock_from
+
+        try:
+            return clock_from(self.env.environ)
+        except ValueError as exc:
+            raise ArgumentError(str(exc), "unset it: it is a test hook") from None
+
     def fail(self, exc: NoemafedError) -> NoReturn:
         """The single place an error is shown: on stderr, and as a JSON document too for a --json command."""
         click.echo(f"Error: {exc.message}", file=self.env.stderr)
@@ -228,6 +238,23 @@ def _complete_peers(ctx: click.Context, param: click.Parameter, incomplete: str)
     return [name for name in names if name.startswith(incomplete)]
 
 
+def _duration(ctx: click.Context, param: click.Parameter, value: str | None) -> float | None:
+    """A Go duration (90s, 5m, 1h30m) as seconds; it must be positive."""
+    if value is None:
+        return None
+    from noemafed.text.durations import parse_go_duration
+
+    seconds = parse_go_duration(value)
+    if seconds is None or seconds <= 0:
+        raise click.BadParameter(f"{value!r} is not a positive duration such as 90s, 30m or 1h")
+    return seconds
+
+
+# How long a peer may go without a success before its verdict is `stale` (status, status --check, metrics).
+MAX_AGE_DEFAULT = "1h"
+METRICS_HELP = "Also write Prometheus metrics to PATH, atomically (for node_exporter's textfile collector)."
+
+
 def _complete_from(choices: tuple[str, ...]) -> Callable[[click.Context, click.Parameter, str], list[str]]:
     def complete(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[str]:
         return [choice for choice in choices if choice.startswith(incomplete)]
@@ -288,19 +315,88 @@ def init(obj: CliContext, directory: Path, name: str | None) -> None:
 
 @cli.command()
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document (docs/status.schema.json).")
+@click.option(
+    "--max-age",
+    callback=_duration,
+    metavar="DURATION",
+    default=MAX_AGE_DEFAULT,
+    show_default=True,
+    help="A peer without a success for longer than this is `stale`.",
+)
+@click.option(
+    "--check",
+    is_flag=True,
+    help="Print one monitoring-plugin line (NOEMAFED OK|WARNING|CRITICAL|UNKNOWN) and exit 0, 1, 2 or 3.",
+)
+@click.option("--peer", "peer_names", multiple=True, metavar="NAME", help="With --check: only these peers.")
+@click.option(
+    "--metrics-file", type=click.Path(dir_okay=False, path_type=Path), metavar="PATH", help=METRICS_HELP
+)
 @click.pass_obj
-def status(obj: CliContext, as_json: bool) -> None:
-    """Show access mode, peers, cursors, health and the vector clock.
+def status(
+    obj: CliContext,
+    as_json: bool,
+    max_age: float,
+    check: bool,
+    peer_names: tuple[str, ...],
+    metrics_file: Path | None,
+) -> None:
+    """Show access mode, peers, cursors, health, the vector clock and a verdict per peer.
 
-    Example: noemafed status --json | jq '.peers[].health'
+    With --check, print one line for Nagios or Icinga instead: OK (exit 0), WARNING (1: a peer failing,
+    deferred or behind), CRITICAL (2: a peer that needs an operator or is stale), UNKNOWN (3: the cortex
+    cannot be read). docs/operations.md has the details.
+
+    Example: noemafed status --json | jq '.peers[] | {name, verdict, lag_seconds}'
     """
     from noemafed import render, reports
     from noemafed.commands.status import status
 
+    if check:
+        if as_json:
+            raise click.UsageError("--check and --json exclude each other")
+        _status_check(obj, max_age, peer_names, metrics_file)
+    if peer_names:
+        raise click.UsageError("--peer needs --check")
     if as_json:
         obj.json_schema = reports.STATUS_SCHEMA_VERSION
-    report = status(obj.cortex_dir(), obj.env.environ)
+    report = status(obj.cortex_dir(), obj.env.environ, max_age, obj.clock())
+    if metrics_file is not None:
+        _write_metrics(metrics_file, report, None)
     obj.emit(render.json(report) if as_json else render.human(report))
+
+
+def _write_metrics(path: Path, status: StatusReport, run: SyncReport | None) -> None:
+    """The metrics file of a status (the last run as it recorded itself) or of the run that just ended."""
+    from noemafed import render
+    from noemafed.commands import metrics
+
+    report = metrics.from_status(status) if run is None else metrics.after_sync(status, run)
+    metrics.write_file(path, render.metrics(report))
+
+
+def _status_check(
+    obj: CliContext, max_age: float, names: tuple[str, ...], metrics_file: Path | None
+) -> NoReturn:
+    """The plugin line and its exit code; whatever stops the cortex being read is UNKNOWN, never a traceback."""
+    from noemafed import render
+    from noemafed.commands.status import check, status
+    from noemafed.federation.verdict import CheckState
+    from noemafed.reports import CheckReport
+
+    try:
+        status_report = status(obj.cortex_dir(), obj.env.environ, max_age, obj.clock())
+        report = check(status_report, names)
+        if metrics_file is not None:
+            _write_metrics(metrics_file, status_report, None)
+    except NoemafedError as exc:
+        report = CheckReport(CheckState.UNKNOWN, error=exc.message)
+    except (OSError, sqlite3.Error) as exc:
+        report = CheckReport(CheckState.UNKNOWN, error=host_error(exc).message)
+    except Exception as exc:  # a bug: still the plugin's line, so the monitoring shows it
+        report = CheckReport(CheckState.UNKNOWN, error=InternalError(exc).message)
+    obj.emit(render.check_line(report))
+    sys.exit(int(report.state))
 
 
 @cli.command()
@@ -436,6 +532,20 @@ def reset_peer(obj: CliContext, names: tuple[str, ...], yes: bool) -> None:
 
     confirm = _confirmation(obj, yes, "reset-peer", "reset")
     obj.emit(render.human(reset_peers(obj.cortex_dir(), names, confirm)))
+
+
+@cli.command("retry-now")
+@click.argument("names", nargs=-1, required=True, shell_complete=_complete_peers)
+@click.pass_obj
+def retry_now(obj: CliContext, names: tuple[str, ...]) -> None:
+    """End peers' backoff: the next `sync --once` contacts them at once (their health stays as it is).
+
+    Example: noemafed retry-now laptop
+    """
+    from noemafed import render
+    from noemafed.commands.retry import retry_now
+
+    obj.emit(render.human(retry_now(obj.cortex_dir(), names)))
 
 
 @cli.command("remove-peer")
@@ -753,6 +863,28 @@ def completion(obj: CliContext, shell: str) -> None:
     show_default=True,
     help="Log lines on stderr as noema's text, or as one JSON object per line (time, level, peer, event, reason).",
 )
+@click.option(
+    "--max-backoff",
+    callback=_duration,
+    metavar="DURATION",
+    default="1h",
+    show_default=True,
+    help="With --once: the longest a failing peer is left alone between attempts (Retry-After included).",
+)
+@click.option(
+    "--ignore-backoff", is_flag=True, help="With --once: contact every chosen peer now and clear its backoff."
+)
+@click.option(
+    "--metrics-file", type=click.Path(dir_okay=False, path_type=Path), metavar="PATH", help=METRICS_HELP
+)
+@click.option(
+    "--max-age",
+    callback=_duration,
+    metavar="DURATION",
+    default=MAX_AGE_DEFAULT,
+    show_default=True,
+    help="With --metrics-file: a peer without a success for longer than this is `stale`.",
+)
 @click.pass_obj
 def sync(
     obj: CliContext,
@@ -768,11 +900,19 @@ def sync(
     verbose: int,
     use_proxy_env: bool,
     log_format: str,
+    max_backoff: float,
+    ignore_backoff: bool,
+    metrics_file: Path | None,
+    max_age: float,
 ) -> None:
     """Pull and replay peers' events: once for cron, or as a foreground daemon for systemd.
 
-    Exit codes: 0 all peers synced, 3 a peer failed but may recover, 4 a peer needs an operator,
-    75 another sync holds the cortex, 78 cortex.md is invalid (docs/exit-codes.md).
+    With --once, a peer that keeps failing is left alone for a while (the manifest's interval, doubled per
+    failure, up to --max-backoff, or what its Retry-After asks): such a peer is reported `deferred`, which
+    is not a failure. `retry-now NAME` or --ignore-backoff ends the wait.
+
+    Exit codes: 0 all peers synced (or deferred), 3 a peer failed but may recover, 4 a peer needs an
+    operator, 75 another sync holds the cortex, 78 cortex.md is invalid (docs/exit-codes.md).
 
     Example: noemafed sync --once --max-duration 300
     """
@@ -798,18 +938,26 @@ def sync(
         use_proxy_env=use_proxy_env,
         max_future_skew=max_future_skew,
         jobs=jobs,
+        max_backoff=max_backoff,
     )
     if not once:
-        if as_json or peer_names or max_events:
-            raise click.UsageError("--json, --peer and --max-events need --once")
+        if as_json or peer_names or max_events or ignore_backoff or metrics_file:
+            raise click.UsageError(
+                "--json, --peer, --max-events, --ignore-backoff and --metrics-file need --once"
+            )
         _run_daemon(obj, cortex_dir, manifest, options, wait_seconds)
         return
     from noemafed.commands.sync import SyncRun, sync_once
 
     log = obj.log(progress=obj.env.stderr_isatty)
-    report = sync_once(SyncRun(cortex_dir, manifest, options, obj.env.environ, log, wait_seconds), peer_names)
+    run = SyncRun(cortex_dir, manifest, options, obj.env.environ, log, wait_seconds, obj.clock())
+    report = sync_once(run, peer_names, ignore_backoff)
     if log_format == "json":
         _log_results(log, report)
+    if metrics_file is not None:
+        from noemafed.commands.status import status
+
+        _write_metrics(metrics_file, status(cortex_dir, obj.env.environ, max_age, run.clock), report)
     # Under cron (no terminal) or --quiet, a clean run prints nothing: cron mails only what went wrong. It then
     # never loads the renderer either (start-up time: docs/performance.md).
     if as_json:
@@ -855,9 +1003,10 @@ def _run_daemon(
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    sync_daemon(
-        SyncRun(cortex_dir, manifest, options, obj.env.environ, obj.log(progress=True), wait_seconds), stop
+    run = SyncRun(
+        cortex_dir, manifest, options, obj.env.environ, obj.log(progress=True), wait_seconds, obj.clock()
     )
+    sync_daemon(run, stop)
 
 
 @cli.command()

@@ -4,16 +4,19 @@
 from __future__ import annotations
 
 import json as _json
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from noemafed import reports
 from noemafed.reports import (
     AddedPeer,
+    CheckReport,
     DoctorReport,
     ErrorReport,
     InitReport,
     KeygenReport,
     KeyReport,
+    MetricsReport,
     ModeChange,
     PeerModeChange,
     PeersReport,
@@ -24,11 +27,14 @@ from noemafed.reports import (
     ResetPlan,
     ResetResult,
     ResetTarget,
+    RetryNowReport,
     SettingChange,
     StatusReport,
     SyncReport,
     VersionReport,
 )
+from noemafed.text.clock import parse_rfc3339, ulid_seconds
+from noemafed.text.durations import format_go_duration
 from noemafed.text.endpoints import redact
 from noemafed.text.gotext import format_rfc3339, go_quote
 
@@ -36,7 +42,9 @@ if TYPE_CHECKING:  # value types only; sync's modules stay unloaded for the othe
     from noemafed.cortex.access import AccessKey
     from noemafed.cortex.state import PeerHealth, RankEntry
     from noemafed.federation.lock import LockHolder
+    from noemafed.federation.schedule import DeferredPeer
     from noemafed.federation.syncer import PollResult
+    from noemafed.federation.verdict import Judgement
 
 Report = (
     InitReport
@@ -56,6 +64,7 @@ Report = (
     | VersionReport
     | KeygenReport
     | DoctorReport
+    | RetryNowReport
 )
 JsonReport = StatusReport | SyncReport | PeersReport | ErrorReport | DoctorReport
 
@@ -181,16 +190,38 @@ def _status_human(report: StatusReport) -> str:
     if report.vclock:
         lines += ["", "Vector Clock:"]
         lines += [f"  {key}: {report.vclock[key]}" for key in sorted(report.vclock)]
+    # noemafed's own section, after every line of noema's layout, so a reader of noema's text is not disturbed.
+    lines += ["", VERDICTS_HEADER.format(max_age=format_go_duration(report.max_age))]
+    lines += [_verdict_line(peer) for peer in report.peers]
     return _lines(lines)
+
+
+VERDICTS_HEADER = "Verdicts (stale after {max_age} without a success):"
+VERDICT_UNKNOWN = "  {name}: (error loading state)"
+
+
+def _verdict_line(peer: PeerStatus) -> str:
+    """`  <name>: <verdict>`, then what stands beside it, each part after "; "."""
+    judged = peer.judgement
+    if judged is None:
+        return VERDICT_UNKNOWN.format(name=peer.config.name)
+    parts = [f"  {peer.config.name}: {judged.verdict}"]
+    if judged.consecutive_failures:
+        since = f" since {judged.failing_since}" if judged.failing_since else ""
+        parts.append(f"{judged.consecutive_failures} consecutive failures{since}")
+    if judged.next_attempt_at:
+        parts.append(f"next attempt {judged.next_attempt_at}")
+    if judged.lag_seconds is not None:
+        parts.append(f"lag {format_go_duration(judged.lag_seconds)}")
+    return "; ".join(parts)
 
 
 def _ulid_time(value: str) -> str | None:
     """The RFC3339 time encoded in a ULID cursor, or None when it is not a ULID."""
-    from ulid import ULID  # noqa: PLC0415 (lazy: --version and the other texts need no ULID parser)
-
+    seconds = ulid_seconds(value)
     try:
-        return format_rfc3339(ULID.from_str(value).datetime)
-    except ValueError:
+        return None if seconds is None else format_rfc3339(datetime.fromtimestamp(seconds, UTC))
+    except (ValueError, OverflowError):  # a ULID dated past the year 9999
         return None
 
 
@@ -240,7 +271,21 @@ def _peer_json(peer: PeerStatus) -> dict[str, Any]:
             "hint": peer.hint,
         }
     )
+    if peer.judgement is not None:
+        doc.update(_judgement_json(peer.judgement))
     return doc
+
+
+def _judgement_json(judged: Judgement) -> dict[str, Any]:
+    return {
+        "verdict": str(judged.verdict),
+        "consecutive_failures": judged.consecutive_failures,
+        "failing_since": judged.failing_since or None,
+        "next_attempt_at": judged.next_attempt_at or None,
+        "caught_up": judged.caught_up,
+        "lag_seconds": judged.lag_seconds,
+        "events_applied_total": judged.events_applied_total,
+    }
 
 
 def _status_json(report: StatusReport) -> str:
@@ -268,10 +313,134 @@ def _status_json(report: StatusReport) -> str:
             "verifier": report.verifier,
         },
         "consolidation_rank": _rank_json(report.local_rank),
+        "max_age_seconds": report.max_age,
         "peers": [_peer_json(peer) for peer in report.peers],
         "vclock": {key: report.vclock[key] for key in sorted(report.vclock)},
     }
     return _dumps(doc)
+
+
+# ---- status --check ------------------------------------------------------------------------------
+
+
+CHECK_LINE = "NOEMAFED {state} - {summary}"
+NO_PEERS_SUMMARY = "no peers configured"
+
+
+def check_line(report: CheckReport) -> str:
+    """The monitoring-plugin line: `NOEMAFED <STATE> - <summary> | <perfdata>` (the monitoring-plugins
+    development guidelines); the exit code is the state's value."""
+    if report.error:
+        return CHECK_LINE.format(state=report.state.name, summary=_plugin_text(report.error)) + "\n"
+    if not report.peers:
+        return CHECK_LINE.format(state=report.state.name, summary=NO_PEERS_SUMMARY) + "\n"
+    problems = ", ".join(
+        f"{peer.config.name} {peer.judgement.verdict if peer.judgement else 'unreadable'}"
+        for peer in report.problems
+    )
+    total = len(report.peers)
+    counts = ", ".join(f"{count} {verdict}" for verdict, count in report.counts)
+    summary = f"{total} peer{'s' if total != 1 else ''}: {counts}"
+    if problems:
+        summary = f"{problems}; {summary}"
+    line = CHECK_LINE.format(state=report.state.name, summary=_plugin_text(summary))
+    return f"{line} | {' '.join(_perfdata(peer) for peer in report.peers)}\n"
+
+
+def _plugin_text(text: str) -> str:
+    """One line without `|`, which would start the perfdata."""
+    return " ".join(text.replace("|", "/").split())
+
+
+def _perfdata(peer: PeerStatus) -> str:
+    """`'<name>_lag'=<seconds>s '<name>_failures'=<n>`; U where the value is not known."""
+    label = peer.config.name.replace("'", "''").replace("=", "_")  # a quote doubled; `=` never in a label
+    judged = peer.judgement
+    lag = "U" if judged is None or judged.lag_seconds is None else f"{judged.lag_seconds}s"
+    failures = "U" if judged is None else str(judged.consecutive_failures)
+    return f"'{label}_lag'={lag} '{label}_failures'={failures}"
+
+
+# ---- --metrics-file -------------------------------------------------------------------------------
+
+# name, type, help; in the order the file lists them (Prometheus text format 0.0.4).
+METRICS: tuple[tuple[str, str, str], ...] = (
+    ("noemafed_build_info", "gauge", "noemafed's version (label version); always 1."),
+    ("noemafed_sync_duration_seconds", "gauge", "How long the last sync --once run took."),
+    (
+        "noemafed_sync_exit_code",
+        "gauge",
+        "The exit code of the last sync --once run (0 ok, 3 transient, 4 operator).",
+    ),
+    ("noemafed_peer_last_success_timestamp_seconds", "gauge", "When the last poll of the peer succeeded."),
+    ("noemafed_peer_consecutive_failures", "gauge", "Failed polls of the peer since its last success."),
+    (
+        "noemafed_peer_lag_seconds",
+        "gauge",
+        "Now minus the time in the id of the newest event applied from the peer.",
+    ),
+    (
+        "noemafed_peer_next_attempt_timestamp_seconds",
+        "gauge",
+        "When sync --once contacts the failing peer again.",
+    ),
+    (
+        "noemafed_peer_events_applied_total",
+        "counter",
+        "Events applied from the peer over all recorded polls.",
+    ),
+    (
+        "noemafed_peer_verdict",
+        "gauge",
+        "The peer's verdict (label verdict): 1 for the current one, 0 for the others.",
+    ),
+)
+
+
+def _label_value(value: str) -> str:
+    """A label value as the text format escapes it: backslash, double quote and newline."""
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def _number(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else repr(float(value))
+
+
+def metrics(report: MetricsReport) -> str:
+    """Prometheus text: HELP and TYPE for every metric, then its samples; a value not known has no sample."""
+    from noemafed.federation.verdict import Verdict  # noqa: PLC0415 (lazy: only metrics list every verdict)
+
+    samples: dict[str, list[str]] = {name: [] for name, _, _ in METRICS}
+
+    def add(name: str, labels: dict[str, str], value: float | None) -> None:
+        if value is None:
+            return
+        text = ",".join(f'{key}="{_label_value(text)}"' for key, text in labels.items())
+        samples[name].append(f"{name}{{{text}}} {_number(value)}" if text else f"{name} {_number(value)}")
+
+    status, last = report.status, report.last_sync
+    add("noemafed_build_info", {"version": status.noemafed_version}, 1)
+    add("noemafed_sync_duration_seconds", {}, round(last.seconds, 3) if last else None)
+    add("noemafed_sync_exit_code", {}, last.exit_code if last else None)
+    for peer in status.peers:
+        judged, labels = peer.judgement, {"peer": peer.config.name}
+        if judged is None:
+            continue  # its records could not be read: no sample says anything false
+        add("noemafed_peer_last_success_timestamp_seconds", labels, parse_rfc3339(judged.last_success or "-"))
+        add("noemafed_peer_consecutive_failures", labels, judged.consecutive_failures)
+        add("noemafed_peer_lag_seconds", labels, judged.lag_seconds)
+        add(
+            "noemafed_peer_next_attempt_timestamp_seconds",
+            labels,
+            parse_rfc3339(judged.next_attempt_at or "-"),
+        )
+        add("noemafed_peer_events_applied_total", labels, judged.events_applied_total)
+        for verdict in Verdict:
+            add("noemafed_peer_verdict", {**labels, "verdict": str(verdict)}, int(verdict is judged.verdict))
+    lines = []
+    for name, kind, text in METRICS:
+        lines += [f"# HELP {name} {text}", f"# TYPE {name} {kind}", *samples[name]]
+    return _lines(lines)
 
 
 # ---- the other federation commands ----------------------------------------------------------------
@@ -429,6 +598,19 @@ def _reset_result(result: ResetResult) -> str:
     return _lines(lines)
 
 
+RETRY_CLEARED = "{name}: backoff cleared; the next `sync --once` contacts it"
+RETRY_NOTHING = "{name}: not in backoff; the next `sync --once` contacts it anyway"
+
+
+def _retry_now(report: RetryNowReport) -> str:
+    return _lines(
+        [
+            (RETRY_CLEARED if name in report.cleared else RETRY_NOTHING).format(name=name)
+            for name in report.names
+        ]
+    )
+
+
 def _mode_change(change: ModeChange) -> str:
     if not change.changed:
         return f"Federation mode is already {go_quote(change.current)} — no change.\n"
@@ -499,9 +681,24 @@ def _poll_line(result: PollResult) -> str:
     )
 
 
+DEFERRED_LINE = (
+    "{name}: deferred, not contacted until {next_attempt_at} ({failures} consecutive failures since {since})"
+)
+
+
+def _deferred_line(peer: DeferredPeer) -> str:
+    return DEFERRED_LINE.format(
+        name=peer.name,
+        next_attempt_at=peer.next_attempt_at,
+        failures=peer.failures,
+        since=_or(peer.failing_since, "(unknown)"),
+    )
+
+
 def _sync_human(report: SyncReport) -> str:
-    """One line per visited peer, then the paused ones."""
+    """One line per visited peer, then the deferred and the paused ones."""
     lines = [_poll_line(result) for result in report.results]
+    lines += [_deferred_line(peer) for peer in report.deferred]
     lines += [f"{name}: paused, skipped" for name in report.paused]
     if not lines:
         lines = [NOT_CONFIGURED]
@@ -540,6 +737,16 @@ def _sync_json(report: SyncReport) -> str:
         "exit_code": int(report.exit_code),
         "cortex": {"id": report.cortex_id, "name": report.cortex_name, "path": str(report.cortex_path)},
         "peers": [_poll_json(result) for result in report.results],
+        "deferred": [
+            {
+                "name": peer.name,
+                "endpoint": redact(peer.endpoint),
+                "next_attempt_at": peer.next_attempt_at or None,
+                "consecutive_failures": peer.failures,
+                "failing_since": peer.failing_since or None,
+            }
+            for peer in report.deferred
+        ],
         "paused": list(report.paused),
     }
     return _dumps(doc)
@@ -645,6 +852,8 @@ def human(report: Report) -> str:
             return _keygen(report)
         case DoctorReport():
             return _doctor_human(report)
+        case RetryNowReport():
+            return _retry_now(report)
 
 
 def json(report: JsonReport) -> str:

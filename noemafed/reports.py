@@ -10,17 +10,19 @@ from noemafed.errors import ExitCode, NoemafedError
 if TYPE_CHECKING:  # value types only; importing them for real would load sync's modules for every command
     from noemafed.cortex.access import AccessKey
     from noemafed.cortex.manifest import FederationConfig, PeerConfig
-    from noemafed.cortex.state import PeerState, RankEntry
+    from noemafed.cortex.state import LastSync, PeerState, RankEntry
     from noemafed.cortex.vclock import VClock
     from noemafed.federation.doctor import Finding
     from noemafed.federation.lock import LockHolder
+    from noemafed.federation.schedule import DeferredPeer
     from noemafed.federation.syncer import PollResult
+    from noemafed.federation.verdict import CheckState, Judgement
 
 
 # The `schema_version` of each JSON document (docs/*.schema.json).
-STATUS_SCHEMA_VERSION = 1  # docs/status.schema.json
+STATUS_SCHEMA_VERSION = 2  # docs/status.schema.json
 PEERS_SCHEMA_VERSION = 1  # docs/peers.schema.json
-SYNC_SCHEMA_VERSION = 1  # docs/sync.schema.json
+SYNC_SCHEMA_VERSION = 2  # docs/sync.schema.json
 DOCTOR_SCHEMA_VERSION = 1  # docs/doctor.schema.json
 
 
@@ -42,6 +44,7 @@ class PeerStatus(NamedTuple):
     state: PeerState | None
     rank: RankEntry | None  # None: no usable stored rank, shown as "(none)"
     hint: str | None
+    judgement: Judgement | None = None  # None with `state`: the records could not be read
 
 
 class StatusReport(NamedTuple):
@@ -60,10 +63,33 @@ class StatusReport(NamedTuple):
     peers: tuple[PeerStatus, ...]
     vclock: VClock
     verifier: str  # the Ed25519 verifier `sync` uses on this host: "openssl" or "python" (signing.verifier)
+    max_age: float = 3600.0  # seconds without a success before a peer is `stale`
+    last_sync: LastSync | None = None  # the last `sync --once` run, as it recorded itself
 
     @property
     def configured(self) -> bool:
         return self.federation is not None and bool(self.federation.peers)
+
+
+class MetricsReport(NamedTuple):
+    """What a metrics file says: every peer as status judged it, and the sync run it follows (None: none
+    recorded)."""
+
+    status: StatusReport
+    last_sync: LastSync | None
+
+
+class CheckReport(NamedTuple):
+    """`status --check`: the monitoring-plugin state and what its line says; with `error` (why the cortex could
+    not be read) the state is UNKNOWN and nothing else is known."""
+
+    state: CheckState
+    peers: tuple[PeerStatus, ...] = ()  # the peers judged, in manifest order (perfdata)
+    problems: tuple[PeerStatus, ...] = ()  # those not OK, worst first
+    counts: tuple[
+        tuple[str, int], ...
+    ] = ()  # peers per verdict ("unreadable" for a state error), in enum order
+    error: str = ""
 
 
 # ---- peers, add-peer, set-peer, remove-peer --------------------------------------------------------
@@ -159,6 +185,16 @@ class ResetResult(NamedTuple):
 
     targets: tuple[ResetTarget, ...]
     buckets_dropped: int
+
+
+# ---- retry-now ------------------------------------------------------------------------------------
+
+
+class RetryNowReport(NamedTuple):
+    """The peers retry-now was given, and those of them that were in a backoff it ended."""
+
+    names: tuple[str, ...]
+    cleared: tuple[str, ...]
 
 
 # ---- set-mode, pause-peer, resume-peer ------------------------------------------------------------
@@ -276,10 +312,12 @@ class SyncReport(NamedTuple):
     cortex_name: str
     results: tuple[PollResult, ...]
     paused: tuple[str, ...]
+    deferred: tuple[DeferredPeer, ...] = ()  # left alone until their backoff runs out: not failures
 
     @property
     def exit_code(self) -> ExitCode:
-        """0 all good; 4 if any peer needs an operator (wins); 3 if any failed otherwise."""
+        """0 all good; 4 if any peer needs an operator (wins); 3 if any failed otherwise; deferred peers count
+        for nothing."""
         # The codes are ordered by severity, so the worst result is the largest.
         return max((result.exit_code for result in self.results), default=ExitCode.OK)
 

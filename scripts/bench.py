@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Benchmarks: `bench.py replay|sync|startup|serve|load|memory|verify` (docs/performance.md has the figures and verdicts).
+"""Benchmarks: `bench.py replay|sync|startup|status|serve|load|memory|verify` (docs/performance.md has the figures and
+verdicts).
 
 `bench.py replay --events N`: replay N `create` events beside a plain-sqlite3 floor.
 
@@ -1083,6 +1084,175 @@ def startup_command(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---- status: what running unattended costs ---------------------------------------------------------------------
+
+STATUS_PEERS = 20
+
+
+def judged_peers(cortex_dir: Path, count: int) -> None:
+    """`count` peers with the records a long-running host has: cursors, health, streaks, runs, several verdicts."""
+    from noemafed.cortex import state
+    from noemafed.text.clock import format_epoch
+
+    ids = event_ids(cortex_dir)
+    add_peers(cortex_dir, {f"peer-{n:02d}": f"http://127.0.0.1:{20000 + n}" for n in range(count)})
+    now = time.time()
+    conn = connect(cortex_dir / "db" / "noema.db")
+    try:
+        with state.write_transaction(conn):
+            for n in range(count):
+                name = f"peer-{n:02d}"
+                state.put(conn, state.peer_key(name, state.LAST_EVENT), ids[(n * 4999) % len(ids)])
+                state.put(conn, state.peer_key(name, state.LAST_SEEN), format_epoch(now - 60))
+                failing = n % 3 == 0
+                error = state.PeerError("network_refused", format_epoch(now - 60)) if failing else None
+                health = state.PeerHealth(
+                    "0.22.2", format_epoch(now), format_epoch(now - 600), 2 if failing else 0, error
+                )
+                state.set_health(conn, name, health)
+                if failing:
+                    streak = state.Backoff(format_epoch(now - 600), 2, format_epoch(now + 120 * (n % 2)))
+                    state.set_backoff(conn, name, streak)
+                outcome = state.RUN_FAILED if failing else (state.RUN_BEHIND if n % 3 == 1 else state.RUN_OK)
+                run = state.PeerRun(outcome, outcome == state.RUN_OK, format_epoch(now - 60), "", 5000 * n)
+                state.set_run(conn, name, run)
+    finally:
+        conn.close()
+
+
+def defer_every_peer(cortex_dir: Path, names: list[str]) -> None:
+    """A streak for each peer whose next attempt lies a day ahead: every run now defers them all."""
+    from noemafed.cortex import state
+    from noemafed.text.clock import format_epoch
+
+    now = time.time()
+    conn = connect(cortex_dir / "db" / "noema.db")
+    try:
+        with state.write_transaction(conn):
+            for name in names:
+                state.set_backoff(conn, name, state.Backoff(format_epoch(now), 3, format_epoch(now + 86400)))
+    finally:
+        conn.close()
+
+
+def two_sync_targets(
+    pyz: Pyz, root: Path, traces: int, stack: contextlib.ExitStack
+) -> tuple[Path, Path, dict[str, str]]:
+    """A caught-up target and a deferring one (every peer in backoff for a day), against the same 3 live peers."""
+    from seed import seed
+
+    endpoints = {}
+    for index, name in enumerate(("alpha", "beta", "gamma")):
+        init_cortex(root / name, name)
+        cortex = open_cortex(root / name)
+        try:
+            seed(cortex, traces, rng_seed=index, label=name)
+        finally:
+            cortex.close()
+        endpoints[name] = stack.enter_context(pyz.serve(root / name, name)).endpoint
+    caught_up, deferring = root / "caught-up", root / "deferring"
+    for target in (caught_up, deferring):
+        init_cortex(target, target.name)
+        add_peers(target, endpoints)
+        pyz.run("--cortex", str(target), "sync", "--once", timeout=120)
+    defer_every_peer(deferring, list(endpoints))
+    return caught_up, deferring, endpoints
+
+
+def status_command(args: argparse.Namespace) -> int:
+    """`status --json` and `status --check` on a cortex of N events and 20 judged peers, beside the start-up
+    floor; then `sync --once` that defers every peer beside one against the same peers caught up."""
+
+    print(f"machine: {machine()}")
+    with tempfile.TemporaryDirectory(prefix="noemafed-bench-") as tmp, contextlib.ExitStack() as stack:
+        root = Path(tmp)
+        python = clean_interpreter(root)
+        pyz = Pyz(args.pyz, root, bytecode=not args.no_bytecode, python=python)
+        big = root / "big"
+        built = build_source(pyz, big, args.events)
+        judged_peers(big, STATUS_PEERS)
+        check = subprocess.run(
+            pyz.argv("--cortex", str(big), "status", "--check"),
+            capture_output=True,
+            text=True,
+            env=pyz.env,
+            check=False,
+        )
+        print(f"cortex: {args.events} events (built in {built['seconds']:.0f} s), {STATUS_PEERS} peers")
+        print(f"status --check (exit {check.returncode}): {check.stdout.strip()[:150]}...")
+
+        caught_up, deferring, endpoints = two_sync_targets(pyz, root, args.traces, stack)
+        series: dict[str, list[str]] = {
+            "floor": [python, "-c", FLOOR_CODE],
+            "json": pyz.argv("--cortex", str(big), "status", "--json"),
+            "check": pyz.argv("--cortex", str(big), "status", "--check"),
+            "caught-up": pyz.argv("--cortex", str(caught_up), "sync", "--once"),
+            "deferred": pyz.argv("--cortex", str(deferring), "sync", "--once"),
+        }
+        envs = dict.fromkeys(series, pyz.env)
+        for number, other_path in enumerate(args.compare):
+            # Another build's `status --json` on the same cortex (it ignores records it does not know).
+            other = Pyz(other_path, root / f"compare-{number}", bytecode=not args.no_bytecode, python=python)
+            series[f"compare-{number}"] = other.argv("--cortex", str(big), "status", "--json")
+            envs[f"compare-{number}"] = other.env
+
+        cpu: dict[str, list[float]] = {name: [] for name in series}
+
+        def run_once(name: str, argv: list[str]) -> float:
+            """Wall seconds; the CPU seconds (user + system) of the child go to `cpu`: on a machine shared
+            with other work, they hardly move while wall time follows the load."""
+            before = resource.getrusage(resource.RUSAGE_CHILDREN)
+            start = time.perf_counter()
+            done = subprocess.run(
+                argv, capture_output=True, text=True, env=envs[name], timeout=60, check=False
+            )
+            seconds = time.perf_counter() - start
+            after = resource.getrusage(resource.RUSAGE_CHILDREN)
+            cpu[name].append(after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime)
+            if done.returncode not in ((0, 1, 2) if name == "check" else (0,)):
+                raise RuntimeError(f"{argv} exited {done.returncode}: {done.stdout}{done.stderr}")
+            return seconds
+
+        for name, argv in series.items():  # warm the page cache; not counted
+            run_once(name, argv)
+            cpu[name].clear()
+        samples: dict[str, list[float]] = {name: [] for name in series}
+        for _ in range(args.repeat):
+            for name, argv in series.items():
+                samples[name].append(run_once(name, argv))
+        deferred_run = pyz.run("--cortex", str(deferring), "sync", "--once", "--json", timeout=60)
+        deferred_doc = json.loads(deferred_run.stdout)
+        if deferred_doc["peers"] or len(deferred_doc["deferred"]) != len(endpoints):
+            raise RuntimeError(f"the deferring target contacted a peer: {deferred_doc}")
+    median = {name: statistics.median(values) for name, values in samples.items()}
+    cpu_median = {name: statistics.median(values) for name, values in cpu.items()}
+    print(f"runs : {args.repeat}, interleaved; medians (min-max) of wall time, then the median CPU time")
+    labels = [
+        (f"floor: python -c '{FLOOR_CODE}'", "floor"),
+        (f"status --json, {STATUS_PEERS} peers", "json"),
+        (f"status --check, {STATUS_PEERS} peers", "check"),
+        ("sync --once, 3 caught-up peers", "caught-up"),
+        ("sync --once, 3 deferred peers", "deferred"),
+    ]
+    labels += [
+        (f"{path.name} status --json (--compare)", f"compare-{n}") for n, path in enumerate(args.compare)
+    ]
+    for label, key in labels:
+        values = samples[key]
+        print(
+            f"{label:46s} {median[key] * 1000:7.0f} ms  ({min(values) * 1000:.0f}-{max(values) * 1000:.0f})"
+            f"  {median[key] / median['floor']:.2f}x floor;  CPU {cpu_median[key] * 1000:5.0f} ms"
+            f"  {cpu_median[key] / cpu_median['floor']:.2f}x floor"
+        )
+    for what, table in (("wall", median), ("CPU", cpu_median)):
+        print(
+            f"ratio ({what}): status --json {table['json'] / table['floor']:.2f}, status --check "
+            f"{table['check'] / table['floor']:.2f} (/ floor; target <= 1.30); deferred / caught-up sync --once "
+            f"{table['deferred'] / table['caught-up']:.2f} (target <= 1.00)"
+        )
+    return 0
+
+
 # ---- a raw MCP client for serve and load ---------------------------------------------------------------------
 
 
@@ -1576,6 +1746,34 @@ def add_pyz_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_status_parser(sub: Any) -> None:
+    """`bench.py status` and its options."""
+    status = sub.add_parser(
+        "status",
+        help="status --json/--check on N events and 20 peers, and a deferring sync --once, beside floors",
+    )
+    status.add_argument("--events", type=int, default=100_000)
+    status.add_argument("--repeat", type=int, default=20)
+    status.add_argument("--traces", type=int, default=20, help="seeded traces per live peer")
+    status.add_argument(
+        "--compare",
+        type=Path,
+        nargs="*",
+        default=[],
+        metavar="PYZ",
+        help="other builds' status --json beside",
+    )
+    add_pyz_options(status)
+
+
+def add_serve_parser(sub: Any) -> None:
+    serve = sub.add_parser("serve", help="sync_events serving rate to one raw HTTP client")
+    serve.add_argument("--events", type=int, default=20_000)
+    serve.add_argument("--limit", type=int, default=1000)
+    serve.add_argument("--passes", type=int, default=3)
+    add_pyz_options(serve)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -1599,11 +1797,8 @@ def main(argv: list[str] | None = None) -> int:
         "--compare", type=Path, nargs="*", default=[], metavar="PYZ", help="other builds to time side by side"
     )
     add_pyz_options(startup)
-    serve = sub.add_parser("serve", help="sync_events serving rate to one raw HTTP client")
-    serve.add_argument("--events", type=int, default=20_000)
-    serve.add_argument("--limit", type=int, default=1000)
-    serve.add_argument("--passes", type=int, default=3)
-    add_pyz_options(serve)
+    add_status_parser(sub)
+    add_serve_parser(sub)
     load = sub.add_parser("load", help="many concurrent clients each pulling every event from one serve")
     load.add_argument("--clients", type=int, default=50)
     load.add_argument("--events", type=int, default=10_000)
@@ -1649,6 +1844,7 @@ def main(argv: list[str] | None = None) -> int:
         "replay": replay_command,
         "sync": sync_command,
         "startup": startup_command,
+        "status": status_command,
         "serve": serve_command,
         "load": load_command,
         "memory": memory_command,

@@ -29,9 +29,15 @@ NO_CORTEX_HINT = "pass the cortex directory, or create one with `noemafed init D
 GO_LOG_LINE = re.compile(r"^\d{4}/\d{2}/\d{2} \d{2}:\d{2}:\d{2} (.*)$")
 
 
-def _error_document(code: str, message: str, hint: str | None, exit_code: int) -> dict[str, Any]:
+# The schema_version of each --json command's documents, its error document included.
+SCHEMA_VERSIONS = {"status": 2, "sync": 2}
+
+
+def _error_document(
+    code: str, message: str, hint: str | None, exit_code: int, schema_version: int = 1
+) -> dict[str, Any]:
     return {
-        "schema_version": 1,
+        "schema_version": schema_version,
         "error": {"code": code, "message": message, "hint": hint, "exit_code": exit_code},
     }
 
@@ -83,7 +89,7 @@ def test_a_json_commands_error_is_a_document_on_stdout_and_the_error_on_stderr(
     doc = json.loads(result.stdout)
     jsonschema.validate(doc, SCHEMAS[args[0]])
     error = doc["error"]
-    assert doc == _error_document(code, error["message"], error["hint"], exit_code)
+    assert doc == _error_document(code, error["message"], error["hint"], exit_code, SCHEMA_VERSIONS[args[0]])
     assert result.stderr == _stderr_of(error["message"], error["hint"])
     if breakage == "missing":
         assert error["hint"] == NO_CORTEX_HINT
@@ -127,7 +133,11 @@ def test_an_internal_error_is_one_error_not_a_traceback(
     doc = json.loads(as_json.stdout)
     jsonschema.validate(doc, SCHEMAS["status"])
     assert doc == _error_document(
-        "internal_error", "internal error: ValueError: boom", INTERNAL_ERROR_HINT, 1
+        "internal_error",
+        "internal error: ValueError: boom",
+        INTERNAL_ERROR_HINT,
+        1,
+        SCHEMA_VERSIONS["status"],
     )
 
 

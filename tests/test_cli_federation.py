@@ -211,7 +211,8 @@ def test_status_full_layout_with_health_block(tmp_path: Path) -> None:
             "vclock": f'{{"{PINNED_C}":5,"{PINNED_B}":2}}',
         },
     )
-    result = run_cli(["--cortex", str(path), "status"])
+    # The cursor's ULID is dated 2025-03-29T14:23:00Z; status judges at the fake now of the test hook.
+    result = run_cli(["--cortex", str(path), "status"], env={"NOEMAFED_TEST_NOW": "2026-04-20T12:30:30Z"})
     assert result.exit_code == 0, result.stderr
     assert result.stdout == (
         "Cortex: alpha\n"
@@ -253,6 +254,11 @@ def test_status_full_layout_with_health_block(tmp_path: Path) -> None:
         "Vector Clock:\n"
         f"  {PINNED_B}: 2\n"
         f"  {PINNED_C}: 5\n"
+        "\n"
+        "Verdicts (stale after 1h0m0s without a success):\n"
+        "  beta: needs_operator; 3 consecutive failures; lag 9286h7m30s\n"
+        "  gamma: paused; 2 consecutive failures\n"
+        "  delta: ok\n"
     )
 
 

@@ -36,6 +36,8 @@ FLAVORS = ("go", "rust")
 PEER = "big"
 # State written with this host's clock; everything else in federation_state must equal the clean sync's.
 CLOCK_STAMPED_KEYS = {f"peer:{PEER}:last_seen", f"peer:{PEER}:health"}
+# noemafed's record of how the runs went (a killed run records nothing, a clean one its own count and times).
+RUN_RECORD_KEYS = {f"noemafed:run:{PEER}", "noemafed:last_sync"}
 # Columns replay stamps with local time, as Go does (the `updated:` line of a file, likewise).
 CLOCK_STAMPED_COLUMNS = {"traces": ("updated_at",)}
 TABLES = {
@@ -75,7 +77,8 @@ def tables(path: Path) -> dict[str, list[tuple[Any, ...]]]:
 
 def comparable_state(path: Path) -> dict[str, Any]:
     rows = state_rows(path)
-    state: dict[str, Any] = {key: value for key, value in rows.items() if key not in CLOCK_STAMPED_KEYS}
+    skipped = CLOCK_STAMPED_KEYS | RUN_RECORD_KEYS
+    state: dict[str, Any] = {key: value for key, value in rows.items() if key not in skipped}
     health = json.loads(rows[f"peer:{PEER}:health"])
     state["health"] = (health.get("version"), health.get("consecutive_failures", 0), health.get("last_error"))
     return state

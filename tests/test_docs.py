@@ -10,6 +10,7 @@ import tomllib
 from conftest import REPO
 
 from noemafed.errors import ExitCode
+from noemafed.federation.verdict import CheckState
 
 EXIT_CODES_DOC = REPO / "docs" / "exit-codes.md"
 # A row of the main table: | 66 | `CORTEX_NOT_FOUND` | when ... |
@@ -22,9 +23,17 @@ def _documented_codes(text: str) -> dict[str, int]:
     return {name: int(number) for number, name in _CODE_ROW.findall(text)}
 
 
+CHECK_SECTION = "\n## `status --check`\n"
+
+
 def test_every_exit_code_is_documented_with_its_number() -> None:
-    documented = _documented_codes(EXIT_CODES_DOC.read_text())
+    documented = _documented_codes(EXIT_CODES_DOC.read_text().split(CHECK_SECTION)[0])
     assert documented == {member.name: member.value for member in ExitCode}
+
+
+def test_every_check_state_is_documented_with_its_number() -> None:
+    documented = _documented_codes(EXIT_CODES_DOC.read_text().split(CHECK_SECTION)[1])
+    assert documented == {member.name: member.value for member in CheckState}
 
 
 def test_every_code_a_peer_outcome_names_exists() -> None:

@@ -737,7 +737,7 @@ def test_a_refusal_with_a_newline_does_not_forge_an_output_line(
     with StdlibPeer(src, flavor="go") as backend, hostile_proxy(backend, "sync_events", refusal) as proxy:
         target, outside = through(proxy, tmp_path, outside_roots)
         run = sync(target, as_json=False)
-        json_run = sync(target)
+        json_run = sync(target, "--ignore-backoff")  # the failure above put the peer in backoff
     lines = run.stdout.splitlines()
     assert run.code == 3
     assert len(lines) == 1, lines

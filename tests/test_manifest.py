@@ -90,7 +90,7 @@ def test_each_invalid_value_gives_the_exact_error_and_leaves_the_file(
         assert result.exit_code == 78, command
         assert result.stderr == f"Error: {message}\n"
         error = {"code": "manifest_invalid", "message": message, "hint": None, "exit_code": 78}
-        expected = {"schema_version": 1, "error": error} if "--json" in command else None
+        expected = {"schema_version": 2, "error": error} if "--json" in command else None
         assert (json.loads(result.stdout) if result.stdout else None) == expected
     assert (path / "cortex.md").read_bytes() == before
 

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NamedTuple, TypeVar
 
-from noemafed.commands.reset import PEER_STATE_SUFFIXES, clear_state, no_sync_running, plan_reset
+from noemafed.commands.reset import clear_state, no_sync_running, peer_state_keys, plan_reset
 from noemafed.cortex import state
 from noemafed.cortex.manifest import (
     Manifest,
@@ -133,7 +133,8 @@ def _check_new_label(manifest: Manifest, name: str) -> None:
         raise CommandError(ALREADY_CONFIGURED.format(name=go_quote(name)))
 
 
-def _known(manifest: Manifest, names: tuple[str, ...]) -> None:
+def check_known(manifest: Manifest, names: tuple[str, ...]) -> None:
+    """Refuse (exit 1, noema's text) a name that is not a configured peer."""
     configured = [peer.name for peer in manifest.peers]
     for name in names:
         if name not in configured:
@@ -206,7 +207,7 @@ def set_peer(locate: Callable[[], Path], name: str, changes: PeerChanges) -> Pee
     fields = _checked(changes)
     cortex_dir = locate()
     manifest = read_manifest(cortex_dir)
-    _known(manifest, (name,))
+    check_known(manifest, (name,))
     peer = next(p for p in manifest.peers if p.name == name)
     current = peer._asdict()
     wanted = {key: value for key, value in fields.items() if value != current[key]}
@@ -230,12 +231,12 @@ def set_peer(locate: Callable[[], Path], name: str, changes: PeerChanges) -> Pee
 
 def _move_state(conn: sqlite3.Connection, old: str, new: str) -> None:
     """Carry every key of `old` to `new`; whatever `new` had (a removed peer's kept state) is replaced."""
-    for suffix in PEER_STATE_SUFFIXES:
-        value = state.get(conn, state.peer_key(old, suffix))
-        state.delete(conn, state.peer_key(new, suffix))
+    for old_key, new_key in zip(peer_state_keys(old), peer_state_keys(new), strict=True):
+        value = state.get(conn, old_key)
+        state.delete(conn, new_key)
         if value:
-            state.put(conn, state.peer_key(new, suffix), value)
-        state.delete(conn, state.peer_key(old, suffix))
+            state.put(conn, new_key, value)
+        state.delete(conn, old_key)
 
 
 def remove_peers(
@@ -249,7 +250,7 @@ def remove_peers(
     cortex_dir = locate()
     if keep_state:  # the database is never opened and the lock not taken: only cortex.md changes
         manifest = read_manifest(cortex_dir)
-        _known(manifest, names)
+        check_known(manifest, names)
         targets = tuple(
             ResetTarget(peer.name, peer.endpoint, "", "", "") for peer in manifest.peers if peer.name in names
         )
@@ -264,7 +265,7 @@ def remove_peers(
     with no_sync_running(cortex_dir, "remove-peer"):
         cortex = open_cortex(cortex_dir)
         try:
-            _known(cortex.manifest, names)
+            check_known(cortex.manifest, names)
             reset = plan_reset(cortex, names)
             plan = RemovePlan(reset.cortex_name, reset.targets, keep_state=False)
             if not confirm(plan):

@@ -65,6 +65,15 @@ def no_sync_running(cortex_dir: Path, command: str) -> Iterator[None]:
         yield
 
 
+def peer_state_keys(name: str) -> tuple[str, ...]:
+    """Every key that describes one peer: noema's (PEER_STATE_SUFFIXES) and noemafed's own (its backoff and
+    its last run), in an order that is the same for every name, so a rename can pair old and new keys."""
+    return (
+        *(state.peer_key(name, suffix) for suffix in PEER_STATE_SUFFIXES),
+        *state.noemafed_peer_keys(name),
+    )
+
+
 def reset_peers(
     cortex_dir: Path, names: tuple[str, ...], confirm: Callable[[ResetPlan], bool]
 ) -> ResetResult:
@@ -126,8 +135,8 @@ def clear_state(conn: sqlite3.Connection, targets: tuple[ResetTarget, ...]) -> i
     clock = state.get_clock(conn)
     dropped = 0
     for target in targets:
-        for suffix in PEER_STATE_SUFFIXES:
-            state.delete(conn, state.peer_key(target.name, suffix))
+        for key in peer_state_keys(target.name):
+            state.delete(conn, key)
         # Only a pinned id says which bucket was this peer's; unpinned peers drop nothing.
         if target.pinned_id:
             if target.pinned_id in clock:

@@ -12,16 +12,39 @@ from noemafed.cortex.access import AccessKey, load_access_key
 from noemafed.cortex.manifest import PeerConfig, check_ready_for_federation, read_manifest
 from noemafed.cortex.open import open_cortex
 from noemafed.cortex.state import RankEntry
-from noemafed.errors import AccessKeyError, NoemafedError
+from noemafed.errors import AccessKeyError, CommandError, NoemafedError
 from noemafed.federation.classify import health_hint
-from noemafed.reports import PeerStatus, StatusReport
+from noemafed.federation.verdict import (
+    DEFAULT_MAX_AGE_SECONDS,
+    SEVERITY,
+    WORSE,
+    CheckState,
+    Judgement,
+    PeerRecords,
+    Verdict,
+    judge,
+    worst,
+)
+from noemafed.reports import CheckReport, PeerStatus, StatusReport
 from noemafed.signing import verifier
-from noemafed.text.gotext import rfc3339_now
+from noemafed.text.clock import REAL_CLOCK, Clock
+from noemafed.text.gotext import go_quote
 
 
-def _peer_status(conn: sqlite3.Connection, peer: PeerConfig) -> PeerStatus:
+def _judgement(
+    conn: sqlite3.Connection, peer: PeerConfig, peer_state: state.PeerState, now: float, max_age: float
+) -> Judgement:
+    """The peer's verdict from its records; noemafed's own are read here, noema's came with the peer state."""
+    records = PeerRecords(
+        peer.paused, peer_state, state.get_backoff(conn, peer.name), state.get_run(conn, peer.name)
+    )
+    return judge(records, now, max_age)
+
+
+def _peer_status(conn: sqlite3.Connection, peer: PeerConfig, now: float, max_age: float) -> PeerStatus:
     try:
         peer_state = state.get_peer_state(conn, peer.name, peer.endpoint)
+        judgement = _judgement(conn, peer, peer_state, now, max_age)
     except NoemafedError:
         return PeerStatus(peer, None, None, None)
     try:
@@ -31,11 +54,24 @@ def _peer_status(conn: sqlite3.Connection, peer: PeerConfig) -> PeerStatus:
     if rank is not None and not rank.observed_at:
         rank = None
     error = peer_state.health.last_error
-    return PeerStatus(peer, peer_state, rank, health_hint(error.reason) if error else None)
+    return PeerStatus(peer, peer_state, rank, health_hint(error.reason) if error else None, judgement)
 
 
-def status(cortex_dir: Path, environ: Mapping[str, str]) -> StatusReport:
-    """Gather the federation status of a cortex; a bad access key is reported, not fatal (as in Go)."""
+def _last_sync(conn: sqlite3.Connection) -> state.LastSync | None:
+    try:
+        return state.get_last_sync(conn)
+    except NoemafedError:
+        return None
+
+
+def status(
+    cortex_dir: Path,
+    environ: Mapping[str, str],
+    max_age: float = DEFAULT_MAX_AGE_SECONDS,
+    clock: Clock = REAL_CLOCK,
+) -> StatusReport:
+    """Gather the federation status of a cortex, judged at the clock's now; a bad access key is reported, not
+    fatal (as in Go)."""
     check_ready_for_federation(read_manifest(cortex_dir))  # before the database is touched
     cortex = open_cortex(cortex_dir)
     try:
@@ -49,8 +85,9 @@ def status(cortex_dir: Path, environ: Mapping[str, str]) -> StatusReport:
             local_rank: RankEntry | None = state.get_local_rank(cortex.conn)
         except NoemafedError:
             local_rank = None
+        now = clock.now()
         return StatusReport(
-            generated_at=rfc3339_now(),
+            generated_at=clock.rfc3339(),
             noemafed_version=__version__,
             sqlite_version=sqlite3.sqlite_version,
             cortex_path=cortex.path,
@@ -60,9 +97,42 @@ def status(cortex_dir: Path, environ: Mapping[str, str]) -> StatusReport:
             access_error=access_error,
             federation=manifest.federation,
             local_rank=local_rank,
-            peers=tuple(_peer_status(cortex.conn, peer) for peer in manifest.peers),
+            peers=tuple(_peer_status(cortex.conn, peer, now, max_age) for peer in manifest.peers),
             vclock=state.get_clock(cortex.conn),
             verifier=verifier.current().name,
+            max_age=max_age,
+            last_sync=_last_sync(cortex.conn),
         )
     finally:
         cortex.close()
+
+
+UNKNOWN_PEER = "peer {name} is not configured in cortex.md (known: {known})"
+UNREADABLE = "unreadable"  # a peer whose records could not be read
+
+
+def check(report: StatusReport, names: tuple[str, ...]) -> CheckReport:
+    """`status --check`: the worst state of the chosen peers (all when none are named); an unknown name is
+    refused like every other command refuses it."""
+    by_name = {peer.config.name: peer for peer in report.peers}
+    for name in names:
+        if name not in by_name:
+            known = ", ".join(by_name)
+            raise CommandError(UNKNOWN_PEER.format(name=go_quote(name), known=known))
+    chosen = tuple(by_name[name] for name in dict.fromkeys(names)) if names else report.peers
+    states = [_state(peer) for peer in chosen]
+    problems = sorted(
+        (peer for peer, peer_state in zip(chosen, states, strict=True) if peer_state is not CheckState.OK),
+        key=lambda peer: -WORSE.index(_state(peer)),  # sorted() is stable: manifest order within a state
+    )
+    verdicts = [UNREADABLE if peer.judgement is None else str(peer.judgement.verdict) for peer in chosen]
+    counts = tuple(
+        (verdict, verdicts.count(verdict))
+        for verdict in (*(str(v) for v in Verdict), UNREADABLE)
+        if verdict in verdicts
+    )
+    return CheckReport(worst(states), chosen, tuple(problems), counts)
+
+
+def _state(peer: PeerStatus) -> CheckState:
+    return CheckState.UNKNOWN if peer.judgement is None else SEVERITY[peer.judgement.verdict]

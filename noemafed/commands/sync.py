@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 import time
 from collections.abc import Iterator, Mapping
@@ -9,17 +10,21 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import NamedTuple
 
+from noemafed.cortex import state
 from noemafed.cortex.access import load_access_key
 from noemafed.cortex.manifest import Manifest, PeerConfig
 from noemafed.cortex.open import TEMP_PREFIX, TEMP_SUFFIX, TRACE_FOLDERS, database_dir, open_database
 from noemafed.cortex.storage_lock import StorageBusyError
-from noemafed.errors import CommandError
+from noemafed.errors import CommandError, NoemafedError
 from noemafed.federation.lock import ROLE_DAEMON, ROLE_ONCE, SyncLock
-from noemafed.federation.schedule import poll_once, run_daemon
+from noemafed.federation.schedule import plan_once, poll_once, run_daemon
 from noemafed.federation.syncer import SyncContext, SyncOptions
 from noemafed.logs import Log
 from noemafed.reports import SyncReport
-from noemafed.text.gotext import go_quote, rfc3339_now
+from noemafed.text.clock import REAL_CLOCK, Clock
+from noemafed.text.gotext import go_quote
+
+LAST_SYNC_FAILED_LOG = "[federation] could not record the run: {err}"
 
 
 def remove_stale_temp_files(cortex_dir: Path) -> int:
@@ -52,39 +57,67 @@ class SyncRun(NamedTuple):
     environ: Mapping[str, str]
     log: Log
     wait_seconds: float = 0.0  # how long to wait for another sync's lock
+    clock: Clock = REAL_CLOCK  # NOEMAFED_TEST_NOW's fixed time, else the real one
 
 
 @contextmanager
-def _locked(run: SyncRun, role: str = ROLE_ONCE) -> Iterator[SyncContext]:
+def _locked(run: SyncRun, role: str = ROLE_ONCE) -> Iterator[tuple[SyncContext, sqlite3.Connection | None]]:
     """The key loaded and the database checked before the lock is taken, then the lock held throughout; `role`
-    is written into the lock so configuration commands can name what is running."""
+    is written into the lock so configuration commands can name what is running.
+
+    The connection that checked the database stays open for the run's own bookkeeping (the backoff plan, the
+    run record); it is None when the storage is busy, and the run then does no bookkeeping (each poll meets
+    the busy storage itself and reports it), so it waits out the busy timeout once, not once per step.
+    """
     access = load_access_key(run.cortex_dir, run.manifest.access, run.environ)
+    conn: sqlite3.Connection | None = None
     with suppress(StorageBusyError):  # busy storage fails each peer (exit 3, in its health), not the run
-        open_database(run.cortex_dir).close()  # refuse an unusable cortex before taking the lock
-    with SyncLock(database_dir(run.cortex_dir), role) as lock:
-        lock.acquire(run.wait_seconds)
-        remove_stale_temp_files(run.cortex_dir)
-        yield SyncContext(run.cortex_dir, run.manifest, access, run.options, run.log)
+        conn = open_database(run.cortex_dir)  # refuse an unusable cortex before taking the lock
+    try:
+        with SyncLock(database_dir(run.cortex_dir), role) as lock:
+            lock.acquire(run.wait_seconds)
+            remove_stale_temp_files(run.cortex_dir)
+            yield SyncContext(run.cortex_dir, run.manifest, access, run.options, run.log, run.clock), conn
+    finally:
+        if conn is not None:
+            conn.close()
 
 
-def sync_once(run: SyncRun, names: tuple[str, ...]) -> SyncReport:
-    """Lock the cortex, poll each chosen peer once in its own error boundary, and report."""
-    started_at, started = rfc3339_now(), time.monotonic()
+def sync_once(run: SyncRun, names: tuple[str, ...], ignore_backoff: bool = False) -> SyncReport:
+    """Lock the cortex, poll each chosen peer that is due once in its own error boundary, and report.
+
+    A peer whose backoff has not run out is deferred: not contacted, not a failure. `ignore_backoff` clears
+    the chosen peers' backoff first, so every one of them is contacted.
+    """
+    started_at, started = run.clock.rfc3339(), time.monotonic()
     peers, paused = select_peers(run.manifest, names)
-    with _locked(run) as ctx:
-        results = poll_once(ctx, peers)
-    return SyncReport(
-        started_at=started_at,
-        seconds=time.monotonic() - started,
-        cortex_path=run.cortex_dir,
-        cortex_id=run.manifest.id,
-        cortex_name=run.manifest.name,
-        results=tuple(results),
-        paused=tuple(paused),
-    )
+    with _locked(run) as (ctx, conn):
+        due, deferred = plan_once(ctx, conn, peers, ignore_backoff) if conn else (peers, [])
+        results = poll_once(ctx, due)
+        report = SyncReport(
+            started_at=started_at,
+            seconds=time.monotonic() - started,
+            cortex_path=run.cortex_dir,
+            cortex_id=run.manifest.id,
+            cortex_name=run.manifest.name,
+            results=tuple(results),
+            paused=tuple(paused),
+            deferred=tuple(deferred),
+        )
+        if conn is not None:
+            _record_last_sync(run, conn, report)
+    return report
+
+
+def _record_last_sync(run: SyncRun, conn: sqlite3.Connection, report: SyncReport) -> None:
+    """The run as a whole, for `status --metrics-file` on hosts that only check; best effort, like health."""
+    try:
+        state.set_last_sync(conn, state.LastSync(run.clock.rfc3339(), report.seconds, int(report.exit_code)))
+    except NoemafedError as exc:
+        run.log.warning(LAST_SYNC_FAILED_LOG.format(err=exc))
 
 
 def sync_daemon(run: SyncRun, stop: threading.Event) -> None:
     """The foreground daemon for systemd: holds the sync lock until stopped; it reports only through `log`."""
-    with _locked(run, ROLE_DAEMON) as ctx:
+    with _locked(run, ROLE_DAEMON) as (ctx, _):
         run_daemon(ctx, stop)

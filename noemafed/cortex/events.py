@@ -18,6 +18,7 @@ from typing import Any, NamedTuple
 
 from noemafed.cortex import vclock
 from noemafed.errors import NoemafedError
+from noemafed.text.clock import ulid_millis
 from noemafed.text.gotext import go_json_dumps
 from noemafed.text.sanitize import scrub
 
@@ -59,17 +60,8 @@ _STRING_FIELDS = ("id", "action", "trace_id", "cortex_id", "origin", "timestamp"
 
 # An event id as noema mints it: a ULID in upper-case Crockford base32, whose first character keeps it in 128 bits.
 _CANONICAL_ULID = re.compile(r"[0-7][0-9A-HJKMNP-TV-Z]{25}")
-_CROCKFORD = {char: value for value, char in enumerate("0123456789ABCDEFGHJKMNPQRSTVWXYZ")}
 NOT_CANONICAL_ID = "is not a canonical ULID (26 upper-case Crockford base32 characters)"
 FUTURE_ID_FORMAT = "is dated {ahead} s ahead of this host's clock (at most {limit} s allowed)"
-
-
-def ulid_millis(ulid: str) -> int:
-    """The millisecond timestamp in a canonical ULID's first ten characters."""
-    millis = 0
-    for char in ulid[:10]:
-        millis = millis * 32 + _CROCKFORD[char]
-    return millis
 
 
 def event_id_problem(event_id: str, now_millis: int, max_ahead_millis: int) -> str | None:

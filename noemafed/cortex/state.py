@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any, NamedTuple
 
 from noemafed.cortex import vclock
@@ -60,6 +62,25 @@ def delete(conn: sqlite3.Connection, key: str) -> None:
         conn.execute("DELETE FROM federation_state WHERE key = ?", (key,))
     except sqlite3.Error as exc:
         raise StateError(f"deleting federation_state {key!r}: {exc}") from exc
+
+
+@contextmanager
+def write_transaction(conn: sqlite3.Connection) -> Iterator[None]:
+    """Several keys as one write: BEGIN IMMEDIATE ... COMMIT, rolled back on any error; a database error is a
+    StateError like every other in this module."""
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+    except sqlite3.Error as exc:
+        raise StateError(f"writing federation_state: {exc}") from exc
+    try:
+        yield
+        conn.execute("COMMIT")
+    except BaseException as exc:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        if isinstance(exc, sqlite3.Error):
+            raise StateError(f"writing federation_state: {exc}") from exc
+        raise
 
 
 def get_clock(conn: sqlite3.Connection) -> vclock.VClock:
@@ -262,3 +283,184 @@ def get_cortex_pubkey(conn: sqlite3.Connection, cortex_id: str) -> str:
 
 def set_cortex_pubkey(conn: sqlite3.Connection, cortex_id: str, pubkey: str) -> None:
     put(conn, cortex_key(cortex_id), pubkey)
+
+
+# ---- noemafed's own keys ---------------------------------------------------------------------------------
+# Under a prefix noema never reads or writes (docs/operations.md, "What noemafed keeps in federation_state"):
+# what noemafed knows between two cron runs. Values are compact JSON objects; a missing, empty or malformed
+# value reads as "nothing recorded", like noema's own records.
+
+NOEMAFED_PREFIX = "noemafed:"
+BACKOFF_PREFIX = NOEMAFED_PREFIX + "backoff:"  # + peer label: the current failure streak, absent when none
+RUN_PREFIX = NOEMAFED_PREFIX + "run:"  # + peer label: the last poll's outcome and the cumulative counter
+LAST_SYNC_KEY = NOEMAFED_PREFIX + "last_sync"  # the last `sync --once` run as a whole (for status metrics)
+
+
+def backoff_key(peer: str) -> str:
+    """`noemafed:backoff:<label>`."""
+    return BACKOFF_PREFIX + peer
+
+
+def run_key(peer: str) -> str:
+    """`noemafed:run:<label>`."""
+    return RUN_PREFIX + peer
+
+
+def noemafed_peer_keys(peer: str) -> tuple[str, ...]:
+    """noemafed's per-peer keys: reset-peer and remove-peer delete them, a rename moves them."""
+    return (backoff_key(peer), run_key(peer))
+
+
+def _decode_object(text: str) -> dict[str, Any] | None:
+    try:
+        obj = json.loads(text) if text else None
+    except ValueError:
+        return None
+    return obj if isinstance(obj, dict) else None
+
+
+def _int_field(obj: dict[str, Any], key: str) -> int:
+    value = obj.get(key, 0)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(key)
+    return value
+
+
+class Backoff(NamedTuple):
+    """A peer's current failure streak: when it began, how many polls failed, when the next one is due.
+
+    `needs_operator` keeps what classify said of the last failure (the reason alone does not tell: the phase
+    decides), so status can say `needs_operator` without guessing.
+    """
+
+    failing_since: str
+    failures: int
+    next_attempt_at: str
+    needs_operator: bool = False
+    retry_after: bool = False  # next_attempt_at came from the peer's Retry-After
+
+    def encode(self) -> str:
+        return go_json_dumps(
+            {
+                "failing_since": self.failing_since,
+                "failures": self.failures,
+                "next_attempt_at": self.next_attempt_at,
+                "needs_operator": self.needs_operator,
+                "retry_after": self.retry_after,
+            }
+        )
+
+
+def decode_backoff(text: str) -> Backoff | None:
+    """None when nothing (or nothing readable) is recorded: the peer is due."""
+    obj = _decode_object(text)
+    if obj is None:
+        return None
+    try:
+        return Backoff(
+            failing_since=_str_field(obj, "failing_since"),
+            failures=_int_field(obj, "failures"),
+            next_attempt_at=_str_field(obj, "next_attempt_at"),
+            needs_operator=obj.get("needs_operator") is True,
+            retry_after=obj.get("retry_after") is True,
+        )
+    except TypeError:
+        return None
+
+
+def get_backoff(conn: sqlite3.Connection, peer: str) -> Backoff | None:
+    return decode_backoff(get(conn, backoff_key(peer)))
+
+
+def set_backoff(conn: sqlite3.Connection, peer: str, backoff: Backoff) -> None:
+    put(conn, backoff_key(peer), backoff.encode())
+
+
+def clear_backoff(conn: sqlite3.Connection, peer: str) -> None:
+    delete(conn, backoff_key(peer))
+
+
+# The last poll's outcome in noemafed:run:<peer>; `behind` is a poll that stopped with more to pull
+# (--max-events, or the run's --max-duration after it had applied events).
+RUN_OK = "ok"
+RUN_BEHIND = "behind"
+RUN_FAILED = "failed"
+_RUN_OUTCOMES = (RUN_OK, RUN_BEHIND, RUN_FAILED)
+
+
+class PeerRun(NamedTuple):
+    """The last poll of a peer as noemafed recorded it, and what it has applied from the peer over all runs."""
+
+    outcome: str = ""  # RUN_OK, RUN_BEHIND, RUN_FAILED; "" when never recorded
+    caught_up: bool = False
+    attempted_at: str = ""
+    progressed_at: str = ""  # the last poll that ended ok or behind: the link worked
+    events_applied_total: int = 0
+
+    def encode(self) -> str:
+        return go_json_dumps(
+            {
+                "outcome": self.outcome,
+                "caught_up": self.caught_up,
+                "attempted_at": self.attempted_at,
+                "progressed_at": self.progressed_at,
+                "events_applied_total": self.events_applied_total,
+            }
+        )
+
+
+def decode_run(text: str) -> PeerRun:
+    """A zero record for a missing, empty or malformed value."""
+    obj = _decode_object(text)
+    if obj is None:
+        return PeerRun()
+    try:
+        outcome = _str_field(obj, "outcome")
+        return PeerRun(
+            outcome=outcome if outcome in _RUN_OUTCOMES else "",
+            caught_up=obj.get("caught_up") is True,
+            attempted_at=_str_field(obj, "attempted_at"),
+            progressed_at=_str_field(obj, "progressed_at"),
+            events_applied_total=max(0, _int_field(obj, "events_applied_total")),
+        )
+    except TypeError:
+        return PeerRun()
+
+
+def get_run(conn: sqlite3.Connection, peer: str) -> PeerRun:
+    return decode_run(get(conn, run_key(peer)))
+
+
+def set_run(conn: sqlite3.Connection, peer: str, run: PeerRun) -> None:
+    put(conn, run_key(peer), run.encode())
+
+
+class LastSync(NamedTuple):
+    """The last `sync --once` run: when it ended, how long it took, what it exited with."""
+
+    finished_at: str = ""
+    seconds: float = 0.0
+    exit_code: int = 0
+
+    def encode(self) -> str:
+        return go_json_dumps(
+            {"finished_at": self.finished_at, "seconds": round(self.seconds, 3), "exit_code": self.exit_code}
+        )
+
+
+def get_last_sync(conn: sqlite3.Connection) -> LastSync | None:
+    """None when no run was recorded (or the record is unreadable)."""
+    obj = _decode_object(get(conn, LAST_SYNC_KEY))
+    if obj is None:
+        return None
+    seconds = obj.get("seconds", 0)
+    try:
+        if isinstance(seconds, bool) or not isinstance(seconds, (int, float)):
+            return None
+        return LastSync(_str_field(obj, "finished_at"), float(seconds), _int_field(obj, "exit_code"))
+    except TypeError:
+        return None
+
+
+def set_last_sync(conn: sqlite3.Connection, last: LastSync) -> None:
+    put(conn, LAST_SYNC_KEY, last.encode())

@@ -4,12 +4,8 @@ operator and which exit code it gives; plus the status hints per reason."""
 from __future__ import annotations
 
 import errno
-import http.client
 import re
-import socket
 import sqlite3
-import ssl
-import urllib.error
 from collections.abc import Iterator
 from enum import StrEnum
 from typing import NamedTuple
@@ -155,6 +151,8 @@ def _chain(err: BaseException) -> Iterator[BaseException]:
     """Outermost first, depth first: err, URLError.reason, group members, then __cause__ or __context__."""
     # Invariant: each exception is yielded once, so cyclic __cause__/__context__ links terminate.
     seen: set[int] = set()
+    import urllib.error  # noqa: PLC0415 (the transport modules load with a failure: `status` never needs them)
+
     stack: list[BaseException] = [err]
     while stack:
         current = stack.pop()
@@ -179,6 +177,11 @@ def _typed_network_reason(exc: BaseException) -> Reason | None:
     """The reason one stdlib transport exception stands for, or None when its type says nothing."""
     # Order matters where the stdlib's classes nest (RemoteDisconnected is a ConnectionResetError,
     # SSLEOFError an SSLError, HTTPError a URLError).
+    import http.client  # noqa: PLC0415 (see _chain)
+    import socket  # noqa: PLC0415
+    import ssl  # noqa: PLC0415
+    import urllib.error  # noqa: PLC0415
+
     if isinstance(exc, urllib.error.HTTPError):
         return Reason.AUTH if exc.code == 401 else None
     if isinstance(exc, (http.client.RemoteDisconnected, http.client.IncompleteRead)):
@@ -233,6 +236,8 @@ def _network_reason_from_text(text: str) -> Reason:
 
 def network_cause(err: BaseException) -> Reason | TlsFailure:
     """classify_network_error, except that a certificate the configured trust rejects is told apart."""
+    import ssl  # noqa: PLC0415 (see _chain)
+
     if any(isinstance(exc, ssl.SSLCertVerificationError) for exc in _chain(err)):
         return TlsFailure.UNTRUSTED
     return classify_network_error(err)
@@ -351,6 +356,8 @@ _CERT_HAS_EXPIRED = 10  # OpenSSL's X509_V_ERR_CERT_HAS_EXPIRED
 
 def certificate_expired(err: BaseException) -> bool:
     """The peer's certificate failed verification because it has expired (doctor says so by name)."""
+    import ssl  # noqa: PLC0415 (see _chain)
+
     return any(
         isinstance(exc, ssl.SSLCertVerificationError) and exc.verify_code == _CERT_HAS_EXPIRED
         for exc in _chain(err)

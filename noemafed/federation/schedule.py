@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import sqlite3
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import NamedTuple
 
+from noemafed.cortex import state
 from noemafed.cortex.manifest import PeerConfig
 from noemafed.cortex.open import Cortex, open_database
 from noemafed.cortex.storage_lock import StorageBusyError
@@ -12,10 +15,187 @@ from noemafed.errors import NoemafedError
 from noemafed.federation.classify import Phase, Reason
 from noemafed.federation.syncer import PeerPoller, PollError, PollResult, SyncContext
 from noemafed.mcp.client import Deadline
+from noemafed.text.clock import format_epoch, parse_rfc3339
 from noemafed.text.durations import format_go_duration
 from noemafed.text.gotext import go_quote
+from noemafed.text.sanitize import one_line
 
-MAX_BACKOFF_SECONDS = 300.0
+MAX_BACKOFF_SECONDS = 300.0  # the daemon's cap, noema's
+DEFAULT_INTERVAL_SECONDS = 30.0
+# sync --once: each wait is the doubled interval times a factor drawn from [1 - JITTER, 1 + JITTER], so the
+# peers of many hosts started by the same cron minute do not all come back in the same second.
+JITTER = 0.2
+# The shortest base a doubling starts from: a zero or negative interval must not make a failing peer due at once.
+MIN_BACKOFF_BASE_SECONDS = 1.0
+
+RECORD_RUN_FAILED_LOG = "[federation] peer {name}: could not record its backoff: {err}"
+PLAN_FAILED_LOG = "[federation] could not read or clear the peers' backoff, contacting every peer: {err}"
+
+
+# ---- the persisted backoff ------------------------------------------------------------------------------
+
+
+def interval_of(ctx: SyncContext) -> float:
+    """The manifest's interval, the base of every backoff (30 s when unset, as in noema)."""
+    federation = ctx.manifest.federation
+    return federation.interval_seconds if federation else DEFAULT_INTERVAL_SECONDS
+
+
+def backoff_delay(
+    failures: int,
+    interval: float,
+    max_backoff: float,
+    uniform: Callable[[float, float], float] | None = None,
+) -> float:
+    """The wait after the `failures`-th failure in a row: the interval doubled once per failure (the first
+    already waits 2x, as noema's daemon does), times a jitter factor in [0.8, 1.2] (`uniform`, random's by
+    default), never over `max_backoff`."""
+    if uniform is None:
+        import random  # noqa: PLC0415 (only a failure needs it: a caught-up run never loads random)
+
+        uniform = random.uniform  # jitter, not a secret
+    base = max(interval, MIN_BACKOFF_BASE_SECONDS) * 2.0 ** min(failures, 64)
+    return min(base * uniform(1 - JITTER, 1 + JITTER), max_backoff)
+
+
+def retry_after_delay(value: str, now: float) -> float | None:
+    """Seconds to wait that a Retry-After asks for (delay-seconds or an HTTP-date, RFC 9110 §10.2.3); None when
+    the value says neither."""
+    value = value.strip()
+    if value.isdigit():
+        return float(int(value))
+    from email.utils import parsedate_to_datetime  # noqa: PLC0415 (only a 429 or 503 with a date needs it)
+
+    try:
+        moment = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if moment.tzinfo is None:  # "-0000": UTC by RFC 5322, which HTTP-dates always are
+        from datetime import UTC  # noqa: PLC0415
+
+        moment = moment.replace(tzinfo=UTC)
+    return max(0.0, moment.timestamp() - now)
+
+
+def once_delay(ctx: SyncContext) -> Callable[[int, PollResult], tuple[float, bool]]:
+    """`sync --once`'s wait after a failure: none when it needs an operator or came from this host's storage;
+    else the peer's Retry-After when it sent one, else the jittered doubling; both capped at --max-backoff. The
+    bool says the wait came from the peer."""
+    interval, cap = interval_of(ctx), ctx.options.max_backoff
+
+    def delay(failures: int, result: PollResult) -> tuple[float, bool]:
+        if result.needs_operator or result.reason == Reason.LOCAL_STORAGE:
+            # Waiting heals neither, and the operator's fix (or this host's disk) should take effect on the
+            # very next run: the streak is recorded, the peer stays due.
+            return 0.0, False
+        asked = retry_after_delay(result.retry_after, ctx.clock.now()) if result.retry_after else None
+        if asked is not None:
+            return min(asked, cap), True
+        return backoff_delay(failures, interval, cap), False
+
+    return delay
+
+
+def is_due(backoff: state.Backoff | None, now: float) -> bool:
+    """No streak, an unreadable time, or its next attempt reached: the peer is contacted."""
+    if backoff is None:
+        return True
+    due_at = parse_rfc3339(backoff.next_attempt_at)
+    return due_at is None or due_at <= now
+
+
+def record_outcome(
+    poller: PeerPoller,
+    result: PollResult,
+    now: float,
+    next_delay: Callable[[int, PollResult], tuple[float, bool]],
+) -> None:
+    """After a poll that contacted the peer: its outcome and counter, and its streak extended or cleared, in one
+    transaction. A failure to record only logs: the poll itself stands."""
+    conn, peer = poller.conn, poller.peer.name
+    stamp = format_epoch(now)
+    progressed = result.events_applied > 0
+    # pages: a publish-mode poll pulls nothing and is not behind.
+    behind = (result.ok and not result.caught_up and result.pages > 0) or (
+        not result.ok and result.out_of_time and progressed
+    )
+    outcome = state.RUN_BEHIND if behind else (state.RUN_OK if result.ok else state.RUN_FAILED)
+    try:
+        with state.write_transaction(conn):
+            previous_run = state.get_run(conn, peer)
+            run = state.PeerRun(
+                outcome=outcome,
+                caught_up=result.ok and result.caught_up,
+                attempted_at=stamp,
+                progressed_at=previous_run.progressed_at if outcome == state.RUN_FAILED else stamp,
+                events_applied_total=previous_run.events_applied_total + result.events_applied,
+            )
+            state.set_run(conn, peer, run)
+            if outcome == state.RUN_FAILED:
+                previous = state.get_backoff(conn, peer)
+                failures = (previous.failures if previous else 0) + 1
+                seconds, from_peer = next_delay(failures, result)
+                streak = state.Backoff(
+                    failing_since=previous.failing_since if previous and previous.failing_since else stamp,
+                    failures=failures,
+                    next_attempt_at=format_epoch(now + seconds),
+                    needs_operator=result.needs_operator,
+                    retry_after=from_peer,
+                )
+                state.set_backoff(conn, peer, streak)
+            else:
+                # Reached and making progress (a run that ran out of time included): the streak is over.
+                state.clear_backoff(conn, peer)
+    except NoemafedError as exc:
+        poller.log.warning(RECORD_RUN_FAILED_LOG.format(name=go_quote(peer), err=one_line(str(exc))))
+
+
+class DeferredPeer(NamedTuple):
+    """A peer a run left alone because its backoff has not run out; it was not contacted at all."""
+
+    name: str
+    endpoint: str
+    next_attempt_at: str
+    failures: int
+    failing_since: str
+
+
+def plan_once(
+    ctx: SyncContext, conn: sqlite3.Connection, peers: Sequence[PeerConfig], ignore_backoff: bool
+) -> tuple[list[PeerConfig], list[DeferredPeer]]:
+    """Split the peers into those due now and those deferred; --ignore-backoff clears every streak instead.
+
+    One read per peer on the run's own connection: a run that defers every peer costs less than a caught-up one.
+    A database that cannot be read or written here makes every peer due: each poll then meets the same error
+    and reports it.
+    """
+    try:
+        if ignore_backoff:
+            with state.write_transaction(conn):
+                for peer in peers:
+                    state.clear_backoff(conn, peer.name)
+            return list(peers), []
+        now = ctx.clock.now()
+        due: list[PeerConfig] = []
+        deferred: list[DeferredPeer] = []
+        for peer in peers:
+            backoff = state.get_backoff(conn, peer.name)
+            if backoff is None or is_due(backoff, now):
+                due.append(peer)
+            else:
+                deferred.append(
+                    DeferredPeer(
+                        peer.name,
+                        peer.endpoint,
+                        backoff.next_attempt_at,
+                        backoff.failures,
+                        backoff.failing_since,
+                    )
+                )
+        return due, deferred
+    except NoemafedError as exc:
+        ctx.log.warning(PLAN_FAILED_LOG.format(err=one_line(str(exc))))
+        return list(peers), []
 
 
 # ---- sync --once --------------------------------------------------------------------------------------
@@ -35,16 +215,20 @@ def _open_poller(ctx: SyncContext, peer: PeerConfig, stop: threading.Event | Non
 def poll_once(ctx: SyncContext, peers: Sequence[PeerConfig]) -> list[PollResult]:
     """Poll each peer once, concurrently, each with its own connection and error boundary."""
     deadline = Deadline(ctx.options.max_duration)
+    delay = once_delay(ctx)
 
     def one(peer: PeerConfig) -> PollResult:
         poller = _open_poller(ctx, peer, None)
         if isinstance(poller, PollResult):
             return poller
         try:
-            return poller.poll(deadline)
-        except Exception as exc:  # a bug must not take the other peers down with it
-            # repr, not str: the exception's type is what a bug report needs.
-            return PollResult.failed(peer, PollError(repr(exc), Phase.INTERNAL, Reason.OTHER))
+            try:
+                result = poller.poll(deadline)
+            except Exception as exc:  # a bug must not take the other peers down with it
+                # repr, not str: the exception's type is what a bug report needs.
+                result = PollResult.failed(peer, PollError(repr(exc), Phase.INTERNAL, Reason.OTHER))
+            record_outcome(poller, result, ctx.clock.now(), delay)
+            return result
         finally:
             poller.cortex.close()
 
@@ -149,8 +333,7 @@ def recovered_message(name: str) -> str:
 
 def run_daemon(ctx: SyncContext, stop: threading.Event) -> None:
     """One loop per non-paused peer until `stop` is set (federation.md §3.2)."""
-    federation = ctx.manifest.federation
-    interval = federation.interval_seconds if federation else 30.0
+    interval = interval_of(ctx)
     threads = []
     for peer in ctx.manifest.peers:
         if peer.paused:
@@ -174,12 +357,41 @@ def run_daemon(ctx: SyncContext, stop: threading.Event) -> None:
     ctx.log.info(STOPPED_LOG)
 
 
+def _resume(ctx: SyncContext, peer: PeerConfig, interval: float) -> tuple[float, float]:
+    """Where the daemon's schedule for a peer starts: the first wait and the backoff it continues from.
+
+    A streak recorded by earlier runs carries over: the backoff continues from its count and the first poll
+    waits for its next attempt, but never longer than the daemon's own cap (noema's 5 minutes).
+    """
+    try:
+        conn = open_database(ctx.cortex_dir)
+    except NoemafedError:
+        return 0.0, interval
+    try:
+        streak = state.get_backoff(conn, peer.name)
+    except NoemafedError:
+        streak = None
+    finally:
+        conn.close()
+    if streak is None:
+        return 0.0, interval
+    backoff = min(interval * 2.0 ** min(streak.failures, 64), MAX_BACKOFF_SECONDS)
+    due_at = parse_rfc3339(streak.next_attempt_at)
+    wait = 0.0 if due_at is None else min(max(due_at - ctx.clock.now(), 0.0), MAX_BACKOFF_SECONDS)
+    return wait, backoff
+
+
 def _peer_loop(ctx: SyncContext, peer: PeerConfig, interval: float, stop: threading.Event) -> None:
-    """First poll at once; the interval after a success; doubling backoff, capped at 5 minutes, after failures."""
-    backoff = interval
+    """First poll at once (or when a recorded streak says); the interval after a success; doubling backoff,
+    capped at 5 minutes, after failures."""
+    first_wait, backoff = _resume(ctx, peer, interval)
+    if first_wait and stop.wait(first_wait):
+        return
     last_category = ""
     while not stop.is_set():
-        result = _daemon_poll(ctx, peer, stop)
+        # The wait this poll will be followed by, so the streak it records says when the daemon comes back.
+        after_failure = min(backoff * 2, MAX_BACKOFF_SECONDS)
+        result = _daemon_poll(ctx, peer, stop, _always(after_failure))
         if result is None:
             return  # stopped mid-poll: not a failure (Go records one: compatibility.md)
         if result.ok:
@@ -187,7 +399,7 @@ def _peer_loop(ctx: SyncContext, peer: PeerConfig, interval: float, stop: thread
                 ctx.log.info(recovered_message(peer.name))
             last_category, backoff = "", interval
         else:
-            backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
+            backoff = after_failure
             wait_text = format_go_duration(backoff)
             if result.category != last_category:
                 ctx.log.warning(
@@ -200,12 +412,29 @@ def _peer_loop(ctx: SyncContext, peer: PeerConfig, interval: float, stop: thread
             return
 
 
-def _daemon_poll(ctx: SyncContext, peer: PeerConfig, stop: threading.Event) -> PollResult | None:
+def _always(wait: float) -> Callable[[int, PollResult], tuple[float, bool]]:
+    """A next-delay rule that ignores the streak: the daemon has already decided its wait."""
+
+    def delay(failures: int, result: PollResult) -> tuple[float, bool]:
+        return wait, False
+
+    return delay
+
+
+def _daemon_poll(
+    ctx: SyncContext,
+    peer: PeerConfig,
+    stop: threading.Event,
+    next_delay: Callable[[int, PollResult], tuple[float, bool]],
+) -> PollResult | None:
     poller = _open_poller(ctx, peer, stop)
     if isinstance(poller, PollResult):
         return poller
     try:
         result = poller.poll(Deadline(None))
+        if stop.is_set() and not result.ok:
+            return None
+        record_outcome(poller, result, ctx.clock.now(), next_delay)
     finally:
         poller.cortex.close()
-    return None if stop.is_set() and not result.ok else result
+    return result

@@ -25,12 +25,14 @@ from noemafed.mcp.client import (
     SYNC_EVENTS_BUDGET,
     Deadline,
     DeadlineExceeded,
+    HttpStatusError,
     McpSession,
     PeerTarget,
     ToolRefusal,
     WireError,
 )
-from noemafed.text.gotext import go_quote, rfc3339_now
+from noemafed.text.clock import REAL_CLOCK, Clock
+from noemafed.text.gotext import go_quote
 from noemafed.text.sanitize import one_line, short
 
 if TYPE_CHECKING:
@@ -100,6 +102,7 @@ class SyncContext(NamedTuple):
     access: AccessKey
     options: SyncOptions
     log: Log
+    clock: Clock = REAL_CLOCK  # what time it is for the times a poll records (the test hook may fix it)
 
 
 class SyncOptions(NamedTuple):
@@ -113,6 +116,9 @@ class SyncOptions(NamedTuple):
     # How far in the future (by this host's clock) an event id may be dated and still be stored.
     max_future_skew: float = 600.0
     jobs: int = 4  # peers polled at once
+    # `sync --once`: the longest a failing peer is left alone (the doubling backoff and Retry-After both stop
+    # here); the daemon keeps noema's own 5-minute cap.
+    max_backoff: float = 3600.0
 
 
 class PollError(NoemafedError):
@@ -159,6 +165,10 @@ class PollResult(NamedTuple):
     peer_cortex_id: str = ""
     caught_up: bool = False
     seconds: float = 0.0
+    retry_after: str = ""  # a 429 or 503 answer's Retry-After, as the peer sent it
+    # The run's --max-duration ran out while the poll was pulling: with events applied, the peer is behind, not
+    # unreachable, and its backoff is not extended.
+    out_of_time: bool = False
 
     @classmethod
     def failed(cls, peer: PeerConfig, error: PollError, category: str = "other") -> PollResult:
@@ -175,7 +185,21 @@ class PollResult(NamedTuple):
             category=category,
             event_id=error.event_id,
             trace_id=error.trace_id,
+            retry_after=next(
+                (exc.retry_after for exc in _causes(error) if isinstance(exc, HttpStatusError)), ""
+            ),
+            out_of_time=any(isinstance(exc, DeadlineExceeded) for exc in _causes(error)),
         )
+
+
+def _causes(error: BaseException) -> list[BaseException]:
+    """The explicit cause chain (`raise ... from`), outermost first; every step of a poll wraps that way."""
+    chain: list[BaseException] = []
+    current: BaseException | None = error
+    while current is not None and current not in chain:
+        chain.append(current)
+        current = current.__cause__
+    return chain
 
 
 class _Progress:
@@ -203,6 +227,7 @@ class PeerPoller:
         self.peer = peer
         self.options = ctx.options
         self.log = ctx.log
+        self.clock = ctx.clock
         self.stop = stop or threading.Event()
         self.target = PeerTarget(
             name=peer.name,
@@ -260,7 +285,7 @@ class PeerPoller:
     def _record_health(self, peer_version: str, failure: PollError | None) -> None:
         """federation.md §3.9: after every poll, success or failure; persistence errors only log."""
         quoted = go_quote(self.peer.name)
-        now = rfc3339_now()
+        now = self.clock.rfc3339()
         try:
             previous = state.get_health(self.conn, self.peer.name)
         except NoemafedError as exc:
@@ -297,13 +322,13 @@ class PeerPoller:
             progress.phase = Phase.IDENTITY
             progress.peer_cortex_id = self._handshake(session)
             if self.cortex.manifest.federation_mode == "publish":
-                self._set(state.LAST_SEEN, rfc3339_now())
+                self._set(state.LAST_SEEN, self.clock.rfc3339())
                 return
             progress.phase = Phase.EVENTS
             self._pull_events(session, deadline, progress)
             progress.phase = Phase.USAGE
             self._pull_usage(session, progress)
-            self._set(state.LAST_SEEN, rfc3339_now())
+            self._set(state.LAST_SEEN, self.clock.rfc3339())
         finally:
             session.close()
 
@@ -451,7 +476,7 @@ class PeerPoller:
             )
         )
         # The link itself is healthy: last_seen moves even though the poll fails.
-        self._set(state.LAST_SEEN, rfc3339_now())
+        self._set(state.LAST_SEEN, self.clock.rfc3339())
         raise PollError(
             REPLAY_ERROR.format(event_id=event.id, err=error),
             Phase.REPLAY,

@@ -50,6 +50,8 @@ _CHUNK = 64 * 1024
 # An answer larger than this has its result text read as UTF-8 bytes (large_answer), not as one str of the
 # whole answer: a str is as wide as its widest character, so one emoji makes it four times the bytes.
 LARGE_BODY_BYTES = 8 * 1024 * 1024
+# Statuses whose Retry-After a client should honour (RFC 9110 §10.2.3): too many requests, unavailable.
+RETRY_AFTER_STATUSES = (429, 503)
 
 # What a failed call says; the classifier and operators read these texts.
 HTTP_STATUS = "{status} {reason}{detail}"
@@ -81,10 +83,13 @@ class WireError(NoemafedError):
 class HttpStatusError(WireError):
     """The peer answered with an HTTP status we cannot use (401, 403, 404 after a retry, 5xx ...)."""
 
-    def __init__(self, status: int, reason: str, body: str) -> None:
+    def __init__(self, status: int, reason: str, body: str, retry_after: str = "") -> None:
         super().__init__(HTTP_STATUS.format(status=status, reason=reason, detail=f": {body}" if body else ""))
         self.status = status
         self.body = body
+        # The raw Retry-After of a 429 or 503 (seconds or an HTTP-date); the scheduler, which knows what time
+        # it is, turns it into a wait.
+        self.retry_after = retry_after
 
 
 class ToolRefusal(WireError):
@@ -504,8 +509,11 @@ class McpSession:
 
     def _status_error(self, response: Any, status: int, body: bytes | bytearray) -> HttpStatusError:
         text = body.decode("utf-8", errors="replace").strip()[:300]
+        retry_after = ""
+        if status in RETRY_AFTER_STATUSES:
+            retry_after = short(str(response.headers.get("Retry-After") or "").strip())
         # `response` is an HTTPResponse or an HTTPError: both have a reason, "" when the status line has none.
-        error = HttpStatusError(status, response.reason, text)
+        error = HttpStatusError(status, response.reason, text, retry_after)
         if isinstance(response, urllib.error.HTTPError):
             error.__cause__ = response  # lets the classifier see a real HTTP 401
         return error
