@@ -1097,10 +1097,7 @@ def _add_version(current: list[_Version], clock: vclock.VClock, event_id: str) -
 
 def _covers(a: vclock.VClock, b: vclock.VClock) -> bool:
     """a >= b at every key (a missing key counts 0): a dominates or equals b."""
-    for key, count in b.items():
-        if a.get(key, 0) < count:
-            return False
-    return True
+    return all(a.get(key, 0) >= count for key, count in b.items())
 
 
 def _consolidate_target(payload: dict[str, Any], trace_id: str) -> str:
