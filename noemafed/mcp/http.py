@@ -848,6 +848,10 @@ class NoemafedHTTPServer(HTTPServer):
             return
         try:
             request.setblocking(False)
+            # An answer goes out in pieces (head, then the body): with Nagle's algorithm the second waits for the
+            # client's ACK of the first, which a client delays up to 40 ms once a connection is past its first
+            # exchange. On a kept-alive connection that stalled every answer after the first (Go sets it too).
+            request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             stage = _Stage.REQUEST
             if self.tls is not None:
                 # The handshake happens in the I/O thread, step by step, under the request's deadline.
