@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Benchmarks: `bench.py replay|sync|startup|status|serve|load|memory|verify` (docs/performance.md has the figures and
+"""Benchmarks: `bench.py replay|sync|startup|status|latency|serve|load|memory|verify` (docs/performance.md has the figures and
 verdicts).
 
 `bench.py replay --events N`: replay N `create` events beside a plain-sqlite3 floor.
@@ -16,7 +16,7 @@ FTS row, the events row and the cursor, and write the same file text atomically 
 It skips everything replay adds: raw-span parsing, gates, the already-seen lookup, tier/tag folding, hash
 check, per-event savepoints, clock merge, stray-copy removal.
 
-The network benchmarks (`sync`, `startup`, `serve`, `load`) run the BUILT `dist/noemafed.pyz` (`--pyz`) as
+The network benchmarks (`sync`, `startup`, `latency`, `serve`, `load`) run the BUILT `dist/noemafed.pyz` (`--pyz`) as
 separate processes on 127.0.0.1, each with a throwaway SHIV_ROOT, and measure every figure beside a baseline
 taken in the same run. Every request loop is bounded by a count and a wall-clock deadline.
 """
@@ -34,14 +34,17 @@ import math
 import os
 import platform
 import pstats
+import queue
 import re
 import resource
 import shutil
+import socket
 import sqlite3
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import tracemalloc
 from collections.abc import Iterator
@@ -365,7 +368,7 @@ def replay_command(args: argparse.Namespace) -> int:
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_PYZ = REPO / "dist" / "noemafed.pyz"
-LISTENING = re.compile(r"listening on (http://127\.0\.0\.1:(\d+))/mcp")
+LISTENING = re.compile(r"listening on (https?://127\.0\.0\.1:(\d+))/mcp")
 GO_PAGE, GO_INTERVAL = 100, 30.0  # Go noema's syncer: one page of 100 events per 30 s interval
 
 # Runs one command and reports its wall time, peak RSS and CPU time (user + system). RUSAGE_CHILDREN of this
@@ -412,7 +415,8 @@ class Pyz:
         env = {
             name: value
             for name, value in os.environ.items()
-            if name not in ("NOEMA_MCP_KEY", "NOEMA_CORTEX", "SHIV_ROOT", verifier.ENV)
+            # PYTHONPATH too: a source tree on it (PYTHONPATH=$PWD, as tests run) would shadow the pyz's code.
+            if name not in ("NOEMA_MCP_KEY", "NOEMA_CORTEX", "SHIV_ROOT", "PYTHONPATH", verifier.ENV)
             and not name.lower().endswith("_proxy")
         }
         if bytecode:
@@ -1253,6 +1257,172 @@ def status_command(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---- latency: sync --once against caught-up peers through a delaying proxy --------------------------------------
+
+SERVE_REQUEST = re.compile(r"\[serve\] \S+ (?:POST|DELETE|GET|OPTIONS) /")
+
+
+class DelayLine:
+    """A TCP proxy in front of one server that delivers every write `delay` seconds after it was read, in each
+    direction, as a link with that one-way latency would (writes do not queue behind each other's delay).
+
+    A connection's first bytes from the client also wait one round trip more, the TCP handshake's: the proxy
+    accepts at once, where a real connect() returns only after SYN and SYN-ACK. The proxy counts the
+    connections it accepted; the server's access log counts requests.
+    """
+
+    def __init__(self, port: int, delay: float) -> None:
+        self.port = port
+        self.delay = delay
+        self.connections = 0
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self._stopping = threading.Event()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    @property
+    def endpoint_port(self) -> int:
+        return int(self._listener.getsockname()[1])
+
+    def close(self) -> None:
+        self._stopping.set()
+        self._listener.close()
+
+    def _accept(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            self.connections += 1
+            opened = time.monotonic()
+            try:
+                upstream = socket.create_connection(("127.0.0.1", self.port), timeout=30)
+            except OSError:
+                client.close()
+                continue
+            for sock in (client, upstream):  # a link does not hold small writes back; Nagle would
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            handshake = opened + 2 * self.delay  # when a real client could first send
+            self._pump(client, upstream, handshake)
+            self._pump(upstream, client, 0.0)
+
+    def _pump(self, source: socket.socket, sink: socket.socket, not_before: float) -> None:
+        pending: queue.Queue[tuple[float, bytes]] = queue.Queue()
+
+        def read() -> None:
+            with contextlib.suppress(OSError):
+                while data := source.recv(65536):
+                    pending.put((max(time.monotonic(), not_before) + self.delay, data))
+            pending.put((time.monotonic() + self.delay, b""))  # the close travels as late as the data
+
+        def write() -> None:
+            while True:
+                due, data = pending.get()
+                time.sleep(max(0.0, due - time.monotonic()))
+                try:
+                    if not data:
+                        sink.shutdown(socket.SHUT_WR)
+                        return
+                    sink.sendall(data)
+                except OSError:
+                    return
+
+        threading.Thread(target=read, daemon=True).start()
+        threading.Thread(target=write, daemon=True).start()
+
+
+class LatencyPeers:
+    """Three `serve` processes of one build, each behind a DelayLine, and a caught-up target cortex."""
+
+    def __init__(self, pyz: Pyz, root: Path, stack: contextlib.ExitStack, args: argparse.Namespace) -> None:
+        from seed import seed  # scripts/seed.py
+
+        tls: list[str] = []
+        ca = ""
+        if args.tls:
+            import trustme  # a dev dependency (docs/dependencies.md): test certificates
+
+            authority = trustme.CA()
+            leaf = authority.issue_cert("127.0.0.1")
+            cert, key, ca_path = root / "server.pem", root / "server.key", root / "ca.pem"
+            cert.write_bytes(b"".join(blob.bytes() for blob in leaf.cert_chain_pems))
+            leaf.private_key_pem.write_to_path(str(key))
+            authority.cert_pem.write_to_path(str(ca_path))
+            tls, ca = ["--tls-cert", str(cert), "--tls-key", str(key)], str(ca_path)
+        self.servers: list[Server] = []
+        self.lines: list[DelayLine] = []
+        scheme = "https" if args.tls else "http"
+        from noemafed.commands.peers import add_peer
+
+        self.target = root / "target"
+        init_cortex(self.target, "target")
+        for index, name in enumerate(("alpha", "beta", "gamma")):
+            init_cortex(root / name, name)
+            cortex = open_cortex(root / name)
+            try:
+                seed(cortex, args.traces, rng_seed=index, label=name)
+            finally:
+                cortex.close()
+            server = stack.enter_context(pyz.serve(root / name, name, *tls))
+            line = DelayLine(server.port, args.delay_ms / 1000)
+            stack.callback(line.close)
+            self.servers.append(server)
+            self.lines.append(line)
+            add_peer(lambda: self.target, name, f"{scheme}://127.0.0.1:{line.endpoint_port}", ca=ca)
+        self.argv = pyz.argv("--cortex", str(self.target), "sync", "--once")
+        self.env = pyz.env
+        first = sync_report(pyz.measure(["--cortex", str(self.target), "sync", "--once", "--json"], 120))
+        if any(peer["status"] != "ok" for peer in first["peers"]):
+            raise RuntimeError(f"the first sync failed: {first}")
+
+    def counts(self) -> tuple[int, int]:
+        """Connections accepted and requests answered so far, over the three peers."""
+        requests = sum(len(SERVE_REQUEST.findall(server.log.read_text())) for server in self.servers)
+        return sum(line.connections for line in self.lines), requests
+
+    def run(self) -> tuple[float, int, int]:
+        """One timed `sync --once`: wall seconds, connections opened, requests made."""
+        connections, requests = self.counts()
+        seconds = timed(self.argv, self.env)
+        time.sleep(0.3)  # the access log line of the last request lands after the client has its answer
+        after = self.counts()
+        return seconds, after[0] - connections, after[1] - requests
+
+
+def latency_command(args: argparse.Namespace) -> int:
+    print(f"machine: {machine()}")
+    builds = [args.pyz, *args.compare]
+    with tempfile.TemporaryDirectory(prefix="noemafed-bench-") as tmp, contextlib.ExitStack() as stack:
+        root = Path(tmp)
+        peers = []
+        for number, path in enumerate(builds):
+            home = root / f"build-{number}"
+            home.mkdir()
+            pyz = Pyz(path, home, bytecode=not args.no_bytecode)
+            peers.append(LatencyPeers(pyz, home, stack, args))
+        # Every build runs once per round, side by side, so drift on the machine hits them alike.
+        samples: list[list[tuple[float, int, int]]] = [[] for _ in builds]
+        for _ in range(args.repeat):
+            for number, side in enumerate(peers):
+                samples[number].append(side.run())
+    scheme = "TLS" if args.tls else "plain HTTP"
+    print(
+        f"peers: 3 `noemafed serve` processes per build ({scheme}), {args.traces} seeded traces each, caught up; "
+        f"{args.delay_ms:g} ms added each way per write (a round trip: {2 * args.delay_ms:g} ms), "
+        f"{args.repeat} interleaved runs; medians (min-max)"
+    )
+    for path, runs in zip(builds, samples, strict=True):
+        seconds = [run[0] for run in runs]
+        connections = statistics.median(run[1] for run in runs)
+        requests = statistics.median(run[2] for run in runs)
+        print(
+            f"{path.name:32s} sync --once {statistics.median(seconds) * 1000:6.0f} ms "
+            f"({min(seconds) * 1000:.0f}-{max(seconds) * 1000:.0f}); per run: {connections:g} connections, "
+            f"{requests:g} requests, {connections + requests:g} round trips (a connect and each request)"
+        )
+    return 0
+
+
 # ---- a raw MCP client for serve and load ---------------------------------------------------------------------
 
 
@@ -1766,6 +1936,25 @@ def add_status_parser(sub: Any) -> None:
     add_pyz_options(status)
 
 
+def add_latency_parser(sub: Any) -> None:
+    latency = sub.add_parser(
+        "latency", help="`sync --once` against 3 caught-up peers through a proxy that adds latency"
+    )
+    latency.add_argument("--delay-ms", type=float, default=25.0, help="added one-way latency, per write")
+    latency.add_argument("--repeat", type=int, default=10)
+    latency.add_argument("--traces", type=int, default=20, help="seeded traces per peer")
+    latency.add_argument("--tls", action="store_true", help="serve over TLS (certificates made with trustme)")
+    latency.add_argument(
+        "--compare",
+        type=Path,
+        nargs="*",
+        default=[],
+        metavar="PYZ",
+        help="other builds, each with its own peers",
+    )
+    add_pyz_options(latency)
+
+
 def add_serve_parser(sub: Any) -> None:
     serve = sub.add_parser("serve", help="sync_events serving rate to one raw HTTP client")
     serve.add_argument("--events", type=int, default=20_000)
@@ -1798,6 +1987,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     add_pyz_options(startup)
     add_status_parser(sub)
+    add_latency_parser(sub)
     add_serve_parser(sub)
     load = sub.add_parser("load", help="many concurrent clients each pulling every event from one serve")
     load.add_argument("--clients", type=int, default=50)
@@ -1845,6 +2035,7 @@ def main(argv: list[str] | None = None) -> int:
         "sync": sync_command,
         "startup": startup_command,
         "status": status_command,
+        "latency": latency_command,
         "serve": serve_command,
         "load": load_command,
         "memory": memory_command,

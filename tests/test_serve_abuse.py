@@ -313,8 +313,8 @@ def test_expect_100_continue_is_answered_before_the_body(tmp_path: Path) -> None
     cortex = source(tmp_path, count=1)
     with served(cortex) as server:
         sock = connect(server)
-        sock.sendall(
-            b"POST /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        sock.sendall(  # Connection: close, so the answer ends with the server's close (else it keeps it alive)
+            b"POST /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nConnection: close\r\n"
             b"Expect: 100-continue\r\nContent-Length: %d\r\n\r\n" % len(INITIALIZE)
         )
         sock.settimeout(2)

@@ -1,4 +1,5 @@
-"""An MCP Streamable HTTP client over urllib: one session per poll, bounded in time and bytes (wire.md §5)."""
+"""An MCP Streamable HTTP client: one session per poll on one keep-alive connection, bounded in time and bytes
+(wire.md §5)."""
 
 from __future__ import annotations
 
@@ -6,15 +7,13 @@ import contextlib
 import http.client
 import json
 import re
-import socket
 import ssl
-import threading
 import time
 import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from email.message import Message
 from typing import Any, NamedTuple, NoReturn
+from urllib.parse import quote, urljoin, urlparse, urlunparse
 
 from noemafed import __version__
 from noemafed.errors import NoemafedError
@@ -33,6 +32,7 @@ from noemafed.mcp.protocol import (
     TOOLS_CALL,
 )
 from noemafed.mcp.sse import SseParser
+from noemafed.mcp.transport import REDIRECT_STATUSES, PeerConnection, RequestWatch, environment_proxy
 from noemafed.text.endpoints import REDACTED, redact, user_info
 from noemafed.text.sanitize import scrub, short
 
@@ -60,6 +60,7 @@ DEADLINE_EXCEEDED = "deadline exceeded (the run's --max-duration ran out)"
 CA_UNREADABLE = "loading CA for peer {peer}: reading CA file: open {path}: {reason}"
 CA_WITHOUT_CERTIFICATES = "loading CA for peer {peer}: CA file {path} contains no valid certificates"
 NOT_HTTP_URL = "peer {peer} endpoint {endpoint!r} is not an http:// or https:// URL"
+PROXY_UNUSABLE = "peer {peer}: the {scheme}_proxy variable of the environment is not a valid URL: {reason}"
 UNSUPPORTED_VERSION = "peer answered unsupported MCP protocol version {version!r}"
 TRANSPORT_FAILED = "{method} {url}: {reason}"
 TOO_LARGE = "{what} response too large (over {budget} bytes, max {budget})"
@@ -133,15 +134,6 @@ class ServerInfo(NamedTuple):
     version: str
 
 
-class _RefuseRedirects(urllib.request.HTTPRedirectHandler):
-    """urllib would turn a redirected POST into a GET; noema peers never redirect, so refuse."""
-
-    def redirect_request(  # noqa: PLR0913, PLR0917 (the signature is urllib's)
-        self, req: Any, fp: Any, code: int, msg: str, headers: Any, newurl: str
-    ) -> None:
-        raise urllib.error.HTTPError(req.full_url, code, REDIRECT_REFUSED.format(url=newurl), headers, fp)
-
-
 def tls_context(target: PeerTarget) -> ssl.SSLContext:
     """System roots plus the peer's `ca:` bundle, TLS 1.2 or newer, hostnames checked."""
     context = ssl.create_default_context()
@@ -189,124 +181,30 @@ class Deadline:
             raise DeadlineExceeded()
 
 
-class _RequestWatch:
-    """Ends one request at its deadline: connect, TLS handshake, headers and body, an SSE stream included.
-
-    A socket timeout bounds each read, so a peer that sends one byte a second, or a keep-alive now and then,
-    never trips it. This shuts the request's socket down when its time is up, which wakes whatever read is
-    blocked on it, and remembers that it did so the failure is reported as a timeout, not as the EOF it causes.
-    It holds a duplicate of the socket's descriptor, so it can never shut down a socket that reused the number.
-    """
-
-    def __init__(self, seconds: float) -> None:
-        self.seconds = seconds
-        self.expired = False
-        self._lock = threading.Lock()
-        self._sockets: list[socket.socket] = []
-        self._timer = threading.Timer(seconds, self._expire)
-        self._timer.daemon = True
-        self._timer.start()
-
-    def attach(self, sock: socket.socket) -> None:
-        with self._lock:
-            watched = sock.dup()
-            if self.expired:
-                watched.shutdown(socket.SHUT_RDWR)
-            self._sockets.append(watched)
-
-    def _expire(self) -> None:
-        with self._lock:
-            self.expired = True
-            for watched in self._sockets:
-                with contextlib.suppress(OSError):  # already closed by the peer
-                    watched.shutdown(socket.SHUT_RDWR)
-
-    def stop(self) -> None:
-        self._timer.cancel()
-        with self._lock:
-            for watched in self._sockets:
-                watched.close()
-            self._sockets.clear()
-
-
-class _WatchedConnections:
-    """urllib handlers whose connections hand each new socket to the current request's watch."""
-
-    def __init__(self) -> None:
-        self.watch: _RequestWatch | None = None
-        self.peer_certificate: bytes | None = None  # DER of the last TLS handshake's peer certificate
-
-    def _create_connection(
-        self,
-        address: tuple[str, int],
-        timeout: float | None,
-        source_address: Any = None,
-    ) -> socket.socket:
-        sock = socket.create_connection(address, timeout, source_address)
-        if self.watch is not None:
-            self.watch.attach(sock)  # before the TLS handshake, which then runs under the watch too
-        return sock
-
-    def connection_class(self, base: type[http.client.HTTPConnection]) -> Any:
-        watched = self
-
-        def make(*args: Any, **kwargs: Any) -> http.client.HTTPConnection:
-            connection = base(*args, **kwargs)
-            connection._create_connection = watched._create_connection  # type: ignore[attr-defined]
-            if isinstance(connection, http.client.HTTPSConnection):
-                connect = connection.connect
-
-                def connect_noting_certificate() -> None:
-                    # Read here: urllib drops the connection's socket once the response has begun.
-                    connect()
-                    if isinstance(connection.sock, ssl.SSLSocket):
-                        watched.peer_certificate = connection.sock.getpeercert(binary_form=True)
-
-                connection.connect = connect_noting_certificate  # type: ignore[method-assign]
-            return connection
-
-        return make
-
-    def handlers(self, context: ssl.SSLContext | None) -> list[urllib.request.BaseHandler]:
-        connections = self
-
-        class Http(urllib.request.HTTPHandler):
-            def http_open(self, req: Any) -> Any:
-                return self.do_open(connections.connection_class(http.client.HTTPConnection), req)
-
-        handlers: list[urllib.request.BaseHandler] = [Http()]
-        if context is not None:
-
-            class Https(urllib.request.HTTPSHandler):
-                def https_open(self, req: Any) -> Any:
-                    return self.do_open(
-                        connections.connection_class(http.client.HTTPSConnection), req, context=context
-                    )
-
-            handlers.append(Https())
-        return handlers
-
-
 def _media_type(headers: Message) -> str:
     return (headers.get("Content-Type") or "").split(";", 1)[0].strip().lower()
 
 
 class McpSession:
-    """One MCP session with one peer: initialize, tool calls, DELETE. Not thread-safe; one per poll."""
+    """One MCP session with one peer: initialize, tool calls, DELETE, all on one keep-alive connection.
+
+    Not thread-safe: one per poll, used by one thread at a time (the page fetched ahead runs in another thread,
+    never while this one makes a call)."""
 
     def __init__(self, target: PeerTarget, deadline: Deadline | None = None) -> None:
         if not target.url.startswith(("http://", "https://")):
-            # Only http(s) ever reaches urllib, which would otherwise also open file: and ftp: URLs.
             raise WireError(NOT_HTTP_URL.format(peer=target.name, endpoint=redact(target.endpoint)))
         self.target = target
         self.deadline = deadline or Deadline(None)
-        handlers: list[urllib.request.BaseHandler] = [_RefuseRedirects()]
-        if not target.use_proxy_env:
-            handlers.append(urllib.request.ProxyHandler({}))
-        self._connections = _WatchedConnections()
         context = tls_context(target) if target.url.startswith("https:") else None
-        handlers.extend(self._connections.handlers(context))
-        self._opener = urllib.request.build_opener(*handlers)
+        try:
+            # *_proxy variables are read only on request; urllib read them the same way.
+            proxy = environment_proxy(target.url) if target.use_proxy_env else None
+        except ValueError as exc:
+            scheme = target.url.split(":", 1)[0]
+            raise WireError(PROXY_UNUSABLE.format(peer=target.name, scheme=scheme, reason=exc)) from exc
+        self._connection = PeerConnection(target.url, context, proxy)
+        self._abandoned = False
         self._next_id = 1
         self.session_id: str | None = None
         self.protocol_version: str | None = None
@@ -365,28 +263,32 @@ class McpSession:
         return text
 
     def close(self) -> None:
-        """DELETE the session; the answer (200, 202, 405, an error) does not matter."""
-        if not self.session_id:
+        """DELETE the session (the answer, 200, 202, 405 or an error, does not matter), then hang up."""
+        if self._abandoned:
             return
-        request = urllib.request.Request(self.target.url, method="DELETE", headers=self._headers())  # noqa: S310 (scheme checked in __init__)
-        try:
-            with (
-                self._watched("DELETE", DELETE_TIMEOUT) as timeout,
-                self._opener.open(request, timeout=timeout) as response,
-            ):
-                response.read(DEFAULT_BUDGET)
-        except (OSError, WireError, ValueError, http.client.HTTPException):
-            pass  # the session expires on the peer anyway
-        self.session_id = None
+        if self.session_id:
+            try:
+                with (
+                    self._watched("DELETE", DELETE_TIMEOUT) as timeout,
+                    self._open("DELETE", None, timeout) as response,
+                ):
+                    response.read(DEFAULT_BUDGET)
+            except (OSError, WireError, ValueError, http.client.HTTPException):
+                pass  # the session expires on the peer anyway
+            self.session_id = None
+        self._connection.close()
 
     def abandon(self) -> None:
-        """Leave the session without a DELETE (another thread may still be in a call); close() then does nothing."""
+        """Leave the session without a DELETE (another thread may still be in a call); close() then does nothing.
+
+        The connection is left to that thread too: it is closed once the call ends and the session is dropped."""
         self.session_id = None
+        self._abandoned = True
 
     @property
     def peer_certificate(self) -> bytes | None:
         """The DER certificate the peer presented (https only), for doctor's expiry check."""
-        return self._connections.peer_certificate
+        return self._connection.peer_certificate
 
     def __enter__(self) -> McpSession:
         return self
@@ -413,8 +315,8 @@ class McpSession:
         seconds = self.deadline.timeout(seconds)
         # A peer that simply stops answering trips the socket timeout first, which names the read it hung in;
         # the watch is for the peer that keeps every single read short.
-        watch = _RequestWatch(seconds + WATCH_GRACE_SECONDS)
-        self._connections.watch = watch
+        watch = RequestWatch(seconds + WATCH_GRACE_SECONDS)
+        self._connection.watch = watch
         try:
             yield seconds
         except Exception as exc:
@@ -423,7 +325,7 @@ class McpSession:
                 _timed_out(what, seconds)
             raise exc from exc.__cause__
         finally:
-            self._connections.watch = None
+            self._connection.watch = None
             watch.stop()
         if watch.expired:
             # Cut off, and what had come still read as an answer (a status line cut short reads as a whole one,
@@ -445,28 +347,26 @@ class McpSession:
             headers[PROTOCOL_VERSION_HEADER] = self.protocol_version
         return headers
 
-    def _post(self, body: dict[str, Any]) -> urllib.request.Request:
-        data = json.dumps(body, separators=(",", ":")).encode("utf-8")
-        return urllib.request.Request(self.target.url, data=data, method="POST", headers=self._headers())  # noqa: S310 (scheme checked in __init__)
-
-    def _open(self, request: urllib.request.Request, timeout: float) -> Any:
-        """Open a request; HTTP errors come back as responses so the caller decides, transport errors raise."""
+    def _open(self, method: str, body: dict[str, Any] | None, timeout: float) -> Any:
+        """Send a request; a status outside 2xx comes back as urllib's HTTPError, a response the caller reads and
+        decides on (a redirect is one, refused: never followed), and a transport failure raises."""
+        data = None if body is None else json.dumps(body, separators=(",", ":")).encode("utf-8")
         try:
-            return self._opener.open(request, timeout=timeout)
-        except urllib.error.HTTPError as exc:
-            return exc
-        except (urllib.error.URLError, OSError, ValueError, http.client.HTTPException) as exc:
+            response = self._connection.send(method, self._headers(), data, timeout)
+        except (OSError, ValueError, http.client.HTTPException) as exc:
             raise WireError(
                 TRANSPORT_FAILED.format(
-                    method=request.get_method(),
-                    url=redact(self.target.url),
-                    reason=self._hide(_describe(exc)),
+                    method=method, url=redact(self.target.url), reason=self._hide(_describe(exc))
                 )
             ) from exc
+        if 200 <= response.status < 300:
+            return response
+        reason = _refusal_reason(self.target.url, response)
+        return urllib.error.HTTPError(self.target.url, response.status, reason, response.headers, response)
 
     def _notify(self, method: str) -> None:
         with self._watched(method, self.target.timeout) as timeout:
-            response = self._open(self._post({"jsonrpc": JSONRPC_VERSION, "method": method}), timeout)
+            response = self._open("POST", {"jsonrpc": JSONRPC_VERSION, "method": method}, timeout)
             with response:
                 status = response.status  # an HTTPResponse, or an HTTPError (which has it since 3.9)
                 body = _read_bounded(response, DEFAULT_BUDGET, self.deadline, method)
@@ -480,9 +380,9 @@ class McpSession:
         what = label or method
         request_id = self._next_id
         self._next_id += 1
-        body = self._post({"jsonrpc": JSONRPC_VERSION, "id": request_id, "method": method, "params": params})
+        body = {"jsonrpc": JSONRPC_VERSION, "id": request_id, "method": method, "params": params}
         with self._watched(what, self.target.timeout) as timeout:
-            response = self._open(body, timeout)
+            response = self._open("POST", body, timeout)
             with response:
                 status = response.status  # an HTTPResponse, or an HTTPError (which has it since 3.9)
                 forgotten = status == 404 and retry_on_404 and self.session_id
@@ -526,9 +426,24 @@ def _timed_out(what: str, seconds: float) -> NoReturn:
 
 
 def _describe(exc: BaseException) -> str:
-    if isinstance(exc, urllib.error.URLError) and not isinstance(exc, urllib.error.HTTPError):
-        return str(exc.reason)
     return str(exc) or type(exc).__name__
+
+
+def _refusal_reason(url: str, response: http.client.HTTPResponse) -> str:
+    """The reason urllib gave a status it did not follow: for a redirect, where it pointed (which is refused)."""
+    headers = response.headers
+    location = headers["Location"] if "Location" in headers else headers.get("URI")
+    if response.status not in REDIRECT_STATUSES or location is None:
+        return response.reason
+    # urllib's reading of the Location: a path for a bare host, non-ASCII and spaces percent-encoded, then
+    # made absolute against the request's URL.
+    import string  # noqa: PLC0415 (only for a redirect)
+
+    parts = urlparse(location)
+    if not parts.path and parts.netloc:
+        parts = parts._replace(path="/")
+    quoted = quote(urlunparse(parts), encoding="iso-8859-1", safe=string.punctuation)
+    return REDIRECT_REFUSED.format(url=urljoin(url, quoted))
 
 
 def _read_bounded(response: Any, budget: int, deadline: Deadline, what: str) -> bytearray:

@@ -4,7 +4,9 @@ so a hostile or broken client costs a bounded amount (wire.md §3–§4).
 A connection lives in one I/O thread until its request is complete (TLS handshake, request line, headers and body,
 all non-blocking and under one deadline), then takes a worker only to compute the answer, and goes back to the
 I/O thread to have the answer written. A slow or idle client therefore holds a socket and a few bytes for at most
-the deadline, never a worker."""
+the deadline, never a worker. After a successful answer to an HTTP/1.1 request that did not ask to close, the
+connection stays open for the client's next request (keep-alive) for IDLE_SECONDS, and that request gets a
+deadline of its own."""
 
 from __future__ import annotations
 
@@ -65,6 +67,9 @@ MAX_ANSWERING = 8 * MAX_PAGE_BYTES
 LINGER_SECONDS = 1.0
 # Refused plain-HTTP connections being sent their 503 at once (each lingers); beyond this a refusal is a close.
 MAX_REFUSING = 64
+# How long a kept-alive connection waits for the first byte of its next request before it is closed. A poll's
+# requests follow each other within milliseconds; a client that polls again later opens a new connection.
+IDLE_SECONDS = 5.0
 # One log line per address and this many seconds for refused connections: a flood must not flood the log.
 REFUSAL_LOG_SECONDS = 10.0
 TEXT_TYPE = "text/plain; charset=utf-8"
@@ -175,6 +180,7 @@ def address_key(host: str) -> str:
 
 class _Stage(enum.Enum):
     HANDSHAKE = "TLS handshake"
+    IDLE = "idle"  # kept alive after an answer, waiting for the next request
     REQUEST = "request"
     WORK = "work"
     ANSWER = "answer"
@@ -193,6 +199,7 @@ class Connection:
         "deadline",
         "events",
         "head_end",
+        "keep",
         "key",
         "linger",
         "need",
@@ -220,6 +227,7 @@ class Connection:
         self.session = ""  # a session the answer opens: ended if the answer cannot be delivered
         self.alone = False  # the answer is the I/O thread's own (408, 431, 503)
         self.linger = False  # the client may still be sending after the answer: read it out before closing
+        self.keep = False  # the handler's answer keeps the connection open for the next request
 
     @property
     def client(self) -> str:
@@ -262,6 +270,11 @@ class Handler(BaseHTTPRequestHandler):
     def finish(self) -> None:
         """The I/O thread owns the socket; nothing to close here."""
 
+    def handle(self) -> None:
+        """One request per hand-over (http.server would read on for keep-alive): the I/O thread reads the next one."""
+        self.close_connection = True
+        self.handle_one_request()
+
     def handle_expect_100(self) -> bool:
         """The I/O thread answered `Expect: 100-continue` when it read the head."""
         return True
@@ -298,13 +311,18 @@ class Handler(BaseHTTPRequestHandler):
             self.send_header(name, value)
         pieces = (body,) if isinstance(body, bytes) else body
         self.send_header("Content-Length", str(sum(map(len, pieces))))
-        self.send_header("Connection", "close")
+        # Kept alive: a successful answer to an HTTP/1.1 request without `Connection: close` (http.server's
+        # parse_request read that header). Refusals and errors close, as before.
+        keep = 200 <= status < 300 and self.request_version == "HTTP/1.1" and not self.close_connection
+        if not keep:
+            self.send_header("Connection", "close")
         self.end_headers()
         if self.command != "HEAD":
             for piece in pieces:
                 if piece:
                     self.wfile.write(piece)
-        self.close_connection = True
+        self.request.keep = keep
+        self.close_connection = not keep
 
     def _guard(self) -> str | None:
         """The endpoint path when the request may proceed; otherwise the refusal has been sent."""
@@ -539,6 +557,9 @@ class _IOLoop:
 
     def _deadline_passed(self, connection: Connection) -> None:
         stage = connection.stage
+        if stage is _Stage.IDLE:  # a kept-alive connection the client did not use again: routine, not logged
+            self._close(connection)
+            return
         if stage is not _Stage.LINGER and not connection.alone:  # a reply of our own was logged already
             self._server.log.info(
                 TIMED_OUT.format(
@@ -574,7 +595,7 @@ class _IOLoop:
     def _step(self, connection: Connection) -> None:
         if connection.stage is _Stage.HANDSHAKE:
             self._handshake(connection)
-        elif connection.stage is _Stage.REQUEST:
+        elif connection.stage in (_Stage.REQUEST, _Stage.IDLE):
             self._read(connection)
         elif connection.stage is _Stage.ANSWER:
             self._write(connection)
@@ -599,7 +620,7 @@ class _IOLoop:
         self._read(connection)  # the request may have come with the handshake's last flight
 
     def _read(self, connection: Connection) -> None:
-        while connection.stage is _Stage.REQUEST:
+        while connection.stage in (_Stage.REQUEST, _Stage.IDLE):
             try:
                 chunk = connection.sock.recv(_CHUNK)
             except (BlockingIOError, ssl.SSLWantReadError):
@@ -611,9 +632,12 @@ class _IOLoop:
             except OSError as exc:
                 self._drop(connection, exc)
                 return
-            if not chunk:  # the client gave up before its request was whole: nothing to answer
+            if not chunk:  # the client gave up before its request was whole, or hung up while idle
                 self._close(connection)
                 return
+            if connection.stage is _Stage.IDLE:  # the next request has begun: its deadline starts now
+                connection.stage = _Stage.REQUEST
+                connection.deadline = time.monotonic() + self._server.config.timeout
             if self._held + len(chunk) > MAX_BUFFERED:
                 self._server.refused(connection.client, TOO_MANY_BYTES.format(held=self._held))
                 self._reply_alone(connection, BUSY_RESPONSE)
@@ -686,12 +710,15 @@ class _IOLoop:
         self._finish(connection)
 
     def _finish(self, connection: Connection) -> None:
-        """Half-close; where the client may still be sending, read that out first so the close is not a reset
-        that destroys the answer in flight."""
-        self._held -= len(connection.data)
-        connection.data = bytearray()
+        """Keep the connection for the next request, or half-close; where the client may still be sending, read
+        that out first so the close is not a reset that destroys the answer in flight."""
         self._server.answering.give(connection.answer_bytes)
         connection.answer_bytes = 0
+        if connection.keep and not connection.linger:
+            self._next_request(connection)
+            return
+        self._held -= len(connection.data)
+        connection.data = bytearray()
         try:
             connection.sock.shutdown(socket.SHUT_WR)  # on TLS: no close_notify, as before
         except OSError:
@@ -704,6 +731,26 @@ class _IOLoop:
         connection.deadline = time.monotonic() + LINGER_SECONDS
         self._watch(connection, selectors.EVENT_READ)
         self._linger(connection)
+
+    def _next_request(self, connection: Connection) -> None:
+        """Keep-alive: wait up to IDLE_SECONDS for the next request, which then has the whole deadline again."""
+        # What a pipelining client already sent of its next request stays; the answered request goes.
+        self._held -= connection.need
+        del connection.data[: connection.need]
+        connection.scanned = 0
+        connection.head_end = -1
+        connection.need = -1
+        connection.keep = False
+        if connection.data:
+            connection.stage = _Stage.REQUEST
+            connection.deadline = time.monotonic() + self._server.config.timeout
+            self._watch(connection, selectors.EVENT_READ)
+            self._parse(connection)
+        else:
+            connection.stage = _Stage.IDLE
+            connection.deadline = time.monotonic() + IDLE_SECONDS
+        # Read now: TLS may hold decrypted bytes of the next request that the selector would never report.
+        self._read(connection)
 
     def _linger(self, connection: Connection) -> None:
         while True:
@@ -809,6 +856,10 @@ class NoemafedHTTPServer(HTTPServer):
             return
         try:
             request.setblocking(False)
+            # An answer goes out in pieces (head, then the body): with Nagle's algorithm the second waits for the
+            # client's ACK of the first, which a client delays up to 40 ms once a connection is past its first
+            # exchange. On a kept-alive connection that stalled every answer after the first (Go sets it too).
+            request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             stage = _Stage.REQUEST
             if self.tls is not None:
                 # The handshake happens in the I/O thread, step by step, under the request's deadline.

@@ -455,6 +455,8 @@ class _Server(ThreadingHTTPServer):
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    # As Go and rmcp do: head and body go out at once, so a kept-alive client is not held up by delayed ACKs.
+    disable_nagle_algorithm = True
     timeout = 30  # idle keep-alive connections end; a handler never waits forever on a silent client
     server: _Server
 
