@@ -696,3 +696,16 @@ def test_a_notification_is_bounded_in_time_like_a_request(cortex: Path) -> None:
     ):
         McpSession(PeerTarget("p", dripping.endpoint, timeout=0.5)).initialize()
     assert str(dripped.value) == "notifications/initialized: no complete answer within 0.5s (i/o timeout)"
+
+
+def test_a_notification_answer_cut_short_names_the_notification(cortex: Path) -> None:
+    cut = b"HTTP/1.1 202 Accepted\r\nContent-Length: 10\r\nConnection: close\r\n\r\nabc"
+    with (
+        StdlibPeer(cortex, "go") as backend,
+        hostile_peer.HostilePeer(backend, "notifications/initialized", hostile_peer.raw(cut)) as peer,
+        pytest.raises(WireError) as info,
+    ):
+        McpSession(PeerTarget("p", peer.endpoint)).initialize()
+    assert str(info.value) == (
+        "reading notifications/initialized response: unexpected EOF (7 bytes short of its Content-Length)"
+    )
