@@ -709,3 +709,11 @@ def test_a_notification_answer_cut_short_names_the_notification(cortex: Path) ->
     assert str(info.value) == (
         "reading notifications/initialized response: unexpected EOF (7 bytes short of its Content-Length)"
     )
+
+
+def test_a_session_with_less_than_a_second_left_still_works(cortex: Path) -> None:
+    """The run's deadline stops a read only once no time is left, not before."""
+    with StdlibPeer(cortex, "go") as peer:
+        session = McpSession(PeerTarget("p", peer.endpoint), Deadline(0.9))
+        assert session.initialize().name == "noema"
+        assert json.loads(session.call_tool("cortex_identity", {}))["name"] == "source"
