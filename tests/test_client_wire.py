@@ -717,3 +717,13 @@ def test_a_session_with_less_than_a_second_left_still_works(cortex: Path) -> Non
         session = McpSession(PeerTarget("p", peer.endpoint), Deadline(0.9))
         assert session.initialize().name == "noema"
         assert json.loads(session.call_tool("cortex_identity", {}))["name"] == "source"
+
+
+def test_a_failed_initialize_leaves_no_session_and_no_version(cortex: Path) -> None:
+    with StdlibPeer(cortex, "go") as peer:
+        session = McpSession(PeerTarget("p", peer.endpoint))
+        session.initialize()
+        peer.knobs.status_override = (503, "busy")
+        with pytest.raises(HttpStatusError):
+            session.initialize()
+    assert (session.session_id, session.protocol_version) == (None, None)
