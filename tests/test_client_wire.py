@@ -696,3 +696,34 @@ def test_a_notification_is_bounded_in_time_like_a_request(cortex: Path) -> None:
     ):
         McpSession(PeerTarget("p", dripping.endpoint, timeout=0.5)).initialize()
     assert str(dripped.value) == "notifications/initialized: no complete answer within 0.5s (i/o timeout)"
+
+
+def test_a_notification_answer_cut_short_names_the_notification(cortex: Path) -> None:
+    cut = b"HTTP/1.1 202 Accepted\r\nContent-Length: 10\r\nConnection: close\r\n\r\nabc"
+    with (
+        StdlibPeer(cortex, "go") as backend,
+        hostile_peer.HostilePeer(backend, "notifications/initialized", hostile_peer.raw(cut)) as peer,
+        pytest.raises(WireError) as info,
+    ):
+        McpSession(PeerTarget("p", peer.endpoint)).initialize()
+    assert str(info.value) == (
+        "reading notifications/initialized response: unexpected EOF (7 bytes short of its Content-Length)"
+    )
+
+
+def test_a_session_with_less_than_a_second_left_still_works(cortex: Path) -> None:
+    """The run's deadline stops a read only once no time is left, not before."""
+    with StdlibPeer(cortex, "go") as peer:
+        session = McpSession(PeerTarget("p", peer.endpoint), Deadline(0.9))
+        assert session.initialize().name == "noema"
+        assert json.loads(session.call_tool("cortex_identity", {}))["name"] == "source"
+
+
+def test_a_failed_initialize_leaves_no_session_and_no_version(cortex: Path) -> None:
+    with StdlibPeer(cortex, "go") as peer:
+        session = McpSession(PeerTarget("p", peer.endpoint))
+        session.initialize()
+        peer.knobs.status_override = (503, "busy")
+        with pytest.raises(HttpStatusError):
+            session.initialize()
+    assert (session.session_id, session.protocol_version) == (None, None)

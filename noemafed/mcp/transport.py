@@ -36,7 +36,6 @@ class RequestWatch:
     """
 
     def __init__(self, seconds: float) -> None:
-        self.seconds = seconds
         self.expired = False
         self._lock = threading.Lock()
         self._sockets: list[socket.socket] = []
