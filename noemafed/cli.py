@@ -29,9 +29,9 @@ if TYPE_CHECKING:
     from noemafed.cortex.manifest import Manifest
     from noemafed.federation.syncer import SyncOptions
     from noemafed.logs import Log
-    from noemafed.reports import RemovePlan, ResetPlan, SyncReport
+    from noemafed.reports import RemovePlan, ResetPlan, SkipPlan, SyncReport
 
-    Plan = TypeVar("Plan", ResetPlan, RemovePlan)
+    Plan = TypeVar("Plan", ResetPlan, RemovePlan, SkipPlan)
 
 # `sync --once` without --max-duration: long enough for a backlog of several hundred thousand events, short
 # enough that a hostile or wedged peer cannot keep a cron run (and so every later one) alive for ever.
@@ -462,6 +462,32 @@ def remove_peer(obj: CliContext, names: tuple[str, ...], yes: bool, keep_state: 
     obj.emit(render.human(remove_peers(obj.cortex_dir, names, keep_state, confirm)))
 
 
+@cli.command("skip-event")
+@click.argument("peer", shell_complete=_complete_peers)
+@click.argument("event_id", metavar="EVENT_ID")
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation (needed without a terminal).")
+@click.option(
+    "--note", default="", metavar="TEXT", help="Why: kept with the skip for good (noemafed status)."
+)
+@click.pass_obj
+def skip_event(obj: CliContext, peer: str, event_id: str, yes: bool, note: str) -> None:
+    """Move a blocked peer past the event its replay keeps failing on: stored as received, not applied.
+
+    Only the event `noemafed status` shows the peer blocked on; it is fetched from the peer again, the cursor
+    moves past it, and the skip (event, reason, note, time, user) is listed by `status` for good. Never
+    automatic (docs/operations.md, "A blocked peer").
+
+    Example: noemafed skip-event laptop 01JRZ5Q4XG7N3C8W2M6V1K9T0B --yes --note 'unknown action from v0.30'
+    """
+    from noemafed import render
+    from noemafed.commands.skip import SkipRequest, skip_event
+
+    confirm = _confirmation(obj, yes, "skip-event", "skip")
+    request = SkipRequest(peer, event_id, note)
+    log = obj.log(progress=False)
+    obj.emit(render.human(skip_event(obj.cortex_dir(), request, obj.env.environ, confirm, log)))
+
+
 @cli.command("set-mode")
 @click.argument(
     "mode", metavar="sync|publish|subscribe", shell_complete=_complete_from(("sync", "publish", "subscribe"))
@@ -747,6 +773,14 @@ def completion(obj: CliContext, shell: str) -> None:
     "--use-proxy-env", is_flag=True, help="Honour *_proxy environment variables (ignored by default)."
 )
 @click.option(
+    "--block-after",
+    type=click.IntRange(min=1),
+    default=5,
+    show_default=True,
+    metavar="K",
+    help="Block a peer whose replay fails on the same event K syncs in a row: retried once an hour, until skip-event.",
+)
+@click.option(
     "--log-format",
     type=click.Choice(["text", "json"]),
     default="text",
@@ -767,6 +801,7 @@ def sync(
     as_json: bool,
     verbose: int,
     use_proxy_env: bool,
+    block_after: int,
     log_format: str,
 ) -> None:
     """Pull and replay peers' events: once for cron, or as a foreground daemon for systemd.
@@ -798,6 +833,7 @@ def sync(
         use_proxy_env=use_proxy_env,
         max_future_skew=max_future_skew,
         jobs=jobs,
+        block_after=block_after,
     )
     if not once:
         if as_json or peer_names or max_events:

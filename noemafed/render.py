@@ -25,6 +25,8 @@ from noemafed.reports import (
     ResetResult,
     ResetTarget,
     SettingChange,
+    SkipPlan,
+    SkipResult,
     StatusReport,
     SyncReport,
     VersionReport,
@@ -36,6 +38,7 @@ if TYPE_CHECKING:  # value types only; sync's modules stay unloaded for the othe
     from noemafed.cortex.access import AccessKey
     from noemafed.cortex.state import PeerHealth, RankEntry
     from noemafed.federation.lock import LockHolder
+    from noemafed.federation.poison import DeferredPeer, PoisonRecord, SkippedEvent
     from noemafed.federation.syncer import PollResult
 
 Report = (
@@ -56,6 +59,8 @@ Report = (
     | VersionReport
     | KeygenReport
     | DoctorReport
+    | SkipPlan
+    | SkipResult
 )
 JsonReport = StatusReport | SyncReport | PeersReport | ErrorReport | DoctorReport
 
@@ -160,7 +165,59 @@ def _peer_lines(peer: PeerStatus) -> list[str]:
         f"    last_seen:  {_or(peer_state.last_seen, '(never)')}",
         f"    last_event: {_or(peer_state.last_event, '(none)')}",
         *_health_lines(peer_state.health, peer.hint),
+        *_blocked_lines(config.name, peer.blocked_on),
     ]
+
+
+# ---- poison events: a blocked peer and the skipped events (issue 14) ----
+
+BLOCKED_LINE = "    blocked:    ✖ on event {event_id} ({action} on trace {trace_id}) since {since}"
+BLOCKED_DETAIL_LINES = (
+    HEALTH_INDENT + "{failures} failed replays in a row, retried once an hour; reason: {reason}",
+    HEALTH_INDENT + "error:  {error}",
+    HEALTH_INDENT
+    + "fix the cause (upgrade this noemafed, or have the peer's operator fix the event), or skip it:",
+    HEALTH_INDENT + "noemafed skip-event {name} {event_id} --yes --note 'why'",
+)
+SKIPPED_HEADER = "Skipped Events:"
+SKIPPED_LINE = "  {skipped_at} {peer}: event {event_id} ({action} on trace {trace_id}), reason {reason}, by {user}: {note}"
+
+
+def _blocked_lines(name: str, record: PoisonRecord | None) -> list[str]:
+    if record is None:
+        return []
+    fields = {**record._asdict(), "since": record.first_seen, "name": name}
+    return [BLOCKED_LINE.format(**fields), *(line.format(**fields) for line in BLOCKED_DETAIL_LINES)]
+
+
+def _skipped_lines(skipped: tuple[SkippedEvent, ...]) -> list[str]:
+    if not skipped:
+        return []
+    lines = ["", SKIPPED_HEADER]
+    for skip in skipped:
+        fields = skip._asdict()
+        lines.append(SKIPPED_LINE.format(**{**fields, "note": skip.note or "(no note)"}))
+    return lines
+
+
+def _blocked_json(record: PoisonRecord | None) -> dict[str, Any] | None:
+    if record is None:
+        return None
+    return {
+        "event_id": record.event_id,
+        "trace_id": record.trace_id or None,
+        "action": record.action or None,
+        "reason": record.reason,
+        "error": record.error or None,
+        "count": record.failures,
+        "since": record.first_seen or None,
+        "blocked_at": record.blocked_at or None,
+        "last_attempt": record.last_seen or None,
+    }
+
+
+def _skipped_json(skip: SkippedEvent) -> dict[str, Any]:
+    return {key: value or None for key, value in skip._asdict().items()}
 
 
 def _status_human(report: StatusReport) -> str:
@@ -181,6 +238,7 @@ def _status_human(report: StatusReport) -> str:
     if report.vclock:
         lines += ["", "Vector Clock:"]
         lines += [f"  {key}: {report.vclock[key]}" for key in sorted(report.vclock)]
+    lines += _skipped_lines(report.skipped_events)
     return _lines(lines)
 
 
@@ -238,6 +296,7 @@ def _peer_json(peer: PeerStatus) -> dict[str, Any]:
             "rank": _rank_json(peer.rank),
             "health": _health_json(peer_state.health),
             "hint": peer.hint,
+            "blocked_on": _blocked_json(peer.blocked_on),
         }
     )
     return doc
@@ -270,6 +329,7 @@ def _status_json(report: StatusReport) -> str:
         "consolidation_rank": _rank_json(report.local_rank),
         "peers": [_peer_json(peer) for peer in report.peers],
         "vclock": {key: report.vclock[key] for key in sorted(report.vclock)},
+        "skipped_events": [_skipped_json(skip) for skip in report.skipped_events],
     }
     return _dumps(doc)
 
@@ -415,6 +475,49 @@ def _reset_plan(plan: ResetPlan) -> str:
 
 RESET_PROMPT = "Proceed? [y/N]: "
 
+SKIP_PLAN_LINES = (
+    "About to skip event {event_id} from peer {peer} in cortex {cortex}:",
+    "  action:     {action}",
+    "  trace:      {trace_id}",
+    "  reason:     {reason} ({failures} failed replays in a row since {first_seen})",
+    "  error:      {error}",
+    "  cursor:     {cursor}",
+    "  note:       {note}",
+    "The event is fetched from the peer again and stored as received, but not applied: this cortex",
+    "never gets its change. The cursor moves past it and the skip is recorded for good (noemafed status).",
+)
+SKIP_DONE = "Skipped event {event_id} from peer {peer}: stored, not applied; cursor {before} -> {after}."
+SKIP_ALREADY_STORED = "The event was already stored (another peer relayed it); only the cursor moved."
+SKIP_NEXT = "The next `noemafed sync --once` pulls the events after it."
+
+
+def _skip_plan(plan: SkipPlan) -> str:
+    record = plan.record
+    fields = {
+        **record._asdict(),
+        "peer": go_quote(plan.peer.name),
+        "cortex": go_quote(plan.cortex_name),
+        "cursor": _or(plan.cursor, "(none)"),
+        "note": _or(plan.note, "(none)"),
+        "trace_id": _or(record.trace_id, "(none)"),
+    }
+    return _lines([line.format(**fields) for line in SKIP_PLAN_LINES])
+
+
+def _skip_result(result: SkipResult) -> str:
+    skip = result.skip
+    lines = [
+        SKIP_DONE.format(
+            event_id=skip.event_id,
+            peer=go_quote(skip.peer),
+            before=_or(skip.cursor_before, "(none)"),
+            after=skip.event_id,
+        )
+    ]
+    if not result.stored:
+        lines.append(SKIP_ALREADY_STORED)
+    return _lines([*lines, SKIP_NEXT])
+
 
 def _reset_result(result: ResetResult) -> str:
     lines = ["", "Reset complete."]
@@ -493,15 +596,48 @@ def _poll_line(result: PollResult) -> str:
         more = "" if result.caught_up else " (more to pull)"
         return f"{result.peer}: ok, {result.events_applied} events applied, cursor {cursor}{more}"
     where = f", event {result.event_id}" if result.event_id else ""
+    blocked = POLL_BLOCKED if _blocked(result) is not None else ""
     return (
-        f"{result.peer}: failed ({result.reason}{where}), {result.events_applied} events applied, "
+        f"{result.peer}: failed ({result.reason}{where}{blocked}), {result.events_applied} events applied, "
         f"cursor {cursor}: {result.message}"
     )
 
 
+POLL_BLOCKED = ", blocked: retried once an hour until skip-event"
+
+
+def _blocked(result: PollResult) -> PoisonRecord | None:
+    """The poison record of a poll that left its peer blocked."""
+    record = result.poison_record
+    return record if record is not None and record.blocked_at else None
+
+
+DEFERRED_BLOCKED_LINE = (
+    "{name}: deferred, blocked on event {event_id} ({failures} failed replays since {failing_since}), "
+    "not contacted until {next_attempt_at}"
+)
+
+
+def _deferred_line(peer: DeferredPeer) -> str:
+    return DEFERRED_BLOCKED_LINE.format(**peer._asdict())
+
+
+def _deferred_json(peer: DeferredPeer) -> dict[str, Any]:
+    return {
+        "name": peer.name,
+        "endpoint": redact(peer.endpoint),
+        "reason": peer.reason,
+        "event_id": peer.event_id or None,
+        "next_attempt_at": peer.next_attempt_at or None,
+        "consecutive_failures": peer.failures,
+        "failing_since": peer.failing_since or None,
+    }
+
+
 def _sync_human(report: SyncReport) -> str:
-    """One line per visited peer, then the paused ones."""
+    """One line per visited peer, then the deferred and the paused ones."""
     lines = [_poll_line(result) for result in report.results]
+    lines += [_deferred_line(peer) for peer in report.deferred]
     lines += [f"{name}: paused, skipped" for name in report.paused]
     if not lines:
         lines = [NOT_CONFIGURED]
@@ -525,6 +661,7 @@ def _poll_json(result: PollResult) -> dict[str, Any]:
         "cursor_before": result.cursor_before or None,
         "cursor_after": result.cursor_after or None,
         "caught_up": result.caught_up,
+        "blocked_on": _blocked_json(_blocked(result)),
         "peer_version": result.peer_version or None,
         "peer_cortex_id": result.peer_cortex_id or None,
         "seconds": round(result.seconds, 3),
@@ -540,6 +677,7 @@ def _sync_json(report: SyncReport) -> str:
         "exit_code": int(report.exit_code),
         "cortex": {"id": report.cortex_id, "name": report.cortex_name, "path": str(report.cortex_path)},
         "peers": [_poll_json(result) for result in report.results],
+        "deferred": [_deferred_json(peer) for peer in report.deferred],
         "paused": list(report.paused),
     }
     return _dumps(doc)
@@ -645,6 +783,10 @@ def human(report: Report) -> str:
             return _keygen(report)
         case DoctorReport():
             return _doctor_human(report)
+        case SkipPlan():
+            return _skip_plan(report)
+        case SkipResult():
+            return _skip_result(report)
 
 
 def json(report: JsonReport) -> str:

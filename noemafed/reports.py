@@ -14,6 +14,7 @@ if TYPE_CHECKING:  # value types only; importing them for real would load sync's
     from noemafed.cortex.vclock import VClock
     from noemafed.federation.doctor import Finding
     from noemafed.federation.lock import LockHolder
+    from noemafed.federation.poison import DeferredPeer, PoisonRecord, SkippedEvent
     from noemafed.federation.syncer import PollResult
 
 
@@ -42,6 +43,7 @@ class PeerStatus(NamedTuple):
     state: PeerState | None
     rank: RankEntry | None  # None: no usable stored rank, shown as "(none)"
     hint: str | None
+    blocked_on: PoisonRecord | None = None  # poison events: the event a blocked peer is stuck on, else None
 
 
 class StatusReport(NamedTuple):
@@ -60,6 +62,7 @@ class StatusReport(NamedTuple):
     peers: tuple[PeerStatus, ...]
     vclock: VClock
     verifier: str  # the Ed25519 verifier `sync` uses on this host: "openssl" or "python" (signing.verifier)
+    skipped_events: tuple[SkippedEvent, ...] = ()  # every `skip-event` ever run on this cortex, oldest first
 
     @property
     def configured(self) -> bool:
@@ -159,6 +162,26 @@ class ResetResult(NamedTuple):
 
     targets: tuple[ResetTarget, ...]
     buckets_dropped: int
+
+
+# ---- skip-event -----------------------------------------------------------------------------------
+
+
+class SkipPlan(NamedTuple):
+    """The event skip-event will store unapplied and move the cursor past, shown before it asks."""
+
+    cortex_name: str
+    peer: PeerConfig
+    record: PoisonRecord  # the peer is blocked on this event
+    cursor: str  # the peer's cursor now, just before the event
+    note: str
+
+
+class SkipResult(NamedTuple):
+    """What skip-event did: the skip as recorded, and whether the event row was stored now."""
+
+    skip: SkippedEvent
+    stored: bool  # False: the row was already there (another peer relayed it), only the cursor moved
 
 
 # ---- set-mode, pause-peer, resume-peer ------------------------------------------------------------
@@ -276,10 +299,12 @@ class SyncReport(NamedTuple):
     cortex_name: str
     results: tuple[PollResult, ...]
     paused: tuple[str, ...]
+    deferred: tuple[DeferredPeer, ...] = ()  # not contacted (blocked, its hour not up): not failures
 
     @property
     def exit_code(self) -> ExitCode:
-        """0 all good; 4 if any peer needs an operator (wins); 3 if any failed otherwise."""
+        """0 all good; 4 if any peer needs an operator (wins); 3 if any failed otherwise; deferred peers count
+        for nothing."""
         # The codes are ordered by severity, so the worst result is the largest.
         return max((result.exit_code for result in self.results), default=ExitCode.OK)
 

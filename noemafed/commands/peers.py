@@ -230,12 +230,14 @@ def set_peer(locate: Callable[[], Path], name: str, changes: PeerChanges) -> Pee
 
 def _move_state(conn: sqlite3.Connection, old: str, new: str) -> None:
     """Carry every key of `old` to `new`; whatever `new` had (a removed peer's kept state) is replaced."""
-    for suffix in PEER_STATE_SUFFIXES:
-        value = state.get(conn, state.peer_key(old, suffix))
-        state.delete(conn, state.peer_key(new, suffix))
+    keys = [(state.peer_key(old, suffix), state.peer_key(new, suffix)) for suffix in PEER_STATE_SUFFIXES]
+    keys += zip(state.poison_peer_keys(old), state.poison_peer_keys(new), strict=True)  # noemafed's own
+    for old_key, new_key in keys:
+        value = state.get(conn, old_key)
+        state.delete(conn, new_key)
         if value:
-            state.put(conn, state.peer_key(new, suffix), value)
-        state.delete(conn, state.peer_key(old, suffix))
+            state.put(conn, new_key, value)
+        state.delete(conn, old_key)
 
 
 def remove_peers(

@@ -128,6 +128,8 @@ def clear_state(conn: sqlite3.Connection, targets: tuple[ResetTarget, ...]) -> i
     for target in targets:
         for suffix in PEER_STATE_SUFFIXES:
             state.delete(conn, state.peer_key(target.name, suffix))
+        for key in state.poison_peer_keys(target.name):  # noemafed's own (the skipped-event audit stays)
+            state.delete(conn, key)
         # Only a pinned id says which bucket was this peer's; unpinned peers drop nothing.
         if target.pinned_id:
             if target.pinned_id in clock:

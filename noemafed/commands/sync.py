@@ -13,7 +13,8 @@ from noemafed.cortex.access import load_access_key
 from noemafed.cortex.manifest import Manifest, PeerConfig
 from noemafed.cortex.open import TEMP_PREFIX, TEMP_SUFFIX, TRACE_FOLDERS, database_dir, open_database
 from noemafed.cortex.storage_lock import StorageBusyError
-from noemafed.errors import CommandError
+from noemafed.errors import CommandError, NoemafedError
+from noemafed.federation import poison
 from noemafed.federation.lock import ROLE_DAEMON, ROLE_ONCE, SyncLock
 from noemafed.federation.schedule import poll_once, run_daemon
 from noemafed.federation.syncer import SyncContext, SyncOptions
@@ -72,6 +73,7 @@ def sync_once(run: SyncRun, names: tuple[str, ...]) -> SyncReport:
     started_at, started = rfc3339_now(), time.monotonic()
     peers, paused = select_peers(run.manifest, names)
     with _locked(run) as ctx:
+        peers, deferred = _leave_blocked(run, peers)  # poison events: a blocked peer waits for its hour
         results = poll_once(ctx, peers)
     return SyncReport(
         started_at=started_at,
@@ -81,7 +83,26 @@ def sync_once(run: SyncRun, names: tuple[str, ...]) -> SyncReport:
         cortex_name=run.manifest.name,
         results=tuple(results),
         paused=tuple(paused),
+        deferred=tuple(deferred),
     )
+
+
+def _leave_blocked(
+    run: SyncRun, peers: list[PeerConfig]
+) -> tuple[list[PeerConfig], list[poison.DeferredPeer]]:
+    """The peers to contact, and the blocked ones whose hour is not up (one read of the poison records). A
+    database that cannot be read here leaves every peer due: each poll then meets the same error and says so."""
+    try:
+        conn = open_database(run.cortex_dir)
+    except NoemafedError:
+        return peers, []
+    try:
+        records = poison.get_records(conn)
+    except NoemafedError:
+        return peers, []
+    finally:
+        conn.close()
+    return poison.split_due(peers, records, run.options.block_after, time.time())
 
 
 def sync_daemon(run: SyncRun, stop: threading.Event) -> None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any, NamedTuple
 
 from noemafed.cortex import vclock
@@ -262,3 +264,62 @@ def get_cortex_pubkey(conn: sqlite3.Connection, cortex_id: str) -> str:
 
 def set_cortex_pubkey(conn: sqlite3.Connection, cortex_id: str, pubkey: str) -> None:
     put(conn, cortex_key(cortex_id), pubkey)
+
+
+@contextmanager
+def write_transaction(conn: sqlite3.Connection) -> Iterator[None]:
+    """Several keys as one write: BEGIN IMMEDIATE ... COMMIT, rolled back on any error; a database error is a
+    StateError like every other in this module."""
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+    except sqlite3.Error as exc:
+        raise StateError(f"writing federation_state: {exc}") from exc
+    try:
+        yield
+        conn.execute("COMMIT")
+    except BaseException as exc:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        if isinstance(exc, sqlite3.Error):
+            raise StateError(f"writing federation_state: {exc}") from exc
+        raise
+
+
+def get_prefixed(conn: sqlite3.Connection, prefix: str) -> list[tuple[str, str]]:
+    """Every (key, value) whose key starts with `prefix`, by key: one range scan of the primary key."""
+    try:
+        rows = conn.execute(
+            "SELECT key, value FROM federation_state WHERE key >= ? AND key < ? ORDER BY key",
+            (prefix, prefix[:-1] + chr(ord(prefix[-1]) + 1)),
+        ).fetchall()
+    except sqlite3.Error as exc:
+        raise StateError(f"reading federation_state {prefix!r}*: {exc}") from exc
+    return [(str(key), str(value)) for key, value in rows]
+
+
+# ---- noemafed's own keys: poison events and skipped events (issue 14) ------------------------------------
+# Under a prefix noema never reads or writes (docs/operations.md, "A blocked peer"). Values are compact JSON
+# objects (federation.poison reads and writes them); a missing or unreadable value means "nothing recorded".
+
+NOEMAFED_PREFIX = "noemafed:"
+# + peer label: the event that peer's replay keeps failing on, how often, since when. Cleared when the cursor
+# passes it (applied or skipped), by a successful poll, and by reset-peer; moved by a rename.
+POISON_PREFIX = NOEMAFED_PREFIX + "poison:"
+# + event id: one `skip-event`, kept for ever (an audit list: no command deletes it).
+SKIPPED_PREFIX = NOEMAFED_PREFIX + "skipped:"
+
+
+def poison_key(peer: str) -> str:
+    """`noemafed:poison:<label>`."""
+    return POISON_PREFIX + peer
+
+
+def skipped_key(event_id: str) -> str:
+    """`noemafed:skipped:<event id>`."""
+    return SKIPPED_PREFIX + event_id
+
+
+def poison_peer_keys(peer: str) -> tuple[str, ...]:
+    """The poison keys that describe one peer: reset-peer and remove-peer delete them, a rename moves them (the
+    skipped-event audit is not per peer state and stays)."""
+    return (poison_key(peer),)

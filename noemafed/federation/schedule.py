@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Sequence
 
 from noemafed.cortex.manifest import PeerConfig
 from noemafed.cortex.open import Cortex, open_database
 from noemafed.cortex.storage_lock import StorageBusyError
 from noemafed.errors import NoemafedError
+from noemafed.federation import poison
 from noemafed.federation.classify import Phase, Reason
 from noemafed.federation.syncer import PeerPoller, PollError, PollResult, SyncContext
 from noemafed.mcp.client import Deadline
@@ -175,7 +177,8 @@ def run_daemon(ctx: SyncContext, stop: threading.Event) -> None:
 
 
 def _peer_loop(ctx: SyncContext, peer: PeerConfig, interval: float, stop: threading.Event) -> None:
-    """First poll at once; the interval after a success; doubling backoff, capped at 5 minutes, after failures."""
+    """First poll at once; the interval after a success; doubling backoff, capped at 5 minutes, after failures;
+    once an hour while blocked on a poison event (poison.py: noema has no such rule)."""
     backoff = interval
     last_category = ""
     while not stop.is_set():
@@ -186,9 +189,11 @@ def _peer_loop(ctx: SyncContext, peer: PeerConfig, interval: float, stop: thread
             if last_category:
                 ctx.log.info(recovered_message(peer.name))
             last_category, backoff = "", interval
+            wait = interval
         else:
             backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
-            wait_text = format_go_duration(backoff)
+            wait = _blocked_wait(result.poison_record, ctx.options.block_after, backoff)  # poison events
+            wait_text = format_go_duration(wait)
             if result.category != last_category:
                 ctx.log.warning(
                     friendly_message(peer.name, peer.endpoint, result.category, result.message, wait_text)
@@ -196,8 +201,17 @@ def _peer_loop(ctx: SyncContext, peer: PeerConfig, interval: float, stop: thread
             else:
                 ctx.log.warning(brief_message(peer.name, result.category, wait_text))
             last_category = result.category
-        if stop.wait(max(backoff, 0.0)):
+        if stop.wait(max(wait, 0.0)):
             return
+
+
+def _blocked_wait(record: poison.PoisonRecord | None, block_after: int, backoff: float) -> float:
+    """The wait after a failed poll: until a blocked peer's next attempt, else the backoff."""
+    if record is None or not poison.is_blocked(record, block_after):
+        return backoff
+    now = time.time()
+    due = poison.next_attempt_for_blocked(record, now)
+    return backoff if due is None else float(int(due - now))
 
 
 def _daemon_poll(ctx: SyncContext, peer: PeerConfig, stop: threading.Event) -> PollResult | None:
