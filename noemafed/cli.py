@@ -773,6 +773,11 @@ def completion(obj: CliContext, shell: str) -> None:
     "--use-proxy-env", is_flag=True, help="Honour *_proxy environment variables (ignored by default)."
 )
 @click.option(
+    "--dry-run",
+    is_flag=True,
+    help="With --once: fetch, verify and replay as a run would, then undo it all; report what it would apply.",
+)
+@click.option(
     "--block-after",
     type=click.IntRange(min=1),
     default=5,
@@ -802,6 +807,7 @@ def sync(
     verbose: int,
     use_proxy_env: bool,
     block_after: int,
+    dry_run: bool,
     log_format: str,
 ) -> None:
     """Pull and replay peers' events: once for cron, or as a foreground daemon for systemd.
@@ -834,10 +840,11 @@ def sync(
         max_future_skew=max_future_skew,
         jobs=jobs,
         block_after=block_after,
+        dry_run=dry_run,
     )
     if not once:
-        if as_json or peer_names or max_events:
-            raise click.UsageError("--json, --peer and --max-events need --once")
+        if as_json or peer_names or max_events or dry_run:
+            raise click.UsageError("--json, --peer, --max-events and --dry-run need --once")
         _run_daemon(obj, cortex_dir, manifest, options, wait_seconds)
         return
     from noemafed.commands.sync import SyncRun, sync_once
@@ -852,7 +859,11 @@ def sync(
         from noemafed import render
 
         obj.emit(render.json(report))
-    elif report.exit_code != ExitCode.OK or (not obj.quiet and (obj.verbosity > 0 or obj.env.stdout_isatty)):
+    elif (
+        report.exit_code != ExitCode.OK
+        or report.dry_run
+        or (not obj.quiet and (obj.verbosity > 0 or obj.env.stdout_isatty))
+    ):
         from noemafed import render
 
         obj.emit(render.human(report))

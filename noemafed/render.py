@@ -37,6 +37,7 @@ from noemafed.text.gotext import format_rfc3339, go_quote
 if TYPE_CHECKING:  # value types only; sync's modules stay unloaded for the other commands
     from noemafed.cortex.access import AccessKey
     from noemafed.cortex.state import PeerHealth, RankEntry
+    from noemafed.federation.dryrun import Rehearsal
     from noemafed.federation.lock import LockHolder
     from noemafed.federation.poison import DeferredPeer, PoisonRecord, SkippedEvent
     from noemafed.federation.syncer import PollResult
@@ -634,9 +635,56 @@ def _deferred_json(peer: DeferredPeer) -> dict[str, Any]:
     }
 
 
+DRY_RUN_HEADER = "Dry run: nothing was written; a run now would do this:"
+WOULD_APPLY = "{peer}: would apply {count} events ({actions}), cursor {cursor}{more}"
+WOULD_FAIL = "{peer}: would fail ({reason}{where}) after applying {count} events ({actions}): {message}"
+WOULD_DIVERGE = "  would diverge: {traces}"
+
+
+def _counts(counts: dict[str, int]) -> str:
+    return ", ".join(f"{key} {value}" for key, value in counts.items()) or "none"
+
+
+def _rehearsal_lines(rehearsal: Rehearsal) -> list[str]:
+    result = rehearsal.result
+    count = sum(rehearsal.actions.values())
+    if result.ok:
+        more = "" if result.caught_up else " (more to pull)"
+        cursor = result.cursor_after or "(none)"
+        line = WOULD_APPLY.format(
+            peer=result.peer, count=count, actions=_counts(rehearsal.actions), cursor=cursor, more=more
+        )
+    else:
+        line = WOULD_FAIL.format(
+            peer=result.peer,
+            reason=result.reason,
+            where=f", event {result.event_id}" if result.event_id else "",
+            count=count,
+            actions=_counts(rehearsal.actions),
+            message=result.message,
+        )
+    if not rehearsal.diverging:
+        return [line]
+    return [line, WOULD_DIVERGE.format(traces=", ".join(rehearsal.diverging))]
+
+
+def _rehearsal_json(rehearsal: Rehearsal) -> dict[str, Any]:
+    return {
+        "actions": rehearsal.actions,
+        "effects": rehearsal.effects,
+        "diverging_traces": list(rehearsal.diverging),
+        "trace_files": rehearsal.trace_files,
+    }
+
+
 def _sync_human(report: SyncReport) -> str:
     """One line per visited peer, then the deferred and the paused ones."""
-    lines = [_poll_line(result) for result in report.results]
+    if report.dry_run:
+        lines = [DRY_RUN_HEADER]
+        for rehearsal in report.rehearsals:
+            lines += _rehearsal_lines(rehearsal)
+    else:
+        lines = [_poll_line(result) for result in report.results]
     lines += [_deferred_line(peer) for peer in report.deferred]
     lines += [f"{name}: paused, skipped" for name in report.paused]
     if not lines:
@@ -676,7 +724,13 @@ def _sync_json(report: SyncReport) -> str:
         "seconds": round(report.seconds, 3),
         "exit_code": int(report.exit_code),
         "cortex": {"id": report.cortex_id, "name": report.cortex_name, "path": str(report.cortex_path)},
-        "peers": [_poll_json(result) for result in report.results],
+        "dry_run": report.dry_run,
+        "peers": [
+            {**_poll_json(result), "would": _rehearsal_json(rehearsal) if rehearsal else None}
+            for result, rehearsal in zip(
+                report.results, report.rehearsals or [None] * len(report.results), strict=True
+            )
+        ],
         "deferred": [_deferred_json(peer) for peer in report.deferred],
         "paused": list(report.paused),
     }

@@ -13,6 +13,7 @@ if TYPE_CHECKING:  # value types only; importing them for real would load sync's
     from noemafed.cortex.state import PeerState, RankEntry
     from noemafed.cortex.vclock import VClock
     from noemafed.federation.doctor import Finding
+    from noemafed.federation.dryrun import Rehearsal
     from noemafed.federation.lock import LockHolder
     from noemafed.federation.poison import DeferredPeer, PoisonRecord, SkippedEvent
     from noemafed.federation.syncer import PollResult
@@ -300,6 +301,8 @@ class SyncReport(NamedTuple):
     results: tuple[PollResult, ...]
     paused: tuple[str, ...]
     deferred: tuple[DeferredPeer, ...] = ()  # not contacted (blocked, its hour not up): not failures
+    dry_run: bool = False  # --dry-run: nothing was kept; `rehearsals` says what a run would have done
+    rehearsals: tuple[Rehearsal, ...] = ()  # one per result, in the same order
 
     @property
     def exit_code(self) -> ExitCode:

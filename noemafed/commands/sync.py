@@ -7,7 +7,7 @@ import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 from noemafed.cortex.access import load_access_key
 from noemafed.cortex.manifest import Manifest, PeerConfig
@@ -21,6 +21,9 @@ from noemafed.federation.syncer import SyncContext, SyncOptions
 from noemafed.logs import Log
 from noemafed.reports import SyncReport
 from noemafed.text.gotext import go_quote, rfc3339_now
+
+if TYPE_CHECKING:
+    from noemafed.federation.dryrun import Rehearsal
 
 
 def remove_stale_temp_files(cortex_dir: Path) -> int:
@@ -64,7 +67,8 @@ def _locked(run: SyncRun, role: str = ROLE_ONCE) -> Iterator[SyncContext]:
         open_database(run.cortex_dir).close()  # refuse an unusable cortex before taking the lock
     with SyncLock(database_dir(run.cortex_dir), role) as lock:
         lock.acquire(run.wait_seconds)
-        remove_stale_temp_files(run.cortex_dir)
+        if not run.options.dry_run:  # a dry run deletes nothing
+            remove_stale_temp_files(run.cortex_dir)
         yield SyncContext(run.cortex_dir, run.manifest, access, run.options, run.log)
 
 
@@ -74,7 +78,14 @@ def sync_once(run: SyncRun, names: tuple[str, ...]) -> SyncReport:
     peers, paused = select_peers(run.manifest, names)
     with _locked(run) as ctx:
         peers, deferred = _leave_blocked(run, peers)  # poison events: a blocked peer waits for its hour
-        results = poll_once(ctx, peers)
+        rehearsals: tuple[Rehearsal, ...] = ()
+        if run.options.dry_run:
+            from noemafed.federation.dryrun import rehearse_once  # noqa: PLC0415 (cron runs never load it)
+
+            rehearsals = tuple(rehearse_once(ctx, peers))
+            results = [rehearsal.result for rehearsal in rehearsals]
+        else:
+            results = poll_once(ctx, peers)
     return SyncReport(
         started_at=started_at,
         seconds=time.monotonic() - started,
@@ -84,6 +95,8 @@ def sync_once(run: SyncRun, names: tuple[str, ...]) -> SyncReport:
         results=tuple(results),
         paused=tuple(paused),
         deferred=tuple(deferred),
+        dry_run=run.options.dry_run,
+        rehearsals=rehearsals,
     )
 
 

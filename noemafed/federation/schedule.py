@@ -23,10 +23,13 @@ MAX_BACKOFF_SECONDS = 300.0
 # ---- sync --once --------------------------------------------------------------------------------------
 
 
-def _open_poller(ctx: SyncContext, peer: PeerConfig, stop: threading.Event | None) -> PeerPoller | PollResult:
-    """A poller on its own connection, or the failed result when the database cannot be opened."""
+def open_poller(
+    ctx: SyncContext, peer: PeerConfig, stop: threading.Event | None, *, rehearsal: bool = False
+) -> PeerPoller | PollResult:
+    """A poller on its own connection (a RehearsalConnection for dry runs), or the failed result when the
+    database cannot be opened."""
     try:
-        conn = open_database(ctx.cortex_dir)
+        conn = open_database(ctx.cortex_dir, rehearsal=rehearsal)
     except StorageBusyError as exc:  # a compaction or storage migration: this host's storage, exit 3
         return PollResult.failed(peer, PollError(str(exc), Phase.OPEN, Reason.LOCAL_STORAGE))
     except NoemafedError as exc:
@@ -39,7 +42,7 @@ def poll_once(ctx: SyncContext, peers: Sequence[PeerConfig]) -> list[PollResult]
     deadline = Deadline(ctx.options.max_duration)
 
     def one(peer: PeerConfig) -> PollResult:
-        poller = _open_poller(ctx, peer, None)
+        poller = open_poller(ctx, peer, None)
         if isinstance(poller, PollResult):
             return poller
         try:
@@ -215,7 +218,7 @@ def _blocked_wait(record: poison.PoisonRecord | None, block_after: int, backoff:
 
 
 def _daemon_poll(ctx: SyncContext, peer: PeerConfig, stop: threading.Event) -> PollResult | None:
-    poller = _open_poller(ctx, peer, stop)
+    poller = open_poller(ctx, peer, stop)
     if isinstance(poller, PollResult):
         return poller
     try:

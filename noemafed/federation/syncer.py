@@ -35,7 +35,7 @@ from noemafed.text.sanitize import one_line, short
 
 if TYPE_CHECKING:
     from noemafed.cortex.events import Event, EventHead
-    from noemafed.federation.replay import Replayer
+    from noemafed.federation.replay import PageResult, Replayer
 
 PAGE_SIZE = 1000  # the server maximum: fewer round trips than Go's 100, same cursor semantics
 # Events replayed per transaction: long enough to amortise commits, short enough that a local noema
@@ -113,6 +113,7 @@ class SyncOptions(NamedTuple):
     # How far in the future (by this host's clock) an event id may be dated and still be stored.
     max_future_skew: float = 600.0
     jobs: int = 4  # peers polled at once
+    dry_run: bool = False  # replay everything, then roll it back: no file, no state (federation.dryrun)
     block_after: int = poison.DEFAULT_BLOCK_AFTER  # failed replays of one event in a row that block a peer
 
 
@@ -218,6 +219,8 @@ class PeerPoller:
             use_proxy_env=ctx.options.use_proxy_env,
         )
         self._replayer: Replayer | None = None
+        # Dry runs: told of each replayed batch and what it did (federation.dryrun tallies them).
+        self.on_batch: Callable[[Sequence[Event], PageResult], None] | None = None
 
     @property
     def replayer(self) -> Replayer:
@@ -496,6 +499,8 @@ class PeerPoller:
         progress.phase = Phase.REPLAY
         result = self.replayer.apply_page(events, cursor_peer=self.peer.name)
         progress.phase = Phase.EVENTS
+        if self.on_batch is not None:
+            self.on_batch(events, result)
         if result.outcomes:
             progress.cursor = result.outcomes[-1].event_id
             progress.applied += len(result.outcomes)
