@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 import time
 from collections.abc import Iterator, Mapping
@@ -59,25 +60,35 @@ class SyncRun(NamedTuple):
 
 
 @contextmanager
-def _locked(run: SyncRun, role: str = ROLE_ONCE) -> Iterator[SyncContext]:
+def _locked(run: SyncRun, role: str = ROLE_ONCE) -> Iterator[tuple[SyncContext, sqlite3.Connection | None]]:
     """The key loaded and the database checked before the lock is taken, then the lock held throughout; `role`
-    is written into the lock so configuration commands can name what is running."""
+    is written into the lock so configuration commands can name what is running.
+
+    The connection that checked the database stays open for the run's own bookkeeping (which blocked peers to
+    leave alone); it is None when the storage is busy, and the run then does no bookkeeping (each poll meets the
+    busy storage itself and reports it), so it waits out the busy timeout once, not once per step.
+    """
     access = load_access_key(run.cortex_dir, run.manifest.access, run.environ)
+    conn: sqlite3.Connection | None = None
     with suppress(StorageBusyError):  # busy storage fails each peer (exit 3, in its health), not the run
-        open_database(run.cortex_dir).close()  # refuse an unusable cortex before taking the lock
-    with SyncLock(database_dir(run.cortex_dir), role) as lock:
-        lock.acquire(run.wait_seconds)
-        if not run.options.dry_run:  # a dry run deletes nothing
-            remove_stale_temp_files(run.cortex_dir)
-        yield SyncContext(run.cortex_dir, run.manifest, access, run.options, run.log)
+        conn = open_database(run.cortex_dir)  # refuse an unusable cortex before taking the lock
+    try:
+        with SyncLock(database_dir(run.cortex_dir), role) as lock:
+            lock.acquire(run.wait_seconds)
+            if not run.options.dry_run:  # a dry run deletes nothing
+                remove_stale_temp_files(run.cortex_dir)
+            yield SyncContext(run.cortex_dir, run.manifest, access, run.options, run.log), conn
+    finally:
+        if conn is not None:
+            conn.close()
 
 
 def sync_once(run: SyncRun, names: tuple[str, ...]) -> SyncReport:
     """Lock the cortex, poll each chosen peer once in its own error boundary, and report."""
     started_at, started = rfc3339_now(), time.monotonic()
     peers, paused = select_peers(run.manifest, names)
-    with _locked(run) as ctx:
-        peers, deferred = _leave_blocked(run, peers)  # poison events: a blocked peer waits for its hour
+    with _locked(run) as (ctx, conn):
+        peers, deferred = _leave_blocked(run, conn, peers)  # poison events: a blocked peer waits for its hour
         rehearsals: tuple[Rehearsal, ...] = ()
         if run.options.dry_run:
             from noemafed.federation.dryrun import rehearse_once  # noqa: PLC0415 (cron runs never load it)
@@ -101,24 +112,21 @@ def sync_once(run: SyncRun, names: tuple[str, ...]) -> SyncReport:
 
 
 def _leave_blocked(
-    run: SyncRun, peers: list[PeerConfig]
+    run: SyncRun, conn: sqlite3.Connection | None, peers: list[PeerConfig]
 ) -> tuple[list[PeerConfig], list[poison.DeferredPeer]]:
-    """The peers to contact, and the blocked ones whose hour is not up (one read of the poison records). A
-    database that cannot be read here leaves every peer due: each poll then meets the same error and says so."""
-    try:
-        conn = open_database(run.cortex_dir)
-    except NoemafedError:
+    """The peers to contact, and the blocked ones whose hour is not up (one read of the poison records). Busy
+    storage (no connection) or a database that cannot be read here leaves every peer due: each poll then meets
+    the same error and says so."""
+    if conn is None:
         return peers, []
     try:
         records = poison.get_records(conn)
     except NoemafedError:
         return peers, []
-    finally:
-        conn.close()
     return poison.split_due(peers, records, run.options.block_after, time.time())
 
 
 def sync_daemon(run: SyncRun, stop: threading.Event) -> None:
     """The foreground daemon for systemd: holds the sync lock until stopped; it reports only through `log`."""
-    with _locked(run, ROLE_DAEMON) as ctx:
+    with _locked(run, ROLE_DAEMON) as (ctx, _):
         run_daemon(ctx, stop)
