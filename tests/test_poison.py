@@ -463,3 +463,42 @@ def test_reset_peer_clears_the_poison_record_and_keeps_the_skips(blocked: Any) -
 
 def _blocked_record(bad: dict[str, Any]) -> str:
     return PoisonRecord(bad["id"], bad["trace_id"], "teleport", "unknown_action", "", K, T0, T1, T1).encode()
+
+
+def test_the_daemon_waits_for_a_blocked_peers_hour_instead_of_its_backoff() -> None:
+    from noemafed.federation.schedule import _blocked_wait
+
+    now = poison.format_time(time.time())
+    record = PoisonRecord(E1, "", "teleport", "unknown_action", "", K, T0, now, now)
+    assert 3590 <= _blocked_wait(record, K, 60.0) <= 3600
+    assert _blocked_wait(record._replace(failures=K - 1), K, 60.0) == 60.0  # not blocked yet: the backoff
+    assert _blocked_wait(None, K, 60.0) == 60.0
+    assert _blocked_wait(record._replace(last_seen=T0), K, 60.0) == 60.0  # its hour is up: due at once
+
+
+def test_the_daemon_retries_a_blocked_peer_once_an_hour(tmp_path: Path) -> None:
+    import re
+    import threading
+
+    from noemafed.cortex.access import AccessKey
+    from noemafed.federation import schedule
+    from noemafed.federation.syncer import SyncContext, SyncOptions
+    from noemafed.logs import Log
+
+    src, bad = _poisoned_source(tmp_path)
+    with StdlibPeer(src, extra_events=[bad]) as src_peer:
+        target = target_with(tmp_path, [{"name": "src", "endpoint": src_peer.endpoint}], interval="100ms")
+        logs: list[str] = []
+        options = SyncOptions(block_after=2)
+        ctx = SyncContext(
+            target, read_manifest(target), AccessKey(), options, Log(lambda _l, line: logs.append(line))
+        )
+        stop = threading.Event()
+        thread = threading.Thread(target=schedule.run_daemon, args=(ctx, stop))
+        thread.start()
+        time.sleep(2.0)  # without the rule: polls after 0.2 s, 0.4 s, 0.8 s ... (the doubling backoff)
+        stop.set()
+        thread.join(timeout=5)
+        polls = src_peer.calls().count("sync_events")
+    assert polls == 2
+    assert re.fullmatch(r'.*"src" still unreachable \(other\); next retry in (59m5\ds|1h0m0s)', logs[-2])
