@@ -17,9 +17,13 @@ from peers.stdlib_peer import StdlibPeer
 from sync_helpers import events, seed, target_with, trace_files
 from ulid import ULID
 
+from noemafed.cortex.access import AccessKey
 from noemafed.cortex.manifest import read_manifest
-from noemafed.federation import poison
+from noemafed.federation import poison, schedule
 from noemafed.federation.poison import PoisonRecord, PollOutcome, ReplayFailure
+from noemafed.federation.syncer import PollResult, SyncContext, SyncOptions
+from noemafed.logs import Log
+from noemafed.text.clock import format_epoch, parse_rfc3339
 
 STATUS_SCHEMA = json.loads((REPO / "docs" / "status.schema.json").read_text())
 SYNC_SCHEMA = json.loads((REPO / "docs" / "sync.schema.json").read_text())
@@ -69,14 +73,25 @@ def test_success_or_a_cursor_past_the_event_clears_and_other_failures_keep() -> 
     assert poison.after_poll(None, PollOutcome(False, None, ""), T1, 1) is None
 
 
-def test_a_blocked_peer_is_due_an_hour_after_its_last_attempt() -> None:
-    record = PoisonRecord(E1, "", "teleport", "unknown_action", "", 5, T0, T1, T1)
-    last = poison.parse_time(T1)
-    assert last is not None
-    assert poison.next_attempt_for_blocked(record, last) == last + 3600
-    assert poison.next_attempt_for_blocked(record, last + 3599) == last + 3600
-    assert poison.next_attempt_for_blocked(record, last + 3600) is None
-    assert poison.next_attempt_for_blocked(record._replace(last_seen="yesterday"), last) is None
+def test_a_blocked_peer_waits_an_hour_whatever_its_reason_or_the_cap(tmp_path: Path) -> None:
+    """The hour replaces every other rule of once_delay: the doubling, --max-backoff's cap, and the
+    needs-an-operator rule that would leave an unknown action due on every run."""
+    record = PoisonRecord(E1, "", "teleport", "unknown_action", "", K, T0, T1, T1)
+    failed = PollResult("src", "http://127.0.0.1:1", False, needs_operator=True, poison_record=record)
+    cortex = make_cortex(tmp_path, "target")
+    ctx = SyncContext(
+        cortex, read_manifest(cortex), AccessKey(), SyncOptions(block_after=K, max_backoff=60.0), Log(_ignore)
+    )
+    assert schedule.once_delay(ctx)(K, failed) == (3600.0, False)
+    assert schedule.blocked_wait(failed, K) == 3600.0
+    not_yet = failed._replace(poison_record=record._replace(failures=K - 1))
+    assert schedule.blocked_wait(not_yet, K) is None
+    assert schedule.once_delay(ctx)(K, not_yet) == (0.0, False)  # needs an operator: due at once
+    assert schedule.blocked_wait(failed._replace(poison_record=None), K) is None
+
+
+def _ignore(level: str, line: str) -> None:
+    pass
 
 
 def test_records_decode_tolerantly() -> None:
@@ -134,11 +149,15 @@ def _record(target: Path) -> dict[str, Any]:
     return json.loads(state_rows(target)["noemafed:poison:src"])
 
 
+def _backoff(target: Path) -> dict[str, Any]:
+    return json.loads(state_rows(target)["noemafed:backoff:src"])
+
+
 def _an_hour_passes(target: Path) -> None:
-    """Move the record's last attempt back 61 minutes, as if the hour were up (the hourly rule's only input)."""
-    record = _record(target)
-    earlier = poison.format_time(time.time() - 3660)
-    put_state(target, **{"noemafed:poison:src": json.dumps({**record, "last_seen": earlier})})
+    """Move the streak's next attempt (a blocked peer's: an hour after its last) into the past, as if the hour
+    were up; test_the_test_clock_drives_the_hourly_retry plays the hour with NOEMAFED_TEST_NOW instead."""
+    streak = _backoff(target)
+    put_state(target, **{"noemafed:backoff:src": json.dumps({**streak, "next_attempt_at": format_epoch(0)})})
 
 
 def _contacts(peer: StdlibPeer) -> int:
@@ -180,8 +199,10 @@ def test_a_poison_event_blocks_its_peer_the_others_sync_and_skip_event_moves_on(
         assert [result["name"] for result in doc["peers"]] == ["other"]
         assert _peer(doc, "other")["events_applied"] > 0
         [deferred] = doc["deferred"]
-        record = _record(target)
-        next_at = poison.format_time(poison.parse_time(record["last_seen"]) + 3600)  # type: ignore[operator]
+        record, streak = _record(target), _backoff(target)
+        # The hour is the streak's next attempt: an hour after the last failed one.
+        next_at = format_epoch(parse_rfc3339(record["last_seen"]) + 3600)  # type: ignore[operator]
+        assert streak["next_attempt_at"] == next_at
         assert deferred == {
             "name": "src",
             "endpoint": src_peer.endpoint,
@@ -189,13 +210,13 @@ def test_a_poison_event_blocks_its_peer_the_others_sync_and_skip_event_moves_on(
             "event_id": bad["id"],
             "next_attempt_at": next_at,
             "consecutive_failures": K,
-            "failing_since": record["first_seen"],
+            "failing_since": streak["failing_since"],
         }
         assert _contacts(src_peer) == contacts
         text = run_cli(["--cortex", str(target), "sync", "--once", "-v", "--block-after", str(K)]).stdout
         assert text.endswith(
-            f"src: deferred, blocked on event {bad['id']} ({K} failed replays since {record['first_seen']}), "
-            f"not contacted until {next_at}\n"
+            f"src: deferred, blocked on event {bad['id']}, not contacted until {next_at} "
+            f"({K} consecutive failures since {streak['failing_since']})\n"
         )
 
         # status names the event, its trace and the reason.
@@ -465,25 +486,11 @@ def _blocked_record(bad: dict[str, Any]) -> str:
     return PoisonRecord(bad["id"], bad["trace_id"], "teleport", "unknown_action", "", K, T0, T1, T1).encode()
 
 
-def test_the_daemon_waits_for_a_blocked_peers_hour_instead_of_its_backoff() -> None:
-    from noemafed.federation.schedule import _blocked_wait
-
-    now = poison.format_time(time.time())
-    record = PoisonRecord(E1, "", "teleport", "unknown_action", "", K, T0, now, now)
-    assert 3590 <= _blocked_wait(record, K, 60.0) <= 3600
-    assert _blocked_wait(record._replace(failures=K - 1), K, 60.0) == 60.0  # not blocked yet: the backoff
-    assert _blocked_wait(None, K, 60.0) == 60.0
-    assert _blocked_wait(record._replace(last_seen=T0), K, 60.0) == 60.0  # its hour is up: due at once
-
-
 def test_the_daemon_retries_a_blocked_peer_once_an_hour(tmp_path: Path) -> None:
     import re
     import threading
 
-    from noemafed.cortex.access import AccessKey
     from noemafed.federation import schedule
-    from noemafed.federation.syncer import SyncContext, SyncOptions
-    from noemafed.logs import Log
 
     src, bad = _poisoned_source(tmp_path)
     with StdlibPeer(src, extra_events=[bad]) as src_peer:
@@ -502,3 +509,76 @@ def test_the_daemon_retries_a_blocked_peer_once_an_hour(tmp_path: Path) -> None:
         polls = src_peer.calls().count("sync_events")
     assert polls == 2
     assert re.fullmatch(r'.*"src" still unreachable \(other\); next retry in (59m5\ds|1h0m0s)', logs[-2])
+
+
+# ---- merged with the persisted backoff: the verdict, status --check and the test clock (issue 14) ---------
+
+
+def test_the_test_clock_drives_the_hourly_retry_and_a_blocked_peer_is_critical(tmp_path: Path) -> None:
+    """A blocked peer's hour is counted on NOEMAFED_TEST_NOW's clock (here ten days ahead of the real one, so
+    a rule that read time.time() anywhere would be off by ten days), its verdict is `blocked`, and
+    `status --check` is CRITICAL naming it."""
+    base = int(time.time()) + 10 * 86400
+
+    def at(seconds: int) -> dict[str, str]:
+        return {"NOEMAFED_TEST_NOW": format_epoch(base + seconds)}
+
+    def sync(seconds: int, *args: str) -> dict[str, Any]:
+        argv = ["--cortex", str(target), "sync", "--once", "--json", "--block-after", str(K), *args]
+        doc: dict[str, Any] = json.loads(run_cli(argv, env=at(seconds)).stdout)
+        jsonschema.validate(doc, SYNC_SCHEMA)
+        return doc
+
+    src, bad = _poisoned_source(tmp_path)
+    with StdlibPeer(src, extra_events=[bad]) as src_peer:
+        target = target_with(tmp_path, [{"name": "src", "endpoint": src_peer.endpoint}])
+        for run in range(K):  # an unknown action needs an operator: due on every run until blocked
+            assert _peer(sync(60 * run), "src")["reason"] == "unknown_action"
+        blocked_at = 60 * (K - 1)
+        assert _backoff(target)["next_attempt_at"] == format_epoch(base + blocked_at + 3600)
+
+        status = run_cli(["--cortex", str(target), "status", "--json"], env=at(blocked_at + 60))
+        peer = _peer(json.loads(status.stdout), "src")
+        jsonschema.validate(json.loads(status.stdout), STATUS_SCHEMA)
+        assert (peer["verdict"], peer["blocked_on"]["event_id"]) == ("blocked", bad["id"])
+        assert peer["next_attempt_at"] == format_epoch(base + blocked_at + 3600)
+        check = run_cli(["--cortex", str(target), "status", "--check"], env=at(blocked_at + 60))
+        assert (check.exit_code, check.stdout) == (
+            2,
+            f"NOEMAFED CRITICAL - src blocked; 1 peer: 1 blocked | 'src_lag'={_lag(target, base + blocked_at + 60)}s"
+            f" 'src_failures'={K}\n",
+        )
+        human = run_cli(["--cortex", str(target), "status"], env=at(blocked_at + 60)).stdout
+        assert f"  src: blocked on event {bad['id']}; {K} consecutive failures since " in human
+
+        # A second before the hour is up: deferred, not contacted; at the hour: contacted, blocked again.
+        contacts = _contacts(src_peer)
+        early = sync(blocked_at + 3599)
+        assert (early["peers"], early["deferred"][0]["reason"]) == ([], "blocked")
+        assert _contacts(src_peer) == contacts
+        again = sync(blocked_at + 3600)
+        assert _peer(again, "src")["reason"] == "unknown_action"
+        assert _record(target)["failures"] == K + 1
+        assert _record(target)["last_seen"] == format_epoch(base + blocked_at + 3600)  # the poison record too
+        assert _backoff(target)["next_attempt_at"] == format_epoch(base + blocked_at + 7200)
+
+        # retry-now ends the hour (the operator asked for an attempt now); the block stays.
+        assert run_cli(["--cortex", str(target), "retry-now", "src"]).exit_code == 0
+        contacts = _contacts(src_peer)
+        assert _peer(sync(blocked_at + 3660), "src")["blocked_on"]["event_id"] == bad["id"]
+        assert _contacts(src_peer) > contacts
+        # --ignore-backoff does the same within the next hour.
+        contacts = _contacts(src_peer)
+        assert sync(blocked_at + 3720)["deferred"][0]["reason"] == "blocked"
+        assert _peer(sync(blocked_at + 3720, "--ignore-backoff"), "src")["reason"] == "unknown_action"
+        assert _contacts(src_peer) > contacts
+
+
+def _lag(target: Path, now: int) -> int:
+    """The peer's lag at `now`: from the time in its cursor's id (the last event applied before the poison)."""
+    from noemafed.text.clock import ulid_seconds
+
+    cursor = state_rows(target)["peer:src:last_event"]
+    minted = ulid_seconds(cursor)
+    assert minted is not None
+    return int(now - minted)

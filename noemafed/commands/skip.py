@@ -156,6 +156,7 @@ def apply_skip(cortex: Cortex, plan: SkipPlan, event: Event, now: str, user: str
         stored = rows.insert_event(conn, event)
         state.put(conn, state.peer_key(peer, state.LAST_EVENT), event.id)
         poison.put_record(conn, peer, None)
+        state.clear_backoff(conn, peer)  # its hour was for the event: the next sync contacts it at once
         poison.put_skipped(conn, skip)
     return SkipResult(skip, stored)
 
