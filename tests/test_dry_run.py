@@ -163,3 +163,29 @@ def test_a_dry_run_predicts_a_failure_and_records_nothing(tmp_path: Path) -> Non
     assert (code, code_real) == (4, 4)
     for key in ("status", "reason", "event_id", "events_applied", "cursor_after", "error"):
         assert dry["peers"][0][key] == real["peers"][0][key], key
+
+
+def test_a_dry_run_plans_with_the_backoff_and_ignore_backoff_there_clears_nothing(tmp_path: Path) -> None:
+    """A rehearsal defers a peer as the real run would; --ignore-backoff contacts it without clearing the
+    streak (a dry run writes nothing); a rehearsal's exit code must never reach a metrics file."""
+    import socket
+
+    with socket.socket() as probe:  # a port nothing listens on: connection refused
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    target = target_with(tmp_path, [{"name": "dead", "endpoint": f"http://127.0.0.1:{port}"}])
+    assert _sync(target)[0] == 3  # the real run records a streak
+    streak = state_rows(target)["noemafed:backoff:dead"]
+    before = _cortex_bytes(target)
+    code, dry = _sync(target, "--dry-run")
+    assert (code, dry["peers"], [peer["reason"] for peer in dry["deferred"]]) == (0, [], ["backoff"])
+    code, dry = _sync(target, "--dry-run", "--ignore-backoff")
+    assert (code, dry["peers"][0]["reason"], dry["deferred"]) == (3, "network_refused", [])
+    assert _cortex_bytes(target) == before
+    assert state_rows(target)["noemafed:backoff:dead"] == streak
+    metrics = tmp_path / "noemafed.prom"
+    refused = run_cli(
+        ["--cortex", str(target), "sync", "--once", "--dry-run", "--metrics-file", str(metrics)]
+    )
+    assert (refused.exit_code, metrics.exists()) == (2, False)
+    assert "--dry-run and --metrics-file exclude each other" in refused.stderr
