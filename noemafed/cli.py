@@ -29,10 +29,10 @@ if TYPE_CHECKING:
     from noemafed.cortex.manifest import Manifest
     from noemafed.federation.syncer import SyncOptions
     from noemafed.logs import Log
-    from noemafed.reports import RemovePlan, ResetPlan, StatusReport, SyncReport
+    from noemafed.reports import RemovePlan, ResetPlan, SkipPlan, StatusReport, SyncReport
     from noemafed.text.clock import Clock
 
-    Plan = TypeVar("Plan", ResetPlan, RemovePlan)
+    Plan = TypeVar("Plan", ResetPlan, RemovePlan, SkipPlan)
 
 # `sync --once` without --max-duration: long enough for a backlog of several hundred thousand events, short
 # enough that a hostile or wedged peer cannot keep a cron run (and so every later one) alive for ever.
@@ -540,6 +540,8 @@ def reset_peer(obj: CliContext, names: tuple[str, ...], yes: bool) -> None:
 def retry_now(obj: CliContext, names: tuple[str, ...]) -> None:
     """End peers' backoff: the next `sync --once` contacts them at once (their health stays as it is).
 
+    A peer blocked on a poison event is contacted too; it stays blocked until the event applies or is skipped.
+
     Example: noemafed retry-now laptop
     """
     from noemafed import render
@@ -570,6 +572,32 @@ def remove_peer(obj: CliContext, names: tuple[str, ...], yes: bool, keep_state: 
 
     confirm = _confirmation(obj, yes, "remove-peer", "remove")
     obj.emit(render.human(remove_peers(obj.cortex_dir, names, keep_state, confirm)))
+
+
+@cli.command("skip-event")
+@click.argument("peer", shell_complete=_complete_peers)
+@click.argument("event_id", metavar="EVENT_ID")
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation (needed without a terminal).")
+@click.option(
+    "--note", default="", metavar="TEXT", help="Why: kept with the skip for good (noemafed status)."
+)
+@click.pass_obj
+def skip_event(obj: CliContext, peer: str, event_id: str, yes: bool, note: str) -> None:
+    """Move a blocked peer past the event its replay keeps failing on: stored as received, not applied.
+
+    Only the event `noemafed status` shows the peer blocked on; it is fetched from the peer again, the cursor
+    moves past it, and the skip (event, reason, note, time, user) is listed by `status` for good. Never
+    automatic (docs/operations.md, "A blocked peer").
+
+    Example: noemafed skip-event laptop 01JRZ5Q4XG7N3C8W2M6V1K9T0B --yes --note 'unknown action from v0.30'
+    """
+    from noemafed import render
+    from noemafed.commands.skip import SkipRequest, skip_event
+
+    confirm = _confirmation(obj, yes, "skip-event", "skip")
+    request = SkipRequest(peer, event_id, note)
+    log = obj.log(progress=False)
+    obj.emit(render.human(skip_event(obj.cortex_dir(), request, obj.env.environ, confirm, log)))
 
 
 @cli.command("set-mode")
@@ -857,6 +885,19 @@ def completion(obj: CliContext, shell: str) -> None:
     "--use-proxy-env", is_flag=True, help="Honour *_proxy environment variables (ignored by default)."
 )
 @click.option(
+    "--dry-run",
+    is_flag=True,
+    help="With --once: fetch, verify and replay as a run would, then undo it all; report what it would apply.",
+)
+@click.option(
+    "--block-after",
+    type=click.IntRange(min=1),
+    default=5,
+    show_default=True,
+    metavar="K",
+    help="Block a peer whose replay fails on the same event K syncs in a row: retried once an hour, until skip-event.",
+)
+@click.option(
     "--log-format",
     type=click.Choice(["text", "json"]),
     default="text",
@@ -872,7 +913,9 @@ def completion(obj: CliContext, shell: str) -> None:
     help="With --once: the longest a failing peer is left alone between attempts (Retry-After included).",
 )
 @click.option(
-    "--ignore-backoff", is_flag=True, help="With --once: contact every chosen peer now and clear its backoff."
+    "--ignore-backoff",
+    is_flag=True,
+    help="With --once: contact every chosen peer now (a blocked one too) and clear its backoff.",
 )
 @click.option(
     "--metrics-file", type=click.Path(dir_okay=False, path_type=Path), metavar="PATH", help=METRICS_HELP
@@ -899,6 +942,8 @@ def sync(
     as_json: bool,
     verbose: int,
     use_proxy_env: bool,
+    block_after: int,
+    dry_run: bool,
     log_format: str,
     max_backoff: float,
     ignore_backoff: bool,
@@ -939,11 +984,16 @@ def sync(
         max_future_skew=max_future_skew,
         jobs=jobs,
         max_backoff=max_backoff,
+        block_after=block_after,
+        dry_run=dry_run,
     )
+    if dry_run and metrics_file:
+        # A rehearsal's exit code and duration are not a run's: monitoring must never read them as one.
+        raise click.UsageError("--dry-run and --metrics-file exclude each other")
     if not once:
-        if as_json or peer_names or max_events or ignore_backoff or metrics_file:
+        if as_json or peer_names or max_events or ignore_backoff or metrics_file or dry_run:
             raise click.UsageError(
-                "--json, --peer, --max-events, --ignore-backoff and --metrics-file need --once"
+                "--json, --peer, --max-events, --ignore-backoff, --metrics-file and --dry-run need --once"
             )
         _run_daemon(obj, cortex_dir, manifest, options, wait_seconds)
         return
@@ -964,7 +1014,11 @@ def sync(
         from noemafed import render
 
         obj.emit(render.json(report))
-    elif report.exit_code != ExitCode.OK or (not obj.quiet and (obj.verbosity > 0 or obj.env.stdout_isatty)):
+    elif (
+        report.exit_code != ExitCode.OK
+        or report.dry_run
+        or (not obj.quiet and (obj.verbosity > 0 or obj.env.stdout_isatty))
+    ):
         from noemafed import render
 
         obj.emit(render.human(report))

@@ -29,6 +29,8 @@ from noemafed.reports import (
     ResetTarget,
     RetryNowReport,
     SettingChange,
+    SkipPlan,
+    SkipResult,
     StatusReport,
     SyncReport,
     VersionReport,
@@ -41,7 +43,9 @@ from noemafed.text.gotext import format_rfc3339, go_quote
 if TYPE_CHECKING:  # value types only; sync's modules stay unloaded for the other commands
     from noemafed.cortex.access import AccessKey
     from noemafed.cortex.state import PeerHealth, RankEntry
+    from noemafed.federation.dryrun import Rehearsal
     from noemafed.federation.lock import LockHolder
+    from noemafed.federation.poison import PoisonRecord, SkippedEvent
     from noemafed.federation.schedule import DeferredPeer
     from noemafed.federation.syncer import PollResult
     from noemafed.federation.verdict import Judgement
@@ -65,6 +69,8 @@ Report = (
     | KeygenReport
     | DoctorReport
     | RetryNowReport
+    | SkipPlan
+    | SkipResult
 )
 JsonReport = StatusReport | SyncReport | PeersReport | ErrorReport | DoctorReport
 
@@ -169,7 +175,59 @@ def _peer_lines(peer: PeerStatus) -> list[str]:
         f"    last_seen:  {_or(peer_state.last_seen, '(never)')}",
         f"    last_event: {_or(peer_state.last_event, '(none)')}",
         *_health_lines(peer_state.health, peer.hint),
+        *_blocked_lines(config.name, peer.blocked_on),
     ]
+
+
+# ---- poison events: a blocked peer and the skipped events (issue 14) ----
+
+BLOCKED_LINE = "    blocked:    ✖ on event {event_id} ({action} on trace {trace_id}) since {since}"
+BLOCKED_DETAIL_LINES = (
+    HEALTH_INDENT + "{failures} failed replays in a row, retried once an hour; reason: {reason}",
+    HEALTH_INDENT + "error:  {error}",
+    HEALTH_INDENT
+    + "fix the cause (upgrade this noemafed, or have the peer's operator fix the event), or skip it:",
+    HEALTH_INDENT + "noemafed skip-event {name} {event_id} --yes --note 'why'",
+)
+SKIPPED_HEADER = "Skipped Events:"
+SKIPPED_LINE = "  {skipped_at} {peer}: event {event_id} ({action} on trace {trace_id}), reason {reason}, by {user}: {note}"
+
+
+def _blocked_lines(name: str, record: PoisonRecord | None) -> list[str]:
+    if record is None:
+        return []
+    fields = {**record._asdict(), "since": record.first_seen, "name": name}
+    return [BLOCKED_LINE.format(**fields), *(line.format(**fields) for line in BLOCKED_DETAIL_LINES)]
+
+
+def _skipped_lines(skipped: tuple[SkippedEvent, ...]) -> list[str]:
+    if not skipped:
+        return []
+    lines = ["", SKIPPED_HEADER]
+    for skip in skipped:
+        fields = skip._asdict()
+        lines.append(SKIPPED_LINE.format(**{**fields, "note": skip.note or "(no note)"}))
+    return lines
+
+
+def _blocked_json(record: PoisonRecord | None) -> dict[str, Any] | None:
+    if record is None:
+        return None
+    return {
+        "event_id": record.event_id,
+        "trace_id": record.trace_id or None,
+        "action": record.action or None,
+        "reason": record.reason,
+        "error": record.error or None,
+        "count": record.failures,
+        "since": record.first_seen or None,
+        "blocked_at": record.blocked_at or None,
+        "last_attempt": record.last_seen or None,
+    }
+
+
+def _skipped_json(skip: SkippedEvent) -> dict[str, Any]:
+    return {key: value or None for key, value in skip._asdict().items()}
 
 
 def _status_human(report: StatusReport) -> str:
@@ -193,6 +251,7 @@ def _status_human(report: StatusReport) -> str:
     # noemafed's own section, after every line of noema's layout, so a reader of noema's text is not disturbed.
     lines += ["", VERDICTS_HEADER.format(max_age=format_go_duration(report.max_age))]
     lines += [_verdict_line(peer) for peer in report.peers]
+    lines += _skipped_lines(report.skipped_events)
     return _lines(lines)
 
 
@@ -205,7 +264,11 @@ def _verdict_line(peer: PeerStatus) -> str:
     judged = peer.judgement
     if judged is None:
         return VERDICT_UNKNOWN.format(name=peer.config.name)
-    parts = [f"  {peer.config.name}: {judged.verdict}"]
+    # A blocked peer names its event right after the verdict: it is what skip-event needs.
+    on_event = (
+        f" on event {peer.blocked_on.event_id}" if peer.blocked_on and judged.verdict == "blocked" else ""
+    )
+    parts = [f"  {peer.config.name}: {judged.verdict}{on_event}"]
     if judged.consecutive_failures:
         since = f" since {judged.failing_since}" if judged.failing_since else ""
         parts.append(f"{judged.consecutive_failures} consecutive failures{since}")
@@ -269,6 +332,7 @@ def _peer_json(peer: PeerStatus) -> dict[str, Any]:
             "rank": _rank_json(peer.rank),
             "health": _health_json(peer_state.health),
             "hint": peer.hint,
+            "blocked_on": _blocked_json(peer.blocked_on),
         }
     )
     if peer.judgement is not None:
@@ -316,6 +380,7 @@ def _status_json(report: StatusReport) -> str:
         "max_age_seconds": report.max_age,
         "peers": [_peer_json(peer) for peer in report.peers],
         "vclock": {key: report.vclock[key] for key in sorted(report.vclock)},
+        "skipped_events": [_skipped_json(skip) for skip in report.skipped_events],
     }
     return _dumps(doc)
 
@@ -584,6 +649,49 @@ def _reset_plan(plan: ResetPlan) -> str:
 
 RESET_PROMPT = "Proceed? [y/N]: "
 
+SKIP_PLAN_LINES = (
+    "About to skip event {event_id} from peer {peer} in cortex {cortex}:",
+    "  action:     {action}",
+    "  trace:      {trace_id}",
+    "  reason:     {reason} ({failures} failed replays in a row since {first_seen})",
+    "  error:      {error}",
+    "  cursor:     {cursor}",
+    "  note:       {note}",
+    "The event is fetched from the peer again and stored as received, but not applied: this cortex",
+    "never gets its change. The cursor moves past it and the skip is recorded for good (noemafed status).",
+)
+SKIP_DONE = "Skipped event {event_id} from peer {peer}: stored, not applied; cursor {before} -> {after}."
+SKIP_ALREADY_STORED = "The event was already stored (another peer relayed it); only the cursor moved."
+SKIP_NEXT = "The next `noemafed sync --once` pulls the events after it."
+
+
+def _skip_plan(plan: SkipPlan) -> str:
+    record = plan.record
+    fields = {
+        **record._asdict(),
+        "peer": go_quote(plan.peer.name),
+        "cortex": go_quote(plan.cortex_name),
+        "cursor": _or(plan.cursor, "(none)"),
+        "note": _or(plan.note, "(none)"),
+        "trace_id": _or(record.trace_id, "(none)"),
+    }
+    return _lines([line.format(**fields) for line in SKIP_PLAN_LINES])
+
+
+def _skip_result(result: SkipResult) -> str:
+    skip = result.skip
+    lines = [
+        SKIP_DONE.format(
+            event_id=skip.event_id,
+            peer=go_quote(skip.peer),
+            before=_or(skip.cursor_before, "(none)"),
+            after=skip.event_id,
+        )
+    ]
+    if not result.stored:
+        lines.append(SKIP_ALREADY_STORED)
+    return _lines([*lines, SKIP_NEXT])
+
 
 def _reset_result(result: ResetResult) -> str:
     lines = ["", "Reset complete."]
@@ -675,29 +783,98 @@ def _poll_line(result: PollResult) -> str:
         more = "" if result.caught_up else " (more to pull)"
         return f"{result.peer}: ok, {result.events_applied} events applied, cursor {cursor}{more}"
     where = f", event {result.event_id}" if result.event_id else ""
+    blocked = POLL_BLOCKED if _blocked(result) is not None else ""
     return (
-        f"{result.peer}: failed ({result.reason}{where}), {result.events_applied} events applied, "
+        f"{result.peer}: failed ({result.reason}{where}{blocked}), {result.events_applied} events applied, "
         f"cursor {cursor}: {result.message}"
     )
 
 
-DEFERRED_LINE = (
-    "{name}: deferred, not contacted until {next_attempt_at} ({failures} consecutive failures since {since})"
-)
+DEFERRED_LINE = "{name}: deferred{why}, not contacted until {next_attempt_at} ({failures} consecutive failures since {since})"
+DEFERRED_BLOCKED = ", blocked on event {event_id}"  # the reason, said only when it is not the backoff
+
+
+POLL_BLOCKED = ", blocked: retried once an hour until skip-event"
+
+
+def _blocked(result: PollResult) -> PoisonRecord | None:
+    """The poison record of a poll that left its peer blocked."""
+    record = result.poison_record
+    return record if record is not None and record.blocked_at else None
 
 
 def _deferred_line(peer: DeferredPeer) -> str:
     return DEFERRED_LINE.format(
         name=peer.name,
+        why=DEFERRED_BLOCKED.format(event_id=peer.event_id) if peer.event_id else "",
         next_attempt_at=peer.next_attempt_at,
         failures=peer.failures,
         since=_or(peer.failing_since, "(unknown)"),
     )
 
 
+def _deferred_json(peer: DeferredPeer) -> dict[str, Any]:
+    return {
+        "name": peer.name,
+        "endpoint": redact(peer.endpoint),
+        "reason": peer.reason,
+        "event_id": peer.event_id or None,
+        "next_attempt_at": peer.next_attempt_at or None,
+        "consecutive_failures": peer.failures,
+        "failing_since": peer.failing_since or None,
+    }
+
+
+DRY_RUN_HEADER = "Dry run: nothing was written; a run now would do this:"
+WOULD_APPLY = "{peer}: would apply {count} events ({actions}), cursor {cursor}{more}"
+WOULD_FAIL = "{peer}: would fail ({reason}{where}) after applying {count} events ({actions}): {message}"
+WOULD_DIVERGE = "  would diverge: {traces}"
+
+
+def _counts(counts: dict[str, int]) -> str:
+    return ", ".join(f"{key} {value}" for key, value in counts.items()) or "none"
+
+
+def _rehearsal_lines(rehearsal: Rehearsal) -> list[str]:
+    result = rehearsal.result
+    count = sum(rehearsal.actions.values())
+    if result.ok:
+        more = "" if result.caught_up else " (more to pull)"
+        cursor = result.cursor_after or "(none)"
+        line = WOULD_APPLY.format(
+            peer=result.peer, count=count, actions=_counts(rehearsal.actions), cursor=cursor, more=more
+        )
+    else:
+        line = WOULD_FAIL.format(
+            peer=result.peer,
+            reason=result.reason,
+            where=f", event {result.event_id}" if result.event_id else "",
+            count=count,
+            actions=_counts(rehearsal.actions),
+            message=result.message,
+        )
+    if not rehearsal.diverging:
+        return [line]
+    return [line, WOULD_DIVERGE.format(traces=", ".join(rehearsal.diverging))]
+
+
+def _rehearsal_json(rehearsal: Rehearsal) -> dict[str, Any]:
+    return {
+        "actions": rehearsal.actions,
+        "effects": rehearsal.effects,
+        "diverging_traces": list(rehearsal.diverging),
+        "trace_files": rehearsal.trace_files,
+    }
+
+
 def _sync_human(report: SyncReport) -> str:
     """One line per visited peer, then the deferred and the paused ones."""
-    lines = [_poll_line(result) for result in report.results]
+    if report.dry_run:
+        lines = [DRY_RUN_HEADER]
+        for rehearsal in report.rehearsals:
+            lines += _rehearsal_lines(rehearsal)
+    else:
+        lines = [_poll_line(result) for result in report.results]
     lines += [_deferred_line(peer) for peer in report.deferred]
     lines += [f"{name}: paused, skipped" for name in report.paused]
     if not lines:
@@ -722,6 +899,7 @@ def _poll_json(result: PollResult) -> dict[str, Any]:
         "cursor_before": result.cursor_before or None,
         "cursor_after": result.cursor_after or None,
         "caught_up": result.caught_up,
+        "blocked_on": _blocked_json(_blocked(result)),
         "peer_version": result.peer_version or None,
         "peer_cortex_id": result.peer_cortex_id or None,
         "seconds": round(result.seconds, 3),
@@ -736,17 +914,14 @@ def _sync_json(report: SyncReport) -> str:
         "seconds": round(report.seconds, 3),
         "exit_code": int(report.exit_code),
         "cortex": {"id": report.cortex_id, "name": report.cortex_name, "path": str(report.cortex_path)},
-        "peers": [_poll_json(result) for result in report.results],
-        "deferred": [
-            {
-                "name": peer.name,
-                "endpoint": redact(peer.endpoint),
-                "next_attempt_at": peer.next_attempt_at or None,
-                "consecutive_failures": peer.failures,
-                "failing_since": peer.failing_since or None,
-            }
-            for peer in report.deferred
+        "dry_run": report.dry_run,
+        "peers": [
+            {**_poll_json(result), "would": _rehearsal_json(rehearsal) if rehearsal else None}
+            for result, rehearsal in zip(
+                report.results, report.rehearsals or [None] * len(report.results), strict=True
+            )
         ],
+        "deferred": [_deferred_json(peer) for peer in report.deferred],
         "paused": list(report.paused),
     }
     return _dumps(doc)
@@ -854,6 +1029,10 @@ def human(report: Report) -> str:
             return _doctor_human(report)
         case RetryNowReport():
             return _retry_now(report)
+        case SkipPlan():
+            return _skip_plan(report)
+        case SkipResult():
+            return _skip_result(report)
 
 
 def json(report: JsonReport) -> str:

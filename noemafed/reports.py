@@ -13,7 +13,9 @@ if TYPE_CHECKING:  # value types only; importing them for real would load sync's
     from noemafed.cortex.state import LastSync, PeerState, RankEntry
     from noemafed.cortex.vclock import VClock
     from noemafed.federation.doctor import Finding
+    from noemafed.federation.dryrun import Rehearsal
     from noemafed.federation.lock import LockHolder
+    from noemafed.federation.poison import PoisonRecord, SkippedEvent
     from noemafed.federation.schedule import DeferredPeer
     from noemafed.federation.syncer import PollResult
     from noemafed.federation.verdict import CheckState, Judgement
@@ -45,6 +47,7 @@ class PeerStatus(NamedTuple):
     rank: RankEntry | None  # None: no usable stored rank, shown as "(none)"
     hint: str | None
     judgement: Judgement | None = None  # None with `state`: the records could not be read
+    blocked_on: PoisonRecord | None = None  # poison events: the event a blocked peer is stuck on, else None
 
 
 class StatusReport(NamedTuple):
@@ -65,6 +68,7 @@ class StatusReport(NamedTuple):
     verifier: str  # the Ed25519 verifier `sync` uses on this host: "openssl" or "python" (signing.verifier)
     max_age: float = 3600.0  # seconds without a success before a peer is `stale`
     last_sync: LastSync | None = None  # the last `sync --once` run, as it recorded itself
+    skipped_events: tuple[SkippedEvent, ...] = ()  # every `skip-event` ever run on this cortex, oldest first
 
     @property
     def configured(self) -> bool:
@@ -197,6 +201,26 @@ class RetryNowReport(NamedTuple):
     cleared: tuple[str, ...]
 
 
+# ---- skip-event -----------------------------------------------------------------------------------
+
+
+class SkipPlan(NamedTuple):
+    """The event skip-event will store unapplied and move the cursor past, shown before it asks."""
+
+    cortex_name: str
+    peer: PeerConfig
+    record: PoisonRecord  # the peer is blocked on this event
+    cursor: str  # the peer's cursor now, just before the event
+    note: str
+
+
+class SkipResult(NamedTuple):
+    """What skip-event did: the skip as recorded, and whether the event row was stored now."""
+
+    skip: SkippedEvent
+    stored: bool  # False: the row was already there (another peer relayed it), only the cursor moved
+
+
 # ---- set-mode, pause-peer, resume-peer ------------------------------------------------------------
 
 
@@ -312,7 +336,9 @@ class SyncReport(NamedTuple):
     cortex_name: str
     results: tuple[PollResult, ...]
     paused: tuple[str, ...]
-    deferred: tuple[DeferredPeer, ...] = ()  # left alone until their backoff runs out: not failures
+    deferred: tuple[DeferredPeer, ...] = ()  # not contacted: their next attempt (backoff, blocked) is not due
+    dry_run: bool = False  # --dry-run: nothing was kept; `rehearsals` says what a run would have done
+    rehearsals: tuple[Rehearsal, ...] = ()  # one per result, in the same order
 
     @property
     def exit_code(self) -> ExitCode:

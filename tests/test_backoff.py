@@ -93,6 +93,8 @@ def test_a_dead_peer_is_dialled_only_when_due_across_20_runs_while_a_live_peer_s
                     {
                         "name": "dead",
                         "endpoint": dead.endpoint,
+                        "reason": "backoff",
+                        "event_id": None,
                         "next_attempt_at": before["next_attempt_at"],
                         "consecutive_failures": before["failures"],
                         "failing_since": before["failing_since"],

@@ -19,7 +19,17 @@ from test_backoff import T0, at, sync
 from noemafed import __version__
 from noemafed.text.clock import parse_rfc3339, ulid_seconds
 
-VERDICTS = ("ok", "behind", "deferred", "failing", "needs_operator", "paused", "never_synced", "stale")
+VERDICTS = (
+    "ok",
+    "behind",
+    "deferred",
+    "failing",
+    "needs_operator",
+    "blocked",
+    "paused",
+    "never_synced",
+    "stale",
+)
 ODD_NAME = 'quote"back\\slash'
 
 

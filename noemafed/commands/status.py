@@ -13,13 +13,13 @@ from noemafed.cortex.manifest import PeerConfig, check_ready_for_federation, rea
 from noemafed.cortex.open import open_cortex
 from noemafed.cortex.state import RankEntry
 from noemafed.errors import AccessKeyError, CommandError, NoemafedError
+from noemafed.federation import poison
 from noemafed.federation.classify import health_hint
 from noemafed.federation.verdict import (
     DEFAULT_MAX_AGE_SECONDS,
     SEVERITY,
     WORSE,
     CheckState,
-    Judgement,
     PeerRecords,
     Verdict,
     judge,
@@ -31,20 +31,20 @@ from noemafed.text.clock import REAL_CLOCK, Clock
 from noemafed.text.gotext import go_quote
 
 
-def _judgement(
-    conn: sqlite3.Connection, peer: PeerConfig, peer_state: state.PeerState, now: float, max_age: float
-) -> Judgement:
-    """The peer's verdict from its records; noemafed's own are read here, noema's came with the peer state."""
-    records = PeerRecords(
-        peer.paused, peer_state, state.get_backoff(conn, peer.name), state.get_run(conn, peer.name)
-    )
-    return judge(records, now, max_age)
-
-
-def _peer_status(conn: sqlite3.Connection, peer: PeerConfig, now: float, max_age: float) -> PeerStatus:
+def _peer_status(
+    conn: sqlite3.Connection,
+    peer: PeerConfig,
+    records: dict[str, poison.PoisonRecord],
+    now: float,
+    max_age: float,
+) -> PeerStatus:
+    record = records.get(peer.name)
+    blocked_on = record if record is not None and record.blocked_at else None  # as the last sync judged it
     try:
         peer_state = state.get_peer_state(conn, peer.name, peer.endpoint)
-        judgement = _judgement(conn, peer, peer_state, now, max_age)
+        # The verdict from the records; noemafed's own are read here, noema's came with the peer state.
+        streak, run = state.get_backoff(conn, peer.name), state.get_run(conn, peer.name)
+        judgement = judge(PeerRecords(peer.paused, peer_state, streak, run, blocked_on), now, max_age)
     except NoemafedError:
         return PeerStatus(peer, None, None, None)
     try:
@@ -54,7 +54,18 @@ def _peer_status(conn: sqlite3.Connection, peer: PeerConfig, now: float, max_age
     if rank is not None and not rank.observed_at:
         rank = None
     error = peer_state.health.last_error
-    return PeerStatus(peer, peer_state, rank, health_hint(error.reason) if error else None, judgement)
+    hint = health_hint(error.reason) if error else None
+    return PeerStatus(peer, peer_state, rank, hint, judgement, blocked_on)
+
+
+def _poison(
+    conn: sqlite3.Connection,
+) -> tuple[dict[str, poison.PoisonRecord], tuple[poison.SkippedEvent, ...]]:
+    """The poison records by peer and the skipped events; an unreadable table shows neither."""
+    try:
+        return poison.get_records(conn), tuple(poison.get_skipped(conn))
+    except NoemafedError:
+        return {}, ()
 
 
 def _last_sync(conn: sqlite3.Connection) -> state.LastSync | None:
@@ -86,6 +97,7 @@ def status(
         except NoemafedError:
             local_rank = None
         now = clock.now()
+        records, skipped = _poison(cortex.conn)
         return StatusReport(
             generated_at=clock.rfc3339(),
             noemafed_version=__version__,
@@ -97,11 +109,12 @@ def status(
             access_error=access_error,
             federation=manifest.federation,
             local_rank=local_rank,
-            peers=tuple(_peer_status(cortex.conn, peer, now, max_age) for peer in manifest.peers),
+            peers=tuple(_peer_status(cortex.conn, peer, records, now, max_age) for peer in manifest.peers),
             vclock=state.get_clock(cortex.conn),
             verifier=verifier.current().name,
             max_age=max_age,
             last_sync=_last_sync(cortex.conn),
+            skipped_events=skipped,
         )
     finally:
         cortex.close()

@@ -8,7 +8,7 @@ import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 from noemafed.cortex import state
 from noemafed.cortex.access import load_access_key
@@ -25,6 +25,9 @@ from noemafed.text.clock import REAL_CLOCK, Clock
 from noemafed.text.gotext import go_quote
 
 LAST_SYNC_FAILED_LOG = "[federation] could not record the run: {err}"
+
+if TYPE_CHECKING:
+    from noemafed.federation.dryrun import Rehearsal
 
 
 def remove_stale_temp_files(cortex_dir: Path) -> int:
@@ -76,7 +79,8 @@ def _locked(run: SyncRun, role: str = ROLE_ONCE) -> Iterator[tuple[SyncContext, 
     try:
         with SyncLock(database_dir(run.cortex_dir), role) as lock:
             lock.acquire(run.wait_seconds)
-            remove_stale_temp_files(run.cortex_dir)
+            if not run.options.dry_run:  # a dry run deletes nothing
+                remove_stale_temp_files(run.cortex_dir)
             yield SyncContext(run.cortex_dir, run.manifest, access, run.options, run.log, run.clock), conn
     finally:
         if conn is not None:
@@ -92,8 +96,16 @@ def sync_once(run: SyncRun, names: tuple[str, ...], ignore_backoff: bool = False
     started_at, started = run.clock.rfc3339(), time.monotonic()
     peers, paused = select_peers(run.manifest, names)
     with _locked(run) as (ctx, conn):
+        # Backoff and poison events: a peer whose next attempt is not due (a blocked one: its hour) is deferred.
         due, deferred = plan_once(ctx, conn, peers, ignore_backoff) if conn else (peers, [])
-        results = poll_once(ctx, due)
+        rehearsals: tuple[Rehearsal, ...] = ()
+        if run.options.dry_run:
+            from noemafed.federation.dryrun import rehearse_once  # noqa: PLC0415 (cron runs never load it)
+
+            rehearsals = tuple(rehearse_once(ctx, due))
+            results = [rehearsal.result for rehearsal in rehearsals]
+        else:
+            results = poll_once(ctx, due)
         report = SyncReport(
             started_at=started_at,
             seconds=time.monotonic() - started,
@@ -103,8 +115,10 @@ def sync_once(run: SyncRun, names: tuple[str, ...], ignore_backoff: bool = False
             results=tuple(results),
             paused=tuple(paused),
             deferred=tuple(deferred),
+            dry_run=run.options.dry_run,
+            rehearsals=rehearsals,
         )
-        if conn is not None:
+        if conn is not None and not run.options.dry_run:  # a dry run records nothing
             _record_last_sync(run, conn, report)
     return report
 

@@ -8,6 +8,7 @@ import sqlite3
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from noemafed.cortex import frontmatter, schema, storage_lock
 from noemafed.cortex.manifest import MANIFEST_FILE, MANIFEST_VERSION, Manifest, read_manifest
@@ -146,6 +147,52 @@ class _LockedConnection(sqlite3.Connection):
             self.storage_lock = None
 
 
+class RehearsalConnection(_LockedConnection):
+    """Dry runs: a connection whose every change is rolled back. `rehearse()` opens one outer transaction; the
+    transactions its users open and close (BEGIN ... COMMIT, ROLLBACK) become savepoints inside it, so replay,
+    health and pins run unchanged, see their own writes, and `discard()` throws all of them away at the end."""
+
+    _depth = 0  # the users' transactions open inside the outer one
+    _SAVEPOINT = "noemafed_rehearsal"
+
+    def rehearse(self) -> None:
+        super().execute("BEGIN")
+
+    def discard(self) -> None:
+        """Roll back everything since `rehearse()`."""
+        self._depth = 0
+        if super().in_transaction:
+            super().execute("ROLLBACK")
+
+    @property
+    def in_transaction(self) -> bool:
+        """Whether one of the users' transactions is open (the outer one is not theirs)."""
+        return self._depth > 0
+
+    def execute(self, sql: str, parameters: Any = (), /) -> sqlite3.Cursor:
+        statement = sql.strip().upper()
+        if statement.startswith("BEGIN"):
+            self._depth += 1
+            return super().execute(f"SAVEPOINT {self._SAVEPOINT}")
+        if statement in ("COMMIT", "END"):
+            self._depth -= 1
+            return super().execute(f"RELEASE {self._SAVEPOINT}")
+        if statement == "ROLLBACK":
+            self.rollback()
+            return super().execute("SELECT 1")
+        return super().execute(sql, parameters)
+
+    def commit(self) -> None:
+        if self._depth > 0:
+            self.execute("COMMIT")
+
+    def rollback(self) -> None:
+        if self._depth > 0:
+            self._depth -= 1
+            super().execute(f"ROLLBACK TO {self._SAVEPOINT}")
+            super().execute(f"RELEASE {self._SAVEPOINT}")
+
+
 def connect(db_path: Path, factory: type[sqlite3.Connection] = sqlite3.Connection) -> sqlite3.Connection:
     """A connection with noema's pragmas; autocommit, so callers open their own transactions."""
     conn = sqlite3.connect(db_path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None, factory=factory)
@@ -178,11 +225,14 @@ def _check_openable(conn: sqlite3.Connection, db_path: Path) -> None:
         )
 
 
-def open_database(cortex_dir: Path, environ: Mapping[str, str] | None = None) -> sqlite3.Connection:
+def open_database(
+    cortex_dir: Path, environ: Mapping[str, str] | None = None, *, rehearsal: bool = False
+) -> sqlite3.Connection:
     """Open an existing cortex database for federation work, refusing anything unsafe.
 
     The connection holds noema's storage lock shared (`storage_lock`) until it is closed; a compaction or
     storage migration that holds it is waited for up to the busy timeout, then refused (StorageBusyError).
+    `rehearsal`: a RehearsalConnection, for dry runs.
     """
     if (cortex_dir / STORAGE_MIGRATION_MARKER).exists():
         raise CortexUnavailableError(
@@ -199,7 +249,7 @@ def open_database(cortex_dir: Path, environ: Mapping[str, str] | None = None) ->
         cortex_dir, BUSY_TIMEOUT_MS / 1000, os.environ if environ is None else environ
     )
     try:
-        conn = connect(db_path, factory=_LockedConnection)
+        conn = connect(db_path, factory=RehearsalConnection if rehearsal else _LockedConnection)
     except sqlite3.DatabaseError as exc:
         lock.release()
         if _denied(exc, db_path):

@@ -64,6 +64,18 @@ def delete(conn: sqlite3.Connection, key: str) -> None:
         raise StateError(f"deleting federation_state {key!r}: {exc}") from exc
 
 
+def get_prefixed(conn: sqlite3.Connection, prefix: str) -> list[tuple[str, str]]:
+    """Every (key, value) whose key starts with `prefix`, by key: one range scan of the primary key."""
+    try:
+        rows = conn.execute(
+            "SELECT key, value FROM federation_state WHERE key >= ? AND key < ? ORDER BY key",
+            (prefix, prefix[:-1] + chr(ord(prefix[-1]) + 1)),
+        ).fetchall()
+    except sqlite3.Error as exc:
+        raise StateError(f"reading federation_state {prefix!r}*: {exc}") from exc
+    return [(str(key), str(value)) for key, value in rows]
+
+
 @contextmanager
 def write_transaction(conn: sqlite3.Connection) -> Iterator[None]:
     """Several keys as one write: BEGIN IMMEDIATE ... COMMIT, rolled back on any error; a database error is a
@@ -294,6 +306,12 @@ NOEMAFED_PREFIX = "noemafed:"
 BACKOFF_PREFIX = NOEMAFED_PREFIX + "backoff:"  # + peer label: the current failure streak, absent when none
 RUN_PREFIX = NOEMAFED_PREFIX + "run:"  # + peer label: the last poll's outcome and the cumulative counter
 LAST_SYNC_KEY = NOEMAFED_PREFIX + "last_sync"  # the last `sync --once` run as a whole (for status metrics)
+# + peer label: the event that peer's replay keeps failing on, how often, since when (federation.poison reads
+# and writes it). Cleared when the cursor passes it (applied or skipped), by a successful poll, and by
+# reset-peer; moved by a rename.
+POISON_PREFIX = NOEMAFED_PREFIX + "poison:"
+# + event id: one `skip-event`, kept for ever (an audit list: no command deletes it, and it is not per peer).
+SKIPPED_PREFIX = NOEMAFED_PREFIX + "skipped:"
 
 
 def backoff_key(peer: str) -> str:
@@ -306,12 +324,24 @@ def run_key(peer: str) -> str:
     return RUN_PREFIX + peer
 
 
+def poison_key(peer: str) -> str:
+    """`noemafed:poison:<label>`."""
+    return POISON_PREFIX + peer
+
+
+def skipped_key(event_id: str) -> str:
+    """`noemafed:skipped:<event id>`."""
+    return SKIPPED_PREFIX + event_id
+
+
 def noemafed_peer_keys(peer: str) -> tuple[str, ...]:
-    """noemafed's per-peer keys: reset-peer and remove-peer delete them, a rename moves them."""
-    return (backoff_key(peer), run_key(peer))
+    """noemafed's per-peer keys: reset-peer and remove-peer delete them, a rename moves them (the
+    skipped-event audit is not per-peer state and stays)."""
+    return (backoff_key(peer), run_key(peer), poison_key(peer))
 
 
-def _decode_object(text: str) -> dict[str, Any] | None:
+def decode_object(text: str) -> dict[str, Any] | None:
+    """A JSON object, or None for a missing, empty, malformed or non-object value (nothing recorded)."""
     try:
         obj = json.loads(text) if text else None
     except ValueError:
@@ -353,7 +383,7 @@ class Backoff(NamedTuple):
 
 def decode_backoff(text: str) -> Backoff | None:
     """None when nothing (or nothing readable) is recorded: the peer is due."""
-    obj = _decode_object(text)
+    obj = decode_object(text)
     if obj is None:
         return None
     try:
@@ -411,7 +441,7 @@ class PeerRun(NamedTuple):
 
 def decode_run(text: str) -> PeerRun:
     """A zero record for a missing, empty or malformed value."""
-    obj = _decode_object(text)
+    obj = decode_object(text)
     if obj is None:
         return PeerRun()
     try:
@@ -450,7 +480,7 @@ class LastSync(NamedTuple):
 
 def get_last_sync(conn: sqlite3.Connection) -> LastSync | None:
     """None when no run was recorded (or the record is unreadable)."""
-    obj = _decode_object(get(conn, LAST_SYNC_KEY))
+    obj = decode_object(get(conn, LAST_SYNC_KEY))
     if obj is None:
         return None
     seconds = obj.get("seconds", 0)

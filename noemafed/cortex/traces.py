@@ -8,12 +8,14 @@ event can make replay touch a file elsewhere, whatever the caller checked before
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
 import hashlib
 import itertools
 import os
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
@@ -335,12 +337,68 @@ def validate(trace: Trace) -> None:
         raise InvalidTraceFrontmatterError(f"invalid trace frontmatter: tier {trace.tier!r} is not valid")
 
 
-def read(path: Path) -> Trace:
-    """Read and parse one trace file."""
+# ---- dry runs: trace files kept in memory ----------------------------------------------------------------
+# Inside `recorded()`, on this thread, the file steps below (write, rename, delete) land in a dict instead of
+# on disk, and reads and existence checks see that dict first: replay runs unchanged, and the files a step wrote
+# earlier in the same run are read back from it. Nothing is written, moved or deleted (`sync --once --dry-run`).
+
+Recording = dict[str, str | None]  # path text -> the file's text, or None: removed
+_RECORDING: ContextVar[Recording | None] = ContextVar("noemafed_trace_recording", default=None)
+
+
+@contextlib.contextmanager
+def recorded() -> Iterator[Recording]:
+    """Record this thread's trace file steps instead of doing them; yields the record."""
+    record: Recording = {}
+    token = _RECORDING.set(record)
+    try:
+        yield record
+    finally:
+        _RECORDING.reset(token)
+
+
+def _exists(path: str) -> bool:
+    record = _RECORDING.get()
+    if record is not None and path in record:
+        return record[path] is not None
+    return os.path.isfile(path)
+
+
+def _read_text(path: str) -> str:
+    record = _RECORDING.get()
+    if record is not None and path in record:
+        text = record[path]
+        if text is None:
+            raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), path)
+        return text
     # newline="": CR and CRLF in a body are content (Go's os.ReadFile keeps them); universal newlines would
     # turn them into LF on the next rewrite, breaking the content hash and the FTS row.
     with open(path, encoding="utf-8", newline="") as handle:
-        return parse_trace(handle.read())
+        return handle.read()
+
+
+def _unlink(path: str) -> None:
+    """Delete a file; one that is already gone is fine."""
+    record = _RECORDING.get()
+    if record is not None:
+        record[path] = None
+        return
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+
+
+def _rename(source: str, target: str) -> None:
+    record = _RECORDING.get()
+    if record is not None:
+        record[target] = _read_text(source)
+        record[source] = None
+        return
+    os.replace(source, target)
+
+
+def read(path: Path) -> Trace:
+    """Read and parse one trace file."""
+    return parse_trace(_read_text(str(path)))
 
 
 def write_atomic(path: Path, text: str, *, durable: bool = False) -> None:
@@ -378,6 +436,10 @@ _temp_name = _TEMP_NAMES.next
 
 def _write_atomic(path: str, temp: str, folder: str | Path, text: str, durable: bool) -> None:
     """write_atomic on str paths: `temp` is the temp file beside `path` in `folder`."""
+    record = _RECORDING.get()
+    if record is not None:
+        record[path] = text
+        return
     data = text.encode("utf-8", "surrogatepass")
     fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
     try:
@@ -416,7 +478,7 @@ def locate(cortex_dir: Path, trace_id: str, prefer: Iterable[str] = FOLDERS) -> 
     order = list(dict.fromkeys([*prefer, *FOLDERS]))
     for folder in order:
         path = trace_path(cortex_dir, folder, trace_id)
-        if path.is_file():
+        if _exists(str(path)):
             return path
     return None
 
@@ -434,8 +496,8 @@ def move(cortex_dir: Path, trace_id: str, source: str, target: str, *, durable: 
     if found is None:
         raise FileNotFoundError(f"trace file {trace_id}.md not found in {source}/ or any other trace folder")
     if found != destination:
-        os.replace(found, destination)
-        if durable:
+        _rename(str(found), str(destination))
+        if durable and _RECORDING.get() is None:
             fsync_dir(found.parent)
             fsync_dir(destination.parent)
     remove(cortex_dir, trace_id, [folder for folder in FOLDERS if folder != target])
@@ -444,9 +506,7 @@ def move(cortex_dir: Path, trace_id: str, source: str, target: str, *, durable: 
 def remove(cortex_dir: Path, trace_id: str, folders: Iterable[str] = FOLDERS) -> None:
     """Delete `<id>.md` from the given folders; a file that is already gone is fine."""
     for folder in folders:
-        path = _path_text(cortex_dir, folder, trace_id)
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(path)
+        _unlink(_path_text(cortex_dir, folder, trace_id))
 
 
 def write_in(cortex_dir: Path, folder: str, trace: Trace, *, durable: bool = False) -> None:

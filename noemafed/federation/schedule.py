@@ -12,6 +12,7 @@ from noemafed.cortex.manifest import PeerConfig
 from noemafed.cortex.open import Cortex, open_database
 from noemafed.cortex.storage_lock import StorageBusyError
 from noemafed.errors import NoemafedError
+from noemafed.federation import poison
 from noemafed.federation.classify import Phase, Reason
 from noemafed.federation.syncer import PeerPoller, PollError, PollResult, SyncContext
 from noemafed.mcp.client import Deadline
@@ -77,13 +78,22 @@ def retry_after_delay(value: str, now: float) -> float | None:
     return max(0.0, moment.timestamp() - now)
 
 
+def blocked_wait(result: PollResult, block_after: int) -> float | None:
+    """A blocked peer's wait after a failed poll: its next attempt an hour away (poison events: a fixed slow
+    schedule, not the doubling, not --max-backoff's cap); None for a peer that is not blocked."""
+    return poison.BLOCKED_RETRY_SECONDS if poison.is_blocked(result.poison_record, block_after) else None
+
+
 def once_delay(ctx: SyncContext) -> Callable[[int, PollResult], tuple[float, bool]]:
-    """`sync --once`'s wait after a failure: none when it needs an operator or came from this host's storage;
-    else the peer's Retry-After when it sent one, else the jittered doubling; both capped at --max-backoff. The
-    bool says the wait came from the peer."""
+    """`sync --once`'s wait after a failure: an hour for a blocked peer; none when it needs an operator or came
+    from this host's storage; else the peer's Retry-After when it sent one, else the jittered doubling; both
+    capped at --max-backoff. The bool says the wait came from the peer."""
     interval, cap = interval_of(ctx), ctx.options.max_backoff
 
     def delay(failures: int, result: PollResult) -> tuple[float, bool]:
+        blocked = blocked_wait(result, ctx.options.block_after)
+        if blocked is not None:
+            return blocked, False
         if result.needs_operator or result.reason == Reason.LOCAL_STORAGE:
             # Waiting heals neither, and the operator's fix (or this host's disk) should take effect on the
             # very next run: the streak is recorded, the peer stays due.
@@ -150,14 +160,21 @@ def record_outcome(
         poller.log.warning(RECORD_RUN_FAILED_LOG.format(name=go_quote(peer), err=one_line(str(exc))))
 
 
+# Why a run left a peer alone (DeferredPeer.reason, `deferred[].reason` in sync --json).
+DEFERRED_BACKOFF = "backoff"  # its failure streak's next attempt is not due
+DEFERRED_BLOCKED = "blocked"  # blocked on a poison event, and its hour is not up
+
+
 class DeferredPeer(NamedTuple):
-    """A peer a run left alone because its backoff has not run out; it was not contacted at all."""
+    """A peer a run left alone because its next attempt is not due; it was not contacted at all."""
 
     name: str
     endpoint: str
     next_attempt_at: str
     failures: int
     failing_since: str
+    reason: str = DEFERRED_BACKOFF
+    event_id: str = ""  # the poison event a blocked peer is stopped on ("" for a backoff)
 
 
 def plan_once(
@@ -165,33 +182,47 @@ def plan_once(
 ) -> tuple[list[PeerConfig], list[DeferredPeer]]:
     """Split the peers into those due now and those deferred; --ignore-backoff clears every streak instead.
 
-    One read per peer on the run's own connection: a run that defers every peer costs less than a caught-up one.
-    A database that cannot be read or written here makes every peer due: each poll then meets the same error
-    and reports it.
+    A peer is deferred while its streak's next attempt is in the future. For a blocked peer that attempt is an
+    hour after its last one (once_delay), and the deferral says `blocked` and names the event: the blocked rule
+    first, then the backoff. --ignore-backoff (and retry-now before the run) end a blocked peer's hour too: the
+    operator asked for an attempt now; the block itself stays until the event applies or is skipped.
+
+    One read per peer on the run's own connection, and one for every poison record: a run that defers every
+    peer costs less than a caught-up one. A database that cannot be read or written here makes every peer
+    due: each poll then meets the same error and reports it. A dry run writes nothing, so --ignore-backoff
+    there contacts every peer without clearing a streak.
     """
     try:
         if ignore_backoff:
-            with state.write_transaction(conn):
-                for peer in peers:
-                    state.clear_backoff(conn, peer.name)
+            if not ctx.options.dry_run:
+                with state.write_transaction(conn):
+                    for peer in peers:
+                        state.clear_backoff(conn, peer.name)
             return list(peers), []
         now = ctx.clock.now()
+        records = poison.get_records(conn)
         due: list[PeerConfig] = []
         deferred: list[DeferredPeer] = []
         for peer in peers:
             backoff = state.get_backoff(conn, peer.name)
             if backoff is None or is_due(backoff, now):
                 due.append(peer)
-            else:
-                deferred.append(
-                    DeferredPeer(
-                        peer.name,
-                        peer.endpoint,
-                        backoff.next_attempt_at,
-                        backoff.failures,
-                        backoff.failing_since,
-                    )
+                continue
+            record = records.get(peer.name)
+            blocked_on = (
+                record.event_id if poison.is_blocked(record, ctx.options.block_after) and record else ""
+            )
+            deferred.append(
+                DeferredPeer(
+                    peer.name,
+                    peer.endpoint,
+                    backoff.next_attempt_at,
+                    backoff.failures,
+                    backoff.failing_since,
+                    DEFERRED_BLOCKED if blocked_on else DEFERRED_BACKOFF,
+                    blocked_on,
                 )
+            )
         return due, deferred
     except NoemafedError as exc:
         ctx.log.warning(PLAN_FAILED_LOG.format(err=one_line(str(exc))))
@@ -201,10 +232,13 @@ def plan_once(
 # ---- sync --once --------------------------------------------------------------------------------------
 
 
-def _open_poller(ctx: SyncContext, peer: PeerConfig, stop: threading.Event | None) -> PeerPoller | PollResult:
-    """A poller on its own connection, or the failed result when the database cannot be opened."""
+def open_poller(
+    ctx: SyncContext, peer: PeerConfig, stop: threading.Event | None, *, rehearsal: bool = False
+) -> PeerPoller | PollResult:
+    """A poller on its own connection (a RehearsalConnection for dry runs), or the failed result when the
+    database cannot be opened."""
     try:
-        conn = open_database(ctx.cortex_dir)
+        conn = open_database(ctx.cortex_dir, rehearsal=rehearsal)
     except StorageBusyError as exc:  # a compaction or storage migration: this host's storage, exit 3
         return PollResult.failed(peer, PollError(str(exc), Phase.OPEN, Reason.LOCAL_STORAGE))
     except NoemafedError as exc:
@@ -218,7 +252,7 @@ def poll_once(ctx: SyncContext, peers: Sequence[PeerConfig]) -> list[PollResult]
     delay = once_delay(ctx)
 
     def one(peer: PeerConfig) -> PollResult:
-        poller = _open_poller(ctx, peer, None)
+        poller = open_poller(ctx, peer, None)
         if isinstance(poller, PollResult):
             return poller
         try:
@@ -361,7 +395,8 @@ def _resume(ctx: SyncContext, peer: PeerConfig, interval: float) -> tuple[float,
     """Where the daemon's schedule for a peer starts: the first wait and the backoff it continues from.
 
     A streak recorded by earlier runs carries over: the backoff continues from its count and the first poll
-    waits for its next attempt, but never longer than the daemon's own cap (noema's 5 minutes).
+    waits for its next attempt, but never longer than the daemon's own cap (noema's 5 minutes), or than a
+    blocked peer's hour.
     """
     try:
         conn = open_database(ctx.cortex_dir)
@@ -369,21 +404,24 @@ def _resume(ctx: SyncContext, peer: PeerConfig, interval: float) -> tuple[float,
         return 0.0, interval
     try:
         streak = state.get_backoff(conn, peer.name)
+        blocked = poison.is_blocked(poison.get_record(conn, peer.name), ctx.options.block_after)
     except NoemafedError:
-        streak = None
+        streak, blocked = None, False
     finally:
         conn.close()
     if streak is None:
         return 0.0, interval
     backoff = min(interval * 2.0 ** min(streak.failures, 64), MAX_BACKOFF_SECONDS)
+    cap = poison.BLOCKED_RETRY_SECONDS if blocked else MAX_BACKOFF_SECONDS
     due_at = parse_rfc3339(streak.next_attempt_at)
-    wait = 0.0 if due_at is None else min(max(due_at - ctx.clock.now(), 0.0), MAX_BACKOFF_SECONDS)
+    wait = 0.0 if due_at is None else min(max(due_at - ctx.clock.now(), 0.0), cap)
     return wait, backoff
 
 
 def _peer_loop(ctx: SyncContext, peer: PeerConfig, interval: float, stop: threading.Event) -> None:
     """First poll at once (or when a recorded streak says); the interval after a success; doubling backoff,
-    capped at 5 minutes, after failures."""
+    capped at 5 minutes, after failures; once an hour while blocked on a poison event (poison.py: noema has no
+    such rule)."""
     first_wait, backoff = _resume(ctx, peer, interval)
     if first_wait and stop.wait(first_wait):
         return
@@ -391,16 +429,21 @@ def _peer_loop(ctx: SyncContext, peer: PeerConfig, interval: float, stop: thread
     while not stop.is_set():
         # The wait this poll will be followed by, so the streak it records says when the daemon comes back.
         after_failure = min(backoff * 2, MAX_BACKOFF_SECONDS)
-        result = _daemon_poll(ctx, peer, stop, _always(after_failure))
+        result = _daemon_poll(ctx, peer, stop, _daemon_delay(after_failure, ctx.options.block_after))
         if result is None:
             return  # stopped mid-poll: not a failure (Go records one: compatibility.md)
         if result.ok:
             if last_category:
                 ctx.log.info(recovered_message(peer.name))
             last_category, backoff = "", interval
+            wait = interval
         else:
             backoff = after_failure
-            wait_text = format_go_duration(backoff)
+            blocked = blocked_wait(
+                result, ctx.options.block_after
+            )  # poison events: the hour, not the doubling
+            wait = backoff if blocked is None else blocked
+            wait_text = format_go_duration(wait)
             if result.category != last_category:
                 ctx.log.warning(
                     friendly_message(peer.name, peer.endpoint, result.category, result.message, wait_text)
@@ -408,15 +451,17 @@ def _peer_loop(ctx: SyncContext, peer: PeerConfig, interval: float, stop: thread
             else:
                 ctx.log.warning(brief_message(peer.name, result.category, wait_text))
             last_category = result.category
-        if stop.wait(max(backoff, 0.0)):
+        if stop.wait(max(wait, 0.0)):
             return
 
 
-def _always(wait: float) -> Callable[[int, PollResult], tuple[float, bool]]:
-    """A next-delay rule that ignores the streak: the daemon has already decided its wait."""
+def _daemon_delay(after_failure: float, block_after: int) -> Callable[[int, PollResult], tuple[float, bool]]:
+    """The daemon's wait after a failed poll, recorded in the streak so it says when the daemon comes back: an
+    hour for a blocked peer, else the doubling the loop has already worked out."""
 
     def delay(failures: int, result: PollResult) -> tuple[float, bool]:
-        return wait, False
+        blocked = blocked_wait(result, block_after)
+        return (after_failure if blocked is None else blocked), False
 
     return delay
 
@@ -427,7 +472,7 @@ def _daemon_poll(
     stop: threading.Event,
     next_delay: Callable[[int, PollResult], tuple[float, bool]],
 ) -> PollResult | None:
-    poller = _open_poller(ctx, peer, stop)
+    poller = open_poller(ctx, peer, stop)
     if isinstance(poller, PollResult):
         return poller
     try:

@@ -16,7 +16,7 @@ from noemafed.cortex.access import AccessKey
 from noemafed.cortex.manifest import Manifest, PeerConfig
 from noemafed.cortex.open import Cortex
 from noemafed.errors import ExitCode, NoemafedError
-from noemafed.federation import classify
+from noemafed.federation import classify, poison
 from noemafed.federation.classify import IdentityFailure, Phase, Reason, TlsFailure
 from noemafed.federation.identity import IdentityError, parse_identity, verify_identity
 from noemafed.logs import Log
@@ -37,7 +37,7 @@ from noemafed.text.sanitize import one_line, short
 
 if TYPE_CHECKING:
     from noemafed.cortex.events import Event, EventHead
-    from noemafed.federation.replay import Replayer
+    from noemafed.federation.replay import PageResult, Replayer
 
 PAGE_SIZE = 1000  # the server maximum: fewer round trips than Go's 100, same cursor semantics
 # Events replayed per transaction: long enough to amortise commits, short enough that a local noema
@@ -119,6 +119,8 @@ class SyncOptions(NamedTuple):
     # `sync --once`: the longest a failing peer is left alone (the doubling backoff and Retry-After both stop
     # here); the daemon keeps noema's own 5-minute cap.
     max_backoff: float = 3600.0
+    dry_run: bool = False  # replay everything, then roll it back: no file, no state (federation.dryrun)
+    block_after: int = poison.DEFAULT_BLOCK_AFTER  # failed replays of one event in a row that block a peer
 
 
 class PollError(NoemafedError):
@@ -140,6 +142,7 @@ class PollError(NoemafedError):
         self.outcome = classify.outcome(phase, cause)
         self.event_id = short(event_id)
         self.trace_id = short(trace_id)
+        self.action = ""  # poison events: the refused event's action (set for replay failures only)
 
 
 class PollResult(NamedTuple):
@@ -169,6 +172,8 @@ class PollResult(NamedTuple):
     # The run's --max-duration ran out while the poll was pulling: with events applied, the peer is behind, not
     # unreachable, and its backoff is not extended.
     out_of_time: bool = False
+    # The event replay keeps failing on (poison events), as recorded after this poll.
+    poison_record: poison.PoisonRecord | None = None
 
     @classmethod
     def failed(cls, peer: PeerConfig, error: PollError, category: str = "other") -> PollResult:
@@ -238,6 +243,8 @@ class PeerPoller:
             use_proxy_env=ctx.options.use_proxy_env,
         )
         self._replayer: Replayer | None = None
+        # Dry runs: told of each replayed batch and what it did (federation.dryrun tallies them).
+        self.on_batch: Callable[[Sequence[Event], PageResult], None] | None = None
 
     @property
     def replayer(self) -> Replayer:
@@ -279,11 +286,15 @@ class PeerPoller:
         )
         if failure is None or not self.stop.is_set():
             # A poll cut short by shutdown is not a failure of the peer (Go records one).
-            self._record_health(result.peer_version, failure)
+            record = self._record_health(result.peer_version, failure, result.cursor_after)
+            result = result._replace(poison_record=record)
         return result
 
-    def _record_health(self, peer_version: str, failure: PollError | None) -> None:
-        """federation.md §3.9: after every poll, success or failure; persistence errors only log."""
+    def _record_health(
+        self, peer_version: str, failure: PollError | None, cursor: str
+    ) -> poison.PoisonRecord | None:
+        """federation.md §3.9: after every poll, success or failure; persistence errors only log. The poison
+        record (noemafed's own) is written in the same transaction, and returned as it now stands."""
         quoted = go_quote(self.peer.name)
         now = self.clock.rfc3339()
         try:
@@ -296,14 +307,47 @@ class PeerPoller:
         else:
             error = state.PeerError(failure.outcome.reason, now, failure.event_id, failure.trace_id)
             health = previous.after_failure(now, peer_version, error)
+        record = None
         try:
-            state.set_health(self.conn, self.peer.name, health)
+            with state.write_transaction(self.conn):
+                state.set_health(self.conn, self.peer.name, health)
+                record = self._record_poison(failure, cursor, now)  # poison events (issue 14)
         except (NoemafedError, sqlite3.Error, ValueError) as exc:
             self.log.warning(PERSIST_HEALTH_FAILED_LOG.format(name=quoted, err=one_line(str(exc))))
+        return record
+
+    def _record_poison(self, failure: PollError | None, cursor: str, now: str) -> poison.PoisonRecord | None:
+        """Count a replay failure of one event towards blocking the peer (poison.after_poll has the rules)."""
+        refused = None
+        if failure is not None and failure.phase is Phase.REPLAY and failure.event_id:
+            refused = poison.replay_failure(
+                failure.event_id, failure.trace_id, failure.action, failure.outcome.reason, failure.message
+            )
+        previous = poison.get_record(self.conn, self.peer.name)
+        outcome = poison.PollOutcome(failure is None, refused, cursor)
+        record = poison.after_poll(previous, outcome, now, self.options.block_after)
+        if record != previous:
+            poison.put_record(self.conn, self.peer.name, record)
+        return record
 
     # ---- the poll, step by step ---------------------------------------------------------------------
 
     def _poll(self, deadline: Deadline, progress: _Progress) -> None:
+        session = self._open_session(deadline, progress)
+        try:
+            if self.cortex.manifest.federation_mode == "publish":
+                self._set(state.LAST_SEEN, self.clock.rfc3339())
+                return
+            progress.phase = Phase.EVENTS
+            self._pull_events(session, deadline, progress)
+            progress.phase = Phase.USAGE
+            self._pull_usage(session, progress)
+            self._set(state.LAST_SEEN, self.clock.rfc3339())
+        finally:
+            session.close()
+
+    def _open_session(self, deadline: Deadline, progress: _Progress) -> McpSession:
+        """An MCP session, initialized, with the peer's identity checked against the pins; closed on failure."""
         try:
             session = McpSession(self.target, deadline)
         except WireError as exc:
@@ -321,16 +365,36 @@ class PeerPoller:
             progress.peer_version = server.version
             progress.phase = Phase.IDENTITY
             progress.peer_cortex_id = self._handshake(session)
-            if self.cortex.manifest.federation_mode == "publish":
-                self._set(state.LAST_SEEN, self.clock.rfc3339())
-                return
+        except BaseException:
+            session.close()
+            raise
+        return session
+
+    def next_event(self, deadline: Deadline) -> Event | None:
+        """skip-event: the handshake of a poll, then the first event after the cursor (a page of one), checked
+        as a poll checks its pages; None when the peer serves nothing after it. Replays and records nothing."""
+        progress = _Progress(cursor=self._get(state.LAST_EVENT))
+        session = self._open_session(deadline, progress)
+        try:
             progress.phase = Phase.EVENTS
-            self._pull_events(session, deadline, progress)
-            progress.phase = Phase.USAGE
-            self._pull_usage(session, progress)
-            self._set(state.LAST_SEEN, self.clock.rfc3339())
+            text = self._call_events(session, _events_arguments(progress.cursor, 1))
         finally:
             session.close()
+        if text in ("", "[]", "null"):
+            return None
+        from noemafed.cortex.events import EventFormatError, read_page  # noqa: PLC0415 (as in _pull_events)
+
+        try:
+            page = read_page(text)
+        except EventFormatError as exc:
+            raise PollError(EVENTS_PARSE_ERROR.format(err=exc), Phase.EVENTS, Reason.OTHER) from exc
+        refused = _first_refused_id(page.heads, self.options.max_future_skew)
+        if refused is not None:
+            bad = page.heads[refused[0]]
+            message = INVALID_EVENT_ID_ERROR.format(event_id=bad.id, problem=refused[1])
+            raise PollError(message, Phase.EVENTS, Reason.INVALID_EVENT_ID, bad.id, bad.trace_id)
+        _check_page(page.heads, len(page.heads), progress.cursor, 1)
+        return page.events(0, 1)[0]
 
     def _handshake(self, session: McpSession) -> str:
         try:
@@ -460,6 +524,8 @@ class PeerPoller:
         progress.phase = Phase.REPLAY
         result = self.replayer.apply_page(events, cursor_peer=self.peer.name)
         progress.phase = Phase.EVENTS
+        if self.on_batch is not None:
+            self.on_batch(events, result)
         if result.outcomes:
             progress.cursor = result.outcomes[-1].event_id
             progress.applied += len(result.outcomes)
@@ -477,13 +543,15 @@ class PeerPoller:
         )
         # The link itself is healthy: last_seen moves even though the poll fails.
         self._set(state.LAST_SEEN, self.clock.rfc3339())
-        raise PollError(
+        failure = PollError(
             REPLAY_ERROR.format(event_id=event.id, err=error),
             Phase.REPLAY,
             classify.classify_replay_error(error),
             event_id=event.id,
             trace_id=event.trace_id,
-        ) from error
+        )
+        failure.action = short(event.action)
+        raise failure from error
 
     def _pull_usage(self, session: McpSession, progress: _Progress) -> None:
         """Usage counters are best effort: any failure is logged and the poll still succeeds."""

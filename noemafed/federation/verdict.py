@@ -1,13 +1,16 @@
 """One verdict per peer for status, `status --check` and the metrics: what the records say, judged at one time.
 
 The verdict reads what every writer keeps (noema's health record, the cursor) and what noemafed adds
-(`noemafed:backoff:<peer>`, `noemafed:run:<peer>`); it does no I/O. Exactly one verdict holds, the first rule
-that matches in this order (docs/operations.md says what each means and what to do):
+(`noemafed:backoff:<peer>`, `noemafed:run:<peer>`, `noemafed:poison:<peer>`); it does no I/O. Exactly one
+verdict holds, the first rule that matches in this order (docs/operations.md says what each means and what to
+do):
 
-    paused > needs_operator > stale > failing | deferred > behind > never_synced > ok
+    paused > needs_operator > blocked > stale > failing | deferred > behind > never_synced > ok
 
-`blocked` (a peer pinned on an event that cannot be replayed) will be judged right after needs_operator: it
-needs an operator too, and says more about what to do than stale.
+`blocked` (a peer pinned on an event that cannot be replayed) needs an operator too, and says more about what
+to do than stale. The blocked event's own failure is often one that needs an operator (an unknown action): that
+failure is judged `blocked`, the more precise verdict; needs_operator still wins for any other failure (a wrong
+key while blocked: fix that first).
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from enum import IntEnum, StrEnum
 from typing import NamedTuple
 
 from noemafed.cortex import state
-from noemafed.federation import classify
+from noemafed.federation import classify, poison
 from noemafed.federation.classify import Phase, Reason
 from noemafed.text.clock import parse_rfc3339, ulid_seconds
 
@@ -31,6 +34,7 @@ class Verdict(StrEnum):
     DEFERRED = "deferred"  # failing, and left alone until its next attempt: a run now would not contact it
     FAILING = "failing"  # failing for a reason that may heal (exit 3), and due: a run now would retry it
     NEEDS_OPERATOR = "needs_operator"  # failing for a reason only an operator fixes (exit 4)
+    BLOCKED = "blocked"  # its replay keeps failing on one event (--block-after runs): skip-event, or upgrade
     PAUSED = "paused"  # mode: paused in cortex.md
     NEVER_SYNCED = "never_synced"  # no poll has succeeded yet, and none has failed long enough to be stale
     STALE = "stale"  # no success for longer than --max-age, failures or not (cron stopped, a streak goes on)
@@ -53,6 +57,7 @@ SEVERITY: dict[Verdict, CheckState] = {
     Verdict.DEFERRED: CheckState.WARNING,
     Verdict.FAILING: CheckState.WARNING,
     Verdict.NEEDS_OPERATOR: CheckState.CRITICAL,
+    Verdict.BLOCKED: CheckState.CRITICAL,
     Verdict.STALE: CheckState.CRITICAL,
 }
 
@@ -80,12 +85,14 @@ class Judgement(NamedTuple):
 
 
 class PeerRecords(NamedTuple):
-    """What is known of one peer: its mode, noema's records (cursor, health) and noemafed's (streak, last run)."""
+    """What is known of one peer: its mode, noema's records (cursor, health) and noemafed's (streak, last run,
+    the poison event it is blocked on)."""
 
     paused: bool
     peer: state.PeerState
     streak: state.Backoff | None
     run: state.PeerRun
+    blocked_on: poison.PoisonRecord | None = None  # a record the last sync judged blocked (blocked_at set)
 
 
 def judge(records: PeerRecords, now: float, max_age: float) -> Judgement:
@@ -118,9 +125,11 @@ def _verdict(records: PeerRecords, now: float, max_age: float) -> Verdict:
     failed = _last_poll_failed(health, run)
     if records.paused:
         return Verdict.PAUSED
-    if failed and _needs_operator(health, streak):
+    blocked_on = records.blocked_on
+    if failed and _needs_operator(health, streak) and not _failed_on(blocked_on, health):
         return Verdict.NEEDS_OPERATOR
-    # (blocked goes here)
+    if blocked_on is not None:
+        return Verdict.BLOCKED
     since = _latest(health.last_success, run.progressed_at) or (streak.failing_since if streak else "")
     since_time = parse_rfc3339(since) if since else None
     if since_time is not None and now - since_time > max_age:
@@ -142,6 +151,12 @@ def _last_poll_failed(health: state.PeerHealth, run: state.PeerRun) -> bool:
         return False
     error_at = health.last_error.observed_at if health.last_error else ""
     return not (run.outcome == state.RUN_BEHIND and run.attempted_at >= error_at)
+
+
+def _failed_on(blocked_on: poison.PoisonRecord | None, health: state.PeerHealth) -> bool:
+    """The last failure is the blocked event's own."""
+    error = health.last_error
+    return blocked_on is not None and error is not None and error.event_id == blocked_on.event_id
 
 
 def _needs_operator(health: state.PeerHealth, streak: state.Backoff | None) -> bool:
