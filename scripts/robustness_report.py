@@ -178,9 +178,9 @@ KNOWN_GAPS = (
     "`serve`: a client sending about 64 MiB every 15 s can keep the request read buffer full (others then get 503).",
     "`serve`: a peer on a slow link must take an answer within `--request-timeout` (15 s by default).",
     "`sync`: memory is bounded at 2.0x-2.3x a page over 8 MiB, whatever its characters, when its answer is UTF-8 "
-    "with the page as a tool result's text; an answer framed otherwise (UTF-16 or -32, a byte-order mark, SSE data "
-    "that is not UTF-8) is still held decoded, up to 4x (`\u2014`) or 8x (emoji) its size, and so is a malformed "
-    "page (refused) while its error is worded: 3x or 5x (docs/performance.md, memory).",
+    "with the page as a tool result's text (an answer over 8 MiB framed otherwise that holds non-ASCII text is "
+    "refused, not decoded whole); a malformed page (refused) is still held decoded while its error is worded: 3x "
+    "(`\u2014`) or 5x (emoji) its size (docs/performance.md, memory).",
     "`sync`: mutation testing of the boundary modules (wire, sse, events, replay, serve, identity, classify, "
     "syncer) is not yet at the 90 % target (docs/testing.md).",
     "Peers that are honest but wrong (a cloned cortex id, clocks far apart) are reported, not prevented "

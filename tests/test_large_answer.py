@@ -152,7 +152,19 @@ def _parse_as_large(body: bytes, step: int = 1024 * 1024) -> Any:
 @example(b'{"jsonrpc":"2.0","id":1,"result":{"content":[{"type":"text","text":"a"}]}} x')
 def test_a_large_answer_reads_as_the_whole_answer_parsed(body: bytes) -> None:
     expected = _parsed(lambda raw: client._parse_json(raw, "x"), body)
-    assert _parsed(_parse_as_large, body) == expected
+    assert _as_large_or_refused(_parsed(_parse_as_large, body), body) == expected
+
+
+def _as_large_or_refused(got: tuple[str, str], body: bytes) -> Any:
+    """`got`, or, when it is the refusal of a large non-ASCII answer the byte path cannot read (which the usual
+    path would have decoded whole), a value equal to anything: the rule allows that refusal, of nothing else."""
+    if got == ("error", client.LARGE_ANSWER_UNREADABLE.format(what="x", size=len(body))):
+        assert not body.isascii()  # ASCII decodes at a byte a character: never refused
+        return _REFUSED
+    return got
+
+
+_REFUSED: Any = type("_Refused", (), {"__eq__": lambda self, other: True})()
 
 
 @settings(max_examples=800, deadline=None)
@@ -161,7 +173,7 @@ def test_a_large_answer_reads_as_the_whole_answer_parsed(body: bytes) -> None:
 @example(b"[1,\xc3", 3)  # cut at the very end
 def test_a_large_answer_read_in_small_steps_reads_the_same(body: bytes, step: int) -> None:
     expected = _parsed(lambda raw: client._parse_json(raw, "x"), body)
-    assert _parsed(lambda raw: _parse_as_large(raw, step), body) == expected
+    assert _as_large_or_refused(_parsed(lambda raw: _parse_as_large(raw, step), body), body) == expected
 
 
 def _sse_message(data: str | bytearray) -> tuple[str, str]:
@@ -180,7 +192,7 @@ def _sse_message(data: str | bytearray) -> tuple[str, str]:
 def test_large_sse_data_reads_as_its_decoding_with_replacement(body: bytes) -> None:
     """The SSE parser decodes with replacement; bytes it left undecoded must read the same."""
     expected = _sse_message(body.decode("utf-8", "replace"))
-    assert _sse_message(bytearray(body)) == expected
+    assert _as_large_or_refused(_sse_message(bytearray(body)), body) == expected
 
 
 def test_a_valid_answer_takes_the_byte_path_and_empties_the_body() -> None:
@@ -338,3 +350,41 @@ def test_a_sync_of_pages_read_as_bytes_stores_what_a_normal_sync_stores(
     assert events(large) == events(normal) == events(src)
     assert comparable_trace_files(large) == comparable_trace_files(normal)
     assert any("\U0001f600" in text for text in comparable_trace_files(large).values())
+
+
+@pytest.mark.parametrize(
+    ("encoding", "text", "refused"),
+    [
+        ("utf-16", "\u2014 page", True),  # Go refuses UTF-16 outright; decoded whole it would be 4x its size
+        ("utf-8-sig", "\U0001f600 page", True),  # a byte-order mark: the same
+        ("utf-16-le", "ascii page", False),  # no BOM, ASCII: decodes at a byte a character, read as before
+        ("utf-8", "\u2014 page", False),  # the usual layout: read as bytes
+    ],
+)
+def test_a_large_non_ascii_answer_the_byte_path_cannot_read_is_refused(
+    monkeypatch: pytest.MonkeyPatch, encoding: str, text: str, refused: bool
+) -> None:
+    """Bug: a hostile peer sent its 100 MiB page as UTF-16 (or behind a BOM) to take the usual path, which holds
+    the answer as a str four times (an emoji: eight times) its UTF-8 size, twice."""
+    monkeypatch.setattr(client, "LARGE_BODY_BYTES", 10)
+    answer = {"jsonrpc": "2.0", "id": 1, "result": {"content": [{"type": "text", "text": text}]}}
+    body = bytearray(json.dumps(answer, ensure_ascii=False).encode(encoding))
+    size = len(body)
+    if refused:
+        with pytest.raises(WireError) as caught:
+            client._parse_body(body, "sync_events")
+        assert str(caught.value) == client.LARGE_ANSWER_UNREADABLE.format(what="sync_events", size=size)
+    else:
+        message = client._parse_body(body, "sync_events")
+        page = message["result"]["content"][0]["text"]
+        assert (page.decode() if isinstance(page, bytearray) else page) == text
+
+
+def test_large_sse_data_the_byte_path_cannot_read_is_refused_if_not_ascii() -> None:
+    """The same for an SSE event's data left as bytes: invalid UTF-8 beside wide text would be decoded whole."""
+    answer = {"jsonrpc": "2.0", "id": 1, "result": {"content": [{"type": "text", "text": "\U0001f600"}]}}
+    data = bytearray(json.dumps(answer, ensure_ascii=False).encode() + b" \xff")
+    size = len(data)
+    with pytest.raises(WireError) as caught:
+        client._event_message(data, "sync_events")
+    assert str(caught.value) == client.LARGE_ANSWER_UNREADABLE.format(what="sync_events", size=size)

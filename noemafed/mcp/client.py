@@ -68,6 +68,13 @@ READ_FAILED = "reading {what} response: {reason}"
 TRUNCATED = "reading {what} response: unexpected EOF ({short} bytes short of its Content-Length)"
 STREAM_ENDED = "{what}: the event stream ended without an answer"
 NOT_JSON = "{what}: the peer's answer is not JSON: {error}"
+# An answer over LARGE_BODY_BYTES that large_answer cannot read as UTF-8 bytes (a byte-order mark, UTF-16 or
+# UTF-32, the page not where a tool result's text goes) and that holds non-ASCII text: decoded whole it would
+# take 4 (or 8) times its size. Go's decoder refuses the first three outright; no noema peer sends the last.
+LARGE_ANSWER_UNREADABLE = (
+    "{what}: the peer's answer of {size} bytes is not UTF-8 JSON with the page as its result's text, as noema "
+    "sends a page over 8 MiB; refused rather than decoded whole"
+)
 NOT_JSONRPC = "{what}: the peer's answer is not a JSON-RPC object"
 WRONG_ID = "{what}: the answer's id {got!r} is not {expected}"
 NO_RESULT = "{what}: the answer has no result object"
@@ -515,6 +522,10 @@ def _parse_body(body: bytearray, what: str) -> Any:
         error = large_answer_error(body, "surrogatepass")  # a refusal worded as below, without one wide str
         if error is not None:
             raise WireError(NOT_JSON.format(what=what, error=error))
+        if not body.isascii():  # ASCII decodes at one byte a character: no wider than the usual 2x
+            size = len(body)
+            body.clear()  # as every other outcome leaves it
+            raise WireError(LARGE_ANSWER_UNREADABLE.format(what=what, size=size))
     # Exactly what json.loads does with bytes (UTF-8, -16 or -32, a UTF-8 BOM dropped, then its decoder, which
     # unlike json.loads of a str does not name a BOM left over), done here so the buffer can be emptied first:
     # the parser then holds one copy of the body (the str), not two.
@@ -548,6 +559,8 @@ def _event_message(data: str | bytearray, what: str) -> Any:
             error = large_answer_error(data, "strict")
             if error is not None:
                 raise WireError(NOT_JSON.format(what=what, error=error))
+            if not data.isascii():
+                raise WireError(LARGE_ANSWER_UNREADABLE.format(what=what, size=len(data)))
         data = data.decode("utf-8", "replace")
     if not data.strip():
         return _BLANK

@@ -183,7 +183,10 @@ class PeerConnection:
             return None
         try:
             return connection.getresponse()
-        except http.client.RemoteDisconnected:  # not one byte of a status line came back
+        except (http.client.RemoteDisconnected, ConnectionResetError):
+            # The peer closed the idle connection as we reused it: its FIN was not yet in when the idle check
+            # looked, and our request met a reset. Sending it again is safe: every request a session makes
+            # reads (initialize, the tools, DELETE), and a peer that resets never processed it.
             if not reused:
                 raise
             return None
