@@ -360,7 +360,7 @@ def status(
         raise click.UsageError("--peer needs --check")
     if as_json:
         obj.json_schema = reports.STATUS_SCHEMA_VERSION
-    report = status(obj.cortex_dir(), obj.env.environ, max_age, obj.clock())
+    report = status(obj.cortex_dir(), obj.env.environ, max_age, obj.clock(), with_verifier=as_json)
     if metrics_file is not None:
         _write_metrics(metrics_file, report, None)
     obj.emit(render.json(report) if as_json else render.human(report))

@@ -115,7 +115,7 @@ def test_the_error_schemas_refuse_a_report_that_mixes_in_an_error(tmp_path: Path
 
 
 def _break_status(monkeypatch: pytest.MonkeyPatch) -> None:
-    def boom(*_: object) -> None:
+    def boom(*_: object, **__: object) -> None:
         raise ValueError("boom")
 
     monkeypatch.setattr("noemafed.commands.status.status", boom)
@@ -307,3 +307,29 @@ def test_status_and_sync_refuse_a_manifest_they_cannot_trust(
         run_cli(["--cortex", str(cortex), "peers"]).exit_code == 0
     )  # the configuration commands still read it
     assert manifest.read_bytes() == before
+
+
+@pytest.mark.parametrize("command", [["status"], ["status", "--check"]], ids=" ".join)
+def test_status_loads_no_openssl(tmp_path: Path, command: list[str]) -> None:
+    """Bug: every `status` loaded the host's OpenSSL twice over, for the verifier's name only `--json` shows and
+    for hashlib's sha256 of the storage-lock path: about 7 ms of a 60 ms run a monitoring system makes every
+    minute (docs/performance.md, status)."""
+    import subprocess
+    import sys
+
+    from conftest import REPO, make_cortex
+
+    cortex = make_cortex(tmp_path)
+    code = (
+        "import sys\nfrom noemafed.cli import main\n"
+        f"try:\n    main(['--cortex', {str(cortex)!r}, *{command!r}])\nexcept SystemExit:\n    pass\n"
+        "print(sorted(m for m in ('_ssl', '_hashlib', 'ctypes') if m in sys.modules), file=sys.stderr)"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        check=False,
+    )
+    assert done.stderr.splitlines()[-1] == "[]", done.stderr

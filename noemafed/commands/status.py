@@ -80,9 +80,11 @@ def status(
     environ: Mapping[str, str],
     max_age: float = DEFAULT_MAX_AGE_SECONDS,
     clock: Clock = REAL_CLOCK,
+    with_verifier: bool = False,
 ) -> StatusReport:
     """Gather the federation status of a cortex, judged at the clock's now; a bad access key is reported, not
-    fatal (as in Go)."""
+    fatal (as in Go). `with_verifier` names the Ed25519 verifier too (only `--json` shows it: finding out
+    loads the host's OpenSSL, 5 ms that `status --check` and the text would pay for nothing)."""
     check_ready_for_federation(read_manifest(cortex_dir))  # before the database is touched
     cortex = open_cortex(cortex_dir)
     try:
@@ -111,7 +113,7 @@ def status(
             local_rank=local_rank,
             peers=tuple(_peer_status(cortex.conn, peer, records, now, max_age) for peer in manifest.peers),
             vclock=state.get_clock(cortex.conn),
-            verifier=verifier.current().name,
+            verifier=verifier.current().name if with_verifier else "",
             max_age=max_age,
             last_sync=_last_sync(cortex.conn),
             skipped_events=skipped,
