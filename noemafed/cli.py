@@ -595,7 +595,7 @@ def skip_event(obj: CliContext, peer: str, event_id: str, yes: bool, note: str) 
     from noemafed.commands.skip import SkipRequest, skip_event
 
     confirm = _confirmation(obj, yes, "skip-event", "skip")
-    request = SkipRequest(peer, event_id, note)
+    request = SkipRequest(peer, event_id, note, obj.clock())
     log = obj.log(progress=False)
     obj.emit(render.human(skip_event(obj.cortex_dir(), request, obj.env.environ, confirm, log)))
 

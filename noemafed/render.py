@@ -800,7 +800,7 @@ POLL_BLOCKED = ", blocked: retried once an hour until skip-event"
 def _blocked(result: PollResult) -> PoisonRecord | None:
     """The poison record of a poll that left its peer blocked."""
     record = result.poison_record
-    return record if record is not None and record.blocked_at else None
+    return record if record is not None and record.blocked_at else None  # poison.blocked, without its import
 
 
 def _deferred_line(peer: DeferredPeer) -> str:

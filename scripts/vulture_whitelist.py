@@ -9,7 +9,6 @@ only tests reach does not belong here: it is dead in the pyz. Parameters that a 
 from __future__ import annotations
 
 import socketserver
-import urllib.request
 from http.server import BaseHTTPRequestHandler
 
 from noemafed import cli
@@ -35,10 +34,14 @@ _CLICK_COMMANDS = (
     cli.completion,
     cli.sync,
     cli.serve,
+    cli.keygen,
+    cli.doctor,
+    cli.retry_now,
+    cli.skip_event,
 )
 
 # Class attributes and methods the standard library's servers and handlers look up on our subclasses
-# (mcp: the HTTP handler, the server, the redirect refusal). `do_<METHOD>` is in ignore_names.
+# (mcp: the HTTP handler and the server). `do_<METHOD>` is in ignore_names.
 _STDLIB_HOOKS = (
     BaseHTTPRequestHandler.server_version,
     BaseHTTPRequestHandler.sys_version,
@@ -47,5 +50,4 @@ _STDLIB_HOOKS = (
     socketserver.TCPServer.request_queue_size,
     socketserver.TCPServer.address_family,
     socketserver.BaseServer.process_request,
-    urllib.request.HTTPRedirectHandler.redirect_request,
 )

@@ -34,6 +34,7 @@ K = 3  # --block-after in the scenario tests
 
 T0, T1, T2 = "2026-04-20T12:00:00Z", "2026-04-20T12:05:00Z", "2026-04-20T12:10:00Z"
 E1, E2 = "01JS0000000000000000000001", "01JS0000000000000000000002"
+SKIPPED_AT = "2031-05-06T07:08:09Z"
 
 
 def _failure(event_id: str = E1, reason: str = "unknown_action") -> ReplayFailure:
@@ -46,7 +47,7 @@ def test_the_same_event_counts_up_and_blocks_at_k() -> None:
         record = poison.after_poll(record, PollOutcome(False, _failure(), ""), now, block_after=3)
         assert record is not None
         assert (record.failures, record.first_seen, record.last_seen) == (count, T0, now)
-        assert poison.is_blocked(record, 3) is (count == 3)
+        assert poison.blocked(record) is (count == 3)
         assert record.blocked_at == (T2 if count == 3 else "")
     again = poison.after_poll(record, PollOutcome(False, _failure(), ""), "2026-04-20T13:10:00Z", 3)
     assert again is not None
@@ -56,7 +57,7 @@ def test_the_same_event_counts_up_and_blocks_at_k() -> None:
 def test_another_event_restarts_the_count() -> None:
     record = poison.after_poll(None, PollOutcome(False, _failure(E1), ""), T0, 2)
     record = poison.after_poll(record, PollOutcome(False, _failure(E1), ""), T1, 2)
-    assert poison.is_blocked(record, 2)
+    assert poison.blocked(record)
     moved = poison.after_poll(record, PollOutcome(False, _failure(E2, "other"), E1), T2, 2)
     assert moved == PoisonRecord(
         E2, "20260420-note-1", "teleport", "other", "replay event ...", 1, T2, T2, ""
@@ -83,11 +84,11 @@ def test_a_blocked_peer_waits_an_hour_whatever_its_reason_or_the_cap(tmp_path: P
         cortex, read_manifest(cortex), AccessKey(), SyncOptions(block_after=K, max_backoff=60.0), Log(_ignore)
     )
     assert schedule.once_delay(ctx)(K, failed) == (3600.0, False)
-    assert schedule.blocked_wait(failed, K) == 3600.0
-    not_yet = failed._replace(poison_record=record._replace(failures=K - 1))
-    assert schedule.blocked_wait(not_yet, K) is None
+    assert schedule.blocked_wait(failed) == 3600.0
+    not_yet = failed._replace(poison_record=record._replace(failures=K - 1, blocked_at=""))
+    assert schedule.blocked_wait(not_yet) is None
     assert schedule.once_delay(ctx)(K, not_yet) == (0.0, False)  # needs an operator: due at once
-    assert schedule.blocked_wait(failed._replace(poison_record=None), K) is None
+    assert schedule.blocked_wait(failed._replace(poison_record=None)) is None
 
 
 def _ignore(level: str, line: str) -> None:
@@ -252,7 +253,8 @@ def test_a_poison_event_blocks_its_peer_the_others_sync_and_skip_event_moves_on(
         # skip-event: fetched again, stored as received, cursor past it, recorded.
         record_before_skip = _record(target)
         result = run_cli(
-            ["--cortex", str(target), "skip-event", "src", bad["id"], "--yes", "--note", "teleport is v9's"]
+            ["--cortex", str(target), "skip-event", "src", bad["id"], "--yes", "--note", "teleport is v9's"],
+            env={"NOEMAFED_TEST_NOW": SKIPPED_AT},  # the skip is dated by the clock sync and status use
         )
         assert result.exit_code == 0, result.stderr
         record = record_before_skip
@@ -302,7 +304,7 @@ def test_a_poison_event_blocks_its_peer_the_others_sync_and_skip_event_moves_on(
             "reason": "unknown_action",
             "error": blocked_on["error"],
             "note": "teleport is v9's",
-            "skipped_at": skipped["skipped_at"],
+            "skipped_at": SKIPPED_AT,
             "user": pwd.getpwuid(os.getuid()).pw_name,
             "cursor_before": before_poison[-1],
         }
@@ -582,3 +584,17 @@ def _lag(target: Path, now: int) -> int:
     minted = ulid_seconds(cursor)
     assert minted is not None
     return int(now - minted)
+
+
+def test_blocked_is_what_the_blocking_poll_recorded_not_this_runs_block_after() -> None:
+    """Bug: the run's plan judged `failures >= --block-after` with its own K while status and skip-event read
+    `blocked_at`, so a cron run and a daemon with different K disagreed about the same peer."""
+    record = None
+    for now in (T0, T1):
+        record = poison.after_poll(record, PollOutcome(False, _failure(), ""), now, block_after=2)
+    assert record is not None
+    assert poison.blocked(record)
+    # Another run with a larger K reads the same record: the peer is blocked for it too.
+    assert poison.blocked(record._replace(failures=2))
+    assert not poison.reached(record, 5)
+    assert not poison.blocked(record._replace(blocked_at=""))

@@ -24,7 +24,8 @@ from noemafed.federation.syncer import PeerPoller, PollError, SyncContext, SyncO
 from noemafed.logs import Log
 from noemafed.mcp.client import Deadline
 from noemafed.reports import SkipPlan, SkipResult
-from noemafed.text.gotext import go_quote, rfc3339_now
+from noemafed.text.clock import REAL_CLOCK, Clock
+from noemafed.text.gotext import go_quote
 
 COMMAND = "skip-event"
 
@@ -65,6 +66,7 @@ class SkipRequest(NamedTuple):
     peer: str
     event_id: str
     note: str = ""
+    clock: Clock = REAL_CLOCK  # what dates the skip: the clock sync and status judge time by
 
 
 def skip_event(
@@ -83,7 +85,7 @@ def skip_event(
             if not confirm(plan):
                 raise CommandError(ABORTED)
             event = fetch_blocked_event(cortex, plan, environ, log)
-            return apply_skip(cortex, plan, event, rfc3339_now(), operator_name())
+            return apply_skip(cortex, plan, event, request.clock.rfc3339(), operator_name())
         finally:
             cortex.close()
 
@@ -98,7 +100,7 @@ def plan_skip(cortex: Cortex, request: SkipRequest) -> SkipPlan:
             UNKNOWN_PEER_ERROR.format(name=name, known=", ".join(configured)), UNKNOWN_PEER_HINT
         )
     record = poison.get_record(cortex.conn, peer.name)
-    if record is None or not record.blocked_at:
+    if record is None or not poison.blocked(record):
         raise CommandError(NOT_BLOCKED_ERROR.format(name=name), NOT_BLOCKED_HINT)
     if record.event_id != request.event_id:
         blocked = record.event_id

@@ -39,7 +39,7 @@ def _peer_status(
     max_age: float,
 ) -> PeerStatus:
     record = records.get(peer.name)
-    blocked_on = record if record is not None and record.blocked_at else None  # as the last sync judged it
+    blocked_on = record if poison.blocked(record) else None
     try:
         peer_state = state.get_peer_state(conn, peer.name, peer.endpoint)
         # The verdict from the records; noemafed's own are read here, noema's came with the peer state.

@@ -86,9 +86,15 @@ class SkippedEvent(NamedTuple):
 # ---- the rules (pure) -------------------------------------------------------------------------------------
 
 
-def is_blocked(record: PoisonRecord | None, block_after: int) -> bool:
-    """The same event has failed `block_after` polls in a row (or more)."""
-    return record is not None and record.failures >= block_after
+def reached(record: PoisonRecord, block_after: int) -> bool:
+    """The same event has failed `block_after` polls in a row (or more): the poll that finds it blocks the peer."""
+    return record.failures >= block_after
+
+
+def blocked(record: PoisonRecord | None) -> bool:
+    """Whether the peer is blocked, as the poll that wrote the record judged it (with that run's --block-after):
+    every reader (the run's plan, the daemon, status, skip-event) asks this, so none judges with its own K."""
+    return record is not None and bool(record.blocked_at)
 
 
 def after_poll(
@@ -105,7 +111,7 @@ def after_poll(
             record = PoisonRecord(
                 failure.event_id, failure.trace_id, failure.action, failure.reason, failure.error, 1, now, now
             )
-        if not is_blocked(record, block_after):
+        if not reached(record, block_after):
             return record._replace(blocked_at="")
         return record if record.blocked_at else record._replace(blocked_at=now)
     if previous is None or poll.ok or (cursor and cursor >= previous.event_id):

@@ -78,10 +78,10 @@ def retry_after_delay(value: str, now: float) -> float | None:
     return max(0.0, moment.timestamp() - now)
 
 
-def blocked_wait(result: PollResult, block_after: int) -> float | None:
+def blocked_wait(result: PollResult) -> float | None:
     """A blocked peer's wait after a failed poll: its next attempt an hour away (poison events: a fixed slow
     schedule, not the doubling, not --max-backoff's cap); None for a peer that is not blocked."""
-    return poison.BLOCKED_RETRY_SECONDS if poison.is_blocked(result.poison_record, block_after) else None
+    return poison.BLOCKED_RETRY_SECONDS if poison.blocked(result.poison_record) else None
 
 
 def once_delay(ctx: SyncContext) -> Callable[[int, PollResult], tuple[float, bool]]:
@@ -91,7 +91,7 @@ def once_delay(ctx: SyncContext) -> Callable[[int, PollResult], tuple[float, boo
     interval, cap = interval_of(ctx), ctx.options.max_backoff
 
     def delay(failures: int, result: PollResult) -> tuple[float, bool]:
-        blocked = blocked_wait(result, ctx.options.block_after)
+        blocked = blocked_wait(result)
         if blocked is not None:
             return blocked, False
         if result.needs_operator or result.reason == Reason.LOCAL_STORAGE:
@@ -209,9 +209,7 @@ def plan_once(
                 due.append(peer)
                 continue
             record = records.get(peer.name)
-            blocked_on = (
-                record.event_id if poison.is_blocked(record, ctx.options.block_after) and record else ""
-            )
+            blocked_on = record.event_id if record is not None and poison.blocked(record) else ""
             deferred.append(
                 DeferredPeer(
                     peer.name,
@@ -404,7 +402,7 @@ def _resume(ctx: SyncContext, peer: PeerConfig, interval: float) -> tuple[float,
         return 0.0, interval
     try:
         streak = state.get_backoff(conn, peer.name)
-        blocked = poison.is_blocked(poison.get_record(conn, peer.name), ctx.options.block_after)
+        blocked = poison.blocked(poison.get_record(conn, peer.name))
     except NoemafedError:
         streak, blocked = None, False
     finally:
@@ -429,7 +427,7 @@ def _peer_loop(ctx: SyncContext, peer: PeerConfig, interval: float, stop: thread
     while not stop.is_set():
         # The wait this poll will be followed by, so the streak it records says when the daemon comes back.
         after_failure = min(backoff * 2, MAX_BACKOFF_SECONDS)
-        result = _daemon_poll(ctx, peer, stop, _daemon_delay(after_failure, ctx.options.block_after))
+        result = _daemon_poll(ctx, peer, stop, _daemon_delay(after_failure))
         if result is None:
             return  # stopped mid-poll: not a failure (Go records one: compatibility.md)
         if result.ok:
@@ -439,9 +437,7 @@ def _peer_loop(ctx: SyncContext, peer: PeerConfig, interval: float, stop: thread
             wait = interval
         else:
             backoff = after_failure
-            blocked = blocked_wait(
-                result, ctx.options.block_after
-            )  # poison events: the hour, not the doubling
+            blocked = blocked_wait(result)  # poison events: the hour, not the doubling
             wait = backoff if blocked is None else blocked
             wait_text = format_go_duration(wait)
             if result.category != last_category:
@@ -455,12 +451,12 @@ def _peer_loop(ctx: SyncContext, peer: PeerConfig, interval: float, stop: thread
             return
 
 
-def _daemon_delay(after_failure: float, block_after: int) -> Callable[[int, PollResult], tuple[float, bool]]:
+def _daemon_delay(after_failure: float) -> Callable[[int, PollResult], tuple[float, bool]]:
     """The daemon's wait after a failed poll, recorded in the streak so it says when the daemon comes back: an
     hour for a blocked peer, else the doubling the loop has already worked out."""
 
     def delay(failures: int, result: PollResult) -> tuple[float, bool]:
-        blocked = blocked_wait(result, block_after)
+        blocked = blocked_wait(result)
         return (after_failure if blocked is None else blocked), False
 
     return delay
