@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+from noemafed.commands import not_configured
 from noemafed.cortex.manifest import (
     FEDERATION_MODES,
     PEER_MODE_PAUSED,
@@ -42,8 +43,7 @@ def set_peer_mode(cortex_dir: Path, name: str, paused: bool) -> PeerModeChange:
         raise CommandError("no federation peers configured in cortex.md")
     peer = next((p for p in peers if p.name == name), None)
     if peer is None:
-        known = ", ".join(p.name for p in peers)
-        raise CommandError(f"peer {go_quote(name)} is not configured in cortex.md (known: {known})")
+        raise CommandError(not_configured(name, (p.name for p in peers)))
     target = PEER_MODE_PAUSED if paused else PEER_MODE_SYNC
     previous = peer.effective_mode
     if previous == target:

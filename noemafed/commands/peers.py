@@ -8,7 +8,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NamedTuple, TypeVar
 
-from noemafed.commands.reset import clear_state, no_sync_running, peer_state_keys, plan_reset
+from noemafed.commands import not_configured
+from noemafed.commands.reset import ABORTED, clear_state, no_sync_running, peer_state_keys, plan_reset
 from noemafed.cortex import state
 from noemafed.cortex.manifest import (
     Manifest,
@@ -44,8 +45,6 @@ OWN_NAME = (
     "pick a different label to avoid federation identity collisions"
 )
 ALREADY_CONFIGURED = "peer {name} is already configured"
-NOT_CONFIGURED = "peer {name} is not configured in cortex.md (known: {known})"
-ABORTED = "aborted by user"
 
 # noemafed's own checks: noema writes whatever it is given (docs/compatibility.md).
 NAME_EMPTY = "peer name is empty"
@@ -138,8 +137,7 @@ def check_known(manifest: Manifest, names: tuple[str, ...]) -> None:
     configured = [peer.name for peer in manifest.peers]
     for name in names:
         if name not in configured:
-            known = ", ".join(configured)
-            raise CommandError(NOT_CONFIGURED.format(name=go_quote(name), known=known))
+            raise CommandError(not_configured(name, configured))
 
 
 # ---- the commands ------------------------------------------------------------------------------------------

@@ -7,6 +7,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from noemafed.commands import not_configured
 from noemafed.cortex import state
 from noemafed.cortex.open import Cortex, database_dir, open_cortex
 from noemafed.errors import CommandError, NoemafedError
@@ -101,8 +102,7 @@ def plan_reset(cortex: Cortex, names: tuple[str, ...]) -> ResetPlan:
     configured = {peer.name: peer for peer in cortex.manifest.peers}
     for name in names:
         if name not in configured:
-            known = ", ".join(configured)
-            raise CommandError(f"peer {go_quote(name)} is not configured in cortex.md (known: {known})")
+            raise CommandError(not_configured(name, configured))
     targets = []
     for name in names:
         peer = configured[name]

@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import NamedTuple
 
+from noemafed.commands import not_configured
 from noemafed.commands.reset import ABORTED, no_sync_running
 from noemafed.cortex import rows, state
 from noemafed.cortex.access import load_access_key
@@ -30,7 +31,6 @@ from noemafed.text.gotext import go_quote
 COMMAND = "skip-event"
 
 # Refusals (exit 1): nothing is written, the peer is not contacted.
-UNKNOWN_PEER_ERROR = "peer {name} is not configured in cortex.md (known: {known})"
 UNKNOWN_PEER_HINT = "`noemafed status` lists the peers, and for a blocked one the event it is stuck on"
 NOT_BLOCKED_ERROR = "peer {name} is not blocked on any event"
 NOT_BLOCKED_HINT = (
@@ -96,9 +96,7 @@ def plan_skip(cortex: Cortex, request: SkipRequest) -> SkipPlan:
     name = go_quote(request.peer)
     peer = configured.get(request.peer)
     if peer is None:
-        raise CommandError(
-            UNKNOWN_PEER_ERROR.format(name=name, known=", ".join(configured)), UNKNOWN_PEER_HINT
-        )
+        raise CommandError(not_configured(request.peer, configured), UNKNOWN_PEER_HINT)
     record = poison.get_record(cortex.conn, peer.name)
     if record is None or not poison.blocked(record):
         raise CommandError(NOT_BLOCKED_ERROR.format(name=name), NOT_BLOCKED_HINT)

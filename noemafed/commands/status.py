@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from noemafed import __version__
+from noemafed.commands import not_configured
 from noemafed.cortex import state
 from noemafed.cortex.access import AccessKey, load_access_key
 from noemafed.cortex.manifest import PeerConfig, check_ready_for_federation, read_manifest
@@ -28,7 +29,6 @@ from noemafed.federation.verdict import (
 from noemafed.reports import CheckReport, PeerStatus, StatusReport
 from noemafed.signing import verifier
 from noemafed.text.clock import REAL_CLOCK, Clock
-from noemafed.text.gotext import go_quote
 
 
 def _peer_status(
@@ -122,7 +122,6 @@ def status(
         cortex.close()
 
 
-UNKNOWN_PEER = "peer {name} is not configured in cortex.md (known: {known})"
 UNREADABLE = "unreadable"  # a peer whose records could not be read
 
 
@@ -132,8 +131,7 @@ def check(report: StatusReport, names: tuple[str, ...]) -> CheckReport:
     by_name = {peer.config.name: peer for peer in report.peers}
     for name in names:
         if name not in by_name:
-            known = ", ".join(by_name)
-            raise CommandError(UNKNOWN_PEER.format(name=go_quote(name), known=known))
+            raise CommandError(not_configured(name, by_name))
     chosen = tuple(by_name[name] for name in dict.fromkeys(names)) if names else report.peers
     states = [_state(peer) for peer in chosen]
     problems = sorted(

@@ -10,6 +10,7 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
+from noemafed.commands import not_configured
 from noemafed.cortex import state
 from noemafed.cortex.access import load_access_key
 from noemafed.cortex.manifest import Manifest, PeerConfig
@@ -22,7 +23,6 @@ from noemafed.federation.syncer import SyncContext, SyncOptions
 from noemafed.logs import Log
 from noemafed.reports import SyncReport
 from noemafed.text.clock import REAL_CLOCK, Clock
-from noemafed.text.gotext import go_quote
 
 LAST_SYNC_FAILED_LOG = "[federation] could not record the run: {err}"
 
@@ -45,8 +45,7 @@ def select_peers(manifest: Manifest, names: tuple[str, ...]) -> tuple[list[PeerC
     configured = {peer.name: peer for peer in manifest.peers}
     for name in names:
         if name not in configured:
-            known = ", ".join(configured)
-            raise CommandError(f"peer {go_quote(name)} is not configured in cortex.md (known: {known})")
+            raise CommandError(not_configured(name, configured))
     chosen = [configured[name] for name in dict.fromkeys(names)] if names else list(manifest.peers)
     return [p for p in chosen if not p.paused], [p.name for p in chosen if p.paused]
 
