@@ -791,7 +791,7 @@ def _poll_line(result: PollResult) -> str:
 
 
 DEFERRED_LINE = "{name}: deferred{why}, not contacted until {next_attempt_at} ({failures} consecutive failures since {since})"
-DEFERRED_BLOCKED = ", blocked on event {event_id}"  # the reason, said only when it is not the backoff
+DEFERRED_BLOCKED_TEXT = ", blocked on event {event_id}"  # the reason, said only when it is not the backoff
 
 
 POLL_BLOCKED = ", blocked: retried once an hour until skip-event"
@@ -806,7 +806,7 @@ def _blocked(result: PollResult) -> PoisonRecord | None:
 def _deferred_line(peer: DeferredPeer) -> str:
     return DEFERRED_LINE.format(
         name=peer.name,
-        why=DEFERRED_BLOCKED.format(event_id=peer.event_id) if peer.event_id else "",
+        why=DEFERRED_BLOCKED_TEXT.format(event_id=peer.event_id) if peer.event_id else "",
         next_attempt_at=peer.next_attempt_at,
         failures=peer.failures,
         since=_or(peer.failing_since, "(unknown)"),
