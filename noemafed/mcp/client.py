@@ -115,8 +115,8 @@ class ResponseTooLarge(WireError):
 class DeadlineExceeded(WireError):
     """The run's --max-duration ran out while talking to this peer."""
 
-    def __init__(self, message: str = DEADLINE_EXCEEDED) -> None:
-        super().__init__(message)
+    def __init__(self) -> None:
+        super().__init__(DEADLINE_EXCEEDED)
 
 
 class PeerTarget(NamedTuple):
