@@ -27,7 +27,11 @@ declare -A MODULES=(
   # the wire against real peers; not test_sync.py, whose whole runs of `sync` belong to the syncer (a minute each)
   [client]="noemafed/mcp/client.py tests/test_client_wire.py tests/test_mcp_client.py tests/test_wire_budgets.py"
   [events]="noemafed/cortex/events.py tests/test_events.py"
-  [replay]="noemafed/federation/replay.py tests/test_replay.py tests/test_replay_corpus.py tests/test_replay_signatures.py"
+  [replay]="noemafed/federation/replay.py tests/test_replay.py tests/test_replay_corpus.py tests/test_replay_signatures.py
+    tests/test_replay_crash.py tests/test_replay_order.py"
+  # the wire's connection (keep-alive, retries, proxies) and its reading of answers over 8 MiB
+  [transport]="noemafed/mcp/transport.py tests/test_client_keepalive.py tests/test_mcp_client.py"
+  [large_answer]="noemafed/mcp/large_answer.py tests/test_large_answer.py"
   # serve: its JSON-RPC side and the HTTP tests that reach it, not the slow flood, SDK and deadline tests
   [server]="noemafed/mcp/server.py tests/test_serve_answers.py tests/test_serve_limits.py
     tests/test_serve.py::test_initialize_and_tools tests/test_serve.py::test_sync_events_pages_with_noemas_rules
@@ -43,7 +47,7 @@ declare -A MODULES=(
   [identity]="noemafed/federation/identity.py tests/test_identity.py tests/test_syncer.py tests/test_go_twins_sync.py tests/test_identity_signing.py"
   [syncer]="noemafed/federation/syncer.py tests/test_syncer.py tests/test_sync.py tests/test_sync_cursors.py"
 )
-ORDER=(classify sse client events replay server identity syncer)
+ORDER=(classify sse client transport events large_answer replay server identity syncer)
 
 # mutmut reads its configuration when imported, so ask the package metadata, not `mutmut --version`.
 VERSION="$("$BIN/python" -c 'import importlib.metadata as m; print(m.version("mutmut"))' 2>/dev/null || true)"

@@ -727,3 +727,44 @@ def test_a_failed_initialize_leaves_no_session_and_no_version(cortex: Path) -> N
         with pytest.raises(HttpStatusError):
             session.initialize()
     assert (session.session_id, session.protocol_version) == (None, None)
+
+
+def test_a_new_session_has_no_id_version_or_server_yet() -> None:
+    session = McpSession(PeerTarget("p", "http://127.0.0.1:1"))
+    assert (session.session_id, session.protocol_version, session.server) == (None, None, None)
+
+
+def test_a_ca_file_is_only_read_for_https(cortex: Path, tmp_path: Path) -> None:
+    with StdlibPeer(cortex, "go") as peer:
+        session = McpSession(PeerTarget("p", peer.endpoint, ca_file=str(tmp_path / "absent.pem")))
+        assert session.initialize().name == "noema"
+
+
+def forgotten_then(then: bytes) -> hostile_peer.Answer:
+    """A 404 for the first call (the session is forgotten), then `then` for the retry."""
+    calls = 0
+
+    def answer(sock: socket.socket, forwarded: hostile_peer.Forwarded) -> None:
+        nonlocal calls
+        calls += 1
+        sock.sendall(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n" if calls == 1 else then)
+
+    return answer
+
+
+def test_a_retried_call_is_named_by_its_tool(cortex: Path) -> None:
+    cut = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 20\r\n\r\n{"
+    error = failure(cortex, forgotten_then(cut), tool="cortex_identity")
+    assert (
+        str(error)
+        == "reading cortex_identity response: unexpected EOF (19 bytes short of its Content-Length)"
+    )
+
+
+def test_the_body_of_a_forgotten_sessions_404_is_read_under_the_calls_name(cortex: Path) -> None:
+    cut = b"HTTP/1.1 404 Not Found\r\nContent-Length: 20\r\n\r\nshort"
+    error = failure(cortex, hostile_peer.raw(cut), tool="cortex_identity")
+    assert (
+        str(error)
+        == "reading cortex_identity response: unexpected EOF (15 bytes short of its Content-Length)"
+    )
