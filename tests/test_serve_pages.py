@@ -132,7 +132,7 @@ def plain_answer(cortex: Path, since: str, limit: int, request_id: Any) -> bytes
     size = 2
     for row in rows:
         text = event_json(event_from_row(row))
-        grown = size + len(text) + (1 if texts else 0)
+        grown = size + len(text.encode()) + (1 if texts else 0)
         if texts and grown > mcp_server.MAX_PAGE_BYTES:
             break
         texts.append(text)
@@ -184,3 +184,23 @@ def test_page_is_the_page_json_of_its_rows(tmp_path: Path) -> None:
     conn.close()
     assert count == len(rows)
     assert "".join(pieces) == page_json(event_from_row(row) for row in rows)
+
+
+def test_the_page_cap_counts_bytes_not_characters(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Bug: the cap compared characters, so a page of CJK text went out at three times MAX_PAGE_BYTES, past the
+    16 MiB an rmcp client takes in one SSE event."""
+    cortex = source(tmp_path, count=6)
+    conn = sqlite3.connect(cortex / "db" / "noema.db")
+    with conn:
+        conn.execute(
+            "UPDATE events SET data = ?", (json.dumps({"body": "\u65e5" * 300}, ensure_ascii=False),)
+        )
+    conn.close()
+    pieces, count = CortexReader(cortex).events_page("", 1000)
+    one = len(json.loads("".join(pieces))[0]["data"]["body"].encode()) + 300  # an event's bytes, roughly
+    monkeypatch.setattr(mcp_server, "MAX_PAGE_BYTES", 3 * one)
+    pieces, count = CortexReader(cortex).events_page("", 1000)
+    page = "".join(pieces)
+    assert 1 <= count < 6
+    assert len(page.encode()) <= 3 * one
+    assert len(page) < 3 * one / 2  # by characters it would have taken far more events

@@ -232,7 +232,10 @@ class CortexReader:
         try:
             for row in cursor:
                 text = served_event_json(row)
-                grown = size + len(text) + (1 if count else 0)  # a comma before every event but the first
+                # Bytes, not characters: CJK text is 3 bytes a character on the wire, and an rmcp client takes
+                # at most 16 MiB in one SSE event (the page, escaped into its answer).
+                length = len(text) if text.isascii() else len(text.encode())
+                grown = size + length + (1 if count else 0)  # a comma before every event but the first
                 if count and grown > MAX_PAGE_BYTES:
                     break  # the first event always goes, however large: the reader must be able to advance
                 if count:
