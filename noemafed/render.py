@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import json as _json
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from noemafed import reports
@@ -35,10 +34,10 @@ from noemafed.reports import (
     SyncReport,
     VersionReport,
 )
-from noemafed.text.clock import parse_rfc3339, ulid_seconds
+from noemafed.text.clock import format_epoch, parse_rfc3339, ulid_seconds
 from noemafed.text.durations import format_go_duration
 from noemafed.text.endpoints import redact
-from noemafed.text.gotext import format_rfc3339, go_quote
+from noemafed.text.gotext import go_quote
 
 if TYPE_CHECKING:  # value types only; sync's modules stay unloaded for the other commands
     from noemafed.cortex.access import AccessKey
@@ -283,7 +282,7 @@ def _ulid_time(value: str) -> str | None:
     """The RFC3339 time encoded in a ULID cursor, or None when it is not a ULID."""
     seconds = ulid_seconds(value)
     try:
-        return None if seconds is None else format_rfc3339(datetime.fromtimestamp(seconds, UTC))
+        return None if seconds is None else format_epoch(seconds)
     except (ValueError, OverflowError):  # a ULID dated past the year 9999
         return None
 

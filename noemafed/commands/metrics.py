@@ -8,6 +8,7 @@ import tempfile
 from pathlib import Path
 
 from noemafed.cortex.state import LastSync
+from noemafed.cortex.traces import fsync_dir
 from noemafed.reports import MetricsReport, StatusReport, SyncReport
 
 # node_exporter runs as another user: the file must be readable by others (mkstemp makes it 0600).
@@ -43,8 +44,4 @@ def write_file(path: Path, text: str) -> None:
     # The rename itself survives a crash once the folder is synced; a folder that cannot be opened (some
     # network file systems) still has the file in place.
     with contextlib.suppress(OSError):
-        folder_descriptor = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(folder_descriptor)
-        finally:
-            os.close(folder_descriptor)
+        fsync_dir(folder)

@@ -14,6 +14,8 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import NamedTuple
 
+from noemafed.text.gotext import format_rfc3339
+
 TEST_NOW_VARIABLE = "NOEMAFED_TEST_NOW"
 BAD_TEST_NOW = TEST_NOW_VARIABLE + "={value!r} is not an RFC3339 time (e.g. 2026-04-20T12:00:00Z)"
 
@@ -50,7 +52,7 @@ def clock_from(environ: Mapping[str, str]) -> Clock:
 
 def format_epoch(seconds: float) -> str:
     """Seconds since the epoch as RFC3339 UTC at second precision (noema's only timestamp form)."""
-    return datetime.fromtimestamp(int(seconds), UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return format_rfc3339(datetime.fromtimestamp(int(seconds), UTC))
 
 
 def parse_rfc3339(text: str) -> float | None:
