@@ -5,6 +5,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import errno
+import gc
 import os
 import sqlite3
 import sys
@@ -965,6 +966,7 @@ def sync(
     from noemafed.cortex.manifest import check_ready_for_federation, read_manifest
     from noemafed.federation.syncer import SyncOptions
 
+    gc.enable()  # run() turned it off for the start-up; a sync's work can be long and large
     if as_json:
         obj.json_schema = reports.SYNC_SCHEMA_VERSION
     if obj.quiet and verbose:
@@ -1136,6 +1138,7 @@ def serve(
     from noemafed.cortex.manifest import read_manifest
     from noemafed.mcp.http import ServeConfig, make_server
 
+    gc.enable()  # run() turned it off for the start-up; a server runs for days
     if max_connections < workers:
         raise click.BadParameter(
             f"{max_connections} is fewer than --workers ({workers}).", param_hint="'--max-connections'"
@@ -1192,7 +1195,12 @@ def run() -> NoReturn:
     of some 300 modules: 10-20 ms, about a tenth of a cron run) buys nothing, and `os._exit` skips it after
     flushing stdout and stderr. atexit handlers still run, and under `python -i` or while a non-daemon thread is
     alive the normal exit is taken instead. Tests call main() in-process.
+
+    Python's cyclic garbage collector is off while the modules load and the command runs: a start-up makes
+    some 100,000 objects and no garbage, and the collections they trigger cost a few milliseconds of every
+    `status --check` (docs/performance.md). `sync` and `serve`, whose work is long and large, turn it back on.
     """
+    gc.disable()
     try:
         main()
         code: object = None

@@ -85,6 +85,11 @@ def private_temp_root(environ: dict) -> str:
 
 
 def main() -> None:
+    # No cyclic garbage collection during the start-up (noemafed.cli.run says why and turns it back on for
+    # `sync` and `serve`); off here already, so that loading click does not pay for it either.
+    import gc
+
+    gc.disable()
     root = extraction_root(dict(os.environ))
     if root is not None:
         os.environ["SHIV_ROOT"] = root  # shiv's bootstrap and our fast path both read it

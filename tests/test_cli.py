@@ -333,3 +333,47 @@ def test_status_loads_no_openssl(tmp_path: Path, command: list[str]) -> None:
         check=False,
     )
     assert done.stderr.splitlines()[-1] == "[]", done.stderr
+
+
+def test_run_starts_without_the_garbage_collector(tmp_path: Path) -> None:
+    """run() (the process's entry point) turns the cyclic collector off for the start-up: a `status` runs
+    without it (docs/performance.md, status)."""
+    import subprocess
+    import sys
+
+    cortex = make_cortex(tmp_path)
+    code = (
+        "import gc, sys\nimport noemafed.commands.status as module\nreal = module.status\n"
+        "def spy(*args, **kwargs):\n    print('collector on:', gc.isenabled(), file=sys.stderr)\n"
+        "    return real(*args, **kwargs)\n"
+        "module.status = spy\nfrom noemafed.cli import run\n"
+        f"sys.argv = ['noemafed', '--cortex', {str(cortex)!r}, 'status']\nrun()\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == "collector on: False\n"
+
+
+@pytest.mark.parametrize(
+    "command",
+    # the daemon shares sync's start; serve refusing its options still began as a server does
+    [["sync", "--once", "--timeout", "1"], ["serve", "--workers", "2", "--max-connections", "1"]],
+    ids=" ".join,
+)
+def test_sync_and_serve_turn_the_garbage_collector_back_on(tmp_path: Path, command: list[str]) -> None:
+    """Their work is long (a daemon, a server) or large (a backlog): run()'s start-up setting must not last."""
+    import gc
+
+    cortex = target_with(tmp_path, [{"name": "a", "endpoint": "http://127.0.0.1:1"}])
+    gc.disable()
+    try:
+        run_cli(["--cortex", str(cortex), *command])
+        assert gc.isenabled()
+    finally:
+        gc.enable()

@@ -1005,7 +1005,7 @@ def test_plain_char_pattern_is_exactly_is_plain_char() -> None:
 @given(FAST_PATH_TEXTS)
 @settings(max_examples=2000)
 def test_fast_plain_path_agrees_with_the_full_check(text: str) -> None:
-    fast = fm._FAST_PLAIN.fullmatch(text) is not None
+    fast = fm._fast_plain().fullmatch(text) is not None
     # The fast path may leave a plain-safe text to the full check, never call an unsafe one plain.
     assert not fast or fm._is_plain_safe_full(text)
 
@@ -1018,7 +1018,7 @@ def test_fast_plain_path_agrees_with_the_full_check(text: str) -> None:
     ],
 )  # fmt: skip
 def test_fast_plain_path_takes_common_values(text: str) -> None:
-    assert fm._FAST_PLAIN.fullmatch(text) is not None
+    assert fm._fast_plain().fullmatch(text) is not None
 
 
 @pytest.mark.parametrize(
@@ -1029,7 +1029,7 @@ def test_fast_plain_path_takes_common_values(text: str) -> None:
     ],
 )  # fmt: skip
 def test_fast_plain_path_leaves_the_rest_to_the_full_check(text: str) -> None:
-    assert fm._FAST_PLAIN.fullmatch(text) is None
+    assert fm._fast_plain().fullmatch(text) is None
 
 
 @given(FAST_PATH_TEXTS)
@@ -1056,5 +1056,5 @@ def test_format_str_agrees_with_the_full_rules(text: str) -> None:
 
 @pytest.mark.parametrize("text", ["2025-04-01T12:00:00Z", "2025-4-1", "2025-04-01 12:00:00.5 +02:00"])
 def test_timestamps_take_the_quoted_date_fast_path(text: str) -> None:
-    assert fm._QUOTED_AS_IS_DATE.fullmatch(text) is not None
+    assert fm._quoted_as_is_date().fullmatch(text) is not None
     assert fm.format_str(text) == f'"{text}"'

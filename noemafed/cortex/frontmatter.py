@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import functools
 import re
-import string
 from collections.abc import Mapping, Sequence
 from typing import TypeAlias
 
@@ -120,32 +119,48 @@ _EMIT_ESCAPES = {
     "\u2029": "\\P",
 }
 
+# string.hexdigits, without importing `string` (which compiles a pattern of its own at import).
+_HEX_DIGITS = frozenset("0123456789abcdefABCDEF")
+
+# The emitter's patterns below are compiled on first use (functools.cache): compiling is pure Python, about a
+# millisecond for all of them at every start, and the commands that only read frontmatter (`status`, a caught-up
+# `sync --once`) never emit any.
+
 # Texts some loader (YAML 1.1 or 1.2, PyYAML, yaml.v3, serde_yaml) resolves to null, bool, merge or value.
 _TYPED_WORDS = frozenset({"", "~", "null", "y", "n", "yes", "no", "on", "off", "true", "false", "=", "<<"})
+
+
 # A superset of every number syntax of those loaders: YAML 1.1 ints (0b, 0 octal, 0x, `_`, sexagesimal) and
 # floats, YAML 1.2 core (0o, 1e3), Go's ParseInt base 0, and .inf/.nan in any case.
-_NUMBER_LIKE = re.compile(
-    r"""[-+]?(?:
-        [0-9][0-9_]*(?:\.[0-9_]*)?(?:[eE][-+]?[0-9]+)?
-      | \.[0-9][0-9_]*(?:[eE][-+]?[0-9]+)?
-      | 0b[01_]+ | 0o[0-7_]+ | 0x[0-9a-f_]+
-      | [0-9][0-9_]*(?::[0-5]?[0-9])+(?:\.[0-9_]*)?
-      | \.inf | \.nan
-    )""",
-    re.VERBOSE | re.IGNORECASE,
-)
+@functools.cache
+def _number_like() -> re.Pattern[str]:
+    return re.compile(
+        r"""[-+]?(?:
+            [0-9][0-9_]*(?:\.[0-9_]*)?(?:[eE][-+]?[0-9]+)?
+          | \.[0-9][0-9_]*(?:[eE][-+]?[0-9]+)?
+          | 0b[01_]+ | 0o[0-7_]+ | 0x[0-9a-f_]+
+          | [0-9][0-9_]*(?::[0-5]?[0-9])+(?:\.[0-9_]*)?
+          | \.inf | \.nan
+        )""",
+        re.VERBOSE | re.IGNORECASE,
+    )
+
+
 # libyaml (yaml.v3, serde_yaml) and PyYAML refuse implicit keys longer than this.
 _MAX_KEY_LENGTH = 1024
+
+
 # YAML 1.1 timestamps start like this; quoting every such prefix is a safe superset.
-_DATE_PREFIX = re.compile(r"[0-9]{4}-[0-9]{1,2}-[0-9]{1,2}")
+@functools.cache
+def _date_prefix() -> re.Pattern[str]:
+    return re.compile(r"[0-9]{4}-[0-9]{1,2}-[0-9]{1,2}")
 
 
 @functools.cache
 def _plain_chars() -> re.Pattern[str]:
     """Exactly the characters `_is_plain_char` accepts, for a whole-text check at C speed.
 
-    Compiled on first use: its Unicode ranges take about 3 ms to compile, and a caught-up `sync --once`,
-    which reads frontmatter but never writes any, should not pay that at start-up.
+    Its Unicode ranges alone take about 3 ms to compile.
     """
     return re.compile(r"[\x20-\x7e\xa0-\u2027\u202a-\ud7ff\ue000-\ufefe\uff00-\ufffd\U00010000-\U0010ffff]*")
 
@@ -162,23 +177,33 @@ def _plain_chars() -> re.Pattern[str]:
 #   character other than '#' (no ` #`, no final space).
 # The alternatives start with different characters, so every text splits into them one way only: the
 # possessive runs (`++`, `*+`) never give up a match that backtracking could have used, and run at C speed.
-_FAST_PLAIN = re.compile(
-    r"""(?:
-        (?!(?i:y|n|yes|no|on|off|true|false|null)\Z)[A-Za-z]
-      | (?:[0-9]{1,3}|[0-9]{5,})-
-    )(?:
-        [\x21\x22\x24-\x39\x3b-\x7e]++
-      | :(?=[^ ])
-      | (?<![ ])\#
-      | [ ](?=[^\#])
-    )*+""",
-    re.VERBOSE | re.ASCII,
-)
+@functools.cache
+def _fast_plain() -> re.Pattern[str]:
+    return re.compile(
+        r"""(?:
+            (?!(?i:y|n|yes|no|on|off|true|false|null)\Z)[A-Za-z]
+          | (?:[0-9]{1,3}|[0-9]{5,})-
+        )(?:
+            [\x21\x22\x24-\x39\x3b-\x7e]++
+          | :(?=[^ ])
+          | (?<![ ])\#
+          | [ ](?=[^\#])
+        )*+""",
+        re.VERBOSE | re.ASCII,
+    )
+
+
 # The other common case, RFC3339 timestamps: a date prefix is never plain-safe, and printable ASCII without
 # '"' and '\' is double-quoted as is.
-_QUOTED_AS_IS_DATE = re.compile(r"[0-9]{4}-[0-9]{1,2}-[0-9]{1,2}[\x20\x21\x23-\x5b\x5d-\x7e]*+")
+@functools.cache
+def _quoted_as_is_date() -> re.Pattern[str]:
+    return re.compile(r"[0-9]{4}-[0-9]{1,2}-[0-9]{1,2}[\x20\x21\x23-\x5b\x5d-\x7e]*+")
+
+
 # Double-quoting changes nothing inside such a text: printable ASCII without '"' and '\'.
-_QUOTE_AS_IS = re.compile(r"[\x20\x21\x23-\x5b\x5d-\x7e]*")
+@functools.cache
+def _quote_as_is() -> re.Pattern[str]:
+    return re.compile(r"[\x20\x21\x23-\x5b\x5d-\x7e]*")
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -712,7 +737,7 @@ def _decode_escape(line: str, position: int, lineno: int) -> tuple[str, int]:
     if width is None:
         raise FrontmatterError(f"unknown escape '\\{code}' in a double-quoted scalar", lineno)
     digits = line[position + 2 : position + 2 + width]
-    if len(digits) != width or not all(digit in string.hexdigits for digit in digits):
+    if len(digits) != width or not all(digit in _HEX_DIGITS for digit in digits):
         raise FrontmatterError(f"escape '\\{code}' needs {width} hex digits", lineno)
     codepoint = int(digits, 16)
     if codepoint > 0x10FFFF:
@@ -737,9 +762,9 @@ def dumps(mapping: Mapping[str, Emittable], indent: int = 4) -> str:
 
 def format_str(text: str) -> str:
     """One `str` scalar exactly as `dumps` writes it as a value or a sequence item, for fixed layouts."""
-    if _FAST_PLAIN.fullmatch(text) is not None:
+    if _fast_plain().fullmatch(text) is not None:
         return text
-    if _QUOTED_AS_IS_DATE.fullmatch(text) is not None:
+    if _quoted_as_is_date().fullmatch(text) is not None:
         return f'"{text}"'
     return text if _is_plain_safe_full(text) else _double_quoted(text)
 
@@ -822,9 +847,9 @@ def _is_plain_safe_full(text: str) -> bool:
     """A str may go unquoted only if every YAML 1.1 and 1.2 loader reads it back as this same string."""
     if not _is_plain_syntax(text) or text[0] in _INDICATORS or text.startswith("..."):
         return False
-    if text.lower() in _TYPED_WORDS or _NUMBER_LIKE.fullmatch(text):
+    if text.lower() in _TYPED_WORDS or _number_like().fullmatch(text):
         return False
-    return not _DATE_PREFIX.match(text)
+    return not _date_prefix().match(text)
 
 
 def _is_plain_syntax(text: str) -> bool:
@@ -850,7 +875,7 @@ def _is_plain_char(char: str) -> bool:
 
 def _double_quoted(text: str) -> str:
     """Double-quote with escapes so the scalar stays on one line and holds only printable characters."""
-    if _QUOTE_AS_IS.fullmatch(text):
+    if _quote_as_is().fullmatch(text):
         return f'"{text}"'
     return _double_quoted_full(text)
 

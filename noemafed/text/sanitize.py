@@ -2,19 +2,33 @@
 
 from __future__ import annotations
 
+import functools
 import re
+
+# The patterns are compiled on first use (functools.cache): their Unicode ranges cost about 0.4 ms to compile,
+# at every start of every command, and most runs never meet a text from a peer.
+
 
 # A str decoded from JSON can hold lone surrogates (`"\ud800"` is valid JSON); UTF-8 cannot, so SQLite, files and
 # stdout refuse them. Go's decoder turns each into U+FFFD; so do we.
-_SURROGATE = re.compile("[\ud800-\udfff]")
+@functools.cache
+def _surrogate() -> re.Pattern[str]:
+    return re.compile("[\ud800-\udfff]")
+
+
 # C0 and C1 controls, DEL, and the format characters that reorder or hide text (bidi overrides, zero widths).
-_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufeff]")
+@functools.cache
+def _unprintable() -> re.Pattern[str]:
+    return re.compile("[\x00-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufeff]")
+
+
 _SHORT = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
 
 
 def scrub(text: str) -> str:
     """`text` with every lone surrogate replaced by U+FFFD, as Go decodes it; unchanged otherwise."""
-    return _SURROGATE.sub("\ufffd", text) if _SURROGATE.search(text) else text
+    surrogate = _surrogate()
+    return surrogate.sub("\ufffd", text) if surrogate.search(text) else text
 
 
 def _escape(match: re.Match[str]) -> str:
@@ -35,7 +49,8 @@ def one_line(text: str, limit: int = MAX_LINE) -> str:
     """Peer text fit for a log or report line: scrubbed, with line breaks and terminal controls escaped, and
     cut after `limit` characters."""
     text = short(text, limit)
-    return _UNPRINTABLE.sub(_escape, text) if _UNPRINTABLE.search(text) else text
+    unprintable = _unprintable()
+    return unprintable.sub(_escape, text) if unprintable.search(text) else text
 
 
 def short(text: str, limit: int = 200) -> str:
