@@ -1124,6 +1124,18 @@ def judged_peers(cortex_dir: Path, count: int) -> None:
         conn.close()
 
 
+def record_verifier(cortex_dir: Path, name: str) -> None:
+    """What a sync that checked a signature records: the verifier it used."""
+    from noemafed.cortex import state
+
+    conn = connect(cortex_dir / "db" / "noema.db")
+    try:
+        with state.write_transaction(conn):
+            state.set_verifier(conn, name, name)
+    finally:
+        conn.close()
+
+
 def defer_every_peer(cortex_dir: Path, names: list[str]) -> None:
     """A streak for each peer whose next attempt lies a day ahead: every run now defers them all."""
     from noemafed.cortex import state
@@ -1175,6 +1187,14 @@ def status_command(args: argparse.Namespace) -> int:
         big = root / "big"
         built = build_source(pyz, big, args.events)
         judged_peers(big, STATUS_PEERS)
+        # The same cortex as a signed ring's (its syncs recorded their verifier): status --json reads the record
+        # rather than load OpenSSL to find out.
+        signed = root / "signed"
+        shutil.copytree(big, signed)
+        version = subprocess.run(
+            pyz.argv("--version"), capture_output=True, text=True, env=pyz.env, check=True
+        )
+        record_verifier(signed, "python" if "pure Python" in version.stdout else "openssl")
         check = subprocess.run(
             pyz.argv("--cortex", str(big), "status", "--check"),
             capture_output=True,
@@ -1189,6 +1209,7 @@ def status_command(args: argparse.Namespace) -> int:
         series: dict[str, list[str]] = {
             "floor": [python, "-c", FLOOR_CODE],
             "json": pyz.argv("--cortex", str(big), "status", "--json"),
+            "json-signed": pyz.argv("--cortex", str(signed), "status", "--json"),
             "check": pyz.argv("--cortex", str(big), "status", "--check"),
             "caught-up": pyz.argv("--cortex", str(caught_up), "sync", "--once"),
             "deferred": pyz.argv("--cortex", str(deferring), "sync", "--once"),
@@ -1234,6 +1255,7 @@ def status_command(args: argparse.Namespace) -> int:
     labels = [
         (f"floor: python -c '{FLOOR_CODE}'", "floor"),
         (f"status --json, {STATUS_PEERS} peers", "json"),
+        (f"status --json, {STATUS_PEERS} peers, signed ring", "json-signed"),
         (f"status --check, {STATUS_PEERS} peers", "check"),
         ("sync --once, 3 caught-up peers", "caught-up"),
         ("sync --once, 3 deferred peers", "deferred"),
@@ -1250,7 +1272,8 @@ def status_command(args: argparse.Namespace) -> int:
         )
     for what, table in (("wall", median), ("CPU", cpu_median)):
         print(
-            f"ratio ({what}): status --json {table['json'] / table['floor']:.2f}, status --check "
+            f"ratio ({what}): status --json {table['json'] / table['floor']:.2f} (signed ring "
+            f"{table['json-signed'] / table['floor']:.2f}), status --check "
             f"{table['check'] / table['floor']:.2f} (/ floor; target <= 1.30); deferred / caught-up sync --once "
             f"{table['deferred'] / table['caught-up']:.2f} (target <= 1.00)"
         )

@@ -358,3 +358,56 @@ def test_status_and_version_say_which_verifier_runs(tmp_path: Path) -> None:
         assert json.loads(status.stdout)["federation"]["verifier"] == name
         version = subprocess.run([*run, "--version"], capture_output=True, text=True, env=env, check=True)
         assert version.stdout.endswith(f", Ed25519: {label}\n")
+
+
+def _status_verifier(cortex: Path) -> tuple[str, list[str]]:
+    """`status --json`'s verifier, and which of OpenSSL's modules the status loaded, in a fresh process
+    without NOEMAFED_ED25519 (where finding out would pick OpenSSL when it loads)."""
+    code = (
+        "import io, json, sys\nfrom contextlib import redirect_stdout\nfrom noemafed.cli import main\n"
+        "out = io.StringIO()\nwith redirect_stdout(out):\n    try:\n"
+        f"        main(['--cortex', {str(cortex)!r}, 'status', '--json'])\n    except SystemExit:\n        pass\n"
+        "loaded = sorted(m for m in ('_ssl', 'ctypes') if m in sys.modules)\n"
+        "print(json.dumps([json.loads(out.getvalue())['federation']['verifier'], loaded]))\n"
+    )
+    env = {key: value for key, value in os.environ.items() if key != verifier.ENV}
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env={**env, "PYTHONPATH": str(REPO)},
+        check=True,
+    )
+    name, loaded = json.loads(done.stdout)
+    return name, loaded
+
+
+def test_status_reports_the_verifier_the_last_signed_sync_recorded(tmp_path: Path) -> None:
+    """A sync that checked signatures records its verifier (noemafed:verifier); `status --json` then reports
+    it without loading OpenSSL. Before any such sync (here: verify off), status finds out itself."""
+    from conftest import make_cortex, run_cli
+    from peers.stdlib_peer import StdlibPeer
+    from sync_helpers import seed, state_value, target_with
+
+    from noemafed.cortex import state
+
+    src = make_cortex(tmp_path, "source")
+    assert run_cli(["--cortex", str(src), "keygen"]).exit_code == 0
+    seed(src, 3, prefix="signed")
+    with StdlibPeer(src, flavor="go") as peer:
+        unsigned = target_with(tmp_path, [{"name": "a", "endpoint": peer.endpoint}], name="unchecked")
+        signed = target_with(
+            tmp_path, [{"name": "a", "endpoint": peer.endpoint}], name="checked", verify="warn"
+        )
+        for target in (unsigned, signed):
+            env = {**os.environ, verifier.ENV: "python", "PYTHONPATH": str(REPO)}
+            subprocess.run(
+                [sys.executable, "-m", "noemafed", "--cortex", str(target), "sync", "--once"],
+                env=env,
+                check=True,
+            )
+    assert json.loads(state_value(signed, state.VERIFIER_KEY)) == {"name": "python", "label": "pure Python"}
+    assert _status_verifier(signed) == ("python", [])  # as recorded, though OpenSSL would load here
+    assert state_value(unsigned, state.VERIFIER_KEY) == ""
+    probed = "python" if isinstance(LOADED, str) else "openssl"
+    assert _status_verifier(unsigned) == (probed, [] if isinstance(LOADED, str) else ["_ssl", "ctypes"])

@@ -285,9 +285,11 @@ class Cortex:
         self.conn.close()
 
 
-def open_cortex(cortex_dir: Path) -> Cortex:
-    """Read and validate the manifest first (so a bad manifest never touches the DB), then open the DB."""
-    manifest = read_manifest(cortex_dir)
+def open_cortex(cortex_dir: Path, manifest: Manifest | None = None) -> Cortex:
+    """Read and validate the manifest first (so a bad manifest never touches the DB), then open the DB; a
+    caller that has just read the manifest passes it in rather than have it parsed twice."""
+    if manifest is None:
+        manifest = read_manifest(cortex_dir)
     return Cortex(cortex_dir, manifest, open_database(cortex_dir))
 
 

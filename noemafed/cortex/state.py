@@ -312,6 +312,9 @@ LAST_SYNC_KEY = NOEMAFED_PREFIX + "last_sync"  # the last `sync --once` run as a
 POISON_PREFIX = NOEMAFED_PREFIX + "poison:"
 # + event id: one `skip-event`, kept for ever (an audit list: no command deletes it, and it is not per peer).
 SKIPPED_PREFIX = NOEMAFED_PREFIX + "skipped:"
+# The Ed25519 verifier ("openssl" or "python") of the last sync that checked a signature: `status --json`
+# reports it without loading OpenSSL itself (docs/performance.md, status).
+VERIFIER_KEY = NOEMAFED_PREFIX + "verifier"
 
 
 def backoff_key(peer: str) -> str:
@@ -494,3 +497,15 @@ def get_last_sync(conn: sqlite3.Connection) -> LastSync | None:
 
 def set_last_sync(conn: sqlite3.Connection, last: LastSync) -> None:
     put(conn, LAST_SYNC_KEY, last.encode())
+
+
+def get_verifier(conn: sqlite3.Connection) -> str:
+    """The recorded verifier's name ("openssl", "python"), or "" when none (or nothing readable) is recorded."""
+    obj = decode_object(get(conn, VERIFIER_KEY))
+    name = obj.get("name") if obj is not None else None
+    return name if isinstance(name, str) else ""
+
+
+def set_verifier(conn: sqlite3.Connection, name: str, label: str) -> None:
+    """Record the verifier a sync checked signatures with (its `label` says which OpenSSL, or why not)."""
+    put(conn, VERIFIER_KEY, go_json_dumps({"name": name, "label": label}))

@@ -20,10 +20,21 @@ from typing import NamedTuple
 
 from noemafed.signing import ed25519
 
-__all__ = ["ENV", "Verifier", "current", "decided_by_go_rules", "openssl", "python", "verify"]
+__all__ = [
+    "ENV",
+    "NAMES",
+    "Verifier",
+    "chosen",
+    "current",
+    "decided_by_go_rules",
+    "openssl",
+    "python",
+    "verify",
+]
 
 ENV = "NOEMAFED_ED25519"
 PYTHON, OPENSSL = "python", "openssl"
+NAMES = (OPENSSL, PYTHON)
 
 _X_IS_ZERO = (1, ed25519.P - 1)  # the only y with x = 0: the identity and the point of order 2
 
@@ -99,6 +110,11 @@ def current() -> Verifier:
                 loaded = Verifier(PYTHON, label, ed25519.verify)
             _chosen.append(loaded)
         return _chosen[0]
+
+
+def chosen() -> Verifier | None:
+    """The verifier this process has chosen, or None while it has checked no signature (and not asked)."""
+    return _chosen[0] if _chosen else None
 
 
 def verify(public: bytes, message: bytes, signature: bytes) -> bool:
