@@ -30,7 +30,9 @@ if TYPE_CHECKING:
     from noemafed.cortex.manifest import Manifest
     from noemafed.federation.syncer import SyncOptions
     from noemafed.logs import Log
-    from noemafed.reports import RemovePlan, ResetPlan, SkipPlan, StatusReport, SyncReport
+    from noemafed.reports.config import RemovePlan, ResetPlan, SkipPlan
+    from noemafed.reports.status import StatusReport
+    from noemafed.reports.sync import SyncReport
     from noemafed.text.clock import Clock
 
     Plan = TypeVar("Plan", ResetPlan, RemovePlan, SkipPlan)
@@ -165,11 +167,11 @@ class CliContext:
         if exc.hint:
             click.echo(f"Hint: {exc.hint}", file=self.env.stderr)
         if self.json_schema is not None:
-            from noemafed import render
+            from noemafed.render import error_json
             from noemafed.reports import ErrorReport
 
             with contextlib.suppress(HostError):  # stdout itself may be what failed: stderr said it already
-                self.emit(render.json(ErrorReport.of(exc, self.json_schema)))
+                self.emit(error_json(ErrorReport.of(exc, self.json_schema)))
         sys.exit(int(exc.exit_code))
 
 
@@ -210,8 +212,9 @@ def _show_version(ctx: click.Context, param: click.Parameter, value: bool) -> No
         return
     import sqlite3
 
-    from noemafed import __commit__, render
-    from noemafed.reports import VersionReport
+    from noemafed import __commit__
+    from noemafed.render import config as render
+    from noemafed.reports.config import VersionReport
     from noemafed.signing import verifier
 
     python = "{}.{}.{}".format(*sys.version_info[:3])  # platform.python_version() without importing platform
@@ -308,8 +311,8 @@ def init(obj: CliContext, directory: Path, name: str | None) -> None:
 
     Example: noemafed init ~/cortexes/research --name research
     """
-    from noemafed import render
     from noemafed.commands.init import init
+    from noemafed.render import config as render
 
     obj.emit(render.human(init(directory, name)))
 
@@ -350,8 +353,9 @@ def status(
 
     Example: noemafed status --json | jq '.peers[] | {name, verdict, lag_seconds}'
     """
-    from noemafed import render, reports
+    from noemafed import reports
     from noemafed.commands.status import status
+    from noemafed.render import status as render
 
     if check:
         if as_json:
@@ -369,8 +373,8 @@ def status(
 
 def _write_metrics(path: Path, status: StatusReport, run: SyncReport | None) -> None:
     """The metrics file of a status (the last run as it recorded itself) or of the run that just ended."""
-    from noemafed import render
     from noemafed.commands import metrics
+    from noemafed.render import status as render
 
     report = metrics.from_status(status) if run is None else metrics.after_sync(status, run)
     metrics.write_file(path, render.metrics(report))
@@ -380,10 +384,10 @@ def _status_check(
     obj: CliContext, max_age: float, names: tuple[str, ...], metrics_file: Path | None
 ) -> NoReturn:
     """The plugin line and its exit code; whatever stops the cortex being read is UNKNOWN, never a traceback."""
-    from noemafed import render
     from noemafed.commands.status import check, status
     from noemafed.federation.verdict import CheckState
-    from noemafed.reports import CheckReport
+    from noemafed.render import status as render
+    from noemafed.reports.status import CheckReport
 
     try:
         status_report = status(obj.cortex_dir(), obj.env.environ, max_age, obj.clock())
@@ -408,8 +412,9 @@ def peers(obj: CliContext, as_json: bool) -> None:
 
     Example: noemafed peers --json | jq -r '.peers[] | select(.mode == "paused") | .name'
     """
-    from noemafed import render, reports
+    from noemafed import reports
     from noemafed.commands.peers import peers
+    from noemafed.render import config as render
 
     if as_json:
         obj.json_schema = reports.PEERS_SCHEMA_VERSION
@@ -436,8 +441,8 @@ def add_peer(obj: CliContext, name: str, endpoint: str, ca: str | None, pubkey: 
 
     Example: noemafed add-peer laptop https://laptop.lan:3000 --ca ~/tls/laptop-ca.pem
     """
-    from noemafed import render
     from noemafed.commands.peers import add_peer
+    from noemafed.render import config as render
 
     obj.emit(render.human(add_peer(obj.cortex_dir, name, endpoint, ca or "", pubkey or "")))
 
@@ -473,8 +478,8 @@ def set_peer(
 
     Example: noemafed set-peer laptop --endpoint https://laptop.vpn:3000 --no-ca
     """
-    from noemafed import render
     from noemafed.commands.peers import PeerChanges, set_peer
+    from noemafed.render import config as render
 
     if ca is not None and no_ca:
         raise ArgumentError("--ca and --no-ca exclude each other", "pass one of them")
@@ -502,7 +507,7 @@ NO_TERMINAL_HINT = "pass --yes to {action} without asking"
 def _confirmation(obj: CliContext, yes: bool, command: str, action: str) -> Callable[[Plan], bool]:
     """Show the plan and ask on the terminal; without one, refuse (exit 2) rather than read a pipe or cron's
     /dev/null as the answer."""
-    from noemafed import render
+    from noemafed.render import config as render
 
     def confirm(plan: Plan) -> bool:
         if not yes and not obj.env.stdin_isatty:
@@ -528,8 +533,8 @@ def reset_peer(obj: CliContext, names: tuple[str, ...], yes: bool) -> None:
 
     Example: noemafed reset-peer laptop --yes
     """
-    from noemafed import render
     from noemafed.commands.reset import reset_peers
+    from noemafed.render import config as render
 
     confirm = _confirmation(obj, yes, "reset-peer", "reset")
     obj.emit(render.human(reset_peers(obj.cortex_dir(), names, confirm)))
@@ -545,8 +550,8 @@ def retry_now(obj: CliContext, names: tuple[str, ...]) -> None:
 
     Example: noemafed retry-now laptop
     """
-    from noemafed import render
     from noemafed.commands.retry import retry_now
+    from noemafed.render import config as render
 
     obj.emit(render.human(retry_now(obj.cortex_dir(), names)))
 
@@ -568,8 +573,8 @@ def remove_peer(obj: CliContext, names: tuple[str, ...], yes: bool, keep_state: 
 
     Example: noemafed remove-peer old-laptop --yes
     """
-    from noemafed import render
     from noemafed.commands.peers import remove_peers
+    from noemafed.render import config as render
 
     confirm = _confirmation(obj, yes, "remove-peer", "remove")
     obj.emit(render.human(remove_peers(obj.cortex_dir, names, keep_state, confirm)))
@@ -592,8 +597,8 @@ def skip_event(obj: CliContext, peer: str, event_id: str, yes: bool, note: str) 
 
     Example: noemafed skip-event laptop 01JRZ5Q4XG7N3C8W2M6V1K9T0B --yes --note 'unknown action from v0.30'
     """
-    from noemafed import render
     from noemafed.commands.skip import SkipRequest, skip_event
+    from noemafed.render import config as render
 
     confirm = _confirmation(obj, yes, "skip-event", "skip")
     request = SkipRequest(peer, event_id, note, obj.clock())
@@ -612,8 +617,8 @@ def set_mode(obj: CliContext, mode: str) -> None:
 
     Example: noemafed set-mode publish
     """
-    from noemafed import render
     from noemafed.commands.modes import set_mode
+    from noemafed.render import config as render
 
     obj.emit(render.human(set_mode(mode, obj.cortex_dir)))
 
@@ -626,8 +631,8 @@ def set_interval(obj: CliContext, duration: str) -> None:
 
     Example: noemafed set-interval 5m
     """
-    from noemafed import render
     from noemafed.commands.settings import set_interval
+    from noemafed.render import config as render
 
     obj.emit(render.human(set_interval(obj.cortex_dir, duration)))
 
@@ -641,15 +646,15 @@ def set_verify(obj: CliContext, mode: str) -> None:
 
     Example: noemafed set-verify enforce
     """
-    from noemafed import render
     from noemafed.commands.settings import set_verify
+    from noemafed.render import config as render
 
     obj.emit(render.human(set_verify(obj.cortex_dir, mode)))
 
 
 def _peer_mode_command(obj: CliContext, name: str, paused: bool) -> None:
-    from noemafed import render
     from noemafed.commands.modes import set_peer_mode
+    from noemafed.render import config as render
 
     obj.emit(render.human(set_peer_mode(obj.cortex_dir(), name, paused)))
 
@@ -691,8 +696,8 @@ def key_fingerprint(obj: CliContext) -> None:
 
     Example: noemafed key fingerprint
     """
-    from noemafed import render
     from noemafed.commands.key import key_fingerprint
+    from noemafed.render import config as render
 
     obj.emit(render.human(key_fingerprint(obj.cortex_dir(), obj.env.environ)))
 
@@ -711,8 +716,8 @@ def keygen(obj: CliContext, force: bool) -> None:
 
     Example: noemafed keygen && noemafed set-verify warn
     """
-    from noemafed import render
     from noemafed.commands.keygen import keygen
+    from noemafed.render import config as render
 
     obj.emit(render.human(keygen(obj.cortex_dir, force)))
 
@@ -740,8 +745,9 @@ def doctor(obj: CliContext, as_json: bool, online: bool | None, timeout: float) 
 
     Example: noemafed doctor --online --json | jq '.findings[] | select(.severity == "error")'
     """
-    from noemafed import render, reports
+    from noemafed import reports
     from noemafed.commands.doctor import doctor
+    from noemafed.render import config as render
 
     if as_json:
         obj.json_schema = reports.DOCTOR_SCHEMA_VERSION
@@ -1013,7 +1019,7 @@ def sync(
     # Under cron (no terminal) or --quiet, a clean run prints nothing: cron mails only what went wrong. It then
     # never loads the renderer either (start-up time: docs/performance.md).
     if as_json:
-        from noemafed import render
+        from noemafed.render import sync as render
 
         obj.emit(render.json(report))
     elif (
@@ -1021,7 +1027,7 @@ def sync(
         or report.dry_run
         or (not obj.quiet and (obj.verbosity > 0 or obj.env.stdout_isatty))
     ):
-        from noemafed import render
+        from noemafed.render import sync as render
 
         obj.emit(render.human(report))
     if report.exit_code != ExitCode.OK:

@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from ulid import ULID
 
-from noemafed.render import _ulid_time
+from noemafed.render.status import _ulid_time
 from noemafed.text.clock import REAL_CLOCK, Clock, clock_from, parse_rfc3339, ulid_seconds
 from noemafed.text.gotext import format_rfc3339
 

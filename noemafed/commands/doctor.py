@@ -7,7 +7,7 @@ from pathlib import Path
 
 from noemafed.federation.doctor import diagnose
 from noemafed.federation.probe import gather
-from noemafed.reports import DoctorReport
+from noemafed.reports.config import DoctorReport
 from noemafed.text.gotext import format_rfc3339
 
 

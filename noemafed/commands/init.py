@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from noemafed.cortex.open import init_cortex
-from noemafed.reports import InitReport
+from noemafed.reports.config import InitReport
 
 
 def init(directory: Path, name: str | None) -> InitReport:

@@ -8,7 +8,7 @@ from pathlib import Path
 from noemafed.cortex.access import load_access_key
 from noemafed.cortex.manifest import read_manifest
 from noemafed.errors import AccessKeyError
-from noemafed.reports import KeyReport
+from noemafed.reports.config import KeyReport
 
 
 def key_fingerprint(cortex_dir: Path, environ: Mapping[str, str]) -> KeyReport:

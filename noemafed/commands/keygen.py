@@ -13,7 +13,7 @@ from noemafed.cortex.access import fingerprint_of, sidecar_path
 from noemafed.cortex.manifest import read_manifest, with_signing_key, write_manifest_raw
 from noemafed.errors import CommandError
 from noemafed.federation.lock import sync_running
-from noemafed.reports import KeygenReport
+from noemafed.reports.config import KeygenReport
 from noemafed.signing import ed25519
 from noemafed.text.keys import KEY_PREFIX, SEED_SIZE, KeyFormatError, parse_public_key
 

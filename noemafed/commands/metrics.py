@@ -9,7 +9,8 @@ from pathlib import Path
 
 from noemafed.cortex.state import LastSync
 from noemafed.cortex.traces import fsync_dir
-from noemafed.reports import MetricsReport, StatusReport, SyncReport
+from noemafed.reports.status import MetricsReport, StatusReport
+from noemafed.reports.sync import SyncReport
 
 # node_exporter runs as another user: the file must be readable by others (mkstemp makes it 0600).
 METRICS_FILE_MODE = 0o644

@@ -17,7 +17,7 @@ from noemafed.cortex.manifest import (
 )
 from noemafed.errors import ArgumentError, CommandError
 from noemafed.federation.lock import sync_running
-from noemafed.reports import ModeChange, PeerModeChange
+from noemafed.reports.config import ModeChange, PeerModeChange
 from noemafed.text.gotext import go_quote
 
 

@@ -23,7 +23,7 @@ from noemafed.cortex.manifest import (
 from noemafed.cortex.open import Cortex, open_cortex
 from noemafed.errors import ArgumentError, CommandError, NoemafedError, StateError
 from noemafed.federation.lock import sync_running
-from noemafed.reports import (
+from noemafed.reports.config import (
     AddedPeer,
     FieldChange,
     PeerEntry,

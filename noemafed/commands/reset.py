@@ -12,7 +12,7 @@ from noemafed.cortex import state
 from noemafed.cortex.open import Cortex, database_dir, open_cortex
 from noemafed.errors import CommandError, NoemafedError
 from noemafed.federation.lock import ROLE_CONFIG, ROLE_DAEMON, ROLE_ONCE, LockHeldError, LockHolder, SyncLock
-from noemafed.reports import ResetPlan, ResetResult, ResetTarget
+from noemafed.reports.config import ResetPlan, ResetResult, ResetTarget
 from noemafed.text.gotext import go_quote
 
 ABORTED = "aborted by user"

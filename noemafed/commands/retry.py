@@ -7,7 +7,7 @@ from pathlib import Path
 from noemafed.commands.peers import check_known
 from noemafed.cortex import state
 from noemafed.cortex.open import open_cortex
-from noemafed.reports import RetryNowReport
+from noemafed.reports.config import RetryNowReport
 
 
 def retry_now(cortex_dir: Path, names: tuple[str, ...]) -> RetryNowReport:

@@ -8,7 +8,7 @@ from pathlib import Path
 from noemafed.cortex.manifest import VERIFY_MODES, read_manifest, with_federation_setting, write_manifest_raw
 from noemafed.errors import ArgumentError
 from noemafed.federation.lock import sync_running
-from noemafed.reports import SettingChange
+from noemafed.reports.config import SettingChange
 from noemafed.text.durations import parse_go_duration
 from noemafed.text.gotext import go_quote
 

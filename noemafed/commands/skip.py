@@ -24,7 +24,7 @@ from noemafed.federation import poison
 from noemafed.federation.syncer import PeerPoller, PollError, SyncContext, SyncOptions
 from noemafed.logs import Log
 from noemafed.mcp.client import Deadline
-from noemafed.reports import SkipPlan, SkipResult
+from noemafed.reports.config import SkipPlan, SkipResult
 from noemafed.text.clock import REAL_CLOCK, Clock
 from noemafed.text.gotext import go_quote
 

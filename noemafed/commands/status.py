@@ -26,7 +26,7 @@ from noemafed.federation.verdict import (
     judge,
     worst,
 )
-from noemafed.reports import CheckReport, PeerStatus, StatusReport
+from noemafed.reports.status import CheckReport, PeerStatus, StatusReport
 from noemafed.text.clock import REAL_CLOCK, Clock
 
 

@@ -21,7 +21,7 @@ from noemafed.federation.lock import ROLE_DAEMON, ROLE_ONCE, SyncLock
 from noemafed.federation.schedule import plan_once, poll_once, run_daemon
 from noemafed.federation.syncer import SyncContext, SyncOptions
 from noemafed.logs import Log
-from noemafed.reports import SyncReport
+from noemafed.reports.sync import SyncReport
 from noemafed.text.clock import REAL_CLOCK, Clock
 
 LAST_SYNC_FAILED_LOG = "[federation] could not record the run: {err}"

@@ -1,31 +1,17 @@
-"""What each command found or did, as frozen values: commands/ builds them, render.py prints them."""
+"""What the commands that read or change the configuration report: init, the peer commands, the settings,
+keys, skip-event, retry-now, doctor and --version."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
-from noemafed.errors import ExitCode, NoemafedError
-
-if TYPE_CHECKING:  # value types only; importing them for real would load sync's modules for every command
+if TYPE_CHECKING:  # value types only
     from noemafed.cortex.access import AccessKey
-    from noemafed.cortex.manifest import FederationConfig, PeerConfig
-    from noemafed.cortex.state import LastSync, PeerState, RankEntry
-    from noemafed.cortex.vclock import VClock
+    from noemafed.cortex.manifest import PeerConfig
     from noemafed.federation.doctor import Finding
-    from noemafed.federation.dryrun import Rehearsal
     from noemafed.federation.lock import LockHolder
     from noemafed.federation.poison import PoisonRecord, SkippedEvent
-    from noemafed.federation.schedule import DeferredPeer
-    from noemafed.federation.syncer import PollResult
-    from noemafed.federation.verdict import CheckState, Judgement
-
-
-# The `schema_version` of each JSON document (docs/*.schema.json).
-STATUS_SCHEMA_VERSION = 2  # docs/status.schema.json
-PEERS_SCHEMA_VERSION = 1  # docs/peers.schema.json
-SYNC_SCHEMA_VERSION = 2  # docs/sync.schema.json
-DOCTOR_SCHEMA_VERSION = 1  # docs/doctor.schema.json
 
 
 class InitReport(NamedTuple):
@@ -34,66 +20,6 @@ class InitReport(NamedTuple):
     path: Path
     cortex_id: str
     name: str
-
-
-# ---- status ---------------------------------------------------------------------------------------
-
-
-class PeerStatus(NamedTuple):
-    """One peer as status shows it; `state` is None when reading it failed at the database level."""
-
-    config: PeerConfig
-    state: PeerState | None
-    rank: RankEntry | None  # None: no usable stored rank, shown as "(none)"
-    hint: str | None
-    judgement: Judgement | None = None  # None with `state`: the records could not be read
-    blocked_on: PoisonRecord | None = None  # poison events: the event a blocked peer is stuck on, else None
-
-
-class StatusReport(NamedTuple):
-    """Everything `status` prints, gathered once so the human and JSON renderers agree."""
-
-    generated_at: str
-    noemafed_version: str
-    sqlite_version: str
-    cortex_path: Path
-    cortex_id: str
-    cortex_name: str
-    access: AccessKey | None
-    access_error: str
-    federation: FederationConfig | None
-    local_rank: RankEntry | None  # None when reading it failed
-    peers: tuple[PeerStatus, ...]
-    vclock: VClock
-    verifier: str  # the Ed25519 verifier `sync` uses on this host: "openssl" or "python"; "" when not asked
-    max_age: float = 3600.0  # seconds without a success before a peer is `stale`
-    last_sync: LastSync | None = None  # the last `sync --once` run, as it recorded itself
-    skipped_events: tuple[SkippedEvent, ...] = ()  # every `skip-event` ever run on this cortex, oldest first
-
-    @property
-    def configured(self) -> bool:
-        return self.federation is not None and bool(self.federation.peers)
-
-
-class MetricsReport(NamedTuple):
-    """What a metrics file says: every peer as status judged it, and the sync run it follows (None: none
-    recorded)."""
-
-    status: StatusReport
-    last_sync: LastSync | None
-
-
-class CheckReport(NamedTuple):
-    """`status --check`: the monitoring-plugin state and what its line says; with `error` (why the cortex could
-    not be read) the state is UNKNOWN and nothing else is known."""
-
-    state: CheckState
-    peers: tuple[PeerStatus, ...] = ()  # the peers judged, in manifest order (perfdata)
-    problems: tuple[PeerStatus, ...] = ()  # those not OK, worst first
-    counts: tuple[
-        tuple[str, int], ...
-    ] = ()  # peers per verdict ("unreadable" for a state error), in enum order
-    error: str = ""
 
 
 # ---- peers, add-peer, set-peer, remove-peer --------------------------------------------------------
@@ -321,45 +247,3 @@ class VersionReport(NamedTuple):
     python: str
     sqlite: str
     ed25519: str  # the Ed25519 verifier: "OpenSSL 3.0.19", "pure Python" (signing.verifier)
-
-
-# ---- sync -----------------------------------------------------------------------------------------
-
-
-class SyncReport(NamedTuple):
-    """One `sync --once` run: a result per visited peer, the peers skipped, and the exit code it implies."""
-
-    started_at: str
-    seconds: float
-    cortex_path: Path
-    cortex_id: str
-    cortex_name: str
-    results: tuple[PollResult, ...]
-    paused: tuple[str, ...]
-    deferred: tuple[DeferredPeer, ...] = ()  # not contacted: their next attempt (backoff, blocked) is not due
-    dry_run: bool = False  # --dry-run: nothing was kept; `rehearsals` says what a run would have done
-    rehearsals: tuple[Rehearsal, ...] = ()  # one per result, in the same order
-
-    @property
-    def exit_code(self) -> ExitCode:
-        """0 all good; 4 if any peer needs an operator (wins); 3 if any failed otherwise; deferred peers count
-        for nothing."""
-        # The codes are ordered by severity, so the worst result is the largest.
-        return max((result.exit_code for result in self.results), default=ExitCode.OK)
-
-
-# ---- errors ---------------------------------------------------------------------------------------
-
-
-class ErrorReport(NamedTuple):
-    """A failed command as a `--json` caller sees it: the error's stable code, its texts and the exit code."""
-
-    schema_version: int  # the document the command would have printed (status or sync)
-    code: str
-    message: str
-    hint: str | None
-    exit_code: int
-
-    @classmethod
-    def of(cls, exc: NoemafedError, schema_version: int) -> ErrorReport:
-        return cls(schema_version, exc.code, exc.message, exc.hint, int(exc.exit_code))
