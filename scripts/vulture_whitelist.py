@@ -11,33 +11,36 @@ from __future__ import annotations
 import socketserver
 from http.server import BaseHTTPRequestHandler
 
-from noemafed import cli
+from noemafed.cli import app, completion, config, doctor, peers, serve, status, sync
 
-# click calls every command function through its group, and looks up a group's class attributes.
+# click calls every command function through its group (the root group finds each by name in app.COMMANDS), and
+# looks up a group's class attributes and methods.
 _CLICK_COMMANDS = (
-    cli.CortexGroup.group_class,
-    cli.cli,
-    cli.init,
-    cli.status,
-    cli.peers,
-    cli.add_peer,
-    cli.set_peer,
-    cli.reset_peer,
-    cli.remove_peer,
-    cli.set_mode,
-    cli.set_interval,
-    cli.set_verify,
-    cli.pause_peer,
-    cli.resume_peer,
-    cli.key,
-    cli.key_fingerprint,
-    cli.completion,
-    cli.sync,
-    cli.serve,
-    cli.keygen,
-    cli.doctor,
-    cli.retry_now,
-    cli.skip_event,
+    app.CortexGroup.group_class,
+    app.LazyCortexGroup.list_commands,
+    app.LazyCortexGroup.get_command,
+    app.cli,
+    config.init,
+    status.status,
+    peers.peers,
+    peers.add_peer,
+    peers.set_peer,
+    peers.reset_peer,
+    peers.remove_peer,
+    config.set_mode,
+    config.set_interval,
+    config.set_verify,
+    peers.pause_peer,
+    peers.resume_peer,
+    config.key,
+    config.key_fingerprint,
+    completion.completion,
+    sync.sync,
+    serve.serve,
+    config.keygen,
+    doctor.doctor,
+    peers.retry_now,
+    peers.skip_event,
 )
 
 # Class attributes and methods the standard library's servers and handlers look up on our subclasses

@@ -377,3 +377,60 @@ def test_sync_and_serve_turn_the_garbage_collector_back_on(tmp_path: Path, comma
         assert gc.isenabled()
     finally:
         gc.enable()
+
+
+def test_status_check_defines_only_its_own_command_reports_and_renderers(tmp_path: Path) -> None:
+    """A start-up defines one command's options, report classes and renderers (docs/performance.md, status):
+    `status --check`, which a monitoring system runs every minute, loads none of the other families."""
+    import subprocess
+    import sys
+
+    cortex = make_cortex(tmp_path)
+    code = (
+        "import sys\nfrom noemafed.cli import main\n"
+        f"try:\n    main(['--cortex', {str(cortex)!r}, 'status', '--check'])\nexcept SystemExit:\n    pass\n"
+        "print(sorted(m for m in sys.modules if m.startswith(('noemafed.cli.', 'noemafed.reports', "
+        "'noemafed.render'))), file=sys.stderr)"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        check=False,
+    )
+    assert done.stderr.splitlines()[-1] == str(
+        [
+            "noemafed.cli.app",
+            "noemafed.cli.status",
+            "noemafed.render",
+            "noemafed.render.status",
+            "noemafed.reports",
+            "noemafed.reports.status",
+        ]
+    ), done.stderr
+
+
+def test_every_command_is_reachable_through_the_lazy_group() -> None:
+    """A command defined in a module of noemafed/cli/ but missing from app.COMMANDS would never run."""
+    import importlib
+    import pkgutil
+
+    import click
+
+    import noemafed.cli
+    from noemafed.cli import app
+
+    defined, subcommands = {}, set()
+    for module_info in pkgutil.iter_modules(noemafed.cli.__path__):
+        module = importlib.import_module(f"noemafed.cli.{module_info.name}")
+        for value in vars(module).values():
+            if value is app.cli or not isinstance(value, click.Command):
+                continue
+            if value.callback.__module__ == module.__name__:
+                defined[value.name] = module_info.name
+                if isinstance(value, click.Group):
+                    subcommands.update(value.commands)
+    assert {name: family for name, family in defined.items() if name not in subcommands} == app.COMMANDS
+    ctx = click.Context(app.cli)
+    assert [app.cli.get_command(ctx, name).name for name in app.cli.list_commands(ctx)] == sorted(app.COMMANDS)

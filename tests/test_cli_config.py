@@ -21,7 +21,7 @@ import pytest
 from conftest import PYZ, REPO, db, make_cortex, put_state, run_cli, set_federation, state_rows
 from peers.tls import make_tls
 
-from noemafed import cli
+from noemafed.cli.completion import completion_script
 from noemafed.commands import peers as peer_commands
 from noemafed.cortex.manifest import read_manifest
 
@@ -641,20 +641,20 @@ def _pyz_like(tmp_path: Path) -> Path:
 def test_completion_scripts_run_noemafed_as_it_was_run(tmp_path: Path) -> None:
     pyz = _pyz_like(tmp_path)
     for shell in ("bash", "zsh", "fish"):
-        script = cli.completion_script(shell, str(pyz))
+        script = completion_script(shell, str(pyz))
         assert f"_NOEMAFED_COMPLETE={shell}_complete" in script
         assert f" {sys.executable} {pyz})" in script
         assert "%(" not in script
         assert "$1)" not in script
         assert "$+commands" not in script  # zsh: a pyz behind an alias is no command on PATH
-    assert "complete -o nosort -F _noemafed_completion noemafed noemafed.pyz\n" in cli.completion_script(
+    assert "complete -o nosort -F _noemafed_completion noemafed noemafed.pyz\n" in completion_script(
         "bash", str(pyz)
     )
-    assert "#compdef noemafed noemafed.pyz\n" in cli.completion_script("zsh", str(pyz))
-    assert "--command noemafed --command noemafed.pyz" in cli.completion_script("fish", str(pyz))
-    module = cli.completion_script("bash", str(REPO / "noemafed" / "__main__.py"))
+    assert "#compdef noemafed noemafed.pyz\n" in completion_script("zsh", str(pyz))
+    assert "--command noemafed --command noemafed.pyz" in completion_script("fish", str(pyz))
+    module = completion_script("bash", str(REPO / "noemafed" / "__main__.py"))
     assert f"bash_complete {sys.executable} -m noemafed)" in module
-    assert "bash_complete noemafed)" in cli.completion_script("bash", "noemafed")
+    assert "bash_complete noemafed)" in completion_script("bash", "noemafed")
 
 
 def test_completion_prints_the_script_and_refuses_other_shells() -> None:
@@ -684,7 +684,7 @@ def _bash_complete(script: Path, words: list[str], cwd: Path) -> list[str]:
 def test_bash_completes_commands_choices_and_peer_names(tmp_path: Path) -> None:
     path = cortex_with_peers(tmp_path)
     script = tmp_path / "noemafed.bash"
-    script.write_text(cli.completion_script("bash", str(REPO / "noemafed" / "__main__.py")))
+    script.write_text(completion_script("bash", str(REPO / "noemafed" / "__main__.py")))
     assert _bash_complete(script, ["noemafed", "set-"], tmp_path) == [
         "set-interval",
         "set-mode",
