@@ -179,8 +179,8 @@ KNOWN_GAPS = (
     "`serve`: a peer on a slow link must take an answer within `--request-timeout` (15 s by default).",
     "`sync`: memory is bounded at 2.0x-2.3x a page over 8 MiB, whatever its characters, when its answer is UTF-8 "
     "with the page as a tool result's text (an answer over 8 MiB framed otherwise that holds non-ASCII text is "
-    "refused, not decoded whole); a malformed page (refused) is still held decoded while its error is worded: 3x "
-    "(`\u2014`) or 5x (emoji) its size (docs/performance.md, memory).",
+    "refused, not decoded whole; a malformed page is worded from its bytes too, at 1.6x) (docs/performance.md, "
+    "memory).",
     "`sync`: mutation testing of the boundary modules (wire, sse, events, replay, serve, identity, classify, "
     "syncer) is not yet at the 90 % target (docs/testing.md).",
     "Peers that are honest but wrong (a cloned cortex id, clocks far apart) are reported, not prevented "

@@ -385,6 +385,9 @@ _WIDE_EVENT = (
 @example("[" + _WIDE_EVENT + "," + _WIDE_EVENT.replace(":", " : ") + "]")  # the general parser too
 @example("[" + _WIDE_EVENT + ",]")  # malformed after a wide event: the error counts characters, not bytes
 @example('[{"id":"é","action":"x","data":{"a":1}} "é"]')
+@example('[{"id":"x","action":"y","clé😀\\u00e9":tru}]')  # a bad value named by a key with wide characters
+@example('[{"id":"x","ç😀":"a\x01"}]')  # a string's error, after wide characters on its line
+@example('[{"id":"x"} ,😀]')  # the character found where a token was expected, whole
 def test_a_large_page_in_bytes_reads_as_its_text(text: str) -> None:
     """read_page of a page's UTF-8 bytes, parsed over their Latin-1 reading, gives what the text gives."""
     assert _read_lazily(text.encode("utf-8")) == _outcome(parse_page, text)
@@ -421,6 +424,28 @@ def test_pages_as_served_take_the_fast_path_in_bytes(served: list[Event]) -> Non
     assert fast is not None
     as_text = events_module._parse_compact_page(text, events_module._may_hold_surrogates(text), [])
     assert fast == as_text
+
+
+def test_a_malformed_large_page_in_bytes_is_refused_without_a_decoded_copy() -> None:
+    """A refused page is worded from its Latin-1 reading: an emoji in every event once widened the page's
+    decoded text to 4 bytes a character, 5 times the page in all while its error was worded."""
+    import tracemalloc
+
+    event = '{"id":"01JQH4HPD0B8E9WCXGFN1A33VE","action":"create","data":{"body":"😀' + "x" * 900 + '"}}'
+    raw = ("[" + ",".join([event] * 12_000) + ",]").encode()  # 11 MB, malformed at its very end
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(events_module, "LARGE_PAGE_CHARS", 1024)
+        tracemalloc.start()
+        try:
+            with pytest.raises(EventFormatError) as refused:
+                read_page(raw)
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+    with pytest.raises(EventFormatError) as decoded:
+        parse_page(raw.decode())
+    assert str(refused.value) == str(decoded.value)
+    assert peak < 2 * len(raw), peak / len(raw)
 
 
 def test_a_large_page_in_bytes_keeps_one_byte_a_character() -> None:

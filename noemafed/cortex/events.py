@@ -20,6 +20,7 @@ from noemafed.cortex import vclock
 from noemafed.errors import NoemafedError
 from noemafed.text.clock import ulid_millis
 from noemafed.text.gotext import go_json_dumps
+from noemafed.text.latin_utf8 import character_at, characters_before, decoded, json_error
 from noemafed.text.sanitize import scrub
 
 __all__ = [
@@ -181,14 +182,21 @@ def _compact(span: str) -> str:
     return "".join(parts)
 
 
-def _fail(message: str, position: int) -> EventFormatError:
-    return EventFormatError(f"malformed sync_events page at offset {position}: {message}")
+def _fail(message: str, text: str, position: int, utf8: bool) -> EventFormatError:
+    """The error at `position`; with `utf8` (text is the Latin-1 reading of UTF-8 bytes) at the offset the
+    decoded text would give."""
+    offset = characters_before(text, position) if utf8 else position
+    return EventFormatError(f"malformed sync_events page at offset {offset}: {message}")
 
 
-def _expect(text: str, position: int, char: str, what: str) -> None:
+def _expect(text: str, position: int, char: str, what: str, utf8: bool) -> None:
     if text[position : position + 1] != char:
-        found = text[position : position + 1] or "end of text"
-        raise _fail(f"expected {what}, found {found!r}", position)
+        found = (character_at(text, position) if utf8 else text[position : position + 1]) or "end of text"
+        raise _fail(f"expected {what}, found {found!r}", text, position, utf8)
+
+
+def _json_error_text(text: str, exc: ValueError | RecursionError, utf8: bool) -> str:
+    return json_error(text, exc) if utf8 and isinstance(exc, json.JSONDecodeError) else str(exc)
 
 
 # Where each event's `data` object sits in a page read lazily (see Page); None for an absent or null `data`.
@@ -210,18 +218,22 @@ def _parse_event(  # noqa: PLR0913, PLR0917 (the parser's state, passed down as 
         position += 1
     else:
         while True:
-            _expect(text, position, '"', "an object key")
+            _expect(text, position, '"', "an object key", utf8)
+            key_start = position
             try:
-                key, position = scanstring(text, position + 1, True)
+                key, key_end = scanstring(text, position + 1, True)
             except ValueError as exc:
-                raise _fail(str(exc), position) from None
-            position = _skip_ws(text, position)
-            _expect(text, position, ":", "':'")
+                raise _fail(_json_error_text(text, exc, utf8), text, key_start, utf8) from None
+            position = _skip_ws(text, key_end)
+            _expect(text, position, ":", "':'", utf8)
             position = _skip_ws(text, position + 1)
             try:
                 value, end = _raw_decode(text, position)
             except (ValueError, RecursionError) as exc:
-                raise _fail(f"event {index}, field {key!r}: {exc}", position) from None
+                if utf8:  # the key as the decoded text has it (a field name a peer made up may be anything)
+                    key = scanstring(decoded(text[key_start:key_end]), 1)[0]
+                message = f"event {index}, field {key!r}: {_json_error_text(text, exc, utf8)}"
+                raise _fail(message, text, position, utf8) from None
             # Duplicate keys: the last one wins, as in Go's decoder.
             if key == "data":
                 if value is None:
@@ -240,7 +252,7 @@ def _parse_event(  # noqa: PLR0913, PLR0917 (the parser's state, passed down as 
             if char == ",":
                 position = _skip_ws(text, position + 1)
                 continue
-            _expect(text, position, "}", "',' or '}'")
+            _expect(text, position, "}", "',' or '}'", utf8)
             position += 1
             break
     if spans is not None:
@@ -376,8 +388,8 @@ def _read_utf8_page(page: bytes | bytearray) -> Page:
 
     The page is parsed over its Latin-1 reading: one character a byte, so the structure (all ASCII) is found
     where it is, and every non-ASCII byte sits inside a string. The fields replay reads are decoded from their
-    own bytes, each `data` when its range is asked for (Page). A page this cannot read, a malformed one, is read
-    the usual way, which words its error (and holds it decoded while it does).
+    own bytes, each `data` when its range is asked for (Page). A malformed page fails here as it would decoded,
+    with the same error text (noemafed.text.latin_utf8 turns its offsets and characters back).
     """
     _check_utf8(page)
     latin = page.decode("latin-1")
@@ -389,12 +401,14 @@ def _read_utf8_page(page: bytes | bytearray) -> Page:
         if events is None:
             spans = []  # the fast path may have stopped halfway
             events = _parse_page(latin, scrub_strings, spans, utf8=True)
-    except EventFormatError:
-        events = None  # out of the handler first: the error's traceback holds the Latin-1 text
-    if events is None:
-        del latin, spans
-        return read_page(page.decode("utf-8"))
-    return Page(events, latin, spans, utf8=True)
+    except EventFormatError as exc:
+        # Worded as the decoded page's error (offsets in characters, characters whole): no decoded copy of the
+        # page is made even for this. Raised outside the handler so that its traceback does not hold the text.
+        error = EventFormatError(exc.message, exc.hint)
+    else:
+        return Page(events, latin, spans, utf8=True)
+    del latin, spans
+    raise error
 
 
 _UTF8_STEP = 1024 * 1024
@@ -500,7 +514,7 @@ def _parse_page(
         return []
     if text.startswith("null", position) and _skip_ws(text, position + 4) == length:
         return []
-    _expect(text, position, "[", "a JSON array")
+    _expect(text, position, "[", "a JSON array", utf8)
     position = _skip_ws(text, position + 1)
     events: list[Event] = []
     if text[position : position + 1] == "]":
@@ -508,7 +522,7 @@ def _parse_page(
     else:
         while True:
             if text[position : position + 1] != "{":
-                raise _fail(f"event {len(events)} is not a JSON object", position)
+                raise _fail(f"event {len(events)} is not a JSON object", text, position, utf8)
             event, position = _parse_event(text, position, len(events), scrub_strings, spans, utf8)
             events.append(event)
             position = _skip_ws(text, position)
@@ -516,11 +530,11 @@ def _parse_page(
             if char == ",":
                 position = _skip_ws(text, position + 1)
                 continue
-            _expect(text, position, "]", "',' or ']'")
+            _expect(text, position, "]", "',' or ']'", utf8)
             position += 1
             break
     if _skip_ws(text, position) != length:
-        raise _fail("extra text after the array", position)
+        raise _fail("extra text after the array", text, position, utf8)
     return events
 
 

@@ -20,6 +20,8 @@ import secrets
 from json.decoder import scanstring  # type: ignore[attr-defined]  # C-accelerated; untyped in typeshed
 from typing import Any
 
+from noemafed.text.latin_utf8 import json_error
+
 __all__ = ["large_answer_error", "read_large_answer"]
 
 _DECODER = json.JSONDecoder()  # what json.loads uses when given no options
@@ -180,7 +182,7 @@ def large_answer_error(body: bytearray, errors: str) -> str | None:
     try:
         _DECODER.decode(latin)
     except json.JSONDecodeError as exc:
-        return _json_error(latin, exc)
+        return json_error(latin, exc)
     except RecursionError as exc:  # nesting deeper than the parser's stack: its text names no offset
         return str(exc)
     body += latin.encode("latin-1")  # valid JSON the large path did not read: back for the usual parse
@@ -215,26 +217,3 @@ def _decoding_error(body: bytearray, start: int) -> str:
             return f"'utf-8' codec can't decode byte 0x{body[first]:02x} in position {first}: {exc.reason}"
         return f"'utf-8' codec can't decode bytes in position {first}-{end - 1}: {exc.reason}"
     raise AssertionError("the step decoded this time")  # pragma: no cover (bytes do not change)
-
-
-_CONTINUATION = bytes(range(0x80, 0xC0))
-_NOT_CONTINUATION = bytes(set(range(256)) - set(_CONTINUATION))
-
-
-def _characters_before(latin: str, offset: int) -> int:
-    """How many characters the UTF-8 bytes before `offset` decode to: bytes minus continuation bytes."""
-    count = 0
-    for start in range(0, offset, _STEP):
-        count += len(
-            latin[start : min(start + _STEP, offset)].encode("latin-1").translate(None, _NOT_CONTINUATION)
-        )
-    return offset - count
-
-
-def _json_error(latin: str, exc: json.JSONDecodeError) -> str:
-    """The JSONDecodeError's text as the decoded body would give it: line, column and offset in characters."""
-    position = _characters_before(latin, exc.pos)
-    newline = latin.rfind("\n", 0, exc.pos)
-    column = position - (_characters_before(latin, newline) if newline != -1 else -1)
-    line = latin.count("\n", 0, exc.pos) + 1
-    return f"{exc.msg}: line {line} column {column} (char {position})"
