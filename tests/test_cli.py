@@ -433,4 +433,6 @@ def test_every_command_is_reachable_through_the_lazy_group() -> None:
                     subcommands.update(value.commands)
     assert {name: family for name, family in defined.items() if name not in subcommands} == app.COMMANDS
     ctx = click.Context(app.cli)
-    assert [app.cli.get_command(ctx, name).name for name in app.cli.list_commands(ctx)] == sorted(app.COMMANDS)
+    assert [app.cli.get_command(ctx, name).name for name in app.cli.list_commands(ctx)] == sorted(
+        app.COMMANDS
+    )
