@@ -566,12 +566,13 @@ def signed_pages(total: int) -> Iterator[str]:
 def load_source(path: Path, total: int, replay_of: Path | None, signed: bool = False) -> None:
     cortex = open_cortex(path)
     replayer = Replayer(cortex, log=SILENT)
-    elapsed = 0.0
+    elapsed = cpu = 0.0
     generated = signed_pages(total) if signed else pages(total)
     for text in generated if replay_of is None else stored_pages(replay_of):
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         result = replayer.apply_page(parse_page(text), cursor_peer=PEER)
         elapsed += time.perf_counter() - start
+        cpu += time.process_time() - start_cpu
         if result.error is not None:
             raise result.error
     count = cortex.conn.execute("SELECT count(*) FROM events").fetchone()[0]
@@ -579,7 +580,7 @@ def load_source(path: Path, total: int, replay_of: Path | None, signed: bool = F
     cortex.close()
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     module = sys.modules[Replayer.__module__].__file__
-    print(json.dumps({"seconds": elapsed, "peak_rss_kib": peak, "replay_module": module}))
+    print(json.dumps({"seconds": elapsed, "cpu_seconds": cpu, "peak_rss_kib": peak, "replay_module": module}))
 
 
 def pinned_key(cortex_dir: Path) -> str:
@@ -690,6 +691,10 @@ def sync_size(pyz: Pyz, root: Path, total: int, rounds: int) -> dict[str, Any]:
     shutil.rmtree(work)
     replay_rates = [total / float(r["seconds"]) for r in replays]
     sync_rates = [total / r["seconds"] for r in syncs]
+    # CPU time: what each side computes, whatever the disk's fsyncs and the other work on the machine cost in
+    # waiting (the wall-clock ratio swings 0.6 to 1.1 from run to run on a shared machine; this one does not).
+    replay_cpu_rates = [total / float(r["cpu_seconds"]) for r in replays]
+    sync_cpu_rates = [total / r["cpu"] for r in syncs]
     wall = statistics.median(r["seconds"] for r in syncs)
     return {
         "events": total,
@@ -698,6 +703,9 @@ def sync_size(pyz: Pyz, root: Path, total: int, rounds: int) -> dict[str, Any]:
         "sync_rates": sync_rates,
         "replay_rate": statistics.median(replay_rates),
         "sync_rate": statistics.median(sync_rates),
+        "replay_cpu_rate": statistics.median(replay_cpu_rates),
+        "sync_cpu_rate": statistics.median(sync_cpu_rates),
+        "cpu_rates": (replay_cpu_rates, sync_cpu_rates),
         "wall": wall,
         "inside": statistics.median(r["inside"] for r in syncs),
         "sync_rss": max(int(r["rss"]) for r in syncs),
@@ -734,6 +742,12 @@ def sync_command(args: argparse.Namespace) -> int:
                 f"serve peak RSS {mib(row['serve_rss'])}"
             )
             print(f"ratio      : {ratio:.2f} (sync rate / replay-only rate, medians; target >= 0.80)")
+            replay_cpu, sync_cpu = row["cpu_rates"]
+            print(
+                f"CPU time   : replay-only {row['replay_cpu_rate']:.0f} events per CPU second ({spread(replay_cpu)}), "
+                f"sync {row['sync_cpu_rate']:.0f} ({spread(sync_cpu)}; the whole process: start-up, HTTP, replay); "
+                f"ratio {row['sync_cpu_rate'] / row['replay_cpu_rate']:.2f}"
+            )
             print(
                 f"go noema   : {row['go_seconds']:.0f} s to drain (ceil(N/{GO_PAGE}) x {GO_INTERVAL:.0f} s); "
                 f"{row['go_seconds'] / row['wall']:.0f}x our wall time"
