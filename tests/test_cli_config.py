@@ -487,6 +487,17 @@ def test_set_interval(tmp_path: Path) -> None:
     assert result.stdout == "Federation interval: 1h30m -> 45s\n" + APPLY
 
 
+@pytest.mark.parametrize("mode", [0o640, 0o604, 0o600])
+def test_a_rewrite_of_cortex_md_keeps_its_mode_and_leaves_no_temp_file(tmp_path: Path, mode: int) -> None:
+    """The operator's mode survives the temp file and the rename (mkstemp alone makes 0600)."""
+    path = cortex_with_peers(tmp_path)
+    (path / "cortex.md").chmod(mode)
+    assert run_cli(["--cortex", str(path), "set-interval", "2m"]).exit_code == 0
+    assert (path / "cortex.md").stat().st_mode & 0o777 == mode
+    assert read_manifest(path).federation.interval == "2m"  # type: ignore[union-attr]
+    assert sorted(p.name for p in path.iterdir() if p.name.startswith(".cortex.md.")) == []
+
+
 @pytest.mark.parametrize(
     ("value", "first_line"),
     [

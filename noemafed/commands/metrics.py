@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import contextlib
-import os
-import tempfile
 from pathlib import Path
 
+from noemafed.cortex.files import replace_file
 from noemafed.cortex.state import LastSync
-from noemafed.cortex.traces import fsync_dir
 from noemafed.reports.status import MetricsReport, StatusReport
 from noemafed.reports.sync import SyncReport
 
@@ -27,22 +24,6 @@ def from_status(status: StatusReport) -> MetricsReport:
 
 
 def write_file(path: Path, text: str) -> None:
-    """Replace `path` whole or not at all: a temp file in the same folder (never named *.prom, so the collector
-    skips it), written and fsynced, then renamed over the old file; a reader sees the old file or the new one."""
-    folder = path.parent
-    descriptor, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
-    try:
-        with os.fdopen(descriptor, "w", encoding="utf-8", newline="\n") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fchmod(handle.fileno(), METRICS_FILE_MODE)
-            os.fsync(handle.fileno())
-        os.replace(temp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(temp)
-        raise
-    # The rename itself survives a crash once the folder is synced; a folder that cannot be opened (some
-    # network file systems) still has the file in place.
-    with contextlib.suppress(OSError):
-        fsync_dir(folder)
+    """Replace the metrics file whole or not at all (its temp file is never named *.prom, so the collector
+    skips it)."""
+    replace_file(path, text, METRICS_FILE_MODE)

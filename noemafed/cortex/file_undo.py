@@ -35,6 +35,7 @@ import sqlite3
 from pathlib import Path
 
 from noemafed.cortex import traces
+from noemafed.cortex.files import fsync_dir
 
 __all__ = ["UNDO_DIR", "FileUndo"]
 
@@ -101,7 +102,7 @@ class FileUndo:
             self.dir.mkdir(parents=True, exist_ok=True)
             self._fd = os.open(self.journal, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
             if self.durable:
-                traces.fsync_dir(self.dir)
+                fsync_dir(self.dir)
         return self._fd, str(self.dir)
 
     # -- at the end of a transaction -----------------------------------------------------------------------

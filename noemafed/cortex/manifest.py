@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import errno
-import os
 import stat
 from pathlib import Path
 from typing import Any, NamedTuple
 
 from noemafed.cortex import frontmatter
+from noemafed.cortex.files import replace_file
 from noemafed.errors import FrontmatterError, ManifestError
 from noemafed.text.durations import parse_go_duration
 from noemafed.text.gotext import go_quote
@@ -288,22 +288,7 @@ def write_manifest_text(path: Path, text: str) -> None:
     if not mode & stat.S_IWUSR:
         # Replacing it by rename would succeed all the same: a file its owner made read-only is refused instead.
         raise PermissionError(errno.EACCES, f"read-only (mode {mode:04o})", str(path))
-    import tempfile  # noqa: PLC0415 (lazy: only commands that rewrite cortex.md pay for it, never cron)
-
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=".cortex.md.", suffix=".tmp", dir=path.parent)
-    except PermissionError as exc:  # name the folder the user cannot write, not a random temp name
-        raise PermissionError(exc.errno, exc.strerror, str(path.parent)) from None
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    replace_file(path, text, mode)
 
 
 def _ordered(block: dict[str, Any], order: tuple[str, ...]) -> dict[str, Any]:

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from noemafed.cortex import frontmatter
+from noemafed.cortex.files import fsync_dir
 from noemafed.cortex.open import TEMP_PREFIX, TEMP_SUFFIX
 from noemafed.errors import FrontmatterError, InvalidTraceFrontmatterError, InvalidTraceIDError
 
@@ -36,7 +37,6 @@ __all__ = [
     "check_trace_id",
     "content_hash",
     "format_trace",
-    "fsync_dir",
     "is_valid_trace_id",
     "locate",
     "move",
@@ -463,14 +463,6 @@ def _write_all(fd: int, data: bytes) -> None:
     while view:
         written = os.write(fd, view)
         view = view[written:]
-
-
-def fsync_dir(folder: str | Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def locate(cortex_dir: Path, trace_id: str, prefer: Iterable[str] = FOLDERS) -> Path | None:
