@@ -20,7 +20,7 @@ from ulid import ULID
 from noemafed.cortex.access import AccessKey
 from noemafed.cortex.manifest import read_manifest
 from noemafed.federation import poison, schedule
-from noemafed.federation.poison import PoisonRecord, PollOutcome, ReplayFailure
+from noemafed.federation.poison import PoisonRecord, PollOutcome, ReplayFailure, SkippedEvent
 from noemafed.federation.syncer import PollResult, SyncContext, SyncOptions
 from noemafed.logs import Log
 from noemafed.text.clock import format_epoch, parse_rfc3339
@@ -100,6 +100,16 @@ def test_records_decode_tolerantly() -> None:
     assert poison.decode_record(record.encode()) == record
     for text in ("", "null", "[]", "{", '{"event_id":"x","failures":"2"}', '{"event_id":"","failures":1}'):
         assert poison.decode_record(text) is None
+    # A text field: missing and null are "" (as in every record of federation_state); another type is malformed.
+    assert poison.decode_record('{"event_id":"x","failures":1,"trace_id":null}') == PoisonRecord(
+        "x", "", "", "", "", 1, "", "", ""
+    )
+    for field in ("trace_id", "blocked_at"):
+        assert poison.decode_record(f'{{"event_id":"x","failures":1,"{field}":5}}') is None
+    assert poison.decode_skipped('{"peer":"a","event_id":"x","note":null}') == SkippedEvent(
+        "a", "x", *[""] * 8
+    )
+    assert poison.decode_skipped('{"peer":"a","event_id":"x","note":false}') is None
 
 
 # ---- the scenario: a real peer that serves an event no noemafed can replay --------------------------------

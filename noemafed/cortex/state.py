@@ -169,7 +169,9 @@ class PeerHealth(NamedTuple):
         return self._replace(version=peer_version, version_observed_at=now)
 
 
-def _str_field(obj: dict[str, Any], key: str) -> str:
+def text_field(obj: dict[str, Any], key: str) -> str:
+    """A text field of a recorded JSON object: missing and null both mean "" (unset); any other type is
+    malformed (TypeError), so the record reads as nothing recorded."""
     value = obj.get(key, "")
     if value is None:
         return ""
@@ -193,17 +195,17 @@ def decode_health(text: str) -> PeerHealth:
         err_obj = obj.get("last_error")
         if isinstance(err_obj, dict):
             last_error = PeerError(
-                reason=_str_field(err_obj, "reason"),
-                observed_at=_str_field(err_obj, "observed_at"),
-                event_id=_str_field(err_obj, "event_id"),
-                trace_id=_str_field(err_obj, "trace_id"),
+                reason=text_field(err_obj, "reason"),
+                observed_at=text_field(err_obj, "observed_at"),
+                event_id=text_field(err_obj, "event_id"),
+                trace_id=text_field(err_obj, "trace_id"),
             )
         elif err_obj is not None:
             return PeerHealth()
         return PeerHealth(
-            version=_str_field(obj, "version"),
-            version_observed_at=_str_field(obj, "version_observed_at"),
-            last_success=_str_field(obj, "last_success"),
+            version=text_field(obj, "version"),
+            version_observed_at=text_field(obj, "version_observed_at"),
+            last_success=text_field(obj, "last_success"),
             consecutive_failures=failures,
             last_error=last_error,
         )
@@ -244,7 +246,7 @@ def decode_rank(text: str) -> RankEntry:
             rank = 0
         if isinstance(rank, bool) or not isinstance(rank, int):
             return RankEntry()
-        return RankEntry(_str_field(obj, "cortex_id"), rank, _str_field(obj, "observed_at"))
+        return RankEntry(text_field(obj, "cortex_id"), rank, text_field(obj, "observed_at"))
     except (ValueError, TypeError):
         return RankEntry()
 
@@ -391,9 +393,9 @@ def decode_backoff(text: str) -> Backoff | None:
         return None
     try:
         return Backoff(
-            failing_since=_str_field(obj, "failing_since"),
+            failing_since=text_field(obj, "failing_since"),
             failures=_int_field(obj, "failures"),
-            next_attempt_at=_str_field(obj, "next_attempt_at"),
+            next_attempt_at=text_field(obj, "next_attempt_at"),
             needs_operator=obj.get("needs_operator") is True,
             retry_after=obj.get("retry_after") is True,
         )
@@ -448,12 +450,12 @@ def decode_run(text: str) -> PeerRun:
     if obj is None:
         return PeerRun()
     try:
-        outcome = _str_field(obj, "outcome")
+        outcome = text_field(obj, "outcome")
         return PeerRun(
             outcome=outcome if outcome in _RUN_OUTCOMES else "",
             caught_up=obj.get("caught_up") is True,
-            attempted_at=_str_field(obj, "attempted_at"),
-            progressed_at=_str_field(obj, "progressed_at"),
+            attempted_at=text_field(obj, "attempted_at"),
+            progressed_at=text_field(obj, "progressed_at"),
             events_applied_total=max(0, _int_field(obj, "events_applied_total")),
         )
     except TypeError:
@@ -490,7 +492,7 @@ def get_last_sync(conn: sqlite3.Connection) -> LastSync | None:
     try:
         if isinstance(seconds, bool) or not isinstance(seconds, (int, float)):
             return None
-        return LastSync(_str_field(obj, "finished_at"), float(seconds), _int_field(obj, "exit_code"))
+        return LastSync(text_field(obj, "finished_at"), float(seconds), _int_field(obj, "exit_code"))
     except TypeError:
         return None
 

@@ -130,8 +130,12 @@ def replay_failure(event_id: str, trace_id: str, action: str, reason: str, messa
 
 
 def _texts(obj: dict[str, Any], names: Sequence[str]) -> list[str] | None:
-    values = [obj.get(name, "") for name in names]
-    return values if all(isinstance(value, str) for value in values) else None
+    """The text fields, read as every record of federation_state reads them (state.text_field); None when one
+    is not a text."""
+    try:
+        return [state.text_field(obj, name) for name in names]
+    except TypeError:
+        return None
 
 
 def decode_record(text: str) -> PoisonRecord | None:
@@ -140,19 +144,14 @@ def decode_record(text: str) -> PoisonRecord | None:
     if obj is None:
         return None
     texts = _texts(obj, ("event_id", "trace_id", "action", "reason", "error", "first_seen", "last_seen"))
-    blocked_at = obj.get("blocked_at", "")
+    blocked = _texts(obj, ("blocked_at",))
     count = obj.get("failures")
-    if (
-        texts is None
-        or not isinstance(blocked_at, str)
-        or isinstance(count, bool)
-        or not isinstance(count, int)
-    ):
+    if texts is None or blocked is None or isinstance(count, bool) or not isinstance(count, int):
         return None
     if not texts[0] or count < 1:
         return None
     event_id, trace_id, action, reason, error, first_seen, last_seen = texts
-    return PoisonRecord(event_id, trace_id, action, reason, error, count, first_seen, last_seen, blocked_at)
+    return PoisonRecord(event_id, trace_id, action, reason, error, count, first_seen, last_seen, blocked[0])
 
 
 def decode_skipped(text: str) -> SkippedEvent | None:
