@@ -10,8 +10,12 @@ from noemafed.cli import cli
 
 
 def _commands(group: click.Group, prefix: str = "") -> list[tuple[str, click.Command]]:
+    """Every command, asked of the group as click asks (the root group loads each command's module then)."""
     found = []
-    for name, command in group.commands.items():
+    ctx = click.Context(group)
+    for name in group.list_commands(ctx):
+        command = group.get_command(ctx, name)
+        assert command is not None, name
         full = f"{prefix}{name}"
         if isinstance(command, click.Group):
             found += _commands(command, f"{full} ")
@@ -21,6 +25,11 @@ def _commands(group: click.Group, prefix: str = "") -> list[tuple[str, click.Com
 
 
 COMMANDS = _commands(cli)
+
+
+def test_the_guards_see_every_command() -> None:
+    """An empty list would skip the guards below, not fail them (as a lazily loading group once made it)."""
+    assert len(COMMANDS) >= 20, [name for name, _ in COMMANDS]
 
 
 @pytest.mark.parametrize(("name", "command"), COMMANDS, ids=[name for name, _ in COMMANDS])
