@@ -7,8 +7,6 @@ import http.client
 import socket
 import ssl
 import threading
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -22,6 +20,7 @@ from noemafed.errors import (
 )
 from noemafed.federation import classify
 from noemafed.federation.classify import IdentityFailure, Phase, Reason, TlsFailure
+from noemafed.mcp.client import HttpStatusError, McpSession, PeerTarget, WireError
 
 # ----- Go test twins: TestClassifyReplayError -----------------------------------------------------------
 
@@ -292,8 +291,15 @@ def test_network_text_rules(text: str, expected: str) -> None:
 # ----- network classifier: typed path with constructed stdlib exceptions --------------------------------
 
 
-def _http_error(code: int, msg: str) -> urllib.error.HTTPError:
-    return urllib.error.HTTPError("http://peer/mcp", code, msg, http.client.HTTPMessage(), None)
+def _http_error(code: int, msg: str) -> HttpStatusError:
+    return HttpStatusError(code, msg, "")
+
+
+def _wire(cause: BaseException) -> WireError:
+    """A failure as the wire raises it: its own text, the stdlib's exception as the cause."""
+    error = WireError(f"POST http://peer/mcp: {cause}")
+    error.__cause__ = cause
+    return error
 
 
 @pytest.mark.parametrize(
@@ -329,12 +335,12 @@ def _http_error(code: int, msg: str) -> urllib.error.HTTPError:
             "network_eof",
         ),
         (lambda: http.client.IncompleteRead(b"partial", 10), "network_eof"),
-        (lambda: urllib.error.URLError(ConnectionRefusedError(111, "Connection refused")), "network_refused"),
-        (lambda: urllib.error.URLError(socket.gaierror(-2, "Name or service not known")), "network_dns"),
-        (lambda: urllib.error.URLError(TimeoutError("timed out")), "network_timeout"),
-        # A string reason falls through to the text rules on str(URLError).
-        (lambda: urllib.error.URLError("unknown url type: ftp"), "other"),
-        (lambda: urllib.error.URLError("x509: certificate has expired"), "network_tls"),
+        (lambda: _wire(ConnectionRefusedError(111, "Connection refused")), "network_refused"),
+        (lambda: _wire(socket.gaierror(-2, "Name or service not known")), "network_dns"),
+        (lambda: _wire(TimeoutError("timed out")), "network_timeout"),
+        # An exception whose type says nothing falls through to the text rules on the wire error's text.
+        (lambda: _wire(ValueError("unknown url type: ftp")), "other"),
+        (lambda: _wire(ValueError("x509: certificate has expired")), "network_tls"),
         (lambda: ValueError("plain"), "other"),
     ],
 )
@@ -354,7 +360,7 @@ def test_typed_path_beats_text() -> None:
 
 
 def test_typed_path_follows_cause_and_context() -> None:
-    cause = urllib.error.URLError(ConnectionRefusedError(111, "Connection refused"))
+    cause = _wire(ConnectionRefusedError(111, "Connection refused"))
     wrapper = NoemafedError("calling sync_events: failed")
     wrapper.__cause__ = cause
     assert classify.classify_network_error(wrapper) == "network_refused"
@@ -488,46 +494,44 @@ def plain_http_server() -> Iterator[int]:
     yield from _one_shot_server(_plain_http_400)
 
 
-def _urlopen_error(url: str, timeout: float = 2.0) -> OSError:
-    # URLError, RemoteDisconnected and the socket errors are all OSErrors.
+def _wire_error(endpoint: str, timeout: float = 2.0) -> WireError:
+    """What the wire raises for a session it cannot open: a WireError, the stdlib's exception in its chain."""
     try:
-        urllib.request.urlopen(url, timeout=timeout)
-    except OSError as exc:
+        McpSession(PeerTarget("p", endpoint, timeout=timeout)).initialize()
+    except WireError as exc:
         return exc
-    pytest.fail(f"urlopen {url} unexpectedly succeeded")
+    pytest.fail(f"initialize at {endpoint} unexpectedly succeeded")
 
 
 def test_real_connection_refused(closed_port: int) -> None:
-    err = _urlopen_error(f"http://127.0.0.1:{closed_port}/mcp")
-    assert isinstance(err, urllib.error.URLError)
-    assert isinstance(err.reason, ConnectionRefusedError)
+    err = _wire_error(f"http://127.0.0.1:{closed_port}")
+    assert isinstance(err.__cause__, ConnectionRefusedError)
     assert classify.classify_network_error(err) == "network_refused"
     assert classify.categorize_error(err) == "refused"
 
 
 def test_real_remote_disconnected(closing_server: int) -> None:
-    err = _urlopen_error(f"http://127.0.0.1:{closing_server}/mcp")
-    assert isinstance(err, http.client.RemoteDisconnected)
+    err = _wire_error(f"http://127.0.0.1:{closing_server}")
+    assert isinstance(err.__cause__, http.client.RemoteDisconnected)
     assert classify.classify_network_error(err) == "network_eof"
     assert classify.categorize_error(err) == "eof"
 
 
 def test_real_read_timeout(silent_server: int) -> None:
-    err = _urlopen_error(f"http://127.0.0.1:{silent_server}/mcp", timeout=0.2)
+    err = _wire_error(f"http://127.0.0.1:{silent_server}", timeout=0.2)
     assert classify.classify_network_error(err) == "network_timeout"
     assert classify.categorize_error(err) == "timeout"
 
 
 def test_real_tls_against_plain_http(plain_http_server: int) -> None:
-    err = _urlopen_error(f"https://127.0.0.1:{plain_http_server}/mcp")
-    assert isinstance(err, urllib.error.URLError)
-    assert isinstance(err.reason, ssl.SSLError)
+    err = _wire_error(f"https://127.0.0.1:{plain_http_server}")
+    assert isinstance(err.__cause__, ssl.SSLError)
     assert classify.classify_network_error(err) == "network_tls"
     assert classify.categorize_error(err) == "tls"
 
 
 def test_real_tls_peer_closes(closing_server: int) -> None:
-    err = _urlopen_error(f"https://127.0.0.1:{closing_server}/mcp")
+    err = _wire_error(f"https://127.0.0.1:{closing_server}")
     assert classify.classify_network_error(err) == "network_eof"
 
 
@@ -548,13 +552,13 @@ def test_real_dns_failure() -> None:
     thread.join(3)
     if not result or not isinstance(result[0], socket.gaierror):
         pytest.skip("the resolver here does not fail fast with gaierror for .invalid")
-    err = _urlopen_error("http://nonexistent.invalid/mcp")
+    err = _wire_error("http://nonexistent.invalid")
     assert classify.classify_network_error(err) == "network_dns"
     assert classify.categorize_error(err) == "dns"
 
 
 def test_constructed_dns_failure() -> None:
-    err = urllib.error.URLError(socket.gaierror(socket.EAI_NONAME, "Name or service not known"))
+    err = _wire(socket.gaierror(socket.EAI_NONAME, "Name or service not known"))
     assert classify.classify_network_error(err) == "network_dns"
 
 

@@ -148,11 +148,9 @@ def outcome(phase: Phase, cause: Reason | IdentityFailure | TlsFailure) -> Outco
 
 
 def _chain(err: BaseException) -> Iterator[BaseException]:
-    """Outermost first, depth first: err, URLError.reason, group members, then __cause__ or __context__."""
+    """Outermost first, depth first: err, group members, then __cause__ or __context__."""
     # Invariant: each exception is yielded once, so cyclic __cause__/__context__ links terminate.
     seen: set[int] = set()
-    import urllib.error  # noqa: PLC0415 (the transport modules load with a failure: `status` never needs them)
-
     stack: list[BaseException] = [err]
     while stack:
         current = stack.pop()
@@ -161,8 +159,6 @@ def _chain(err: BaseException) -> Iterator[BaseException]:
         seen.add(id(current))
         yield current
         children: list[BaseException] = []
-        if isinstance(current, urllib.error.URLError) and isinstance(current.reason, BaseException):
-            children.append(current.reason)
         if isinstance(current, BaseExceptionGroup):
             children.extend(current.exceptions)
         # Follow the chain the way a traceback shows it: an explicit cause, else an unsuppressed context.
@@ -175,15 +171,16 @@ def _chain(err: BaseException) -> Iterator[BaseException]:
 
 def _typed_network_reason(exc: BaseException) -> Reason | None:
     """The reason one stdlib transport exception stands for, or None when its type says nothing."""
-    # Order matters where the stdlib's classes nest (RemoteDisconnected is a ConnectionResetError,
-    # SSLEOFError an SSLError, HTTPError a URLError).
-    import http.client  # noqa: PLC0415 (see _chain)
+    # Order matters where the stdlib's classes nest (RemoteDisconnected is a ConnectionResetError, SSLEOFError an
+    # SSLError). Loaded here, with a failure to classify: `status` never needs the transport modules.
+    import http.client  # noqa: PLC0415
     import socket  # noqa: PLC0415
     import ssl  # noqa: PLC0415
-    import urllib.error  # noqa: PLC0415
 
-    if isinstance(exc, urllib.error.HTTPError):
-        return Reason.AUTH if exc.code == 401 else None
+    from noemafed.mcp.client import HttpStatusError  # noqa: PLC0415
+
+    if isinstance(exc, HttpStatusError):
+        return Reason.AUTH if exc.status == 401 else None
     if isinstance(exc, (http.client.RemoteDisconnected, http.client.IncompleteRead)):
         # Go reports a server that closes without (a whole) answer as EOF / unexpected EOF.
         return Reason.NETWORK_EOF

@@ -9,7 +9,6 @@ import json
 import re
 import ssl
 import time
-import urllib.error
 from collections.abc import Iterator
 from email.message import Message
 from typing import Any, NamedTuple, NoReturn
@@ -355,8 +354,8 @@ class McpSession:
         return headers
 
     def _open(self, method: str, body: dict[str, Any] | None, timeout: float) -> Any:
-        """Send a request; a status outside 2xx comes back as urllib's HTTPError, a response the caller reads and
-        decides on (a redirect is one, refused: never followed), and a transport failure raises."""
+        """Send a request and return the response, whatever its status: the caller reads it and decides (a
+        redirect is refused, never followed); a transport failure raises."""
         data = None if body is None else json.dumps(body, separators=(",", ":")).encode("utf-8")
         try:
             response = self._connection.send(method, self._headers(), data, timeout)
@@ -366,16 +365,13 @@ class McpSession:
                     method=method, url=redact(self.target.url), reason=self._hide(_describe(exc))
                 )
             ) from exc
-        if 200 <= response.status < 300:
-            return response
-        reason = _refusal_reason(self.target.url, response)
-        return urllib.error.HTTPError(self.target.url, response.status, reason, response.headers, response)
+        return response
 
     def _notify(self, method: str) -> None:
         with self._watched(method, self.target.timeout) as timeout:
             response = self._open("POST", {"jsonrpc": JSONRPC_VERSION, "method": method}, timeout)
             with response:
-                status = response.status  # an HTTPResponse, or an HTTPError (which has it since 3.9)
+                status = response.status
                 body = _read_bounded(response, DEFAULT_BUDGET, self.deadline, method)
         if status not in (200, 202):
             raise self._status_error(response, status, body)
@@ -391,7 +387,7 @@ class McpSession:
         with self._watched(what, self.target.timeout) as timeout:
             response = self._open("POST", body, timeout)
             with response:
-                status = response.status  # an HTTPResponse, or an HTTPError (which has it since 3.9)
+                status = response.status
                 forgotten = status == 404 and retry_on_404 and self.session_id
                 if forgotten:
                     _read_bounded(response, DEFAULT_BUDGET, self.deadline, what)
@@ -419,11 +415,7 @@ class McpSession:
         retry_after = ""
         if status in RETRY_AFTER_STATUSES:
             retry_after = short(str(response.headers.get("Retry-After") or "").strip())
-        # `response` is an HTTPResponse or an HTTPError: both have a reason, "" when the status line has none.
-        error = HttpStatusError(status, response.reason, text, retry_after)
-        if isinstance(response, urllib.error.HTTPError):
-            error.__cause__ = response  # lets the classifier see a real HTTP 401
-        return error
+        return HttpStatusError(status, _refusal_reason(self.target.url, response), text, retry_after)
 
 
 def _timed_out(what: str, seconds: float) -> NoReturn:
@@ -437,7 +429,7 @@ def _describe(exc: BaseException) -> str:
 
 
 def _refusal_reason(url: str, response: http.client.HTTPResponse) -> str:
-    """The reason urllib gave a status it did not follow: for a redirect, where it pointed (which is refused)."""
+    """The status line's reason, "" when it has none; for a redirect, where it pointed (refused), as urllib said it."""
     headers = response.headers
     location = headers["Location"] if "Location" in headers else headers.get("URI")
     if response.status not in REDIRECT_STATUSES or location is None:
@@ -475,7 +467,7 @@ def _read_bounded(response: Any, budget: int, deadline: Deadline, what: str) -> 
 
 def _read_chunk(response: Any, what: str) -> bytes:
     try:
-        data: bytes = response.read1(_CHUNK)  # an HTTPError hands read1 on to the response it wraps
+        data: bytes = response.read1(_CHUNK)
     except (OSError, ValueError) as exc:
         raise WireError(READ_FAILED.format(what=what, reason=_describe(exc))) from exc
     except Exception as exc:  # http.client.IncompleteRead and friends are not OSErrors
