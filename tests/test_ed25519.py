@@ -367,7 +367,7 @@ def _status_verifier(cortex: Path) -> tuple[str, list[str]]:
         "import io, json, sys\nfrom contextlib import redirect_stdout\nfrom noemafed.cli import main\n"
         "out = io.StringIO()\nwith redirect_stdout(out):\n    try:\n"
         f"        main(['--cortex', {str(cortex)!r}, 'status', '--json'])\n    except SystemExit:\n        pass\n"
-        "loaded = sorted(m for m in ('_ssl', 'ctypes') if m in sys.modules)\n"
+        "loaded = sorted(m for m in ('_ssl', 'ctypes', 'noemafed.signing.verifier') if m in sys.modules)\n"
         "print(json.dumps([json.loads(out.getvalue())['federation']['verifier'], loaded]))\n"
     )
     env = {key: value for key, value in os.environ.items() if key != verifier.ENV}
@@ -410,4 +410,5 @@ def test_status_reports_the_verifier_the_last_signed_sync_recorded(tmp_path: Pat
     assert _status_verifier(signed) == ("python", [])  # as recorded, though OpenSSL would load here
     assert state_value(unsigned, state.VERIFIER_KEY) == ""
     probed = "python" if isinstance(LOADED, str) else "openssl"
-    assert _status_verifier(unsigned) == (probed, [] if isinstance(LOADED, str) else ["_ssl", "ctypes"])
+    openssl = [] if isinstance(LOADED, str) else ["_ssl", "ctypes"]
+    assert _status_verifier(unsigned) == (probed, [*openssl, "noemafed.signing.verifier"])

@@ -27,6 +27,7 @@ from noemafed.federation.verdict import (
     worst,
 )
 from noemafed.reports.status import CheckReport, PeerStatus, StatusReport
+from noemafed.signing import VERIFIER_NAMES
 from noemafed.text.clock import REAL_CLOCK, Clock
 
 
@@ -123,13 +124,15 @@ def status(
 def _verifier(conn: sqlite3.Connection) -> str:
     """The Ed25519 verifier `sync` uses here: as the last sync that checked a signature recorded it, else found
     out now, which loads the host's OpenSSL (some 4 ms of a 50 ms `status --json`)."""
-    from noemafed.signing import verifier  # noqa: PLC0415 (only `--json` asks)
-
     try:
         recorded = state.get_verifier(conn)
     except NoemafedError:
         recorded = ""
-    return recorded if recorded in verifier.NAMES else verifier.current().name
+    if recorded in VERIFIER_NAMES:
+        return recorded
+    from noemafed.signing import verifier  # noqa: PLC0415 (only when nothing is recorded)
+
+    return verifier.current().name
 
 
 UNREADABLE = "unreadable"  # a peer whose records could not be read

@@ -18,11 +18,10 @@ import threading
 from collections.abc import Callable
 from typing import NamedTuple
 
-from noemafed.signing import ed25519
+from noemafed.signing import OPENSSL, PYTHON, ed25519
 
 __all__ = [
     "ENV",
-    "NAMES",
     "Verifier",
     "chosen",
     "current",
@@ -33,8 +32,6 @@ __all__ = [
 ]
 
 ENV = "NOEMAFED_ED25519"
-PYTHON, OPENSSL = "python", "openssl"
-NAMES = (OPENSSL, PYTHON)
 
 _X_IS_ZERO = (1, ed25519.P - 1)  # the only y with x = 0: the identity and the point of order 2
 
