@@ -1201,14 +1201,14 @@ def status_command(args: argparse.Namespace) -> int:
         big = root / "big"
         built = build_source(pyz, big, args.events)
         judged_peers(big, STATUS_PEERS)
-        # The same cortex as a signed ring's (its syncs recorded their verifier): status --json reads the record
-        # rather than load OpenSSL to find out.
-        signed = root / "signed"
-        shutil.copytree(big, signed)
+        # The same cortex with the record a sync that checked signatures leaves (noemafed:verifier): status --json
+        # then reads it rather than load OpenSSL to find out. (Its events are not signed: status reads none.)
+        recorded = root / "recorded"
+        shutil.copytree(big, recorded)
         version = subprocess.run(
             pyz.argv("--version"), capture_output=True, text=True, env=pyz.env, check=True
         )
-        record_verifier(signed, "python" if "pure Python" in version.stdout else "openssl")
+        record_verifier(recorded, "python" if "pure Python" in version.stdout else "openssl")
         check = subprocess.run(
             pyz.argv("--cortex", str(big), "status", "--check"),
             capture_output=True,
@@ -1223,7 +1223,7 @@ def status_command(args: argparse.Namespace) -> int:
         series: dict[str, list[str]] = {
             "floor": [python, "-c", FLOOR_CODE],
             "json": pyz.argv("--cortex", str(big), "status", "--json"),
-            "json-signed": pyz.argv("--cortex", str(signed), "status", "--json"),
+            "json-recorded": pyz.argv("--cortex", str(recorded), "status", "--json"),
             "check": pyz.argv("--cortex", str(big), "status", "--check"),
             "caught-up": pyz.argv("--cortex", str(caught_up), "sync", "--once"),
             "deferred": pyz.argv("--cortex", str(deferring), "sync", "--once"),
@@ -1269,7 +1269,7 @@ def status_command(args: argparse.Namespace) -> int:
     labels = [
         (f"floor: python -c '{FLOOR_CODE}'", "floor"),
         (f"status --json, {STATUS_PEERS} peers", "json"),
-        (f"status --json, {STATUS_PEERS} peers, signed ring", "json-signed"),
+        (f"status --json, {STATUS_PEERS} peers, verifier recorded", "json-recorded"),
         (f"status --check, {STATUS_PEERS} peers", "check"),
         ("sync --once, 3 caught-up peers", "caught-up"),
         ("sync --once, 3 deferred peers", "deferred"),
@@ -1286,8 +1286,8 @@ def status_command(args: argparse.Namespace) -> int:
         )
     for what, table in (("wall", median), ("CPU", cpu_median)):
         print(
-            f"ratio ({what}): status --json {table['json'] / table['floor']:.2f} (signed ring "
-            f"{table['json-signed'] / table['floor']:.2f}), status --check "
+            f"ratio ({what}): status --json {table['json'] / table['floor']:.2f} (verifier recorded "
+            f"{table['json-recorded'] / table['floor']:.2f}), status --check "
             f"{table['check'] / table['floor']:.2f} (/ floor; target <= 1.30); deferred / caught-up sync --once "
             f"{table['deferred'] / table['caught-up']:.2f} (target <= 1.00)"
         )

@@ -85,11 +85,6 @@ def private_temp_root(environ: dict) -> str:
 
 
 def main() -> None:
-    # No cyclic garbage collection during the start-up (noemafed.cli.run says why and turns it back on for
-    # `sync` and `serve`); off here already, so that loading click does not pay for it either.
-    import gc
-
-    gc.disable()
     root = extraction_root(dict(os.environ))
     if root is not None:
         os.environ["SHIV_ROOT"] = root  # shiv's bootstrap and our fast path both read it
@@ -105,6 +100,12 @@ def main() -> None:
 
         _bootstrap.bootstrap()
         return
+    # No cyclic garbage collection while noemafed starts (noemafed.cli.run says why, and turns it back on for
+    # `sync` and `serve`); off before the entry point's import already, so that loading click does not pay for
+    # it either. Only here: shiv's own bootstrap (SHIV_INTERPRETER, any other override) keeps Python's default.
+    import gc
+
+    gc.disable()
     add_site_packages(site_packages)
     module_name, _, function_name = environment["entry_point"].partition(":")
     __import__(module_name)

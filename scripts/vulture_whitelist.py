@@ -14,9 +14,8 @@ from http.server import BaseHTTPRequestHandler
 from noemafed.cli import app, completion, config, doctor, peers, serve, status, sync
 
 # click calls every command function through its group (the root group finds each by name in app.COMMANDS), and
-# looks up a group's class attributes and methods.
+# the root group's methods.
 _CLICK_COMMANDS = (
-    app.CortexGroup.group_class,
     app.LazyCortexGroup.list_commands,
     app.LazyCortexGroup.get_command,
     app.cli,

@@ -436,3 +436,18 @@ def test_every_command_is_reachable_through_the_lazy_group() -> None:
     assert [app.cli.get_command(ctx, name).name for name in app.cli.list_commands(ctx)] == sorted(
         app.COMMANDS
     )
+
+
+@pytest.mark.parametrize(
+    ("typed", "suggested"),
+    [
+        ("statu", "Did you mean 'status'?"),
+        ("peer", "(Did you mean one of: 'add-peer', 'peers', 'set-peer'?)"),
+    ],
+)
+def test_a_mistyped_command_is_refused_with_the_names_it_resembles(typed: str, suggested: str) -> None:
+    """The lazy root group knows every name before it loads any command: click's suggestions still come."""
+    result = run_cli([typed])
+    assert result.exit_code == 2
+    assert f"Error: No such command '{typed}'." in result.stderr
+    assert suggested in result.stderr

@@ -360,9 +360,9 @@ def test_status_and_version_say_which_verifier_runs(tmp_path: Path) -> None:
         assert version.stdout.endswith(f", Ed25519: {label}\n")
 
 
-def _status_verifier(cortex: Path) -> tuple[str, list[str]]:
-    """`status --json`'s verifier, and which of OpenSSL's modules the status loaded, in a fresh process
-    without NOEMAFED_ED25519 (where finding out would pick OpenSSL when it loads)."""
+def _status_verifier(cortex: Path, choice: str = "") -> tuple[str, list[str]]:
+    """`status --json`'s verifier, and which of OpenSSL's modules the status loaded, in a fresh process with
+    NOEMAFED_ED25519 set to `choice`, or without it (where finding out would pick OpenSSL when it loads)."""
     code = (
         "import io, json, sys\nfrom contextlib import redirect_stdout\nfrom noemafed.cli import main\n"
         "out = io.StringIO()\nwith redirect_stdout(out):\n    try:\n"
@@ -371,6 +371,8 @@ def _status_verifier(cortex: Path) -> tuple[str, list[str]]:
         "print(json.dumps([json.loads(out.getvalue())['federation']['verifier'], loaded]))\n"
     )
     env = {key: value for key, value in os.environ.items() if key != verifier.ENV}
+    if choice:
+        env[verifier.ENV] = choice
     done = subprocess.run(
         [sys.executable, "-c", code],
         capture_output=True,
@@ -383,8 +385,10 @@ def _status_verifier(cortex: Path) -> tuple[str, list[str]]:
 
 
 def test_status_reports_the_verifier_the_last_signed_sync_recorded(tmp_path: Path) -> None:
-    """A sync that checked signatures records its verifier (noemafed:verifier); `status --json` then reports
-    it without loading OpenSSL. Before any such sync (here: verify off), status finds out itself."""
+    """A poll that checked signatures records its verifier (noemafed:verifier); `status --json` then reports
+    it without loading OpenSSL. Before any such poll (here: verify off), or when NOEMAFED_ED25519 asks for one,
+    status finds out itself. A verify-off sync records nothing, even in a process that checked signatures
+    before."""
     from conftest import make_cortex, run_cli
     from peers.stdlib_peer import StdlibPeer
     from sync_helpers import seed, state_value, target_with
@@ -395,10 +399,9 @@ def test_status_reports_the_verifier_the_last_signed_sync_recorded(tmp_path: Pat
     assert run_cli(["--cortex", str(src), "keygen"]).exit_code == 0
     seed(src, 3, prefix="signed")
     with StdlibPeer(src, flavor="go") as peer:
-        unsigned = target_with(tmp_path, [{"name": "a", "endpoint": peer.endpoint}], name="unchecked")
-        signed = target_with(
-            tmp_path, [{"name": "a", "endpoint": peer.endpoint}], name="checked", verify="warn"
-        )
+        peers = [{"name": "a", "endpoint": peer.endpoint}]
+        unsigned = target_with(tmp_path, peers, name="unchecked")
+        signed = target_with(tmp_path, peers, name="checked", verify="warn")
         for target in (unsigned, signed):
             env = {**os.environ, verifier.ENV: "python", "PYTHONPATH": str(REPO)}
             subprocess.run(
@@ -406,8 +409,21 @@ def test_status_reports_the_verifier_the_last_signed_sync_recorded(tmp_path: Pat
                 env=env,
                 check=True,
             )
+        # In one process: a signed sync, then a verify-off one; only the first records.
+        in_process = [
+            target_with(tmp_path, peers, name=name, verify=mode)
+            for name, mode in (("on", "warn"), ("off", "off"))
+        ]
+        for target in in_process:
+            assert run_cli(["--cortex", str(target), "sync", "--once"]).exit_code == 0
+    assert json.loads(state_value(in_process[0], state.VERIFIER_KEY))["name"] in ("openssl", "python")
+    assert state_value(in_process[1], state.VERIFIER_KEY) == ""
     assert json.loads(state_value(signed, state.VERIFIER_KEY)) == {"name": "python", "label": "pure Python"}
     assert _status_verifier(signed) == ("python", [])  # as recorded, though OpenSSL would load here
+    live = "python" if isinstance(LOADED, str) else "openssl"
+    assert (
+        _status_verifier(signed, "openssl")[0] == live
+    )  # the variable asks: found out, whatever is recorded
     assert state_value(unsigned, state.VERIFIER_KEY) == ""
     probed = "python" if isinstance(LOADED, str) else "openssl"
     openssl = [] if isinstance(LOADED, str) else ["_ssl", "ctypes"]

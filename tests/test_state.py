@@ -164,3 +164,20 @@ def test_cortex_pubkey_pins(conn: sqlite3.Connection) -> None:
     assert state.get_cortex_pubkey(conn, "01C") == "ed25519:AAA="
     assert state.get(conn, "cortexkey:01C") == "ed25519:AAA="
     assert state.get_cortex_pubkey(conn, "01D") == ""
+
+
+def test_the_verifier_record_is_written_when_it_changes(conn: sqlite3.Connection) -> None:
+    """Every poll that checked a signature records its verifier; only a change (another verifier, an OpenSSL
+    upgrade's label) writes the row."""
+    assert state.get_verifier(conn) == ""
+    state.set_verifier(conn, "openssl", "OpenSSL 3.0.1")
+    before = conn.total_changes
+    state.set_verifier(conn, "openssl", "OpenSSL 3.0.1")
+    assert conn.total_changes == before
+    state.set_verifier(conn, "openssl", "OpenSSL 3.0.2")
+    assert conn.total_changes == before + 1
+    assert state.get(conn, state.VERIFIER_KEY) == '{"name":"openssl","label":"OpenSSL 3.0.2"}'
+    assert state.get_verifier(conn) == "openssl"
+    for malformed in ("", "[]", '{"name":5}', "{"):
+        state.put(conn, state.VERIFIER_KEY, malformed)
+        assert state.get_verifier(conn) == ""

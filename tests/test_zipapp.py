@@ -102,11 +102,12 @@ def test_two_builds_from_two_checkout_paths_are_identical(tmp_path: Path) -> Non
 
 # ---- scripts/pyz_main.py: shiv's bootstrap only when there is something to do --------------------------
 
-PROBE = "import sys; print('PROBE', '_bootstrap' in sys.modules, sys.path)\n"
+PROBE = "import gc, sys; print('PROBE', gc.isenabled(), '_bootstrap' in sys.modules, sys.path)\n"
 
 
 def _probe(pyz: Path, env: dict[str, str]) -> tuple[bool, list[str]]:
-    """Run `pyz --version`, then (python -i) print whether shiv's bootstrap ran and the final sys.path."""
+    """Run `pyz --version`, then (python -i) print whether shiv's bootstrap ran and the final sys.path; the
+    interpreter that goes on has its garbage collector on again, whichever way the pyz started."""
     result = subprocess.run(
         [sys.executable, "-i", str(pyz), "--version"],
         input=PROBE,
@@ -118,7 +119,8 @@ def _probe(pyz: Path, env: dict[str, str]) -> tuple[bool, list[str]]:
     )
     assert f"noemafed {__version__}" in result.stdout, result.stderr
     line = next(line for line in result.stdout.splitlines() if "PROBE" in line)
-    _, bootstrapped, path = line.split(" ", 2)
+    _, collecting, bootstrapped, path = line.split(" ", 3)
+    assert collecting == "True"
     return bootstrapped == "True", eval(path)  # noqa: S307 (our own repr of a list of str)
 
 
@@ -131,6 +133,16 @@ def test_extracted_pyz_skips_shivs_bootstrap_with_the_same_sys_path(tmp_path: Pa
     assert first[1] == second[1] == forced[1]
     assert sum("site-packages" in part and str(tmp_path) in part for part in second[1]) == 1
     assert len(list((tmp_path / "shiv").glob("*/site-packages"))) == 1
+
+
+def test_shivs_interpreter_keeps_pythons_garbage_collector(tmp_path: Path) -> None:
+    """The collector is off only while noemafed itself starts: SHIV_INTERPRETER runs a script as Python would."""
+    script = tmp_path / "script.py"
+    script.write_text("import gc\nprint('collecting', gc.isenabled())\n")
+    env = {"SHIV_ROOT": str(tmp_path / "shiv")}
+    run_pyz("--version", env={**os.environ, **env})  # extracted: the next run could take the fast path
+    result = run_pyz(str(script), env={**os.environ, **env, "SHIV_INTERPRETER": "1"})
+    assert result.stdout == "collecting True\n", result.stderr
 
 
 def test_a_symlinked_pyz_reuses_the_extraction_of_its_target(tmp_path: Path) -> None:

@@ -191,8 +191,6 @@ def _cortex_after_command(ctx: click.Context, param: click.Parameter, value: str
 class CortexGroup(click.Group):
     """A group whose commands also accept `--cortex` after their name, where operators tend to type it."""
 
-    group_class = type  # subgroups (`key`) are CortexGroups too
-
     def add_command(self, cmd: click.Command, name: str | None = None) -> None:
         if not isinstance(cmd, click.Group) and (name or cmd.name) not in _NO_CORTEX:
             cmd.params.append(
@@ -308,6 +306,15 @@ class LazyCortexGroup(CortexGroup):
             self.add_command(getattr(module, cmd_name.replace("-", "_")), cmd_name)
         return super().get_command(ctx, cmd_name)
 
+    def resolve_command(
+        self, ctx: click.Context, args: list[str]
+    ) -> tuple[str | None, click.Command | None, list[str]]:
+        if args and args[0] not in COMMANDS:
+            # A name it does not know: click suggests the loaded commands it resembles, so load them all first.
+            for name in COMMANDS:
+                self.get_command(ctx, name)
+        return super().resolve_command(ctx, args)
+
 
 @click.group(cls=LazyCortexGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
@@ -365,6 +372,7 @@ def run() -> NoReturn:
     except SystemExit as exc:
         code = exc.code
     if sys.flags.inspect or os.environ.get("PYTHONINSPECT") or _live_non_daemon_threads():
+        gc.enable()  # the interpreter goes on: as Python left it
         raise SystemExit(code)  # `python -i` wants the interpreter afterwards; threads want to be waited for
     status = _exit_status(code)
     atexit._run_exitfuncs()

@@ -1,4 +1,4 @@
-"""The commands: one module per command family; each function returns a frozen report from reports.py."""
+"""The commands: one module per command family; each function returns a frozen report from reports/."""
 
 from __future__ import annotations
 

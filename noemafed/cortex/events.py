@@ -357,10 +357,8 @@ class Page:
 
     def _data(self, start: int, end: int) -> str:
         data = _compact(self._text[start:end])
-        if self._utf8 and not data.isascii():
-            # _compact only removed whitespace between tokens, so the bytes are still whole characters.
-            data = data.encode("latin-1").decode("utf-8")
-        return data
+        # _compact only removed whitespace between tokens, so the bytes are still whole characters.
+        return decoded(data) if self._utf8 else data
 
 
 def read_page(text: str | bytes | bytearray) -> Page:
@@ -436,7 +434,7 @@ def _recoded(text: str, start: int, end: int, key: str, value: Any) -> Any:
     """The value at text[start:end] of a Latin-1 read page as its UTF-8 bytes decode, where it is read."""
     if key not in _READ_FIELDS or not _NON_ASCII.search(text, start, end):
         return value
-    return _raw_decode(text[start:end].encode("latin-1").decode("utf-8"))[0]
+    return _raw_decode(decoded(text[start:end]))[0]
 
 
 def parse_page(text: str) -> list[Event]:

@@ -509,5 +509,8 @@ def get_verifier(conn: sqlite3.Connection) -> str:
 
 
 def set_verifier(conn: sqlite3.Connection, name: str, label: str) -> None:
-    """Record the verifier a sync checked signatures with (its `label` says which OpenSSL, or why not)."""
-    put(conn, VERIFIER_KEY, go_json_dumps({"name": name, "label": label}))
+    """Record the verifier a sync checked signatures with (its `label` says which OpenSSL, or why not); written
+    only when it differs from the record (an OpenSSL upgrade changes the label)."""
+    record = go_json_dumps({"name": name, "label": label})
+    if get(conn, VERIFIER_KEY) != record:
+        put(conn, VERIFIER_KEY, record)

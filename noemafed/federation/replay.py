@@ -243,6 +243,9 @@ class Replayer:
         self.own_id = manifest.id
         self.own_name = manifest.name
         self.own_pubkey = manifest.signing_public_key
+        self.signatures_checked = (
+            0  # by the Ed25519 verifier (noemafed:verifier is recorded after such a poll)
+        )
         self.verify = manifest.federation.effective_verify if manifest.federation else "off"
         if durable:
             self.conn.execute("PRAGMA synchronous=FULL")
@@ -403,6 +406,7 @@ class Replayer:
                 return NO_KEY
         if not event.signature:
             return UNSIGNED
+        self.signatures_checked += 1
         if not eventsig.verify_event(event, key):
             return BAD_SIGNATURE
         if pin:

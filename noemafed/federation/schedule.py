@@ -142,8 +142,8 @@ def record_outcome(
                 events_applied_total=previous_run.events_applied_total + result.events_applied,
             )
             state.set_run(conn, peer, run)
-            used = verifier.chosen()  # not None once this process has checked a signature
-            if used is not None and state.get_verifier(conn) != used.name:
+            used = verifier.chosen()
+            if poller.checked_signatures and used is not None:
                 state.set_verifier(conn, used.name, used.label)  # for status --json
             if outcome == state.RUN_FAILED:
                 previous = state.get_backoff(conn, peer)

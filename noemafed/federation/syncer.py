@@ -256,6 +256,11 @@ class PeerPoller:
         return self._replayer
 
     @property
+    def checked_signatures(self) -> bool:
+        """Whether this poll's replay checked an event signature (so which verifier runs is worth recording)."""
+        return self._replayer is not None and self._replayer.signatures_checked > 0
+
+    @property
     def conn(self) -> Any:
         return self.cortex.conn
 

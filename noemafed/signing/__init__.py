@@ -4,3 +4,5 @@
 # record), here so that reading a recorded name does not load the verifiers themselves.
 OPENSSL, PYTHON = "openssl", "python"
 VERIFIER_NAMES = (OPENSSL, PYTHON)
+# The environment variable that chooses one (signing.verifier says how).
+VERIFIER_ENV = "NOEMAFED_ED25519"

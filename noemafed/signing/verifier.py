@@ -18,7 +18,7 @@ import threading
 from collections.abc import Callable
 from typing import NamedTuple
 
-from noemafed.signing import OPENSSL, PYTHON, ed25519
+from noemafed.signing import OPENSSL, PYTHON, VERIFIER_ENV, ed25519
 
 __all__ = [
     "ENV",
@@ -31,7 +31,7 @@ __all__ = [
     "verify",
 ]
 
-ENV = "NOEMAFED_ED25519"
+ENV = VERIFIER_ENV
 
 _X_IS_ZERO = (1, ed25519.P - 1)  # the only y with x = 0: the identity and the point of order 2
 
