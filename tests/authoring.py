@@ -15,7 +15,7 @@ from typing import Any
 from weakref import WeakKeyDictionary
 
 from noemafed.cortex import traces
-from noemafed.cortex.emit import Emitter, TraceDraft, now_text, snapshot_data
+from noemafed.cortex.emit import Emitter, TraceDraft, snapshot_data
 from noemafed.cortex.events import COORDINATION_ACTIONS, EMPTY_DATA, Event
 from noemafed.cortex.open import Cortex
 from noemafed.cortex.rows import (
@@ -35,7 +35,7 @@ from noemafed.cortex.rows import (
 from noemafed.cortex.schema import LONG_TERM_IMMUTABLE_TRIGGER
 from noemafed.errors import CommandError
 from noemafed.signing.signer import EventSigner
-from noemafed.text.gotext import go_json_dumps
+from noemafed.text.gotext import go_json_dumps, rfc3339_now
 
 TELEMETRY_ACTIONS = ("consolidate_fallback", "divergence_long_term")
 
@@ -77,7 +77,7 @@ def create_trace(  # noqa: PLR0917 - reads like `noema add TITLE TYPE BODY`
         source_locked=source_locked,
     )
     with transaction(cortex.conn):
-        return emitter(cortex).create(draft, now or now_text())
+        return emitter(cortex).create(draft, now or rfc3339_now())
 
 
 def _require_row(conn: sqlite3.Connection, trace_id: str) -> TraceRow:
@@ -110,7 +110,7 @@ def update_trace(
         if row.tier == "long":
             raise CommandError(f"trace {trace_id} is long-term and immutable")
         current = _current(cortex, row)
-        moment = now or now_text()
+        moment = now or rfc3339_now()
         new_body = current.body if body is None else body
         digest = traces.content_hash(new_body)
         trace = replace(
@@ -150,7 +150,7 @@ def set_tags(cortex: Cortex, trace_id: str, tags: Sequence[str], *, now: str | N
         replace_tags(conn, trace_id, new_tags)
         replace_fts(conn, trace_id, row.title, current.body, new_tags)
         data = go_json_dumps({"tags": list(new_tags)})
-        event = emitter(cortex).emit("tag_update", trace_id, data, now or now_text())
+        event = emitter(cortex).emit("tag_update", trace_id, data, now or rfc3339_now())
         traces.write_in(cortex.path, row.folder, replace(current, tags=new_tags))
     return event
 
@@ -162,7 +162,7 @@ def _visibility(cortex: Cortex, trace_id: str, action: str, now: str | None) -> 
         row = _require_row(conn, trace_id)
         if not allowed_for(row, action):
             raise CommandError(f"cannot {action} trace {trace_id} in its current state")
-        moment = now or now_text()
+        moment = now or rfc3339_now()
         params = (moment, trace_id) if "?" in sets else (trace_id,)
         conn.execute(f"UPDATE traces SET {sets} WHERE id = ?", params)
         event = emitter(cortex).emit(action, trace_id, EMPTY_DATA, moment)
@@ -195,7 +195,7 @@ def purge(cortex: Cortex, trace_id: str, *, now: str | None = None) -> Event:
             raise CommandError(f"trace {trace_id} is not in the trash")
         conn.execute("DELETE FROM traces WHERE id = ?", (trace_id,))
         conn.execute("DELETE FROM traces_fts WHERE id = ?", (trace_id,))
-        event = emitter(cortex).emit("purge", trace_id, EMPTY_DATA, now or now_text())
+        event = emitter(cortex).emit("purge", trace_id, EMPTY_DATA, now or rfc3339_now())
         traces.remove(cortex.path, trace_id)
     return event
 
@@ -209,7 +209,7 @@ def _tier_change(cortex: Cortex, trace_id: str, action: str, to: str, now: str |
         current = _current(cortex, row)
         conn.execute("UPDATE traces SET tier = ? WHERE id = ?", (to, trace_id))
         data = go_json_dumps({"from": row.tier, "to": to})
-        event = emitter(cortex).emit(action, trace_id, data, now or now_text())
+        event = emitter(cortex).emit(action, trace_id, data, now or rfc3339_now())
         traces.write_in(cortex.path, row.folder, replace(current, tier=to))
     return event
 
@@ -231,7 +231,7 @@ def vote(cortex: Cortex, trace_id: str, delta: int, actor: str = "agent", *, now
         _require_row(conn, trace_id)
         conn.execute("UPDATE traces SET tier_votes = tier_votes + ? WHERE id = ?", (delta, trace_id))
         data = go_json_dumps({"delta": delta, "actor": actor})
-        return emitter(cortex).emit("vote", trace_id, data, now or now_text())
+        return emitter(cortex).emit("vote", trace_id, data, now or rfc3339_now())
 
 
 def consolidate(
@@ -253,7 +253,9 @@ def consolidate(
         current = _current(cortex, row) if row.tier == "short" else None
         if current is not None:
             conn.execute("UPDATE traces SET tier = 'mid' WHERE id = ?", (distilled_id,))
-        event = emitter(cortex).emit("consolidate", distilled_id, go_json_dumps(payload), now or now_text())
+        event = emitter(cortex).emit(
+            "consolidate", distilled_id, go_json_dumps(payload), now or rfc3339_now()
+        )
         if current is not None:
             traces.write_in(cortex.path, row.folder, replace(current, tier="mid"))
     return event
@@ -276,7 +278,7 @@ def purge_long_term(
     conn = cortex.conn
     with transaction(conn):
         row = _require_row(conn, trace_id)
-        moment = now or now_text()
+        moment = now or rfc3339_now()
         with triggers_dropped(conn, (LONG_TERM_IMMUTABLE_TRIGGER,)):
             conn.execute(
                 "UPDATE traces SET purged_at = ?, updated_at = ?, purge_reason = ? WHERE id = ?",
@@ -301,7 +303,7 @@ def purge_hard(
         row = _require_row(conn, trace_id)
         delete_everywhere(conn, trace_id)
         data = _purge_payload(row, reason, actor, True)
-        event = emitter(cortex).emit("purge_hard", trace_id, data, now or now_text())
+        event = emitter(cortex).emit("purge_hard", trace_id, data, now or rfc3339_now())
         traces.remove(cortex.path, trace_id)
     return event
 
@@ -313,7 +315,7 @@ def telemetry(
     if action not in TELEMETRY_ACTIONS:
         raise CommandError(f"{action!r} is not a telemetry action")
     with transaction(cortex.conn):
-        return emitter(cortex).emit(action, trace_id, go_json_dumps(payload), now or now_text())
+        return emitter(cortex).emit(action, trace_id, go_json_dumps(payload), now or rfc3339_now())
 
 
 def coordination(
@@ -326,4 +328,4 @@ def coordination(
     if action == "consolidation_fail":
         payload["reason"] = reason
     with transaction(cortex.conn):
-        return emitter(cortex).emit(action, window_id, go_json_dumps(payload), now or now_text())
+        return emitter(cortex).emit(action, window_id, go_json_dumps(payload), now or rfc3339_now())

@@ -10,7 +10,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from ulid import LaxMonotonicPolicy, ULIDGenerator
@@ -20,9 +20,9 @@ from noemafed.cortex.events import EMPTY_DATA, Event
 from noemafed.cortex.open import Cortex
 from noemafed.cortex.rows import dedupe, insert_event, insert_trace_row
 from noemafed.errors import InvalidTraceFrontmatterError
-from noemafed.text.gotext import format_rfc3339, go_json_dumps
+from noemafed.text.gotext import go_json_dumps
 
-__all__ = ["Emitter", "Sign", "TraceDraft", "new_ulid", "now_text", "snapshot_data"]
+__all__ = ["Emitter", "Sign", "TraceDraft", "new_ulid", "snapshot_data"]
 
 # Same-millisecond ids increase by one, like Go's generator (cortex.md §4.5); shared by the whole process.
 _ULIDS = ULIDGenerator(policy=LaxMonotonicPolicy())
@@ -33,10 +33,6 @@ Sign = Callable[[Event], Event]
 
 def new_ulid() -> str:
     return str(_ULIDS.generate())
-
-
-def now_text() -> str:
-    return format_rfc3339(datetime.now(UTC))
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ from functools import cached_property
 from typing import Any
 
 from noemafed.cortex import rows, state, traces, vclock
-from noemafed.cortex.emit import Emitter, TraceDraft, now_text
+from noemafed.cortex.emit import Emitter, TraceDraft
 from noemafed.cortex.events import (
     COORDINATION_ACTIONS,
     EVENT_COLUMNS,
@@ -44,7 +44,7 @@ from noemafed.errors import (
 )
 from noemafed.logs import SILENT, Log
 from noemafed.signing import eventsig
-from noemafed.text.gotext import go_quote
+from noemafed.text.gotext import go_quote, rfc3339_now
 from noemafed.text.keys import public_keys_equal
 from noemafed.text.sanitize import scrub
 
@@ -225,7 +225,7 @@ class Replayer:
         *,
         durable: bool = False,
         hook: Callable[[str], None] | None = None,
-        now: Callable[[], str] = now_text,
+        now: Callable[[], str] = rfc3339_now,
     ) -> None:
         self.cortex = cortex
         self.conn = cortex.conn
