@@ -345,7 +345,8 @@ def test_without_ssl_the_pure_python_verifier_runs() -> None:
 def test_status_and_version_say_which_verifier_runs(tmp_path: Path) -> None:
     from conftest import make_cortex
 
-    path = make_cortex(tmp_path, "alpha")
+    path = make_cortex(tmp_path, "alpha", verify="warn")
+    off = make_cortex(tmp_path, "beta")  # verify: off, so no verifier runs
     expected = {"python": ("python", "pure Python")}
     if not isinstance(LOADED, str):
         expected[""] = ("openssl", LOADED.label)
@@ -356,11 +357,15 @@ def test_status_and_version_say_which_verifier_runs(tmp_path: Path) -> None:
             [*run, "--cortex", str(path), "status", "--json"], capture_output=True, env=env, check=True
         )
         assert json.loads(status.stdout)["federation"]["verifier"] == name
+        status = subprocess.run(
+            [*run, "--cortex", str(off), "status", "--json"], capture_output=True, env=env, check=True
+        )
+        assert json.loads(status.stdout)["federation"]["verifier"] is None
         version = subprocess.run([*run, "--version"], capture_output=True, text=True, env=env, check=True)
         assert version.stdout.endswith(f", Ed25519: {label}\n")
 
 
-def _status_verifier(cortex: Path, choice: str = "") -> tuple[str, list[str]]:
+def _status_verifier(cortex: Path, choice: str = "") -> tuple[str | None, list[str]]:
     """`status --json`'s verifier, and which of OpenSSL's modules the status loaded, in a fresh process with
     NOEMAFED_ED25519 set to `choice`, or without it (where finding out would pick OpenSSL when it loads)."""
     code = (
@@ -386,13 +391,14 @@ def _status_verifier(cortex: Path, choice: str = "") -> tuple[str, list[str]]:
 
 def test_status_reports_the_verifier_the_last_signed_sync_recorded(tmp_path: Path) -> None:
     """A poll that checked signatures records its verifier (noemafed:verifier); `status --json` then reports
-    it without loading OpenSSL. Before any such poll (here: verify off), or when NOEMAFED_ED25519 asks for one,
-    status finds out itself. A verify-off sync records nothing, even in a process that checked signatures
-    before."""
+    it without loading OpenSSL. Before any such poll, or when NOEMAFED_ED25519 asks for one, status finds out
+    itself; under verify: off (no signature is checked) it says null. A verify-off sync records nothing, even in
+    a process that checked signatures before."""
     from conftest import make_cortex, run_cli
     from peers.stdlib_peer import StdlibPeer
     from sync_helpers import seed, state_value, target_with
 
+    from noemafed.commands.settings import set_verify
     from noemafed.cortex import state
 
     src = make_cortex(tmp_path, "source")
@@ -425,6 +431,8 @@ def test_status_reports_the_verifier_the_last_signed_sync_recorded(tmp_path: Pat
         _status_verifier(signed, "openssl")[0] == live
     )  # the variable asks: found out, whatever is recorded
     assert state_value(unsigned, state.VERIFIER_KEY) == ""
+    assert _status_verifier(unsigned) == (None, [])  # verify: off
+    set_verify(lambda: unsigned, "warn")  # now it would check signatures, and none has been recorded
     probed = "python" if isinstance(LOADED, str) else "openssl"
     openssl = [] if isinstance(LOADED, str) else ["_ssl", "ctypes"]
     assert _status_verifier(unsigned) == (probed, [*openssl, "noemafed.signing.verifier"])

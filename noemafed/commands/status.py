@@ -10,7 +10,7 @@ from noemafed import __version__
 from noemafed.commands import not_configured
 from noemafed.cortex import state
 from noemafed.cortex.access import AccessKey, load_access_key
-from noemafed.cortex.manifest import PeerConfig, check_ready_for_federation, read_manifest
+from noemafed.cortex.manifest import FederationConfig, PeerConfig, check_ready_for_federation, read_manifest
 from noemafed.cortex.open import open_cortex
 from noemafed.cortex.state import RankEntry
 from noemafed.errors import AccessKeyError, CommandError, NoemafedError
@@ -112,7 +112,7 @@ def status(
             local_rank=local_rank,
             peers=tuple(_peer_status(cortex.conn, peer, records, now, max_age) for peer in manifest.peers),
             vclock=state.get_clock(cortex.conn),
-            verifier=_verifier(cortex.conn, environ) if with_verifier else "",
+            verifier=_verifier(cortex.conn, environ, manifest.federation) if with_verifier else "",
             max_age=max_age,
             last_sync=_last_sync(cortex.conn),
             skipped_events=skipped,
@@ -121,10 +121,14 @@ def status(
         cortex.close()
 
 
-def _verifier(conn: sqlite3.Connection, environ: Mapping[str, str]) -> str:
-    """The Ed25519 verifier `sync` uses here: as the last sync that checked a signature recorded it, else (or
-    when NOEMAFED_ED25519 asks for one) found out now, which loads the host's OpenSSL (some 4 ms of a 50 ms
-    `status --json`)."""
+def _verifier(
+    conn: sqlite3.Connection, environ: Mapping[str, str], federation: FederationConfig | None
+) -> str | None:
+    """The Ed25519 verifier `sync` uses here, None under `verify: off` (none runs: replay checks no signature).
+    As the last poll that checked a signature recorded it, else (or when NOEMAFED_ED25519 asks for one) found out
+    now, which loads the host's OpenSSL (some 4 ms of a 50 ms `status --json`)."""
+    if federation is None or federation.effective_verify == "off":
+        return None
     try:
         recorded = "" if environ.get(VERIFIER_ENV) else state.get_verifier(conn)
     except NoemafedError:

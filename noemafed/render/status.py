@@ -252,7 +252,7 @@ def _status_json(report: StatusReport) -> str:
             "interval": federation.interval or None if federation else None,
             "interval_seconds": federation.interval_seconds if federation else 30.0,
             "verify": federation.effective_verify if federation else "off",
-            "verifier": report.verifier,
+            "verifier": report.verifier or None,
         },
         "consolidation_rank": _rank_json(report.local_rank),
         "max_age_seconds": report.max_age,

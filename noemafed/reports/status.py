@@ -40,7 +40,9 @@ class StatusReport(NamedTuple):
     local_rank: RankEntry | None  # None when reading it failed
     peers: tuple[PeerStatus, ...]
     vclock: VClock
-    verifier: str  # the Ed25519 verifier `sync` uses on this host: "openssl" or "python"; "" when not asked
+    # The Ed25519 verifier `sync` uses on this host: "openssl" or "python"; None under `verify: off` (none runs);
+    # "" when not asked (only --json shows it).
+    verifier: str | None
     max_age: float = 3600.0  # seconds without a success before a peer is `stale`
     last_sync: LastSync | None = None  # the last `sync --once` run, as it recorded itself
     skipped_events: tuple[SkippedEvent, ...] = ()  # every `skip-event` ever run on this cortex, oldest first
