@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from noemafed.cortex import open as open_module
 from noemafed.cortex import schema
 from noemafed.errors import CommandError
 
@@ -455,7 +456,7 @@ def test_schema_migrations_records_1_to_19(conn: sqlite3.Connection) -> None:
     assert versions == list(schema.MIGRATION_VERSIONS)
     assert versions == list(range(1, 20))
     assert conn.execute("SELECT MAX(version) FROM schema_migrations").fetchone() == (19,)
-    assert schema.SCHEMA_VERSION == schema.MIN_SCHEMA_VERSION == 19
+    assert schema.SCHEMA_VERSION == open_module.MIN_SCHEMA_VERSION == 19
 
 
 def test_integrity_and_foreign_key_checks_are_clean(conn: sqlite3.Connection) -> None:

@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from noemafed.cortex import frontmatter, schema, storage_lock
+from noemafed.cortex import frontmatter, storage_lock
 from noemafed.cortex.manifest import MANIFEST_FILE, MANIFEST_VERSION, Manifest, read_manifest
 from noemafed.errors import (
     CortexNotFoundError,
@@ -202,6 +202,11 @@ def connect(db_path: Path, factory: type[sqlite3.Connection] = sqlite3.Connectio
     return conn
 
 
+# The oldest schema migration noemafed reads or writes: 017 added event signatures, 018/019 repaired tiers. Here, not
+# in `schema` (which only `init` needs, to create one): every command that opens a cortex checks it.
+MIN_SCHEMA_VERSION = 19
+
+
 def _check_openable(conn: sqlite3.Connection, db_path: Path) -> None:
     """Refuse what noema itself would refuse, and never migrate: noema owns the schema."""
     try:
@@ -209,9 +214,9 @@ def _check_openable(conn: sqlite3.Connection, db_path: Path) -> None:
     except sqlite3.DatabaseError as exc:
         raise CortexUnavailableError(f"{db_path} is not a noema database: {exc}") from None
     version = row[0] if row and row[0] is not None else 0
-    if version < schema.MIN_SCHEMA_VERSION:
+    if version < MIN_SCHEMA_VERSION:
         raise CortexUnavailableError(
-            f"{db_path} is at schema migration {version}; noemafed needs {schema.MIN_SCHEMA_VERSION} or newer",
+            f"{db_path} is at schema migration {version}; noemafed needs {MIN_SCHEMA_VERSION} or newer",
             hint="open the cortex once with a current noema to migrate it; noemafed never migrates",
         )
     pending = conn.execute(
@@ -307,6 +312,8 @@ def init_cortex(target: Path, name: str | None) -> Manifest:
     target.mkdir(parents=True, exist_ok=True)
     for folder in (*TRACE_FOLDERS, "db"):
         (target / folder).mkdir(parents=True, exist_ok=True)
+    from noemafed.cortex import schema  # noqa: PLC0415 (its tables are built at import: only init needs them)
+
     conn = connect(target / "db" / DB_FILE)
     try:
         schema.create_schema(conn)

@@ -21,9 +21,6 @@ from noemafed.errors import CommandError
 SCHEMA_VERSION: Final = 19
 """The highest migration number Go knows; what `MAX(version)` reads after `create_schema`."""
 
-MIN_SCHEMA_VERSION: Final = 19
-"""The oldest schema noemafed reads or writes: 017 added event signatures, 018/019 repaired tiers."""
-
 MIGRATION_VERSIONS: Final[tuple[int, ...]] = tuple(range(1, SCHEMA_VERSION + 1))
 """Every number Go records on a fresh database: 1..19, no gap. Go keys migrations by number alone, so the
 lineage-count view, once committed as a second `011_*` file, has to ship as 012: with two 011 files Go applies
