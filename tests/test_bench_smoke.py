@@ -50,7 +50,7 @@ def test_bench_sync_smoke() -> None:
 def test_bench_startup_smoke() -> None:
     out = bench_pyz("startup", "--repeat", "2", "--traces", "2", "--top", "3")
     assert re.search(r"^noemafed.pyz sync --once, 3 caught-up peers +\d+ ms", out, re.MULTILINE), out
-    assert re.search(r"^ratio: \d+\.\d\d \(sync --once / floor", out, re.MULTILINE), out
+    assert re.search(r"^ratio: \d+\.\d\d wall, \d+\.\d\d CPU \(sync --once / floor", out, re.MULTILINE), out
     assert "all imports:" in out
 
 
