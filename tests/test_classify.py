@@ -410,7 +410,7 @@ def test_cycles_terminate() -> None:
 
 
 def test_an_exception_met_twice_is_skipped_and_the_walk_goes_on() -> None:
-    """Mutation survivor (`continue` -> `break` in _chain): a cause shared by two members of a group is seen
+    """Mutation survivor (`continue` -> `break` in chain): a cause shared by two members of a group is seen
     twice; the walk must go on to the members after them, where the typed reason is."""
     shared = NoemafedError("shared cause")
     first, second = NoemafedError("first"), NoemafedError("second")

@@ -147,8 +147,9 @@ def outcome(phase: Phase, cause: Reason | IdentityFailure | TlsFailure) -> Outco
 # Walking Python's exception chain (the analogue of Go's errors.Unwrap / errors.Is).
 
 
-def _chain(err: BaseException) -> Iterator[BaseException]:
-    """Outermost first, depth first: err, group members, then __cause__ or __context__."""
+def chain(err: BaseException) -> Iterator[BaseException]:
+    """Every exception behind `err`, outermost first, depth first: err, group members, then __cause__ or an
+    unsuppressed __context__ (as a traceback shows them)."""
     # Invariant: each exception is yielded once, so cyclic __cause__/__context__ links terminate.
     seen: set[int] = set()
     stack: list[BaseException] = [err]
@@ -233,9 +234,9 @@ def _network_reason_from_text(text: str) -> Reason:
 
 def network_cause(err: BaseException) -> Reason | TlsFailure:
     """classify_network_error, except that a certificate the configured trust rejects is told apart."""
-    import ssl  # noqa: PLC0415 (see _chain)
+    import ssl  # noqa: PLC0415 (see chain)
 
-    if any(isinstance(exc, ssl.SSLCertVerificationError) for exc in _chain(err)):
+    if any(isinstance(exc, ssl.SSLCertVerificationError) for exc in chain(err)):
         return TlsFailure.UNTRUSTED
     return classify_network_error(err)
 
@@ -243,7 +244,7 @@ def network_cause(err: BaseException) -> Reason | TlsFailure:
 def classify_network_error(err: BaseException | str) -> Reason:
     """Reason for a failed call to a peer: stdlib exception types, then Go's texts."""
     if isinstance(err, BaseException):
-        for exc in _chain(err):
+        for exc in chain(err):
             typed = _typed_network_reason(exc)
             if typed is not None:
                 return typed
@@ -273,7 +274,7 @@ def classify_replay_error(err: BaseException) -> Reason:
     """Reason for a failed replay: sentinels or our signing key anywhere in the chain, then Go's texts."""
     # Sentinels first, through the whole chain, so the wrapper's own text does not matter;
     # when both are present the outermost one wins.
-    for exc in _chain(err):
+    for exc in chain(err):
         if isinstance(exc, InvalidTraceIDError):
             return Reason.INVALID_TRACE_ID
         if isinstance(exc, InvalidTraceFrontmatterError):
@@ -301,7 +302,7 @@ _LOCAL_STORAGE_ERRNOS = frozenset(
 def is_local_storage_failure(err: BaseException) -> bool:
     """A locked, full, read-only or failing database or disk anywhere in the chain (not a constraint a peer's
     event broke: that is the event's fault)."""
-    for exc in _chain(err):
+    for exc in chain(err):
         if isinstance(exc, sqlite3.IntegrityError):
             return False
         if isinstance(exc, sqlite3.Error) or (
@@ -353,9 +354,9 @@ _CERT_HAS_EXPIRED = 10  # OpenSSL's X509_V_ERR_CERT_HAS_EXPIRED
 
 def certificate_expired(err: BaseException) -> bool:
     """The peer's certificate failed verification because it has expired (doctor says so by name)."""
-    import ssl  # noqa: PLC0415 (see _chain)
+    import ssl  # noqa: PLC0415 (see chain)
 
     return any(
         isinstance(exc, ssl.SSLCertVerificationError) and exc.verify_code == _CERT_HAS_EXPIRED
-        for exc in _chain(err)
+        for exc in chain(err)
     )

@@ -191,20 +191,10 @@ class PollResult(NamedTuple):
             event_id=error.event_id,
             trace_id=error.trace_id,
             retry_after=next(
-                (exc.retry_after for exc in _causes(error) if isinstance(exc, HttpStatusError)), ""
+                (exc.retry_after for exc in classify.chain(error) if isinstance(exc, HttpStatusError)), ""
             ),
-            out_of_time=any(isinstance(exc, DeadlineExceeded) for exc in _causes(error)),
+            out_of_time=any(isinstance(exc, DeadlineExceeded) for exc in classify.chain(error)),
         )
-
-
-def _causes(error: BaseException) -> list[BaseException]:
-    """The explicit cause chain (`raise ... from`), outermost first; every step of a poll wraps that way."""
-    chain: list[BaseException] = []
-    current: BaseException | None = error
-    while current is not None and current not in chain:
-        chain.append(current)
-        current = current.__cause__
-    return chain
 
 
 class _Progress:
