@@ -1,0 +1,336 @@
+"""What mutation testing of replay.py found untested (docs/testing.md, "Mutation testing"): one behaviour each.
+
+Real cortexes, real SQLite files and real trace files, like the other replay tests; every expected text is the
+constant of the interface it pins, written out.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import replace
+from pathlib import Path
+
+import authoring
+import pytest
+from replay_helpers import REPLICA_ID, all_events, apply_one, make_replica, open_replica
+from test_replay import A_ID, B_ID, create_event, event
+from test_replay_signatures import A_KEY, SEED, spec_events
+
+from noemafed.cortex import frontmatter, state
+from noemafed.cortex.events import Event
+from noemafed.cortex.open import Cortex, open_cortex
+from noemafed.errors import ReplayError
+from noemafed.federation.replay import Replayer
+from noemafed.logs import Level, Log
+from noemafed.signing.eventsig import sign_event
+from noemafed.text.gotext import go_json_dumps
+
+T = "20250101-a"
+_INT64_MAX = 2**63 - 1
+
+
+@pytest.fixture
+def replica(tmp_path: Path) -> tuple[Cortex, Replayer]:
+    cortex, replayer = open_replica(make_replica(tmp_path / "dst"))
+    yield cortex, replayer  # type: ignore[misc]
+    cortex.close()
+
+
+def _logged_replica(path: Path) -> tuple[Cortex, Replayer, list[tuple[Level, str]]]:
+    logs: list[tuple[Level, str]] = []
+    cortex = open_cortex(path)
+    return cortex, Replayer(cortex, log=Log(lambda level, line: logs.append((level, line)))), logs
+
+
+def _usage(**fields: object) -> dict[str, object]:
+    row: dict[str, object] = {
+        "trace_id": T,
+        "peer_cortex_id": B_ID,
+        "read_count": 1,
+        "modify_count": 1,
+        "search_hit_count": 1,
+        "updated_at": "2025-01-02T00:00:00Z",
+    }
+    row.update(fields)
+    return {key: value for key, value in row.items() if value is not ...}
+
+
+def _usage_rows(cortex: Cortex) -> list[tuple[object, ...]]:
+    return cortex.conn.execute(
+        "SELECT trace_id, peer_cortex_id, read_count, modify_count, last_read_at, updated_at, search_hit_count "
+        "FROM trace_usage ORDER BY peer_cortex_id"
+    ).fetchall()
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Usage rows (merge_usage, _usage_values)
+
+
+def test_a_skipped_usage_row_does_not_end_the_batch(replica: tuple[Cortex, Replayer]) -> None:
+    """Our own row and a row for a trace we do not hold are skipped; the rows after them still merge."""
+    cortex, replayer = replica
+    apply_one(replayer, create_event())
+    merged = replayer.merge_usage(
+        [
+            _usage(peer_cortex_id=REPLICA_ID, read_count=99),
+            _usage(trace_id="20250101-unknown"),
+            _usage(read_count=3),
+        ]
+    )
+    assert merged == 1
+    assert _usage_rows(cortex) == [(T, B_ID, 3, 1, None, "2025-01-02T00:00:00Z", 1)]
+
+
+def test_a_missing_or_null_usage_counter_is_zero(replica: tuple[Cortex, Replayer]) -> None:
+    cortex, replayer = replica
+    apply_one(replayer, create_event())
+    missing = _usage(read_count=..., modify_count=..., search_hit_count=...)
+    null = _usage(peer_cortex_id=A_ID, read_count=None, modify_count=None, search_hit_count=None)
+    assert replayer.merge_usage([missing, null]) == 2
+    assert _usage_rows(cortex) == [
+        (T, A_ID, 0, 0, None, "2025-01-02T00:00:00Z", 0),
+        (T, B_ID, 0, 0, None, "2025-01-02T00:00:00Z", 0),
+    ]
+
+
+def test_the_largest_sqlite_integer_is_a_valid_usage_counter(replica: tuple[Cortex, Replayer]) -> None:
+    cortex, replayer = replica
+    apply_one(replayer, create_event())
+    top = _usage(read_count=_INT64_MAX, modify_count=_INT64_MAX, search_hit_count=_INT64_MAX)
+    assert replayer.merge_usage([top]) == 1
+    assert _usage_rows(cortex) == [
+        (T, B_ID, _INT64_MAX, _INT64_MAX, None, "2025-01-02T00:00:00Z", _INT64_MAX)
+    ]
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        _usage(trace_id="../x"),
+        _usage(peer_cortex_id=""),
+        _usage(peer_cortex_id=..., read_count=3),
+        _usage(updated_at=""),
+        _usage(read_count=-1),
+        _usage(modify_count=-1),
+        _usage(search_hit_count=-1),
+        _usage(read_count=_INT64_MAX + 1),
+        _usage(modify_count=_INT64_MAX + 1),
+        _usage(search_hit_count=_INT64_MAX + 1),
+    ],
+    ids=lambda row: (
+        ",".join(f"{k}={v!r}" for k, v in row.items() if _usage().get(k, ...) != v) or "missing peer"
+    ),
+)
+def test_each_check_of_a_usage_row_refuses_it_alone(
+    replica: tuple[Cortex, Replayer], bad: dict[str, object]
+) -> None:
+    """Every other field of the row is valid: the one check must refuse the page on its own, and nothing merges."""
+    cortex, replayer = replica
+    apply_one(replayer, create_event())
+    trace_id = bad.get("trace_id")
+    with pytest.raises(ReplayError) as info:
+        replayer.merge_usage([_usage(), bad])
+    assert str(info.value) == f'invalid remote usage row for trace "{trace_id}"'
+    assert _usage_rows(cortex) == []
+
+
+def test_an_invalid_usage_row_names_its_trace_quoted_and_scrubbed(replica: tuple[Cortex, Replayer]) -> None:
+    _, replayer = replica
+    with pytest.raises(ReplayError) as info:
+        replayer.merge_usage([_usage(trace_id='20250101-\ud800"x')])
+    assert str(info.value) == 'invalid remote usage row for trace "20250101-\ufffd\\"x"'
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The signature gate (cortex.md §6.1)
+
+
+def _signed_replica(tmp_path: Path, cortex_id: str, public_key: str) -> Path:
+    """A replica under verify=enforce whose manifest names a signing key (its seed file is never read here)."""
+    path = make_replica(tmp_path / "signed", cortex_id=cortex_id, verify="enforce")
+    manifest = path / "cortex.md"
+    yaml_text, body = frontmatter.split_manifest(manifest.read_text())
+    raw = frontmatter.loads(yaml_text)
+    raw["signing"] = {"public_key": public_key, "private_key_file": "noema-signing.key"}
+    manifest.write_text(frontmatter.join_manifest(frontmatter.dumps(raw), body))
+    return path
+
+
+def test_our_own_event_we_do_not_hold_verifies_under_our_key(tmp_path: Path) -> None:
+    """An event under our id that we no longer hold (a cortex restored from a backup, its events served back) is
+    checked against our own key: signed by it, it is applied; signed by another key it carries, it is refused."""
+    cortex, replayer, _ = _logged_replica(_signed_replica(tmp_path, A_ID, A_KEY))
+    create, _, promote = spec_events()  # signed with A's seed, A being us now
+    assert apply_one(replayer, create).effect == "created"
+    impostor = sign_event(replace(promote, signature="", pubkey=""), b"\x22" * 32)
+    with pytest.raises(ReplayError) as info:
+        apply_one(replayer, impostor)
+    assert str(info.value) == (
+        f"rejecting event {promote.id} from cortex {A_ID}: signature does not verify (verify=enforce)"
+    )
+    assert apply_one(replayer, promote).effect == "tier-changed"
+    assert state.get_cortex_pubkey(cortex.conn, A_ID) == ""  # our own key is never pinned as a peer's
+    cortex.close()
+
+
+def test_our_own_event_without_a_local_key_names_the_missing_key(tmp_path: Path) -> None:
+    cortex, replayer, _ = _logged_replica(make_replica(tmp_path, cortex_id=A_ID, verify="enforce"))
+    create = spec_events()[0]
+    with pytest.raises(ReplayError) as info:
+        apply_one(replayer, create)
+    assert str(info.value) == (
+        f"rejecting event {create.id} from cortex {A_ID}: event claims this cortex's id but no local signing key "
+        "is configured (verify=enforce)"
+    )
+    cortex.close()
+
+
+def test_a_pinned_key_stays_pinned_when_later_events_verify_under_it(tmp_path: Path) -> None:
+    cortex, replayer, _ = _logged_replica(make_replica(tmp_path, verify="enforce"))
+    create, _, promote = spec_events()
+    apply_one(replayer, create)  # pins A's key on first use
+    apply_one(replayer, promote)  # verifies under the pinned key
+    assert state.get_cortex_pubkey(cortex.conn, A_ID) == A_KEY
+    unsigned_key = sign_event(
+        replace(promote, id="01JQK7WV80KW0C7MMADCF4Y8MZ", signature="", pubkey=""), SEED
+    )
+    apply_one(replayer, replace(unsigned_key, pubkey=""))  # signed, no key carried: the pin verifies it
+    assert state.get_cortex_pubkey(cortex.conn, A_ID) == A_KEY
+    cortex.close()
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The source-lock gate
+
+
+def _locked_trace(replayer: Replayer) -> str:
+    create = spec_events()[0]
+    payload = create.payload() | {"source_locked": True}
+    apply_one(
+        replayer, sign_event(replace(create, data=go_json_dumps(payload), signature="", pubkey=""), SEED)
+    )
+    return create.trace_id
+
+
+def _by(seed: bytes, cortex_id: str, action: str, trace_id: str, event_id: str) -> Event:
+    base = spec_events()[0]
+    unsigned = replace(
+        base,
+        id=event_id,
+        action=action,
+        trace_id=trace_id,
+        cortex_id=cortex_id,
+        data="{}",
+        signature="",
+        pubkey="",
+    )
+    return sign_event(unsigned, seed)
+
+
+def test_the_source_lock_binds_only_update_trash_and_purge(tmp_path: Path) -> None:
+    """Another cortex may archive a locked trace; only its owner may trash it."""
+    cortex, replayer, _ = _logged_replica(make_replica(tmp_path, verify="enforce"))
+    trace_id = _locked_trace(replayer)
+    intruder = b"\x33" * 32
+    archive = _by(intruder, B_ID, "archive", trace_id, "01JQK7WV80KW0C7MMADCF4Y8M1")
+    assert apply_one(replayer, archive).effect == "archived"
+    owner_trash = _by(SEED, A_ID, "trash", trace_id, "01JQK7WV80KW0C7MMADCF4Y8M2")
+    assert apply_one(replayer, owner_trash).effect == "trashed"
+    cortex.close()
+
+
+def test_an_unlocked_trace_may_be_trashed_by_any_cortex(tmp_path: Path) -> None:
+    cortex, replayer, _ = _logged_replica(make_replica(tmp_path, verify="enforce"))
+    create = spec_events()[0]
+    apply_one(replayer, create)
+    trash = _by(b"\x33" * 32, B_ID, "trash", create.trace_id, "01JQK7WV80KW0C7MMADCF4Y8M3")
+    assert apply_one(replayer, trash).effect == "trashed"
+    cortex.close()
+
+
+def test_a_source_lock_violation_under_warn_is_logged_and_applied(tmp_path: Path) -> None:
+    cortex, replayer, logs = _logged_replica(make_replica(tmp_path, verify="warn"))
+    trace_id = _locked_trace(replayer)
+    trash = _by(b"\x33" * 32, B_ID, "trash", trace_id, "01JQK7WV80KW0C7MMADCF4Y8M4")
+    assert apply_one(replayer, trash).effect == "trashed"
+    assert logs == [
+        (
+            Level.WARNING,
+            "[federation] rejecting source-lock violation: event 01JQK7WV80KW0C7MMADCF4Y8M4 (trash) from cortex "
+            f"{B_ID} on trace {trace_id} owned by {A_ID} (verify=warn, applying anyway)",
+        )
+    ]
+    cortex.close()
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The clock merge and failures
+
+
+def test_a_clock_merged_through_the_row_logs_its_overflow(tmp_path: Path) -> None:
+    """A clock the stored text cannot keep (a lone surrogate in a key) merges through the row; over 256
+    entries that merge is refused, logged like the merge in memory, and the event still counts."""
+    cortex, replayer, logs = _logged_replica(make_replica(tmp_path))
+    huge = {f"{n:026d}": 1 for n in range(300)} | {"\ud800" + A_ID[3:]: 1}
+    outcome = apply_one(replayer, replace(create_event(), vclock=huge), cursor_peer="p")
+    assert (outcome.stored, outcome.effect) == (True, "created")
+    assert logs == [
+        (
+            Level.WARNING,
+            "[federation] merge clock: vector clock too large (301 entries, max 256): possible clock inflation "
+            "attack",
+        )
+    ]
+    assert state.get(cortex.conn, state.VCLOCK_KEY) == ""
+    cortex.close()
+
+
+def test_a_failed_statement_keeps_the_database_error_as_its_cause(replica: tuple[Cortex, Replayer]) -> None:
+    cortex, replayer = replica
+    apply_one(replayer, create_event())
+    cortex.conn.execute(
+        "CREATE TRIGGER no_votes BEFORE UPDATE OF tier_votes ON traces BEGIN SELECT RAISE(ABORT, 'votes are off'); END"
+    )
+    result = replayer.apply_page([event("vote", data={"delta": 1}, id="01JQH4HPD0B8E9WCXGFN1A33VZ")])
+    assert isinstance(result.error, ReplayError)
+    assert isinstance(result.error.__cause__, sqlite3.IntegrityError)
+    assert str(result.error.__cause__) == "votes are off"
+
+
+def test_an_unexpected_exception_is_named_by_its_type(replica: tuple[Cortex, Replayer]) -> None:
+    """A payload nested past Python's stack is no ValueError: the event fails with the exception's type named."""
+    _, replayer = replica
+    nested = "[" * 100_000 + "]" * 100_000
+    result = replayer.apply_page([replace(create_event(), data='{"tags":' + nested + "}")])
+    assert isinstance(result.error, ReplayError)
+    assert str(result.error).startswith(
+        "replaying create event 01JQH4HPD0B8E9WCXGFN1A33VE: RecursionError: maximum recursion depth exceeded"
+    )
+    assert isinstance(result.error.__cause__, RecursionError)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Divergence
+
+
+def test_a_conflicting_update_under_our_own_id_is_recorded_local_version_first(
+    replica: tuple[Cortex, Replayer],
+) -> None:
+    """Our own update that we no longer hold (served back after a restore) can conflict with what we hold now:
+    both versions carry our id and our name, and the record lists the local one first."""
+    cortex, replayer = replica
+    apply_one(replayer, create_event())  # {A: 1}
+    authoring.update_trace(cortex, T, body="local\n")  # {A: 1, REPLICA: 1}
+    ours = event(
+        "update",
+        data={"title": "A", "type": "note", "tags": ["t"], "origin": "replica", "body": "restored\n"},
+        id="01JQH4HPD0B8E9WCXGFN1A33W1",
+        cortex_id=REPLICA_ID,
+        origin="replica",
+        vclock={A_ID: 2},
+    )
+    assert apply_one(replayer, ours).effect == "diverged"
+    [record] = [e for e in all_events(cortex.conn) if e.action == "create" and e.cortex_id == REPLICA_ID]
+    text = (cortex.path / "traces" / f"{record.trace_id}.md").read_text()
+    local = text.index("\nlocal\n")
+    assert text.index("### Version from replica (01JR0000)") < local < text.index("\nrestored")
