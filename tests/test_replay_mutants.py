@@ -12,15 +12,16 @@ from pathlib import Path
 
 import authoring
 import pytest
-from replay_helpers import REPLICA_ID, all_events, apply_one, make_replica, open_replica
+from replay_helpers import REPLICA_ID, all_events, apply_one, end_state, make_replica, open_replica
 from test_replay import A_ID, B_ID, create_event, event
+from test_replay_crash import MOVES, OTHER, Kill, files, kill_at, two_replicas
 from test_replay_signatures import A_KEY, SEED, spec_events
 
 from noemafed.cortex import frontmatter, state
 from noemafed.cortex.events import Event
 from noemafed.cortex.open import Cortex, open_cortex
 from noemafed.errors import ReplayError
-from noemafed.federation.replay import Replayer
+from noemafed.federation.replay import Replayer, ReplayOutcome
 from noemafed.logs import Level, Log
 from noemafed.signing.eventsig import sign_event
 from noemafed.text.gotext import go_json_dumps
@@ -334,3 +335,100 @@ def test_a_conflicting_update_under_our_own_id_is_recorded_local_version_first(
     text = (cortex.path / "traces" / f"{record.trace_id}.md").read_text()
     local = text.index("\nlocal\n")
     assert text.index("### Version from replica (01JR0000)") < local < text.index("\nrestored")
+
+
+def _remote_edit(body: str, **fields: object) -> Event:
+    data = {"title": "A", "type": "note", "tags": ["t"], "origin": "research", "body": body}
+    defaults: dict[str, object] = {"id": "01JQH4HPD0B8E9WCXGFN1A33W1", "vclock": {A_ID: 2}}
+    return event("update", data=data, **(defaults | fields))
+
+
+@pytest.mark.parametrize(
+    ("remote_cortex", "local_body", "remote_label", "local_end"),
+    [
+        (A_ID, "local X\n", "research (01JQ7X2B)", "local X"),
+        ("", "local \t\n\n", "research", "local \t"),
+    ],
+    ids=["ends in X", "empty cortex id, ends in blanks"],
+)
+def test_a_divergence_record_is_the_spec_text_byte_for_byte(
+    replica: tuple[Cortex, Replayer], remote_cortex: str, local_body: str, remote_label: str, local_end: str
+) -> None:
+    """cortex.md §6.4: versions by cortex ULID, a label without a ULID is the name alone, each body followed by a
+    newline when it lacks one, and only trailing newlines trimmed (not the spaces or letters before them)."""
+    cortex, replayer = replica
+    apply_one(replayer, create_event())  # {A: 1}
+    authoring.update_trace(cortex, T, body=local_body)  # {A: 1, REPLICA: 1}
+    remote = _remote_edit("theirs", cortex_id=remote_cortex)
+    assert apply_one(replayer, remote) == ReplayOutcome(remote.id, "update", True, "diverged")
+    [record] = [e for e in all_events(cortex.conn) if e.action == "create" and e.cortex_id == REPLICA_ID]
+    text = (cortex.path / "traces" / f"{record.trace_id}.md").read_text()
+    assert text.split("\n---\n", 1)[1] == (
+        "\n## Concurrent edits detected\n\n"
+        f"**Trace:** {T}\n"
+        f"**Conflicting origins:** {remote_label}, replica (01JR0000)\n\n"
+        f"### Version from {remote_label}\n"
+        f'**Vector clock:** {{"{A_ID}":2}}\n\n'
+        "theirs\n\n"
+        "### Version from replica (01JR0000)\n"
+        f'**Vector clock:** {{"{A_ID}":1,"{REPLICA_ID}":1}}\n\n' + local_end
+    )
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Long-term traces and removals
+
+
+def test_an_update_a_lower_id_promote_to_long_has_seen_is_applied_under_mid(
+    replica: tuple[Cortex, Replayer],
+) -> None:
+    """The promote's author had seen the update (its clock dominates the update's) but its wall clock was
+    behind, so its id is lower: the update is still older than the promote, and applied beneath it."""
+    cortex, replayer = replica
+    apply_one(replayer, create_event())  # {A: 1}
+    promote = event(
+        "promote",
+        data={"from": "short", "to": "long"},
+        id="01JQH4HPD0B8E9WCXGFN1A33W2",
+        vclock={A_ID: 2, B_ID: 1},
+    )
+    edit = _remote_edit(
+        "edited\n", id="01JQH4HPD0B8E9WCXGFN1A33W9", cortex_id=B_ID, vclock={A_ID: 1, B_ID: 1}
+    )
+    assert promote.id < edit.id
+    apply_one(replayer, promote)
+    assert apply_one(replayer, edit).effect == "updated"
+    assert cortex.conn.execute("SELECT tier FROM traces").fetchall() == [("long",)]
+    text = (cortex.path / "traces" / f"{T}.md").read_text()
+    assert "\ntier: long\n" in text
+    assert text.endswith("\n\nedited\n")
+
+
+def test_purges_report_what_they_did(replica: tuple[Cortex, Replayer]) -> None:
+    _, replayer = replica
+    apply_one(replayer, create_event())
+    apply_one(replayer, create_event("20250101-b", id="01JQH4HPD0B8E9WCXGFN1A33W6"))
+    purge = event("purge", id="01JQH4HPD0B8E9WCXGFN1A33W7")
+    hard = event("purge_hard", "20250101-b", data={"reason": "x"}, id="01JQH4HPD0B8E9WCXGFN1A33W8")
+    assert apply_one(replayer, purge) == ReplayOutcome(purge.id, "purge", True, "purged")
+    assert apply_one(replayer, hard) == ReplayOutcome(hard.id, "purge_hard", True, "purged-hard")
+
+
+SOFT_PURGE = event("purge_long_term", data={"reason": "x"}, id="01JQH4HPD0B8E9WCXGFN1A33W9", vclock={A_ID: 2})
+
+
+@pytest.mark.parametrize("removal", [MOVES[-1], SOFT_PURGE], ids=["purge", "purge_long_term"])
+def test_a_removal_killed_after_its_file_step_puts_the_file_back(tmp_path: Path, removal: Event) -> None:
+    """A page of one removal, killed once its file is gone: the next page finds the file back, as its row is."""
+    (crashed, crashed_replayer), (clean, clean_replayer) = two_replicas(tmp_path)
+    crashed_replayer.hook = kill_at("file")
+    with pytest.raises(Kill):
+        crashed_replayer.apply_page([removal], "p")
+    crashed.close()
+    crashed, crashed_replayer = open_replica(crashed.path)
+    for replayer in (crashed_replayer, clean_replayer):
+        apply_one(replayer, OTHER, cursor_peer="q")
+    assert files(crashed.path) == files(clean.path)
+    assert end_state(crashed.path) == end_state(clean.path)
+    crashed.close()
+    clean.close()
