@@ -432,3 +432,76 @@ def test_a_removal_killed_after_its_file_step_puts_the_file_back(tmp_path: Path,
     assert end_state(crashed.path) == end_state(clean.path)
     crashed.close()
     clean.close()
+
+
+@pytest.mark.parametrize(
+    ("data", "reason"),
+    [
+        ('{"reason":"gdpr"}', "gdpr"),
+        ("{}", "remote purge"),
+        ('{"reason":""}', "remote purge"),
+        ('{"reason":5}', "remote purge"),
+        ('{"reason":null}', "remote purge"),
+        ("not json", "remote purge"),
+    ],
+)
+def test_a_soft_purge_without_a_reason_text_records_remote_purge(
+    replica: tuple[Cortex, Replayer], data: str, reason: str
+) -> None:
+    cortex, replayer = replica
+    apply_one(replayer, create_event())
+    assert apply_one(replayer, replace(SOFT_PURGE, data=data)).effect == "purged-long-term"
+    assert cortex.conn.execute("SELECT purge_reason FROM traces").fetchall() == [(reason,)]
+    assert cortex.conn.execute("SELECT body FROM traces_fts").fetchall() == [(f"[purged: {reason}]",)]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# A create for a row that exists
+
+
+def _trace_row(cortex: Cortex) -> tuple[object, ...]:
+    return cortex.conn.execute("SELECT created_at, cortex_id, tier FROM traces WHERE id = ?", (T,)).fetchone()
+
+
+def test_a_create_arriving_after_the_update_that_made_the_row_dates_it_and_sets_its_tier(
+    replica: tuple[Cortex, Replayer],
+) -> None:
+    cortex, replayer = replica
+    edit = _remote_edit("edited\n", timestamp="2025-01-02T00:00:00Z")  # no tier: the row it makes is short
+    create = event(
+        "create",
+        data={"title": "A", "type": "note", "origin": "research", "tier": "mid", "body": "b\n"},
+        vclock={A_ID: 1},
+    )
+    assert apply_one(replayer, edit).effect == "created"
+    assert _trace_row(cortex) == ("2025-01-02T00:00:00Z", A_ID, "short")
+    assert apply_one(replayer, create) == ReplayOutcome(create.id, "create", True, "updated")
+    assert _trace_row(cortex) == ("2025-01-01T00:00:00Z", A_ID, "mid")
+    text = (cortex.path / "traces" / f"{T}.md").read_text()
+    assert "\ntier: mid\n" in text
+    assert '\ncreated: "2025-01-01T00:00:00Z"\n' in text
+    assert text.endswith("\n\nedited\n")
+
+
+@pytest.mark.parametrize("has_create", [True, False], ids=["a second create", "a backfilled create"])
+def test_another_create_for_a_held_trace_changes_nothing(
+    replica: tuple[Cortex, Replayer], has_create: bool
+) -> None:
+    """Only the trace's own create, arriving after the update that made the row, dates the row: not a second
+    create (which the stored update has seen too), nor a create with a clock no stored update has seen."""
+    cortex, replayer = replica
+    if has_create:
+        apply_one(replayer, create_event())
+    edit = _remote_edit("edited\n", timestamp="2025-01-02T00:00:00Z", vclock={A_ID: 3})
+    apply_one(replayer, edit)
+    before = _trace_row(cortex), (cortex.path / "traces" / f"{T}.md").read_text()
+    other = event(
+        "create",
+        data={"title": "A", "type": "note", "origin": "research", "tier": "mid", "body": "b\n"},
+        id="01JQH4HPD0B8E9WCXGFN1A33WA",
+        cortex_id=B_ID,
+        timestamp="2024-12-31T00:00:00Z",
+        vclock={A_ID: 2} if has_create else {B_ID: 1},
+    )
+    assert apply_one(replayer, other) == ReplayOutcome(other.id, "create", True, "stored-only")
+    assert (_trace_row(cortex), (cortex.path / "traces" / f"{T}.md").read_text()) == before
