@@ -505,3 +505,95 @@ def test_another_create_for_a_held_trace_changes_nothing(
     )
     assert apply_one(replayer, other) == ReplayOutcome(other.id, "create", True, "stored-only")
     assert (_trace_row(cortex), (cortex.path / "traces" / f"{T}.md").read_text()) == before
+
+
+# ---------------------------------------------------------------------------------------------------------
+# What each handler reports, and the step boundaries the crash tests kill at
+
+
+def _later(action: str, data: object = None, clock: dict[str, int] | None = None, n: int = 1) -> Event:
+    return event(action, data=data, id=f"01JQH4HPD0B8E9WCXGFN1A33W{n}", vclock=clock)
+
+
+_WRITE_STEPS = ["db", "file", "event", "commit", "committed"]
+_DB_STEPS = ["db", "event", "commit", "committed"]
+_NO_STEPS = ["event", "commit", "committed"]
+_HANDLED = {
+    # name: (events before it, the event, its effect, the hook's steps for it)
+    "update": (
+        [],
+        _later("update", {"title": "A", "type": "note", "body": "e\n"}, {A_ID: 2}),
+        "updated",
+        _WRITE_STEPS,
+    ),
+    "tag_update": ([], _later("tag_update", {"tags": ["x"]}, {A_ID: 2}), "tagged", _WRITE_STEPS),
+    "archive": ([], _later("archive", None, {A_ID: 2}), "archived", _WRITE_STEPS),
+    "promote": ([], _later("promote", {"to": "mid"}, {A_ID: 2}), "tier-changed", _WRITE_STEPS),
+    "vote": ([], _later("vote", {"delta": 3}, {A_ID: 2}), "voted", _DB_STEPS),
+    "consolidate by clock": (
+        [],
+        _later("consolidate", {"distilled_id": T}, {A_ID: 2}),
+        "consolidated",
+        _WRITE_STEPS,
+    ),
+    "consolidate without clock": ([], _later("consolidate", {}, None), "consolidated", _WRITE_STEPS),
+    "consolidate of a mid trace": (
+        [_later("promote", {"to": "mid"}, {A_ID: 2}, n=0)],
+        _later("consolidate", {"distilled_id": T}, {A_ID: 3}),
+        "stored-only",
+        _NO_STEPS,
+    ),
+    "consolidate of a mid trace without clock": (
+        [_later("promote", {"to": "mid"}, {A_ID: 2}, n=0)],
+        _later("consolidate", {}, None),
+        "stored-only",
+        _NO_STEPS,
+    ),
+    "purge": ([], _later("purge", None, {A_ID: 2}), "purged", _WRITE_STEPS),
+    "purge_hard": ([], _later("purge_hard", {"reason": "x"}, {A_ID: 2}), "purged-hard", _WRITE_STEPS),
+    "coordination": ([], _later("consolidation_claim", None, {A_ID: 2}), "logged", _NO_STEPS),
+}
+
+
+@pytest.mark.parametrize("name", _HANDLED)
+def test_each_handler_reports_its_outcome_and_steps(replica: tuple[Cortex, Replayer], name: str) -> None:
+    """The outcome names the event, its action, whether it was stored now and the effect; the hook sees the DB
+    step before the file step (a kill between them leaves no file ahead of the rows), then the page's steps."""
+    _, replayer = replica
+    before, the_event, effect, expected = _HANDLED[name]
+    for one in [create_event(), *before]:
+        apply_one(replayer, one)
+    steps: list[str] = []
+    replayer.hook = steps.append
+    assert apply_one(replayer, the_event) == ReplayOutcome(the_event.id, the_event.action, True, effect)
+    assert steps == expected
+
+
+def test_a_consolidate_naming_another_trace_lifts_that_trace(replica: tuple[Cortex, Replayer]) -> None:
+    """An event on one trace whose distilled_id names another: the other one goes from short to mid, by clock
+    or not (only a consolidate on its own trace is placed among the tier changes)."""
+    cortex, replayer = replica
+    apply_one(replayer, create_event())
+    apply_one(replayer, create_event("20250101-b", id="01JQH4HPD0B8E9WCXGFN1A33W6"))
+    lift = _later("consolidate", {"distilled_id": "20250101-b"}, {A_ID: 2})
+    assert apply_one(replayer, lift) == ReplayOutcome(lift.id, "consolidate", True, "consolidated")
+    tiers = cortex.conn.execute("SELECT id, tier FROM traces ORDER BY id").fetchall()
+    assert tiers == [(T, "short"), ("20250101-b", "mid")]
+    assert "\ntier: mid\n" in (cortex.path / "traces" / "20250101-b.md").read_text()
+
+
+def test_a_consolidate_naming_a_legacy_trace_id_is_stored_not_applied(
+    replica: tuple[Cortex, Replayer],
+) -> None:
+    """A legacy row (an id no path may be built from) is never consolidated: its file would need that path."""
+    cortex, replayer = replica
+    apply_one(replayer, create_event())
+    cortex.conn.execute(
+        "INSERT INTO traces (id, title, type, author, created_at, updated_at) VALUES ('OLD-Id', 't', 'note', '', 'c', 'u')"
+    )
+    lift = _later("consolidate", {"distilled_id": "OLD-Id"}, {A_ID: 2})
+    assert apply_one(replayer, lift) == ReplayOutcome(lift.id, "consolidate", True, "stored-only")
+    assert cortex.conn.execute("SELECT id, tier FROM traces ORDER BY id").fetchall() == [
+        ("20250101-a", "short"),
+        ("OLD-Id", "short"),
+    ]
