@@ -597,3 +597,14 @@ def test_a_consolidate_naming_a_legacy_trace_id_is_stored_not_applied(
         ("20250101-a", "short"),
         ("OLD-Id", "short"),
     ]
+
+
+def test_an_update_of_a_held_trace_with_a_wrong_hash_names_the_update(
+    replica: tuple[Cortex, Replayer],
+) -> None:
+    _, replayer = replica
+    apply_one(replayer, create_event())
+    data = {"title": "A", "type": "note", "body": "e\n", "content_hash": "sha256:00"}
+    with pytest.raises(ReplayError) as info:
+        apply_one(replayer, _later("update", data, {A_ID: 2}))
+    assert str(info.value) == "content hash mismatch on update event 01JQH4HPD0B8E9WCXGFN1A33W1"
