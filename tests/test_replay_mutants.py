@@ -6,6 +6,7 @@ constant of the interface it pins, written out.
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from dataclasses import replace
 from pathlib import Path
@@ -608,3 +609,77 @@ def test_an_update_of_a_held_trace_with_a_wrong_hash_names_the_update(
     with pytest.raises(ReplayError) as info:
         apply_one(replayer, _later("update", data, {A_ID: 2}))
     assert str(info.value) == "content hash mismatch on update event 01JQH4HPD0B8E9WCXGFN1A33W1"
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Durability (docs/replay.md, "Durability")
+
+
+class _FsyncLog:
+    """A spy on os.fsync: each call is made for real, and the path of what it flushed is kept (Linux /proc)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, cortex_dir: Path) -> None:
+        self.cortex_dir = cortex_dir
+        self.paths: list[str] = []
+        real = os.fsync
+
+        def fsync(fd: int) -> None:
+            self.paths.append(os.readlink(f"/proc/self/fd/{fd}"))
+            real(fd)
+
+        monkeypatch.setattr(os, "fsync", fsync)
+
+    def take(self) -> list[str]:
+        """What was flushed since the last call: paths inside the cortex relative to it, temp names as `<temp>`."""
+        taken, self.paths = self.paths, []
+        out = []
+        for path in taken:
+            relative = os.path.relpath(path, self.cortex_dir)
+            folder, name = os.path.split(relative)
+            if name.startswith(".noemafed-trace-"):
+                relative = os.path.join(folder, "<temp>")
+            elif folder.startswith("db/noemafed-replay-undo/"):
+                relative = "db/noemafed-replay-undo/<page>/" + name
+            elif folder == "db/noemafed-replay-undo":
+                relative = "db/noemafed-replay-undo/<page>"
+            out.append(relative)
+        return out
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="reads fd paths from /proc")
+def test_a_durable_replay_fsyncs_every_file_step_and_its_folders(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = make_replica(tmp_path)
+    cortex = open_cortex(path)
+    cortex.conn.execute("PRAGMA synchronous=OFF")
+    replayer = Replayer(cortex, durable=True, now=lambda: "2025-06-01T12:00:00Z")
+    assert cortex.conn.execute("PRAGMA synchronous").fetchone() == (2,)  # FULL: the WAL at every COMMIT
+    spy = _FsyncLog(monkeypatch, path)
+    journal = ["db/noemafed-replay-undo/<page>", "db/noemafed-replay-undo/<page>/journal"]
+    apply_one(replayer, create_event())
+    assert spy.take() == [*journal, "traces/<temp>", "traces"]
+    apply_one(replayer, _later("archive", None, {A_ID: 2}))
+    assert spy.take() == [*journal, "traces", "archive/traces"]
+    authoring.update_trace(cortex, T, body="local\n")
+    spy.take()
+    assert (
+        apply_one(
+            replayer, _remote_edit("theirs\n", id="01JQH4HPD0B8E9WCXGFN1A33W5", vclock={A_ID: 3})
+        ).effect
+        == "diverged"
+    )
+    record = "20250601-divergence-20250101-a"
+    assert spy.take() == [*journal, "traces/<temp>", "traces"]
+    assert (path / "traces" / f"{record}.md").is_file()
+    cortex.close()
+
+
+def test_replay_fsyncs_nothing_unless_durable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = make_replica(tmp_path)
+    cortex, replayer = open_replica(path)
+    spy = _FsyncLog(monkeypatch, path)
+    apply_one(replayer, create_event())
+    apply_one(replayer, _later("archive", None, {A_ID: 2}))
+    assert spy.take() == []
+    cortex.close()
