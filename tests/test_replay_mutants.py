@@ -18,7 +18,7 @@ from test_replay import A_ID, B_ID, create_event, event
 from test_replay_crash import MOVES, OTHER, Kill, files, kill_at, two_replicas
 from test_replay_signatures import A_KEY, SEED, spec_events
 
-from noemafed.cortex import frontmatter, state
+from noemafed.cortex import frontmatter, state, traces
 from noemafed.cortex.events import Event
 from noemafed.cortex.open import Cortex, open_cortex
 from noemafed.errors import ReplayError
@@ -683,3 +683,76 @@ def test_replay_fsyncs_nothing_unless_durable(tmp_path: Path, monkeypatch: pytes
     apply_one(replayer, _later("archive", None, {A_ID: 2}))
     assert spy.take() == []
     cortex.close()
+
+
+# ---------------------------------------------------------------------------------------------------------
+# update
+
+
+def _trace_file(cortex: Cortex, trace_id: str = T) -> Path:
+    return cortex.path / "traces" / f"{trace_id}.md"
+
+
+@pytest.mark.parametrize(
+    ("author", "locked"), [(B_ID, 1), (REPLICA_ID, 0)], ids=["another cortex's", "our own, served back"]
+)
+def test_an_update_sets_the_source_lock_and_hash_in_row_and_file(
+    replica: tuple[Cortex, Replayer], author: str, locked: int
+) -> None:
+    """A source lock binds other cortexes, never the one whose update set it (the create's rule too)."""
+    cortex, replayer = replica
+    apply_one(replayer, create_event())
+    data = {"title": "A", "type": "note", "body": "e\n", "source_hash": "sha256:ab", "source_locked": True}
+    edit = replace(_later("update", data, {A_ID: 2}), cortex_id=author)
+    assert apply_one(replayer, edit).effect == "updated"
+    assert cortex.conn.execute("SELECT source_locked, source_hash FROM traces").fetchall() == [
+        (locked, "sha256:ab")
+    ]
+    text = _trace_file(cortex).read_text()
+    assert "\nsource_hash: sha256:ab\n" in text
+    assert ("\nsource_locked: true\n" in text) == bool(locked)
+
+
+def test_an_update_keeps_the_keys_noema_does_not_know(replica: tuple[Cortex, Replayer]) -> None:
+    cortex, replayer = replica
+    apply_one(replayer, create_event())
+    path = _trace_file(cortex)
+    path.write_text(path.read_text().replace("\norigin:", "\nx-custom: kept\norigin:"))
+    apply_one(replayer, _later("update", {"title": "A", "type": "note", "body": "e\n"}, {A_ID: 2}))
+    text = path.read_text()
+    assert "\nx-custom: kept\n" in text
+    assert text.endswith("\n\ne\n")
+
+
+@pytest.mark.parametrize("damage", ["gone", "not a trace"])
+def test_an_update_whose_file_cannot_be_read_writes_it_whole_with_the_newer_tags(
+    replica: tuple[Cortex, Replayer], damage: str
+) -> None:
+    """The file is rewritten from the update; a tag change that has seen the update keeps its tags, read from
+    the DB when the file cannot be."""
+    cortex, replayer = replica
+    apply_one(replayer, create_event())  # {A: 1}, tags [t]
+    apply_one(replayer, _later("tag_update", {"tags": ["newer"]}, {A_ID: 3}, n=3))
+    path = _trace_file(cortex)
+    if damage == "gone":
+        path.unlink()
+    else:
+        path.write_text("not a trace\n")
+    older = _later("update", {"title": "Edited", "type": "note", "tags": ["older"], "body": "e\n"}, {A_ID: 2})
+    assert apply_one(replayer, older).effect == "updated"
+    text = path.read_text()
+    assert "\ntitle: Edited\ntype: note\ntier: short\ntags:\n    - newer\n" in text
+    assert text.endswith("\n\ne\n")
+    assert cortex.conn.execute("SELECT tag FROM trace_tags").fetchall() == [("newer",)]
+
+
+def test_an_update_of_a_tombstone_reports_updated(replica: tuple[Cortex, Replayer]) -> None:
+    cortex, replayer = replica
+    apply_one(replayer, create_event())
+    apply_one(replayer, replace(SOFT_PURGE, vclock={A_ID: 3}))
+    older = _later("update", {"title": "Edited", "type": "note", "body": "e\n"}, {A_ID: 2})
+    assert apply_one(replayer, older) == ReplayOutcome(older.id, "update", True, "updated")
+    assert cortex.conn.execute("SELECT title, purged_at FROM traces").fetchall() == [
+        ("Edited", SOFT_PURGE.timestamp)
+    ]
+    assert not any((cortex.path / folder / f"{T}.md").exists() for folder in traces.FOLDERS)
