@@ -756,3 +756,50 @@ def test_an_update_of_a_tombstone_reports_updated(replica: tuple[Cortex, Replaye
         ("Edited", SOFT_PURGE.timestamp)
     ]
     assert not any((cortex.path / folder / f"{T}.md").exists() for folder in traces.FOLDERS)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# tag_update and visibility
+
+
+@pytest.mark.parametrize("hashes", [True, False], ids=["with hashes", "without"])
+def test_a_tag_change_writes_tier_and_hashes_from_the_row(
+    replica: tuple[Cortex, Replayer], hashes: bool
+) -> None:
+    """cortex.md §6.3: the file's tags are rewritten, keeping `updated`, tier and hashes from the row, even when
+    the file says otherwise (edited by hand), and no hash line when the row has none."""
+    cortex, replayer = replica
+    digest = traces.content_hash("b\n")
+    data = {"title": "A", "type": "note", "tags": ["t"], "tier": "mid", "body": "b\n"}
+    if hashes:
+        data |= {"content_hash": digest, "source_hash": "sha256:5e"}
+    apply_one(replayer, event("create", data=data))
+    path = _trace_file(cortex)
+    edited = path.read_text().replace("\ntier: mid\n", "\ntier: long\n")
+    if hashes:
+        edited = edited.replace(digest, "sha256:00").replace(
+            "source_hash: sha256:5e", "source_hash: sha256:ff"
+        )
+    path.write_text(edited)
+    apply_one(replayer, _later("tag_update", {"tags": ["x"]}, {A_ID: 2}))
+    hash_lines = f"content_hash: {digest}\nsource_hash: sha256:5e\n" if hashes else ""
+    assert path.read_text() == (
+        "---\nid: 20250101-a\ntitle: A\ntype: note\ntier: mid\ntags:\n    - x\n"
+        f'created: "2025-01-01T00:00:00Z"\nupdated: "2025-01-01T00:00:00Z"\n{hash_lines}---\n\nb\n'
+    )
+
+
+@pytest.mark.parametrize(
+    ("action", "folder", "effect"),
+    [("archive", "archive/traces", "archived"), ("trash", "trash/traces", "trashed")],
+)
+def test_a_visibility_change_without_a_clock_applies_where_the_state_allows_it(
+    replica: tuple[Cortex, Replayer], action: str, folder: str, effect: str
+) -> None:
+    cortex, replayer = replica
+    apply_one(replayer, create_event())
+    change = _later(action, None, None)
+    assert apply_one(replayer, change) == ReplayOutcome(change.id, action, True, effect)
+    assert [p.relative_to(cortex.path).as_posix() for p in cortex.path.rglob(f"{T}.md")] == [
+        f"{folder}/{T}.md"
+    ]
