@@ -803,3 +803,42 @@ def test_a_visibility_change_without_a_clock_applies_where_the_state_allows_it(
     assert [p.relative_to(cortex.path).as_posix() for p in cortex.path.rglob(f"{T}.md")] == [
         f"{folder}/{T}.md"
     ]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Tiers and votes
+
+
+@pytest.mark.parametrize(
+    ("to", "message"),
+    [
+        ("eternal", "replaying promote event 01JQH4HPD0B8E9WCXGFN1A33W1: CHECK constraint failed: "),
+        (5, "tier-change event 01JQH4HPD0B8E9WCXGFN1A33W1 missing 'to' field"),
+        ("", "tier-change event 01JQH4HPD0B8E9WCXGFN1A33W1 missing 'to' field"),
+    ],
+)
+def test_a_tier_change_to_no_tier_fails_with_its_text(
+    replica: tuple[Cortex, Replayer], to: object, message: str
+) -> None:
+    """A text that is no tier fails on the schema's CHECK, as in Go; a `to` that is no text is a missing one."""
+    _, replayer = replica
+    apply_one(replayer, create_event())
+    with pytest.raises(ReplayError) as info:
+        apply_one(replayer, _later("promote", {"from": "short", "to": to}, {A_ID: 2}))
+    assert str(info.value).startswith(message)
+
+
+@pytest.mark.parametrize(
+    ("data", "votes"),
+    [({"delta": 7}, 1), ({"delta": -7}, -1), ({"delta": 0}, 0), ({}, 0), ({"delta": None}, 0)],
+    ids=["positive", "negative", "zero", "missing", "null"],
+)
+def test_a_vote_counts_the_sign_of_its_delta(
+    replica: tuple[Cortex, Replayer], data: object, votes: int
+) -> None:
+    """Go clamps a vote to the sign of its delta (cortex.md §9.7); a missing or null delta unmarshals as 0."""
+    cortex, replayer = replica
+    apply_one(replayer, create_event())
+    vote = _later("vote", data, {A_ID: 2})
+    assert apply_one(replayer, vote) == ReplayOutcome(vote.id, "vote", True, "voted")
+    assert cortex.conn.execute("SELECT tier_votes FROM traces").fetchall() == [(votes,)]

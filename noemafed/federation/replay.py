@@ -1001,9 +1001,11 @@ class Replayer:
         return outcome
 
     def _vote(self, event: Event) -> ReplayOutcome:
-        delta = _payload(event).get("delta", 0)
-        if isinstance(delta, bool) or not isinstance(delta, int):
-            # Go unmarshals into an int: a float or string fails the payload.
+        # Go unmarshals into an int: missing or null leaves it 0, a float or string fails the payload.
+        delta = _payload(event).get("delta")
+        if delta is None:
+            delta = 0
+        elif isinstance(delta, bool) or not isinstance(delta, int):
             raise _payload_error(event, NOT_AN_INTEGER.format(key="delta"))
         clamped = (delta > 0) - (delta < 0)  # Go clamps to the sign (cortex.md §9.7)
         row = self._row(event.trace_id)
