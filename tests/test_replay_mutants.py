@@ -842,3 +842,13 @@ def test_a_vote_counts_the_sign_of_its_delta(
     vote = _later("vote", data, {A_ID: 2})
     assert apply_one(replayer, vote) == ReplayOutcome(vote.id, "vote", True, "voted")
     assert cortex.conn.execute("SELECT tier_votes FROM traces").fetchall() == [(votes,)]
+
+
+def test_a_tier_change_without_a_clock_sets_the_tier(replica: tuple[Cortex, Replayer]) -> None:
+    """It cannot be placed among the other tier changes by clock: it sets the tier, as in Go."""
+    cortex, replayer = replica
+    apply_one(replayer, create_event())
+    promote = _later("promote", {"from": "short", "to": "mid"}, None)
+    assert apply_one(replayer, promote) == ReplayOutcome(promote.id, "promote", True, "tier-changed")
+    assert cortex.conn.execute("SELECT tier FROM traces").fetchall() == [("mid",)]
+    assert "\ntier: mid\n" in _trace_file(cortex).read_text()
