@@ -464,11 +464,16 @@ def _trace_row(cortex: Cortex) -> tuple[object, ...]:
     return cortex.conn.execute("SELECT created_at, cortex_id, tier FROM traces WHERE id = ?", (T,)).fetchone()
 
 
+@pytest.mark.parametrize(
+    "edit_id", ["01JQH4HPD0B8E9WCXGFN1A33W1", "01JQH4HPD0B8E9WCXGFN1A33V0"], ids=["later id", "earlier id"]
+)
 def test_a_create_arriving_after_the_update_that_made_the_row_dates_it_and_sets_its_tier(
-    replica: tuple[Cortex, Replayer],
+    replica: tuple[Cortex, Replayer], edit_id: str
 ) -> None:
+    """The tier is the create's, whatever the ids say (an editor whose wall clock was behind the creator's)."""
     cortex, replayer = replica
-    edit = _remote_edit("edited\n", timestamp="2025-01-02T00:00:00Z")  # no tier: the row it makes is short
+    # No tier in the edit: the row it makes is short.
+    edit = _remote_edit("edited\n", id=edit_id, timestamp="2025-01-02T00:00:00Z")
     create = event(
         "create",
         data={"title": "A", "type": "note", "origin": "research", "tier": "mid", "body": "b\n"},
@@ -852,3 +857,49 @@ def test_a_tier_change_without_a_clock_sets_the_tier(replica: tuple[Cortex, Repl
     assert apply_one(replayer, promote) == ReplayOutcome(promote.id, "promote", True, "tier-changed")
     assert cortex.conn.execute("SELECT tier FROM traces").fetchall() == [("mid",)]
     assert "\ntier: mid\n" in _trace_file(cortex).read_text()
+
+
+def test_concurrent_tier_changes_end_at_the_one_with_the_highest_id(replica: tuple[Cortex, Replayer]) -> None:
+    cortex, replayer = replica
+    apply_one(replayer, create_event())  # {A: 1}
+    to_long = replace(_later("promote", {"to": "long"}, {A_ID: 1, B_ID: 1}, n=2), cortex_id=B_ID)
+    to_mid = _later("promote", {"to": "mid"}, {A_ID: 2}, n=1)  # concurrent with B's, a lower id
+    apply_one(replayer, to_long)
+    apply_one(replayer, to_mid)
+    assert cortex.conn.execute("SELECT tier FROM traces").fetchall() == [("long",)]
+    assert "\ntier: long\n" in _trace_file(cortex).read_text()
+
+
+def test_a_tier_change_of_a_trace_the_log_holds_no_snapshot_of_starts_from_short(
+    replica: tuple[Cortex, Replayer],
+) -> None:
+    """A row with no create or update in the log (made before its cortex logged events): its base tier is short,
+    and its file, gone too, is rebuilt from the DB."""
+    cortex, replayer = replica
+    cortex.conn.execute(
+        "INSERT INTO traces (id, title, type, author, created_at, updated_at, tier) "
+        "VALUES (?, 'Old', 'note', '', '2024-01-01T00:00:00Z', '2024-01-01T00:00:00Z', 'short')",
+        (T,),
+    )
+    cortex.conn.execute(
+        "INSERT INTO traces_fts (id, title, body, tags) VALUES (?, 'Old', 'old body', '')", (T,)
+    )
+    consolidate = _later("consolidate", {"distilled_id": T}, {A_ID: 2})
+    assert apply_one(replayer, consolidate).effect == "consolidated"
+    assert cortex.conn.execute("SELECT tier FROM traces").fetchall() == [("mid",)]
+    text = _trace_file(cortex).read_text()
+    assert "\ntitle: Old\n" in text
+    assert "\ntier: mid\n" in text
+    assert text.endswith("\n\nold body")
+
+
+def test_an_update_tier_that_is_no_tier_is_not_the_base(replica: tuple[Cortex, Replayer]) -> None:
+    """An update's snapshot tier is ignored when applied; read back as the trace's base it counts as short."""
+    cortex, replayer = replica
+    first = _remote_edit("b\n", id="01JQH4HPD0B8E9WCXGFN1A33W5", vclock={A_ID: 1})  # makes the row, short
+    bad = {"title": "A", "type": "note", "tier": "eternal", "body": "e\n"}
+    apply_one(replayer, first)
+    assert apply_one(replayer, _later("update", bad, {A_ID: 2}, n=0)).effect == "updated"  # an earlier id
+    consolidate = _later("consolidate", {"distilled_id": T}, {A_ID: 3}, n=3)
+    assert apply_one(replayer, consolidate).effect == "consolidated"
+    assert cortex.conn.execute("SELECT tier FROM traces").fetchall() == [("mid",)]

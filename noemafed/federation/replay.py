@@ -255,7 +255,6 @@ class Replayer:
         # Per trace, the clocks of its current version (see _against_current), kept for one transaction so a
         # trace updated a thousand times is not re-read a thousand times; events stored meanwhile join it.
         self._versions: dict[tuple[str, str], list[_Version]] = {}
-        self._refolding = False  # _fold_stored runs handlers for events the log holds already
         # The trace files a transaction touches are saved first and put back if it does not commit.
         self._undo = FileUndo(self.dir, database_dir(self.dir), durable=durable)
 
@@ -463,8 +462,6 @@ class Replayer:
     # Helpers
 
     def _store(self, event: Event) -> bool:
-        if self._refolding:
-            return True  # an event folded into a new row is in the log already
         stored = rows.insert_event(self.conn, event)
         if stored:
             self._undo.event(event.id)
@@ -608,15 +605,11 @@ class Replayer:
             f"SELECT {_EVENT_SELECT} FROM events WHERE trace_id = ? AND action IN ({_FOLDED_MARKS}) ORDER BY id",
             (trace_id, *_FOLDED),
         ).fetchall()
-        self._refolding = True
-        try:
-            for values in found:
-                stored = event_from_row(values)
-                if self._row(trace_id) is None:
-                    return
-                _HANDLERS[stored.action](self, stored)
-        finally:
-            self._refolding = False
+        for values in found:
+            stored = event_from_row(values)
+            if self._row(trace_id) is None:
+                return
+            _HANDLERS[stored.action](self, stored)  # its event is in the log already: _store finds it there
 
     # ------------------------------------------------------------------------------------------------------
     # create / update / tag_update
