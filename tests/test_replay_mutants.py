@@ -903,3 +903,17 @@ def test_an_update_tier_that_is_no_tier_is_not_the_base(replica: tuple[Cortex, R
     consolidate = _later("consolidate", {"distilled_id": T}, {A_ID: 3}, n=3)
     assert apply_one(replayer, consolidate).effect == "consolidated"
     assert cortex.conn.execute("SELECT tier FROM traces").fetchall() == [("mid",)]
+
+
+def test_a_tier_change_to_no_tier_is_refused_before_its_trace_arrives_too(
+    replica: tuple[Cortex, Replayer],
+) -> None:
+    """Bug: stored only while its trace was missing, it then failed the trace's create on the CHECK (the fold
+    applies it), so a good event pinned the cursor for good. Now it fails itself, in either arrival order."""
+    cortex, replayer = replica
+    bad = _later("promote", {"from": "short", "to": "eternal"}, {A_ID: 2})
+    with pytest.raises(ReplayError) as info:
+        apply_one(replayer, bad, cursor_peer="p")
+    assert str(info.value) == 'promote event 01JQH4HPD0B8E9WCXGFN1A33W1 has invalid tier "eternal"'
+    assert cortex.conn.execute("SELECT count(*) FROM events").fetchall() == [(0,)]
+    assert apply_one(replayer, create_event(), cursor_peer="p").effect == "created"

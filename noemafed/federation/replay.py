@@ -983,6 +983,12 @@ class Replayer:
             raise ReplayError(MISSING_TO_ERROR.format(event_id=event.id))
         row = self._row(event.trace_id)
         if row is None:
+            if to not in traces.TIERS:
+                # Stored only, it would fail the trace's create later (the fold applies it): it fails itself
+                # now, as it does once the trace is here.
+                raise ReplayError(
+                    INVALID_TIER_ERROR.format(action=event.action, event_id=event.id, tier=go_quote(to))
+                )
             return self._store_only(event)
         if to not in traces.TIERS:
             # The CHECK constraint refuses it (the text Go gives) before any file is touched.
