@@ -917,3 +917,12 @@ def test_a_tier_change_to_no_tier_is_refused_before_its_trace_arrives_too(
     assert str(info.value) == 'promote event 01JQH4HPD0B8E9WCXGFN1A33W1 has invalid tier "eternal"'
     assert cortex.conn.execute("SELECT count(*) FROM events").fetchall() == [(0,)]
     assert apply_one(replayer, create_event(), cursor_peer="p").effect == "created"
+
+
+def test_a_create_whose_data_is_null_is_read_back_as_no_fields(replica: tuple[Cortex, Replayer]) -> None:
+    """`"data": null` is stored as `null` (cortex.md §9.12); read back for a later tier change, it has no tier."""
+    cortex, replayer = replica
+    apply_one(replayer, replace(create_event(), data="null"))
+    promote = _later("promote", {"to": "mid"}, {A_ID: 2})
+    assert apply_one(replayer, promote).effect == "tier-changed"
+    assert cortex.conn.execute("SELECT title, tier FROM traces").fetchall() == [("", "mid")]
