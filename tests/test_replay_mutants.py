@@ -533,6 +533,7 @@ _HANDLED = {
         _WRITE_STEPS,
     ),
     "tag_update": ([], _later("tag_update", {"tags": ["x"]}, {A_ID: 2}), "tagged", _WRITE_STEPS),
+    "tag_update without clock": ([], _later("tag_update", {"tags": ["x"]}, None), "tagged", _WRITE_STEPS),
     "archive": ([], _later("archive", None, {A_ID: 2}), "archived", _WRITE_STEPS),
     "promote": ([], _later("promote", {"to": "mid"}, {A_ID: 2}), "tier-changed", _WRITE_STEPS),
     "vote": ([], _later("vote", {"delta": 3}, {A_ID: 2}), "voted", _DB_STEPS),
@@ -926,3 +927,44 @@ def test_a_create_whose_data_is_null_is_read_back_as_no_fields(replica: tuple[Co
     promote = _later("promote", {"to": "mid"}, {A_ID: 2})
     assert apply_one(replayer, promote).effect == "tier-changed"
     assert cortex.conn.execute("SELECT title, tier FROM traces").fetchall() == [("", "mid")]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The current versions of an aspect (_add_version)
+
+
+def test_an_update_that_replaces_one_of_two_concurrent_versions_keeps_the_other(
+    replica: tuple[Cortex, Replayer],
+) -> None:
+    """Two concurrent edits met (B's and A's); A edits again, having seen only its own: the current versions are
+    B's and A's newest, so an update B's edit has seen is stale, not a new conflict."""
+    cortex, replayer = replica
+    apply_one(replayer, create_event())  # {A: 1}
+    from_b = replace(
+        _remote_edit("from b\n", id="01JQH4HPD0B8E9WCXGFN1A33W1", vclock={A_ID: 1, B_ID: 1}), cortex_id=B_ID
+    )
+    assert apply_one(replayer, from_b).effect == "updated"
+    a_edit = _remote_edit("from a\n", id="01JQH4HPD0B8E9WCXGFN1A33W2", vclock={A_ID: 2})
+    assert apply_one(replayer, a_edit).effect == "diverged"
+    a_again = _remote_edit("from a again\n", id="01JQH4HPD0B8E9WCXGFN1A33W3", vclock={A_ID: 3})
+    assert apply_one(replayer, a_again).effect == "diverged"  # still concurrent with B's
+    seen_by_b = replace(
+        _remote_edit("old b\n", id="01JQH4HPD0B8E9WCXGFN1A33W4", vclock={B_ID: 1}), cortex_id=B_ID
+    )
+    assert apply_one(replayer, seen_by_b).effect == "stored-only"
+    assert _trace_file(cortex).read_text().endswith("\n\nfrom b\n")
+
+
+def test_a_late_tier_change_an_other_one_has_seen_does_not_count_whatever_its_id(
+    replica: tuple[Cortex, Replayer],
+) -> None:
+    """Three tier changes: A's and B's concurrent, then one of B's that B's later one has seen, with the highest
+    id (B's wall clock was ahead). The newest changes are A's and B's later one; of those, the higher id."""
+    cortex, replayer = replica
+    apply_one(replayer, create_event())  # {A: 1}
+    by_a = _later("promote", {"to": "long"}, {A_ID: 2}, n=1)
+    by_b_later = replace(_later("promote", {"to": "mid"}, {A_ID: 1, B_ID: 2}, n=2), cortex_id=B_ID)
+    by_b_earlier = replace(_later("demote", {"to": "short"}, {A_ID: 1, B_ID: 1}, n=3), cortex_id=B_ID)
+    for change in (by_a, by_b_later, by_b_earlier):
+        assert apply_one(replayer, change).effect == "tier-changed"
+    assert cortex.conn.execute("SELECT tier FROM traces").fetchall() == [("mid",)]

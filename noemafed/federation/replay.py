@@ -473,8 +473,9 @@ class Replayer:
         return stored
 
     def _store_only(self, event: Event, effect: str = STORED_ONLY) -> ReplayOutcome:
-        stored = self._store(event)
-        return ReplayOutcome(event.id, event.action, stored, effect if stored else DUPLICATE)
+        # Stored now: an id the log holds already never gets here (the already-seen gate answers it), and the
+        # create fold, which hands stored events back to their handlers, reads no outcome.
+        return ReplayOutcome(event.id, event.action, self._store(event), effect)
 
     def _done(self, event: Event, effect: str) -> ReplayOutcome:
         stored = self._store(event)
@@ -686,7 +687,7 @@ class Replayer:
             "SELECT 1 FROM events WHERE trace_id = ? AND action = 'create' LIMIT 1", (row.id,)
         ).fetchone() is None and self._superseded(event, "content")
         outcome = self._store_only(event)
-        if not own or not outcome.stored:
+        if not own:
             return outcome
         with rows.triggers_dropped(self.conn, (LONG_TERM_IMMUTABLE_TRIGGER,)):
             self.conn.execute(
