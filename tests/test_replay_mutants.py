@@ -968,3 +968,29 @@ def test_a_late_tier_change_an_other_one_has_seen_does_not_count_whatever_its_id
     for change in (by_a, by_b_later, by_b_earlier):
         assert apply_one(replayer, change).effect == "tier-changed"
     assert cortex.conn.execute("SELECT tier FROM traces").fetchall() == [("mid",)]
+
+
+def test_a_trace_removed_without_an_event_is_made_again_from_the_highest_id_of_its_newest_versions(
+    replica: tuple[Cortex, Replayer],
+) -> None:
+    """`noema remove --force` leaves no event (cortex.md §9.10). A late, older update makes the row again: from the
+    snapshot no stored one has seen (of concurrent ones, the highest id), dated and owned by the trace's create."""
+    cortex, replayer = replica
+    apply_one(replayer, create_event())  # {A: 1}, by A at 2025-01-01
+    from_b = replace(
+        _remote_edit("from b\n", id="01JQH4HPD0B8E9WCXGFN1A33W1", vclock={A_ID: 1, B_ID: 1}), cortex_id=B_ID
+    )
+    apply_one(replayer, from_b)
+    assert apply_one(replayer, _remote_edit("from a\n", id="01JQH4HPD0B8E9WCXGFN1A33W2")).effect == "diverged"
+    cortex.conn.execute("DELETE FROM traces_fts WHERE id = ?", (T,))
+    cortex.conn.execute("DELETE FROM traces WHERE id = ?", (T,))
+    _trace_file(cortex).unlink()
+    late = replace(
+        _remote_edit(
+            "late\n", id="01JQH4HPD0B8E9WCXGFN1A33W3", vclock={A_ID: 1}, timestamp="2025-02-01T00:00:00Z"
+        ),
+        cortex_id=B_ID,
+    )
+    assert apply_one(replayer, late).effect == "created"
+    assert _trace_row(cortex) == ("2025-01-01T00:00:00Z", A_ID, "short")
+    assert _trace_file(cortex).read_text().endswith("\n\nfrom a\n")
