@@ -994,3 +994,35 @@ def test_a_trace_removed_without_an_event_is_made_again_from_the_highest_id_of_i
     assert apply_one(replayer, late).effect == "created"
     assert _trace_row(cortex) == ("2025-01-01T00:00:00Z", A_ID, "short")
     assert _trace_file(cortex).read_text().endswith("\n\nfrom a\n")
+
+
+@pytest.mark.parametrize("key", ["type", "author", "origin", "tier", "body", "content_hash", "source_hash"])
+def test_each_snapshot_text_of_another_type_names_its_key(replica: tuple[Cortex, Replayer], key: str) -> None:
+    _, replayer = replica
+    with pytest.raises(ReplayError) as info:
+        apply_one(replayer, event("create", data={"title": "A", key: 5}))
+    assert (
+        str(info.value)
+        == f"parsing create payload of event 01JQH4HPD0B8E9WCXGFN1A33VE: {key} must be a string"
+    )
+
+
+def test_snapshot_parents_of_another_type_are_named(replica: tuple[Cortex, Replayer]) -> None:
+    _, replayer = replica
+    with pytest.raises(ReplayError) as info:
+        apply_one(replayer, event("update", data={"title": "A", "derived_from": "20250101-p"}))
+    assert str(info.value) == (
+        "parsing update payload of event 01JQH4HPD0B8E9WCXGFN1A33VE: derived_from must be a list of strings"
+    )
+
+
+def test_a_create_after_an_earlier_tag_change_keeps_its_own_tier(replica: tuple[Cortex, Replayer]) -> None:
+    cortex, replayer = replica
+    apply_one(replayer, _later("tag_update", {"tags": ["early"]}, {A_ID: 2}))
+    create = event(
+        "create", data={"title": "A", "type": "note", "tier": "mid", "body": "b\n"}, vclock={A_ID: 1}
+    )
+    assert apply_one(replayer, create).effect == "created"
+    assert cortex.conn.execute("SELECT tier FROM traces").fetchall() == [("mid",)]
+    text = _trace_file(cortex).read_text()
+    assert "\ntier: mid\ntags:\n    - early\n" in text
