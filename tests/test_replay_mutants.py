@@ -22,7 +22,7 @@ from noemafed.cortex import frontmatter, state, traces
 from noemafed.cortex.events import Event
 from noemafed.cortex.open import Cortex, open_cortex
 from noemafed.errors import ReplayError
-from noemafed.federation.replay import Replayer, ReplayOutcome
+from noemafed.federation.replay import PageResult, Replayer, ReplayOutcome
 from noemafed.logs import Level, Log
 from noemafed.signing.eventsig import sign_event
 from noemafed.text.gotext import go_json_dumps
@@ -1026,3 +1026,18 @@ def test_a_create_after_an_earlier_tag_change_keeps_its_own_tier(replica: tuple[
     assert cortex.conn.execute("SELECT tier FROM traces").fetchall() == [("mid",)]
     text = _trace_file(cortex).read_text()
     assert "\ntier: mid\ntags:\n    - early\n" in text
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Pages
+
+
+def test_an_empty_page_commits_nothing_and_a_page_without_a_peer_writes_no_cursor(
+    replica: tuple[Cortex, Replayer],
+) -> None:
+    cortex, replayer = replica
+    assert replayer.apply_page([], "p") == PageResult((), None, None)
+    result = replayer.apply_page([create_event()])
+    assert result.error is None
+    keys = [key for (key,) in cortex.conn.execute("SELECT key FROM federation_state ORDER BY key")]
+    assert not [key for key in keys if key.startswith("peer:")]
