@@ -1041,3 +1041,36 @@ def test_an_empty_page_commits_nothing_and_a_page_without_a_peer_writes_no_curso
     assert result.error is None
     keys = [key for (key,) in cortex.conn.execute("SELECT key FROM federation_state ORDER BY key")]
     assert not [key for key in keys if key.startswith("peer:")]
+
+
+def test_a_prefix_that_fails_when_applied_again_is_the_failure_reported(
+    replica: tuple[Cortex, Replayer],
+) -> None:
+    """After a failure the page is rolled back and its prefix applied again; if that fails too (the cortex changed
+    in between), its own failure is what the page reports, and nothing commits."""
+    cortex, replayer = replica
+    good = create_event()
+    bad = event("teleport", id="01JQH4HPD0B8E9WCXGFN1A33W1")
+    seen: list[str] = []
+
+    def changed_meanwhile(step: str) -> None:
+        seen.append(step)
+        if step == "db" and seen.count("db") == 2:  # the prefix's second attempt
+            raise RuntimeError("the cortex changed meanwhile")
+
+    replayer.hook = changed_meanwhile
+    result = replayer.apply_page([good, bad], "p")
+    assert (result.outcomes, result.failed) == ((), good)
+    assert str(result.error) == (
+        "replaying create event 01JQH4HPD0B8E9WCXGFN1A33VE: RuntimeError: the cortex changed meanwhile"
+    )
+    assert cortex.conn.execute("SELECT count(*) FROM events").fetchall() == [(0,)]
+    assert state.get(cortex.conn, "peer:p:last_event") == ""
+
+
+def test_a_repeat_names_its_event_and_action(replica: tuple[Cortex, Replayer]) -> None:
+    _, replayer = replica
+    apply_one(replayer, create_event())
+    assert apply_one(replayer, create_event()) == ReplayOutcome(
+        create_event().id, "create", False, "duplicate"
+    )
