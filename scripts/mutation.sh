@@ -28,7 +28,7 @@ declare -A MODULES=(
   [client]="noemafed/mcp/client.py tests/test_client_wire.py tests/test_mcp_client.py tests/test_wire_budgets.py"
   [events]="noemafed/cortex/events.py tests/test_events.py"
   [replay]="noemafed/federation/replay.py tests/test_replay.py tests/test_replay_corpus.py tests/test_replay_signatures.py
-    tests/test_replay_crash.py tests/test_replay_order.py"
+    tests/test_replay_crash.py tests/test_replay_order.py tests/test_replay_mutants.py"
   # the wire's connection (keep-alive, retries, proxies) and its reading of answers over 8 MiB
   [transport]="noemafed/mcp/transport.py tests/test_client_keepalive.py tests/test_mcp_client.py"
   [large_answer]="noemafed/mcp/large_answer.py tests/test_large_answer.py"

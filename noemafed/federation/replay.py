@@ -258,7 +258,6 @@ class Replayer:
         # Per trace, the clocks of its current version (see _against_current), kept for one transaction so a
         # trace updated a thousand times is not re-read a thousand times; events stored meanwhile join it.
         self._versions: dict[tuple[str, str], list[_Version]] = {}
-        self._refolding = False  # _fold_stored runs handlers for events the log holds already
         # The trace files a transaction touches are saved first and put back if it does not commit.
         self._undo = FileUndo(self.dir, database_dir(self.dir), durable=durable)
 
@@ -467,8 +466,6 @@ class Replayer:
     # Helpers
 
     def _store(self, event: Event) -> bool:
-        if self._refolding:
-            return True  # an event folded into a new row is in the log already
         stored = rows.insert_event(self.conn, event)
         if stored:
             self._undo.event(event.id)
@@ -480,8 +477,9 @@ class Replayer:
         return stored
 
     def _store_only(self, event: Event, effect: str = STORED_ONLY) -> ReplayOutcome:
-        stored = self._store(event)
-        return ReplayOutcome(event.id, event.action, stored, effect if stored else DUPLICATE)
+        # Stored now: an id the log holds already never gets here (the already-seen gate answers it), and the
+        # create fold, which hands stored events back to their handlers, reads no outcome.
+        return ReplayOutcome(event.id, event.action, self._store(event), effect)
 
     def _done(self, event: Event, effect: str) -> ReplayOutcome:
         stored = self._store(event)
@@ -612,15 +610,11 @@ class Replayer:
             f"SELECT {_EVENT_SELECT} FROM events WHERE trace_id = ? AND action IN ({_FOLDED_MARKS}) ORDER BY id",
             (trace_id, *_FOLDED),
         ).fetchall()
-        self._refolding = True
-        try:
-            for values in found:
-                stored = event_from_row(values)
-                if self._row(trace_id) is None:
-                    return
-                _HANDLERS[stored.action](self, stored)
-        finally:
-            self._refolding = False
+        for values in found:
+            stored = event_from_row(values)
+            if self._row(trace_id) is None:
+                return
+            _HANDLERS[stored.action](self, stored)  # its event is in the log already: _store finds it there
 
     # ------------------------------------------------------------------------------------------------------
     # create / update / tag_update
@@ -697,7 +691,7 @@ class Replayer:
             "SELECT 1 FROM events WHERE trace_id = ? AND action = 'create' LIMIT 1", (row.id,)
         ).fetchone() is None and self._superseded(event, "content")
         outcome = self._store_only(event)
-        if not own or not outcome.stored:
+        if not own:
             return outcome
         with rows.triggers_dropped(self.conn, (LONG_TERM_IMMUTABLE_TRIGGER,)):
             self.conn.execute(
@@ -994,6 +988,12 @@ class Replayer:
             raise ReplayError(MISSING_TO_ERROR.format(event_id=event.id))
         row = self._row(event.trace_id)
         if row is None:
+            if to not in traces.TIERS:
+                # Stored only, it would fail the trace's create later (the fold applies it): it fails itself
+                # now, as it does once the trace is here.
+                raise ReplayError(
+                    INVALID_TIER_ERROR.format(action=event.action, event_id=event.id, tier=go_quote(to))
+                )
             return self._store_only(event)
         if to not in traces.TIERS:
             # The CHECK constraint refuses it (the text Go gives) before any file is touched.
@@ -1005,9 +1005,11 @@ class Replayer:
         return outcome
 
     def _vote(self, event: Event) -> ReplayOutcome:
-        delta = _payload(event).get("delta", 0)
-        if isinstance(delta, bool) or not isinstance(delta, int):
-            # Go unmarshals into an int: a float or string fails the payload.
+        # Go unmarshals into an int: missing or null leaves it 0, a float or string fails the payload.
+        delta = _payload(event).get("delta")
+        if delta is None:
+            delta = 0
+        elif isinstance(delta, bool) or not isinstance(delta, int):
             raise _payload_error(event, NOT_AN_INTEGER.format(key="delta"))
         clamped = (delta > 0) - (delta < 0)  # Go clamps to the sign (cortex.md §9.7)
         row = self._row(event.trace_id)
