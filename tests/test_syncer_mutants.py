@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import db, state_rows
+from conftest import db, put_state, state_rows
 from peers import hostile_peer
 from peers.stdlib_peer import StdlibPeer
 from sync_helpers import check_db, events, source, target_with
@@ -500,3 +500,121 @@ def test_usage_rows_not_the_peers_own_are_refused_with_their_text(tmp_path: Path
     result, logs, _ = _usage_answer(src, hostile_peer.tool_text(json.dumps(rows)))
     assert (result.ok, result.usage_rows) == (True, 0)
     assert logs[-1] == usage_warning("peer returned usage rows with invalid ownership or cursor")
+
+
+# ---- skip-event's fetch of the one event after the cursor ---------------------------------------------------
+
+
+def next_event(target: Path, deadline: Deadline | None = None) -> Event | None:
+    manifest = read_manifest(target)
+    ctx = SyncContext(target, manifest, AccessKey(), SyncOptions(), Log())
+    [peer] = manifest.peers
+    cortex = open_cortex(target)
+    try:
+        return PeerPoller(cortex, peer, ctx).next_event(deadline or Deadline(None))
+    finally:
+        cortex.close()
+
+
+def next_event_refusal(target: Path, deadline: Deadline | None = None) -> syncer.PollError:
+    with pytest.raises(syncer.PollError) as info:
+        next_event(target, deadline)
+    return info.value
+
+
+def test_next_event_is_the_first_event_after_the_cursor(tmp_path: Path) -> None:
+    src = source(tmp_path, count=3)
+    rows = events(src)
+    with StdlibPeer(src) as peer:
+        target = target_with(tmp_path, [{"name": PEER, "endpoint": peer.endpoint}])
+        put_state(target, **{f"peer:{PEER}:last_event": rows[1][0]})
+        event = next_event(target)
+        [asked] = [request.rpc for request in peer.requests if request.tool == "sync_events"]
+    assert event is not None
+    assert (event.id, event.action, event.trace_id, event.data) == (
+        rows[2][0],
+        rows[2][1],
+        rows[2][2],
+        rows[2][6],
+    )
+    assert asked is not None
+    assert asked["params"]["arguments"] == {"limit": 1, "since": rows[1][0]}
+    assert events(target) == []  # fetched, not stored
+
+
+@pytest.mark.parametrize("text", ["", "[]", "null", " [ ]\n"])
+def test_next_event_is_none_when_the_peer_serves_nothing_after_the_cursor(tmp_path: Path, text: str) -> None:
+    """Bug: `[ ]` (an empty page, however written) failed skip-event with an IndexError."""
+    src = source(tmp_path, count=1)
+    with StdlibPeer(src, page_override=text) as peer:
+        target = target_with(tmp_path, [{"name": PEER, "endpoint": peer.endpoint}])
+        assert next_event(target) is None
+
+
+def test_next_event_keeps_to_its_deadline(tmp_path: Path) -> None:
+    src = source(tmp_path, count=1)
+    with StdlibPeer(src) as peer:
+        target = target_with(tmp_path, [{"name": PEER, "endpoint": peer.endpoint}])
+        error = next_event_refusal(target, Deadline(0.0))
+    assert (error.message, error.phase, error.outcome.reason) == (
+        f"MCP initialize: {DEADLINE_TEXT}",
+        Phase.INITIALIZE,
+        Reason.NETWORK_TIMEOUT,
+    )
+
+
+def _broken_page_text() -> str:
+    from noemafed.cortex.events import EventFormatError, read_page
+
+    with pytest.raises(EventFormatError) as info:
+        read_page("[{")
+    return str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("bend", "message", "reason", "names_the_event"),
+    [
+        (
+            lambda page, cursor: "[{",
+            f"parsing sync_events response: {_broken_page_text()}",
+            Reason.OTHER,
+            False,
+        ),
+        (
+            lambda page, cursor: json.dumps([{**page[2], "id": page[2]["id"].lower()}]),
+            "sync_events returned event {lower} whose id " + NOT_CANONICAL + "; cursor pinned before it",
+            Reason.INVALID_EVENT_ID,
+            True,
+        ),
+        (
+            lambda page, cursor: json.dumps(page[2:4]),
+            "sync_events returned 2 events for a limit of 1",
+            Reason.OTHER,
+            False,
+        ),
+        (
+            lambda page, cursor: json.dumps(page[1:2]),
+            "sync_events returned non-advancing event id {cursor} after {cursor}",
+            Reason.OTHER,
+            False,
+        ),
+    ],
+)
+def test_next_event_refuses_what_a_poll_refuses(
+    tmp_path: Path, bend: Callable[[Page, str], str], message: str, reason: Reason, names_the_event: bool
+) -> None:
+    src = source(tmp_path, count=3)
+    page = source_page(src)
+    cursor = page[1]["id"]
+    with StdlibPeer(src, page_override=bend(page, cursor)) as peer:
+        target = target_with(tmp_path, [{"name": PEER, "endpoint": peer.endpoint}])
+        put_state(target, **{f"peer:{PEER}:last_event": cursor})
+        error = next_event_refusal(target)
+    lower = page[2]["id"].lower()
+    assert (error.message, error.phase, error.outcome.reason) == (
+        message.format(lower=lower, cursor=cursor),
+        Phase.EVENTS,
+        reason,
+    )
+    named = (lower, page[2]["trace_id"]) if names_the_event else ("", "")
+    assert (error.event_id, error.trace_id) == named
