@@ -279,7 +279,7 @@ def test_the_runs_deadline_ends_the_poll_between_batches(
     monkeypatch.setattr(syncer, "REPLAY_BATCH", 2)
     src = source(tmp_path, count=3)
     ids = [event["id"] for event in source_page(src)]
-    deadline = Deadline(3.0)
+    deadline = Deadline(1.5)
 
     def outlast(_batch: Sequence[Event], _result: PageResult) -> None:
         time.sleep(max(0.0, deadline.remaining() or 0.0) + 0.01)
