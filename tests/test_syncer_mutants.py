@@ -346,21 +346,41 @@ def test_a_page_ahead_whose_fetch_fails_fails_the_poll(tmp_path: Path) -> None:
 # ---- a failure no step names ---------------------------------------------------------------------------
 
 
-def test_storage_failing_under_replay_names_the_replay_phase(tmp_path: Path) -> None:
-    """The cursor's row cannot be written (a real SQLite refusal): the failure is replay's, not the page's."""
+@pytest.mark.parametrize(
+    ("refusal", "message", "reason"),
+    [
+        # A constraint: the write was refused, not failed; named with its type, as anything unexpected is.
+        (
+            "SELECT RAISE(ABORT, 'read-only here')",
+            "replay: unexpected StateError: writing federation_state 'peer:src:last_event': read-only here",
+            Reason.OTHER,
+        ),
+        # SQLite failing at run time (as a full or locked database does): this host's storage, not the peer.
+        (
+            "SELECT abs(-9223372036854775808)",
+            "replay: local storage: writing federation_state 'peer:src:last_event': integer overflow",
+            Reason.LOCAL_STORAGE,
+        ),
+    ],
+)
+def test_storage_failing_under_replay_is_named_with_the_replay_phase(
+    tmp_path: Path, refusal: str, message: str, reason: Reason
+) -> None:
+    """The cursor's row cannot be written (a real SQLite failure, from a trigger): no step names that failure,
+    so the poll does, with the phase it was in."""
     src = source(tmp_path, count=1)
     with StdlibPeer(src) as peer:
         target = target_with(tmp_path, [{"name": PEER, "endpoint": peer.endpoint}])
         conn = db(target)
         conn.execute(
             "CREATE TRIGGER refuse BEFORE INSERT ON federation_state WHEN NEW.key = 'peer:src:last_event' "
-            "BEGIN SELECT RAISE(ABORT, 'read-only here'); END"
+            f"BEGIN {refusal}; END"
         )
         conn.close()
         result, _ = run_poll(target)
-    assert (result.ok, result.phase, result.events_applied) == (False, Phase.REPLAY, 0)
-    assert result.message.startswith("replay: "), result.message
-    assert "read-only here" in result.message
+    assert (result.ok, result.phase, result.reason, result.message) == (False, Phase.REPLAY, reason, message)
+    assert (result.exit_code, result.events_applied, result.category) == (ExitCode.PEER_TRANSIENT, 0, "other")
+    assert health(target)["last_error"]["reason"] == reason
     assert events(target) == []
 
 
