@@ -638,3 +638,13 @@ def test_next_event_refuses_what_a_poll_refuses(
     )
     named = (lower, page[2]["trace_id"]) if names_the_event else ("", "")
     assert (error.event_id, error.trace_id) == named
+
+
+def test_a_usage_cursor_that_is_not_text_refuses_the_page(tmp_path: Path) -> None:
+    """The usage cursor is the last row's updated_at, and only ever text: a page with a number there is refused."""
+    src = source(tmp_path, count=1)
+    [row] = json.loads(_usage_rows(src, 1))
+    result, logs, target = _usage_answer(src, hostile_peer.tool_text(json.dumps([{**row, "updated_at": 5}])))
+    assert (result.ok, result.usage_rows) == (True, 0)
+    assert logs[-1] == usage_warning("merging remote usage: updated_at must be a string")
+    assert f"peer:{PEER}:last_usage" not in state_rows(target)

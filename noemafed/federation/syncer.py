@@ -586,9 +586,8 @@ class PeerPoller:
             ):
                 raise WireError(READ_SIGNAL_OWNERSHIP_ERROR)
             progress.usage_rows = self.replayer.merge_usage(rows)
-            last = rows[-1].get("updated_at")
-            if isinstance(last, str) and last:
-                self._set(state.LAST_USAGE, last)
+            # Text, and not empty: merge_usage refused a page with any other updated_at, and so did the check above.
+            self._set(state.LAST_USAGE, rows[-1]["updated_at"])
         except (NoemafedError, ValueError, TypeError, RecursionError) as exc:
             # Best effort, as in noema: a bad usage answer never fails a poll whose events are applied.
             self.log.warning(
