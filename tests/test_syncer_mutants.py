@@ -137,6 +137,8 @@ def test_a_failure_without_an_event_records_no_event_or_trace(tmp_path: Path) ->
         exit_code=ExitCode.PEER_TRANSIENT,
         event_id="",
         trace_id="",
+        retry_after="",  # no HTTP status in its causes
+        out_of_time=False,
     )
     assert set(health(target)["last_error"]) == {"reason", "observed_at"}
 
