@@ -650,3 +650,13 @@ def test_a_usage_cursor_that_is_not_text_refuses_the_page(tmp_path: Path) -> Non
     assert (result.ok, result.usage_rows) == (True, 0)
     assert logs[-1] == usage_warning("merging remote usage: updated_at must be a string")
     assert f"peer:{PEER}:last_usage" not in state_rows(target)
+
+
+def test_a_busy_peers_retry_after_reaches_the_result(tmp_path: Path) -> None:
+    """The Retry-After of a 429 is found in the failure's causes (the status error under the poll's)."""
+    from peers.counting import CountingPeer
+
+    with CountingPeer(answer=(429, "120")) as busy:
+        target = target_with(tmp_path, [{"name": PEER, "endpoint": busy.endpoint}])
+        result, _ = run_poll(target)
+    assert (result.ok, result.phase, result.retry_after) == (False, Phase.INITIALIZE, "120")
