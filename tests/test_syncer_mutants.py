@@ -3,6 +3,7 @@ unpinned (docs/testing.md). Real peers on 127.0.0.1, real SQLite; every text and
 
 from __future__ import annotations
 
+import errno
 import json
 import socket
 import threading
@@ -94,7 +95,14 @@ def page_line(page: int, applied: int, cursor: str) -> tuple[Level, str]:
 
 
 def batches_seen(into: list[list[str]]) -> Callable[[Sequence[Event], PageResult], None]:
-    return lambda batch, _result: into.append([event.id for event in batch])
+    """An on_batch that records each batch's ids, checking the result it is given is that batch's."""
+
+    def seen(batch: Sequence[Event], result: PageResult) -> None:
+        ids = [event.id for event in batch]
+        assert [outcome.event_id for outcome in result.outcomes] == ids[: len(result.outcomes)]
+        into.append(ids)
+
+    return seen
 
 
 def health(target: Path) -> dict[str, Any]:
@@ -384,6 +392,34 @@ def test_storage_failing_under_replay_is_named_with_the_replay_phase(
     assert (result.exit_code, result.events_applied, result.category) == (ExitCode.PEER_TRANSIENT, 0, "other")
     assert health(target)["last_error"]["reason"] == reason
     assert events(target) == []
+
+
+def test_a_failure_after_a_batch_is_named_with_the_events_phase(tmp_path: Path) -> None:
+    """Replay is over once its batch is: the log line after it failing (a full disk under the daemon's log)
+    is a failure of the events phase, on this host's storage."""
+    src = source(tmp_path, count=1)
+    ids = [event["id"] for event in source_page(src)]
+
+    def sink(level: Level, line: str) -> None:
+        if line.startswith("[sync]"):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    with StdlibPeer(src) as peer:
+        target = target_with(tmp_path, [{"name": PEER, "endpoint": peer.endpoint}])
+        manifest = read_manifest(target)
+        cortex = open_cortex(target)
+        try:
+            ctx = SyncContext(target, manifest, AccessKey(), SyncOptions(), Log(sink))
+            result = PeerPoller(cortex, manifest.peers[0], ctx).poll(Deadline(None))
+        finally:
+            cortex.close()
+    assert (result.ok, result.phase, result.reason, result.message) == (
+        False,
+        Phase.EVENTS,
+        Reason.LOCAL_STORAGE,
+        "events: local storage: [Errno 28] No space left on device",
+    )
+    assert (result.events_applied, result.cursor_after) == (2, ids[-1])
 
 
 # ---- usage rows (best effort: only logged) ---------------------------------------------------------------
