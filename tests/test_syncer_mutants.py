@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import errno
 import json
+import os
 import socket
 import threading
 import time
@@ -394,15 +395,25 @@ def test_storage_failing_under_replay_is_named_with_the_replay_phase(
     assert events(target) == []
 
 
-def test_a_failure_after_a_batch_is_named_with_the_events_phase(tmp_path: Path) -> None:
-    """Replay is over once its batch is: the log line after it failing (a full disk under the daemon's log)
-    is a failure of the events phase, on this host's storage."""
+@pytest.mark.parametrize(
+    ("error", "reason", "message"),
+    [
+        # A full disk under the daemon's log: this host's storage.
+        (errno.ENOSPC, Reason.LOCAL_STORAGE, "events: local storage: [Errno 28] No space left on device"),
+        # Out of file descriptors: named with its type, and no network reason (nothing here came from the peer).
+        (errno.EMFILE, Reason.OTHER, "events: unexpected OSError: [Errno 24] Too many open files"),
+    ],
+)
+def test_a_failure_after_a_batch_is_named_with_the_events_phase(
+    tmp_path: Path, error: int, reason: Reason, message: str
+) -> None:
+    """Replay is over once its batch is: the log line after it failing is a failure of the events phase."""
     src = source(tmp_path, count=1)
     ids = [event["id"] for event in source_page(src)]
 
     def sink(level: Level, line: str) -> None:
         if line.startswith("[sync]"):
-            raise OSError(errno.ENOSPC, "No space left on device")
+            raise OSError(error, os.strerror(error))
 
     with StdlibPeer(src) as peer:
         target = target_with(tmp_path, [{"name": PEER, "endpoint": peer.endpoint}])
@@ -413,13 +424,8 @@ def test_a_failure_after_a_batch_is_named_with_the_events_phase(tmp_path: Path) 
             result = PeerPoller(cortex, manifest.peers[0], ctx).poll(Deadline(None))
         finally:
             cortex.close()
-    assert (result.ok, result.phase, result.reason, result.message) == (
-        False,
-        Phase.EVENTS,
-        Reason.LOCAL_STORAGE,
-        "events: local storage: [Errno 28] No space left on device",
-    )
-    assert (result.events_applied, result.cursor_after) == (2, ids[-1])
+    assert (result.ok, result.phase, result.reason, result.message) == (False, Phase.EVENTS, reason, message)
+    assert (result.events_applied, result.cursor_after, result.category) == (2, ids[-1], "other")
 
 
 # ---- usage rows (best effort: only logged) ---------------------------------------------------------------
