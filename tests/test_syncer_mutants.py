@@ -702,3 +702,124 @@ def test_a_busy_peers_retry_after_reaches_the_result(tmp_path: Path) -> None:
         target = target_with(tmp_path, [{"name": PEER, "endpoint": busy.endpoint}])
         result, _ = run_poll(target)
     assert (result.ok, result.phase, result.retry_after) == (False, Phase.INITIALIZE, "120")
+
+
+# ---- the handshake ---------------------------------------------------------------------------------------
+
+KEY_A = "ed25519:0EqyMnQrtKs6E2i9RhXk5tAiSrcaAWuvhSCjMsl3hzc="
+KEY_B = "ed25519:LB+0jMLPWjc+6yXzZFm8KOGQCwjA2YzdGgbNEfcDCJo="
+
+
+def test_the_identity_call_sends_an_empty_map_of_arguments(tmp_path: Path) -> None:
+    """Both noemas deserialize the arguments as a map (rmcp refuses null)."""
+    src = source(tmp_path, count=1)
+    with StdlibPeer(src) as peer:
+        target = target_with(tmp_path, [{"name": PEER, "endpoint": peer.endpoint}])
+        result, _ = run_poll(target)
+        [asked] = [request.rpc for request in peer.requests if request.tool == "cortex_identity"]
+    assert result.ok
+    assert asked is not None
+    assert asked["params"] == {"name": "cortex_identity", "arguments": {}}
+
+
+def test_a_refused_identity_is_the_identity_phases_failure(tmp_path: Path) -> None:
+    src = source(tmp_path, count=1)
+    with StdlibPeer(src, identity_error="not for you") as peer:
+        target = target_with(tmp_path, [{"name": PEER, "endpoint": peer.endpoint}])
+        result, _ = run_poll(target)
+    assert (result.ok, result.phase, result.message) == (
+        False,
+        Phase.IDENTITY,
+        f'peer "{PEER}" cortex_identity refused: not for you',
+    )
+
+
+def test_an_identity_call_cut_short_names_what_broke(tmp_path: Path) -> None:
+    src = source(tmp_path, count=1)
+    with (
+        StdlibPeer(src) as backend,
+        hostile_peer.HostilePeer(backend, "cortex_identity", hostile_peer.truncated()) as peer,
+    ):
+        target = target_with(tmp_path, [{"name": PEER, "endpoint": peer.endpoint}])
+        result, _ = run_poll(target)
+    assert (result.ok, result.phase, result.reason) == (False, Phase.IDENTITY, Reason.NETWORK_EOF)
+    assert result.message.startswith(
+        "calling cortex_identity: reading cortex_identity response: unexpected EOF ("
+    ), result.message
+
+
+def test_the_peers_hard_pinned_key_is_checked(tmp_path: Path) -> None:
+    from peers import payloads
+
+    src = source(tmp_path, count=1)
+    answer = payloads.identity_payload(payloads.read_info(src)) | {"pubkey": KEY_B}
+    with StdlibPeer(src, identity=answer) as peer:
+        target = target_with(tmp_path, [{"name": PEER, "endpoint": peer.endpoint, "pubkey": KEY_A}])
+        result, _ = run_poll(target)
+    assert (result.ok, result.phase, result.reason) == (False, Phase.IDENTITY, "identity_mismatch")
+    assert events(target) == []
+
+
+# ---- poison records ----------------------------------------------------------------------------------------
+
+
+def test_a_poison_record_is_cleared_by_success_or_a_cursor_past_its_event(tmp_path: Path) -> None:
+    src = source(tmp_path, count=3)
+    page = source_page(src)
+    served: list[str] = []
+    with StdlibPeer(src, page_override=lambda since, limit: served[-1]) as peer:
+        target = target_with(tmp_path, [{"name": PEER, "endpoint": peer.endpoint}])
+        key = f"noemafed:poison:{PEER}"
+        teleport = [*page[:1], {**page[1], "action": "teleport"}]
+        served.append(json.dumps(teleport))
+        result, _ = run_poll(target)
+        assert (result.ok, result.event_id) == (False, page[1]["id"])
+        assert key in state_rows(target)
+        served.append("null")  # a success that never reached the event: the peer no longer stops there
+        result, _ = run_poll(target)
+        assert result.ok
+        assert key not in state_rows(target)
+        served.append(json.dumps(teleport[1:]))  # from the cursor on, as a peer serves it
+        run_poll(target)
+        assert key in state_rows(target)
+        # A failure that names no replayed event, after the cursor passed the recorded one: cleared too.
+        served.append(json.dumps([*page[1:3], {**page[3], "id": page[3]["id"].lower()}]))
+        result, _ = run_poll(target)
+        assert (result.ok, result.reason, result.cursor_after) == (
+            False,
+            Reason.INVALID_EVENT_ID,
+            page[2]["id"],
+        )
+        assert key not in state_rows(target)
+
+
+# ---- a stopped poll does not wait for the page fetched ahead -----------------------------------------------
+
+
+def test_a_stopped_poll_leaves_a_hanging_page_ahead_at_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(syncer, "REPLAY_BATCH", 2)
+    src = source(tmp_path, count=3)
+    page = source_page(src)
+    pages = serve(page)
+    stop = threading.Event()
+    stopped_at: list[float] = []
+    with StdlibPeer(src) as peer:
+
+        def answer(since: str, limit: int) -> str:
+            if since:  # page 2, fetched ahead: hangs until the peer stops
+                peer._stopping.wait(30)
+            return pages(since, limit)
+
+        def stop_now(_batch: Sequence[Event], _result: PageResult) -> None:
+            stopped_at.append(time.monotonic())
+            stop.set()
+
+        peer.knobs.page_override = answer
+        target = target_with(tmp_path, [{"name": PEER, "endpoint": peer.endpoint}])
+        result, _ = run_poll(target, SyncOptions(page_size=4), stop=stop, on_batch=stop_now)
+        returned = time.monotonic()
+    assert (result.ok, result.message, result.events_applied) == (False, "stopped", 2)
+    # Shutdown does not give the fetch its grace (AHEAD_GRACE_SECONDS): the session is left to expire.
+    assert returned - stopped_at[0] < 0.9
