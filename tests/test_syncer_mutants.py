@@ -31,6 +31,7 @@ from noemafed.federation.replay import PageResult
 from noemafed.federation.syncer import PeerPoller, PollResult, SyncContext, SyncOptions
 from noemafed.logs import Level, Log
 from noemafed.mcp.client import Deadline
+from noemafed.text.clock import REAL_CLOCK, Clock
 
 Logs = list[tuple[Level, str]]
 Page = list[dict[str, Any]]
@@ -47,6 +48,7 @@ def run_poll(
     stop: threading.Event | None = None,
     deadline: Deadline | None = None,
     on_batch: Callable[[Sequence[Event], PageResult], None] | None = None,
+    clock: Clock = REAL_CLOCK,
 ) -> tuple[PollResult, Logs]:
     """One poll of the target's only peer, as `sync --once` makes it, with its log lines kept."""
     manifest = read_manifest(target)
@@ -57,6 +59,7 @@ def run_poll(
         AccessKey(),
         options or SyncOptions(),
         Log(lambda level, line: logs.append((level, line))),
+        clock,
     )
     [peer] = manifest.peers
     cortex = open_cortex(target)
@@ -823,3 +826,34 @@ def test_a_stopped_poll_leaves_a_hanging_page_ahead_at_once(
     assert (result.ok, result.message, result.events_applied) == (False, "stopped", 2)
     # Shutdown does not give the fetch its grace (AHEAD_GRACE_SECONDS): the session is left to expire.
     assert returned - stopped_at[0] < 0.9
+
+
+# ---- health, at a fixed time ------------------------------------------------------------------------------
+
+
+def test_health_records_the_failure_and_then_the_success_at_the_polls_time(tmp_path: Path) -> None:
+    src = source(tmp_path, count=1)
+    page = source_page(src)
+    served = [json.dumps([{**page[0], "action": "teleport"}])]
+    at = "2026-04-20T12:00:00Z"
+    clock = Clock(fixed=1776686400.0)
+    assert clock.rfc3339() == at
+    with StdlibPeer(src, page_override=lambda since, limit: served[-1], server_version="9.9.9") as peer:
+        target = target_with(tmp_path, [{"name": PEER, "endpoint": peer.endpoint}])
+        result, _ = run_poll(target, clock=clock)
+        assert result.reason == Reason.UNKNOWN_ACTION
+        assert health(target) == {
+            "version": "9.9.9",
+            "version_observed_at": at,
+            "consecutive_failures": 1,
+            "last_error": {
+                "reason": "unknown_action",
+                "event_id": page[0]["id"],
+                "trace_id": page[0]["trace_id"],
+                "observed_at": at,
+            },
+        }
+        served.append("null")
+        result, _ = run_poll(target, clock=clock)
+    assert result.ok
+    assert health(target) == {"version": "9.9.9", "version_observed_at": at, "last_success": at}
