@@ -183,12 +183,16 @@ def test_max_events_cuts_the_last_batch(tmp_path: Path, monkeypatch: pytest.Monk
         target = target_with(tmp_path, [{"name": PEER, "endpoint": peer.endpoint}])
         batches: list[list[str]] = []
         result, _ = run_poll(target, SyncOptions(max_events=3), on_batch=batches_seen(batches))
-    assert batches == [ids[0:2], ids[2:3]]
-    assert (result.ok, result.events_applied, result.caught_up, result.cursor_after) == (
+        assert batches == [ids[0:2], ids[2:3]]
+        assert (result.ok, result.events_applied, result.caught_up) == (True, 3, False)
+        assert (result.cursor_before, result.cursor_after) == ("", ids[2])
+        assert result.seconds > 0
+        result, _ = run_poll(target)  # the rest, from where the first poll stopped
+    assert (result.ok, result.events_applied, result.cursor_before, result.cursor_after) == (
         True,
-        3,
-        False,
+        2,
         ids[2],
+        ids[4],
     )
 
 
@@ -857,3 +861,27 @@ def test_health_records_the_failure_and_then_the_success_at_the_polls_time(tmp_p
         result, _ = run_poll(target, clock=clock)
     assert result.ok
     assert health(target) == {"version": "9.9.9", "version_observed_at": at, "last_success": at}
+
+
+def test_a_failed_poll_is_categorized_and_a_health_it_cannot_store_leaves_no_poison_record(
+    tmp_path: Path,
+) -> None:
+    target = target_with(tmp_path, [{"name": PEER, "endpoint": "http://127.0.0.1:1"}])
+    conn = db(target)
+    conn.execute(
+        "CREATE TRIGGER refuse BEFORE INSERT ON federation_state WHEN NEW.key = 'peer:src:health' "
+        "BEGIN SELECT RAISE(ABORT, 'read-only here'); END"
+    )
+    conn.close()
+    result, logs = run_poll(target)
+    assert (result.ok, result.reason, result.category, result.poison_record) == (
+        False,
+        Reason.NETWORK_REFUSED,
+        "refused",
+        None,
+    )
+    assert logs[-1] == (
+        Level.WARNING,
+        f"[federation] peer \"{PEER}\": could not persist health: writing federation_state 'peer:src:health': "
+        "read-only here",
+    )
