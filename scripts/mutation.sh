@@ -45,7 +45,10 @@ declare -A MODULES=(
     tests/test_serve_abuse.py::test_ids_are_echoed_encodable_or_refused
     tests/test_serve_abuse.py::test_a_lone_surrogate_since_is_read_as_go_reads_it"
   [identity]="noemafed/federation/identity.py tests/test_identity.py tests/test_syncer.py tests/test_go_twins_sync.py tests/test_identity_signing.py"
-  [syncer]="noemafed/federation/syncer.py tests/test_syncer.py tests/test_sync.py tests/test_sync_cursors.py"
+  # the poll's boundary cases (_unexpected_failure is reached only there), poison events (skip-event's next_event)
+  # and the poll step by step
+  [syncer]="noemafed/federation/syncer.py tests/test_syncer.py tests/test_sync.py tests/test_sync_cursors.py
+    tests/test_poll_boundary.py tests/test_poison.py tests/test_syncer_mutants.py"
 )
 ORDER=(classify sse client transport events large_answer replay server identity syncer)
 

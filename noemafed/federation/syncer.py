@@ -371,12 +371,9 @@ class PeerPoller:
         progress = _Progress(cursor=self._get(state.LAST_EVENT))
         session = self._open_session(deadline, progress)
         try:
-            progress.phase = Phase.EVENTS
             text = self._call_events(session, _events_arguments(progress.cursor, 1))
         finally:
             session.close()
-        if text in ("", "[]", "null"):
-            return None
         from noemafed.cortex.events import EventFormatError, read_page  # noqa: PLC0415 (as in _pull_events)
 
         try:
@@ -389,7 +386,10 @@ class PeerPoller:
             message = INVALID_EVENT_ID_ERROR.format(event_id=bad.id, problem=refused[1])
             raise PollError(message, Phase.EVENTS, Reason.INVALID_EVENT_ID, bad.id, bad.trace_id)
         _check_page(page.heads, len(page.heads), progress.cursor, 1)
-        return page.events(0, 1)[0]
+        if not page.heads:  # "", "null" and "[]" read as an empty page, and so does `[ ]`
+            return None
+        [event] = page.events()  # one at most: _check_page refused more than the limit
+        return event
 
     def _handshake(self, session: McpSession) -> str:
         try:
@@ -581,9 +581,8 @@ class PeerPoller:
             ):
                 raise WireError(READ_SIGNAL_OWNERSHIP_ERROR)
             progress.usage_rows = self.replayer.merge_usage(rows)
-            last = rows[-1].get("updated_at")
-            if isinstance(last, str) and last:
-                self._set(state.LAST_USAGE, last)
+            # Text, and not empty: merge_usage refused a page with any other updated_at, and so did the check above.
+            self._set(state.LAST_USAGE, rows[-1]["updated_at"])
         except (NoemafedError, ValueError, TypeError, RecursionError) as exc:
             # Best effort, as in noema: a bad usage answer never fails a poll whose events are applied.
             self.log.warning(
