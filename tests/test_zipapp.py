@@ -297,3 +297,22 @@ def test_a_temp_folder_others_can_write_to_is_refused(tmp_path: Path) -> None:
     assert result.returncode == 77
     assert result.stderr.startswith(f"Error: cannot extract noemafed into {private}: ")
     assert not _extracted_under(private)
+
+
+def test_an_extracted_pyz_starts_without_zlib(tmp_path: Path) -> None:
+    """Every run reads `__main__.py` and `environment.json` from the archive itself: stored, not deflated, so no
+    start imports zlib for them (scripts/replace_main.py)."""
+    env = {**os.environ, "SHIV_ROOT": str(tmp_path / "shiv")}
+    env.pop("PYTHONPATH", None)
+    run_pyz("--version", env=env)  # extracts
+    result = subprocess.run(
+        [sys.executable, "-X", "importtime", str(PYZ), "--version"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+        check=True,
+    )
+    imported = [line.rsplit("|", 1)[-1].strip() for line in result.stderr.splitlines() if "|" in line]
+    assert "noemafed.cli.app" in imported
+    assert "zlib" not in imported
