@@ -981,18 +981,42 @@ def clean_interpreter(root: Path) -> str:
     return str(python)
 
 
-def timed(argv: list[str], env: dict[str, str], timeout: float = 60, cpu: list[float] | None = None) -> float:
-    """Wall seconds of one run; with `cpu`, the child's CPU seconds (user + system) are appended there."""
+def timed(
+    argv: list[str],
+    env: dict[str, str],
+    timeout: float = 60,
+    cpu: list[float] | None = None,
+    ok_codes: tuple[int, ...] = (0,),
+) -> float:
+    """Wall seconds of one run; with `cpu`, the child's CPU seconds (user + system) are appended there: on a
+    machine shared with other work, they hardly move while wall time follows the load."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     done = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=timeout, check=False)
     seconds = time.perf_counter() - start
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    if done.returncode != 0:
+    if done.returncode not in ok_codes:
         raise RuntimeError(f"{argv} exited {done.returncode}: {done.stdout}{done.stderr}")
     if cpu is not None:
         cpu.append(after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime)
     return seconds
+
+
+def print_series(
+    labels: list[tuple[str, str]], samples: dict[str, list[float]], cpu: dict[str, list[float]]
+) -> tuple[dict[str, float], dict[str, float]]:
+    """One line per series: median wall time (min-max) and its ratio to `floor`, then the median CPU time and
+    its ratio; returns the two tables of medians."""
+    median = {name: statistics.median(values) for name, values in samples.items()}
+    cpu_median = {name: statistics.median(values) for name, values in cpu.items()}
+    for label, key in labels:
+        values = samples[key]
+        print(
+            f"{label:46s} {median[key] * 1000:7.0f} ms  ({min(values) * 1000:.0f}-{max(values) * 1000:.0f})"
+            f"  {median[key] / median['floor']:.2f}x floor;  CPU {cpu_median[key] * 1000:5.0f} ms"
+            f"  {cpu_median[key] / cpu_median['floor']:.2f}x floor"
+        )
+    return median, cpu_median
 
 
 def importtime_summary(stderr: str, top: int) -> list[str]:
@@ -1079,9 +1103,6 @@ def startup_command(args: argparse.Namespace) -> int:
             timeout=60,
             check=True,
         )
-    median = {name: statistics.median(values) for name, values in samples.items()}
-    cpu_median = {name: statistics.median(values) for name, values in cpu.items()}
-    ratio = median["sync"] / median["floor"]
     print(
         f"peers: 3 `noemafed serve` processes (pyz), {args.traces} seeded traces each; first sync applied {applied}"
     )
@@ -1097,13 +1118,8 @@ def startup_command(args: argparse.Namespace) -> int:
     labels += [
         (f"{path.name} sync --once (--compare)", f"compare-{n}") for n, path in enumerate(args.compare)
     ]
-    for label, key in labels:
-        values = samples[key]
-        print(
-            f"{label:46s} {median[key] * 1000:7.0f} ms  ({min(values) * 1000:.0f}-{max(values) * 1000:.0f})"
-            f"  {median[key] / median['floor']:.2f}x floor;  CPU {cpu_median[key] * 1000:5.0f} ms"
-            f"  {cpu_median[key] / cpu_median['floor']:.2f}x floor"
-        )
+    median, cpu_median = print_series(labels, samples, cpu)
+    ratio = median["sync"] / median["floor"]
     print(
         f"slowest poll inside sync --once (from --json, median of {len(inside)}): {statistics.median(inside) * 1000:.0f} ms"
     )
@@ -1205,6 +1221,7 @@ def two_sync_targets(
 def status_command(args: argparse.Namespace) -> int:
     """`status --json` and `status --check` on a cortex of N events and 20 judged peers, beside the start-up
     floor; then `sync --once` that defers every peer beside one against the same peers caught up."""
+    from noemafed.commands.settings import set_verify
 
     print(f"machine: {machine()}")
     with tempfile.TemporaryDirectory(prefix="noemafed-bench-") as tmp, contextlib.ExitStack() as stack:
@@ -1214,14 +1231,16 @@ def status_command(args: argparse.Namespace) -> int:
         big = root / "big"
         built = build_source(pyz, big, args.events)
         judged_peers(big, STATUS_PEERS)
-        # The same cortex with the record a sync that checked signatures leaves (noemafed:verifier): status --json
-        # then reads it rather than load OpenSSL to find out. (Its events are not signed: status reads none.)
+        # The same cortex under verify: warn, with the record a sync that checked signatures leaves
+        # (noemafed:verifier): status --json reads it rather than load OpenSSL to find out. (Its events are not
+        # signed: status reads none.)
         recorded = root / "recorded"
         shutil.copytree(big, recorded)
         version = subprocess.run(
             pyz.argv("--version"), capture_output=True, text=True, env=pyz.env, check=True
         )
         record_verifier(recorded, "python" if "pure Python" in version.stdout else "openssl")
+        set_verify(lambda: recorded, "warn")  # under verify: off status names no verifier, recorded or not
         check = subprocess.run(
             pyz.argv("--cortex", str(big), "status", "--check"),
             capture_output=True,
@@ -1248,36 +1267,20 @@ def status_command(args: argparse.Namespace) -> int:
             series[f"compare-{number}"] = other.argv("--cortex", str(big), "status", "--json")
             envs[f"compare-{number}"] = other.env
 
-        cpu: dict[str, list[float]] = {name: [] for name in series}
-
-        def run_once(name: str, argv: list[str]) -> float:
-            """Wall seconds; the CPU seconds (user + system) of the child go to `cpu`: on a machine shared
-            with other work, they hardly move while wall time follows the load."""
-            before = resource.getrusage(resource.RUSAGE_CHILDREN)
-            start = time.perf_counter()
-            done = subprocess.run(
-                argv, capture_output=True, text=True, env=envs[name], timeout=60, check=False
-            )
-            seconds = time.perf_counter() - start
-            after = resource.getrusage(resource.RUSAGE_CHILDREN)
-            cpu[name].append(after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime)
-            if done.returncode not in ((0, 1, 2) if name == "check" else (0,)):
-                raise RuntimeError(f"{argv} exited {done.returncode}: {done.stdout}{done.stderr}")
-            return seconds
-
+        ok_codes = {
+            name: (0, 1, 2) if name == "check" else (0,) for name in series
+        }  # --check: OK, WARNING, CRITICAL
         for name, argv in series.items():  # warm the page cache; not counted
-            run_once(name, argv)
-            cpu[name].clear()
+            timed(argv, envs[name], ok_codes=ok_codes[name])
         samples: dict[str, list[float]] = {name: [] for name in series}
+        cpu: dict[str, list[float]] = {name: [] for name in series}
         for _ in range(args.repeat):
             for name, argv in series.items():
-                samples[name].append(run_once(name, argv))
+                samples[name].append(timed(argv, envs[name], cpu=cpu[name], ok_codes=ok_codes[name]))
         deferred_run = pyz.run("--cortex", str(deferring), "sync", "--once", "--json", timeout=60)
         deferred_doc = json.loads(deferred_run.stdout)
         if deferred_doc["peers"] or len(deferred_doc["deferred"]) != len(endpoints):
             raise RuntimeError(f"the deferring target contacted a peer: {deferred_doc}")
-    median = {name: statistics.median(values) for name, values in samples.items()}
-    cpu_median = {name: statistics.median(values) for name, values in cpu.items()}
     print(f"runs : {args.repeat}, interleaved; medians (min-max) of wall time, then the median CPU time")
     labels = [
         (f"floor: python -c '{FLOOR_CODE}'", "floor"),
@@ -1290,13 +1293,7 @@ def status_command(args: argparse.Namespace) -> int:
     labels += [
         (f"{path.name} status --json (--compare)", f"compare-{n}") for n, path in enumerate(args.compare)
     ]
-    for label, key in labels:
-        values = samples[key]
-        print(
-            f"{label:46s} {median[key] * 1000:7.0f} ms  ({min(values) * 1000:.0f}-{max(values) * 1000:.0f})"
-            f"  {median[key] / median['floor']:.2f}x floor;  CPU {cpu_median[key] * 1000:5.0f} ms"
-            f"  {cpu_median[key] / cpu_median['floor']:.2f}x floor"
-        )
+    median, cpu_median = print_series(labels, samples, cpu)
     for what, table in (("wall", median), ("CPU", cpu_median)):
         print(
             f"ratio ({what}): status --json {table['json'] / table['floor']:.2f} (verifier recorded "
