@@ -143,15 +143,15 @@ def decode_record(text: str) -> PoisonRecord | None:
     obj = state.decode_object(text)
     if obj is None:
         return None
-    texts = _texts(obj, ("event_id", "trace_id", "action", "reason", "error", "first_seen", "last_seen"))
-    blocked = _texts(obj, ("blocked_at",))
+    names = ("event_id", "trace_id", "action", "reason", "error", "first_seen", "last_seen", "blocked_at")
+    texts = _texts(obj, names)
     count = obj.get("failures")
-    if texts is None or blocked is None or isinstance(count, bool) or not isinstance(count, int):
+    if texts is None or isinstance(count, bool) or not isinstance(count, int):
         return None
     if not texts[0] or count < 1:
         return None
-    event_id, trace_id, action, reason, error, first_seen, last_seen = texts
-    return PoisonRecord(event_id, trace_id, action, reason, error, count, first_seen, last_seen, blocked[0])
+    event_id, trace_id, action, reason, error, first_seen, last_seen, blocked_at = texts
+    return PoisonRecord(event_id, trace_id, action, reason, error, count, first_seen, last_seen, blocked_at)
 
 
 def decode_skipped(text: str) -> SkippedEvent | None:
