@@ -411,6 +411,62 @@ def test_status_check_defines_only_its_own_command_reports_and_renderers(tmp_pat
     ), done.stderr
 
 
+@pytest.mark.parametrize("mode", ["--check", "--json"])
+def test_status_loads_no_module_it_does_not_need(tmp_path: Path, mode: str) -> None:
+    """Modules `status` once loaded for nothing (docs/performance.md, status): `locale`, which gettext imports
+    when click words its help option or click.Path's name; `binascii`, which only keys in the manifest need; the
+    error document, which only a failure prints. One that comes back costs every monitoring check again."""
+    import subprocess
+    import sys
+
+    cortex = make_cortex(tmp_path)
+    code = (
+        "import re, sys\nfrom noemafed.cli import main\n"
+        f"try:\n    main(['--cortex', {str(cortex)!r}, 'status', {mode!r}])\nexcept SystemExit:\n    pass\n"
+        "print(sorted(m for m in ('locale', 'binascii', 'noemafed.reports.error') if m in sys.modules), "
+        "file=sys.stderr)"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        check=False,
+    )
+    assert done.stderr.splitlines()[-1] == "[]", done.stderr
+
+
+def test_the_help_option_is_clicks_own(tmp_path: Path) -> None:
+    """noemafed makes `-h, --help` itself (app._help_option): the same line in every help page, the same page
+    for -h and --help, and usage errors still point at it."""
+    for command in ([], ["status"], ["key"], ["key", "fingerprint"]):
+        long, short = run_cli([*command, "--help"]), run_cli([*command, "-h"])
+        assert (long.exit_code, short.exit_code) == (0, 0)
+        assert long.stdout == short.stdout
+        assert re.search(r"^  -h, --help +Show this message and exit\.$", long.stdout, re.MULTILINE), (
+            long.stdout
+        )
+    refused = run_cli(["--cortex", str(make_cortex(tmp_path)), "status", "--peer", "a"])
+    assert refused.exit_code == 2
+    assert refused.stderr == (
+        "Usage: noemafed status [OPTIONS]\nTry 'noemafed status --help' for help.\n\nError: --peer needs --check\n"
+    )
+
+
+@pytest.mark.parametrize("command", [["status"], ["sync", "--once"]])
+def test_a_metrics_file_that_is_a_folder_is_refused_before_anything_runs(
+    tmp_path: Path, command: list[str]
+) -> None:
+    """As click.Path(dir_okay=False) refused it (app.FilePath): a usage error, exit 2, the cortex not opened."""
+    folder = tmp_path / "metrics"
+    folder.mkdir()
+    refused = run_cli(["--cortex", str(tmp_path / "none"), *command, "--metrics-file", str(folder)])
+    assert refused.exit_code == 2
+    assert refused.stderr.endswith(
+        f"Error: Invalid value for '--metrics-file': File {str(folder)!r} is a directory.\n"
+    ), refused.stderr
+
+
 def test_every_command_is_reachable_through_the_lazy_group() -> None:
     """A command defined in a module of noemafed/cli/ but missing from app.COMMANDS would never run."""
     import importlib

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 from conftest import make_cortex
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from noemafed.cortex import state
 from noemafed.cortex.open import open_database
@@ -181,3 +183,39 @@ def test_the_verifier_record_is_written_when_it_changes(conn: sqlite3.Connection
     for malformed in ("", "[]", '{"name":5}', "{"):
         state.put(conn, state.VERIFIER_KEY, malformed)
         assert state.get_verifier(conn) == ""
+
+
+# Keys over a small alphabet so that prefixes collide often, with characters on both sides of the ASCII range and
+# of the prefix's last character (where a range scan's upper bound lies).
+_KEY_TEXT = st.text(alphabet="ab:;\x7fé\u20ac\U0001f600", max_size=6)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(rows=st.dictionaries(_KEY_TEXT, _KEY_TEXT, max_size=12), probes=st.lists(_KEY_TEXT, max_size=6))
+def test_a_snapshot_reads_what_the_table_reads(
+    conn: sqlite3.Connection, rows: dict[str, str], probes: list[str]
+) -> None:
+    """status reads through a snapshot (one scan): every get and every prefix read, ordered as SQLite orders
+    keys, must give what the single-row queries give."""
+    conn.execute("DELETE FROM federation_state")
+    for key, value in rows.items():
+        state.put(conn, key, value)
+    snapshot = state.snapshot(conn)
+    assert isinstance(snapshot, state.Snapshot)
+    for probe in [*probes, *rows]:
+        assert state.get(snapshot, probe) == state.get(conn, probe)
+        if probe:
+            assert state.get_prefixed(snapshot, probe) == state.get_prefixed(conn, probe)
+
+
+def test_a_table_that_cannot_be_scanned_is_read_key_by_key(tmp_path: Path) -> None:
+    """The snapshot falls back to the connection, so each read fails on its own, as status reports it."""
+    connection = open_database(make_cortex(tmp_path))
+    try:
+        connection.execute("DROP TABLE federation_state")
+        reader = state.snapshot(connection)
+        assert reader is connection
+        with pytest.raises(StateError, match="reading federation_state 'vclock'"):
+            state.get(reader, state.VCLOCK_KEY)
+    finally:
+        connection.close()

@@ -7,7 +7,7 @@ import sys
 
 import click
 
-from noemafed.cli.app import CliContext, cli
+from noemafed.cli.app import CliContext, Command, cli
 
 # Where noemafed's completion scripts differ from click's: they run noemafed the way `completion` was run (a
 # pyz under its Python, which no `$+commands` or `$1` would find behind an alias) and complete every name it
@@ -69,7 +69,7 @@ def completion_script(shell: str, argv0: str) -> str:
     }
 
 
-@click.command()
+@click.command(cls=Command)
 @click.argument("shell", type=click.Choice(["bash", "zsh", "fish"]))
 @click.pass_obj
 def completion(obj: CliContext, shell: str) -> None:

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import click
 
-from noemafed.cli.app import CliContext, CortexGroup, complete_from
+from noemafed.cli.app import CliContext, Command, CortexGroup, complete_from
 
 
-@click.command()
+@click.command(cls=Command)
 @click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--name", help="Display name of the cortex (default: the directory name).")
 @click.pass_obj
@@ -24,7 +24,7 @@ def init(obj: CliContext, directory: Path, name: str | None) -> None:
     obj.emit(render.human(init(directory, name)))
 
 
-@click.command("set-mode")
+@click.command("set-mode", cls=Command)
 @click.argument(
     "mode", metavar="sync|publish|subscribe", shell_complete=complete_from(("sync", "publish", "subscribe"))
 )
@@ -41,7 +41,7 @@ def set_mode(obj: CliContext, mode: str) -> None:
     obj.emit(render.human(set_mode(mode, obj.cortex_dir)))
 
 
-@click.command("set-interval")
+@click.command("set-interval", cls=Command)
 @click.argument("duration")
 @click.pass_obj
 def set_interval(obj: CliContext, duration: str) -> None:
@@ -55,7 +55,7 @@ def set_interval(obj: CliContext, duration: str) -> None:
     obj.emit(render.human(set_interval(obj.cortex_dir, duration)))
 
 
-@click.command("set-verify")
+@click.command("set-verify", cls=Command)
 @click.argument("mode", metavar="off|warn|enforce", shell_complete=complete_from(("off", "warn", "enforce")))
 @click.pass_obj
 def set_verify(obj: CliContext, mode: str) -> None:
@@ -91,7 +91,7 @@ def key_fingerprint(obj: CliContext) -> None:
     obj.emit(render.human(key_fingerprint(obj.cortex_dir(), obj.env.environ)))
 
 
-@click.command()
+@click.command(cls=Command)
 @click.option(
     "--force", is_flag=True, help="Replace an existing signing key (its seed file and cortex.md entries)."
 )

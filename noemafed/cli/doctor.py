@@ -6,10 +6,10 @@ import sys
 
 import click
 
-from noemafed.cli.app import CliContext
+from noemafed.cli.app import CliContext, Command
 
 
-@click.command()
+@click.command(cls=Command)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document (docs/doctor.schema.json).")
 @click.option(
     "--online/--offline",

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, TextIO, TypeVar
 
 import click
 
-from noemafed.cli.app import CliContext, complete_peers
+from noemafed.cli.app import CliContext, Command, complete_peers
 from noemafed.errors import ArgumentError, ConfirmationRequiredError
 
 if TYPE_CHECKING:
@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     Plan = TypeVar("Plan", ResetPlan, RemovePlan, SkipPlan)
 
 
-@click.command()
+@click.command(cls=Command)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document (docs/peers.schema.json).")
 @click.pass_obj
 def peers(obj: CliContext, as_json: bool) -> None:
@@ -35,7 +35,7 @@ def peers(obj: CliContext, as_json: bool) -> None:
     obj.emit(render.json(report) if as_json else render.human(report))
 
 
-@click.command("add-peer")
+@click.command("add-peer", cls=Command)
 @click.argument("name")
 @click.argument("endpoint")
 @click.option(
@@ -60,7 +60,7 @@ def add_peer(obj: CliContext, name: str, endpoint: str, ca: str | None, pubkey: 
     obj.emit(render.human(add_peer(obj.cortex_dir, name, endpoint, ca or "", pubkey or "")))
 
 
-@click.command("set-peer")
+@click.command("set-peer", cls=Command)
 @click.argument("name", shell_complete=complete_peers)
 @click.option("--endpoint", metavar="URL", help="New base URL (noemafed appends /mcp).")
 @click.option(
@@ -139,7 +139,7 @@ def _confirmation(obj: CliContext, yes: bool, command: str, action: str) -> Call
     return confirm
 
 
-@click.command("reset-peer")
+@click.command("reset-peer", cls=Command)
 @click.argument("names", nargs=-1, required=True, shell_complete=complete_peers)
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation (needed without a terminal).")
 @click.pass_obj
@@ -155,7 +155,7 @@ def reset_peer(obj: CliContext, names: tuple[str, ...], yes: bool) -> None:
     obj.emit(render.human(reset_peers(obj.cortex_dir(), names, confirm)))
 
 
-@click.command("retry-now")
+@click.command("retry-now", cls=Command)
 @click.argument("names", nargs=-1, required=True, shell_complete=complete_peers)
 @click.pass_obj
 def retry_now(obj: CliContext, names: tuple[str, ...]) -> None:
@@ -171,7 +171,7 @@ def retry_now(obj: CliContext, names: tuple[str, ...]) -> None:
     obj.emit(render.human(retry_now(obj.cortex_dir(), names)))
 
 
-@click.command("remove-peer")
+@click.command("remove-peer", cls=Command)
 @click.argument("names", nargs=-1, required=True, shell_complete=complete_peers)
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation (needed without a terminal).")
 @click.option(
@@ -195,7 +195,7 @@ def remove_peer(obj: CliContext, names: tuple[str, ...], yes: bool, keep_state: 
     obj.emit(render.human(remove_peers(obj.cortex_dir, names, keep_state, confirm)))
 
 
-@click.command("skip-event")
+@click.command("skip-event", cls=Command)
 @click.argument("peer", shell_complete=complete_peers)
 @click.argument("event_id", metavar="EVENT_ID")
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation (needed without a terminal).")
@@ -228,7 +228,7 @@ def _peer_mode_command(obj: CliContext, name: str, paused: bool) -> None:
     obj.emit(render.human(set_peer_mode(obj.cortex_dir(), name, paused)))
 
 
-@click.command("pause-peer")
+@click.command("pause-peer", cls=Command)
 @click.argument("name", shell_complete=complete_peers)
 @click.pass_obj
 def pause_peer(obj: CliContext, name: str) -> None:
@@ -239,7 +239,7 @@ def pause_peer(obj: CliContext, name: str) -> None:
     _peer_mode_command(obj, name, True)
 
 
-@click.command("resume-peer")
+@click.command("resume-peer", cls=Command)
 @click.argument("name", shell_complete=complete_peers)
 @click.pass_obj
 def resume_peer(obj: CliContext, name: str) -> None:

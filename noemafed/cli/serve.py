@@ -8,7 +8,7 @@ import threading
 
 import click
 
-from noemafed.cli.app import CliContext
+from noemafed.cli.app import CliContext, Command
 
 SERVE_MODE_LOG = "[serve] federation mode: {mode}"
 
@@ -19,7 +19,7 @@ SERVE_LISTENING_LOG = "[serve] listening on {scheme}://{host}:{port}/mcp (access
 SERVE_STOPPED_LOG = "[serve] stopped"
 
 
-@click.command()
+@click.command(cls=Command)
 @click.option(
     "--host", default="127.0.0.1", show_default=True, help="Address to listen on; also the allowed Host."
 )

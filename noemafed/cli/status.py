@@ -9,7 +9,15 @@ from typing import TYPE_CHECKING, NoReturn
 
 import click
 
-from noemafed.cli.app import MAX_AGE_DEFAULT, METRICS_HELP, CliContext, host_error, parse_duration
+from noemafed.cli.app import (
+    MAX_AGE_DEFAULT,
+    METRICS_HELP,
+    CliContext,
+    Command,
+    FilePath,
+    host_error,
+    parse_duration,
+)
 from noemafed.errors import InternalError, NoemafedError
 
 if TYPE_CHECKING:
@@ -17,7 +25,7 @@ if TYPE_CHECKING:
     from noemafed.reports.sync import SyncReport
 
 
-@click.command()
+@click.command(cls=Command)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document (docs/status.schema.json).")
 @click.option(
     "--max-age",
@@ -33,9 +41,7 @@ if TYPE_CHECKING:
     help="Print one monitoring-plugin line (NOEMAFED OK|WARNING|CRITICAL|UNKNOWN) and exit 0, 1, 2 or 3.",
 )
 @click.option("--peer", "peer_names", multiple=True, metavar="NAME", help="With --check: only these peers.")
-@click.option(
-    "--metrics-file", type=click.Path(dir_okay=False, path_type=Path), metavar="PATH", help=METRICS_HELP
-)
+@click.option("--metrics-file", type=FilePath(), metavar="PATH", help=METRICS_HELP)
 @click.pass_obj
 def status(
     obj: CliContext,

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from noemafed.cli.app import MAX_AGE_DEFAULT, METRICS_HELP, CliContext, parse_duration
+from noemafed.cli.app import MAX_AGE_DEFAULT, METRICS_HELP, CliContext, Command, FilePath, parse_duration
 from noemafed.errors import ExitCode
 
 if TYPE_CHECKING:
@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 ONCE_MAX_DURATION = 600.0
 
 
-@click.command()
+@click.command(cls=Command)
 @click.option(
     "--once", is_flag=True, help="Poll each peer once and exit (for cron); without it, run as a daemon."
 )
@@ -116,9 +116,7 @@ ONCE_MAX_DURATION = 600.0
     is_flag=True,
     help="With --once: contact every chosen peer now (a blocked one too) and clear its backoff.",
 )
-@click.option(
-    "--metrics-file", type=click.Path(dir_okay=False, path_type=Path), metavar="PATH", help=METRICS_HELP
-)
+@click.option("--metrics-file", type=FilePath(), metavar="PATH", help=METRICS_HELP)
 @click.option(
     "--max-age",
     callback=parse_duration,

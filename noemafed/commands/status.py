@@ -32,7 +32,7 @@ from noemafed.text.clock import REAL_CLOCK, Clock
 
 
 def _peer_status(
-    conn: sqlite3.Connection,
+    conn: state.Reader,
     peer: PeerConfig,
     records: dict[str, poison.PoisonRecord],
     now: float,
@@ -59,7 +59,7 @@ def _peer_status(
 
 
 def _poison(
-    conn: sqlite3.Connection,
+    conn: state.Reader,
 ) -> tuple[dict[str, poison.PoisonRecord], tuple[poison.SkippedEvent, ...]]:
     """The poison records by peer and the skipped events; an unreadable table shows neither."""
     try:
@@ -68,7 +68,7 @@ def _poison(
         return {}, ()
 
 
-def _last_sync(conn: sqlite3.Connection) -> state.LastSync | None:
+def _last_sync(conn: state.Reader) -> state.LastSync | None:
     try:
         return state.get_last_sync(conn)
     except NoemafedError:
@@ -93,12 +93,13 @@ def status(
             access, access_error = load_access_key(cortex.path, manifest.access, environ), ""
         except AccessKeyError as exc:
             access, access_error = None, str(exc)
+        reader = state.snapshot(cortex.conn)  # one scan for every key read below
         try:
-            local_rank: RankEntry | None = state.get_local_rank(cortex.conn)
+            local_rank: RankEntry | None = state.get_local_rank(reader)
         except NoemafedError:
             local_rank = None
         now = clock.now()
-        records, skipped = _poison(cortex.conn)
+        records, skipped = _poison(reader)
         return StatusReport(
             generated_at=clock.rfc3339(),
             noemafed_version=__version__,
@@ -110,11 +111,11 @@ def status(
             access_error=access_error,
             federation=manifest.federation,
             local_rank=local_rank,
-            peers=tuple(_peer_status(cortex.conn, peer, records, now, max_age) for peer in manifest.peers),
-            vclock=state.get_clock(cortex.conn),
-            verifier=_verifier(cortex.conn, environ, manifest.federation) if with_verifier else "",
+            peers=tuple(_peer_status(reader, peer, records, now, max_age) for peer in manifest.peers),
+            vclock=state.get_clock(reader),
+            verifier=_verifier(reader, environ, manifest.federation) if with_verifier else "",
             max_age=max_age,
-            last_sync=_last_sync(cortex.conn),
+            last_sync=_last_sync(reader),
             skipped_events=skipped,
         )
     finally:
@@ -122,7 +123,7 @@ def status(
 
 
 def _verifier(
-    conn: sqlite3.Connection, environ: Mapping[str, str], federation: FederationConfig | None
+    conn: state.Reader, environ: Mapping[str, str], federation: FederationConfig | None
 ) -> str | None:
     """The Ed25519 verifier `sync` uses here, None under `verify: off` (none runs: replay checks no signature).
     As the last poll that checked a signature recorded it, else (or when NOEMAFED_ED25519 asks for one) found out

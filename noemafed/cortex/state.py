@@ -6,7 +6,7 @@ import json
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeAlias
 
 from noemafed.cortex import vclock
 from noemafed.errors import StateError
@@ -35,8 +35,32 @@ def cortex_key(cortex_id: str) -> str:
     return CORTEX_KEY_PREFIX + cortex_id
 
 
-def get(conn: sqlite3.Connection, key: str) -> str:
+class Snapshot:
+    """Every row of federation_state, read in one scan, for a reader that looks up many keys and writes none:
+    status reads eight keys per peer, some 170 single-row queries for 20 peers (0.3 ms) where one scan of the
+    table takes 0.05 ms."""
+
+    def __init__(self, rows: dict[str, str]) -> None:
+        self.rows = rows
+
+
+Reader: TypeAlias = "sqlite3.Connection | Snapshot"  # what the get_* functions read from
+
+
+def snapshot(conn: sqlite3.Connection) -> Reader:
+    """A Snapshot of the table, or `conn` itself when it cannot be scanned: each read then fails on its own, as
+    it would have without the snapshot (status shows one peer unreadable, not the whole cortex)."""
+    try:
+        rows = conn.execute("SELECT key, value FROM federation_state").fetchall()
+    except sqlite3.Error:
+        return conn
+    return Snapshot({str(key): str(value) for key, value in rows})
+
+
+def get(conn: Reader, key: str) -> str:
     """The value, or "" when there is no row; "" and missing both mean unset."""
+    if isinstance(conn, Snapshot):
+        return conn.rows.get(key, "")
     try:
         row = conn.execute("SELECT value FROM federation_state WHERE key = ?", (key,)).fetchone()
     except sqlite3.Error as exc:
@@ -64,8 +88,10 @@ def delete(conn: sqlite3.Connection, key: str) -> None:
         raise StateError(f"deleting federation_state {key!r}: {exc}") from exc
 
 
-def get_prefixed(conn: sqlite3.Connection, prefix: str) -> list[tuple[str, str]]:
+def get_prefixed(conn: Reader, prefix: str) -> list[tuple[str, str]]:
     """Every (key, value) whose key starts with `prefix`, by key: one range scan of the primary key."""
+    if isinstance(conn, Snapshot):  # keys compare by code point in Python as by UTF-8 byte in SQLite
+        return sorted((key, value) for key, value in conn.rows.items() if key.startswith(prefix))
     try:
         rows = conn.execute(
             "SELECT key, value FROM federation_state WHERE key >= ? AND key < ? ORDER BY key",
@@ -95,7 +121,7 @@ def write_transaction(conn: sqlite3.Connection) -> Iterator[None]:
         raise
 
 
-def get_clock(conn: sqlite3.Connection) -> vclock.VClock:
+def get_clock(conn: Reader) -> vclock.VClock:
     """The local clock; missing, empty, `null` or malformed JSON all read as an empty clock."""
     return vclock.decode(get(conn, VCLOCK_KEY))
 
@@ -213,7 +239,7 @@ def decode_health(text: str) -> PeerHealth:
         return PeerHealth()
 
 
-def get_health(conn: sqlite3.Connection, peer: str) -> PeerHealth:
+def get_health(conn: Reader, peer: str) -> PeerHealth:
     return decode_health(get(conn, peer_key(peer, HEALTH)))
 
 
@@ -251,11 +277,11 @@ def decode_rank(text: str) -> RankEntry:
         return RankEntry()
 
 
-def get_local_rank(conn: sqlite3.Connection) -> RankEntry:
+def get_local_rank(conn: Reader) -> RankEntry:
     return decode_rank(get(conn, LOCAL_RANK_KEY))
 
 
-def get_peer_rank(conn: sqlite3.Connection, peer: str) -> RankEntry:
+def get_peer_rank(conn: Reader, peer: str) -> RankEntry:
     return decode_rank(get(conn, peer_key(peer, CONSOLIDATION_RANK)))
 
 
@@ -275,7 +301,7 @@ class PeerState(NamedTuple):
     last_usage: str = ""
 
 
-def get_peer_state(conn: sqlite3.Connection, name: str, endpoint: str) -> PeerState:
+def get_peer_state(conn: Reader, name: str, endpoint: str) -> PeerState:
     """Reads in Go's order (last_event, last_seen, cortex_id, health); the first DB error stops it.
 
     noemafed also reads `last_usage`, which Go's PeerState leaves out, because status shows it.
@@ -291,7 +317,7 @@ def get_peer_state(conn: sqlite3.Connection, name: str, endpoint: str) -> PeerSt
     )
 
 
-def get_cortex_pubkey(conn: sqlite3.Connection, cortex_id: str) -> str:
+def get_cortex_pubkey(conn: Reader, cortex_id: str) -> str:
     return get(conn, cortex_key(cortex_id))
 
 
@@ -403,7 +429,7 @@ def decode_backoff(text: str) -> Backoff | None:
         return None
 
 
-def get_backoff(conn: sqlite3.Connection, peer: str) -> Backoff | None:
+def get_backoff(conn: Reader, peer: str) -> Backoff | None:
     return decode_backoff(get(conn, backoff_key(peer)))
 
 
@@ -462,7 +488,7 @@ def decode_run(text: str) -> PeerRun:
         return PeerRun()
 
 
-def get_run(conn: sqlite3.Connection, peer: str) -> PeerRun:
+def get_run(conn: Reader, peer: str) -> PeerRun:
     return decode_run(get(conn, run_key(peer)))
 
 
@@ -483,7 +509,7 @@ class LastSync(NamedTuple):
         )
 
 
-def get_last_sync(conn: sqlite3.Connection) -> LastSync | None:
+def get_last_sync(conn: Reader) -> LastSync | None:
     """None when no run was recorded (or the record is unreadable)."""
     obj = decode_object(get(conn, LAST_SYNC_KEY))
     if obj is None:
@@ -501,7 +527,7 @@ def set_last_sync(conn: sqlite3.Connection, last: LastSync) -> None:
     put(conn, LAST_SYNC_KEY, last.encode())
 
 
-def get_verifier(conn: sqlite3.Connection) -> str:
+def get_verifier(conn: Reader) -> str:
     """The recorded verifier's name ("openssl", "python"), or "" when none (or nothing readable) is recorded."""
     obj = decode_object(get(conn, VERIFIER_KEY))
     name = obj.get("name") if obj is not None else None

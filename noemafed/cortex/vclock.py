@@ -214,6 +214,7 @@ def decode(text: str | bytes | None) -> VClock:
         # bool is an int subclass in Python; Go rejects true/false (and strings, objects, ...).
         if type(value) is not int:
             return {}
-        # Go decodes a lone \ud800 escape as U+FFFD; Python keeps the surrogate, so replace it.
-        out[_surrogate().sub("\ufffd", key)] = value
+        # Go decodes a lone \ud800 escape as U+FFFD; Python keeps the surrogate, so replace it. (Keys are ULIDs:
+        # ASCII, with nothing to replace and no need to compile the pattern, 0.3 ms of a status.)
+        out[key if key.isascii() else _surrogate().sub("\ufffd", key)] = value
     return out

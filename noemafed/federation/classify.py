@@ -4,6 +4,7 @@ operator and which exit code it gives; plus the status hints per reason."""
 from __future__ import annotations
 
 import errno
+import functools
 import re
 import sqlite3
 from collections.abc import Iterator
@@ -220,12 +221,15 @@ _NETWORK_TEXT_RULES: tuple[tuple[tuple[str, ...], Reason], ...] = (
 
 
 # A URL quoted in a message (ours and Go's: `Post "http://host:34010/mcp": ...`): its port or host name must not
-# match a rule (port 34010 holds `401`, a host may hold `EOF`), so the rules read the text without it.
-_URL = re.compile(r"https?://[^\s\"']*")
+# match a rule (port 34010 holds `401`, a host may hold `EOF`), so the rules read the text without it. Compiled on
+# first use: 0.1 ms that status, which classifies nothing, would pay at every start.
+@functools.cache
+def _url() -> re.Pattern[str]:
+    return re.compile(r"https?://[^\s\"']*")
 
 
 def _network_reason_from_text(text: str) -> Reason:
-    text = _URL.sub("<url>", text)
+    text = _url().sub("<url>", text)
     for needles, reason in _NETWORK_TEXT_RULES:
         if any(needle in text for needle in needles):
             return reason

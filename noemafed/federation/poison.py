@@ -162,11 +162,11 @@ def decode_skipped(text: str) -> SkippedEvent | None:
     return None if texts is None or not texts[1] else SkippedEvent(*texts)
 
 
-def get_record(conn: sqlite3.Connection, peer: str) -> PoisonRecord | None:
+def get_record(conn: state.Reader, peer: str) -> PoisonRecord | None:
     return decode_record(state.get(conn, state.poison_key(peer)))
 
 
-def get_records(conn: sqlite3.Connection) -> dict[str, PoisonRecord]:
+def get_records(conn: state.Reader) -> dict[str, PoisonRecord]:
     """Every peer's record, by label, in one read (what a run plans with)."""
     records = {}
     for key, value in state.get_prefixed(conn, state.POISON_PREFIX):
@@ -184,7 +184,7 @@ def put_record(conn: sqlite3.Connection, peer: str, record: PoisonRecord | None)
         state.put(conn, state.poison_key(peer), record.encode())
 
 
-def get_skipped(conn: sqlite3.Connection) -> list[SkippedEvent]:
+def get_skipped(conn: state.Reader) -> list[SkippedEvent]:
     """Every skip ever recorded, oldest first."""
     skipped = [decode_skipped(value) for _, value in state.get_prefixed(conn, state.SKIPPED_PREFIX)]
     return sorted(

@@ -8,10 +8,9 @@ from __future__ import annotations
 import json as _json
 from typing import TYPE_CHECKING, Any
 
-from noemafed.reports import ErrorReport
-
 if TYPE_CHECKING:  # value types only
     from noemafed.federation.poison import PoisonRecord
+    from noemafed.reports.error import ErrorReport
 
 NOT_CONFIGURED = "Federation: not configured (no peers in cortex.md)"
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import binascii  # base64.b64decode is this call plus imports a cron start does not need
 import contextlib
 
 KEY_PREFIX = "ed25519:"
@@ -62,6 +61,8 @@ def _decode_scheme(text: str, want_len: int) -> bytes:
     if not text.startswith(KEY_PREFIX):
         raise KeyFormatError('missing "ed25519" scheme prefix')
     rest = text[len(KEY_PREFIX) :].encode("utf-8")
+    import binascii  # noqa: PLC0415 (an extension module, 0.2 ms: only a manifest with keys needs it)
+
     if len(rest) == (want_len + 2) // 3 * 4:
         with contextlib.suppress(binascii.Error):
             # The common case, in C: at exactly the canonical length, strict base64 (the alphabet, padding only
@@ -101,6 +102,8 @@ def parse_seed(text: str) -> bytes:
     offset = _go_base64_error_offset(data)
     if offset is not None:
         raise KeyFormatError(f"eventsig: malformed seed: illegal base64 data at input byte {offset}")
+    import binascii  # noqa: PLC0415 (see _decode_scheme)
+
     raw = binascii.a2b_base64(data.replace(b"\n", b"").replace(b"\r", b""))
     if len(raw) != SEED_SIZE:
         raise KeyFormatError(f"eventsig: malformed seed: seed is {len(raw)} bytes, want {SEED_SIZE}")
