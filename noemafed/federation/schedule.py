@@ -16,7 +16,6 @@ from noemafed.federation import poison
 from noemafed.federation.classify import Phase, Reason
 from noemafed.federation.syncer import PeerPoller, PollError, PollResult, SyncContext
 from noemafed.mcp.client import Deadline
-from noemafed.signing import verifier
 from noemafed.text.clock import format_epoch, parse_rfc3339
 from noemafed.text.durations import format_go_duration
 from noemafed.text.gotext import go_quote
@@ -142,9 +141,12 @@ def record_outcome(
                 events_applied_total=previous_run.events_applied_total + result.events_applied,
             )
             state.set_run(conn, peer, run)
-            used = verifier.chosen()
-            if poller.checked_signatures and used is not None:
-                state.set_verifier(conn, used.name, used.label)  # for status --json
+            if poller.checked_signatures:  # for status --json; eventsig has loaded the verifier by then
+                from noemafed.signing import verifier  # noqa: PLC0415 (a run that checks none never loads it)
+
+                used = verifier.chosen()
+                if used is not None:
+                    state.set_verifier(conn, used.name, used.label)
             if outcome == state.RUN_FAILED:
                 previous = state.get_backoff(conn, peer)
                 failures = (previous.failures if previous else 0) + 1
