@@ -176,6 +176,17 @@ def test_closed_port_is_network_refused_and_exit_3(tmp_path: Path) -> None:
     assert "version" not in health
 
 
+def test_a_host_name_with_an_empty_label_is_network_dns_as_in_go(tmp_path: Path) -> None:
+    """The host reaches getaddrinfo as ASCII bytes (transport._create_connection): `a..b` is the resolver's "no
+    such host" (network_dns, Go's reason for it), not the idna codec's "label empty or too long" (other)."""
+    target = target_with(tmp_path, [{"name": "typo", "endpoint": "http://peer..example:9"}])
+    code, out, err = sync(target)
+    assert code == 3
+    assert out.startswith("typo: failed (network_dns), 0 events applied, cursor (none): MCP initialize: "), out
+    assert "idna" not in out + err
+    assert json.loads(state_value(target, "peer:typo:health"))["last_error"]["reason"] == "network_dns"
+
+
 def test_three_peers_refused_healthy_changed_identity(tmp_path: Path) -> None:
     healthy_src = source(tmp_path, "healthy", count=3)
     changed_src = source(tmp_path, "changed", count=1)
@@ -668,6 +679,7 @@ NOT_FOR_A_CAUGHT_UP_RUN = (
     "hashlib",  # with hmac and OpenSSL's libcrypto, for a random marker only an answer over 8 MiB needs
     "_hashlib",
     "noemafed.signing.verifier",  # no signature to check (verify: off)
+    "encodings.idna",  # the host goes to getaddrinfo as ASCII bytes (TLS, not used here, still encodes with it)
 )
 LAZY_PROBE = """
 import sys

@@ -268,7 +268,12 @@ class PeerConnection:
     def _create_connection(
         self, address: tuple[str, int], timeout: float | None, source_address: Any = None
     ) -> socket.socket:
-        sock = socket.create_connection(address, timeout, source_address)
+        host, port = address
+        # getaddrinfo encodes a str host with the idna codec: for an ASCII name that is its ASCII bytes, or an
+        # error for an empty or over-long label, which as bytes is the resolver's "no such host" instead, as Go
+        # reports it. Bytes also spare a plain-HTTP run the codec's imports (stringprep, unicodedata: 1.3 ms).
+        target = (host.encode("ascii"), port) if host.isascii() else address
+        sock = socket.create_connection(target, timeout, source_address)  # type: ignore[arg-type]
         self._raw = sock.dup()
         if self.watch is not None:
             self.watch.attach(sock)
