@@ -468,7 +468,8 @@ def test_a_metrics_file_that_is_a_folder_is_refused_before_anything_runs(
 
 
 def test_every_command_is_reachable_through_the_lazy_group() -> None:
-    """A command defined in a module of noemafed/cli/ but missing from app.COMMANDS would never run."""
+    """A command defined in a module of noemafed/cli/ but missing from app.COMMANDS would never run; one that is
+    not an app.Command would word its help option through gettext."""
     import importlib
     import pkgutil
 
@@ -487,6 +488,8 @@ def test_every_command_is_reachable_through_the_lazy_group() -> None:
                 defined[value.name] = module_info.name
                 if isinstance(value, click.Group):
                     subcommands.update(value.commands)
+                # Its help option made without gettext (test_the_help_option_is_clicks_own).
+                assert isinstance(value, (app.Command, app.CortexGroup)), value.name
     assert {name: family for name, family in defined.items() if name not in subcommands} == app.COMMANDS
     ctx = click.Context(app.cli)
     assert [app.cli.get_command(ctx, name).name for name in app.cli.list_commands(ctx)] == sorted(
