@@ -228,6 +228,7 @@ class Command(click.Command):
 class CortexGroup(click.Group):
     """A group whose commands also accept `--cortex` after their name, where operators tend to type it."""
 
+    command_class = Command  # for `@group.command()`
     help_option: click.Option | None = None
 
     def get_help_option(self, ctx: click.Context) -> click.Option | None:
