@@ -679,6 +679,7 @@ NOT_FOR_A_CAUGHT_UP_RUN = (
     "hashlib",  # with hmac and OpenSSL's libcrypto, for a random marker only an answer over 8 MiB needs
     "_hashlib",
     "noemafed.signing.verifier",  # no signature to check (verify: off)
+    "noemafed.mcp.large_answer",  # only for an answer over 8 MiB
     "encodings.idna",  # the host goes to getaddrinfo as ASCII bytes (TLS, not used here, still encodes with it)
 )
 LAZY_PROBE = """
