@@ -436,7 +436,7 @@ def test_status_loads_no_module_it_does_not_need(tmp_path: Path, mode: str) -> N
     assert done.stderr.splitlines()[-1] == "[]", done.stderr
 
 
-def test_the_help_option_is_clicks_own(tmp_path: Path) -> None:
+def test_the_help_option_reads_as_clicks_did(tmp_path: Path) -> None:
     """noemafed makes `-h, --help` itself (app._help_option): the same line in every help page, the same page
     for -h and --help, and usage errors still point at it."""
     for command in ([], ["status"], ["key"], ["key", "fingerprint"]):
@@ -488,7 +488,7 @@ def test_every_command_is_reachable_through_the_lazy_group() -> None:
                 defined[value.name] = module_info.name
                 if isinstance(value, click.Group):
                     subcommands.update(value.commands)
-                # Its help option made without gettext (test_the_help_option_is_clicks_own).
+                # Its help option made without gettext (test_the_help_option_reads_as_clicks_did).
                 assert isinstance(value, (app.Command, app.CortexGroup)), value.name
     assert {name: family for name, family in defined.items() if name not in subcommands} == app.COMMANDS
     ctx = click.Context(app.cli)
