@@ -338,6 +338,33 @@ def test_a_poison_event_blocks_its_peer_the_others_sync_and_skip_event_moves_on(
     )
 
 
+def test_a_blocked_peers_hour_runs_from_its_last_attempt_as_recorded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The poll writes the record's last attempt, the run then the streak's next one, each reading the clock: a
+    clock that moves on between the two (here a second a reading) must not put the next attempt an hour and a
+    second or more after the attempt status shows."""
+    from noemafed.text import clock
+
+    class TickingTime:
+        def __init__(self) -> None:
+            self.now = int(time.time()) + 0.5
+
+        def time(self) -> float:
+            self.now += 1.0
+            return self.now
+
+    monkeypatch.setattr(clock, "time", TickingTime())
+    src, bad = _poisoned_source(tmp_path)
+    with StdlibPeer(src, extra_events=[bad]) as peer:
+        target = target_with(tmp_path, [{"name": "src", "endpoint": peer.endpoint}])
+        code, doc = _sync(target, "--block-after", "1")
+    assert (code, _peer(doc, "src")["blocked_on"]["count"]) == (4, 1)
+    last_attempt = parse_rfc3339(_record(target)["last_seen"])
+    assert last_attempt is not None
+    assert _backoff(target)["next_attempt_at"] == format_epoch(last_attempt + 3600)
+
+
 def test_network_failures_of_a_blocked_peer_neither_count_nor_clear(tmp_path: Path) -> None:
     src, bad = _poisoned_source(tmp_path)
     with StdlibPeer(src, extra_events=[bad]) as src_peer:

@@ -154,7 +154,7 @@ def record_outcome(
                 streak = state.Backoff(
                     failing_since=previous.failing_since if previous and previous.failing_since else stamp,
                     failures=failures,
-                    next_attempt_at=format_epoch(now + seconds),
+                    next_attempt_at=format_epoch(_delay_base(result, now) + seconds),
                     needs_operator=result.needs_operator,
                     retry_after=from_peer,
                 )
@@ -164,6 +164,15 @@ def record_outcome(
                 state.clear_backoff(conn, peer)
     except NoemafedError as exc:
         poller.log.warning(RECORD_RUN_FAILED_LOG.format(name=go_quote(peer), err=one_line(str(exc))))
+
+
+def _delay_base(result: PollResult, now: float) -> float:
+    """When the wait after a failure starts: now, but for a blocked peer its record's last failed attempt, which
+    the poll wrote a moment before (a second earlier, across a second's edge): its hour is an hour after the time
+    status and skip-event show for that attempt."""
+    record = result.poison_record
+    last = parse_rfc3339(record.last_seen) if record is not None and poison.blocked(record) else None
+    return now if last is None else last
 
 
 # Why a run left a peer alone (DeferredPeer.reason, `deferred[].reason` in sync --json).
