@@ -65,10 +65,30 @@ def test_a_page_that_ends_inside_a_character_is_left_to_the_usual_parse() -> Non
     assert body == before  # untouched, for the usual parse (which refuses it)
 
 
-def test_an_answer_that_is_no_object_is_left_to_the_usual_parse() -> None:
-    """A text member inside a top-level array: no result to find the page in, and no crash looking."""
-    assert read_large_answer(bytearray(b'[{"text":"abc"}]'), "surrogatepass") is None
-    assert read_large_answer(bytearray(b'"text":"abc"'), "surrogatepass") is None
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'[{"text":"abc"}]',  # no object at the top
+        b'"text":"abc"',  # no JSON
+        b'{"id":1,"error":{"code":1,"message":"x","text":"abc"}}',  # no result
+        b'{"id":1,"result":[{"text":"abc"}]}',  # a result that is no object
+        b'{"id":1,"result":{"content":{"text":"abc"}}}',  # content that is no list
+    ],
+    ids=["array", "not-json", "error", "result-array", "content-object"],
+)
+def test_a_text_member_that_is_no_tool_results_text_is_left_to_the_usual_parse(body: bytes) -> None:
+    """The string after a `"text":` key that is no tool result's text (or no answer at all): the usual parse
+    reads it, and looking for it here must not crash."""
+    buffer = bytearray(body)
+    assert read_large_answer(buffer, "surrogatepass") is None
+    assert buffer == bytearray(body)
+
+
+def test_an_item_that_is_no_object_is_passed_over() -> None:
+    message = read_large_answer(
+        bytearray(b'{"id":1,"result":{"content":[["text"],{"text":"abc"}]}}'), "strict"
+    )
+    assert message == {"id": 1, "result": {"content": [["text"], {"text": bytearray(b"abc")}]}}
 
 
 def test_an_encoded_surrogate_outside_the_page_is_read_as_the_usual_parse_reads_it() -> None:
