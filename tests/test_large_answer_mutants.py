@@ -115,7 +115,8 @@ def test_an_encoded_surrogate_outside_the_page_is_read_as_the_usual_parse_reads_
     ("tokens", "page_index"),
     [
         (['"a long page"', '"short"'], 0),  # the longest, though it comes first
-        (['"ab"', '"abcdefgh"'], 1),  # the longest, though it comes last and is only a little longer
+        (['"ab"', '"abcdefgh"'], 1),  # the longest, though it comes last
+        (['"ab"', '"abc"'], 1),  # one character longer is longer (it once had to be two)
         (['"same"', '"size"'], 0),  # of two as long, the first
     ],
 )
@@ -176,9 +177,19 @@ def _loads_error(body: bytes) -> str:
         b"[" * 100_000,  # nested past the parser's stack: its own text, no offset
         b'["\xed\xa0\x80", "\xff"]',  # an encoded surrogate (surrogatepass reads it) before a bad byte
         b'["\xed\xa0\x80\xff"]',
+        b'["\xed\xa0\x80"',  # valid UTF-8 as surrogatepass reads it: the JSON is what is wrong
         b'["\xe2\x80"]',  # a character cut short
     ],
-    ids=["not-json", "leading-newline", "wide", "deep", "surrogate-then-bad-byte", "surrogate-bad", "cut"],
+    ids=[
+        "not-json",
+        "leading-newline",
+        "wide",
+        "deep",
+        "surrogate-then-bad-byte",
+        "surrogate-bad",
+        "surrogate-then-not-json",
+        "cut",
+    ],
 )
 def test_a_large_answer_error_is_worded_as_json_loads_words_it(body: bytes) -> None:
     buffer = bytearray(body)
