@@ -130,6 +130,23 @@ def test_the_page_is_the_longest_text_string_the_first_of_equals(tokens: list[st
     ]
 
 
+@pytest.mark.parametrize(
+    ("token", "page"),
+    [
+        ('""', b""),
+        (r'"\"quoted\" first"', b'"quoted" first'),
+        (r'"\\"', b"\\"),
+        (r'"\u00e9"', "\u00e9".encode()),
+    ],
+    ids=["empty", "escaped-quote", "backslash", "escape"],
+)
+def test_a_page_is_read_from_its_first_byte(token: str, page: bytes) -> None:
+    """The string starts right after its opening quote: an escape there is an escape, an empty one is empty."""
+    message = read_large_answer(_answer(token), "surrogatepass")
+    assert message is not None, "the byte path gave up"
+    assert _texts(message) == [bytearray(page)]
+
+
 def test_only_the_first_sixteen_text_members_are_looked_at_and_the_answer_is_still_read() -> None:
     """A peer listing many text members costs at most sixteen looks; past them the page found so far stands."""
     tokens = ['"the page, longest"'] + [f'"{n}"' for n in range(40)]
