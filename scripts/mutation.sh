@@ -32,7 +32,10 @@ declare -A MODULES=(
   # the wire's connection (keep-alive, retries, proxies) and its reading of answers over 8 MiB
   [transport]="noemafed/mcp/transport.py tests/test_client_keepalive.py tests/test_mcp_client.py tests/test_client_wire.py
     tests/test_wire_budgets.py"
-  [large_answer]="noemafed/mcp/large_answer.py tests/test_large_answer.py"
+  [large_answer]="noemafed/mcp/large_answer.py tests/test_large_answer.py tests/test_large_answer_mutants.py"
+  # byte offsets and errors of a Latin-1 reading turned back into the decoded text's: the large page's parser
+  # (events) and the large answer's error both word their errors through it
+  [latin_utf8]="noemafed/text/latin_utf8.py tests/test_events.py tests/test_large_answer.py tests/test_latin_utf8.py"
   # serve: its JSON-RPC side and the HTTP tests that reach it, not the slow flood, SDK and deadline tests
   [server]="noemafed/mcp/server.py tests/test_serve_answers.py tests/test_serve_limits.py
     tests/test_serve.py::test_initialize_and_tools tests/test_serve.py::test_sync_events_pages_with_noemas_rules
@@ -51,7 +54,7 @@ declare -A MODULES=(
   [syncer]="noemafed/federation/syncer.py tests/test_syncer.py tests/test_sync.py tests/test_sync_cursors.py
     tests/test_poll_boundary.py tests/test_poison.py tests/test_syncer_mutants.py"
 )
-ORDER=(classify sse client transport events large_answer replay server identity syncer)
+ORDER=(classify sse client transport events latin_utf8 large_answer replay server identity syncer)
 
 # mutmut reads its configuration when imported, so ask the package metadata, not `mutmut --version`.
 VERSION="$("$BIN/python" -c 'import importlib.metadata as m; print(m.version("mutmut"))' 2>/dev/null || true)"

@@ -491,6 +491,15 @@ def test_the_run_deadline_is_checked_between_reads(cortex: Path) -> None:
 # ---- the CA file and proxies ------------------------------------------------------------------------------
 
 
+def test_an_endpoint_no_request_can_be_made_to_is_named_before_any_request() -> None:
+    with pytest.raises(WireError) as info:
+        McpSession(PeerTarget("p", "http://[::1"))
+    assert str(info.value) == (
+        'peer p: endpoint "http://[::1" is not a valid URL: Invalid IPv6 URL '
+        "(fix it with: noemafed set-peer p --endpoint URL)"
+    )
+
+
 def test_a_missing_ca_file_is_named(tmp_path: Path) -> None:
     missing = tmp_path / "nope.pem"
     with pytest.raises(WireError) as info:

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from noemafed.text.endpoints import EndpointError, check_endpoint, redact, user_info
+from noemafed.text.endpoints import EndpointError, check_endpoint, check_request_endpoint, redact, user_info
 
 GOOD = [
     ("https://beta.lan:3000", "https://beta.lan:3000"),
@@ -185,3 +185,36 @@ def test_user_info_is_everything_before_the_authoritys_last_at() -> None:
     assert redact("http://admin:p@ss@host:3000/x@y") == "http://***@host:3000/x@y"
     assert user_info("https://host:3000") == ""
     assert redact("https://host:3000") == "https://host:3000"
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "message"),
+    [
+        ("http://[::1", 'endpoint "http://[::1" is not a valid URL: Invalid IPv6 URL'),
+        ("https://[::1]:0", 'endpoint "https://[::1]:0" has an invalid port "0"'),
+        ("http://h:x/", 'endpoint "http://h:x" has an invalid port "x"'),
+        ("http://u:pw@h:65536", 'endpoint "http://***@h:65536" has an invalid port "65536"'),
+        ("http://:80", 'endpoint "http://:80" has no host'),
+        ("http://user@/", 'endpoint "http://***@" has no host'),
+        ("http://h\tx", 'endpoint "http://h\\tx" contains whitespace or a control character'),
+    ],
+)
+def test_sync_refuses_an_endpoint_no_request_can_be_made_to(endpoint: str, message: str) -> None:
+    with pytest.raises(EndpointError) as info:
+        check_request_endpoint(endpoint)
+    assert info.value.message == message
+
+
+@pytest.mark.parametrize(
+    "endpoint",
+    [
+        *(stored for _, stored in GOOD),
+        "https://beta.lan/",
+        "http://u:pw@h",  # a password: the request's own failure names it (hidden), as before
+        "http://u:pw@h:3000",
+        "https://h:3000/mcp",  # a trailing /mcp, a query: the peer's answer says what is wrong
+        "https://h:3000?x=1",
+    ],
+)
+def test_sync_leaves_an_endpoint_a_request_can_be_made_to(endpoint: str) -> None:
+    check_request_endpoint(endpoint)

@@ -405,6 +405,48 @@ def test_a_ca_file_without_certificates_is_not_a_network_failure(tmp_path: Path)
     assert doc["peers"][0]["error"].endswith("contains no valid certificates")
 
 
+@pytest.mark.parametrize(
+    ("endpoint", "problem"),
+    [
+        ("http://[::1", 'endpoint "http://[::1" is not a valid URL: Invalid IPv6 URL'),
+        (
+            "http://[zz]:3000",
+            "endpoint \"http://[zz]:3000\" is not a valid URL: 'zz' does not appear to be an IPv4 or IPv6 address",
+        ),
+        ("http://127.0.0.1:99999", 'endpoint "http://127.0.0.1:99999" has an invalid port "99999"'),
+        ("http://lap top:3000", 'endpoint "http://lap top:3000" contains whitespace or a control character'),
+    ],
+    ids=["unclosed-bracket", "no-address", "port", "space"],
+)
+def test_an_endpoint_no_request_can_be_made_to_is_a_configuration_error(
+    tmp_path: Path, endpoint: str, problem: str
+) -> None:
+    """Bug: a hand-edited endpoint the URL parser refuses failed as `connect: unexpected ValueError: Invalid IPv6
+    URL`, which reads as a bug in noemafed; a bad port or a space failed at every run as a transient `other`
+    (exit 3, retried for ever). Each is the peer entry's fault: named, `other` in the connect phase, exit 4."""
+    target = target_with(tmp_path, [{"name": "p", "endpoint": endpoint}])
+    code, doc = sync_json(target)
+    assert code == 4
+    [peer] = doc["peers"]
+    assert (peer["reason"], peer["phase"], peer["needs_operator"]) == ("other", "connect", True)
+    assert peer["error"] == (
+        f"creating Streamable HTTP client: peer p: {problem} (fix it with: noemafed set-peer p --endpoint URL)"
+    )
+    assert json.loads(state_rows(target)["peer:p:health"])["last_error"]["reason"] == "other"
+
+
+def test_a_ca_path_holding_a_nul_is_named_as_unreadable(tmp_path: Path) -> None:
+    """Bug: `ca: "a\\0b"` (YAML's escape for NUL) failed as `connect: unexpected ValueError: embedded null byte`."""
+    target = target_with(tmp_path, [{"name": "p", "endpoint": "https://localhost:1", "ca": "a\x00b"}])
+    code, doc = sync_json(target)
+    assert code == 4
+    assert (doc["peers"][0]["reason"], doc["peers"][0]["phase"]) == ("other", "connect")
+    assert doc["peers"][0]["error"] == (
+        f"creating Streamable HTTP client: loading CA for peer p: reading CA file: open {target}/a\\x00b: "
+        "embedded null byte"
+    )
+
+
 def test_redirects_are_refused(tmp_path: Path) -> None:
     src = source(tmp_path, count=1)
     with (

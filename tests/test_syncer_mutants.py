@@ -49,18 +49,20 @@ def run_poll(
     deadline: Deadline | None = None,
     on_batch: Callable[[Sequence[Event], PageResult], None] | None = None,
     clock: Clock = REAL_CLOCK,
+    failing_log: tuple[str, int] | None = None,
 ) -> tuple[PollResult, Logs]:
-    """One poll of the target's only peer, as `sync --once` makes it, with its log lines kept."""
+    """One poll of the target's only peer, as `sync --once` makes it, with its log lines kept; with
+    `failing_log` (a prefix and an errno), writing a line that starts with the prefix fails with that errno, as
+    a full disk under the log or a reader gone from its pipe makes it fail."""
     manifest = read_manifest(target)
     logs: Logs = []
-    ctx = SyncContext(
-        target,
-        manifest,
-        AccessKey(),
-        options or SyncOptions(),
-        Log(lambda level, line: logs.append((level, line))),
-        clock,
-    )
+
+    def sink(level: Level, line: str) -> None:
+        if failing_log is not None and line.startswith(failing_log[0]):
+            raise OSError(failing_log[1], os.strerror(failing_log[1]))
+        logs.append((level, line))
+
+    ctx = SyncContext(target, manifest, AccessKey(), options or SyncOptions(), Log(sink), clock)
     [peer] = manifest.peers
     cortex = open_cortex(target)
     try:
@@ -409,6 +411,14 @@ def test_storage_failing_under_replay_is_named_with_the_replay_phase(
         (errno.ENOSPC, Reason.LOCAL_STORAGE, "events: local storage: [Errno 28] No space left on device"),
         # Out of file descriptors: named with its type, and no network reason (nothing here came from the peer).
         (errno.EMFILE, Reason.OTHER, "events: unexpected OSError: [Errno 24] Too many open files"),
+        # Bug: our own log's reader gone (EPIPE) was the peer's network_reset. The peer's own socket errors all
+        # come wrapped as WireError; a bare OSError is this host's.
+        (errno.EPIPE, Reason.OTHER, "events: unexpected BrokenPipeError: [Errno 32] Broken pipe"),
+        (
+            errno.ECONNRESET,
+            Reason.OTHER,
+            "events: unexpected ConnectionResetError: [Errno 104] Connection reset by peer",
+        ),
     ],
 )
 def test_a_failure_after_a_batch_is_named_with_the_events_phase(
@@ -417,22 +427,41 @@ def test_a_failure_after_a_batch_is_named_with_the_events_phase(
     """Replay is over once its batch is: the log line after it failing is a failure of the events phase."""
     src = source(tmp_path, count=1)
     ids = [event["id"] for event in source_page(src)]
-
-    def sink(level: Level, line: str) -> None:
-        if line.startswith("[sync]"):
-            raise OSError(error, os.strerror(error))
-
     with StdlibPeer(src) as peer:
         target = target_with(tmp_path, [{"name": PEER, "endpoint": peer.endpoint}])
-        manifest = read_manifest(target)
-        cortex = open_cortex(target)
-        try:
-            ctx = SyncContext(target, manifest, AccessKey(), SyncOptions(), Log(sink))
-            result = PeerPoller(cortex, manifest.peers[0], ctx).poll(Deadline(None))
-        finally:
-            cortex.close()
+        result, _ = run_poll(target, failing_log=("[sync]", error))
     assert (result.ok, result.phase, result.reason, result.message) == (False, Phase.EVENTS, reason, message)
     assert (result.events_applied, result.cursor_after, result.category) == (2, ids[-1], "other")
+    assert health(target)["last_error"]["reason"] == reason
+
+
+def test_a_failure_before_any_batch_is_named_with_the_events_phase(tmp_path: Path) -> None:
+    """A page of nothing (`[ ]`) is logged with no batch replayed: the events phase is the poll's own."""
+    src = source(tmp_path, count=1)
+    with StdlibPeer(src, page_override=" [ ]\n") as peer:
+        target = target_with(tmp_path, [{"name": PEER, "endpoint": peer.endpoint}])
+        result, _ = run_poll(target, failing_log=("[sync]", errno.ENOSPC))
+    assert (result.ok, result.phase, result.reason, result.message) == (
+        False,
+        Phase.EVENTS,
+        Reason.LOCAL_STORAGE,
+        "events: local storage: [Errno 28] No space left on device",
+    )
+
+
+def test_a_failure_in_the_handshake_is_named_with_the_identity_phase(tmp_path: Path) -> None:
+    """The pin's log line is written while the identity is checked: its failure is the identity phase's."""
+    src = source(tmp_path, count=1)
+    with StdlibPeer(src, server_version="9.9.9") as peer:
+        target = target_with(tmp_path, [{"name": PEER, "endpoint": peer.endpoint}])
+        result, _ = run_poll(target, failing_log=(identity_line(src)[1], errno.ENOSPC))
+    assert (result.ok, result.phase, result.reason, result.message) == (
+        False,
+        Phase.IDENTITY,
+        Reason.LOCAL_STORAGE,
+        "identity: local storage: [Errno 28] No space left on device",
+    )
+    assert (result.peer_version, result.peer_cortex_id, result.events_applied) == ("9.9.9", "", 0)
 
 
 # ---- usage rows (best effort: only logged) ---------------------------------------------------------------
@@ -454,6 +483,24 @@ def usage_warning(err: str) -> tuple[Level, str]:
         Level.WARNING,
         f'[federation] peer "{PEER}": read-signal sync failed (events already applied): {err}',
     )
+
+
+def test_a_failure_of_this_host_while_merging_usage_is_named_with_the_usage_phase(tmp_path: Path) -> None:
+    """Usage is best effort, but this host's storage failing there fails the poll, in the usage phase."""
+    src = source(tmp_path, count=1)
+    with (
+        StdlibPeer(src) as backend,
+        hostile_peer.HostilePeer(backend, "sync_read_signal", hostile_peer.tool_text("{}")) as peer,
+    ):
+        target = target_with(src.parent, [{"name": PEER, "endpoint": peer.endpoint}])
+        result, _ = run_poll(target, failing_log=(usage_warning("")[1], errno.ENOSPC))
+    assert (result.ok, result.phase, result.reason, result.message) == (
+        False,
+        Phase.USAGE,
+        Reason.LOCAL_STORAGE,
+        "usage: local storage: [Errno 28] No space left on device",
+    )
+    assert result.events_applied == 2
 
 
 def _refusal(text: str) -> hostile_peer.Answer:
@@ -885,3 +932,67 @@ def test_a_failed_poll_is_categorized_and_a_health_it_cannot_store_leaves_no_poi
         f"[federation] peer \"{PEER}\": could not persist health: writing federation_state 'peer:src:health': "
         "read-only here",
     )
+
+
+# ---- this cortex's own records unreadable (a real SQLite error for one key, through a view) ------------------
+
+
+def test_a_cursor_that_cannot_be_read_is_warned_about_and_the_report_falls_back_to_none(
+    tmp_path: Path,
+) -> None:
+    """The report's bookkeeping reads the cursor before and after the poll: a read that fails is a warning,
+    twice, and the result says no cursor rather than crashing."""
+    from test_identity import refuse_reads
+
+    target = target_with(tmp_path, [{"name": PEER, "endpoint": "http://127.0.0.1:1"}])
+    put_state(target, **{f"peer:{PEER}:last_event": "01ARZ3NDEKTSV4RRFFQ69G5FAV"})
+    conn = db(target)
+    refuse_reads(conn, f"peer:{PEER}:last_event")
+    conn.close()
+    result, logs = run_poll(target)
+    unreadable = (
+        Level.WARNING,
+        f'[federation] peer "{PEER}": could not read last_event: reading federation_state '
+        f"'peer:{PEER}:last_event': malformed JSON",
+    )
+    assert logs[:2] == [unreadable, unreadable]
+    # A poll that never got past connecting: no version, no identity, no cursor either side.
+    assert (result.ok, result.reason, result.phase) == (False, Reason.NETWORK_REFUSED, Phase.INITIALIZE)
+    assert (result.cursor_before, result.cursor_after, result.peer_version, result.peer_cortex_id) == (
+        "",
+        "",
+        "",
+        "",
+    )
+
+
+def test_prior_health_that_cannot_be_read_is_warned_about_and_a_fresh_record_is_made(tmp_path: Path) -> None:
+    from test_identity import refuse_reads
+
+    target = target_with(tmp_path, [{"name": PEER, "endpoint": "http://127.0.0.1:1"}])
+    put_state(target, **{f"peer:{PEER}:health": "{}"})
+    conn = db(target)
+    refuse_reads(conn, f"peer:{PEER}:health")
+    conn.close()
+    result, logs = run_poll(target)
+    assert result.reason == Reason.NETWORK_REFUSED
+    assert logs == [
+        (
+            Level.WARNING,
+            f'[federation] peer "{PEER}": could not load prior health: reading federation_state '
+            f"'peer:{PEER}:health': malformed JSON",
+        ),
+        (
+            Level.WARNING,
+            f'[federation] peer "{PEER}": could not persist health: writing federation_state '
+            f"'peer:{PEER}:health': cannot modify federation_state because it is a view",
+        ),
+    ]
+
+
+def test_a_ca_path_is_read_relative_to_the_cortex_folder_unless_absolute(tmp_path: Path) -> None:
+    home = Path.home()
+    assert syncer._resolve(tmp_path, "") == ""
+    assert syncer._resolve(tmp_path, "certs/ca.pem") == str(tmp_path / "certs" / "ca.pem")
+    assert syncer._resolve(tmp_path, "/etc/ca.pem") == "/etc/ca.pem"
+    assert syncer._resolve(tmp_path, "~/ca.pem") == str(home / "ca.pem")

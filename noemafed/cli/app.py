@@ -56,6 +56,9 @@ DATABASE_FAILED = "database error: {error}"
 STDOUT_ERROR = "writing standard output: {error}"
 
 
+EXIT_READER_GONE = 141  # 128 + SIGPIPE: how a shell reports a process its pipe's reader left (reader_gone)
+
+
 STDOUT_FAILED = "Error: " + STDOUT_ERROR + "\n"
 
 
@@ -108,9 +111,13 @@ class CliContext:
         return resolve_cortex(self.cortex_option, self.env.environ, Path.cwd())
 
     def emit(self, text: str) -> None:
+        if self.env.stdout is None:  # closed before we started (`>&-`): nowhere to write, as under >/dev/null
+            return
         try:
             click.echo(text, file=self.env.stdout, nl=False)
-            self.env.stdout.flush()  # a full disk or a closed pipe is reported here, by the command, not at exit
+            self.env.stdout.flush()  # a full disk is reported here, by the command, not at exit
+        except BrokenPipeError:
+            reader_gone()
         except OSError as exc:
             message = STDOUT_ERROR.format(error=exc.strerror or exc)
             raise HostError(message, ExitCode.IO_ERROR, IO_HINT) from exc
@@ -147,7 +154,7 @@ class CliContext:
             else:
                 line = f"{time.strftime('%Y/%m/%d %H:%M:%S')} {message}"  # Go's log package, as noema
             with lock:
-                click.echo(line, file=stderr)
+                write_line(stderr, line)
 
         return Log(sink)
 
@@ -162,9 +169,9 @@ class CliContext:
 
     def fail(self, exc: NoemafedError) -> NoReturn:
         """The single place an error is shown: on stderr, and as a JSON document too for a --json command."""
-        click.echo(f"Error: {exc.message}", file=self.env.stderr)
+        write_line(self.env.stderr, f"Error: {exc.message}")
         if exc.hint:
-            click.echo(f"Hint: {exc.hint}", file=self.env.stderr)
+            write_line(self.env.stderr, f"Hint: {exc.hint}")
         if self.json_schema is not None:
             from noemafed.render import error_json
             from noemafed.reports.error import ErrorReport
@@ -441,8 +448,12 @@ def run() -> NoReturn:
     status = _exit_status(code)
     atexit._run_exitfuncs()
     for stream in (sys.stdout, sys.stderr):
+        if stream is None:  # closed before we started
+            continue
         try:
             stream.flush()
+        except BrokenPipeError:
+            reader_gone()
         except (OSError, ValueError) as exc:
             # stdout on a full disk (or a closed pipe): said once, never a traceback; Python would exit 120.
             if status == 0 and stream is sys.stdout:
@@ -451,6 +462,33 @@ def run() -> NoReturn:
                     sys.stderr.flush()
             status = status or int(ExitCode.IO_ERROR)
     os._exit(status)
+
+
+def write_line(stream: TextIO | None, line: str) -> None:
+    """One line on stderr (or another stream of our own). A stream closed before we started (`2>&-`: Python
+    leaves it None) takes nothing, as under 2>/dev/null; click would send the line to stdout instead, into
+    the report. A reader that has gone ends the process (reader_gone)."""
+    if stream is None:
+        return
+    try:
+        click.echo(line, file=stream)
+    except BrokenPipeError:
+        reader_gone()
+
+
+def reader_gone() -> NoReturn:
+    """The reader of our stdout or stderr has gone (EPIPE: `noemafed sync --once -v 2>&1 | head -1`): the process
+    ends at once and quietly, with status 141, what a shell shows for a death by SIGPIPE, which is how noema ends
+    (Go's runtime does so for a write to stdout or stderr) and coreutils too. Python ignores SIGPIPE so that a
+    peer closing its socket is an error to classify, not a death; our own two streams are the exception. Not
+    the signal itself: only the main thread may restore its default action, and a log line is written from
+    any poll's thread.
+
+    Nothing is left that a kill -9 would not leave, and every write path is built for that: SQLite commits or
+    rolls back, replay's files have their undo journal, the sync lock goes with the process. A poll in flight
+    records nothing, so its peer is charged with nothing (a log line that fails inside a poll would otherwise be
+    recorded as that poll's failure: docs/exit-codes.md)."""
+    os._exit(EXIT_READER_GONE)
 
 
 def _live_non_daemon_threads() -> bool:
@@ -477,7 +515,7 @@ def main(argv: list[str] | None = None, env: Environment | None = None) -> None:
     except NoemafedError as exc:
         obj.fail(exc)
     except click.exceptions.Abort:
-        click.echo("Aborted!", file=obj.env.stderr)
+        write_line(obj.env.stderr, "Aborted!")
         sys.exit(int(ExitCode.ERROR))
     except click.ClickException as exc:
         exc.show(file=obj.env.stderr)

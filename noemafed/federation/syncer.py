@@ -209,7 +209,6 @@ class _Progress:
         self.pages = 0
         self.usage_rows = 0
         self.caught_up = False
-        self.extra: dict[str, Any] = {}
 
 
 class PeerPoller:
@@ -624,19 +623,19 @@ def _first_refused_id(events: Sequence[EventHead], max_future_skew: float) -> tu
 
 def _unexpected_failure(exc: Exception, phase: Phase) -> PollError:
     """A failure no step named itself: this host's storage, or whatever a peer's answer provoked."""
+    message = UNEXPECTED_ERROR.format(phase=phase, kind=type(exc).__name__, err=exc)
     if classify.is_local_storage_failure(exc):
         # A locked database between batches, a full or read-only disk: the peer is not at fault.
         failure = PollError(LOCAL_STORAGE_ERROR.format(phase=phase, err=exc), phase, Reason.LOCAL_STORAGE)
-    elif isinstance(exc, (OSError, WireError)):
-        failure = PollError(
-            UNEXPECTED_ERROR.format(phase=phase, kind=type(exc).__name__, err=exc),
-            phase,
-            classify.classify_network_error(exc),
-        )
+    elif isinstance(exc, WireError):
+        failure = PollError(message, phase, classify.classify_network_error(exc))
     else:
-        # RecursionError from JSON nested past the stack, a TypeError from a field of the wrong shape, ...
-        message = UNEXPECTED_ERROR.format(phase=phase, kind=type(exc).__name__, err=exc)
-        failure = PollError(message, phase, Reason.OTHER)
+        # RecursionError from JSON nested past the stack, a TypeError from a field of the wrong shape, and any
+        # bare OSError: the peer's socket errors all come wrapped as WireError, so a bare one is this host's
+        # (a log whose reader is gone, EPIPE; no file descriptors left), never the peer's network_reset. Named
+        # by its type and text but not chained as the cause: classify reads a bare BrokenPipeError's type as a
+        # connection reset (the daemon's category, `sync --json`'s).
+        return PollError(message, phase, Reason.OTHER)
     failure.__cause__ = exc
     return failure
 
@@ -697,7 +696,6 @@ def _check_page(events: Sequence[Any], trusted: int, cursor: str, limit: int) ->
 
 
 def _resolve(cortex_dir: Path, path: str) -> str:
-    if not path:
-        return ""
-    candidate = Path(path).expanduser()
-    return str(candidate if candidate.is_absolute() else cortex_dir / candidate)
+    """A peer's `ca:` path, relative to the cortex folder; an absolute one (after `~`) stays as it is, as
+    pathlib's `/` keeps an absolute right-hand side."""
+    return str(cortex_dir / Path(path).expanduser()) if path else ""

@@ -31,7 +31,7 @@ from noemafed.mcp.protocol import (
 )
 from noemafed.mcp.sse import SseParser
 from noemafed.mcp.transport import REDIRECT_STATUSES, PeerConnection, RequestWatch, environment_proxy
-from noemafed.text.endpoints import REDACTED, redact, user_info
+from noemafed.text.endpoints import REDACTED, EndpointError, check_request_endpoint, redact, user_info
 from noemafed.text.sanitize import scrub, short
 
 CLIENT_NAME = "noemafed"
@@ -58,6 +58,8 @@ DEADLINE_EXCEEDED = "deadline exceeded (the run's --max-duration ran out)"
 CA_UNREADABLE = "loading CA for peer {peer}: reading CA file: open {path}: {reason}"
 CA_WITHOUT_CERTIFICATES = "loading CA for peer {peer}: CA file {path} contains no valid certificates"
 NOT_HTTP_URL = "peer {peer} endpoint {endpoint!r} is not an http:// or https:// URL"
+# An endpoint no request can be made to (text.endpoints.check_request_endpoint says why): a configuration error.
+ENDPOINT_UNUSABLE = "peer {peer}: {problem} (fix it with: noemafed set-peer {peer} --endpoint URL)"
 PROXY_UNUSABLE = "peer {peer}: the {scheme}_proxy variable of the environment is not a valid URL: {reason}"
 UNSUPPORTED_VERSION = "peer answered unsupported MCP protocol version {version!r}"
 TRANSPORT_FAILED = "{method} {url}: {reason}"
@@ -149,8 +151,8 @@ def tls_context(target: PeerTarget) -> ssl.SSLContext:
             # ssl takes only ASCII, and the blocks themselves are ASCII.
             with open(target.ca_file, encoding="ascii", errors="ignore") as handle:
                 pem = handle.read()
-        except OSError as exc:
-            reason = (exc.strerror or str(exc)).lower()
+        except (OSError, ValueError) as exc:  # ValueError: a path with a NUL in it (cortex.md may say "\0")
+            reason = (getattr(exc, "strerror", None) or str(exc)).lower()
             raise WireError(
                 CA_UNREADABLE.format(peer=target.name, path=target.ca_file, reason=reason)
             ) from exc
@@ -199,6 +201,10 @@ class McpSession:
     def __init__(self, target: PeerTarget, deadline: Deadline | None = None) -> None:
         if not target.url.startswith(("http://", "https://")):
             raise WireError(NOT_HTTP_URL.format(peer=target.name, endpoint=redact(target.endpoint)))
+        try:
+            check_request_endpoint(target.endpoint)
+        except EndpointError as exc:
+            raise WireError(ENDPOINT_UNUSABLE.format(peer=target.name, problem=exc.message)) from None
         self.target = target
         self.deadline = deadline or Deadline(None)
         context = tls_context(target) if target.url.startswith("https:") else None

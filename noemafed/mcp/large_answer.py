@@ -86,9 +86,10 @@ def _page_token(body: bytearray) -> tuple[int, int] | None:
     for number, member in enumerate(_TEXT_MEMBER.finditer(body)):
         if number == _MAX_CANDIDATES:
             break
-        rest = _STRING_REST.match(body, member.end())
-        if rest is not None and (best is None or rest.end() - member.end() > best[1] - best[0]):
-            best = (member.end() - 1, rest.end())
+        start = member.end() - 1  # the opening quote
+        rest = _STRING_REST.match(body, start + 1)
+        if rest is not None and (best is None or rest.end() - start > best[1] - best[0]):
+            best = (start, rest.end())
     return best
 
 

@@ -1,4 +1,5 @@
-"""Peer endpoint texts: the checks `add-peer` and `set-peer` run, and the redaction every printed endpoint gets.
+"""Peer endpoint texts: the checks `add-peer` and `set-peer` run (and the part of them `sync` runs again), and
+the redaction every printed endpoint gets.
 
 A peer's `endpoint` is a base URL; noemafed appends `/mcp`. noema checks nothing (federation.md §6.3), so a typo
 used to surface only at sync time as a network failure, and a password in the URL was printed with it.
@@ -6,7 +7,10 @@ used to surface only at sync time as a network failure, and a password in the UR
 
 from __future__ import annotations
 
-from urllib.parse import urlsplit  # urllib.parse only: no sockets, and already loaded by every command
+from urllib.parse import (
+    SplitResult,
+    urlsplit,
+)  # urllib.parse only: no sockets, and already loaded by every command
 
 from noemafed.text.gotext import go_quote
 
@@ -115,8 +119,7 @@ def check_endpoint(endpoint: str) -> str:
     shown = go_quote(redact(text))
     if not text:
         raise EndpointError(EMPTY, EMPTY_HINT)
-    if any(char.isspace() or not char.isprintable() for char in text):
-        raise EndpointError(BAD_CHARACTER.format(endpoint=shown), BAD_CHARACTER_HINT)
+    _check_characters(text, shown)
     if _scheme_end(text) < 0:
         if text.lower().startswith(("http:", "https:")):  # `https:`, `https:/host`: the scheme is there
             raise EndpointError(NO_HOST.format(endpoint=shown), NO_HOST_HINT)
@@ -126,18 +129,11 @@ def check_endpoint(endpoint: str) -> str:
     if scheme.lower() not in _SCHEMES:
         raise EndpointError(NOT_HTTP.format(endpoint=shown), NOT_HTTP_HINT)
     text = scheme.lower() + text[len(scheme) :]
-    try:
-        parts = urlsplit(text)
-    except ValueError as exc:
-        raise EndpointError(UNPARSABLE.format(endpoint=shown, reason=exc), UNPARSABLE_HINT) from None
+    parts = _split(text, shown)
     fixed = _without_credentials(text)
     if "@" in parts.netloc:
         raise EndpointError(CREDENTIALS.format(endpoint=shown), CREDENTIALS_HINT.format(fixed=fixed))
-    host, port = _split_port(parts.netloc)
-    if host in ("", "[]"):
-        raise EndpointError(NO_HOST.format(endpoint=shown), NO_HOST_HINT)
-    if port is not None and not (port.isascii() and port.isdigit() and 1 <= int(port) <= 65535):
-        raise EndpointError(BAD_PORT.format(endpoint=shown, port=go_quote(port)), BAD_PORT_HINT)
+    _check_host_and_port(parts.netloc, shown)
     if "?" in text or "#" in text:
         base = text.split("#", 1)[0].split("?", 1)[0].rstrip("/")
         raise EndpointError(
@@ -150,3 +146,42 @@ def check_endpoint(endpoint: str) -> str:
                 MCP_SUFFIX.format(endpoint=shown, suffix=suffix), MCP_SUFFIX_HINT.format(fixed=base)
             )
     return text
+
+
+def check_request_endpoint(endpoint: str) -> None:
+    """The checks of check_endpoint that no HTTP request survives, for an `http(s)://` endpoint about to be
+    used: a cortex.md edited by hand (or by noema, which checks nothing) never went through `add-peer`.
+
+    Only what the URL parser or http.client would refuse before a byte is sent: whitespace or a control
+    character, a URL that does not parse, no host, a port that is no number from 1 to 65535. A user name or
+    password, a query or a trailing /mcp still make a request (the peer's answer or the network says what
+    is wrong), as they do in Go; the client keeps a password out of what it prints.
+    """
+    text = endpoint.rstrip("/")
+    shown = go_quote(redact(text))
+    _check_characters(text, shown)
+    authority = _split(text, shown).netloc
+    _check_host_and_port(authority[authority.rfind("@") + 1 :], shown)
+
+
+def _check_characters(text: str, shown: str) -> None:
+    if any(char.isspace() or not char.isprintable() for char in text):
+        raise EndpointError(BAD_CHARACTER.format(endpoint=shown), BAD_CHARACTER_HINT)
+
+
+def _split(text: str, shown: str) -> SplitResult:
+    """urlsplit's reading of the endpoint, or the error that says why it has none (`[::1` without its `]`,
+    brackets around something that is no IPv6 address)."""
+    try:
+        return urlsplit(text)
+    except ValueError as exc:
+        raise EndpointError(UNPARSABLE.format(endpoint=shown, reason=exc), UNPARSABLE_HINT) from None
+
+
+def _check_host_and_port(authority: str, shown: str) -> None:
+    """The host and port of an authority without user info: a host, and a port of 1 to 65535 if any."""
+    host, port = _split_port(authority)
+    if host in ("", "[]"):
+        raise EndpointError(NO_HOST.format(endpoint=shown), NO_HOST_HINT)
+    if port is not None and not (port.isascii() and port.isdigit() and 1 <= int(port) <= 65535):
+        raise EndpointError(BAD_PORT.format(endpoint=shown, port=go_quote(port)), BAD_PORT_HINT)

@@ -26,12 +26,9 @@ def characters_before(latin: str, offset: int) -> int:
 
 
 def character_at(latin: str, offset: int) -> str:
-    """The character whose UTF-8 encoding starts at `offset` ("" at the end), decoded."""
-    lead = latin[offset : offset + 1]
-    if lead < "\x80":
-        return lead
-    width = 2 if lead < "\xe0" else 3 if lead < "\xf0" else 4
-    return latin[offset : offset + width].encode("latin-1").decode("utf-8", "replace")[:1]
+    """The character whose UTF-8 encoding starts at `offset` ("" at the end), decoded: the first of the four
+    bytes there (a character's most), whatever the next character that the four may cut."""
+    return latin[offset : offset + 4].encode("latin-1").decode("utf-8", "replace")[:1]
 
 
 def decoded(latin: str) -> str:
@@ -42,7 +39,9 @@ def decoded(latin: str) -> str:
 def json_error(latin: str, exc: json.JSONDecodeError) -> str:
     """The JSONDecodeError's text as the decoded text would give it: line, column and offset in characters."""
     position = characters_before(latin, exc.pos)
+    # Counted from the last newline before the error; without one, rfind's -1 is the place before the text
+    # (characters_before(latin, -1) is -1), as json counts from -1 then.
     newline = latin.rfind("\n", 0, exc.pos)
-    column = position - (characters_before(latin, newline) if newline != -1 else -1)
+    column = position - characters_before(latin, newline)
     line = latin.count("\n", 0, exc.pos) + 1
     return f"{exc.msg}: line {line} column {column} (char {position})"
