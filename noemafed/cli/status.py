@@ -80,10 +80,10 @@ def status(
 def write_metrics(path: Path, status: StatusReport, run: SyncReport | None) -> None:
     """The metrics file of a status (the last run as it recorded itself) or of the run that just ended."""
     from noemafed.commands import metrics
-    from noemafed.render import status as render
+    from noemafed.render import metrics as render
 
     report = metrics.from_status(status) if run is None else metrics.after_sync(status, run)
-    metrics.write_file(path, render.metrics(report))
+    metrics.write_file(path, render.prometheus(report))
 
 
 def _status_check(

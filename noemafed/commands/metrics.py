@@ -6,7 +6,8 @@ from pathlib import Path
 
 from noemafed.cortex.files import replace_file
 from noemafed.cortex.state import LastSync
-from noemafed.reports.status import MetricsReport, StatusReport
+from noemafed.reports.metrics import MetricsReport
+from noemafed.reports.status import StatusReport
 from noemafed.reports.sync import SyncReport
 
 # node_exporter runs as another user: the file must be readable by others (mkstemp makes it 0600).

@@ -27,7 +27,6 @@ from noemafed.federation.verdict import (
     worst,
 )
 from noemafed.reports.status import CheckReport, PeerStatus, StatusReport
-from noemafed.signing import VERIFIER_ENV, VERIFIER_NAMES
 from noemafed.text.clock import REAL_CLOCK, Clock
 
 
@@ -130,6 +129,8 @@ def _verifier(
     now, which loads the host's OpenSSL (some 4 ms of a 50 ms `status --json`)."""
     if federation is None or federation.effective_verify == "off":
         return None
+    from noemafed.signing import VERIFIER_ENV, VERIFIER_NAMES  # noqa: PLC0415 (only --json names the verifier)
+
     try:
         recorded = "" if environ.get(VERIFIER_ENV) else state.get_verifier(conn)
     except NoemafedError:

@@ -1,4 +1,4 @@
-"""What `status` found: each peer, the whole report, and the `--check` and `--metrics-file` views of it."""
+"""What `status` found: each peer, the whole report, and the `--check` view of it (`--metrics-file`'s: reports.metrics)."""
 
 from __future__ import annotations
 
@@ -50,14 +50,6 @@ class StatusReport(NamedTuple):
     @property
     def configured(self) -> bool:
         return self.federation is not None and bool(self.federation.peers)
-
-
-class MetricsReport(NamedTuple):
-    """What a metrics file says: every peer as status judged it, and the sync run it follows (None: none
-    recorded)."""
-
-    status: StatusReport
-    last_sync: LastSync | None
 
 
 class CheckReport(NamedTuple):
