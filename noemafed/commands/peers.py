@@ -6,7 +6,7 @@ import os
 import sqlite3
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, NamedTuple, TypeVar
+from typing import Any, TypeVar
 
 from noemafed.commands import not_configured
 from noemafed.commands.reset import ABORTED, clear_state, no_sync_running, peer_state_keys, plan_reset
@@ -23,6 +23,7 @@ from noemafed.cortex.manifest import (
 from noemafed.cortex.open import Cortex, open_cortex
 from noemafed.errors import ArgumentError, CommandError, NoemafedError, StateError
 from noemafed.federation.lock import sync_running
+from noemafed.records import Record
 from noemafed.reports.config import (
     AddedPeer,
     FieldChange,
@@ -175,7 +176,7 @@ def add_peer(
     return AddedPeer(name, endpoint, ca, pubkey, sync_running(cortex_dir))
 
 
-class PeerChanges(NamedTuple):
+class PeerChanges(Record):
     """What set-peer was asked to change: None leaves a key alone, "" removes it (`--no-ca`, `--no-pubkey`)."""
 
     endpoint: str | None = None

@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import NamedTuple
 
 from noemafed.commands import not_configured
 from noemafed.commands.reset import ABORTED, no_sync_running
@@ -24,6 +23,7 @@ from noemafed.federation import poison
 from noemafed.federation.syncer import PeerPoller, PollError, SyncContext, SyncOptions
 from noemafed.logs import Log
 from noemafed.mcp.client import Deadline
+from noemafed.records import Record
 from noemafed.reports.config import SkipPlan, SkipResult
 from noemafed.text.clock import REAL_CLOCK, Clock
 from noemafed.text.gotext import go_quote
@@ -60,7 +60,7 @@ class PeerContactError(NoemafedError):
         self.exit_code = exit_code
 
 
-class SkipRequest(NamedTuple):
+class SkipRequest(Record):
     """What the operator asked for."""
 
     peer: str

@@ -8,7 +8,7 @@ import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING
 
 from noemafed.commands import not_configured
 from noemafed.cortex import state
@@ -21,6 +21,7 @@ from noemafed.federation.lock import ROLE_DAEMON, ROLE_ONCE, SyncLock
 from noemafed.federation.schedule import plan_once, poll_once, run_daemon
 from noemafed.federation.syncer import SyncContext, SyncOptions
 from noemafed.logs import Log
+from noemafed.records import Record
 from noemafed.reports.sync import SyncReport
 from noemafed.text.clock import REAL_CLOCK, Clock
 
@@ -50,7 +51,7 @@ def select_peers(manifest: Manifest, names: tuple[str, ...]) -> tuple[list[PeerC
     return [p for p in chosen if not p.paused], [p.name for p in chosen if p.paused]
 
 
-class SyncRun(NamedTuple):
+class SyncRun(Record):
     """What a `sync` invocation brings: the cortex and its manifest, the run's limits, the environment, the log."""
 
     cortex_dir: Path

@@ -6,10 +6,10 @@ import os
 import stat
 from collections.abc import Mapping
 from pathlib import Path
-from typing import NamedTuple
 
 from noemafed.cortex.manifest import AccessConfig
 from noemafed.errors import AccessKeyError, NoemafedError
+from noemafed.records import Record
 
 ACCESS_KEY_ENV = "NOEMA_MCP_KEY"
 SIDECAR_MAX_BYTES = 4 * 1024
@@ -17,7 +17,7 @@ SOURCE_ENV = "env"
 SOURCE_FILE = "file"
 
 
-class AccessKey(NamedTuple):
+class AccessKey(Record):
     """The resolved key; `value` must never be printed or logged, only `fingerprint`."""
 
     value: str = ""

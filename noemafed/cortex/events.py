@@ -14,10 +14,11 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from itertools import pairwise
 from json.decoder import scanstring  # type: ignore[attr-defined]  # C-accelerated; untyped in typeshed
-from typing import Any, NamedTuple
+from typing import Any
 
 from noemafed.cortex import vclock
 from noemafed.errors import NoemafedError
+from noemafed.records import Record
 from noemafed.text.clock import ulid_millis
 from noemafed.text.gotext import go_json_dumps
 from noemafed.text.latin_utf8 import character_at, characters_before, decoded, json_error
@@ -311,7 +312,7 @@ LARGE_PAGE_CHARS = 8 * 1024 * 1024
 _NOT_CUT = ""
 
 
-class EventHead(NamedTuple):
+class EventHead(Record):
     """What the checks before replay need of an event, without its `data`."""
 
     id: str

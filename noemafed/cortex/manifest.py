@@ -5,11 +5,12 @@ from __future__ import annotations
 import errno
 import stat
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 from noemafed.cortex import frontmatter
 from noemafed.cortex.files import replace_file
 from noemafed.errors import FrontmatterError, ManifestError
+from noemafed.records import Record
 from noemafed.text.durations import parse_go_duration
 from noemafed.text.gotext import go_quote
 from noemafed.text.keys import KeyFormatError, parse_public_key
@@ -30,7 +31,7 @@ _PEER_KEY_ORDER = ("name", "endpoint", "ca", "mode", "pubkey")
 _SIGNING_KEY_ORDER = ("public_key", "private_key_file")
 
 
-class PeerConfig(NamedTuple):
+class PeerConfig(Record):
     """One `federation.peers[]` entry; `mode` is the raw text (empty means sync)."""
 
     name: str
@@ -49,7 +50,7 @@ class PeerConfig(NamedTuple):
         return self.mode == PEER_MODE_PAUSED
 
 
-class FederationConfig(NamedTuple):
+class FederationConfig(Record):
     """The `federation` block with raw texts kept for display and effective values derived."""
 
     mode: str = ""
@@ -77,7 +78,7 @@ class FederationConfig(NamedTuple):
         return next((p for p in self.peers if p.name == name), None)
 
 
-class AccessConfig(NamedTuple):
+class AccessConfig(Record):
     """The `access` block: where the shared key and the server's TLS material live."""
 
     shared_key_file: str = ""
@@ -85,7 +86,7 @@ class AccessConfig(NamedTuple):
     tls_key_path: str = ""
 
 
-class Manifest(NamedTuple):
+class Manifest(Record):
     """A parsed cortex.md; `raw` and `body` keep everything else so a rewrite loses nothing."""
 
     path: Path

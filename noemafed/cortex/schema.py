@@ -14,9 +14,10 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Mapping
 from types import MappingProxyType
-from typing import Final, NamedTuple
+from typing import Final
 
 from noemafed.errors import CommandError
+from noemafed.records import Record
 
 SCHEMA_VERSION: Final = 19
 """The highest migration number Go knows; what `MAX(version)` reads after `create_schema`."""
@@ -30,7 +31,7 @@ TIERS: Final[tuple[str, ...]] = ("short", "mid", "long")
 """The values the CHECK on `traces.tier` admits."""
 
 
-class Column(NamedTuple):
+class Column(Record):
     """One column as `PRAGMA table_xinfo` reports it (minus cid and hidden), so rows compare directly."""
 
     name: str
@@ -40,7 +41,7 @@ class Column(NamedTuple):
     pk: int
 
 
-class Index(NamedTuple):
+class Index(Record):
     """A named index: its table, its columns in order, and the WHERE of a partial index."""
 
     table: str
@@ -48,7 +49,7 @@ class Index(NamedTuple):
     where: str | None = None
 
 
-class ForeignKey(NamedTuple):
+class ForeignKey(Record):
     """A single-column foreign key as `PRAGMA foreign_key_list` reports it."""
 
     table: str

@@ -6,10 +6,11 @@ import json
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, NamedTuple, TypeAlias
+from typing import Any, TypeAlias
 
 from noemafed.cortex import vclock
 from noemafed.errors import StateError
+from noemafed.records import Record
 from noemafed.text.gotext import go_json_dumps
 
 VCLOCK_KEY = "vclock"
@@ -130,7 +131,7 @@ def set_clock(conn: sqlite3.Connection, clock: vclock.VClock) -> None:
     put(conn, VCLOCK_KEY, vclock.encode(clock))
 
 
-class PeerError(NamedTuple):
+class PeerError(Record):
     """The last failure of a peer: a reason from the enum plus stable ids, never free text."""
 
     reason: str
@@ -149,7 +150,7 @@ class PeerError(NamedTuple):
         return obj
 
 
-class PeerHealth(NamedTuple):
+class PeerHealth(Record):
     """`peer:<name>:health`, written after every poll (federation.md §2.5)."""
 
     version: str = ""
@@ -247,7 +248,7 @@ def set_health(conn: sqlite3.Connection, peer: str, health: PeerHealth) -> None:
     put(conn, peer_key(peer, HEALTH), health.encode())
 
 
-class RankEntry(NamedTuple):
+class RankEntry(Record):
     """A consolidation-election bid; rank 0 means not participating."""
 
     cortex_id: str = ""
@@ -289,7 +290,7 @@ def set_peer_rank(conn: sqlite3.Connection, peer: str, entry: RankEntry) -> None
     put(conn, peer_key(peer, CONSOLIDATION_RANK), entry.encode())
 
 
-class PeerState(NamedTuple):
+class PeerState(Record):
     """The composite read behind status: cursor, last contact, pinned id and health."""
 
     name: str
@@ -387,7 +388,7 @@ def _int_field(obj: dict[str, Any], key: str) -> int:
     return value
 
 
-class Backoff(NamedTuple):
+class Backoff(Record):
     """A peer's current failure streak: when it began, how many polls failed, when the next one is due.
 
     `needs_operator` keeps what classify said of the last failure (the reason alone does not tell: the phase
@@ -449,7 +450,7 @@ RUN_FAILED = "failed"
 _RUN_OUTCOMES = (RUN_OK, RUN_BEHIND, RUN_FAILED)
 
 
-class PeerRun(NamedTuple):
+class PeerRun(Record):
     """The last poll of a peer as noemafed recorded it, and what it has applied from the peer over all runs."""
 
     outcome: str = ""  # RUN_OK, RUN_BEHIND, RUN_FAILED; "" when never recorded
@@ -496,7 +497,7 @@ def set_run(conn: sqlite3.Connection, peer: str, run: PeerRun) -> None:
     put(conn, run_key(peer), run.encode())
 
 
-class LastSync(NamedTuple):
+class LastSync(Record):
     """The last `sync --once` run: when it ended, how long it took, what it exited with."""
 
     finished_at: str = ""

@@ -9,9 +9,9 @@ import re
 import sqlite3
 from collections.abc import Iterator
 from enum import StrEnum
-from typing import NamedTuple
 
 from noemafed.errors import ExitCode, InvalidTraceFrontmatterError, InvalidTraceIDError, SigningKeyError
+from noemafed.records import Record
 
 __all__ = [
     "HEALTH_HINTS",
@@ -115,7 +115,7 @@ def is_schema_widening(reason: str) -> bool:
     return reason in SCHEMA_WIDENING_REASONS
 
 
-class Outcome(NamedTuple):
+class Outcome(Record):
     """What a failed poll records in health and what it makes `sync` exit with."""
 
     reason: Reason

@@ -7,8 +7,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 from enum import StrEnum
-from typing import NamedTuple
 
+from noemafed.records import Record
 from noemafed.text.gotext import format_rfc3339, go_quote
 from noemafed.text.versions import semver_baseline
 
@@ -26,7 +26,7 @@ class Severity(StrEnum):
     INFO = "info"
 
 
-class Finding(NamedTuple):
+class Finding(Record):
     """One thing doctor found: `fix` is the command to run or the edit to make."""
 
     severity: Severity
@@ -39,7 +39,7 @@ class Finding(NamedTuple):
 # ---- the facts ------------------------------------------------------------------------------------------
 
 
-class CertFacts(NamedTuple):
+class CertFacts(Record):
     """A TLS certificate's validity window, or why it could not be read."""
 
     path: str
@@ -47,7 +47,7 @@ class CertFacts(NamedTuple):
     error: str = ""
 
 
-class FileFacts(NamedTuple):
+class FileFacts(Record):
     """A file or folder doctor checks the mode of; `mode` None when it is missing."""
 
     label: str  # "signing key file", "access key file", "cortex folder", ...
@@ -56,7 +56,7 @@ class FileFacts(NamedTuple):
     secret: bool  # 0600 or stricter, or noema refuses to read it
 
 
-class LockFacts(NamedTuple):
+class LockFacts(Record):
     """The sync lock: who the file names, whether anyone holds it, whether that process lives here."""
 
     path: str
@@ -65,7 +65,7 @@ class LockFacts(NamedTuple):
     holder_alive: bool
 
 
-class PeerFacts(NamedTuple):
+class PeerFacts(Record):
     """One configured peer: what federation_state remembers and, online, what it answered."""
 
     name: str
@@ -95,7 +95,7 @@ class PeerFacts(NamedTuple):
         return self.reported_key or self.advertised_key
 
 
-class DoctorFacts(NamedTuple):
+class DoctorFacts(Record):
     """Everything the checks look at, gathered once."""
 
     now: datetime

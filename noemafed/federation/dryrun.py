@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING
 
 from noemafed.cortex import traces
 from noemafed.cortex.manifest import PeerConfig
@@ -23,6 +23,7 @@ from noemafed.federation.classify import Phase, Reason
 from noemafed.federation.schedule import open_poller
 from noemafed.federation.syncer import PollError, PollResult, SyncContext
 from noemafed.mcp.client import Deadline
+from noemafed.records import Record
 
 if TYPE_CHECKING:
     from noemafed.cortex.events import Event
@@ -31,7 +32,7 @@ if TYPE_CHECKING:
 DIVERGED = "diverged"  # replay.DIVERGED, without loading replay for the import
 
 
-class Rehearsal(NamedTuple):
+class Rehearsal(Record):
     """What a real run would have done with one peer."""
 
     result: PollResult  # as the real poll reports it (its cursor_after: where the cursor would stand)

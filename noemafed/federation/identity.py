@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from typing import Any, NamedTuple
+from typing import Any
 
 from noemafed.cortex import state
 from noemafed.cortex.state import RankEntry
 from noemafed.errors import NoemafedError
 from noemafed.federation.classify import IdentityFailure
 from noemafed.logs import Log
+from noemafed.records import Record
 from noemafed.text.gotext import go_quote
 from noemafed.text.keys import public_keys_equal
 from noemafed.text.sanitize import one_line, scrub
@@ -84,7 +85,7 @@ class IdentityError(NoemafedError):
         self.kind = kind
 
 
-class PeerIdentity(NamedTuple):
+class PeerIdentity(Record):
     """The fields of a `cortex_identity` answer that federation uses; unknown fields are ignored."""
 
     id: str

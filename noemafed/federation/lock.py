@@ -6,10 +6,10 @@ import fcntl
 import os
 import time
 from pathlib import Path
-from typing import NamedTuple
 
 from noemafed.cortex.open import database_dir
 from noemafed.errors import ExitCode, NoemafedError
+from noemafed.records import Record
 
 LOCK_FILE = "noemafed-sync.lock"
 _POLL_SECONDS = 0.1
@@ -28,7 +28,7 @@ ROLE_CONFIG = "config"  # remove-peer, reset-peer: a few milliseconds
 ROLES = (ROLE_ONCE, ROLE_DAEMON, ROLE_CONFIG)
 
 
-class LockHolder(NamedTuple):
+class LockHolder(Record):
     """The process holding a cortex's sync lock: its pid and role ("" when an older noemafed wrote only the pid)."""
 
     pid: int

@@ -19,9 +19,10 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Sequence
-from typing import Any, NamedTuple
+from typing import Any
 
 from noemafed.cortex import state
+from noemafed.records import Record
 from noemafed.text.gotext import go_json_dumps
 from noemafed.text.sanitize import one_line, short
 
@@ -30,7 +31,7 @@ BLOCKED_RETRY_SECONDS = 3600.0  # a blocked peer is tried again this long after 
 ERROR_LIMIT = 300  # characters of the failure's text kept in the record (peer text: one line, scrubbed)
 
 
-class PoisonRecord(NamedTuple):
+class PoisonRecord(Record):
     """`noemafed:poison:<peer>`: the event the peer's replay keeps failing on."""
 
     event_id: str
@@ -47,7 +48,7 @@ class PoisonRecord(NamedTuple):
         return go_json_dumps(self._asdict())
 
 
-class ReplayFailure(NamedTuple):
+class ReplayFailure(Record):
     """A poll that ended on one event its replay refused: what the record needs of it."""
 
     event_id: str
@@ -57,7 +58,7 @@ class ReplayFailure(NamedTuple):
     error: str
 
 
-class PollOutcome(NamedTuple):
+class PollOutcome(Record):
     """What the record needs of one poll: whether it succeeded, the event its replay refused, the cursor after."""
 
     ok: bool
@@ -65,7 +66,7 @@ class PollOutcome(NamedTuple):
     cursor: str
 
 
-class SkippedEvent(NamedTuple):
+class SkippedEvent(Record):
     """`noemafed:skipped:<event id>`: one `skip-event`, kept for ever."""
 
     peer: str

@@ -5,7 +5,6 @@ from __future__ import annotations
 import sqlite3
 import threading
 from collections.abc import Callable, Sequence
-from typing import NamedTuple
 
 from noemafed.cortex import state
 from noemafed.cortex.manifest import PeerConfig
@@ -16,6 +15,7 @@ from noemafed.federation import poison
 from noemafed.federation.classify import Phase, Reason
 from noemafed.federation.syncer import PeerPoller, PollError, PollResult, SyncContext
 from noemafed.mcp.client import Deadline
+from noemafed.records import Record
 from noemafed.text.clock import format_epoch, parse_rfc3339
 from noemafed.text.durations import format_go_duration
 from noemafed.text.gotext import go_quote
@@ -180,7 +180,7 @@ DEFERRED_BACKOFF = "backoff"  # its failure streak's next attempt is not due
 DEFERRED_BLOCKED = "blocked"  # blocked on a poison event, and its hour is not up
 
 
-class DeferredPeer(NamedTuple):
+class DeferredPeer(Record):
     """A peer a run left alone because its next attempt is not due; it was not contacted at all."""
 
     name: str

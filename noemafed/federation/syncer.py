@@ -9,7 +9,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any
 
 from noemafed.cortex import state
 from noemafed.cortex.access import AccessKey
@@ -31,6 +31,7 @@ from noemafed.mcp.client import (
     ToolRefusal,
     WireError,
 )
+from noemafed.records import Record
 from noemafed.text.clock import REAL_CLOCK, Clock
 from noemafed.text.gotext import go_quote
 from noemafed.text.sanitize import one_line, short
@@ -94,7 +95,7 @@ RECORD_FAILED_LOG = "[federation] peer {name}: could not record {key}: {err}"
 READ_FAILED_LOG = "[federation] peer {name}: could not read {key}: {err}"
 
 
-class SyncContext(NamedTuple):
+class SyncContext(Record):
     """What every poll of a run shares: the cortex, its manifest and key, the options, the log."""
 
     cortex_dir: Path
@@ -105,7 +106,7 @@ class SyncContext(NamedTuple):
     clock: Clock = REAL_CLOCK  # what time it is for the times a poll records (the test hook may fix it)
 
 
-class SyncOptions(NamedTuple):
+class SyncOptions(Record):
     """What a run may do: bounds on time and events, the page size, proxy opt-in, trust in event ids."""
 
     timeout: float = 30.0  # per request: connect, TLS, headers and body together
@@ -145,7 +146,7 @@ class PollError(NoemafedError):
         self.action = ""  # poison events: the refused event's action (set for replay failures only)
 
 
-class PollResult(NamedTuple):
+class PollResult(Record):
     """What one poll of one peer did; rendered by `sync` and recorded in health."""
 
     peer: str

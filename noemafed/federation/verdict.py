@@ -16,11 +16,11 @@ key while blocked: fix that first).
 from __future__ import annotations
 
 from enum import IntEnum, StrEnum
-from typing import NamedTuple
 
 from noemafed.cortex import state
 from noemafed.federation import classify, poison
 from noemafed.federation.classify import Phase, Reason
+from noemafed.records import Record
 from noemafed.text.clock import parse_rfc3339, ulid_seconds
 
 DEFAULT_MAX_AGE_SECONDS = 3600.0
@@ -71,7 +71,7 @@ def worst(states: list[CheckState]) -> CheckState:
     return max(states, key=WORSE.index, default=CheckState.OK)
 
 
-class Judgement(NamedTuple):
+class Judgement(Record):
     """A peer's verdict and the figures beside it ("" and None: not known)."""
 
     verdict: Verdict
@@ -84,7 +84,7 @@ class Judgement(NamedTuple):
     events_applied_total: int
 
 
-class PeerRecords(NamedTuple):
+class PeerRecords(Record):
     """What is known of one peer: its mode, noema's records (cursor, health) and noemafed's (streak, last run,
     the poison event it is blocked on)."""
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 import base64
 import re
 from datetime import UTC, datetime, timedelta
-from typing import NamedTuple
 
+from noemafed.records import Record
 from noemafed.text.gotext import format_rfc3339
 
 NEAR_EXPIRY = timedelta(days=7)
@@ -42,7 +42,7 @@ class CertificateRefused(Exception):
     """The server must not start with this certificate; the message is noema's text."""
 
 
-class Validity(NamedTuple):
+class Validity(Record):
     not_before: datetime
     not_after: datetime
 

@@ -11,7 +11,7 @@ import ssl
 import time
 from collections.abc import Iterator
 from email.message import Message
-from typing import Any, NamedTuple, NoReturn
+from typing import Any, NoReturn
 from urllib.parse import quote, urljoin, urlparse, urlunparse
 
 from noemafed import __version__
@@ -31,6 +31,7 @@ from noemafed.mcp.protocol import (
 )
 from noemafed.mcp.sse import SseParser
 from noemafed.mcp.transport import REDIRECT_STATUSES, PeerConnection, RequestWatch, environment_proxy
+from noemafed.records import Record
 from noemafed.text.endpoints import REDACTED, EndpointError, check_request_endpoint, redact, user_info
 from noemafed.text.sanitize import scrub, short
 
@@ -119,7 +120,7 @@ class DeadlineExceeded(WireError):
         super().__init__(DEADLINE_EXCEEDED)
 
 
-class PeerTarget(NamedTuple):
+class PeerTarget(Record):
     """Everything needed to reach one peer."""
 
     name: str
@@ -135,7 +136,7 @@ class PeerTarget(NamedTuple):
         return self.endpoint.rstrip("/") + ENDPOINT_PATH
 
 
-class ServerInfo(NamedTuple):
+class ServerInfo(Record):
     protocol_version: str
     name: str
     version: str

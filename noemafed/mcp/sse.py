@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import NamedTuple
+
+from noemafed.records import Record
 
 
-class SseEvent(NamedTuple):
+class SseEvent(Record):
     """One dispatched event; `event` defaults to "message" as the standard says.
 
     `data` is bytes (a bytearray) only when the parser was asked to leave a large data line undecoded: the bytes

@@ -19,8 +19,10 @@ import select
 import socket
 import ssl
 import threading
-from typing import Any, NamedTuple, cast
+from typing import Any, cast
 from urllib.parse import unquote, urlsplit
+
+from noemafed.records import Record
 
 # The statuses urllib's redirect handler follows (noema peers never redirect: the client refuses them).
 REDIRECT_STATUSES = frozenset((301, 302, 303, 307, 308))
@@ -65,7 +67,7 @@ class RequestWatch:
             self._sockets.clear()
 
 
-class Proxy(NamedTuple):
+class Proxy(Record):
     """Where requests go instead of the peer, as urllib's ProxyHandler read it from the *_proxy variables."""
 
     scheme: str

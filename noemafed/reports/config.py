@@ -4,7 +4,9 @@ keys, skip-event, retry-now, doctor and --version."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING
+
+from noemafed.records import Record
 
 if TYPE_CHECKING:  # value types only
     from noemafed.cortex.access import AccessKey
@@ -14,7 +16,7 @@ if TYPE_CHECKING:  # value types only
     from noemafed.federation.poison import PoisonRecord, SkippedEvent
 
 
-class InitReport(NamedTuple):
+class InitReport(Record):
     """The cortex `init` created."""
 
     path: Path
@@ -25,14 +27,14 @@ class InitReport(NamedTuple):
 # ---- peers, add-peer, set-peer, remove-peer --------------------------------------------------------
 
 
-class PeerEntry(NamedTuple):
+class PeerEntry(Record):
     """One configured peer and the cortex id pinned for it ("" when none is)."""
 
     config: PeerConfig
     pinned_id: str
 
 
-class PeersReport(NamedTuple):
+class PeersReport(Record):
     """The peers configured in cortex.md, in file order, with their pins."""
 
     cortex_path: Path
@@ -41,7 +43,7 @@ class PeersReport(NamedTuple):
     peers: tuple[PeerEntry, ...]
 
 
-class AddedPeer(NamedTuple):
+class AddedPeer(Record):
     """The peer add-peer wrote, with its endpoint as written (trailing slashes trimmed)."""
 
     name: str
@@ -51,7 +53,7 @@ class AddedPeer(NamedTuple):
     running: LockHolder | None = None  # the noemafed sync that read cortex.md before this change
 
 
-class FieldChange(NamedTuple):
+class FieldChange(Record):
     """One key of a peer entry before and after set-peer ("" is unset)."""
 
     key: str
@@ -59,7 +61,7 @@ class FieldChange(NamedTuple):
     after: str
 
 
-class PeerUpdate(NamedTuple):
+class PeerUpdate(Record):
     """What set-peer changed; no changes means nothing was written. `state_moved`: a rename carried state."""
 
     name: str
@@ -68,7 +70,7 @@ class PeerUpdate(NamedTuple):
     running: LockHolder | None = None
 
 
-class RemovePlan(NamedTuple):
+class RemovePlan(Record):
     """What remove-peer will take out of cortex.md (and of federation_state unless `keep_state`)."""
 
     cortex_name: str
@@ -76,7 +78,7 @@ class RemovePlan(NamedTuple):
     keep_state: bool
 
 
-class RemoveResult(NamedTuple):
+class RemoveResult(Record):
     """What remove-peer did."""
 
     targets: tuple[ResetTarget, ...]
@@ -88,7 +90,7 @@ class RemoveResult(NamedTuple):
 # ---- reset-peer -----------------------------------------------------------------------------------
 
 
-class ResetTarget(NamedTuple):
+class ResetTarget(Record):
     """A peer about to be reset, with the state snapshot shown before the prompt."""
 
     name: str
@@ -103,14 +105,14 @@ class ResetTarget(NamedTuple):
         return bool(self.pinned_id or self.last_event or self.last_seen)
 
 
-class ResetPlan(NamedTuple):
+class ResetPlan(Record):
     """What reset-peer will clear, shown before it asks."""
 
     cortex_name: str
     targets: tuple[ResetTarget, ...]
 
 
-class ResetResult(NamedTuple):
+class ResetResult(Record):
     """What reset-peer cleared."""
 
     targets: tuple[ResetTarget, ...]
@@ -120,7 +122,7 @@ class ResetResult(NamedTuple):
 # ---- retry-now ------------------------------------------------------------------------------------
 
 
-class RetryNowReport(NamedTuple):
+class RetryNowReport(Record):
     """The peers retry-now was given, and those of them that were in a backoff it ended."""
 
     names: tuple[str, ...]
@@ -130,7 +132,7 @@ class RetryNowReport(NamedTuple):
 # ---- skip-event -----------------------------------------------------------------------------------
 
 
-class SkipPlan(NamedTuple):
+class SkipPlan(Record):
     """The event skip-event will store unapplied and move the cursor past, shown before it asks."""
 
     cortex_name: str
@@ -140,7 +142,7 @@ class SkipPlan(NamedTuple):
     note: str
 
 
-class SkipResult(NamedTuple):
+class SkipResult(Record):
     """What skip-event did: the skip as recorded, and whether the event row was stored now."""
 
     skip: SkippedEvent
@@ -150,7 +152,7 @@ class SkipResult(NamedTuple):
 # ---- set-mode, pause-peer, resume-peer ------------------------------------------------------------
 
 
-class ModeChange(NamedTuple):
+class ModeChange(Record):
     """The outcome of set-mode: `previous == current` means nothing changed."""
 
     previous: str
@@ -162,7 +164,7 @@ class ModeChange(NamedTuple):
         return self.previous != self.current
 
 
-class PeerModeChange(NamedTuple):
+class PeerModeChange(Record):
     """The outcome of pause-peer or resume-peer: `previous == current` means nothing changed."""
 
     peer: str
@@ -178,7 +180,7 @@ class PeerModeChange(NamedTuple):
 # ---- set-interval, set-verify ---------------------------------------------------------------------
 
 
-class SettingChange(NamedTuple):
+class SettingChange(Record):
     """A cortex-wide federation setting before and after; `previous == current` means nothing was written."""
 
     setting: str  # "interval" or "verify"
@@ -194,7 +196,7 @@ class SettingChange(NamedTuple):
 # ---- key fingerprint ------------------------------------------------------------------------------
 
 
-class KeyReport(NamedTuple):
+class KeyReport(Record):
     """Where the shared key comes from; `access` carries its fingerprint, never shown in full."""
 
     cortex_name: str
@@ -204,7 +206,7 @@ class KeyReport(NamedTuple):
 # ---- keygen ---------------------------------------------------------------------------------------
 
 
-class KeygenReport(NamedTuple):
+class KeygenReport(Record):
     """The signing key keygen made: where its seed is, its public key and fingerprint (never the seed)."""
 
     seed_path: Path
@@ -218,7 +220,7 @@ class KeygenReport(NamedTuple):
 # ---- doctor ---------------------------------------------------------------------------------------
 
 
-class DoctorReport(NamedTuple):
+class DoctorReport(Record):
     """Every finding of one doctor run, errors first; its exit code says the worst severity."""
 
     generated_at: str
@@ -239,7 +241,7 @@ class DoctorReport(NamedTuple):
 # ---- --version ------------------------------------------------------------------------------------
 
 
-class VersionReport(NamedTuple):
+class VersionReport(Record):
     """What `--version` shows: enough to tell builds apart in a bug report."""
 
     version: str

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from typing import NamedTuple
-
 from noemafed.errors import NoemafedError
+from noemafed.records import Record
 
 
-class ErrorReport(NamedTuple):
+class ErrorReport(Record):
     """A failed command as a `--json` caller sees it: the error's stable code, its texts and the exit code."""
 
     schema_version: int  # the document the command would have printed (status or sync)

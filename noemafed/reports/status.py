@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING
+
+from noemafed.records import Record
 
 if TYPE_CHECKING:  # value types only: status must not load sync's modules
     from noemafed.cortex.access import AccessKey
@@ -14,7 +16,7 @@ if TYPE_CHECKING:  # value types only: status must not load sync's modules
     from noemafed.federation.verdict import CheckState, Judgement
 
 
-class PeerStatus(NamedTuple):
+class PeerStatus(Record):
     """One peer as status shows it; `state` is None when reading it failed at the database level."""
 
     config: PeerConfig
@@ -25,7 +27,7 @@ class PeerStatus(NamedTuple):
     blocked_on: PoisonRecord | None = None  # poison events: the event a blocked peer is stuck on, else None
 
 
-class StatusReport(NamedTuple):
+class StatusReport(Record):
     """Everything `status` prints, gathered once so the human and JSON renderers agree."""
 
     generated_at: str
@@ -52,7 +54,7 @@ class StatusReport(NamedTuple):
         return self.federation is not None and bool(self.federation.peers)
 
 
-class CheckReport(NamedTuple):
+class CheckReport(Record):
     """`status --check`: the monitoring-plugin state and what its line says; with `error` (why the cortex could
     not be read) the state is UNKNOWN and nothing else is known."""
 

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING
 
 from noemafed.errors import ExitCode
+from noemafed.records import Record
 
 if TYPE_CHECKING:
     from noemafed.federation.dryrun import Rehearsal
@@ -13,7 +14,7 @@ if TYPE_CHECKING:
     from noemafed.federation.syncer import PollResult
 
 
-class SyncReport(NamedTuple):
+class SyncReport(Record):
     """One `sync --once` run: a result per visited peer, the peers skipped, and the exit code it implies."""
 
     started_at: str

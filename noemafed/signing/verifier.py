@@ -16,8 +16,8 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Callable
-from typing import NamedTuple
 
+from noemafed.records import Record
 from noemafed.signing import OPENSSL, PYTHON, VERIFIER_ENV, ed25519
 
 __all__ = [
@@ -36,7 +36,7 @@ ENV = VERIFIER_ENV
 _X_IS_ZERO = (1, ed25519.P - 1)  # the only y with x = 0: the identity and the point of order 2
 
 
-class Verifier(NamedTuple):
+class Verifier(Record):
     name: str  # "openssl" or "python": the `verifier` field of `status --json`
     label: str  # what `--version` shows: "OpenSSL 3.0.19", "pure Python"
     verify: Callable[[bytes, bytes, bytes], bool]

@@ -12,8 +12,8 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import NamedTuple
 
+from noemafed.records import Record
 from noemafed.text.gotext import format_rfc3339
 
 TEST_NOW_VARIABLE = "NOEMAFED_TEST_NOW"
@@ -22,7 +22,7 @@ BAD_TEST_NOW = TEST_NOW_VARIABLE + "={value!r} is not an RFC3339 time (e.g. 2026
 _CROCKFORD = {char: value for value, char in enumerate("0123456789ABCDEFGHJKMNPQRSTVWXYZ")}
 
 
-class Clock(NamedTuple):
+class Clock(Record):
     """The real clock, or a fixed instant (`fixed`, seconds since the epoch) set by the test hook."""
 
     fixed: float | None = None
