@@ -140,7 +140,7 @@ class PeerConnection:
             connection = self._http if reused else self._connect(timeout)
             assert connection is not None  # noqa: S101 (_reusable found it open)
             if reused:
-                connection.timeout = timeout
+                # The socket's timeout: the connection's own is read only when it connects.
                 if connection.sock is not None:
                     connection.sock.settimeout(timeout)
                 if self.watch is not None and self._raw is not None:
@@ -197,7 +197,8 @@ class PeerConnection:
         if connection is None or connection.sock is None:  # never opened, or the last answer said close
             self.close()
             return False
-        if last is not None and (last.cut_short or not last.isclosed() or last.will_close):
+        # (An answer that said close has already closed the connection: http.client drops the socket.)
+        if last is not None and (last.cut_short or not last.isclosed()):
             self.close()  # part of the last answer may still be on the wire
             return False
         if self._readable():
@@ -214,11 +215,7 @@ class PeerConnection:
         tls = self._http.sock if self._http is not None else None
         if isinstance(tls, ssl.SSLSocket) and tls.pending():  # decrypted bytes no request asked for
             return True
-        try:
-            readable, _, _ = select.select([sock], [], [], 0)
-        except (OSError, ValueError):  # closed under us
-            return True
-        return bool(readable)
+        return _waiting(sock)
 
     def _answer_started(self) -> bool:
         """After a send failed on a reused connection: did the peer send anything back (then it was no idle close)?"""
@@ -226,9 +223,8 @@ class PeerConnection:
         if sock is None:
             return False
         try:
-            readable, _, _ = select.select([sock], [], [], 0)
-            return bool(readable) and bool(sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT))
-        except (OSError, ValueError):
+            return _waiting(sock) and bool(sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT))
+        except OSError:  # a reset with nothing before it
             return False
 
     def _connect(self, timeout: float) -> http.client.HTTPConnection:
@@ -273,3 +269,13 @@ class PeerConnection:
         if self.watch is not None:
             self.watch.attach(sock)
         return sock
+
+
+def _waiting(sock: socket.socket) -> bool:
+    """Whether bytes, an end of stream or a reset wait on `sock`, without waiting.
+
+    poll, not select: select refuses a descriptor past 1023 (a process with many files open), and then every
+    check failed, keep-alive was off and a request the peer had begun to answer was sent again."""
+    poller = select.poll()
+    poller.register(sock, select.POLLIN)
+    return bool(poller.poll(0))
