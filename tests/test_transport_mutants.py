@@ -269,6 +269,8 @@ def test_plain_http_through_a_proxy_reached_over_tls_checks_it_against_the_syste
         assert post(connection) == b"ok"
         connection.close()
     assert proxy.heads() == [(1, head_of("http://peer.example/mcp", "peer.example"))]
+    # Bug: the proxy's certificate was taken for the peer's, and doctor warned of its expiry as the peer's.
+    assert connection.peer_certificate is None
 
 
 def test_the_peer_certificate_is_that_of_the_last_tls_handshake_and_none_over_plain_http() -> None:
@@ -329,6 +331,12 @@ def _basic(pair: str) -> str:
             "http://u:p:@proxy.example:3128",
             "http://peer.example/mcp",
             Proxy("http", "proxy.example:3128", _basic("u:p:")),
+        ),
+        # The host is after the last `@`, and percent-decoded like the credentials.
+        (
+            "http://a@b:c@proxy%2Eexample:3128",
+            "http://peer.example/mcp",
+            Proxy("http", "proxy.example:3128", _basic("a@b:c")),
         ),
     ],
 )

@@ -243,7 +243,9 @@ class PeerConnection:
             connection = self._connection(proxy.scheme == "https", proxy.hostport, timeout, context)
         self._http = connection
         connection.connect()
-        if isinstance(connection.sock, ssl.SSLSocket):
+        # The peer's own certificate: a proxy reached over TLS for plain HTTP shows its own, which doctor would
+        # otherwise check as the peer's.
+        if self._https and isinstance(connection.sock, ssl.SSLSocket):
             self.peer_certificate = connection.sock.getpeercert(binary_form=True)
         return connection
 
