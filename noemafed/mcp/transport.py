@@ -201,29 +201,28 @@ class PeerConnection:
         if last is not None and (last.cut_short or not last.isclosed()):
             self.close()  # part of the last answer may still be on the wire
             return False
-        if self._readable():
+        if self._readable(connection):
             # Between requests nothing may arrive: this is the peer closing an idle connection (or a TLS
             # alert, or bytes no request asked for). Either way the connection is done.
             self.close()
             return False
         return True
 
-    def _readable(self) -> bool:
-        sock = self._raw
-        if sock is None:
-            return True
-        tls = self._http.sock if self._http is not None else None
+    def _readable(self, connection: http.client.HTTPConnection) -> bool:
+        tls = connection.sock
         if isinstance(tls, ssl.SSLSocket) and tls.pending():  # decrypted bytes no request asked for
             return True
-        return _waiting(sock)
+        return self._raw is None or _waiting(self._raw)
 
     def _answer_started(self) -> bool:
         """After a send failed on a reused connection: did the peer send anything back (then it was no idle close)?"""
         sock = self._raw
-        if sock is None:
-            return False
         try:
-            return _waiting(sock) and bool(sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT))
+            return (
+                sock is not None
+                and _waiting(sock)
+                and bool(sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT))
+            )
         except OSError:  # a reset with nothing before it
             return False
 
