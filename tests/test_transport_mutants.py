@@ -14,6 +14,8 @@ import os
 import socket
 import ssl
 import struct
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -24,6 +26,7 @@ from typing import BinaryIO
 import pytest
 from peers.tls import PeerTLS, make_tls
 
+import noemafed
 from noemafed.mcp.transport import PeerConnection, Proxy, RequestWatch, environment_proxy
 
 OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
@@ -599,3 +602,17 @@ def test_with_many_files_open_a_connection_is_still_kept_and_a_begun_answer_neve
         with pytest.raises(ConnectionResetError):
             post(connection, BIG)
     assert [request.connection for request in server.requests] == [1, 1, 1]
+
+
+def test_a_watch_still_running_never_holds_the_process_at_exit() -> None:
+    """A call abandoned at the run's deadline (the page fetched ahead, on its own thread) still has its watch
+    running when the run ends: the process exits at once all the same, not when the watch fires."""
+    package = Path(noemafed.__file__).parent.parent  # the noemafed under test, wherever it was imported from
+    started = time.monotonic()
+    subprocess.run(
+        [sys.executable, "-c", "from noemafed.mcp.transport import RequestWatch; RequestWatch(60.0)"],
+        env={**os.environ, "PYTHONPATH": str(package)},
+        check=True,
+        timeout=30,
+    )
+    assert time.monotonic() - started < 20
