@@ -237,9 +237,9 @@ class PeerConnection:
             tunnel = {"Proxy-Authorization": proxy.authorization} if proxy.authorization else None
             connection.set_tunnel(self._host, headers=tunnel)
         else:
-            # Plain HTTP: the request itself goes to the proxy (over TLS when the proxy's URL says https).
-            context = ssl.create_default_context() if proxy.scheme == "https" else None
-            connection = self._connection(proxy.scheme == "https", proxy.hostport, timeout, context)
+            # Plain HTTP: the request itself goes to the proxy, over TLS when the proxy's URL says https, checked
+            # against the system's CAs by http.client's default context (as urllib did).
+            connection = self._connection(proxy.scheme == "https", proxy.hostport, timeout, None)
         self._http = connection
         connection.connect()
         # The peer's own certificate: a proxy reached over TLS for plain HTTP shows its own, which doctor would
