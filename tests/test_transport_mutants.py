@@ -607,6 +607,14 @@ def test_with_many_files_open_a_connection_is_still_kept_and_a_begun_answer_neve
 def test_a_watch_still_running_never_holds_the_process_at_exit() -> None:
     """A call abandoned at the run's deadline (the page fetched ahead, on its own thread) still has its watch
     running when the run ends: the process exits at once all the same, not when the watch fires."""
+    before = set(threading.enumerate())
+    watch = RequestWatch(60.0)
+    try:
+        timers = set(threading.enumerate()) - before
+        assert timers
+        assert all(timer.daemon for timer in timers)
+    finally:
+        watch.stop()
     package = Path(noemafed.__file__).parent.parent  # the noemafed under test, wherever it was imported from
     started = time.monotonic()
     subprocess.run(
