@@ -604,9 +604,9 @@ def test_with_many_files_open_a_connection_is_still_kept_and_a_begun_answer_neve
     assert [request.connection for request in server.requests] == [1, 1, 1]
 
 
-def test_a_watch_still_running_never_holds_the_process_at_exit() -> None:
+def test_a_watch_runs_its_timer_on_a_daemon_thread() -> None:
     """A call abandoned at the run's deadline (the page fetched ahead, on its own thread) still has its watch
-    running when the run ends: the process exits at once all the same, not when the watch fires."""
+    running when the run ends; a daemon timer lets the process exit all the same."""
     before = set(threading.enumerate())
     watch = RequestWatch(60.0)
     try:
@@ -615,6 +615,10 @@ def test_a_watch_still_running_never_holds_the_process_at_exit() -> None:
         assert all(timer.daemon for timer in timers)
     finally:
         watch.stop()
+
+
+def test_a_watch_still_running_never_holds_the_process_at_exit() -> None:
+    """What the daemon timer is for: the process exits at once, not when the watch fires."""
     package = Path(noemafed.__file__).parent.parent  # the noemafed under test, wherever it was imported from
     started = time.monotonic()
     subprocess.run(
