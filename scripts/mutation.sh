@@ -29,9 +29,9 @@ declare -A MODULES=(
   [events]="noemafed/cortex/events.py tests/test_events.py"
   [replay]="noemafed/federation/replay.py tests/test_replay.py tests/test_replay_corpus.py tests/test_replay_signatures.py
     tests/test_replay_crash.py tests/test_replay_order.py tests/test_replay_mutants.py"
-  # the wire's connection (keep-alive, retries, proxies) and its reading of answers over 8 MiB
+  # the wire's connection (keep-alive, retries, proxies), through the client and on its own
   [transport]="noemafed/mcp/transport.py tests/test_client_keepalive.py tests/test_mcp_client.py tests/test_client_wire.py
-    tests/test_wire_budgets.py"
+    tests/test_wire_budgets.py tests/test_transport_mutants.py"
   [large_answer]="noemafed/mcp/large_answer.py tests/test_large_answer.py tests/test_large_answer_mutants.py"
   # byte offsets and errors of a Latin-1 reading turned back into the decoded text's: the large page's parser
   # (events) and the large answer's error both word their errors through it

@@ -142,7 +142,7 @@ class PeerConnection:
             connection = self._http if reused else self._connect(timeout)
             assert connection is not None  # noqa: S101 (_reusable found it open)
             if reused:
-                connection.timeout = timeout
+                # The socket's timeout: the connection's own is read only when it connects.
                 if connection.sock is not None:
                     connection.sock.settimeout(timeout)
                 if self.watch is not None and self._raw is not None:
@@ -199,38 +199,33 @@ class PeerConnection:
         if connection is None or connection.sock is None:  # never opened, or the last answer said close
             self.close()
             return False
-        if last is not None and (last.cut_short or not last.isclosed() or last.will_close):
+        # (An answer that said close has already closed the connection: http.client drops the socket.)
+        if last is not None and (last.cut_short or not last.isclosed()):
             self.close()  # part of the last answer may still be on the wire
             return False
-        if self._readable():
+        if self._readable(connection):
             # Between requests nothing may arrive: this is the peer closing an idle connection (or a TLS
             # alert, or bytes no request asked for). Either way the connection is done.
             self.close()
             return False
         return True
 
-    def _readable(self) -> bool:
-        sock = self._raw
-        if sock is None:
-            return True
-        tls = self._http.sock if self._http is not None else None
+    def _readable(self, connection: http.client.HTTPConnection) -> bool:
+        tls = connection.sock
         if isinstance(tls, ssl.SSLSocket) and tls.pending():  # decrypted bytes no request asked for
             return True
-        try:
-            readable, _, _ = select.select([sock], [], [], 0)
-        except (OSError, ValueError):  # closed under us
-            return True
-        return bool(readable)
+        return self._raw is None or _waiting(self._raw)
 
     def _answer_started(self) -> bool:
         """After a send failed on a reused connection: did the peer send anything back (then it was no idle close)?"""
         sock = self._raw
-        if sock is None:
-            return False
         try:
-            readable, _, _ = select.select([sock], [], [], 0)
-            return bool(readable) and bool(sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT))
-        except (OSError, ValueError):
+            return (
+                sock is not None
+                and _waiting(sock)
+                and bool(sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT))
+            )
+        except OSError:  # a reset with nothing before it
             return False
 
     def _connect(self, timeout: float) -> http.client.HTTPConnection:
@@ -244,12 +239,14 @@ class PeerConnection:
             tunnel = {"Proxy-Authorization": proxy.authorization} if proxy.authorization else None
             connection.set_tunnel(self._host, headers=tunnel)
         else:
-            # Plain HTTP: the request itself goes to the proxy (over TLS when the proxy's URL says https).
-            context = ssl.create_default_context() if proxy.scheme == "https" else None
-            connection = self._connection(proxy.scheme == "https", proxy.hostport, timeout, context)
+            # Plain HTTP: the request itself goes to the proxy, over TLS when the proxy's URL says https, checked
+            # against the system's CAs by http.client's default context (as urllib did).
+            connection = self._connection(proxy.scheme == "https", proxy.hostport, timeout, None)
         self._http = connection
         connection.connect()
-        if isinstance(connection.sock, ssl.SSLSocket):
+        # The peer's own certificate: a proxy reached over TLS for plain HTTP shows its own, which doctor would
+        # otherwise check as the peer's.
+        if self._https and isinstance(connection.sock, ssl.SSLSocket):
             self.peer_certificate = connection.sock.getpeercert(binary_form=True)
         return connection
 
@@ -280,3 +277,13 @@ class PeerConnection:
         if self.watch is not None:
             self.watch.attach(sock)
         return sock
+
+
+def _waiting(sock: socket.socket) -> bool:
+    """Whether bytes, an end of stream or a reset wait on `sock`, without waiting.
+
+    poll, not select: select refuses a descriptor past 1023 (a process with many files open), and then every
+    check failed, keep-alive was off and a request the peer had begun to answer was sent again."""
+    poller = select.poll()
+    poller.register(sock, select.POLLIN)
+    return bool(poller.poll(0))
