@@ -181,11 +181,11 @@ KNOWN_GAPS = (
     "with the page as a tool result's text (an answer over 8 MiB framed otherwise that holds non-ASCII text is "
     "refused, not decoded whole; a malformed page is worded from its bytes too, at 1.6x) (docs/performance.md, "
     "memory).",
-    "Mutation testing of the boundary modules is not finished (docs/testing.md): classify, sse, events, identity, "
-    "serve, the client, replay and the syncer kill 92-100 % of their mutants; the wire's `transport` (66.9 %, on "
-    "too narrow a selection) and `large_answer` (85.9 %) are under the 90 % target.",
-    "Peers that are honest but wrong (a cloned cortex id, clocks far apart) are reported, not prevented "
-    "(`noemafed doctor` is issue 14).",
+    "Mutation testing (docs/testing.md): every boundary module kills 92-100 % of its mutants, each survivor judged "
+    "(equivalent, or one `transport` mutant no test can time), except `latin_utf8` at 86.4 %, whose 9 survivors "
+    "are all equivalent. The syncer's last 23 kills were checked by planting each by hand, not by a rerun.",
+    "Peers that are honest but wrong (a cloned cortex id, clocks far apart) are reported by `noemafed doctor`, not "
+    "prevented.",
 )
 
 

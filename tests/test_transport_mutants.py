@@ -211,6 +211,20 @@ def watched(connection: PeerConnection, seconds: float) -> Iterator[RequestWatch
         watch.stop()
 
 
+# ---- the host given to the resolver ----------------------------------------------------------------------
+
+
+def test_an_ascii_host_goes_to_the_resolver_as_bytes_and_another_through_the_idna_codec() -> None:
+    """An ASCII name as bytes: an empty label is the resolver's refusal, as Go reports it (the codec would refuse
+    it itself, with its own error). A non-ASCII name still takes the codec, which refuses a label over 63
+    characters before any lookup (its ASCII bytes do not exist)."""
+    with pytest.raises(socket.gaierror):
+        PeerConnection("http://peer..example:9/mcp", None).send("POST", {}, b"{}", 5)
+    long_label = "b\u00fccher" + "x" * 70
+    with pytest.raises(UnicodeError, match="label empty or too long"):
+        PeerConnection(f"http://{long_label}.example:9/mcp", None).send("POST", {}, b"{}", 5)
+
+
 # ---- the requests, byte for byte ------------------------------------------------------------------------
 
 
