@@ -41,6 +41,9 @@ else:
                 return super().__new__(mcs, name, bases, namespace)
             if bases != (Record,):
                 raise TypeError(f"{name}: a Record derives from Record alone")
+            if "__annotations__" not in namespace and "__annotate__" in namespace:
+                # Python 3.14 defers a body's annotations unless the module asks for them as strings.
+                raise TypeError(f"{name}: a Record's module needs `from __future__ import annotations`")
             annotations = namespace.get("__annotations__", {})
             with_default = [field for field in annotations if field in namespace]
             if with_default != list(annotations)[len(annotations) - len(with_default) :]:

@@ -448,9 +448,15 @@ def test_the_help_option_reads_as_clicks_did(tmp_path: Path) -> None:
         )
     refused = run_cli(["--cortex", str(make_cortex(tmp_path)), "status", "--peer", "a"])
     assert refused.exit_code == 2
-    assert refused.stderr == (
-        "Usage: noemafed status [OPTIONS]\nTry 'noemafed status --help' for help.\n\nError: --peer needs --check\n"
-    )
+    usage, hint, blank, error = refused.stderr.splitlines()
+    assert (usage, blank, error) == ("Usage: noemafed status [OPTIONS]", "", "Error: --peer needs --check")
+    # click 8.1-8.3 name -h, later ones --help: either way the hint is there.
+    assert hint in ("Try 'noemafed status -h' for help.", "Try 'noemafed status --help' for help.")
+    # One option object per command: click runs the eager options in the order they were typed, by identity,
+    # so --help before --version shows the help (a new option each time would lose that order).
+    both = run_cli(["--help", "--version"])
+    assert both.exit_code == 0
+    assert both.stdout.startswith("Usage: noemafed "), both.stdout
 
 
 @pytest.mark.parametrize("command", [["status"], ["sync", "--once"]])
@@ -465,6 +471,19 @@ def test_a_metrics_file_that_is_a_folder_is_refused_before_anything_runs(
     assert refused.stderr.endswith(
         f"Error: Invalid value for '--metrics-file': File {str(folder)!r} is a directory.\n"
     ), refused.stderr
+
+
+def test_a_metrics_file_that_cannot_be_looked_at_is_the_writes_failure_not_a_usage_error(
+    tmp_path: Path,
+) -> None:
+    """A name too long to stat (as a folder this user may not search) is no refusal at parsing: status --check
+    still gives its plugin line, UNKNOWN, exit 3, naming the write that failed."""
+    cortex = make_cortex(tmp_path)
+    target = tmp_path / ("m" * 300 + ".prom")
+    result = run_cli(["--cortex", str(cortex), "status", "--check", "--metrics-file", str(target)])
+    assert result.exit_code == 3, result
+    assert result.stdout.startswith("NOEMAFED UNKNOWN - "), result.stdout
+    assert "name too long" in result.stdout
 
 
 def test_every_command_is_reachable_through_the_lazy_group() -> None:

@@ -372,11 +372,18 @@ def test_network_failures_of_a_blocked_peer_neither_count_nor_clear(tmp_path: Pa
         for _ in range(K):
             _sync(target)
     record = _record(target)
-    _an_hour_passes(target)
-    code, doc = _sync(target)  # the peer is gone now: connection refused
-    assert (code, doc["peers"][0]["reason"]) == (3, "network_refused")
+    # Two hours on (the test clock): the hourly retry meets a peer that is gone (connection refused).
+    later = parse_rfc3339(record["last_seen"]) + 7200  # type: ignore[operator]
+    result = run_cli(
+        ["--cortex", str(target), "sync", "--once", "--json", "--block-after", str(K)],
+        env={"NOEMAFED_TEST_NOW": format_epoch(later)},
+    )
+    assert (result.exit_code, json.loads(result.stdout)["peers"][0]["reason"]) == (3, "network_refused")
     assert {**_record(target), "last_seen": record["last_seen"]} == record
     assert _peer(_status(target), "src")["blocked_on"]["count"] == K
+    # Its next attempt is an hour after this one, not after the record's last attempt (already past: every run
+    # would contact the peer again).
+    assert _backoff(target)["next_attempt_at"] == format_epoch(later + 3600)
 
 
 # ---- skip-event's refusals: exact texts, nothing changed, the peer not contacted --------------------------

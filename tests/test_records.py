@@ -76,3 +76,15 @@ def test_what_typing_refuses_a_record_refuses() -> None:
 
         class Mixed(Record, Exception):  # type: ignore[misc]
             value: int
+
+
+def test_a_body_whose_annotations_python_deferred_is_refused_not_made_empty() -> None:
+    """Python 3.14 gives a class body without `from __future__ import annotations` an `__annotate__` function
+    instead of `__annotations__`: a Record made from it would have no fields at all."""
+    namespace = {
+        "__module__": __name__,
+        "__qualname__": "Deferred",
+        "__annotate__": lambda _format: {"x": int},
+    }
+    with pytest.raises(TypeError, match="needs `from __future__ import annotations`"):
+        type(Record)("Deferred", (Record,), namespace)

@@ -219,3 +219,15 @@ def test_a_table_that_cannot_be_scanned_is_read_key_by_key(tmp_path: Path) -> No
             state.get(reader, state.VCLOCK_KEY)
     finally:
         connection.close()
+
+
+def test_a_row_sqlite_cannot_decode_leaves_the_snapshot_to_key_by_key_reads(conn: sqlite3.Connection) -> None:
+    """A value that is not UTF-8 fails the whole scan; each other key still reads on its own (status then shows
+    every peer but the one whose row it is)."""
+    state.put(conn, "peer:a:last_event", "01A")
+    conn.execute("INSERT INTO federation_state(key, value) VALUES ('peer:b:last_event', CAST(x'ff' AS TEXT))")
+    reader = state.snapshot(conn)
+    assert reader is conn
+    assert state.get(reader, "peer:a:last_event") == "01A"
+    with pytest.raises(StateError):
+        state.get(reader, "peer:b:last_event")

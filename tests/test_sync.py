@@ -718,8 +718,8 @@ NOT_FOR_A_CAUGHT_UP_RUN = (
     "noemafed.cortex.emit",
     "noemafed.cortex.traces",
     "ulid",  # python-ulid reads its own package metadata at import
-    "hashlib",  # with hmac and OpenSSL's libcrypto, for a random marker only an answer over 8 MiB needs
-    "_hashlib",
+    "secrets",  # and with it hmac, hashlib and OpenSSL's libcrypto, for a marker only an answer over 8 MiB needs
+    "hmac",  # (not hashlib itself: a Python built without _sha256 loads it for the storage lock's path)
     "noemafed.signing.verifier",  # no signature to check (verify: off)
     "noemafed.mcp.large_answer",  # only for an answer over 8 MiB
     "encodings.idna",  # the host goes to getaddrinfo as ASCII bytes (TLS, not used here, still encodes with it)

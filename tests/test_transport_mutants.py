@@ -221,7 +221,8 @@ def test_an_ascii_host_goes_to_the_resolver_as_bytes_and_another_through_the_idn
     with pytest.raises(socket.gaierror):
         PeerConnection("http://peer..example:9/mcp", None).send("POST", {}, b"{}", 5)
     long_label = "b\u00fccher" + "x" * 70
-    with pytest.raises(UnicodeError, match="label empty or too long"):
+    # "label empty or too long" up to 3.12, "label too long" from 3.13
+    with pytest.raises(UnicodeError, match=r"label (empty or )?too long"):
         PeerConnection(f"http://{long_label}.example:9/mcp", None).send("POST", {}, b"{}", 5)
 
 

@@ -299,10 +299,11 @@ class FilePath(click.ParamType):  # type: ignore[type-arg]  # generic only since
     name = "file"
 
     def convert(self, value: str | Path, param: click.Parameter | None, ctx: click.Context | None) -> Path:
-        path = Path(value)
-        if path.is_dir():
+        # os.path.isdir, not Path.is_dir: a path this user cannot look into (EACCES, a name too long) is no
+        # refusal here, as in click.Path, but the write's failure, which status --check reports as its UNKNOWN.
+        if os.path.isdir(value):
             self.fail(f"File {click.format_filename(value)!r} is a directory.", param, ctx)
-        return path
+        return Path(value)
 
     def shell_complete(
         self, ctx: click.Context, param: click.Parameter, incomplete: str

@@ -167,12 +167,15 @@ def record_outcome(
 
 
 def _delay_base(result: PollResult, now: float) -> float:
-    """When the wait after a failure starts: now, but for a blocked peer its record's last failed attempt, which
-    the poll wrote a moment before (a second earlier, across a second's edge): its hour is an hour after the time
-    status and skip-event show for that attempt."""
+    """When the wait after a failure starts: now, but when this poll failed on the event its peer is blocked on,
+    the record's last attempt, which the poll wrote a moment before (a second earlier, across a second's edge):
+    its hour is an hour after the time status and skip-event show for that attempt. Any other failure of a blocked
+    peer leaves the record as it was, with an older attempt: its hour starts now."""
     record = result.poison_record
-    last = parse_rfc3339(record.last_seen) if record is not None and poison.blocked(record) else None
-    return now if last is None else last
+    if record is None or not poison.blocked(record) or result.event_id != record.event_id:
+        return now
+    last = parse_rfc3339(record.last_seen)
+    return now if last is None else min(last, now)
 
 
 # Why a run left a peer alone (DeferredPeer.reason, `deferred[].reason` in sync --json).
