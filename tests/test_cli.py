@@ -309,21 +309,16 @@ def test_status_and_sync_refuse_a_manifest_they_cannot_trust(
     assert manifest.read_bytes() == before
 
 
-@pytest.mark.parametrize("command", [["status"], ["status", "--check"]], ids=" ".join)
-def test_status_loads_no_openssl(tmp_path: Path, command: list[str]) -> None:
-    """Bug: every `status` loaded the host's OpenSSL twice over, for the verifier's name only `--json` shows and
-    for hashlib's sha256 of the storage-lock path: about 7 ms of a 60 ms run a monitoring system makes every
-    minute (docs/performance.md, status)."""
+def _loaded_by_a_fresh_run(args: list[str], modules: str) -> str:
+    """Run `noemafed ARGS` in a fresh interpreter and return what it printed last: `sorted(m for m in MODULES if
+    m in sys.modules)`, MODULES being a Python expression over the module names."""
     import subprocess
     import sys
 
-    from conftest import REPO, make_cortex
-
-    cortex = make_cortex(tmp_path)
     code = (
         "import sys\nfrom noemafed.cli import main\n"
-        f"try:\n    main(['--cortex', {str(cortex)!r}, *{command!r}])\nexcept SystemExit:\n    pass\n"
-        "print(sorted(m for m in ('_ssl', '_hashlib', 'ctypes') if m in sys.modules), file=sys.stderr)"
+        f"try:\n    main({args!r})\nexcept SystemExit:\n    pass\n"
+        f"print(sorted(m for m in {modules} if m in sys.modules), file=sys.stderr)"
     )
     done = subprocess.run(
         [sys.executable, "-c", code],
@@ -332,7 +327,18 @@ def test_status_loads_no_openssl(tmp_path: Path, command: list[str]) -> None:
         env={**os.environ, "PYTHONPATH": str(REPO)},
         check=False,
     )
-    assert done.stderr.splitlines()[-1] == "[]", done.stderr
+    return done.stderr.splitlines()[-1] if done.stderr else repr(done)
+
+
+@pytest.mark.parametrize("command", [["status"], ["status", "--check"]], ids=" ".join)
+def test_status_loads_no_openssl(tmp_path: Path, command: list[str]) -> None:
+    """Bug: every `status` loaded the host's OpenSSL twice over, for the verifier's name only `--json` shows and
+    for hashlib's sha256 of the storage-lock path: about 7 ms of a 60 ms run a monitoring system makes every
+    minute (docs/performance.md, status)."""
+    cortex = make_cortex(tmp_path)
+    assert (
+        _loaded_by_a_fresh_run(["--cortex", str(cortex), *command], "('_ssl', '_hashlib', 'ctypes')") == "[]"
+    )
 
 
 def test_run_starts_without_the_garbage_collector(tmp_path: Path) -> None:
@@ -382,24 +388,11 @@ def test_sync_and_serve_turn_the_garbage_collector_back_on(tmp_path: Path, comma
 def test_status_check_defines_only_its_own_command_reports_and_renderers(tmp_path: Path) -> None:
     """A start-up defines one command's options, report classes and renderers (docs/performance.md, status):
     `status --check`, which a monitoring system runs every minute, loads none of the other families."""
-    import subprocess
-    import sys
-
     cortex = make_cortex(tmp_path)
-    code = (
-        "import sys\nfrom noemafed.cli import main\n"
-        f"try:\n    main(['--cortex', {str(cortex)!r}, 'status', '--check'])\nexcept SystemExit:\n    pass\n"
-        "print(sorted(m for m in sys.modules if m.startswith(('noemafed.cli.', 'noemafed.reports', "
-        "'noemafed.render'))), file=sys.stderr)"
+    families = (
+        "[m for m in sys.modules if m.startswith(('noemafed.cli.', 'noemafed.reports', 'noemafed.render'))]"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", code],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
-        check=False,
-    )
-    assert done.stderr.splitlines()[-1] == str(
+    assert _loaded_by_a_fresh_run(["--cortex", str(cortex), "status", "--check"], families) == str(
         [
             "noemafed.cli.app",
             "noemafed.cli.status",
@@ -408,7 +401,7 @@ def test_status_check_defines_only_its_own_command_reports_and_renderers(tmp_pat
             "noemafed.reports",
             "noemafed.reports.status",
         ]
-    ), done.stderr
+    )
 
 
 @pytest.mark.parametrize("mode", ["--check", "--json"])
@@ -416,24 +409,9 @@ def test_status_loads_no_module_it_does_not_need(tmp_path: Path, mode: str) -> N
     """Modules `status` once loaded for nothing (docs/performance.md, status): `locale`, which gettext imports
     when click words its help option or click.Path's name; `binascii`, which only keys in the manifest need; the
     error document, which only a failure prints. One that comes back costs every monitoring check again."""
-    import subprocess
-    import sys
-
     cortex = make_cortex(tmp_path)
-    code = (
-        "import re, sys\nfrom noemafed.cli import main\n"
-        f"try:\n    main(['--cortex', {str(cortex)!r}, 'status', {mode!r}])\nexcept SystemExit:\n    pass\n"
-        "print(sorted(m for m in ('locale', 'binascii', 'noemafed.reports.error') if m in sys.modules), "
-        "file=sys.stderr)"
-    )
-    done = subprocess.run(
-        [sys.executable, "-c", code],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
-        check=False,
-    )
-    assert done.stderr.splitlines()[-1] == "[]", done.stderr
+    unneeded = "('locale', 'binascii', 'noemafed.reports.error')"
+    assert _loaded_by_a_fresh_run(["--cortex", str(cortex), "status", mode], unneeded) == "[]"
 
 
 def test_the_help_option_reads_as_clicks_did(tmp_path: Path) -> None:
